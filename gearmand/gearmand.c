@@ -1,0 +1,232 @@
+/*
+ * gearmand.c: the daemon's main: options and config file, log, daemonizing,
+ * pid file, user switch, then the server (libgearman-server/server.h).
+ *
+ * Runs on the main thread, which after start-up becomes the server's main
+ * loop (accepting connections and handling signals).  Start-up order: parse
+ * the command line and the config file, answer --check-args / --help /
+ * --version, raise the descriptor limit, daemonize (the parent waits until
+ * the child listens), open the log, write the pid file, build the server,
+ * bind, switch user, tell the parent, serve.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "gearmand/options.h"
+#include "libgearman-server/log.h"
+#include "libgearman-server/server.h"
+
+static const char *prog = "gearmand";
+static const char *pid_file_written;
+
+/* Forks; the parent waits for the child's one-byte "ready" on a pipe and
+   exits 0, or with the child's status if the child dies first.  Returns
+   the write end of the pipe in the child, or -1 if forking failed. */
+static int
+daemonize(void)
+{
+    int fds[2];
+    if (pipe(fds) < 0)
+        return -1;
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid > 0) {
+        close(fds[1]);
+        char c;
+        ssize_t n;
+        do
+            n = read(fds[0], &c, 1);
+        while (n < 0 && errno == EINTR);
+        if (n == 1)
+            _exit(0);
+        int status = 0;
+        if (waitpid(pid, &status, 0) == pid && WIFEXITED(status))
+            _exit(WEXITSTATUS(status) ? WEXITSTATUS(status) : 1);
+        _exit(1);
+    }
+    close(fds[0]);
+    setsid();
+    int devnull = open("/dev/null", O_RDWR);
+    if (devnull >= 0) {
+        dup2(devnull, STDIN_FILENO);
+        dup2(devnull, STDOUT_FILENO);
+        if (devnull > STDERR_FILENO)
+            close(devnull);
+    }
+    return fds[1];
+}
+
+/* Redirects stderr to /dev/null once the daemon's log is elsewhere. */
+static void
+detach_stderr(void)
+{
+    int devnull = open("/dev/null", O_WRONLY);
+    if (devnull >= 0) {
+        dup2(devnull, STDERR_FILENO);
+        close(devnull);
+    }
+}
+
+static int
+write_pid_file(const char *path, bool required)
+{
+    unlink(path);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        if (required)
+            fprintf(stderr, "%s: Could not open pid file %s: %s\n", prog, path, strerror(errno));
+        return required ? -1 : 0;
+    }
+    char buf[32];
+    int n = snprintf(buf, sizeof buf, "%ld\n", (long)getpid());
+    ssize_t w = write(fd, buf, (size_t)n);
+    close(fd);
+    if (w != n) {
+        if (required)
+            fprintf(stderr, "%s: Could not write pid file %s\n", prog, path);
+        unlink(path);
+        return required ? -1 : 0;
+    }
+    pid_file_written = path;
+    return 0;
+}
+
+static int
+switch_user(const char *user)
+{
+    if (getuid() != 0 && geteuid() != 0) {
+        fprintf(stderr, "%s: Must be root to switch users.\n", prog);
+        return -1;
+    }
+    struct passwd *pw = getpwnam(user);
+    if (!pw) {
+        fprintf(stderr, "%s: Could not find user %s\n", prog, user);
+        return -1;
+    }
+    if (setgroups(0, NULL) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0) {
+        fprintf(stderr, "%s: Could not switch to user %s: %s\n", prog, user, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static void
+open_log(const struct gm_options *o)
+{
+    gm_log_level = o->verbose;
+    if (o->syslog)
+        gm_log_use_syslog(true);
+    if (gm_log_open(o->log_file) == 0)
+        return;
+    /* Like gearmand: a log file that cannot be opened falls back to stderr,
+       with a warning. */
+    fprintf(stderr, "%s: could not open log file %s (%s), logging to stderr\n", prog, o->log_file,
+            strerror(errno));
+    gm_log_open("stderr");
+}
+
+int
+main(int argc, char **argv)
+{
+    signal(SIGPIPE, SIG_IGN);
+    if (argc > 0 && argv[0])
+        prog = argv[0];
+
+    static struct gm_options o;
+    gm_options_defaults(&o);
+    int status = 1;
+    int ready_fd = -1;
+    struct gm_server *server = NULL;
+    if (gm_options_parse_argv(&o, argc, argv, stderr) < 0 ||
+        gm_options_read_config(&o, prog, stderr) < 0 || gm_options_validate(&o, prog, stderr) < 0)
+        goto out;
+    if (o.check_args) {
+        status = 0;
+        goto out;
+    }
+    if (o.help) {
+        gm_options_help(stdout);
+        status = 0;
+        goto out;
+    }
+    if (o.version) {
+        printf("\ngearmand %s - %s\n", PACKAGE_VERSION, PACKAGE_BUGREPORT);
+        status = 0;
+        goto out;
+    }
+    if (o.ssl) {
+        fprintf(stderr, "%s: --ssl is not supported by this build\n", prog);
+        goto out;
+    }
+    if (o.protocol && strcasecmp(o.protocol, "http") != 0) {
+        fprintf(stderr, "%s: Unknown protocol module : %s\n", prog, o.protocol);
+        goto out;
+    }
+    if (o.protocol) {
+        fprintf(stderr, "%s: the http protocol module is not built yet\n", prog);
+        goto out;
+    }
+    if (strcasecmp(o.queue_type, "builtin") != 0) {
+        fprintf(stderr, "%s: Error while initializing the queue : %s\n", prog, o.queue_type);
+        goto out;
+    }
+    if (o.file_descriptors > 0) {
+        struct rlimit rl = {(rlim_t)o.file_descriptors, (rlim_t)o.file_descriptors};
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
+            fprintf(stderr, "%s: Could not set the file descriptor limit to %ld: %s\n", prog,
+                    o.file_descriptors, strerror(errno));
+            goto out;
+        }
+    }
+    if (o.daemon && (ready_fd = daemonize()) < 0) {
+        fprintf(stderr, "%s: Could not daemonize: %s\n", prog, strerror(errno));
+        goto out;
+    }
+    open_log(&o);
+    /* A pid file the user named must be written; the default one may fail
+       quietly (an unprivileged user running a quick test). */
+    if (write_pid_file(o.pid_file, gm_options_given(&o, "pid-file")) < 0)
+        goto out;
+
+    server = gm_server_new(&o.server);
+    if (!server)
+        goto out;
+    if (gm_server_listen(server) < 0) {
+        fprintf(stderr, "%s: could not listen on %s:%s (see the log)\n", prog,
+                o.server.listen_host ? o.server.listen_host : "*", o.server.port);
+        goto out;
+    }
+    if (o.user && switch_user(o.user) < 0)
+        goto out;
+    if (ready_fd >= 0) {
+        if (write(ready_fd, "R", 1) != 1) {
+            /* the parent is gone; carry on */
+        }
+        close(ready_fd);
+        ready_fd = -1;
+        detach_stderr();
+    }
+    status = gm_server_run(server);
+out:
+    gm_server_free(server);
+    if (pid_file_written)
+        unlink(pid_file_written);
+    gm_log_close();
+    gm_options_free(&o);
+    return status;
+}

@@ -1,0 +1,417 @@
+/*
+ * admin.c: the admin text commands (dispatcher side).
+ *
+ * Runs on the dispatcher thread, which owns the state the commands read.
+ * Each reply is built whole in one block and queued as one message, so it
+ * leaves in one burst (gearadmin stops reading after 5 ms of silence).
+ * Formats are gearmand 1.1.20's byte for byte, including its mix of "\n"
+ * and "\r\n" and the exact ERR strings; see the reference, section 3.
+ */
+#include "config.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "libgearman-server/admin.h"
+#include "libgearman-server/dispatcher_int.h"
+#include "libgearman-server/log.h"
+
+/* A reply under construction: a block that grows until it is sent. */
+struct reply {
+    struct gm_block *b;
+    size_t len;
+    bool failed;
+};
+
+static void
+reply_reserve(struct reply *r, size_t more)
+{
+    if (r->failed)
+        return;
+    size_t cap = r->b ? r->b->cap : 0;
+    if (r->len + more <= cap)
+        return;
+    size_t n = cap ? cap * 2 : 256;
+    while (n < r->len + more)
+        n *= 2;
+    struct gm_block *b = realloc(r->b, sizeof *b + n);
+    if (!b) {
+        r->failed = true;
+        return;
+    }
+    if (!r->b)
+        atomic_init(&b->refs, 1);
+    b->cap = (uint32_t)n;
+    r->b = b;
+}
+
+static void
+reply_add(struct reply *r, const void *p, size_t len)
+{
+    reply_reserve(r, len);
+    if (r->failed)
+        return;
+    memcpy(r->b->data + r->len, p, len);
+    r->len += len;
+}
+
+static void
+reply_str(struct reply *r, const char *s)
+{
+    reply_add(r, s, strlen(s));
+}
+
+static void
+reply_u64(struct reply *r, uint64_t v)
+{
+    char buf[20];
+    reply_add(r, buf, gm_fmt_u64(buf, v));
+}
+
+static void
+reply_send(struct gm_dispatcher *d, struct gm_peer *p, struct reply *r)
+{
+    if (r->failed || !r->b) {
+        free(r->b);
+        gm_disp_send_bytes(d, p->id, "ERR UNKNOWN_ERROR\r\n", 19);
+        return;
+    }
+    gm_disp_send_block(d, p->id, r->b, r->len);
+}
+
+static void
+send_str(struct gm_dispatcher *d, struct gm_peer *p, const char *s)
+{
+    gm_disp_send_bytes(d, p->id, s, strlen(s));
+}
+
+/* The words of the line, as (pointer, length). */
+struct words {
+    unsigned n;
+    const char *w[GM_ADMIN_MAX_WORDS];
+    size_t len[GM_ADMIN_MAX_WORDS];
+    bool more;
+};
+
+static bool
+word_is(const struct words *w, unsigned i, const char *s)
+{
+    return i < w->n && w->len[i] == strlen(s) && strncasecmp(w->w[i], s, w->len[i]) == 0;
+}
+
+/* gearmand's atoi: leading digits, junk reads as 0. */
+static long
+word_atol(const struct words *w, unsigned i)
+{
+    char buf[32];
+    size_t n = w->len[i] < sizeof buf - 1 ? w->len[i] : sizeof buf - 1;
+    memcpy(buf, w->w[i], n);
+    buf[n] = '\0';
+    return strtol(buf, NULL, 10);
+}
+
+static void
+err_unknown_command(struct gm_dispatcher *d, struct gm_peer *p, const struct words *w)
+{
+    struct reply r = {0};
+    reply_str(&r, "ERR UNKNOWN_COMMAND Unknown+server+command");
+    reply_add(&r, w->w[0], w->len[0]);
+    reply_str(&r, "\r\n");
+    reply_send(d, p, &r);
+}
+
+static void
+err_invalid_arguments(struct gm_dispatcher *d, struct gm_peer *p, const char *command)
+{
+    struct reply r = {0};
+    reply_str(&r, "ERR INVALID_ARGUMENTS An+incomplete+set+of+arguments+was+sent+to+this+command+");
+    reply_str(&r, command);
+    reply_str(&r, "\r\n");
+    reply_send(d, p, &r);
+}
+
+static void
+cmd_workers(struct gm_dispatcher *d, struct gm_peer *asker)
+{
+    struct reply r = {0};
+    for (unsigned t = 0; t < d->nports; t++) {
+        struct gm_disp_port *port = &d->ports[t];
+        for (uint32_t s = 0; s < port->npeers; s++) {
+            struct gm_peer *p = port->peers[s];
+            if (!p)
+                continue;
+            reply_u64(&r, (uint64_t)(p->fd < 0 ? 0 : p->fd));
+            reply_str(&r, " ");
+            reply_str(&r, p->addr);
+            reply_str(&r, " ");
+            reply_str(&r, p->client_id ? p->client_id : "-");
+            reply_str(&r, " :");
+            for (uint32_t i = p->nregs; i-- > 0;) {
+                reply_str(&r, " ");
+                reply_add(&r, p->regs[i]->fn->name, p->regs[i]->fn->name_len);
+            }
+            reply_str(&r, "\n");
+        }
+    }
+    reply_str(&r, ".\n");
+    reply_send(d, asker, &r);
+}
+
+static void
+cmd_status(struct gm_dispatcher *d, struct gm_peer *p, bool by_priority)
+{
+    struct reply r = {0};
+    struct gm_list *n;
+    gm_list_each(n, &d->function_list)
+    {
+        struct gm_function *fn = gm_container_of(n, struct gm_function, link);
+        reply_add(&r, fn->name, fn->name_len);
+        reply_str(&r, "\t");
+        if (by_priority) {
+            for (int prio = 0; prio < GM_PRIO_COUNT; prio++) {
+                reply_u64(&r, fn->queued[prio]);
+                reply_str(&r, "\t");
+            }
+        } else {
+            reply_u64(&r, gm_function_total(fn));
+            reply_str(&r, "\t");
+            reply_u64(&r, fn->running);
+            reply_str(&r, "\t");
+        }
+        reply_u64(&r, fn->worker_count);
+        reply_str(&r, "\n");
+    }
+    reply_str(&r, ".\n");
+    reply_send(d, p, &r);
+}
+
+/* Jobs in handle order (creation order for handles of one prefix). */
+static int
+cmp_job_handle(const void *a, const void *b)
+{
+    const struct gm_job *x = *(const struct gm_job *const *)a;
+    const struct gm_job *y = *(const struct gm_job *const *)b;
+    if (x->handle_len != y->handle_len)
+        return x->handle_len < y->handle_len ? -1 : 1;
+    return memcmp(gm_job_handle(x), gm_job_handle(y), x->handle_len);
+}
+
+static struct gm_job **
+jobs_sorted(struct gm_dispatcher *d, size_t *count)
+{
+    size_t n = d->by_handle.count, k = 0;
+    struct gm_job **v = malloc((n ? n : 1) * sizeof *v);
+    if (!v)
+        return NULL;
+    for (uint32_t b = 0; b <= d->by_handle.mask; b++)
+        for (struct gm_hnode *h = d->by_handle.buckets[b]; h && k < n; h = h->next)
+            v[k++] = gm_container_of(h, struct gm_job, by_handle);
+    qsort(v, k, sizeof *v, cmp_job_handle);
+    *count = k;
+    return v;
+}
+
+static void
+cmd_show_jobs(struct gm_dispatcher *d, struct gm_peer *p, bool unique)
+{
+    size_t n;
+    struct gm_job **v = jobs_sorted(d, &n);
+    if (!v) {
+        send_str(d, p, "ERR UNKNOWN_ERROR\r\n");
+        return;
+    }
+    struct reply r = {0};
+    for (size_t i = 0; i < n; i++) {
+        struct gm_job *job = v[i];
+        if (unique) {
+            reply_add(&r, gm_job_unique(job), job->unique_len);
+            reply_str(&r, "\n");
+            continue;
+        }
+        reply_add(&r, gm_job_handle(job), job->handle_len);
+        reply_str(&r, "\t");
+        reply_u64(&r, job->retries);
+        reply_str(&r, (job->flags & GM_JOB_IGNORED) ? "\t1\t" : "\t0\t");
+        /* gearmand's job_queued: set for background jobs (even with the
+           memory queue), cleared for foreground ones. */
+        reply_str(&r, (job->flags & GM_JOB_BACKGROUND) ? "1\n" : "0\n");
+    }
+    free(v);
+    reply_str(&r, ".\n");
+    reply_send(d, p, &r);
+}
+
+static void
+cmd_maxqueue(struct gm_dispatcher *d, struct gm_peer *p, const struct words *w)
+{
+    if (w->n < 2) {
+        err_invalid_arguments(d, p, "maxqueue");
+        return;
+    }
+    if (w->n > 5 || w->more) {
+        err_invalid_arguments(d, p, "maxqueue");
+        return;
+    }
+    long lim[GM_PRIO_COUNT] = {0, 0, 0};
+    if (w->n == 3) {
+        lim[0] = lim[1] = lim[2] = word_atol(w, 2);
+    } else {
+        for (unsigned i = 2; i < w->n; i++)
+            lim[i - 2] = word_atol(w, i);
+    }
+    struct gm_function *fn = gm_disp_function_find(d, w->w[1], w->len[1]);
+    if (fn)
+        for (int prio = 0; prio < GM_PRIO_COUNT; prio++)
+            fn->max_queue[prio] = lim[prio] < 0 ? 0 : lim[prio] > UINT32_MAX ? UINT32_MAX : (uint32_t)lim[prio];
+    send_str(d, p, "OK\r\n");
+}
+
+static void
+cmd_cancel(struct gm_dispatcher *d, struct gm_peer *p, const struct words *w)
+{
+    if (w->n < 3) {
+        err_unknown_command(d, p, w);
+        return;
+    }
+    if (w->n != 3 || w->more || !word_is(w, 1, "job")) {
+        send_str(d, p, "ERR UNKNOWN_ERROR\r\n");
+        return;
+    }
+    struct gm_job *job = gm_disp_job_by_handle(d, w->w[2], w->len[2]);
+    if (!job) {
+        send_str(d, p, "ERR UNKNOWN_JOB\r\n");
+        return;
+    }
+    gm_disp_job_cancel(d, job);
+    send_str(d, p, "OK\r\n");
+}
+
+static void
+cmd_create_function(struct gm_dispatcher *d, struct gm_peer *p, const struct words *w)
+{
+    if (w->n != 3 || w->more || !word_is(w, 1, "function")) {
+        err_invalid_arguments(d, p, "create");
+        return;
+    }
+    if (!gm_disp_function_get(d, w->w[2], w->len[2])) {
+        struct reply r = {0};
+        reply_str(&r, "ERR CREATE_FUNCTION ");
+        reply_add(&r, w->w[2], w->len[2]);
+        reply_str(&r, "\r\n");
+        reply_send(d, p, &r);
+        return;
+    }
+    send_str(d, p, "OK\r\n");
+}
+
+static void
+cmd_drop_function(struct gm_dispatcher *d, struct gm_peer *p, const struct words *w)
+{
+    if (w->n != 3 || w->more || !word_is(w, 1, "function")) {
+        err_invalid_arguments(d, p, "drop");
+        return;
+    }
+    struct gm_list *n;
+    gm_list_each(n, &d->function_list)
+    {
+        struct gm_function *fn = gm_container_of(n, struct gm_function, link);
+        if (fn->name_len != w->len[2] || strncasecmp(fn->name, w->w[2], w->len[2]) != 0)
+            continue;
+        if (fn->worker_count || fn->running) {
+            send_str(d, p, "ERR there are still connected workers or executing clients\r\n");
+            return;
+        }
+        gm_disp_function_drop(d, fn);
+        send_str(d, p, "OK\r\n");
+        return;
+    }
+    send_str(d, p, "ERR function not found\r\n");
+}
+
+static void
+cmd_shutdown(struct gm_dispatcher *d, struct gm_peer *p, const struct words *w)
+{
+    bool graceful = word_is(w, 1, "graceful");
+    if (w->n > 2 || (w->n == 2 && !graceful)) {
+        send_str(d, p, "ERR UNKNOWN_ARGUMENTS shutdown+takes+no+argument+but+graceful\r\n");
+        return;
+    }
+    if (!p->is_loopback) {
+        send_str(d, p, "ERR PERMISSION_DENIED shutdown+is+accepted+only+from+loopback\r\n");
+        return;
+    }
+    gm_log(GM_LOG_NOTICE, "shutdown%s requested by %s:%u", graceful ? " graceful" : "", p->addr,
+           p->port);
+    send_str(d, p, "OK\r\n");
+    if (graceful)
+        gm_disp_begin_graceful(d);
+    else
+        gm_disp_request_shutdown(d, 0);
+}
+
+void
+gm_admin_execute(struct gm_dispatcher *d, struct gm_peer *p, const struct gm_in *m)
+{
+    struct words w = {0};
+    w.n = m->u.words.count;
+    w.more = m->u.words.more;
+    for (unsigned i = 0; i < w.n; i++) {
+        w.w[i] = m->payload + m->u.words.start[i];
+        w.len[i] = m->u.words.len[i];
+    }
+    if (w.n == 0) {
+        w.n = 1;
+        w.w[0] = "";
+        w.len[0] = 0;
+    }
+    if (word_is(&w, 0, "workers")) {
+        cmd_workers(d, p);
+    } else if (word_is(&w, 0, "status")) {
+        cmd_status(d, p, false);
+    } else if (word_is(&w, 0, "prioritystatus")) {
+        cmd_status(d, p, true);
+    } else if (word_is(&w, 0, "show")) {
+        if (w.n == 1)
+            err_unknown_command(d, p, &w);
+        else if (w.n == 2 && word_is(&w, 1, "jobs"))
+            cmd_show_jobs(d, p, false);
+        else if (w.n == 3 && word_is(&w, 1, "unique") && word_is(&w, 2, "jobs"))
+            cmd_show_jobs(d, p, true);
+        else
+            send_str(d, p, "ERR UNKNOWN_SHOW_ARGUMENTS\r\n");
+    } else if (word_is(&w, 0, "cancel")) {
+        cmd_cancel(d, p, &w);
+    } else if (word_is(&w, 0, "create")) {
+        cmd_create_function(d, p, &w);
+    } else if (word_is(&w, 0, "drop")) {
+        cmd_drop_function(d, p, &w);
+    } else if (word_is(&w, 0, "maxqueue")) {
+        cmd_maxqueue(d, p, &w);
+    } else if (word_is(&w, 0, "version")) {
+        struct reply r = {0};
+        reply_str(&r, "OK ");
+        reply_str(&r, d->cfg->version ? d->cfg->version : PACKAGE_VERSION);
+        reply_str(&r, "\n");
+        reply_send(d, p, &r);
+    } else if (word_is(&w, 0, "getpid")) {
+        struct reply r = {0};
+        reply_str(&r, "OK ");
+        reply_u64(&r, (uint64_t)getpid());
+        reply_str(&r, "\n");
+        reply_send(d, p, &r);
+    } else if (word_is(&w, 0, "verbose")) {
+        struct reply r = {0};
+        reply_str(&r, "OK ");
+        reply_str(&r, gm_log_level_name(gm_log_level));
+        reply_str(&r, "\n");
+        reply_send(d, p, &r);
+    } else if (word_is(&w, 0, "shutdown")) {
+        cmd_shutdown(d, p, &w);
+    } else {
+        err_unknown_command(d, p, &w);
+    }
+}

@@ -1,0 +1,28 @@
+/*
+ * admin.h: the admin text protocol's line parsing (I/O thread side).
+ *
+ * A connection's message whose first byte is not NUL is a text line ending
+ * in "\n" (an optional "\r" before it is dropped).  The I/O thread splits it
+ * into words here and hands the words to the dispatcher, which runs the
+ * command (admin.c).  Pure functions, any thread.
+ */
+#ifndef GM_ADMIN_H
+#define GM_ADMIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "libgearman-server/msg.h"
+
+#define GM_ADMIN_LINE_MAX 8192 /* longer lines close the connection, as in gearmand */
+
+/* Splits line[0..len) (no end-of-line bytes; len <= GM_ADMIN_LINE_MAX) at
+   spaces; a run of spaces is one separator, tabs are not separators, and an
+   empty line is one empty word. */
+void gm_admin_split(const char *line, size_t len, struct gm_admin_words *w);
+
+/* Finds the end of the first line in buf[0..len): returns the offset of its
+   "\n", or -1 if there is none yet. */
+long gm_admin_find_eol(const char *buf, size_t len);
+
+#endif /* GM_ADMIN_H */

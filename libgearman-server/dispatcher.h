@@ -1,0 +1,76 @@
+/*
+ * dispatcher.h: the dispatcher, the one thread that owns all job state.
+ *
+ * It drains every I/O thread's inbound ring, runs each request against the
+ * job store (jobs.h) and answers by producing messages on the outbound ring
+ * of the connection's I/O thread.  It never blocks and takes no locks: when
+ * an outbound ring is full the reply waits in an overflow list.  Timers
+ * (epoch and scheduled jobs, CAN_DO_TIMEOUT) run on its loop.
+ *
+ * The dispatcher can be driven two ways: by its own libev loop on its own
+ * thread (gm_disp_thread_main, used by the server), or by hand (the unit
+ * tests push messages on the rings, call gm_disp_drain() and read the
+ * replies off the outbound rings; no sockets, no threads).
+ */
+#ifndef GM_DISPATCHER_H
+#define GM_DISPATCHER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "libgearman-server/msg.h"
+#include "libgearman-server/server_config.h"
+
+struct gm_dispatcher;
+
+/* Callbacks from the dispatcher to the rest of the server (all optional). */
+struct gm_disp_hooks {
+    void *arg;
+    /* Wakes I/O thread `thread`: its outbound ring has news or room. */
+    void (*wake_io)(void *arg, unsigned thread);
+    /* Asks the server to stop: graceful = the job count reached zero during
+       a graceful shutdown, or an admin `shutdown [graceful]` arrived. */
+    void (*request_shutdown)(void *arg, int graceful);
+    /* Returns the wall clock in milliseconds (tests replace it). */
+    int64_t (*now_ms)(void *arg);
+};
+
+/* Creates a dispatcher over n channels (one per I/O thread); returns NULL if
+   memory is short.  cfg must outlive it. */
+struct gm_dispatcher *gm_disp_new(const struct gm_server_config *cfg, struct gm_channel *chans,
+                                  unsigned n, const struct gm_disp_hooks *hooks);
+
+/* Frees every job, function and peer, and releases every reference held. */
+void gm_disp_free(struct gm_dispatcher *d);
+
+/* Handles up to `budget` inbound messages across all rings; returns how many
+   were handled (fewer than budget means the rings were empty). */
+size_t gm_disp_drain(struct gm_dispatcher *d, size_t budget);
+
+/* Publishes produced replies, moves overflow into rings with room, wakes
+   I/O threads that have news.  Called once per loop iteration. */
+void gm_disp_flush(struct gm_dispatcher *d);
+
+/* Runs the timers due at now_ms; returns the time of the next one, or -1. */
+int64_t gm_disp_run_timers(struct gm_dispatcher *d, int64_t now_ms);
+
+/* Enters graceful mode: asks for shutdown once no job is queued or running
+   (at once if none is). */
+void gm_disp_begin_graceful(struct gm_dispatcher *d);
+
+/* Thread side: creates the libev loop and watchers; returns 0 or -1. */
+int gm_disp_loop_init(struct gm_dispatcher *d);
+
+/* Thread entry: runs the loop until gm_disp_stop(). */
+void *gm_disp_thread_main(void *dispatcher);
+
+/* Any thread: wakes the dispatcher (new inbound messages, or room). */
+void gm_disp_wake(struct gm_dispatcher *d);
+
+/* Any thread: makes the loop return; ring contents stay for gm_disp_free. */
+void gm_disp_stop(struct gm_dispatcher *d);
+
+/* Any thread: begins graceful mode from outside the dispatcher thread. */
+void gm_disp_request_graceful(struct gm_dispatcher *d);
+
+#endif /* GM_DISPATCHER_H */

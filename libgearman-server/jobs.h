@@ -1,0 +1,137 @@
+/*
+ * jobs.h: the job store: functions, jobs, workers' registrations, attached
+ * clients, the handle and unique indexes, per-priority queues and the timer
+ * heap for jobs that run later.
+ *
+ * Everything here is owned by the dispatcher thread and touched by nobody
+ * else, so nothing is locked.  The one exception is a job's memory: a job
+ * lives inside a reference-counted block (block.h) together with its handle,
+ * unique key and (small) data, so that an I/O thread still writing a
+ * JOB_ASSIGN can hold the bytes after the dispatcher is done with the job.
+ * The I/O thread only ever reads the data bytes through its reference.
+ *
+ * Data model (gearmand 1.1.20 terms in brackets):
+ *   gm_function  one per function name: three FIFO queues (HIGH, NORMAL,
+ *                LOW) of runnable jobs, counts, maxqueue limits, and the
+ *                list of registrations whose worker is asleep.
+ *   gm_job       one per job: handle, unique, data, priority, state.
+ *   gm_peer      one per connection (client, worker, admin or all three).
+ *   gm_reg       one per CAN_DO (a worker may register a name twice).
+ *   gm_attach    one per (foreground client, job) [client record].
+ */
+#ifndef GM_JOBS_H
+#define GM_JOBS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "libgearman-server/block.h"
+#include "libgearman-server/hashtab.h"
+#include "libgearman-server/list.h"
+#include "libgearman-server/msg.h"
+
+enum gm_priority { GM_PRIO_HIGH = 0, GM_PRIO_NORMAL = 1, GM_PRIO_LOW = 2, GM_PRIO_COUNT = 3 };
+
+enum gm_job_state {
+    GM_JOB_QUEUED = 1, /* in fn->queue[prio], runnable now */
+    GM_JOB_FUTURE,     /* in the timer heap until `when` */
+    GM_JOB_RUNNING     /* assigned to reg->peer, in its running list */
+};
+
+enum gm_job_flags {
+    GM_JOB_BACKGROUND = 1 << 0, /* submitted as background: survives its clients */
+    GM_JOB_IGNORED = 1 << 1,    /* running, but abandoned or cancelled: results go nowhere */
+    GM_JOB_UNIQUE_INDEXED = 1 << 2,
+    GM_JOB_DATA_KEYED = 1 << 3, /* unique "-": coalesces on identical data */
+    GM_JOB_PERSISTED = 1 << 4   /* stored in the durable queue [job_queued] */
+};
+
+struct gm_function {
+    struct gm_hnode hnode;       /* in functions, by name */
+    struct gm_list link;         /* in the creation-order list */
+    struct gm_list queue[GM_PRIO_COUNT];
+    uint32_t queued[GM_PRIO_COUNT]; /* waiting jobs per priority, future ones included */
+    uint32_t running;
+    uint32_t max_queue[GM_PRIO_COUNT]; /* 0 = unlimited */
+    uint32_t worker_count;       /* registrations */
+    struct gm_list sleepers;     /* gm_reg.sleep_link of sleeping, un-NOOPed workers */
+    uint64_t submitted, completed, failed;
+    uint32_t name_len;
+    char name[];                 /* NUL-terminated */
+};
+
+struct gm_peer;
+
+struct gm_reg {
+    struct gm_function *fn;
+    struct gm_peer *peer;
+    uint32_t timeout_ms;         /* CAN_DO_TIMEOUT; 0 = none */
+    struct gm_list sleep_link;   /* in fn->sleepers while the peer sleeps */
+};
+
+struct gm_peer {
+    gm_conn_id id;
+    int fd;
+    uint16_t port;
+    bool sleeping;      /* sent PRE_SLEEP, no GRAB since */
+    bool noop_sent;     /* woken since it went to sleep */
+    bool exceptions;    /* receives WORK_EXCEPTION (OPTION_REQ exceptions) */
+    bool is_loopback;   /* peer address is 127.0.0.0/8 or ::1 */
+    char *client_id;    /* SET_CLIENT_ID; NULL shows as "-" */
+    struct gm_reg **regs;        /* registrations in CAN_DO order */
+    uint32_t nregs, regs_cap;
+    uint32_t rr;                 /* where the next GRAB starts looking */
+    struct gm_list running;      /* gm_job.link of jobs this worker holds */
+    struct gm_list waits;        /* gm_attach.peer_link: jobs this client waits on */
+    char addr[GM_ADDR_MAX];
+};
+
+struct gm_attach {
+    struct gm_list job_link;     /* in job->clients, in attach order */
+    struct gm_list peer_link;    /* in peer->waits */
+    struct gm_job *job;
+    struct gm_peer *peer;
+};
+
+struct gm_job {
+    struct gm_hnode by_handle;
+    struct gm_hnode by_unique;
+    struct gm_list link;         /* fn->queue[prio] when QUEUED; peer->running when RUNNING */
+    struct gm_function *fn;
+    struct gm_reg *reg;          /* the registration it runs under (RUNNING only) */
+    struct gm_list clients;      /* gm_attach.job_link */
+    const char *data;            /* in this job's block, or in data_blk */
+    struct gm_block *data_blk;   /* external data block (big payloads), or NULL */
+    int64_t when;                /* run at/after this Unix time; 0 = now */
+    uint32_t data_len;
+    uint32_t numerator, denominator;
+    uint32_t heap_idx;           /* position in the timer heap, or UINT32_MAX */
+    uint8_t handle_len;
+    uint8_t unique_len;
+    uint8_t prio;
+    uint8_t state;               /* enum gm_job_state */
+    uint8_t retries;
+    uint8_t flags;               /* enum gm_job_flags */
+    uint16_t reducer_len;
+    uint32_t nclients;
+    char text[];                 /* handle\0unique\0reducer\0 then small data */
+};
+
+static inline const char *gm_job_handle(const struct gm_job *j) { return j->text; }
+static inline const char *gm_job_unique(const struct gm_job *j) { return j->text + j->handle_len + 1; }
+static inline const char *gm_job_reducer(const struct gm_job *j)
+{
+    return j->text + j->handle_len + 1 + j->unique_len + 1;
+}
+/* The block that holds the job itself. */
+static inline struct gm_block *gm_job_block(struct gm_job *j)
+{
+    return gm_container_of((void *)j, struct gm_block, data);
+}
+
+static inline uint32_t gm_function_total(const struct gm_function *f)
+{
+    return f->queued[0] + f->queued[1] + f->queued[2] + f->running;
+}
+
+#endif /* GM_JOBS_H */

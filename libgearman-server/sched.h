@@ -1,0 +1,30 @@
+/*
+ * sched.h: the schedule of SUBMIT_JOB_SCHED: five cron-like fields
+ * (minute, hour, day of month, month, day of week), each a number or empty
+ * / "*" for "any", evaluated in UTC.  Pure functions, any thread.
+ */
+#ifndef GM_SCHED_H
+#define GM_SCHED_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct gm_sched {
+    int minute;  /* 0-59, or -1 for any */
+    int hour;    /* 0-23 */
+    int mday;    /* 1-31 */
+    int month;   /* 1-12 */
+    int wday;    /* 0-6, Sunday = 0 (7 is read as 0) */
+};
+
+/* Parses the five fields (ptr/len pairs in the order above); returns 0, or
+   the 1-based index of the first bad field. */
+int gm_sched_parse(const char *const field[5], const size_t len[5], struct gm_sched *s);
+
+/* Returns the first whole minute at or after `now` (Unix seconds) that
+   matches s, or -1 if none does within eight years (e.g. 31 February).
+   Day of month and day of week combine as in cron: when both are given, a
+   day matching either one matches. */
+int64_t gm_sched_next(const struct gm_sched *s, int64_t now);
+
+#endif /* GM_SCHED_H */

@@ -1,0 +1,506 @@
+/*
+ * server.c: listeners, threads and the main loop (see server.h).
+ *
+ * Runs on the main thread, which owns the listening sockets and the signal
+ * watchers.  Accepted sockets are handed to I/O threads in turn over each
+ * thread's socket ring.  Running out of descriptors pauses accepting for a
+ * moment instead of spinning on a listener that stays readable.
+ */
+#include "config.h"
+
+#include "libgearman-server/server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <ev.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include "libgearman-server/dispatcher.h"
+#include "libgearman-server/io_thread.h"
+#include "libgearman-server/log.h"
+
+#define IN_RING_SLOTS 16384
+#define OUT_RING_SLOTS 16384
+#define MAX_LISTENERS 16
+#define ACCEPTS_PER_EVENT 64
+#define ACCEPT_PAUSE_SECONDS 0.1
+
+struct listener {
+    int fd;
+    ev_io w;
+    struct gm_server *s;
+};
+
+struct gm_server {
+    const struct gm_server_config *cfg;
+    unsigned nthreads;
+    struct gm_channel *chans;
+    struct gm_io_thread **io;
+    struct gm_dispatcher *disp;
+    pthread_t *io_tids;
+    pthread_t disp_tid;
+    unsigned started_io;
+    bool disp_started;
+
+    struct ev_loop *loop;
+    struct listener ls[MAX_LISTENERS];
+    unsigned nls;
+    unsigned port;
+    ev_signal sig_term, sig_int, sig_usr1, sig_hup;
+    ev_async control;           /* the dispatcher asks for a stop */
+    _Atomic int stop_requested;
+    ev_timer accept_resume;
+    bool accept_paused;
+    bool graceful;
+    unsigned next_io;
+};
+
+void
+gm_server_config_defaults(struct gm_server_config *c)
+{
+    memset(c, 0, sizeof *c);
+    c->port = GM_DEFAULT_PORT;
+    c->backlog = 32;
+    c->io_threads = 0;
+    c->max_packet_size = GM_DEFAULT_MAX_PACKET;
+    c->max_output = GM_DEFAULT_MAX_OUTPUT;
+    c->hashtable_buckets = GM_DEFAULT_BUCKETS;
+    c->keepalive_idle = c->keepalive_interval = c->keepalive_count = -1;
+    struct utsname u;
+    const char *node = uname(&u) == 0 ? u.nodename : "localhost";
+    /* Long host names are cut so that "<prefix>:<n>" always fits a handle. */
+    size_t len = strnlen(node, GM_PREFIX_MAX - 2);
+    c->handle_prefix[0] = 'H';
+    c->handle_prefix[1] = ':';
+    memcpy(c->handle_prefix + 2, node, len);
+    c->handle_prefix[2 + len] = '\0';
+}
+
+/* ------------------------------------------------------------------ */
+/* Wiring the threads together                                         */
+/* ------------------------------------------------------------------ */
+
+static void
+wake_dispatcher(void *arg)
+{
+    gm_disp_wake(arg);
+}
+
+static void
+wake_io(void *arg, unsigned thread)
+{
+    struct gm_server *s = arg;
+    gm_io_wake(s->io[thread]);
+}
+
+static void
+dispatcher_wants_stop(void *arg, int graceful)
+{
+    struct gm_server *s = arg;
+    (void)graceful;
+    atomic_store(&s->stop_requested, 1);
+    ev_async_send(s->loop, &s->control);
+}
+
+unsigned
+gm_server_io_threads(const struct gm_server *s)
+{
+    return s->nthreads;
+}
+
+unsigned
+gm_server_port(const struct gm_server *s)
+{
+    return s->port;
+}
+
+struct gm_server *
+gm_server_new(const struct gm_server_config *cfg)
+{
+    struct gm_server *s = calloc(1, sizeof *s);
+    if (!s)
+        goto oom;
+    s->cfg = cfg;
+    atomic_init(&s->stop_requested, 0);
+    unsigned n = cfg->io_threads;
+    if (n == 0) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        n = cpus > 0 ? (unsigned)cpus : 1;
+    }
+    if (n > GM_MAX_IO_THREADS)
+        n = GM_MAX_IO_THREADS;
+    s->nthreads = n;
+    for (unsigned i = 0; i < MAX_LISTENERS; i++)
+        s->ls[i].fd = -1;
+    s->loop = ev_default_loop(EVFLAG_AUTO | EVFLAG_SIGNALFD);
+    s->chans = calloc(n, sizeof *s->chans);
+    s->io = calloc(n, sizeof *s->io);
+    s->io_tids = calloc(n, sizeof *s->io_tids);
+    if (!s->loop || !s->chans || !s->io || !s->io_tids)
+        goto oom;
+    for (unsigned i = 0; i < n; i++)
+        if (gm_channel_init(&s->chans[i], IN_RING_SLOTS, OUT_RING_SLOTS) < 0)
+            goto oom;
+    struct gm_disp_hooks hooks = {.arg = s, .wake_io = wake_io,
+                                  .request_shutdown = dispatcher_wants_stop};
+    s->disp = gm_disp_new(cfg, s->chans, n, &hooks);
+    if (!s->disp || gm_disp_loop_init(s->disp) < 0)
+        goto oom;
+    for (unsigned i = 0; i < n; i++)
+        if (!(s->io[i] = gm_io_new(i, cfg, &s->chans[i], wake_dispatcher, s->disp)))
+            goto oom;
+    return s;
+oom:
+    gm_log(GM_LOG_FATAL, "out of memory creating the server");
+    gm_server_free(s);
+    return NULL;
+}
+
+void
+gm_server_free(struct gm_server *s)
+{
+    if (!s)
+        return;
+    for (unsigned i = 0; i < s->nls; i++) {
+        ev_io_stop(s->loop, &s->ls[i].w);
+        close(s->ls[i].fd);
+    }
+    for (unsigned i = 0; s->io && i < s->nthreads; i++)
+        gm_io_free(s->io[i]);
+    gm_disp_free(s->disp);
+    for (unsigned i = 0; s->chans && i < s->nthreads; i++)
+        if (s->chans[i].in.slots)
+            gm_channel_destroy(&s->chans[i]);
+    free(s->chans);
+    free(s->io);
+    free(s->io_tids);
+    free(s);
+}
+
+/* ------------------------------------------------------------------ */
+/* Listening and accepting                                             */
+/* ------------------------------------------------------------------ */
+
+static void
+pause_accepting(struct gm_server *s)
+{
+    if (s->accept_paused)
+        return;
+    s->accept_paused = true;
+    for (unsigned i = 0; i < s->nls; i++)
+        ev_io_stop(s->loop, &s->ls[i].w);
+    ev_timer_set(&s->accept_resume, ACCEPT_PAUSE_SECONDS, 0.);
+    ev_timer_start(s->loop, &s->accept_resume);
+}
+
+static void
+on_accept_resume(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct gm_server *s = w->data;
+    (void)loop;
+    (void)revents;
+    s->accept_paused = false;
+    if (s->graceful)
+        return;
+    for (unsigned i = 0; i < s->nls; i++)
+        ev_io_start(s->loop, &s->ls[i].w);
+}
+
+static void
+peer_name(const struct sockaddr_storage *ss, char *addr, size_t len, uint16_t *port)
+{
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)ss;
+        inet_ntop(AF_INET, &in->sin_addr, addr, (socklen_t)len);
+        *port = ntohs(in->sin_port);
+    } else if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ss;
+        inet_ntop(AF_INET6, &in6->sin6_addr, addr, (socklen_t)len);
+        /* Show IPv4-mapped peers as plain IPv4, as tools expect. */
+        if (strncmp(addr, "::ffff:", 7) == 0 && strchr(addr + 7, '.'))
+            memmove(addr, addr + 7, strlen(addr + 7) + 1);
+        *port = ntohs(in6->sin6_port);
+    } else {
+        snprintf(addr, len, "unknown");
+        *port = 0;
+    }
+}
+
+static void
+on_accept(struct ev_loop *loop, ev_io *w, int revents)
+{
+    struct listener *l = w->data;
+    struct gm_server *s = l->s;
+    (void)loop;
+    (void)revents;
+    for (int i = 0; i < ACCEPTS_PER_EVENT; i++) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof ss;
+        int fd = accept4(l->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                gm_log(GM_LOG_ERROR, "accept: %s; pausing new connections for %.0f ms",
+                       strerror(errno), ACCEPT_PAUSE_SECONDS * 1000);
+                pause_accepting(s);
+            }
+            return;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+        struct gm_new_fd nf;
+        memset(&nf, 0, sizeof nf);
+        nf.fd = fd;
+        peer_name(&ss, nf.addr, sizeof nf.addr, &nf.port);
+        struct gm_io_thread *t = s->io[s->next_io];
+        s->next_io = (s->next_io + 1) % s->nthreads;
+        if (gm_io_add_fd(t, &nf) < 0) {
+            gm_log(GM_LOG_ERROR, "I/O thread hand-off queue full; dropping %s:%u", nf.addr,
+                   nf.port);
+            close(fd);
+        }
+    }
+}
+
+static int
+listen_on(struct gm_server *s, const struct addrinfo *ai)
+{
+    const struct gm_server_config *cfg = s->cfg;
+    char host[NI_MAXHOST], serv[NI_MAXSERV];
+    if (getnameinfo(ai->ai_addr, ai->ai_addrlen, host, sizeof host, serv, sizeof serv,
+                    NI_NUMERICHOST | NI_NUMERICSERV) != 0)
+        snprintf(host, sizeof host, "?");
+    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+    if (fd < 0) {
+        gm_log(GM_LOG_ERROR, "socket(%s): %s", host, strerror(errno));
+        return -1;
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (ai->ai_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    if (cfg->keepalive) {
+        setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+        if (cfg->keepalive_idle >= 0)
+            setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &cfg->keepalive_idle, sizeof(int));
+        if (cfg->keepalive_interval >= 0)
+            setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &cfg->keepalive_interval, sizeof(int));
+        if (cfg->keepalive_count >= 0)
+            setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cfg->keepalive_count, sizeof(int));
+    }
+    if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
+        gm_log(GM_LOG_FATAL, "bind(%s:%s): %s", host, serv, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    if (listen(fd, cfg->backlog > 0 ? cfg->backlog : 32) < 0) {
+        gm_log(GM_LOG_FATAL, "listen(%s:%s): %s", host, serv, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
+        uint16_t port;
+        char addr[GM_ADDR_MAX];
+        peer_name(&ss, addr, sizeof addr, &port);
+        s->port = port;
+    }
+    struct listener *l = &s->ls[s->nls++];
+    l->fd = fd;
+    l->s = s;
+    ev_io_init(&l->w, on_accept, fd, EV_READ);
+    l->w.data = l;
+    gm_log(GM_LOG_NOTICE, "Listening on %s:%u", host, s->port);
+    return 0;
+}
+
+int
+gm_server_listen(struct gm_server *s)
+{
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE;
+    const char *port = s->cfg->port && *s->cfg->port ? s->cfg->port : GM_DEFAULT_PORT;
+    int rc = getaddrinfo(s->cfg->listen_host, port, &hints, &res);
+    if (rc != 0) {
+        gm_log(GM_LOG_FATAL, "cannot resolve %s:%s: %s",
+               s->cfg->listen_host ? s->cfg->listen_host : "*", port, gai_strerror(rc));
+        return -1;
+    }
+    int ok = 0, failed = 0;
+    for (struct addrinfo *ai = res; ai && s->nls < MAX_LISTENERS; ai = ai->ai_next) {
+        if (listen_on(s, ai) == 0) {
+            ok++;
+            /* With port 0 every further address must use the port the first got. */
+            if (ai->ai_next && s->port && strcmp(port, "0") == 0) {
+                for (struct addrinfo *n = ai->ai_next; n; n = n->ai_next) {
+                    if (n->ai_family == AF_INET)
+                        ((struct sockaddr_in *)n->ai_addr)->sin_port = htons((uint16_t)s->port);
+                    else if (n->ai_family == AF_INET6)
+                        ((struct sockaddr_in6 *)n->ai_addr)->sin6_port = htons((uint16_t)s->port);
+                }
+            }
+        } else {
+            failed++;
+        }
+    }
+    freeaddrinfo(res);
+    /* Like gearmand: every address must bind (an IPv6-less host simply
+       returns no IPv6 address). */
+    if (!ok || failed)
+        return -1;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Signals and shutdown                                                */
+/* ------------------------------------------------------------------ */
+
+static void
+stop_listening(struct gm_server *s)
+{
+    for (unsigned i = 0; i < s->nls; i++) {
+        ev_io_stop(s->loop, &s->ls[i].w);
+        close(s->ls[i].fd);
+    }
+    s->nls = 0;
+    ev_timer_stop(s->loop, &s->accept_resume);
+}
+
+static void
+on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)revents;
+    gm_log(GM_LOG_NOTICE, "Received %s, shutting down", w->signum == SIGINT ? "SIGINT" : "SIGTERM");
+    ev_break(loop, EVBREAK_ALL);
+}
+
+static void
+on_graceful_signal(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    struct gm_server *s = w->data;
+    (void)loop;
+    (void)revents;
+    gm_log(GM_LOG_NOTICE, "Received SIGUSR1: no new connections; stopping once no job is left");
+    s->graceful = true;
+    stop_listening(s);
+    gm_disp_request_graceful(s->disp);
+}
+
+static void
+on_hup(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)loop;
+    (void)w;
+    (void)revents;
+    if (gm_log_reopen() < 0)
+        gm_log(GM_LOG_ERROR, "SIGHUP: cannot reopen the log file: %s", strerror(errno));
+    else
+        gm_log(GM_LOG_NOTICE, "SIGHUP, reopening log file");
+}
+
+static void
+on_control(struct ev_loop *loop, ev_async *w, int revents)
+{
+    struct gm_server *s = w->data;
+    (void)revents;
+    if (atomic_load(&s->stop_requested))
+        ev_break(loop, EVBREAK_ALL);
+}
+
+static void
+stop_threads(struct gm_server *s)
+{
+    for (unsigned i = 0; i < s->started_io; i++)
+        gm_io_stop(s->io[i]);
+    if (s->disp_started)
+        gm_disp_stop(s->disp);
+    for (unsigned i = 0; i < s->started_io; i++)
+        pthread_join(s->io_tids[i], NULL);
+    if (s->disp_started)
+        pthread_join(s->disp_tid, NULL);
+    s->started_io = 0;
+    s->disp_started = false;
+}
+
+int
+gm_server_run(struct gm_server *s)
+{
+    /* Other threads never see the signals the main loop handles. */
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGUSR1);
+    sigaddset(&block, SIGHUP);
+    sigaddset(&block, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &block, &old);
+    int status = 0;
+    if (pthread_create(&s->disp_tid, NULL, gm_disp_thread_main, s->disp) != 0) {
+        gm_log(GM_LOG_FATAL, "cannot start the dispatcher thread");
+        status = 1;
+    } else {
+        s->disp_started = true;
+    }
+    for (unsigned i = 0; status == 0 && i < s->nthreads; i++) {
+        if (pthread_create(&s->io_tids[i], NULL, gm_io_thread_main, s->io[i]) != 0) {
+            gm_log(GM_LOG_FATAL, "cannot start I/O thread %u", i);
+            status = 1;
+            break;
+        }
+        s->started_io++;
+    }
+    /* The signals stay blocked on this thread too: the main loop reads them
+       through a signalfd. */
+    (void)old;
+    if (status) {
+        stop_threads(s);
+        return status;
+    }
+
+    ev_signal_init(&s->sig_term, on_stop_signal, SIGTERM);
+    ev_signal_init(&s->sig_int, on_stop_signal, SIGINT);
+    ev_signal_init(&s->sig_usr1, on_graceful_signal, SIGUSR1);
+    ev_signal_init(&s->sig_hup, on_hup, SIGHUP);
+    s->sig_usr1.data = s;
+    ev_signal_start(s->loop, &s->sig_term);
+    ev_signal_start(s->loop, &s->sig_int);
+    ev_signal_start(s->loop, &s->sig_usr1);
+    ev_signal_start(s->loop, &s->sig_hup);
+    ev_async_init(&s->control, on_control);
+    s->control.data = s;
+    ev_async_start(s->loop, &s->control);
+    ev_timer_init(&s->accept_resume, on_accept_resume, ACCEPT_PAUSE_SECONDS, 0.);
+    s->accept_resume.data = s;
+    for (unsigned i = 0; i < s->nls; i++)
+        ev_io_start(s->loop, &s->ls[i].w);
+    gm_log(GM_LOG_NOTICE, "gearmand %s ready: %u I/O threads", s->cfg->version ? s->cfg->version : "",
+           s->nthreads);
+
+    ev_run(s->loop, 0);
+
+    stop_listening(s);
+    ev_signal_stop(s->loop, &s->sig_term);
+    ev_signal_stop(s->loop, &s->sig_int);
+    ev_signal_stop(s->loop, &s->sig_usr1);
+    ev_signal_stop(s->loop, &s->sig_hup);
+    ev_async_stop(s->loop, &s->control);
+    stop_threads(s);
+    gm_log(GM_LOG_NOTICE, "Shutdown complete");
+    return 0;
+}

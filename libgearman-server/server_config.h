@@ -1,0 +1,42 @@
+/*
+ * server_config.h: the settings the core server runs with.
+ *
+ * Filled by gearmand/ from the command line and config file (or by tests),
+ * then read-only for the life of the server: every thread may read it
+ * without synchronisation because it is written before any thread starts.
+ */
+#ifndef GM_SERVER_CONFIG_H
+#define GM_SERVER_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define GM_DEFAULT_PORT "4730"
+#define GM_DEFAULT_MAX_PACKET (64u << 20)
+#define GM_DEFAULT_MAX_OUTPUT (256u << 20)
+#define GM_DEFAULT_BUCKETS 991
+#define GM_PREFIX_MAX 40
+
+struct gm_server_config {
+    const char *listen_host;      /* -L; NULL = every address */
+    const char *port;             /* -p */
+    int backlog;                  /* -b */
+    unsigned io_threads;          /* -t; 0 = one per CPU */
+    uint32_t max_packet_size;     /* --max-packet-size: largest payload accepted */
+    size_t max_output;            /* unsent bytes per connection before it is closed */
+    unsigned job_retries;         /* -j: attempts before a job fails; 0 = unlimited */
+    unsigned worker_wakeup;       /* -w: NOOPs per new job; 0 = every sleeping worker */
+    bool round_robin;             /* -R: accepted; functions always take turns here */
+    bool exceptions;              /* --exceptions: every connection gets WORK_EXCEPTION */
+    uint32_t hashtable_buckets;   /* --hashtable-buckets: initial index size */
+    char handle_prefix[GM_PREFIX_MAX + 1]; /* "H:<nodename>" or --job-handle-prefix */
+    bool keepalive;               /* --keepalive on the listening socket */
+    int keepalive_idle, keepalive_interval, keepalive_count; /* -1 = system default */
+    const char *version;          /* reported by `version` and -V */
+};
+
+/* Fills c with gearmand's defaults (prefix from uname's nodename). */
+void gm_server_config_defaults(struct gm_server_config *c);
+
+#endif /* GM_SERVER_CONFIG_H */
