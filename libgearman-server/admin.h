@@ -14,15 +14,9 @@
 
 #include "libgearman-server/msg.h"
 
-#define GM_ADMIN_LINE_MAX 8192 /* longer lines close the connection, as in gearmand */
-
-/* Splits line[0..len) (no end-of-line bytes; len <= GM_ADMIN_LINE_MAX) at
+/* Splits line[0..len) (no end-of-line bytes; len < GM_TEXT_LINE_MAX) at
    spaces; a run of spaces is one separator, tabs are not separators, and an
    empty line is one empty word. */
 void gm_admin_split(const char *line, size_t len, struct gm_admin_words *w);
-
-/* Finds the end of the first line in buf[0..len): returns the offset of its
-   "\n", or -1 if there is none yet. */
-long gm_admin_find_eol(const char *buf, size_t len);
 
 #endif /* GM_ADMIN_H */

@@ -34,10 +34,3 @@ gm_admin_split(const char *line, size_t len, struct gm_admin_words *w)
             start++;
     }
 }
-
-long
-gm_admin_find_eol(const char *buf, size_t len)
-{
-    const char *nl = memchr(buf, '\n', len);
-    return nl ? (long)(nl - buf) : -1;
-}

@@ -635,22 +635,17 @@ drop:
     return result;
 }
 
-/* Handles one admin text line of len bytes at p (without its "\n"). */
+/* Handles one admin text line: len bytes at p, without its end of line. */
 static enum packet_result
-handle_line(struct conn *c, const char *p, uint32_t len)
+handle_line(struct conn *c, const char *p, uint32_t len, bool crlf)
 {
     struct gm_io_thread *t = c->t;
     struct gm_in *m = in_alloc(t);
     if (!m)
         return PKT_STALL;
-    uint8_t flags = 0;
-    if (len && p[len - 1] == '\r') {
-        len--;
-        flags |= GM_IN_CRLF;
-    }
     m->conn = gm_conn_id_make(t->index, c->slot, c->gen);
     m->kind = GM_IN_TEXT;
-    m->flags = flags;
+    m->flags = crlf ? GM_IN_CRLF : 0;
     m->type = GM_PKT_TEXT;
     m->len = len;
     m->payload = p;
@@ -722,57 +717,47 @@ conn_parse(struct conn *c)
     const struct gm_server_config *cfg = c->t->cfg;
     const char *close_why = NULL;
     while (c->in_len && !(c->flags & (CF_CLOSING | CF_DEAD))) {
-        const char *p = c->in_ptr;
-        uint32_t used;
+        struct gm_frame f;
+        gm_frame_next(c->in_ptr, c->in_len, cfg->max_packet_size, &f);
         enum packet_result r;
-        if (p[0] != '\0') {
-            size_t look = c->in_len < GM_ADMIN_LINE_MAX ? c->in_len : GM_ADMIN_LINE_MAX;
-            long eol = gm_admin_find_eol(p, look);
-            if (eol < 0) {
-                if (c->in_len >= GM_ADMIN_LINE_MAX) {
-                    send_line_too_long(c);
-                    close_why = "admin line too long";
-                }
-                break;
-            }
-            used = (uint32_t)eol + 1;
-            r = handle_line(c, p, (uint32_t)eol);
-        } else {
-            if (c->in_len < GM_HEADER_SIZE)
-                break;
-            struct gm_header h;
-            int rc = gm_header_decode((const unsigned char *)p, cfg->max_packet_size, &h);
-            if (rc != GM_PARSE_OK) {
-                char text[128];
-                if (rc == GM_PARSE_BAD_MAGIC) {
-                    conn_send_error(c, "INVALID_MAGIC", "Packet magic is neither \\0REQ nor \\0RES");
-                } else if (rc == GM_PARSE_BAD_TYPE) {
-                    snprintf(text, sizeof text, "Unknown packet type %u", h.type);
-                    conn_send_error(c, "INVALID_COMMAND", text);
-                } else {
-                    snprintf(text, sizeof text,
-                             "Packet of %u bytes is larger than --max-packet-size (%u)", h.size,
-                             cfg->max_packet_size);
-                    conn_send_error(c, "ARGUMENT_TOO_LARGE", text);
-                }
-                close_why = "bad packet";
-                break;
-            }
-            uint64_t total = (uint64_t)GM_HEADER_SIZE + h.size;
-            if (c->in_len < total) {
-                if (total > BIG_PACKET && !start_big(c, (uint32_t)total))
-                    close_why = "out of memory for a large packet";
-                break;
-            }
-            used = (uint32_t)total;
-            r = handle_packet(c, c->in_blk, p, false);
+        if (f.kind == GM_FRAME_NEED_MORE) {
+            if (f.need > BIG_PACKET && !start_big(c, (uint32_t)f.need))
+                close_why = "out of memory for a large packet";
+            break;
         }
+        if (f.kind == GM_FRAME_ERROR) {
+            char text[128];
+            switch (f.error) {
+            case GM_PARSE_LINE_TOO_LONG:
+                send_line_too_long(c);
+                break;
+            case GM_PARSE_BAD_MAGIC:
+                conn_send_error(c, "INVALID_MAGIC", "Packet magic is neither \\0REQ nor \\0RES");
+                break;
+            case GM_PARSE_BAD_TYPE:
+                snprintf(text, sizeof text, "Unknown packet type %u", f.h.type);
+                conn_send_error(c, "INVALID_COMMAND", text);
+                break;
+            default:
+                snprintf(text, sizeof text,
+                         "Packet of %u bytes is larger than --max-packet-size (%u)", f.h.size,
+                         cfg->max_packet_size);
+                conn_send_error(c, "ARGUMENT_TOO_LARGE", text);
+                break;
+            }
+            close_why = f.error == GM_PARSE_LINE_TOO_LONG ? "admin line too long" : "bad packet";
+            break;
+        }
+        if (f.kind == GM_FRAME_TEXT)
+            r = handle_line(c, c->in_ptr, f.text_len, f.length != f.text_len + 1);
+        else
+            r = handle_packet(c, c->in_blk, c->in_ptr, false);
         if (r == PKT_STALL) {
             stall(c);
             break;
         }
-        c->in_ptr += used;
-        c->in_len -= used;
+        c->in_ptr += f.length;
+        c->in_len -= f.length;
         if (r == PKT_CLOSE) {
             close_why = "bad packet";
             break;

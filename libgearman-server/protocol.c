@@ -110,6 +110,48 @@ gm_header_encode(unsigned char *p, uint32_t magic, uint32_t type, uint32_t size)
     store_be32(p + 8, size);
 }
 
+void
+gm_frame_next(const char *buf, size_t len, uint32_t max_size, struct gm_frame *f)
+{
+    f->kind = GM_FRAME_NEED_MORE;
+    f->need = 0;
+    f->length = 0;
+    f->error = GM_PARSE_OK;
+    if (len == 0)
+        return;
+    if (buf[0] != '\0') {
+        size_t look = len < GM_TEXT_LINE_MAX ? len : GM_TEXT_LINE_MAX;
+        const char *nl = memchr(buf, '\n', look);
+        if (!nl) {
+            if (len >= GM_TEXT_LINE_MAX) {
+                f->kind = GM_FRAME_ERROR;
+                f->error = GM_PARSE_LINE_TOO_LONG;
+            }
+            return;
+        }
+        uint32_t n = (uint32_t)(nl - buf);
+        f->kind = GM_FRAME_TEXT;
+        f->length = n + 1;
+        f->text_len = n && buf[n - 1] == '\r' ? n - 1 : n;
+        return;
+    }
+    if (len < GM_HEADER_SIZE)
+        return;
+    int rc = gm_header_decode((const unsigned char *)buf, max_size, &f->h);
+    if (rc != GM_PARSE_OK) {
+        f->kind = GM_FRAME_ERROR;
+        f->error = rc;
+        return;
+    }
+    uint64_t total = (uint64_t)GM_HEADER_SIZE + f->h.size;
+    if (len < total) {
+        f->need = total;
+        return;
+    }
+    f->kind = GM_FRAME_PACKET;
+    f->length = (uint32_t)total;
+}
+
 int
 gm_fields_split(uint32_t type, const char *payload, uint32_t size, struct gm_fields *f)
 {

@@ -120,6 +120,33 @@ enum gm_parse_result {
     GM_PARSE_TOO_LARGE = -4      /* size field above the configured limit */
 };
 
+/* Framing a byte stream: what the bytes at the front of a connection's
+   input are.  The first byte decides: NUL starts a binary packet, anything
+   else an admin text line ending in "\n". */
+enum gm_frame_kind {
+    GM_FRAME_NEED_MORE = 0, /* incomplete: read more */
+    GM_FRAME_PACKET,        /* a whole binary packet of `length` bytes */
+    GM_FRAME_TEXT,          /* a whole text line of `length` bytes incl. "\n" */
+    GM_FRAME_ERROR          /* the stream cannot be parsed further: `error` */
+};
+
+#define GM_TEXT_LINE_MAX 8192 /* a text line (with its "\n") must fit in this */
+#define GM_PARSE_LINE_TOO_LONG (-5)
+
+struct gm_frame {
+    int kind;              /* enum gm_frame_kind */
+    uint32_t length;       /* PACKET/TEXT: bytes the frame occupies */
+    uint64_t need;         /* NEED_MORE: total bytes of the frame once known (0 = unknown) */
+    struct gm_header h;    /* PACKET, and ERROR from a header */
+    uint32_t text_len;     /* TEXT: line length without "\n" or "\r\n" */
+    int error;             /* ERROR: GM_PARSE_BAD_MAGIC, _BAD_TYPE, _TOO_LARGE, _LINE_TOO_LONG */
+};
+
+/* Looks at buf[0..len) (len > 0) and says what its first frame is.  Packets
+   whose payload exceeds max_size are an error; so is a text line without
+   "\n" in its first GM_TEXT_LINE_MAX bytes.  Never reads past len. */
+void gm_frame_next(const char *buf, size_t len, uint32_t max_size, struct gm_frame *f);
+
 /* Returns the table entry for a type, or NULL if the type is not a protocol
    packet type (0, or >= GM_PKT_TYPE_COUNT). */
 const struct gm_packet_info *gm_packet_info(uint32_t type);

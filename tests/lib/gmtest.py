@@ -1,0 +1,311 @@
+"""gmtest: shared helpers for the integration and interop tests.
+
+What it gives a test script:
+  - Server: starts the gearmand under test (the GEARMAND environment
+    variable, set by `make check`) on a free port with its own log and pid
+    file, waits until it accepts connections, and stops it with SIGTERM,
+    checking that it exits 0 (under AddressSanitizer a leak makes that fail).
+  - Conn: a raw socket that speaks the binary protocol (send_packet,
+    recv_packet) and the admin text protocol (admin), byte for byte.
+  - TAP output: @test registers a function; main() runs them all, prints
+    "ok N - name" / "not ok N - name" and a plan, so automake's TAP driver
+    counts every case.  A test fails by raising (assert, or fail()).
+
+Only the Python standard library is used.
+"""
+
+import os
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TOP_SRCDIR = os.environ.get("TOP_SRCDIR") or os.path.abspath(os.path.join(HERE, "..", ".."))
+TOP_BUILDDIR = os.environ.get("TOP_BUILDDIR") or TOP_SRCDIR
+GEARMAND = os.environ.get("GEARMAND") or os.path.join(TOP_BUILDDIR, "gearmand", "gearmand")
+
+REQ = b"\0REQ"
+RES = b"\0RES"
+
+# Packet types, by name, as on the wire.
+T = dict(
+    CAN_DO=1, CANT_DO=2, RESET_ABILITIES=3, PRE_SLEEP=4, UNUSED=5, NOOP=6,
+    SUBMIT_JOB=7, JOB_CREATED=8, GRAB_JOB=9, NO_JOB=10, JOB_ASSIGN=11,
+    WORK_STATUS=12, WORK_COMPLETE=13, WORK_FAIL=14, GET_STATUS=15,
+    ECHO_REQ=16, ECHO_RES=17, SUBMIT_JOB_BG=18, ERROR=19, STATUS_RES=20,
+    SUBMIT_JOB_HIGH=21, SET_CLIENT_ID=22, CAN_DO_TIMEOUT=23, ALL_YOURS=24,
+    WORK_EXCEPTION=25, OPTION_REQ=26, OPTION_RES=27, WORK_DATA=28,
+    WORK_WARNING=29, GRAB_JOB_UNIQ=30, JOB_ASSIGN_UNIQ=31,
+    SUBMIT_JOB_HIGH_BG=32, SUBMIT_JOB_LOW=33, SUBMIT_JOB_LOW_BG=34,
+    SUBMIT_JOB_SCHED=35, SUBMIT_JOB_EPOCH=36, SUBMIT_REDUCE_JOB=37,
+    SUBMIT_REDUCE_JOB_BACKGROUND=38, GRAB_JOB_ALL=39, JOB_ASSIGN_ALL=40,
+    GET_STATUS_UNIQUE=41, STATUS_RES_UNIQUE=42,
+)
+NAME = {v: k for k, v in T.items()}
+
+
+def free_port():
+    """Returns a TCP port that is free on 127.0.0.1 right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def packet(ptype, *fields, magic=REQ):
+    """Encodes a packet: fields (bytes or str) joined by NUL."""
+    if isinstance(ptype, str):
+        ptype = T[ptype]
+    body = b"\0".join(f.encode() if isinstance(f, str) else bytes(f) for f in fields)
+    return magic + struct.pack(">II", ptype, len(body)) + body
+
+
+class Packet:
+    """A decoded packet: magic, type (int), name, data (the raw payload)."""
+
+    def __init__(self, magic, ptype, data):
+        self.magic = magic
+        self.type = ptype
+        self.name = NAME.get(ptype, str(ptype))
+        self.data = data
+
+    def fields(self, n=None):
+        """Splits the payload at NULs; with n, into at most n fields."""
+        if n is None:
+            return self.data.split(b"\0")
+        return self.data.split(b"\0", n - 1)
+
+    def __repr__(self):
+        return "Packet(%s, %r)" % (self.name, self.data[:200])
+
+
+class Conn:
+    """One raw connection to the server."""
+
+    def __init__(self, port, host="127.0.0.1", timeout=10.0):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = b""
+        self.timeout = timeout
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.close()
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def send_packet(self, ptype, *fields, magic=REQ):
+        self.send(packet(ptype, *fields, magic=magic))
+
+    def _fill(self, timeout):
+        self.sock.settimeout(timeout)
+        try:
+            chunk = self.sock.recv(1 << 20)
+        finally:
+            self.sock.settimeout(self.timeout)
+        if not chunk:
+            raise EOFError("server closed the connection")
+        self.buf += chunk
+
+    def recv_exact(self, n, timeout=None):
+        deadline = time.time() + (timeout if timeout is not None else self.timeout)
+        while len(self.buf) < n:
+            left = deadline - time.time()
+            if left <= 0:
+                raise TimeoutError("timed out waiting for %d bytes (have %d)" % (n, len(self.buf)))
+            self._fill(left)
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def recv_packet(self, timeout=None):
+        """Reads one binary packet; raises TimeoutError or EOFError."""
+        head = self.recv_exact(12, timeout)
+        magic = head[:4]
+        ptype, size = struct.unpack(">II", head[4:])
+        data = self.recv_exact(size, timeout)
+        return Packet(magic, ptype, data)
+
+    def expect(self, name, timeout=None):
+        """Reads one packet and checks its type; returns it."""
+        p = self.recv_packet(timeout)
+        assert p.name == name, "expected %s, got %r" % (name, p)
+        return p
+
+    def nothing(self, wait=0.2):
+        """Asserts that nothing arrives within `wait` seconds."""
+        if self.buf:
+            raise AssertionError("unexpected bytes: %r" % self.buf[:100])
+        try:
+            self._fill(wait)
+        except (socket.timeout, TimeoutError):
+            return
+        except EOFError:
+            raise AssertionError("connection closed")
+        raise AssertionError("unexpected bytes: %r" % self.buf[:100])
+
+    def closed(self, wait=3.0):
+        """Returns True if the server closes the connection within `wait`
+        seconds (bytes received meanwhile are kept in self.buf)."""
+        deadline = time.time() + wait
+        while time.time() < deadline:
+            try:
+                self._fill(deadline - time.time())
+            except EOFError:
+                return True
+            except ConnectionResetError:
+                return True
+            except (socket.timeout, TimeoutError):
+                return False
+        return False
+
+    def read_until(self, terminator, timeout=None):
+        """Reads text until `terminator` (bytes); returns everything up to
+        and including it."""
+        deadline = time.time() + (timeout if timeout is not None else self.timeout)
+        while terminator not in self.buf:
+            left = deadline - time.time()
+            if left <= 0:
+                raise TimeoutError("timed out waiting for %r; have %r" % (terminator, self.buf[:200]))
+            self._fill(left)
+        i = self.buf.index(terminator) + len(terminator)
+        out, self.buf = self.buf[:i], self.buf[i:]
+        return out
+
+    def admin(self, line, timeout=None):
+        """Sends one admin command and returns its whole reply: a list reply
+        up to its ".\\n" line, otherwise the first line."""
+        if isinstance(line, str):
+            line = line.encode()
+        self.send(line + b"\r\n")
+        deadline = time.time() + (timeout if timeout is not None else self.timeout)
+        while True:
+            if self.buf.startswith((b"OK", b"ERR")) and b"\n" in self.buf:
+                return self.read_until(b"\n")
+            if self.buf == b".\n" or b"\n.\n" in self.buf:
+                return self.read_until(b".\n") if self.buf == b".\n" else self.read_until(b"\n.\n")
+            left = deadline - time.time()
+            if left <= 0:
+                raise TimeoutError("admin %r: have %r" % (line, self.buf[:200]))
+            self._fill(left)
+
+
+class Server:
+    """A gearmand under test, on a free port."""
+
+    def __init__(self, *args, port=None, env=None, binary=None, log_level="INFO"):
+        self.port = port or free_port()
+        self.dir = tempfile.mkdtemp(prefix="gmtest-")
+        self.log = os.path.join(self.dir, "gearmand.log")
+        self.pidfile = os.path.join(self.dir, "gearmand.pid")
+        self.binary = binary or GEARMAND
+        self.args = [self.binary, "-p", str(self.port), "-L", "127.0.0.1", "-l", self.log,
+                     "-P", self.pidfile, "--verbose", log_level,
+                     "--config-file", os.path.join(self.dir, "none.conf")] + list(args)
+        self.env = dict(os.environ, **(env or {}))
+        self.proc = None
+
+    def start(self, wait=10.0):
+        # an empty config file, so /etc/gearmand.conf never leaks in
+        open(os.path.join(self.dir, "none.conf"), "w").close()
+        self.proc = subprocess.Popen(self.args, env=self.env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE)
+        deadline = time.time() + wait
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                out, err = self.proc.communicate()
+                raise RuntimeError("gearmand exited with %s: %s %s" % (
+                    self.proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")))
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("gearmand did not start listening on %d" % self.port)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, exc_type, exc, tb):
+        rc = self.stop()
+        if exc_type is None and rc != 0:
+            raise AssertionError("gearmand exited with %s; log:\n%s" % (rc, self.log_text()[-3000:]))
+
+    def conn(self, timeout=10.0):
+        return Conn(self.port, timeout=timeout)
+
+    def log_text(self):
+        try:
+            with open(self.log, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def stderr_text(self):
+        return getattr(self, "_stderr", b"").decode(errors="replace")
+
+    def stop(self, sig=None, timeout=30.0):
+        """Stops the server (SIGTERM by default); returns its exit status."""
+        import signal as _signal
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig or _signal.SIGTERM)
+        try:
+            out, err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, err = self.proc.communicate()
+        self._stderr = err
+        if err.strip():
+            sys.stderr.write(err.decode(errors="replace")[-5000:])
+        return self.proc.returncode
+
+
+# ----------------------------------------------------------------------
+# TAP
+
+_tests = []
+
+
+def test(fn):
+    """Registers a test function (run in definition order by main())."""
+    _tests.append(fn)
+    return fn
+
+
+def fail(msg):
+    raise AssertionError(msg)
+
+
+def main():
+    """Runs every registered test and prints TAP; exits 0 (the TAP driver
+    reads the results)."""
+    only = os.environ.get("GMTEST_ONLY")
+    selected = [t for t in _tests if not only or only in t.__name__]
+    print("1..%d" % len(selected), flush=True)
+    failed = 0
+    for i, fn in enumerate(selected, 1):
+        name = fn.__name__
+        t0 = time.time()
+        try:
+            fn()
+            print("ok %d - %s (%.2fs)" % (i, name, time.time() - t0), flush=True)
+        except Exception as e:  # noqa: BLE001 - a test reports any failure
+            failed += 1
+            print("not ok %d - %s" % (i, name), flush=True)
+            for line in traceback.format_exc().splitlines():
+                print("# " + line, flush=True)
+            print("# %s: %s" % (type(e).__name__, e), flush=True)
+    sys.exit(0)
