@@ -63,6 +63,25 @@ def packet(ptype, *fields, magic=REQ):
     return magic + struct.pack(">II", ptype, len(body)) + body
 
 
+def response(ptype, *fields):
+    """Encodes a server-to-peer packet (\\0RES magic): what a test expects
+    to read, byte for byte."""
+    return packet(ptype, *fields, magic=RES)
+
+
+def wait_until(pred, timeout=5.0, interval=0.02, what="condition"):
+    """Polls pred() until it returns a true value (returned), or fails the
+    test after `timeout` seconds."""
+    deadline = time.time() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.time() >= deadline:
+            raise AssertionError("timed out after %.1fs waiting for %s" % (timeout, what))
+        time.sleep(interval)
+
+
 class Packet:
     """A decoded packet: magic, type (int), name, data (the raw payload)."""
 
@@ -77,6 +96,10 @@ class Packet:
         if n is None:
             return self.data.split(b"\0")
         return self.data.split(b"\0", n - 1)
+
+    def raw(self):
+        """The packet as it was on the wire (header included)."""
+        return self.magic + struct.pack(">II", self.type, len(self.data)) + self.data
 
     def __repr__(self):
         return "Packet(%s, %r)" % (self.name, self.data[:200])
@@ -143,6 +166,14 @@ class Conn:
         assert p.name == name, "expected %s, got %r" % (name, p)
         return p
 
+    def expect_packet(self, ptype, *fields, timeout=None):
+        """Reads one packet and checks that it is, byte for byte (header
+        included), the response packet(ptype, *fields); returns it."""
+        want = response(ptype, *fields)
+        p = self.recv_packet(timeout)
+        assert p.raw() == want, "expected %r, got %r" % (want[:300], p.raw()[:300])
+        return p
+
     def nothing(self, wait=0.2):
         """Asserts that nothing arrives within `wait` seconds."""
         if self.buf:
@@ -183,6 +214,33 @@ class Conn:
         out, self.buf = self.buf[:i], self.buf[i:]
         return out
 
+    def burst(self, data, timeout=None, idle=0.005):
+        """Sends `data` as is and reads the reply the way gearadmin does:
+        waits for the first byte, then keeps reading while more arrives
+        within `idle` seconds (gearadmin polls for 5 ms).  Returns what
+        arrived (b"" if nothing did); sets self.eof if the server closed."""
+        import select
+        if isinstance(data, str):
+            data = data.encode()
+        self.eof = False
+        self.send(data)
+        out, self.buf = self.buf, b""
+        wait = timeout if timeout is not None else self.timeout
+        while True:
+            if out or self.eof:
+                wait = idle
+            r, _, _ = select.select([self.sock], [], [], wait)
+            if not r:
+                return out
+            try:
+                chunk = self.sock.recv(1 << 20)
+            except ConnectionResetError:
+                chunk = b""
+            if not chunk:
+                self.eof = True
+                return out
+            out += chunk
+
     def admin(self, line, timeout=None):
         """Sends one admin command and returns its whole reply: a list reply
         up to its ".\\n" line, otherwise the first line."""
@@ -204,14 +262,17 @@ class Conn:
 class Server:
     """A gearmand under test, on a free port."""
 
-    def __init__(self, *args, port=None, env=None, binary=None, log_level="INFO"):
+    def __init__(self, *args, port=None, env=None, binary=None, log_level="INFO",
+                 listen="127.0.0.1"):
+        # listen=None: no -L, the server binds every address (connections
+        # from the test still go to 127.0.0.1)
         self.port = port or free_port()
         self.dir = tempfile.mkdtemp(prefix="gmtest-")
         self.log = os.path.join(self.dir, "gearmand.log")
         self.pidfile = os.path.join(self.dir, "gearmand.pid")
         self.binary = binary or GEARMAND
-        self.args = [self.binary, "-p", str(self.port), "-L", "127.0.0.1", "-l", self.log,
-                     "-P", self.pidfile, "--verbose", log_level,
+        self.args = [self.binary, "-p", str(self.port)] + (["-L", listen] if listen else []) + [
+                     "-l", self.log, "-P", self.pidfile, "--verbose", log_level,
                      "--config-file", os.path.join(self.dir, "none.conf")] + list(args)
         self.env = dict(os.environ, **(env or {}))
         self.proc = None
@@ -289,6 +350,14 @@ def fail(msg):
     raise AssertionError(msg)
 
 
+class Skip(Exception):
+    """Raised by skip(): the test cannot run here (reported as TAP SKIP)."""
+
+
+def skip(reason):
+    raise Skip(reason)
+
+
 def main():
     """Runs every registered test and prints TAP; exits 0 (the TAP driver
     reads the results)."""
@@ -302,6 +371,8 @@ def main():
         try:
             fn()
             print("ok %d - %s (%.2fs)" % (i, name, time.time() - t0), flush=True)
+        except Skip as e:
+            print("ok %d - %s # SKIP %s" % (i, name, e), flush=True)
         except Exception as e:  # noqa: BLE001 - a test reports any failure
             failed += 1
             print("not ok %d - %s" % (i, name), flush=True)

@@ -1,0 +1,154 @@
+"""Helpers shared by the interop tests (tests/interop/test_*.py).
+
+  - Proc: a child process (a worker, a client) whose output lines are
+    collected by a thread, so a test can wait for a given line with a
+    timeout and always kill the process in a finally block.
+  - admin_status / wait_workers: read the admin `status` table of a server
+    and wait until workers have registered (instead of sleeping).
+  - need_program: fails a test clearly when a client tool is missing.
+
+Only the Python standard library is used.
+"""
+
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from gmtest import fail  # noqa: E402
+
+
+class Proc:
+    """A child process whose stdout+stderr lines are collected by a thread."""
+
+    def __init__(self, args, name=None, **kw):
+        self.args = list(args)
+        self.name = name or " ".join(os.path.basename(a) for a in self.args[:4])
+        self.p = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True, errors="replace", **kw)
+        self.lines = []
+        self.q = queue.Queue()
+        self.t = threading.Thread(target=self._read, daemon=True)
+        self.t.start()
+
+    def _read(self):
+        for line in self.p.stdout:
+            line = line.rstrip("\n")
+            self.lines.append(line)
+            self.q.put(line)
+        self.q.put(None)
+
+    def output(self):
+        return "\n".join(self.lines)
+
+    def wait_line(self, pred, timeout=10.0):
+        """Returns the first line not seen by an earlier wait_line for which
+        pred(line) is true; fails after `timeout` seconds or if the process
+        exits first."""
+        deadline = time.time() + timeout
+        while True:
+            left = deadline - time.time()
+            if left <= 0:
+                fail("%s: no matching line within %.0fs; output:\n%s"
+                     % (self.name, timeout, "\n".join(self.lines[-40:])))
+            try:
+                line = self.q.get(timeout=left)
+            except queue.Empty:
+                continue
+            if line is None:
+                self.q.put(None)
+                fail("%s exited (rc %s) before a matching line; output:\n%s"
+                     % (self.name, self.p.wait(), "\n".join(self.lines[-40:])))
+            if pred(line):
+                return line
+
+    def wait(self, timeout=30.0):
+        """Waits for the process to exit; returns its exit status."""
+        try:
+            rc = self.p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            fail("%s did not finish within %.0fs; output:\n%s"
+                 % (self.name, timeout, "\n".join(self.lines[-40:])))
+        self.t.join(5)
+        return rc
+
+    def running(self):
+        return self.p.poll() is None
+
+    def kill(self, sig=signal.SIGKILL):
+        if self.p.poll() is None:
+            try:
+                self.p.send_signal(sig)
+                self.p.wait(5)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+            except ProcessLookupError:
+                pass
+        self.t.join(5)
+
+
+def kill_all(procs):
+    for p in procs:
+        if p is not None:
+            p.kill()
+
+
+def admin_status(server):
+    """{function: (total, running, workers)} from the admin `status` command."""
+    with server.conn() as c:
+        reply = c.admin("status").decode(errors="replace")
+    out = {}
+    for line in reply.splitlines():
+        parts = line.split("\t")
+        if len(parts) == 4:
+            out[parts[0]] = tuple(int(x) for x in parts[1:])
+    return out
+
+
+def wait_workers(server, func, n=1, timeout=10.0):
+    """Waits until `status` shows at least n workers for func."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        st = admin_status(server).get(func)
+        if st and st[2] >= n:
+            return
+        time.sleep(0.02)
+    fail("%d worker(s) for %s never registered; status=%r" % (n, func, admin_status(server)))
+
+
+def wait_status(server, func, want, timeout=10.0):
+    """Waits until `status` shows (total, running, workers) == want for func."""
+    deadline = time.time() + timeout
+    st = None
+    while time.time() < deadline:
+        st = admin_status(server).get(func)
+        if st == want:
+            return
+        time.sleep(0.02)
+    fail("status of %s: want %r, have %r" % (func, want, st))
+
+
+def need_program(name, hint):
+    """Returns the path of `name`, or fails the test saying what to install."""
+    path = shutil.which(name)
+    if not path:
+        fail("%s not found in PATH (%s)" % (name, hint))
+    return path
+
+
+def value(lines, key):
+    """The rest of the first line that starts with `key ` (or "" for a line
+    that is just `key`); None if there is none."""
+    for line in lines:
+        if line.startswith(key + " "):
+            return line[len(key) + 1:]
+        if line == key:
+            return ""
+    return None
