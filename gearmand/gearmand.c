@@ -155,6 +155,10 @@ main(int argc, char **argv)
     if (gm_options_parse_argv(&o, argc, argv, stderr) < 0 ||
         gm_options_read_config(&o, prog, stderr) < 0 || gm_options_validate(&o, prog, stderr) < 0)
         goto out;
+    /* gearmand's environment override: only when -p was not given. */
+    const char *env_port = getenv("GEARMAND_PORT");
+    if (env_port && *env_port && !gm_options_given(&o, "port"))
+        o.server.port = env_port;
     if (o.check_args) {
         status = 0;
         goto out;

@@ -292,7 +292,7 @@ conn_queue(struct conn *c, const struct gm_out *msg)
     return true;
 }
 
-/* Queues a small packet built here (errors, NO-state replies). */
+/* Queues a packet built here (protocol errors). */
 static void
 conn_send_packet(struct conn *c, uint32_t type, const struct gm_field_ref *f, size_t n)
 {
@@ -300,9 +300,16 @@ conn_send_packet(struct conn *c, uint32_t type, const struct gm_field_ref *f, si
     msg.conn = gm_conn_id_make(c->t->index, c->slot, c->gen);
     msg.kind = GM_OUT_SEND;
     size_t size = GM_HEADER_SIZE + gm_payload_size(f, n);
-    if (size > GM_OUT_INLINE)
-        return; /* only used for short errors */
-    msg.head_len = (uint8_t)gm_packet_encode(msg.head, GM_MAGIC_RES, type, f, n);
+    if (size <= GM_OUT_INLINE) {
+        msg.head_len = (uint8_t)gm_packet_encode(msg.head, GM_MAGIC_RES, type, f, n);
+    } else {
+        struct gm_block *b = gm_block_new(size);
+        if (!b)
+            return;
+        msg.body.blk = b;
+        msg.body.ptr = b->data;
+        msg.body.len = (uint32_t)gm_packet_encode(b->data, GM_MAGIC_RES, type, f, n);
+    }
     conn_queue(c, &msg);
 }
 

@@ -150,7 +150,7 @@ gm_log_write(int level, const char *fmt, ...)
     struct tm tm;
     gettimeofday(&tv, NULL);
     localtime_r(&tv.tv_sec, &tm);
-    int n = snprintf(line, sizeof line, "%8s %04d-%02d-%02d %02d:%02d:%02d.%06ld [%6s] ",
+    int n = snprintf(line, sizeof line, "%7s %04d-%02d-%02d %02d:%02d:%02d.%06ld [%6s ] ",
                      gm_log_level_name(level), tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
                      tm.tm_hour, tm.tm_min, tm.tm_sec, (long)tv.tv_usec, thread_tag);
     size_t head = n > 0 ? (size_t)n : 0;

@@ -61,6 +61,7 @@ struct gm_server {
     _Atomic int stop_requested;
     ev_timer accept_resume;
     bool accept_paused;
+    bool accept_starved;        /* accept failed for lack of descriptors; logged once */
     bool graceful;
     unsigned next_io;
 };
@@ -251,11 +252,19 @@ on_accept(struct ev_loop *loop, ev_io *w, int revents)
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-                gm_log(GM_LOG_ERROR, "accept: %s; pausing new connections for %.0f ms",
-                       strerror(errno), ACCEPT_PAUSE_SECONDS * 1000);
+                /* Out of descriptors (or memory): pause instead of spinning on a
+                   listener that stays readable, and say so once per episode. */
+                if (!s->accept_starved)
+                    gm_log(GM_LOG_ERROR, "accept: %s; pausing new connections until it passes",
+                           strerror(errno));
+                s->accept_starved = true;
                 pause_accepting(s);
             }
             return;
+        }
+        if (s->accept_starved) {
+            s->accept_starved = false;
+            gm_log(GM_LOG_NOTICE, "accepting connections again");
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
