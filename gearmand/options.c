@@ -345,7 +345,12 @@ parse_tokens(struct gm_options *o, int n, char **tok, const char *prog, FILE *er
                 return -1;
             }
         } else if (!value) {
-            if (i + 1 >= n) {
+            /* The next token is the value, unless it is itself an option
+               ("-d", "--daemon"; "-1" is a value). */
+            const char *next = i + 1 < n ? tok[i + 1] : NULL;
+            bool next_is_option = next && next[0] == '-' &&
+                                  (next[1] == '-' || (next[1] && !isdigit((unsigned char)next[1])));
+            if (!next || next_is_option) {
                 report(err, prog, "the required argument for option '%s' is missing%s", longname, "");
                 return -1;
             }

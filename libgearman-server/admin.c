@@ -347,10 +347,12 @@ cmd_shutdown(struct gm_dispatcher *d, struct gm_peer *p, const struct words *w)
     gm_log(GM_LOG_NOTICE, "shutdown%s requested by %s:%u", graceful ? " graceful" : "", p->addr,
            p->port);
     send_str(d, p, "OK\r\n");
-    if (graceful)
+    if (graceful) {
+        gm_disp_request_shutdown(d, GM_STOP_ACCEPTING);
         gm_disp_begin_graceful(d);
-    else
-        gm_disp_request_shutdown(d, 0);
+    } else {
+        gm_disp_request_shutdown(d, GM_STOP_NOW);
+    }
 }
 
 void

@@ -489,7 +489,7 @@ job_free(struct gm_dispatcher *d, struct gm_job *job)
     gm_block_unref(gm_job_block(job));
     d->job_count--;
     if (d->graceful && d->job_count == 0)
-        gm_disp_request_shutdown(d, 1);
+        gm_disp_request_shutdown(d, GM_STOP_NOW);
 }
 
 /* Sends a packet made of the job handle (plus an optional body) to every
@@ -1440,13 +1440,14 @@ gm_disp_flush(struct gm_dispatcher *d)
 }
 
 void
-gm_disp_request_shutdown(struct gm_dispatcher *d, int graceful)
+gm_disp_request_shutdown(struct gm_dispatcher *d, int how)
 {
     if (d->shutdown_requested)
         return;
-    d->shutdown_requested = true;
+    if (how == GM_STOP_NOW)
+        d->shutdown_requested = true;
     if (d->hooks.request_shutdown)
-        d->hooks.request_shutdown(d->hooks.arg, graceful);
+        d->hooks.request_shutdown(d->hooks.arg, how);
 }
 
 void
@@ -1454,7 +1455,7 @@ gm_disp_begin_graceful(struct gm_dispatcher *d)
 {
     d->graceful = true;
     if (d->job_count == 0)
-        gm_disp_request_shutdown(d, 1);
+        gm_disp_request_shutdown(d, GM_STOP_NOW);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1595,6 +1596,9 @@ on_wake(struct ev_loop *loop, ev_async *w, int revents)
     (void)loop;
     (void)revents;
     if (atomic_load(&d->stop_flag)) {
+        /* Last words (the `shutdown` command's OK) go out before we stop;
+           the I/O threads stop after us and write them. */
+        gm_disp_flush(d);
         ev_break(d->loop, EVBREAK_ALL);
         return;
     }

@@ -23,14 +23,17 @@
 
 struct gm_dispatcher;
 
+enum gm_stop_how { GM_STOP_NOW = 0, GM_STOP_ACCEPTING = 1 };
+
 /* Callbacks from the dispatcher to the rest of the server (all optional). */
 struct gm_disp_hooks {
     void *arg;
     /* Wakes I/O thread `thread`: its outbound ring has news or room. */
     void (*wake_io)(void *arg, unsigned thread);
-    /* Asks the server to stop: graceful = the job count reached zero during
-       a graceful shutdown, or an admin `shutdown [graceful]` arrived. */
-    void (*request_shutdown)(void *arg, int graceful);
+    /* Asks the server to stop (GM_STOP_NOW: `shutdown`, or a graceful
+       shutdown whose last job ended) or to stop accepting connections
+       (GM_STOP_ACCEPTING: `shutdown graceful`). */
+    void (*request_shutdown)(void *arg, int how);
     /* Returns the wall clock in milliseconds (tests replace it). */
     int64_t (*now_ms)(void *arg);
 };

@@ -83,7 +83,9 @@ void gm_disp_send_bytes(struct gm_dispatcher *d, gm_conn_id conn, const void *p,
 void gm_disp_send_block(struct gm_dispatcher *d, gm_conn_id conn, struct gm_block *b, size_t len);
 /* Asks the I/O thread to close the connection after what is queued. */
 void gm_disp_send_close(struct gm_dispatcher *d, gm_conn_id conn);
-void gm_disp_request_shutdown(struct gm_dispatcher *d, int graceful);
+/* Passes a stop request (enum gm_stop_how) to the server; GM_STOP_NOW only
+   once. */
+void gm_disp_request_shutdown(struct gm_dispatcher *d, int how);
 
 /* admin.c: runs one text command for peer p. */
 void gm_admin_execute(struct gm_dispatcher *d, struct gm_peer *p, const struct gm_in *m);

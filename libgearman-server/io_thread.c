@@ -978,6 +978,15 @@ on_wake(struct ev_loop *loop, ev_async *w, int revents)
     struct gm_io_thread *t = w->data;
     (void)revents;
     if (atomic_load(&t->stop)) {
+        /* Write what is already queued (one attempt each), then stop. */
+        drain_outbound(t);
+        while (t->dirty) {
+            struct conn *c = t->dirty;
+            t->dirty = c->dirty_next;
+            c->flags &= ~CF_DIRTY;
+            if (!(c->flags & CF_DEAD))
+                conn_flush(c);
+        }
         ev_break(loop, EVBREAK_ALL);
         return;
     }

@@ -59,6 +59,7 @@ struct gm_server {
     ev_signal sig_term, sig_int, sig_usr1, sig_hup;
     ev_async control;           /* the dispatcher asks for a stop */
     _Atomic int stop_requested;
+    _Atomic int stop_accepting_requested;
     ev_timer accept_resume;
     bool accept_paused;
     bool accept_starved;        /* accept failed for lack of descriptors; logged once */
@@ -105,11 +106,10 @@ wake_io(void *arg, unsigned thread)
 }
 
 static void
-dispatcher_wants_stop(void *arg, int graceful)
+dispatcher_wants_stop(void *arg, int how)
 {
     struct gm_server *s = arg;
-    (void)graceful;
-    atomic_store(&s->stop_requested, 1);
+    atomic_store(how == GM_STOP_NOW ? &s->stop_requested : &s->stop_accepting_requested, 1);
     ev_async_send(s->loop, &s->control);
 }
 
@@ -133,6 +133,7 @@ gm_server_new(const struct gm_server_config *cfg)
         goto oom;
     s->cfg = cfg;
     atomic_init(&s->stop_requested, 0);
+    atomic_init(&s->stop_accepting_requested, 0);
     unsigned n = cfg->io_threads;
     if (n == 0) {
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
@@ -428,21 +429,28 @@ on_control(struct ev_loop *loop, ev_async *w, int revents)
 {
     struct gm_server *s = w->data;
     (void)revents;
+    if (atomic_exchange(&s->stop_accepting_requested, 0) && !s->graceful) {
+        gm_log(GM_LOG_NOTICE, "graceful shutdown: no new connections; stopping once no job is left");
+        s->graceful = true;
+        stop_listening(s);
+    }
     if (atomic_load(&s->stop_requested))
         ev_break(loop, EVBREAK_ALL);
 }
 
+/* Stops the dispatcher first (it publishes its last replies), then the I/O
+   threads (they write what is queued, without waiting on slow sockets). */
 static void
 stop_threads(struct gm_server *s)
 {
+    if (s->disp_started) {
+        gm_disp_stop(s->disp);
+        pthread_join(s->disp_tid, NULL);
+    }
     for (unsigned i = 0; i < s->started_io; i++)
         gm_io_stop(s->io[i]);
-    if (s->disp_started)
-        gm_disp_stop(s->disp);
     for (unsigned i = 0; i < s->started_io; i++)
         pthread_join(s->io_tids[i], NULL);
-    if (s->disp_started)
-        pthread_join(s->disp_tid, NULL);
     s->started_io = 0;
     s->disp_started = false;
 }
