@@ -572,10 +572,18 @@ gm_disp_job_cancel(struct gm_dispatcher *d, struct gm_job *job)
     struct gm_list *n, *tmp;
     gm_list_each_safe(n, tmp, &job->clients) detach(gm_container_of(n, struct gm_attach, job_link));
     job->fn->failed++;
-    if (job->state == GM_JOB_RUNNING)
+    if (job->state == GM_JOB_RUNNING) {
+        /* It runs on, unheard; new submissions of its unique key start a
+           new job rather than join a cancelled one. */
         job->flags |= GM_JOB_IGNORED;
-    else
+        job->flags &= (uint8_t)~GM_JOB_BACKGROUND;
+        if (job->flags & GM_JOB_UNIQUE_INDEXED) {
+            gm_htab_remove(&d->by_unique, &job->by_unique);
+            job->flags &= (uint8_t)~GM_JOB_UNIQUE_INDEXED;
+        }
+    } else {
         job_free(d, job);
+    }
 }
 
 /* ------------------------------------------------------------------ */
@@ -855,6 +863,12 @@ submit_job(struct gm_dispatcher *d, struct gm_peer *p, struct gm_in *m, const st
                 send_error(d, p->id, "QUEUE_ERROR", "MEMORY_ALLOCATION_FAILURE");
                 return;
             }
+            /* Somebody wants this job again: if its last client had left it
+               running unheard, it is wanted again; a background submitter
+               makes it a background job (it must outlive its clients). */
+            old->flags &= (uint8_t)~GM_JOB_IGNORED;
+            if (s->background)
+                old->flags |= GM_JOB_BACKGROUND;
             send_job_created(d, p->id, old);
             return;
         }
@@ -922,6 +936,10 @@ on_submit(struct gm_dispatcher *d, struct gm_peer *p, struct gm_in *m)
         int64_t when = 0;
         if (len && !gm_parse_i64(e, len, &when)) {
             send_error(d, p->id, "INVALID_ARGUMENT", "Epoch time is not a number");
+            return;
+        }
+        if (when > GM_EPOCH_MAX) {
+            send_error(d, p->id, "INVALID_ARGUMENT", "Epoch time is beyond the year 9999");
             return;
         }
         s.when = when > 0 ? when : 0;

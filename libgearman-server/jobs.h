@@ -32,6 +32,8 @@
 
 enum gm_priority { GM_PRIO_HIGH = 0, GM_PRIO_NORMAL = 1, GM_PRIO_LOW = 2, GM_PRIO_COUNT = 3 };
 
+#define GM_EPOCH_MAX 253402300799LL /* 9999-12-31T23:59:59Z */
+
 enum gm_job_state {
     GM_JOB_QUEUED = 1, /* in fn->queue[prio], runnable now */
     GM_JOB_FUTURE,     /* in the timer heap until `when` */

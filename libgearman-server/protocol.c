@@ -227,7 +227,7 @@ gm_parse_u64(const char *s, size_t len, uint64_t max, uint64_t *out)
         if (s[i] < '0' || s[i] > '9')
             return false;
         unsigned d = (unsigned)(s[i] - '0');
-        if (v > (max - d) / 10)
+        if (d > max || v > (max - d) / 10)
             return false;
         v = v * 10 + d;
     }

@@ -2,6 +2,8 @@
  * ring.h: a bounded single-producer single-consumer ring on C11 atomics.
  *
  * GM_RING_DEFINE(name, T) declares `struct name` and static inline functions
+ * (T must be a type name that `const T *` qualifies correctly: use a typedef
+ * for a pointer type)
  * `name_*` that move values of type T from exactly one producer thread to
  * exactly one consumer thread without locks.  Slots hold T by value, so a
  * message crosses threads without an allocation; ownership of whatever the

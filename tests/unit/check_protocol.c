@@ -995,6 +995,12 @@ START_TEST(test_admin_split_tabs_are_not_separators)
     split(l, &w);
     ck_assert_uint_eq(w.count, 1);
     assert_word(l, &w, 0, "\tstatus\t");
+    /* a tab after a space starts the next word, it is not skipped */
+    l = "show \tjobs";
+    split(l, &w);
+    ck_assert_uint_eq(w.count, 2);
+    assert_word(l, &w, 0, "show");
+    assert_word(l, &w, 1, "\tjobs");
 }
 END_TEST
 

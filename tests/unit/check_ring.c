@@ -189,7 +189,9 @@ START_TEST(test_values_of_a_struct_type_are_copied_whole)
         ck_assert(item_ring_push(&r, &it));
         memset(&it, 0, sizeof it); /* the ring holds its own copy */
     }
+    ck_assert_uint_eq(item_ring_free_space(&r), 0);
     item_ring_publish(&r);
+    ck_assert_uint_eq(item_ring_pending(&r), 4);
     for (uint64_t i = 0; i < 4; i++) {
         struct item it;
         ck_assert(item_ring_pop(&r, &it));
@@ -199,6 +201,8 @@ START_TEST(test_values_of_a_struct_type_are_copied_whole)
         ck_assert_uint_eq(it.check, (uint32_t)(i * 2654435761u));
         ck_assert_str_eq(it.tag, tag);
     }
+    item_ring_release(&r);
+    ck_assert_uint_eq(item_ring_free_space(&r), 4);
     item_ring_destroy(&r);
 }
 END_TEST
@@ -495,6 +499,8 @@ START_TEST(test_two_threads_pass_pointers_to_written_memory)
     pthread_join(cons, NULL);
     ck_assert_uint_eq(st->bad, 0);
     ck_assert_ptr_null(ptr_ring_peek(&st->ring));
+    ck_assert_uint_eq(ptr_ring_pending(&st->ring), 0);
+    ck_assert_uint_eq(ptr_ring_free_space(&st->ring), ptr_ring_capacity(&st->ring));
     ptr_ring_destroy(&st->ring);
     free(st);
 }
