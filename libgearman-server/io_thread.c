@@ -770,8 +770,10 @@ conn_parse(struct conn *c)
             break;
         }
     }
+    /* The references taken for this parse are counted before anything can
+       release one (a written ECHO reply, a closed connection). */
+    flush_refs(c->t);
     if (c->in_len == 0 && c->in_blk) {
-        flush_refs(c->t);
         gm_block_unref(c->in_blk);
         c->in_blk = NULL;
         c->in_ptr = NULL;
@@ -1003,6 +1005,7 @@ on_prepare(struct ev_loop *loop, ev_prepare *w, int revents)
     struct gm_io_thread *t = w->data;
     (void)loop;
     (void)revents;
+    flush_refs(t);
     in_flush_overflow(t);
     while (t->dirty) {
         struct conn *c = t->dirty;

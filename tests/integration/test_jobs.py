@@ -9,6 +9,7 @@ WORK_EXCEPTION carries no trailing NUL, and a job whose worker died goes
 back to the head of its queue (design section 4)."""
 
 import os
+import select
 import sys
 import time
 
@@ -566,6 +567,10 @@ def test_worker_wakeup_1_sends_one_noop_per_job():
             sync(w)
 
         def noops():
+            """Waits for the first NOOP among the workers, then gives the
+            others a moment; returns the indexes of the NOOPed workers."""
+            ready, _, _ = select.select([w.sock for w in ws], [], [], 10)
+            assert ready, "no worker was woken"
             woke = []
             for i, w in enumerate(ws):
                 try:

@@ -1,0 +1,106 @@
+/*
+ * queue_backend.h: the contract between the core and a durable queue
+ * backend (plugins/queue/: SQLite, PostgreSQL, memcached; "builtin" is no
+ * backend at all).
+ *
+ * A backend stores background jobs and gives them back at start-up.  It is
+ * driven by exactly one thread, the persistence thread (persist.c), which
+ * hands it batches: write_batch() must make the whole batch durable (one
+ * transaction, one fsync) or none of it, and say which.  Nothing here is
+ * called from the dispatcher or the I/O threads.
+ *
+ * Stored job identity is the job handle: every acknowledged background
+ * job has its own row, whatever its unique key (gearmand 1.1.20 keyed rows
+ * on (unique, function), so jobs with an empty or repeated unique key
+ * overwrote each other).  A queue written by gearmand 1.1.20 (its table
+ * layout, without handles) is migrated by open() in one transaction: each
+ * row gets the handle "<handle_prefix>:<n>" with n from its old row order.
+ */
+#ifndef GM_QUEUE_BACKEND_H
+#define GM_QUEUE_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum gm_qop {
+    GM_QOP_ADD = 1,  /* store this job */
+    GM_QOP_DONE = 2  /* forget the job with this handle */
+};
+
+/* One record of a batch.  Pointers stay valid for the call. */
+struct gm_qrecord {
+    uint8_t op;          /* enum gm_qop */
+    uint8_t priority;    /* 0 high, 1 normal, 2 low (gearmand's numbering) */
+    int64_t when;        /* Unix time to run at; 0 = now */
+    const char *handle;
+    const char *function;
+    const char *unique;
+    const char *data;
+    uint32_t handle_len, function_len, unique_len, data_len;
+};
+
+/* One stored job, as replay() reports it. */
+struct gm_qrow {
+    const char *handle;
+    const char *function;
+    const char *unique;
+    const char *data;
+    uint32_t handle_len, function_len, unique_len, data_len;
+    int priority;            /* 0..2; other values are reported as bad rows */
+    int64_t when;
+};
+
+/* Called by replay() for each row; return 0 to go on, -1 to stop. */
+typedef int (*gm_qrow_cb)(void *arg, const struct gm_qrow *row);
+
+/* Options every backend may read (the gearmand option names). */
+struct gm_queue_options {
+    const char *sqlite_db;          /* --libsqlite3-db */
+    const char *sqlite_table;       /* --libsqlite3-table */
+    bool store_on_shutdown;         /* --store-queue-on-shutdown */
+    const char *pg_conninfo;        /* --libpq-conninfo */
+    const char *pg_table;           /* --libpq-table */
+    const char *mc_servers;         /* --libmemcached-servers */
+    const char *mc_prefix;          /* --libmemcached-prefix */
+    const char *handle_prefix;      /* for handles given to migrated rows */
+};
+
+struct gm_queue_stats {
+    uint64_t batches, records, failures;
+    uint64_t rows_replayed, rows_bad;
+};
+
+struct gm_queue_backend {
+    const char *name;          /* "libsqlite3", "Postgres", "libmemcached" */
+    const char *const *aliases;/* NULL-terminated other names for -q */
+    bool stores_epoch;         /* false: epoch/sched jobs are refused (QUEUE_ERROR) */
+
+    /* Connects/opens and prepares storage (creating the table if needed).
+       Returns a backend state, or NULL with a reason in err. */
+    void *(*open)(const struct gm_queue_options *opts, char *err, size_t errlen);
+
+    /* Streams every stored job to cb, in the order they were stored.  A row
+       that cannot be read is counted in stats->rows_bad, logged and kept.
+       Returns 0, or -1 with a reason in err if the storage cannot be read. */
+    int (*replay)(void *state, gm_qrow_cb cb, void *arg, char *err, size_t errlen);
+
+    /* Applies a batch atomically: returns 0 if every record is durable, -1
+       (reason in err) if none is.  ADD of a handle already stored replaces
+       it; DONE of an unknown handle is not an error. */
+    int (*write_batch)(void *state, const struct gm_qrecord *recs, size_t n, char *err,
+                       size_t errlen);
+
+    /* Tries to restore a lost connection; returns 0 when usable again. */
+    int (*reconnect)(void *state, char *err, size_t errlen);
+
+    /* Closes and frees the state. */
+    void (*close)(void *state);
+};
+
+/* The backends linked into this build, NULL-terminated (gearmand/ fills it
+   from plugins/; the core never names a plugin). */
+const struct gm_queue_backend *gm_queue_backend_find(const struct gm_queue_backend *const *table,
+                                                     const char *name);
+
+#endif /* GM_QUEUE_BACKEND_H */
