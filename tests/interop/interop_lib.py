@@ -6,10 +6,14 @@
   - admin_status / wait_workers: read the admin `status` table of a server
     and wait until workers have registered (instead of sleeping).
   - need_program: fails a test clearly when a client tool is missing.
+  - test: gmtest.test, with failure messages made safe for TAP (they often
+    quote a client's output, whose "ok - ..." lines must not be read as
+    test points).
 
 Only the Python standard library is used.
 """
 
+import functools
 import os
 import queue
 import shutil
@@ -20,7 +24,31 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import gmtest  # noqa: E402
 from gmtest import fail  # noqa: E402
+
+# The environment for every client and worker: libgearman adds the servers
+# in GEARMAN_SERVERS to every client, and the `gearman` tool lets
+# GEARMAN_SERVER override -h/-p, so neither may leak in from the caller.
+ENV = {k: v for k, v in os.environ.items() if k not in ("GEARMAN_SERVER", "GEARMAN_SERVERS")}
+
+
+def test(fn):
+    """Registers fn like gmtest.test.  gmtest prints a failure's message
+    after "# ", but only its first line; here every further line gets "# "
+    too (and NULs are shown as \\0), so quoted output such as gmclient's
+    "ok - ..." lines cannot be taken for TAP test points."""
+    @functools.wraps(fn)
+    def run():
+        try:
+            fn()
+        except AssertionError as e:
+            msg = str(e)
+            safe = msg.replace("\0", "\\0").replace("\n", "\n# ")
+            if safe == msg:
+                raise
+            raise AssertionError(safe).with_traceback(e.__traceback__) from None
+    return gmtest.test(run)
 
 
 class Proc:
@@ -29,6 +57,7 @@ class Proc:
     def __init__(self, args, name=None, **kw):
         self.args = list(args)
         self.name = name or " ".join(os.path.basename(a) for a in self.args[:4])
+        kw.setdefault("env", ENV)
         self.p = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True, errors="replace", **kw)
         self.lines = []
@@ -67,6 +96,20 @@ class Proc:
             if pred(line):
                 return line
 
+    def lines_matching(self, pred, n, timeout=5.0):
+        """Waits until at least n collected lines satisfy pred (the reader
+        thread may lag behind what the process has written); returns all
+        matching lines.  Fails after `timeout` seconds."""
+        deadline = time.time() + timeout
+        while True:
+            got = [line for line in self.lines if pred(line)]
+            if len(got) >= n:
+                return got
+            if time.time() >= deadline:
+                fail("%s: want %d matching lines, have %d; output:\n%s"
+                     % (self.name, n, len(got), "\n".join(self.lines[-40:])))
+            time.sleep(0.01)
+
     def wait(self, timeout=30.0):
         """Waits for the process to exit; returns its exit status."""
         try:
@@ -92,6 +135,17 @@ class Proc:
             except ProcessLookupError:
                 pass
         self.t.join(5)
+
+
+def total_matching(procs, pred, n, timeout=5.0):
+    """Waits until the procs together have at least n lines satisfying pred;
+    returns that total."""
+    deadline = time.time() + timeout
+    while True:
+        total = sum(1 for p in procs for line in p.lines if pred(line))
+        if total >= n or time.time() >= deadline:
+            return total
+        time.sleep(0.01)
 
 
 def kill_all(procs):

@@ -8,6 +8,10 @@ reverses the workload after Job->set_status(1, 2) and send_work_data("chunk");
 it answers "fail" by returning undef (the module then sends WORK_FAIL) and
 "exception" with send_work_exception("boom").  Priorities use the module's
 `priority => "high" | "normal" | "low"` task option.
+
+test_perl_exception_without_exceptions_option_is_a_clean_work_fail pins a
+deliberate difference from gearmand 1.1.20 (design.md section 9) and fails
+against it.
 """
 
 import os
@@ -20,8 +24,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 sys.path.insert(0, HERE)
 import gmtest  # noqa: E402
-from gmtest import Server, fail, test  # noqa: E402
-from interop_lib import Proc, admin_status, value, wait_status, wait_workers  # noqa: E402
+from gmtest import Server, fail  # noqa: E402
+from interop_lib import (ENV, Proc, admin_status, test, total_matching, value,  # noqa: E402
+                         wait_status, wait_workers)
 
 TMP = tempfile.mkdtemp(prefix="gmtest-perl-")
 
@@ -199,7 +204,7 @@ def client(server, *args, timeout=30.0):
     cmd = ["perl", os.path.join(TMP, "client.pl"), str(server.port)] + list(args)
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, errors="replace",
-                           timeout=timeout)
+                           timeout=timeout, env=ENV)
     except subprocess.TimeoutExpired as e:
         fail("perl client %s hung (no answer within %.0fs); output so far: %r"
              % (" ".join(args), timeout, e.stdout))
@@ -209,10 +214,11 @@ def client(server, *args, timeout=30.0):
     return r.stdout.splitlines(), out
 
 
-def jobs_run(proc):
-    """Workloads in the order the worker received them."""
-    return [l.split(" ", 3)[3] if l.count(" ") >= 3 else "" for l in proc.lines
-            if l.startswith("JOB ")]
+def jobs_run(proc, n=0):
+    """Workloads in the order the worker received them, once it has
+    reported at least n jobs."""
+    return [l.split(" ", 3)[3] if l.count(" ") >= 3 else ""
+            for l in proc.lines_matching(lambda l: l.startswith("JOB "), n)]
 
 
 # ----------------------------------------------------------------------
@@ -229,7 +235,7 @@ def test_perl_do_task_at_each_priority_gets_status_data_and_result():
             want = ["RESULT %s %s data=chunk status=1/2" % (p, ("payload-" + p)[::-1])
                     for p in ("normal", "high", "low")]
             assert lines == want, out
-            assert jobs_run(w) == ["payload-normal", "payload-high", "payload-low"], w.output()
+            assert jobs_run(w, 3) == ["payload-normal", "payload-high", "payload-low"], w.output()
         finally:
             w.kill()
 
@@ -248,7 +254,7 @@ def test_perl_queued_tasks_run_high_then_normal_then_low():
             assert admin_status(s).get("prio") == (3, 0, 0), admin_status(s)
             w = worker(s, "prio")
             assert c.wait(25) == 0, c.output()
-            assert jobs_run(w) == ["high", "normal", "low"], w.output()
+            assert jobs_run(w, 3) == ["high", "normal", "low"], w.output()
             done = [l[5:] for l in c.lines if l.startswith("DONE ")]
             assert done == ["hgih", "lamron", "wol"], c.output()
         finally:
@@ -276,7 +282,7 @@ def test_perl_dispatch_background_each_priority_then_get_status_until_done():
             assert value(c.lines, "PROGRESS") == "yes", c.output()
             finished = [l[9:] for l in c.lines if l.startswith("FINISHED ")]
             assert finished == ["high", "normal", "low"], c.output()
-            assert jobs_run(w) == ["bg-high", "bg-normal", "bg-low"], w.output()
+            assert jobs_run(w, 3) == ["bg-high", "bg-normal", "bg-low"], w.output()
             wait_status(s, "bg", (0, 0, 1))
         finally:
             c.kill()
@@ -295,7 +301,8 @@ def test_perl_task_set_of_100_tasks_on_complete_gets_every_result():
             for key, want in (("ADDED", "100"), ("CALLS", "100"), ("FAILS", "0"),
                               ("DISTINCT", "100"), ("GOOD", "100")):
                 assert value(lines, key) == want, "%s: %s" % (key, out)
-            assert sum(len(jobs_run(w)) for w in ws) == 100, [w.output() for w in ws]
+            served = total_matching(ws, lambda l: l.startswith("JOB "), 100)
+            assert served == 100, "workers served %d jobs" % served
             wait_status(s, "par", (0, 0, 2))
         finally:
             for w in ws:

@@ -19,8 +19,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 sys.path.insert(0, HERE)
 import gmtest  # noqa: E402
-from gmtest import Server, fail, test  # noqa: E402
-from interop_lib import Proc, admin_status, value, wait_status, wait_workers  # noqa: E402
+from gmtest import Server, fail  # noqa: E402
+from interop_lib import (ENV, Proc, admin_status, test, total_matching, value,  # noqa: E402
+                         wait_status, wait_workers)
 
 TMP = tempfile.mkdtemp(prefix="gmtest-php-")
 
@@ -181,6 +182,24 @@ case "callbacks":
     echo "RUN ", var_export($ok, true), " ", rcname($c->returnCode()), "\n";
     break;
 
+case "unique":
+    // ping (ECHO_REQ), then GET_STATUS_UNIQUE of a background job
+    echo "PING ", var_export($c->ping("hello"), true), "\n";
+    $h = $c->doBackground($func, "by-unique", $argv[4]);
+    echo "HANDLE ", rcname($c->returnCode()), " $h\n";
+    $st = $c->jobStatusByUniqueKey($argv[4]);
+    echo "BYUNIQUE ", (int)$st[0], " ", (int)$st[1], "\n";
+    $st = $c->jobStatusByUniqueKey("no-such-key");
+    echo "UNKNOWN ", (int)$st[0], " ", (int)$st[1], "\n";
+    echo "SUBMITTED\n";
+    $deadline = microtime(true) + 20;
+    do {
+        usleep(10000);
+        $st = $c->jobStatusByUniqueKey($argv[4]);
+    } while ($st[0] && microtime(true) < $deadline);
+    echo "AFTER ", (int)$st[0], "\n";
+    break;
+
 default:
     fwrite(STDERR, "unknown scenario $scenario\n");
     exit(2);
@@ -218,7 +237,7 @@ def client(server, *args, timeout=30.0):
     cmd = ["php", os.path.join(TMP, "client.php"), str(server.port)] + list(args)
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, errors="replace",
-                           timeout=timeout)
+                           timeout=timeout, env=ENV)
     except subprocess.TimeoutExpired as e:
         fail("php client %s hung (no answer within %.0fs); output so far: %r"
              % (" ".join(args), timeout, e.stdout))
@@ -228,10 +247,11 @@ def client(server, *args, timeout=30.0):
     return r.stdout.splitlines(), out
 
 
-def jobs_run(proc):
-    """Workloads in the order the worker received them."""
-    return [l.split(" ", 3)[3] if l.count(" ") >= 3 else "" for l in proc.lines
-            if l.startswith("JOB ")]
+def jobs_run(proc, n=0):
+    """Workloads in the order the worker received them, once it has
+    reported at least n jobs."""
+    return [l.split(" ", 3)[3] if l.count(" ") >= 3 else ""
+            for l in proc.lines_matching(lambda l: l.startswith("JOB "), n)]
 
 
 # ----------------------------------------------------------------------
@@ -249,7 +269,7 @@ def test_php_doNormal_doHigh_doLow_return_work_data_then_reversed_workload():
             want = ["RESULT %s GEARMAN_SUCCESS chunk%s" % (p, ("payload-" + p)[::-1])
                     for p in ("normal", "high", "low")]
             assert lines == want, out
-            assert jobs_run(w) == ["payload-normal", "payload-high", "payload-low"], w.output()
+            assert jobs_run(w, 3) == ["payload-normal", "payload-high", "payload-low"], w.output()
         finally:
             w.kill()
 
@@ -266,7 +286,7 @@ def test_php_queued_tasks_run_high_then_normal_then_low():
             assert st == (3, 0, 0), "status before any worker: %r" % (st,)
             w = worker(s, "prio")
             assert c.wait(20) == 0, c.output()
-            assert jobs_run(w) == ["high", "normal", "low"], w.output()
+            assert jobs_run(w, 3) == ["high", "normal", "low"], w.output()
             done = [l[5:] for l in c.lines if l.startswith("DONE ")]
             assert done == ["hgih", "lamron", "wol"], c.output()
             assert value(c.lines, "RUN") == "true GEARMAN_SUCCESS", c.output()
@@ -296,7 +316,7 @@ def test_php_background_jobs_at_each_priority_then_jobStatus_until_done():
             assert value(c.lines, "PROGRESS") == "yes", c.output()
             finished = [l[9:] for l in c.lines if l.startswith("FINISHED ")]
             assert finished == ["high", "normal", "low"], c.output()
-            assert jobs_run(w) == ["bg-high", "bg-normal", "bg-low"], w.output()
+            assert jobs_run(w, 3) == ["bg-high", "bg-normal", "bg-low"], w.output()
             wait_status(s, "bg", (0, 0, 1))
         finally:
             c.kill()
@@ -317,7 +337,8 @@ def test_php_100_tasks_runTasks_complete_callback_collects_every_result():
             assert value(lines, "CALLS") == "100", out
             assert value(lines, "DISTINCT") == "100", out
             assert value(lines, "GOOD") == "100", out
-            assert sum(len(jobs_run(w)) for w in ws) == 100, [w.output() for w in ws]
+            served = total_matching(ws, lambda l: l.startswith("JOB "), 100)
+            assert served == 100, "workers served %d jobs" % served
             wait_status(s, "par", (0, 0, 2))
         finally:
             for w in ws:
@@ -377,6 +398,28 @@ def test_php_sendException_reaches_exception_callback_and_doNormal():
 
 
 @test
+def test_php_ping_and_jobStatusByUniqueKey_follow_a_background_job():
+    need_php()
+    with Server() as s:
+        c = client_proc(s, "unique", "uk", "php-unique-1")
+        w = None
+        try:
+            c.wait_line(lambda l: l == "SUBMITTED")
+            assert value(c.lines, "PING") == "true", c.output()
+            assert (value(c.lines, "HANDLE") or "").startswith("GEARMAN_SUCCESS H:"), c.output()
+            assert value(c.lines, "BYUNIQUE") == "1 0", c.output()
+            assert value(c.lines, "UNKNOWN") == "0 0", c.output()
+            w = worker(s, "uk")
+            assert c.wait(25) == 0, c.output()
+            assert value(c.lines, "AFTER") == "0", c.output()
+            assert jobs_run(w, 1) == ["by-unique"], w.output()
+        finally:
+            c.kill()
+            if w:
+                w.kill()
+
+
+@test
 def test_php_worker_with_two_functions_serves_both():
     need_php()
     with Server() as s:
@@ -388,7 +431,7 @@ def test_php_worker_with_two_functions_serves_both():
             assert value(lines, "RESULT") == "'chunkcba'", out
             lines, out = client(s, "do", "two", "xyz")
             assert value(lines, "RESULT") == "'chunkzyx'", out
-            funcs = [l.split(" ")[1] for l in w.lines if l.startswith("JOB ")]
+            funcs = [l.split(" ")[1] for l in w.lines_matching(lambda l: l.startswith("JOB "), 2)]
             assert funcs == ["one", "two"], w.output()
         finally:
             w.kill()

@@ -378,5 +378,6 @@ def main():
             print("not ok %d - %s" % (i, name), flush=True)
             for line in traceback.format_exc().splitlines():
                 print("# " + line, flush=True)
-            print("# %s: %s" % (type(e).__name__, e), flush=True)
+            for line in ("%s: %s" % (type(e).__name__, e)).splitlines():
+                print("# " + line, flush=True)
     sys.exit(0)
