@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "gearmand/options.h"
+#include "gearmand/queues.h"
 #include "libgearman-server/log.h"
 #include "libgearman-server/server.h"
 
@@ -186,8 +187,19 @@ main(int argc, char **argv)
         goto out;
     }
     if (strcasecmp(o.queue_type, "builtin") != 0) {
-        fprintf(stderr, "%s: Error while initializing the queue : %s\n", prog, o.queue_type);
-        goto out;
+        o.server.queue = gm_queue_backend_find(gm_linked_queues, o.queue_type);
+        if (!o.server.queue) {
+            fprintf(stderr, "%s: Error while initializing the queue : %s\n", prog, o.queue_type);
+            goto out;
+        }
+        struct gm_queue_options *q = &o.server.queue_opts;
+        q->sqlite_db = o.libsqlite3_db;
+        q->sqlite_table = o.libsqlite3_table;
+        q->store_on_shutdown = o.store_queue_on_shutdown;
+        q->pg_conninfo = o.libpq_conninfo;
+        q->pg_table = o.libpq_table;
+        q->mc_servers = o.libmemcached_servers;
+        q->mc_prefix = o.libmemcached_prefix;
     }
     if (o.file_descriptors > 0) {
         struct rlimit rl = {(rlim_t)o.file_descriptors, (rlim_t)o.file_descriptors};

@@ -113,6 +113,12 @@ static const struct opt table[] = {
      UINT32_MAX - 12,
      "Largest packet payload accepted, in bytes; a bigger packet gets an ERROR and its "
      "connection is closed."},
+    {"queue-batch-size", 0, K_U32, "General", "4096", O(server.queue_batch_max), 1, 1 << 20,
+     "Most background-job records (adds and completions) written to the durable queue in one "
+     "transaction."},
+    {"queue-batch-delay", 0, K_U32, "General", "0", O(server.queue_batch_delay_ms), 0, 10000,
+     "Milliseconds to wait for more records before committing a batch to the durable queue "
+     "(0: commit as soon as the previous commit is done)."},
     {"check-args", 0, K_FLAG, NULL, NULL, O(check_args), 0, 0, NULL},
 
     {"http-port", 0, K_UINT, "HTTP", "8080", O(http_port), 1, 65535, "Port to listen on."},

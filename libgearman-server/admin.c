@@ -321,7 +321,7 @@ cmd_drop_function(struct gm_dispatcher *d, struct gm_peer *p, const struct words
         struct gm_function *fn = gm_container_of(n, struct gm_function, link);
         if (fn->name_len != w->len[2] || strncasecmp(fn->name, w->w[2], w->len[2]) != 0)
             continue;
-        if (fn->worker_count || fn->running) {
+        if (fn->worker_count || fn->running || fn->persisting) {
             send_str(d, p, "ERR there are still connected workers or executing clients\r\n");
             return;
         }

@@ -468,8 +468,11 @@ detach(struct gm_attach *a)
     free(a);
 }
 
+static void persist_done(struct gm_dispatcher *d, struct gm_job *job);
+
 /* Frees a job in any state: unlinks it from queue/worker/heap and indexes,
-   detaches its clients, adjusts the function's counts. */
+   detaches its clients, adjusts the function's counts, and tells storage
+   the job is gone if it was stored. */
 static void
 job_free(struct gm_dispatcher *d, struct gm_job *job)
 {
@@ -478,6 +481,13 @@ job_free(struct gm_dispatcher *d, struct gm_job *job)
         fn->running--;
     else
         fn->queued[job->prio]--;
+    if (job->state == GM_JOB_PERSISTING) {
+        fn->persisting--;
+        free(job->waiters);
+        job->waiters = NULL;
+    }
+    if ((job->flags & GM_JOB_PERSISTED) && !d->tearing_down)
+        persist_done(d, job);
     gm_list_remove(&job->link);
     heap_remove(d, job);
     gm_htab_remove(&d->by_handle, &job->by_handle);
@@ -572,9 +582,10 @@ gm_disp_job_cancel(struct gm_dispatcher *d, struct gm_job *job)
     struct gm_list *n, *tmp;
     gm_list_each_safe(n, tmp, &job->clients) detach(gm_container_of(n, struct gm_attach, job_link));
     job->fn->failed++;
-    if (job->state == GM_JOB_RUNNING) {
-        /* It runs on, unheard; new submissions of its unique key start a
-           new job rather than join a cancelled one. */
+    if (job->state == GM_JOB_RUNNING || job->state == GM_JOB_PERSISTING) {
+        /* It runs on unheard (or, not yet stored, is dropped once it is);
+           new submissions of its unique key start a new job rather than
+           join a cancelled one. */
         job->flags |= GM_JOB_IGNORED;
         job->flags &= (uint8_t)~GM_JOB_BACKGROUND;
         if (job->flags & GM_JOB_UNIQUE_INDEXED) {
@@ -722,6 +733,7 @@ peer_close(struct gm_dispatcher *d, gm_conn_id id)
 /* ------------------------------------------------------------------ */
 
 struct submit {
+    const char *handle; size_t handle_len; /* replay: the stored handle; else NULL */
     const char *fn; size_t fn_len;
     const char *unique; size_t unique_len;
     const char *reducer; size_t reducer_len;
@@ -788,17 +800,27 @@ static struct gm_job *
 job_create(struct gm_dispatcher *d, struct gm_function *fn, const struct submit *s,
            struct gm_block *own)
 {
-    char handle[GM_HANDLE_MAX];
-    size_t plen = strlen(d->cfg->handle_prefix);
-    memcpy(handle, d->cfg->handle_prefix, plen);
-    handle[plen] = ':';
-    size_t hlen = plen + 1 + gm_fmt_u64(handle + plen + 1, d->next_handle);
-    size_t text = hlen + 1 + s->unique_len + 1 + s->reducer_len + 1;
+    char made[GM_HANDLE_MAX];
+    const char *handle = s->handle;
+    size_t hlen = s->handle_len;
+    if (!handle) {
+        size_t plen = strlen(d->cfg->handle_prefix);
+        memcpy(made, d->cfg->handle_prefix, plen);
+        made[plen] = ':';
+        hlen = plen + 1 + gm_fmt_u64(made + plen + 1, d->next_handle);
+        handle = made;
+    }
+    /* Background jobs that may be stored keep a copy of their function's
+       name: the persistence thread reads only the job's own bytes. */
+    bool fn_copy = s->background && (d->persist.active || d->persist.on_shutdown);
+    size_t text = hlen + 1 + s->unique_len + 1 + s->reducer_len + 1 +
+                  (fn_copy ? fn->name_len + 1 : 0);
     size_t inline_data = own ? 0 : s->data_len;
     struct gm_block *b = gm_block_new(sizeof(struct gm_job) + text + inline_data);
     if (!b)
         return NULL;
-    d->next_handle++;
+    if (!s->handle)
+        d->next_handle++;
     struct gm_job *job = (struct gm_job *)(void *)b->data;
     memset(job, 0, sizeof *job);
     job->fn = fn;
@@ -822,6 +844,11 @@ job_create(struct gm_dispatcher *d, struct gm_function *fn, const struct submit 
         memcpy(t, s->reducer, s->reducer_len);
     t[s->reducer_len] = '\0';
     t += s->reducer_len + 1;
+    if (fn_copy) {
+        memcpy(t, fn->name, fn->name_len + 1);
+        t += fn->name_len + 1;
+        job->flags |= GM_JOB_FN_COPY;
+    }
     if (own) {
         job->data = s->data;
         job->data_blk = own;
@@ -836,6 +863,322 @@ job_create(struct gm_dispatcher *d, struct gm_function *fn, const struct submit 
     gm_htab_insert(&d->by_handle, &job->by_handle, name_hash(handle, hlen));
     d->job_count++;
     return job;
+}
+
+/* ------------------------------------------------------------------ */
+/* Persistence (records out, acknowledgements in)                      */
+/* ------------------------------------------------------------------ */
+
+/* Adds a connection to a waiting list (grown as needed). */
+static bool
+waiters_add(struct gm_waiters **w, gm_conn_id conn)
+{
+    if (!*w || (*w)->n == (*w)->cap) {
+        uint32_t cap = *w ? (*w)->cap * 2 : 2;
+        struct gm_waiters *nw = realloc(*w, sizeof *nw + cap * sizeof nw->conn[0]);
+        if (!nw)
+            return false;
+        if (!*w)
+            nw->n = 0;
+        nw->cap = cap;
+        *w = nw;
+    }
+    (*w)->conn[(*w)->n++] = conn;
+    return true;
+}
+
+/* Queues one record for the persistence thread; false if memory is short. */
+static bool
+persist_push(struct gm_dispatcher *d, const struct gm_prec *r)
+{
+    struct gm_disp_persist *ps = &d->persist;
+    if (!ps->ovf_head && gm_prec_ring_push(&ps->ch->records, r)) {
+        ps->produced = true;
+        return true;
+    }
+    struct gm_prec_overflow *node = malloc(sizeof *node);
+    if (!node)
+        return false;
+    node->rec = *r;
+    node->next = NULL;
+    if (ps->ovf_tail)
+        ps->ovf_tail->next = node;
+    else
+        ps->ovf_head = node;
+    ps->ovf_tail = node;
+    return true;
+}
+
+static bool
+pending_push(struct gm_dispatcher *d, uint64_t seq, struct gm_job *job)
+{
+    struct gm_disp_persist *ps = &d->persist;
+    if (ps->pend_len == ps->pend_cap) {
+        uint32_t cap = ps->pend_cap ? ps->pend_cap * 2 : 256;
+        struct gm_pending *np = malloc(cap * sizeof *np);
+        if (!np)
+            return false;
+        for (uint32_t i = 0; i < ps->pend_len; i++)
+            np[i] = ps->pend[(ps->pend_head + i) % ps->pend_cap];
+        free(ps->pend);
+        ps->pend = np;
+        ps->pend_cap = cap;
+        ps->pend_head = 0;
+    }
+    ps->pend[(ps->pend_head + ps->pend_len) % ps->pend_cap] = (struct gm_pending){seq, job};
+    ps->pend_len++;
+    return true;
+}
+
+/* Sends the job's bytes to storage (the record holds references, so the
+   job may end before the record is written).  With `track`, the job waits
+   in the pending FIFO for the acknowledgement. */
+static bool
+persist_record_add(struct gm_dispatcher *d, struct gm_job *job, bool track)
+{
+    struct gm_prec r;
+    memset(&r, 0, sizeof r);
+    r.seq = ++d->persist.seq;
+    r.op = GM_QOP_ADD;
+    r.priority = job->prio;
+    r.when = job->when;
+    r.blk = gm_job_block(job);
+    r.handle = gm_job_handle(job);
+    r.handle_len = job->handle_len;
+    r.function = gm_job_fn_copy(job);
+    r.function_len = job->fn->name_len;
+    r.unique = gm_job_unique(job);
+    r.unique_len = job->unique_len;
+    r.data = job->data;
+    r.data_len = job->data_len;
+    r.data_blk = job->data_blk;
+    if (track && !pending_push(d, r.seq, job))
+        return false;
+    gm_block_ref(r.blk);
+    if (r.data_blk)
+        gm_block_ref(r.data_blk);
+    if (!persist_push(d, &r)) {
+        gm_block_unref(r.blk);
+        gm_block_unref(r.data_blk);
+        if (track)
+            d->persist.pend_len--;
+        return false;
+    }
+    return true;
+}
+
+static bool
+persist_add(struct gm_dispatcher *d, struct gm_job *job)
+{
+    return persist_record_add(d, job, true);
+}
+
+static void
+persist_done(struct gm_dispatcher *d, struct gm_job *job)
+{
+    struct gm_prec r;
+    memset(&r, 0, sizeof r);
+    r.seq = ++d->persist.seq;
+    r.op = GM_QOP_DONE;
+    r.handle_len = job->handle_len;
+    memcpy(r.handle_copy, gm_job_handle(job), job->handle_len);
+    if (!persist_push(d, &r))
+        gm_log(GM_LOG_ERROR, "out of memory: %s stays stored and will run again after a restart",
+               gm_job_handle(job));
+}
+
+/* A batch was written (or refused): the jobs it held go live (or fail). */
+static void
+persist_acked(struct gm_dispatcher *d, const struct gm_pack *a)
+{
+    struct gm_disp_persist *ps = &d->persist;
+    while (ps->pend_len && ps->pend[ps->pend_head].seq <= a->upto) {
+        struct gm_job *job = ps->pend[ps->pend_head].job;
+        ps->pend_head = (ps->pend_head + 1) % ps->pend_cap;
+        ps->pend_len--;
+        struct gm_waiters *w = job->waiters;
+        job->waiters = NULL;
+        job->fn->persisting--;
+        if (a->ok) {
+            job->flags |= GM_JOB_PERSISTED;
+            for (uint32_t i = 0; w && i < w->n; i++)
+                send_job_created(d, w->conn[i], job);
+            if (job->flags & GM_JOB_IGNORED) {
+                job->state = GM_JOB_QUEUED; /* cancelled while being stored */
+                job_free(d, job);
+            } else if (job->when > 0 && job->when * 1000 > now_ms(d)) {
+                job->state = GM_JOB_FUTURE;
+                if (!heap_push(d, job, job->when * 1000))
+                    job_enqueue(d, job, false);
+            } else {
+                job_enqueue(d, job, false);
+            }
+        } else {
+            gm_log(GM_LOG_ERROR, "%s %s not stored: %s", job->fn->name, gm_job_handle(job),
+                   a->reason);
+            for (uint32_t i = 0; w && i < w->n; i++)
+                send_error(d, w->conn[i], "QUEUE_ERROR", "QUEUE_ERROR");
+            job->fn->failed++;
+            tell_clients(d, job, GM_PKT_WORK_FAIL, NULL);
+            job->state = GM_JOB_QUEUED;
+            job_free(d, job);
+        }
+        free(w);
+    }
+}
+
+static void
+drain_acks(struct gm_dispatcher *d)
+{
+    if (!d->persist.ch)
+        return;
+    struct gm_pack *a;
+    bool any = false;
+    while ((a = gm_pack_ring_peek(&d->persist.ch->acks))) {
+        persist_acked(d, a);
+        gm_pack_ring_consume(&d->persist.ch->acks);
+        any = true;
+    }
+    if (any)
+        gm_pack_ring_release(&d->persist.ch->acks);
+}
+
+/* Publishes records (moving overflow into the ring first) and wakes the
+   persistence thread. */
+static void
+persist_flush(struct gm_dispatcher *d)
+{
+    struct gm_disp_persist *ps = &d->persist;
+    if (!ps->ch)
+        return;
+    while (ps->ovf_head) {
+        if (!gm_prec_ring_push(&ps->ch->records, &ps->ovf_head->rec)) {
+            atomic_store(&ps->ch->disp_wants_space, 1);
+            atomic_thread_fence(memory_order_seq_cst);
+            if (!gm_prec_ring_push(&ps->ch->records, &ps->ovf_head->rec))
+                break;
+        }
+        struct gm_prec_overflow *node = ps->ovf_head;
+        ps->ovf_head = node->next;
+        if (!ps->ovf_head)
+            ps->ovf_tail = NULL;
+        free(node);
+        ps->produced = true;
+    }
+    if (ps->produced) {
+        gm_prec_ring_publish(&ps->ch->records);
+        ps->produced = false;
+        if (ps->wake)
+            ps->wake(ps->arg);
+    }
+}
+
+/* --store-queue-on-shutdown: every background job still here goes to
+   storage now (the persistence thread writes them after we stop). */
+static void
+persist_store_all(struct gm_dispatcher *d)
+{
+    size_t n = 0;
+    for (uint32_t b = 0; b <= d->by_handle.mask; b++)
+        for (struct gm_hnode *h = d->by_handle.buckets[b]; h; h = h->next) {
+            struct gm_job *job = gm_container_of(h, struct gm_job, by_handle);
+            if ((job->flags & GM_JOB_FN_COPY) && (job->flags & GM_JOB_BACKGROUND) &&
+                !(job->flags & GM_JOB_IGNORED) && persist_record_add(d, job, false))
+                n++;
+        }
+    gm_log(GM_LOG_NOTICE, "storing %zu background jobs for the next start", n);
+    /* The ring may be smaller than the queue: hand it over piece by piece. */
+    persist_flush(d);
+    while (d->persist.ovf_head) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+        persist_flush(d);
+    }
+}
+
+void
+gm_disp_attach_persist(struct gm_dispatcher *d, struct gm_persist_channel *ch,
+                       void (*wake)(void *arg), void *arg, bool stores_epoch, bool on_shutdown)
+{
+    d->persist.ch = ch;
+    d->persist.wake = wake;
+    d->persist.arg = arg;
+    d->persist.stores_epoch = stores_epoch;
+    d->persist.on_shutdown = on_shutdown;
+    d->persist.active = !on_shutdown;
+}
+
+uint64_t
+gm_disp_job_count(const struct gm_dispatcher *d)
+{
+    return d->job_count;
+}
+
+int
+gm_disp_replay_row(struct gm_dispatcher *d, const struct gm_qrow *row, char *err, size_t errlen)
+{
+    if (row->handle_len == 0 || row->handle_len >= GM_HANDLE_MAX) {
+        snprintf(err, errlen, "bad handle length %u", row->handle_len);
+        return -1;
+    }
+    if (row->unique_len > GM_UNIQUE_MAX) {
+        snprintf(err, errlen, "unique key longer than %d bytes", GM_UNIQUE_MAX);
+        return -1;
+    }
+    if (row->priority < 0 || row->priority >= GM_PRIO_COUNT) {
+        snprintf(err, errlen, "bad priority %d", row->priority);
+        return -1;
+    }
+    if (gm_disp_job_by_handle(d, row->handle, row->handle_len))
+        return 1;
+    struct gm_function *fn = gm_disp_function_get(d, row->function, row->function_len);
+    if (!fn) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    struct submit s = {0};
+    s.handle = row->handle;
+    s.handle_len = row->handle_len;
+    s.fn = row->function;
+    s.fn_len = row->function_len;
+    s.unique = row->unique;
+    s.unique_len = row->unique_len;
+    s.data = row->data;
+    s.data_len = row->data_len;
+    s.prio = (uint8_t)row->priority;
+    s.background = true;
+    s.when = row->when > 0 && row->when <= GM_EPOCH_MAX ? row->when : 0;
+    struct gm_job *job = job_create(d, fn, &s, NULL);
+    if (!job) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (d->persist.active)
+        job->flags |= GM_JOB_PERSISTED;
+    /* Index the unique key unless another stored job already holds it:
+       storage never merges jobs. */
+    bool data_keyed = s.unique_len == 1 && s.unique[0] == '-';
+    const char *key = data_keyed ? s.data : s.unique;
+    size_t key_len = data_keyed ? s.data_len : s.unique_len;
+    if (s.unique_len && !(data_keyed && !s.data_len) &&
+        !unique_find(d, fn, data_keyed, key, key_len)) {
+        job->flags |= GM_JOB_UNIQUE_INDEXED | (data_keyed ? GM_JOB_DATA_KEYED : 0);
+        gm_htab_insert(&d->by_unique, &job->by_unique, unique_hash(fn, data_keyed, key, key_len));
+    }
+    fn->queued[job->prio]++;
+    if (s.when > 0 && s.when * 1000 > now_ms(d) && heap_push(d, job, s.when * 1000))
+        job->state = GM_JOB_FUTURE;
+    else
+        job_enqueue(d, job, false);
+    /* New handles continue above the replayed ones of our prefix. */
+    size_t plen = strlen(d->cfg->handle_prefix);
+    uint64_t n;
+    if (row->handle_len > plen + 1 && memcmp(row->handle, d->cfg->handle_prefix, plen) == 0 &&
+        row->handle[plen] == ':' &&
+        gm_parse_u64(row->handle + plen + 1, row->handle_len - plen - 1, UINT64_MAX - 1, &n) &&
+        n >= d->next_handle)
+        d->next_handle = n + 1;
+    return 0;
 }
 
 /* The submission path, in gearmand's order: unique check, function,
@@ -859,6 +1202,13 @@ submit_job(struct gm_dispatcher *d, struct gm_peer *p, struct gm_in *m, const st
     if (indexed) {
         struct gm_job *old = unique_find(d, fn, data_keyed, key, key_len);
         if (old) {
+            if (old->state == GM_JOB_PERSISTING && s->background) {
+                /* Not stored yet: this submitter hears JOB_CREATED with the
+                   first one, once the job is durable. */
+                if (!waiters_add(&old->waiters, p->id))
+                    send_error(d, p->id, "QUEUE_ERROR", "MEMORY_ALLOCATION_FAILURE");
+                return;
+            }
             if (!s->background && !attach_client(old, p)) {
                 send_error(d, p->id, "QUEUE_ERROR", "MEMORY_ALLOCATION_FAILURE");
                 return;
@@ -878,6 +1228,12 @@ submit_job(struct gm_dispatcher *d, struct gm_peer *p, struct gm_in *m, const st
         send_error(d, p->id, "QUEUE_ERROR", "Job queue is full");
         return;
     }
+    bool durable = s->background && d->persist.active;
+    if (durable && s->when > 0 && !d->persist.stores_epoch) {
+        /* as gearmand with a backend that has no run-time column */
+        send_error(d, p->id, "QUEUE_ERROR", "QUEUE_ERROR");
+        return;
+    }
     struct gm_block *own = (m->flags & GM_IN_OWN_BLOCK) ? m->blk : NULL;
     struct gm_job *job = job_create(d, fn, s, own);
     if (!job) {
@@ -895,6 +1251,21 @@ submit_job(struct gm_dispatcher *d, struct gm_peer *p, struct gm_in *m, const st
         job->state = GM_JOB_QUEUED;
         job_free(d, job);
         send_error(d, p->id, "QUEUE_ERROR", "MEMORY_ALLOCATION_FAILURE");
+        return;
+    }
+    if (durable) {
+        /* JOB_CREATED waits for the commit (persist_acked). */
+        fn->queued[job->prio]++;
+        fn->persisting++;
+        fn->submitted++;
+        job->state = GM_JOB_PERSISTING;
+        job->waiters = NULL;
+        if (!waiters_add(&job->waiters, p->id) || !persist_add(d, job)) {
+            job_free(d, job);
+            send_error(d, p->id, "QUEUE_ERROR", "MEMORY_ALLOCATION_FAILURE");
+        }
+        gm_log(GM_LOG_NOTICE, "accepted,%s,%s,%lld", fn->name, gm_job_unique(job),
+               (long long)s->when);
         return;
     }
     fn->queued[job->prio]++;
@@ -1395,6 +1766,7 @@ gm_disp_drain(struct gm_dispatcher *d, size_t budget)
 {
     size_t done = 0;
     bool any = true;
+    drain_acks(d);
     while (any && done < budget) {
         any = false;
         for (unsigned t = 0; t < d->nports; t++) {
@@ -1419,6 +1791,8 @@ void
 gm_disp_flush(struct gm_dispatcher *d)
 {
     release_flush(d);
+    drain_acks(d);
+    persist_flush(d);
     for (unsigned t = 0; t < d->nports; t++) {
         struct gm_disp_port *port = &d->ports[t];
         struct gm_channel *ch = port->ch;
@@ -1551,6 +1925,20 @@ gm_disp_free(struct gm_dispatcher *d)
     }
     while (d->heap_len)
         job_free(d, d->heap[0].job);
+    while (d->persist.pend_len) {
+        struct gm_job *job = d->persist.pend[d->persist.pend_head].job;
+        d->persist.pend_head = (d->persist.pend_head + 1) % d->persist.pend_cap;
+        d->persist.pend_len--;
+        job_free(d, job);
+    }
+    free(d->persist.pend);
+    while (d->persist.ovf_head) {
+        struct gm_prec_overflow *node = d->persist.ovf_head;
+        d->persist.ovf_head = node->next;
+        gm_block_unref(node->rec.blk);
+        gm_block_unref(node->rec.data_blk);
+        free(node);
+    }
     gm_list_each_safe(n, tmp, &d->function_list)
         free(gm_container_of(n, struct gm_function, link));
     release_flush(d);
@@ -1614,6 +2002,8 @@ on_wake(struct ev_loop *loop, ev_async *w, int revents)
     (void)loop;
     (void)revents;
     if (atomic_load(&d->stop_flag)) {
+        if (d->persist.on_shutdown)
+            persist_store_all(d);
         /* Last words (the `shutdown` command's OK) go out before we stop;
            the I/O threads stop after us and write them. */
         gm_disp_flush(d);

@@ -61,6 +61,25 @@ int64_t gm_disp_run_timers(struct gm_dispatcher *d, int64_t now_ms);
    (at once if none is). */
 void gm_disp_begin_graceful(struct gm_dispatcher *d);
 
+struct gm_persist_channel;
+struct gm_qrow;
+
+/* Connects the dispatcher to the persistence thread (before it runs).
+   on_shutdown: write background jobs only at a clean stop
+   (--store-queue-on-shutdown); stores_epoch: the backend keeps run times
+   (otherwise epoch and scheduled jobs are refused with QUEUE_ERROR). */
+void gm_disp_attach_persist(struct gm_dispatcher *d, struct gm_persist_channel *ch,
+                            void (*wake)(void *arg), void *arg, bool stores_epoch, bool on_shutdown);
+
+/* Main thread, before the dispatcher runs: recreates one stored job (it
+   keeps its handle; new handles continue above the highest replayed one).
+   Returns 0, 1 if the job is already here (replay is idempotent), or -1
+   with a reason in err for a row that cannot be used. */
+int gm_disp_replay_row(struct gm_dispatcher *d, const struct gm_qrow *row, char *err, size_t errlen);
+
+/* Number of jobs in existence (main thread, before the dispatcher runs). */
+uint64_t gm_disp_job_count(const struct gm_dispatcher *d);
+
 /* Thread side: creates the libev loop and watchers; returns 0 or -1. */
 int gm_disp_loop_init(struct gm_dispatcher *d);
 

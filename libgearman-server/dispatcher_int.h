@@ -12,6 +12,7 @@
 
 #include "libgearman-server/dispatcher.h"
 #include "libgearman-server/jobs.h"
+#include "libgearman-server/persist.h"
 
 /* A reply that did not fit in a full outbound ring. */
 struct gm_out_overflow {
@@ -26,6 +27,32 @@ struct gm_disp_port {
     uint32_t npeers;             /* size of peers[] */
     struct gm_out_overflow *ovf_head, *ovf_tail;
     bool produced;               /* replies produced since the last publish */
+};
+
+/* A background job waiting for its ADD to be acknowledged. */
+struct gm_pending {
+    uint64_t seq;
+    struct gm_job *job;
+};
+
+struct gm_prec_overflow {
+    struct gm_prec_overflow *next;
+    struct gm_prec rec;
+};
+
+/* The dispatcher's side of the persistence thread. */
+struct gm_disp_persist {
+    bool active;                 /* background jobs are written as they come and go */
+    bool on_shutdown;            /* --store-queue-on-shutdown: written only at a clean stop */
+    bool stores_epoch;           /* the backend keeps run times */
+    struct gm_persist_channel *ch;
+    void (*wake)(void *arg);
+    void *arg;
+    uint64_t seq;                /* last sequence number given to a record */
+    bool produced;               /* records produced since the last publish */
+    struct gm_prec_overflow *ovf_head, *ovf_tail;
+    struct gm_pending *pend;     /* FIFO ring of jobs waiting for their ack */
+    uint32_t pend_head, pend_len, pend_cap;
 };
 
 struct gm_timer_entry {
@@ -50,6 +77,8 @@ struct gm_dispatcher {
 
     struct gm_timer_entry *heap; /* min-heap on due_ms: future jobs and running-job deadlines */
     uint32_t heap_len, heap_cap;
+
+    struct gm_disp_persist persist;
 
     struct gm_block *unref_blk;  /* references released in batches (see release_in) */
     uint32_t unref_n;

@@ -37,7 +37,8 @@ enum gm_priority { GM_PRIO_HIGH = 0, GM_PRIO_NORMAL = 1, GM_PRIO_LOW = 2, GM_PRI
 enum gm_job_state {
     GM_JOB_QUEUED = 1, /* in fn->queue[prio], runnable now */
     GM_JOB_FUTURE,     /* in the timer heap until `when` */
-    GM_JOB_RUNNING     /* assigned to reg->peer, in its running list */
+    GM_JOB_RUNNING,    /* assigned to reg->peer, in its running list */
+    GM_JOB_PERSISTING  /* background job waiting for its durable write (in the pending FIFO) */
 };
 
 enum gm_job_flags {
@@ -45,7 +46,14 @@ enum gm_job_flags {
     GM_JOB_IGNORED = 1 << 1,    /* running, but abandoned or cancelled: results go nowhere */
     GM_JOB_UNIQUE_INDEXED = 1 << 2,
     GM_JOB_DATA_KEYED = 1 << 3, /* unique "-": coalesces on identical data */
-    GM_JOB_PERSISTED = 1 << 4   /* stored in the durable queue [job_queued] */
+    GM_JOB_PERSISTED = 1 << 4,  /* stored in the durable queue [job_queued] */
+    GM_JOB_FN_COPY = 1 << 5     /* text holds a copy of the function name (for storage) */
+};
+
+/* Background submitters waiting for a PERSISTING job's JOB_CREATED. */
+struct gm_waiters {
+    uint32_t n, cap;
+    gm_conn_id conn[];
 };
 
 struct gm_function {
@@ -56,6 +64,7 @@ struct gm_function {
     uint32_t running;
     uint32_t max_queue[GM_PRIO_COUNT]; /* 0 = unlimited */
     uint32_t worker_count;       /* registrations */
+    uint32_t persisting;         /* jobs waiting for their durable write */
     struct gm_list sleepers;     /* gm_reg.sleep_link of sleeping, un-NOOPed workers */
     uint64_t submitted, completed, failed;
     uint32_t name_len;
@@ -100,7 +109,10 @@ struct gm_job {
     struct gm_hnode by_unique;
     struct gm_list link;         /* fn->queue[prio] when QUEUED; peer->running when RUNNING */
     struct gm_function *fn;
-    struct gm_reg *reg;          /* the registration it runs under (RUNNING only) */
+    union {
+        struct gm_reg *reg;      /* RUNNING: the registration it runs under */
+        struct gm_waiters *waiters; /* PERSISTING: who gets JOB_CREATED on commit */
+    };
     struct gm_list clients;      /* gm_attach.job_link */
     const char *data;            /* in this job's block, or in data_blk */
     struct gm_block *data_blk;   /* external data block (big payloads), or NULL */
@@ -116,7 +128,7 @@ struct gm_job {
     uint8_t flags;               /* enum gm_job_flags */
     uint16_t reducer_len;
     uint32_t nclients;
-    char text[];                 /* handle\0unique\0reducer\0 then small data */
+    char text[];                 /* handle\0unique\0reducer\0[function\0] then small data */
 };
 
 static inline const char *gm_job_handle(const struct gm_job *j) { return j->text; }
@@ -124,6 +136,11 @@ static inline const char *gm_job_unique(const struct gm_job *j) { return j->text
 static inline const char *gm_job_reducer(const struct gm_job *j)
 {
     return j->text + j->handle_len + 1 + j->unique_len + 1;
+}
+/* The function name stored with the job (GM_JOB_FN_COPY jobs only). */
+static inline const char *gm_job_fn_copy(const struct gm_job *j)
+{
+    return gm_job_reducer(j) + j->reducer_len + 1;
 }
 /* The block that holds the job itself. */
 static inline struct gm_block *gm_job_block(struct gm_job *j)

@@ -28,7 +28,9 @@
 #include "libgearman-server/dispatcher.h"
 #include "libgearman-server/io_thread.h"
 #include "libgearman-server/log.h"
+#include "libgearman-server/persist.h"
 
+#define PERSIST_RING_SLOTS 65536
 #define IN_RING_SLOTS 16384
 #define OUT_RING_SLOTS 16384
 #define MAX_LISTENERS 16
@@ -51,6 +53,11 @@ struct gm_server {
     pthread_t disp_tid;
     unsigned started_io;
     bool disp_started;
+    struct gm_persist_channel pch;
+    bool pch_ready;
+    struct gm_persist *persist;
+    pthread_t persist_tid;
+    bool persist_started;
 
     struct ev_loop *loop;
     struct listener ls[MAX_LISTENERS];
@@ -77,6 +84,7 @@ gm_server_config_defaults(struct gm_server_config *c)
     c->max_packet_size = GM_DEFAULT_MAX_PACKET;
     c->max_output = GM_DEFAULT_MAX_OUTPUT;
     c->hashtable_buckets = GM_DEFAULT_BUCKETS;
+    c->queue_batch_max = 4096;
     c->keepalive_idle = c->keepalive_interval = c->keepalive_count = -1;
     struct utsname u;
     const char *node = uname(&u) == 0 ? u.nodename : "localhost";
@@ -125,6 +133,76 @@ gm_server_port(const struct gm_server *s)
     return s->port;
 }
 
+static void
+wake_persist(void *arg)
+{
+    gm_persist_wake(arg);
+}
+
+struct replay_ctx {
+    struct gm_dispatcher *d;
+    uint64_t replayed, duplicates, bad;
+};
+
+static int
+replay_row(void *arg, const struct gm_qrow *row)
+{
+    struct replay_ctx *rc = arg;
+    char err[128];
+    int r = gm_disp_replay_row(rc->d, row, err, sizeof err);
+    if (r == 0) {
+        rc->replayed++;
+    } else if (r == 1) {
+        rc->duplicates++;
+    } else {
+        rc->bad++;
+        gm_log(GM_LOG_ERROR, "queue: stored job %.*s (%.*s) not replayed: %s; it stays stored",
+               (int)row->handle_len, row->handle, (int)row->function_len, row->function, err);
+    }
+    return 0;
+}
+
+/* Opens the durable queue, replays it into the dispatcher (before anything
+   listens) and prepares the persistence thread.  Returns 0 or -1 (logged). */
+static int
+open_queue(struct gm_server *s)
+{
+    const struct gm_server_config *cfg = s->cfg;
+    struct gm_queue_options opts = cfg->queue_opts;
+    if (!opts.handle_prefix)
+        opts.handle_prefix = cfg->handle_prefix;
+    char err[256] = "";
+    void *state = cfg->queue->open(&opts, err, sizeof err);
+    if (!state) {
+        gm_log(GM_LOG_FATAL, "queue %s: %s", cfg->queue->name, err);
+        return -1;
+    }
+    if (gm_persist_channel_init(&s->pch, PERSIST_RING_SLOTS) < 0) {
+        cfg->queue->close(state);
+        return -1;
+    }
+    s->pch_ready = true;
+    struct gm_persist_config pc = {cfg->queue_batch_max, cfg->queue_batch_delay_ms};
+    s->persist = gm_persist_new(cfg->queue, state, &pc, &s->pch, wake_dispatcher, s->disp);
+    if (!s->persist) {
+        cfg->queue->close(state);
+        return -1;
+    }
+    gm_disp_attach_persist(s->disp, &s->pch, wake_persist, s->persist, cfg->queue->stores_epoch,
+                           cfg->queue_opts.store_on_shutdown);
+    /* Replay before anything listens; the persistence thread is not
+       running yet, so the backend is ours to use from here. */
+    struct replay_ctx rc = {s->disp, 0, 0, 0};
+    if (cfg->queue->replay(state, replay_row, &rc, err, sizeof err) < 0) {
+        gm_log(GM_LOG_FATAL, "queue %s: cannot replay: %s", cfg->queue->name, err);
+        return -1;
+    }
+    gm_log(GM_LOG_NOTICE, "queue %s: replayed %llu jobs (%llu already here, %llu rows kept unreplayed)",
+           cfg->queue->name, (unsigned long long)rc.replayed, (unsigned long long)rc.duplicates,
+           (unsigned long long)rc.bad);
+    return 0;
+}
+
 struct gm_server *
 gm_server_new(const struct gm_server_config *cfg)
 {
@@ -161,6 +239,10 @@ gm_server_new(const struct gm_server_config *cfg)
     for (unsigned i = 0; i < n; i++)
         if (!(s->io[i] = gm_io_new(i, cfg, &s->chans[i], wake_dispatcher, s->disp)))
             goto oom;
+    if (cfg->queue && open_queue(s) < 0) {
+        gm_server_free(s);
+        return NULL;
+    }
     return s;
 oom:
     gm_log(GM_LOG_FATAL, "out of memory creating the server");
@@ -173,6 +255,9 @@ gm_server_free(struct gm_server *s)
 {
     if (!s)
         return;
+    gm_persist_free(s->persist);
+    if (s->pch_ready)
+        gm_persist_channel_destroy(&s->pch);
     for (unsigned i = 0; i < s->nls; i++) {
         ev_io_stop(s->loop, &s->ls[i].w);
         close(s->ls[i].fd);
@@ -451,8 +536,14 @@ stop_threads(struct gm_server *s)
         gm_io_stop(s->io[i]);
     for (unsigned i = 0; i < s->started_io; i++)
         pthread_join(s->io_tids[i], NULL);
+    /* Last: the persistence thread writes what the dispatcher left it. */
+    if (s->persist_started) {
+        gm_persist_stop(s->persist);
+        pthread_join(s->persist_tid, NULL);
+    }
     s->started_io = 0;
     s->disp_started = false;
+    s->persist_started = false;
 }
 
 int
@@ -468,6 +559,13 @@ gm_server_run(struct gm_server *s)
     sigaddset(&block, SIGPIPE);
     pthread_sigmask(SIG_BLOCK, &block, &old);
     int status = 0;
+    if (s->persist) {
+        if (pthread_create(&s->persist_tid, NULL, gm_persist_thread_main, s->persist) != 0) {
+            gm_log(GM_LOG_FATAL, "cannot start the persistence thread");
+            return 1;
+        }
+        s->persist_started = true;
+    }
     if (pthread_create(&s->disp_tid, NULL, gm_disp_thread_main, s->disp) != 0) {
         gm_log(GM_LOG_FATAL, "cannot start the dispatcher thread");
         status = 1;

@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "libgearman-server/queue_backend.h"
+
 #define GM_DEFAULT_PORT "4730"
 #define GM_DEFAULT_MAX_PACKET (64u << 20)
 #define GM_DEFAULT_MAX_OUTPUT (256u << 20)
@@ -34,6 +36,12 @@ struct gm_server_config {
     bool keepalive;               /* --keepalive on the listening socket */
     int keepalive_idle, keepalive_interval, keepalive_count; /* -1 = system default */
     const char *version;          /* reported by `version` and -V */
+
+    /* durable queue (-q); NULL = memory only, gearmand's "builtin" */
+    const struct gm_queue_backend *queue;
+    struct gm_queue_options queue_opts;
+    uint32_t queue_batch_max;     /* --queue-batch-size: records per transaction */
+    uint32_t queue_batch_delay_ms;/* --queue-batch-delay: wait for more before committing */
 };
 
 /* Fills c with gearmand's defaults (prefix from uname's nodename). */

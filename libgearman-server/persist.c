@@ -1,0 +1,447 @@
+/*
+ * persist.c: the persistence thread (see persist.h).
+ *
+ * Runs on its own thread with its own libev loop and owns the backend's
+ * state, the batch being written and the DONE records held while the
+ * backend is down.  Group commit falls out of the loop: while one batch is
+ * being made durable (an fsync, a round trip), the next one accumulates in
+ * the ring, so the batch size follows the load.
+ */
+#include "config.h"
+
+#include "libgearman-server/persist.h"
+
+#include <ev.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "libgearman-server/hashtab.h"
+#include "libgearman-server/log.h"
+
+#define ACK_SLOTS 4096
+#define BACKOFF_FIRST 0.1
+#define BACKOFF_MAX 5.0
+
+struct gm_persist {
+    const struct gm_queue_backend *be;
+    void *state;
+    struct gm_persist_config cfg;
+    struct gm_persist_channel *ch;
+    void (*wake_disp)(void *arg);
+    void *wake_arg;
+
+    struct ev_loop *loop;
+    ev_async wake;
+    ev_timer retry;
+    ev_timer delay;
+    _Atomic int stop;
+    _Atomic int healthy;
+    double backoff;
+
+    struct gm_prec *batch;       /* records taken from the ring for this batch */
+    size_t batch_cap;
+    struct gm_qrecord *recs;     /* what goes to the backend */
+    size_t recs_cap;
+    bool *dropped;               /* batch[i] cancelled by a later DONE */
+    struct gm_prec *held;        /* DONEs waiting for the backend to come back */
+    size_t nheld, held_cap;
+
+    _Atomic uint64_t batches, records, failures;
+};
+
+int
+gm_persist_channel_init(struct gm_persist_channel *ch, size_t slots)
+{
+    atomic_init(&ch->disp_wants_space, 0);
+    if (gm_prec_ring_init(&ch->records, slots) < 0)
+        return -1;
+    if (gm_pack_ring_init(&ch->acks, ACK_SLOTS) < 0) {
+        gm_prec_ring_destroy(&ch->records);
+        return -1;
+    }
+    return 0;
+}
+
+static void
+release_record(struct gm_prec *r)
+{
+    gm_block_unref(r->blk);
+    gm_block_unref(r->data_blk);
+    r->blk = r->data_blk = NULL;
+}
+
+void
+gm_persist_channel_destroy(struct gm_persist_channel *ch)
+{
+    struct gm_prec *r;
+    gm_prec_ring_publish(&ch->records);
+    while ((r = gm_prec_ring_peek(&ch->records))) {
+        release_record(r);
+        gm_prec_ring_consume(&ch->records);
+    }
+    gm_prec_ring_destroy(&ch->records);
+    gm_pack_ring_destroy(&ch->acks);
+}
+
+bool
+gm_persist_healthy(const struct gm_persist *p)
+{
+    return atomic_load(&((struct gm_persist *)p)->healthy) != 0;
+}
+
+void
+gm_persist_stats(const struct gm_persist *p, struct gm_queue_stats *out)
+{
+    struct gm_persist *q = (struct gm_persist *)p;
+    memset(out, 0, sizeof *out);
+    out->batches = atomic_load(&q->batches);
+    out->records = atomic_load(&q->records);
+    out->failures = atomic_load(&q->failures);
+}
+
+/* Tells the dispatcher about a batch; waits (rarely) for room in the ring. */
+static void
+ack(struct gm_persist *p, uint64_t upto, bool ok, const char *reason)
+{
+    struct gm_pack a;
+    memset(&a, 0, sizeof a);
+    a.upto = upto;
+    a.ok = ok;
+    if (reason)
+        snprintf(a.reason, sizeof a.reason, "%s", reason);
+    while (!gm_pack_ring_push(&p->ch->acks, &a)) {
+        gm_pack_ring_publish(&p->ch->acks);
+        p->wake_disp(p->wake_arg);
+        usleep(1000);
+    }
+    gm_pack_ring_publish(&p->ch->acks);
+    p->wake_disp(p->wake_arg);
+}
+
+static void
+to_qrecord(const struct gm_prec *r, struct gm_qrecord *q)
+{
+    memset(q, 0, sizeof *q);
+    q->op = r->op;
+    q->priority = r->priority;
+    q->when = r->when;
+    q->handle = r->handle ? r->handle : r->handle_copy;
+    q->handle_len = r->handle_len;
+    q->function = r->function;
+    q->function_len = r->function_len;
+    q->unique = r->unique;
+    q->unique_len = r->unique_len;
+    q->data = r->data;
+    q->data_len = r->data_len;
+}
+
+static bool
+same_handle(const struct gm_prec *a, const struct gm_prec *b)
+{
+    const char *ha = a->handle ? a->handle : a->handle_copy;
+    const char *hb = b->handle ? b->handle : b->handle_copy;
+    return a->handle_len == b->handle_len && memcmp(ha, hb, a->handle_len) == 0;
+}
+
+/* Marks ADD/DONE pairs of the same job within the batch as dropped: the
+   job came and went between two commits, so storage need not see it. */
+static void
+cancel_pairs(struct gm_persist *p, size_t n)
+{
+    memset(p->dropped, 0, n * sizeof *p->dropped);
+    uint32_t buckets = 1;
+    while (buckets < n * 2)
+        buckets <<= 1;
+    int32_t *slot = malloc(buckets * sizeof *slot);
+    if (!slot)
+        return; /* no cancelling: still correct, just more writes */
+    for (uint32_t i = 0; i < buckets; i++)
+        slot[i] = -1;
+    for (size_t i = 0; i < n; i++) {
+        struct gm_prec *r = &p->batch[i];
+        const char *h = r->handle ? r->handle : r->handle_copy;
+        uint32_t pos = gm_hash_fold(gm_hash_bytes(GM_HASH_SEED, h, r->handle_len)) & (buckets - 1);
+        while (slot[pos] >= 0 && !same_handle(&p->batch[slot[pos]], r))
+            pos = (pos + 1) & (buckets - 1);
+        if (r->op == GM_QOP_ADD) {
+            slot[pos] = (int32_t)i;
+        } else if (slot[pos] >= 0 && p->batch[slot[pos]].op == GM_QOP_ADD &&
+                   !p->dropped[slot[pos]]) {
+            p->dropped[slot[pos]] = true;
+            p->dropped[i] = true;
+        }
+    }
+    free(slot);
+}
+
+static bool
+hold_done(struct gm_persist *p, const struct gm_prec *r)
+{
+    if (p->nheld == p->held_cap) {
+        size_t n = p->held_cap ? p->held_cap * 2 : 64;
+        struct gm_prec *h = realloc(p->held, n * sizeof *h);
+        if (!h)
+            return false;
+        p->held = h;
+        p->held_cap = n;
+    }
+    struct gm_prec *c = &p->held[p->nheld++];
+    memset(c, 0, sizeof *c);
+    c->op = GM_QOP_DONE;
+    c->handle_len = r->handle_len;
+    memcpy(c->handle_copy, r->handle ? r->handle : r->handle_copy, r->handle_len);
+    return true;
+}
+
+static void schedule_retry(struct gm_persist *p);
+
+/* Writes the held DONEs on their own; returns true if none is left. */
+static bool
+flush_held(struct gm_persist *p)
+{
+    if (!p->nheld)
+        return true;
+    char err[160];
+    struct gm_qrecord *q = malloc(p->nheld * sizeof *q);
+    if (!q)
+        return false;
+    for (size_t i = 0; i < p->nheld; i++)
+        to_qrecord(&p->held[i], &q[i]);
+    if (p->be->write_batch(p->state, q, p->nheld, err, sizeof err) == 0)
+        p->nheld = 0;
+    else
+        gm_log(GM_LOG_ERROR, "persistence: cannot remove %zu completed jobs: %s", p->nheld, err);
+    free(q);
+    return p->nheld == 0;
+}
+
+/* Takes up to `max` records off the ring into p->batch; returns how many. */
+static size_t
+collect(struct gm_persist *p, size_t max)
+{
+    size_t n = 0;
+    struct gm_prec *r;
+    while (n < max && (r = gm_prec_ring_peek(&p->ch->records))) {
+        if (n == p->batch_cap) {
+            size_t cap = p->batch_cap ? p->batch_cap * 2 : 256;
+            struct gm_prec *b = realloc(p->batch, cap * sizeof *b);
+            if (b)
+                p->batch = b;
+            bool *dr = b ? realloc(p->dropped, cap * sizeof *dr) : NULL;
+            if (dr)
+                p->dropped = dr;
+            if (!b || !dr)
+                break;
+            p->batch_cap = cap;
+        }
+        p->batch[n++] = *r;
+        gm_prec_ring_consume(&p->ch->records);
+    }
+    if (n) {
+        gm_prec_ring_release(&p->ch->records);
+        atomic_thread_fence(memory_order_seq_cst);
+        if (atomic_load_explicit(&p->ch->disp_wants_space, memory_order_relaxed) &&
+            atomic_exchange(&p->ch->disp_wants_space, 0))
+            p->wake_disp(p->wake_arg);
+    }
+    return n;
+}
+
+/* Writes one batch (plus held DONEs); acknowledges it. */
+static void
+write_batch(struct gm_persist *p, size_t n)
+{
+    uint64_t upto = p->batch[n - 1].seq;
+    char err[160] = "";
+    if (!atomic_load(&p->healthy)) {
+        /* Down: refuse the ADDs now, keep the DONEs for later. */
+        for (size_t i = 0; i < n; i++)
+            if (p->batch[i].op == GM_QOP_DONE && !hold_done(p, &p->batch[i]))
+                gm_log(GM_LOG_ERROR, "persistence: out of memory; a completed job may run again after a restart");
+        ack(p, upto, false, "the queue backend is unavailable");
+        return;
+    }
+    if (p->recs_cap < n + p->nheld) {
+        struct gm_qrecord *q = realloc(p->recs, (n + p->nheld) * sizeof *q);
+        if (!q) {
+            ack(p, upto, false, "out of memory");
+            return;
+        }
+        p->recs = q;
+        p->recs_cap = n + p->nheld;
+    }
+    cancel_pairs(p, n);
+    size_t m = 0;
+    for (size_t i = 0; i < p->nheld; i++)
+        to_qrecord(&p->held[i], &p->recs[m++]);
+    for (size_t i = 0; i < n; i++)
+        if (!p->dropped[i])
+            to_qrecord(&p->batch[i], &p->recs[m++]);
+    int rc = m ? p->be->write_batch(p->state, p->recs, m, err, sizeof err) : 0;
+    if (rc == 0) {
+        atomic_fetch_add(&p->batches, 1);
+        atomic_fetch_add(&p->records, m);
+        p->nheld = 0;
+        ack(p, upto, true, NULL);
+        return;
+    }
+    atomic_fetch_add(&p->failures, 1);
+    gm_log(GM_LOG_ERROR, "persistence: %s backend failed a batch of %zu records: %s", p->be->name, m,
+           err);
+    for (size_t i = 0; i < n; i++)
+        if (p->batch[i].op == GM_QOP_DONE && !p->dropped[i])
+            hold_done(p, &p->batch[i]);
+    ack(p, upto, false, err);
+    atomic_store(&p->healthy, 0);
+    schedule_retry(p);
+}
+
+/* Writes everything waiting, batch by batch (all in one batch when
+   stopping, so a final flush is all or nothing). */
+static void
+run(struct gm_persist *p, bool final)
+{
+    size_t n;
+    while ((n = collect(p, final ? SIZE_MAX : p->cfg.batch_max)) > 0) {
+        write_batch(p, n);
+        for (size_t i = 0; i < n; i++)
+            release_record(&p->batch[i]);
+    }
+}
+
+static void
+on_delay(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    run(w->data, false);
+}
+
+static void
+on_wake(struct ev_loop *loop, ev_async *w, int revents)
+{
+    struct gm_persist *p = w->data;
+    (void)revents;
+    if (atomic_load(&p->stop)) {
+        run(p, true);
+        if (atomic_load(&p->healthy))
+            flush_held(p);
+        if (p->nheld)
+            gm_log(GM_LOG_WARNING, "persistence: %zu completed jobs not removed from the queue; they will run again after a restart",
+                   p->nheld);
+        ev_break(loop, EVBREAK_ALL);
+        return;
+    }
+    if (p->cfg.delay_ms && !ev_is_active(&p->delay)) {
+        ev_timer_set(&p->delay, p->cfg.delay_ms / 1000.0, 0.);
+        ev_timer_start(loop, &p->delay);
+        return;
+    }
+    if (!p->cfg.delay_ms)
+        run(p, false);
+}
+
+static void
+schedule_retry(struct gm_persist *p)
+{
+    if (ev_is_active(&p->retry))
+        return;
+    ev_timer_set(&p->retry, p->backoff, 0.);
+    ev_timer_start(p->loop, &p->retry);
+}
+
+static void
+on_retry(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct gm_persist *p = w->data;
+    (void)loop;
+    (void)revents;
+    char err[160] = "";
+    if (p->be->reconnect && p->be->reconnect(p->state, err, sizeof err) == 0) {
+        gm_log(GM_LOG_NOTICE, "persistence: %s backend is back", p->be->name);
+        atomic_store(&p->healthy, 1);
+        p->backoff = BACKOFF_FIRST;
+        flush_held(p);
+        run(p, false);
+        return;
+    }
+    gm_log(GM_LOG_WARNING, "persistence: %s backend still unavailable: %s (next try in %.1fs)",
+           p->be->name, err, p->backoff);
+    p->backoff = p->backoff * 2 > BACKOFF_MAX ? BACKOFF_MAX : p->backoff * 2;
+    schedule_retry(p);
+}
+
+struct gm_persist *
+gm_persist_new(const struct gm_queue_backend *be, void *state, const struct gm_persist_config *cfg,
+               struct gm_persist_channel *ch, void (*wake_disp)(void *arg), void *arg)
+{
+    struct gm_persist *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    p->be = be;
+    p->state = state;
+    p->cfg = *cfg;
+    if (p->cfg.batch_max == 0)
+        p->cfg.batch_max = 1;
+    p->ch = ch;
+    p->wake_disp = wake_disp;
+    p->wake_arg = arg;
+    p->backoff = BACKOFF_FIRST;
+    atomic_init(&p->stop, 0);
+    atomic_init(&p->healthy, 1);
+    atomic_init(&p->batches, 0);
+    atomic_init(&p->records, 0);
+    atomic_init(&p->failures, 0);
+    p->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
+    if (!p->loop) {
+        free(p);
+        return NULL;
+    }
+    ev_async_init(&p->wake, on_wake);
+    p->wake.data = p;
+    ev_async_start(p->loop, &p->wake);
+    ev_timer_init(&p->retry, on_retry, 0., 0.);
+    p->retry.data = p;
+    ev_timer_init(&p->delay, on_delay, 0., 0.);
+    p->delay.data = p;
+    return p;
+}
+
+void
+gm_persist_free(struct gm_persist *p)
+{
+    if (!p)
+        return;
+    if (p->be && p->state)
+        p->be->close(p->state);
+    free(p->batch);
+    free(p->recs);
+    free(p->dropped);
+    free(p->held);
+    ev_loop_destroy(p->loop);
+    free(p);
+}
+
+void *
+gm_persist_thread_main(void *arg)
+{
+    struct gm_persist *p = arg;
+    gm_log_thread_name("persist");
+    ev_run(p->loop, 0);
+    return NULL;
+}
+
+void
+gm_persist_wake(struct gm_persist *p)
+{
+    ev_async_send(p->loop, &p->wake);
+}
+
+void
+gm_persist_stop(struct gm_persist *p)
+{
+    atomic_store(&p->stop, 1);
+    ev_async_send(p->loop, &p->wake);
+}

@@ -1,0 +1,103 @@
+/*
+ * persist.h: the persistence thread, which owns the durable queue backend
+ * and writes what the dispatcher hands it in batches (group commit).
+ *
+ * The dispatcher produces records (ADD a background job, DONE a job) on
+ * the `records` ring, each with a sequence number.  The persistence thread
+ * takes everything waiting (up to batch_max), drops an ADD and a DONE of
+ * the same job found in the same batch, writes the rest in one backend
+ * transaction and answers on the `acks` ring: "every record up to seq N is
+ * durable" or "the records up to N failed".  The dispatcher sends
+ * JOB_CREATED for a background job only after its ADD is acknowledged.
+ *
+ * When the backend fails, the thread reconnects with backoff; meanwhile
+ * ADDs are refused at once (the submitter gets ERROR QUEUE_ERROR) and DONEs
+ * are kept and written when the backend is back.
+ *
+ * Threads: gm_persist_new/free by the main thread; gm_persist_thread_main
+ * on the persistence thread; wake/stop from any thread.  The rings are the
+ * only shared state.
+ */
+#ifndef GM_PERSIST_H
+#define GM_PERSIST_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "libgearman-server/block.h"
+#include "libgearman-server/protocol.h"
+#include "libgearman-server/queue_backend.h"
+#include "libgearman-server/ring.h"
+
+/* dispatcher -> persistence: one record.  ADD points into the job's block
+   (and data_blk when the data lives apart), for which it holds references;
+   DONE carries a copy of the handle. */
+struct gm_prec {
+    uint64_t seq;
+    uint8_t op;            /* enum gm_qop */
+    uint8_t priority;
+    uint8_t handle_len;
+    int64_t when;
+    struct gm_block *blk;  /* ADD: the job's block (handle, unique, function) */
+    struct gm_block *data_blk; /* ADD: the data's block if not blk */
+    const char *function, *unique, *data;
+    uint32_t function_len, unique_len, data_len;
+    const char *handle;    /* ADD: in blk; DONE: NULL, see handle_copy */
+    char handle_copy[GM_HANDLE_MAX];
+};
+
+/* persistence -> dispatcher: records up to `upto` are durable (ok) or were
+   refused (!ok). */
+struct gm_pack {
+    uint64_t upto;
+    bool ok;
+    char reason[120];
+};
+
+GM_RING_DEFINE(gm_prec_ring, struct gm_prec)
+GM_RING_DEFINE(gm_pack_ring, struct gm_pack)
+
+struct gm_persist_channel {
+    struct gm_prec_ring records;
+    struct gm_pack_ring acks;
+    _Atomic int disp_wants_space; /* records ring was full */
+};
+
+struct gm_persist_config {
+    uint32_t batch_max;      /* records per transaction */
+    uint32_t delay_ms;       /* wait this long for more records before a commit */
+};
+
+struct gm_persist;
+
+/* Creates the thread's state over an opened backend; NULL if memory is
+   short.  wake_disp(arg) tells the dispatcher that acks are waiting. */
+struct gm_persist *gm_persist_new(const struct gm_queue_backend *be, void *state,
+                                  const struct gm_persist_config *cfg,
+                                  struct gm_persist_channel *ch,
+                                  void (*wake_disp)(void *arg), void *arg);
+
+/* Closes the backend and frees everything (after the thread stopped). */
+void gm_persist_free(struct gm_persist *p);
+
+/* Thread entry: runs until gm_persist_stop(), then writes what is left. */
+void *gm_persist_thread_main(void *persist);
+
+/* Any thread: records are waiting. */
+void gm_persist_wake(struct gm_persist *p);
+
+/* Any thread: finish the records already queued, then return. */
+void gm_persist_stop(struct gm_persist *p);
+
+/* Any thread: true while the backend is usable (for /health). */
+bool gm_persist_healthy(const struct gm_persist *p);
+
+/* Any thread: counters (approximate). */
+void gm_persist_stats(const struct gm_persist *p, struct gm_queue_stats *out);
+
+/* Sets up / tears down the rings (releasing references still in them). */
+int gm_persist_channel_init(struct gm_persist_channel *ch, size_t slots);
+void gm_persist_channel_destroy(struct gm_persist_channel *ch);
+
+#endif /* GM_PERSIST_H */

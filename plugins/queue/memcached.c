@@ -1,0 +1,311 @@
+/*
+ * plugins/queue/memcached.c: the memcached queue (-q libmemcached, alias
+ * memcached).  NOT durable: memcached forgets everything when it restarts
+ * and may evict jobs when it is full; see docs/persistence.md.
+ *
+ * Owns one libmemcached handle, used only by the persistence thread (and
+ * by the main thread for open/replay before that thread starts).
+ *
+ * Storage: one item per job, key "<prefix><handle>", flags = priority,
+ * value = "GMQ1", priority (1 byte), run time (8 bytes, big-endian),
+ * function length (2 bytes) and function, unique length (1 byte) and
+ * unique, then the data.  Items written by gearmand 1.1.20 (key
+ * "<prefix><function>-<unique>", value = data) are found by replay, given a
+ * handle, rewritten in this form and their old key deleted.  Replay lists
+ * keys with memcached's cachedump, which is best effort by design.
+ */
+#include "config.h"
+
+#include "plugins/queue/backends.h"
+
+#include <libmemcached/memcached.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "libgearman-server/log.h"
+#include "libgearman-server/protocol.h"
+
+#define MAGIC "GMQ1"
+#define HEAD_LEN (4 + 1 + 8 + 2)
+
+struct mc {
+    memcached_st *m;
+    char *prefix;
+    size_t prefix_len;
+    char *handle_prefix;
+    char *value;      /* scratch for encoding */
+    size_t value_cap;
+};
+
+static void mc_close(void *state);
+
+static void *
+mc_open(const struct gm_queue_options *opts, char *err, size_t errlen)
+{
+    struct mc *c = calloc(1, sizeof *c);
+    if (!c) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    const char *servers = opts->mc_servers && *opts->mc_servers ? opts->mc_servers : "127.0.0.1:11211";
+    c->prefix = strdup(opts->mc_prefix ? opts->mc_prefix : "gear_");
+    c->handle_prefix = strdup(opts->handle_prefix ? opts->handle_prefix : "H:migrated");
+    c->m = memcached_create(NULL);
+    memcached_server_st *list = memcached_servers_parse(servers);
+    if (!c->prefix || !c->handle_prefix || !c->m || !list) {
+        snprintf(err, errlen, "cannot use --libmemcached-servers=%s", servers);
+        memcached_server_list_free(list);
+        mc_close(c);
+        return NULL;
+    }
+    c->prefix_len = strlen(c->prefix);
+    memcached_server_push(c->m, list);
+    memcached_server_list_free(list);
+    /* Check that a server answers now rather than at the first job. */
+    memcached_return_t rc = memcached_version(c->m);
+    if (rc != MEMCACHED_SUCCESS) {
+        snprintf(err, errlen, "memcached at %s: %s", servers, memcached_strerror(c->m, rc));
+        mc_close(c);
+        return NULL;
+    }
+    return c;
+}
+
+static char *
+key_for(struct mc *c, const char *handle, size_t len, size_t *klen)
+{
+    char *k = malloc(c->prefix_len + len + 1);
+    if (!k)
+        return NULL;
+    memcpy(k, c->prefix, c->prefix_len);
+    memcpy(k + c->prefix_len, handle, len);
+    k[c->prefix_len + len] = '\0';
+    *klen = c->prefix_len + len;
+    return k;
+}
+
+/* Encodes a job into c->value; returns its length, or 0 if memory is short. */
+static size_t
+encode(struct mc *c, uint8_t prio, int64_t when, const char *fn, uint32_t fn_len, const char *u,
+       uint32_t u_len, const char *data, uint32_t data_len)
+{
+    size_t need = HEAD_LEN + fn_len + 1 + u_len + data_len;
+    if (need > c->value_cap) {
+        char *v = realloc(c->value, need);
+        if (!v)
+            return 0;
+        c->value = v;
+        c->value_cap = need;
+    }
+    char *p = c->value;
+    memcpy(p, MAGIC, 4);
+    p[4] = (char)prio;
+    uint64_t w = (uint64_t)when;
+    for (int i = 0; i < 8; i++)
+        p[5 + i] = (char)(w >> (56 - 8 * i));
+    p[13] = (char)(fn_len >> 8);
+    p[14] = (char)fn_len;
+    p += HEAD_LEN;
+    memcpy(p, fn, fn_len);
+    p += fn_len;
+    *p++ = (char)u_len;
+    memcpy(p, u, u_len);
+    p += u_len;
+    if (data_len)
+        memcpy(p, data, data_len);
+    return need;
+}
+
+static int
+mc_write_batch(void *state, const struct gm_qrecord *recs, size_t n, char *err, size_t errlen)
+{
+    struct mc *c = state;
+    for (size_t i = 0; i < n; i++) {
+        const struct gm_qrecord *r = &recs[i];
+        size_t klen;
+        char *key = key_for(c, r->handle, r->handle_len, &klen);
+        if (!key) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+        memcached_return_t rc;
+        if (r->op == GM_QOP_ADD) {
+            size_t vlen = encode(c, r->priority, r->when, r->function, r->function_len, r->unique,
+                                 r->unique_len, r->data, r->data_len);
+            rc = vlen ? memcached_set(c->m, key, klen, c->value, vlen, 0, r->priority)
+                      : MEMCACHED_MEMORY_ALLOCATION_FAILURE;
+        } else {
+            rc = memcached_delete(c->m, key, klen, 0);
+            if (rc == MEMCACHED_NOTFOUND)
+                rc = MEMCACHED_SUCCESS;
+        }
+        free(key);
+        if (rc != MEMCACHED_SUCCESS) {
+            snprintf(err, errlen, "%s: %s", r->op == GM_QOP_ADD ? "set" : "delete",
+                     memcached_strerror(c->m, rc));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Keys found by the dump, then read one by one. */
+struct keylist {
+    char **key;
+    size_t n, cap;
+    const char *prefix;
+    size_t prefix_len;
+};
+
+static memcached_return_t
+collect_key(const memcached_st *m, const char *key, size_t len, void *ctx)
+{
+    (void)m;
+    struct keylist *kl = ctx;
+    if (len < kl->prefix_len || memcmp(key, kl->prefix, kl->prefix_len) != 0)
+        return MEMCACHED_SUCCESS;
+    if (kl->n == kl->cap) {
+        size_t cap = kl->cap ? kl->cap * 2 : 256;
+        char **k = realloc(kl->key, cap * sizeof *k);
+        if (!k)
+            return MEMCACHED_SUCCESS;
+        kl->key = k;
+        kl->cap = cap;
+    }
+    char *copy = strndup(key, len);
+    if (copy)
+        kl->key[kl->n++] = copy;
+    return MEMCACHED_SUCCESS;
+}
+
+/* Shorter first, then by text: handles "<prefix>:<n>" come out in n order. */
+static int
+cmp_key(const void *a, const void *b)
+{
+    const char *x = *(char *const *)a, *y = *(char *const *)b;
+    size_t lx = strlen(x), ly = strlen(y);
+    if (lx != ly)
+        return lx < ly ? -1 : 1;
+    return strcmp(x, y);
+}
+
+static int
+mc_replay(void *state, gm_qrow_cb cb, void *arg, char *err, size_t errlen)
+{
+    struct mc *c = state;
+    struct keylist kl = {NULL, 0, 0, c->prefix, c->prefix_len};
+    memcached_dump_fn fns[1] = {collect_key};
+    memcached_return_t drc = memcached_dump(c->m, fns, &kl, 1);
+    if (drc != MEMCACHED_SUCCESS && drc != MEMCACHED_END && kl.n == 0)
+        gm_log(GM_LOG_WARNING, "libmemcached: listing keys failed (%s); nothing replayed",
+               memcached_strerror(c->m, drc));
+    /* memcached keeps no order: sort so older handles come first. */
+    qsort(kl.key, kl.n, sizeof *kl.key, cmp_key);
+    uint64_t migrated = 0;
+    for (size_t i = 0; i < kl.n; i++) {
+        size_t vlen = 0;
+        uint32_t flags = 0;
+        memcached_return_t rc;
+        char *v = memcached_get(c->m, kl.key[i], strlen(kl.key[i]), &vlen, &flags, &rc);
+        if (!v)
+            continue; /* gone (evicted or completed meanwhile) */
+        struct gm_qrow row;
+        memset(&row, 0, sizeof row);
+        const char *k = kl.key[i] + c->prefix_len;
+        if (vlen >= HEAD_LEN && memcmp(v, MAGIC, 4) == 0) {
+            uint32_t fn_len = (uint32_t)((unsigned char)v[13] << 8 | (unsigned char)v[14]);
+            if (HEAD_LEN + fn_len + 1 > vlen ||
+                HEAD_LEN + fn_len + 1 + (unsigned char)v[HEAD_LEN + fn_len] > vlen) {
+                gm_log(GM_LOG_ERROR, "libmemcached: item %s is damaged; kept, not replayed", kl.key[i]);
+                free(v);
+                continue;
+            }
+            uint64_t w = 0;
+            for (int b = 0; b < 8; b++)
+                w = w << 8 | (unsigned char)v[5 + b];
+            row.handle = k;
+            row.handle_len = (uint32_t)strlen(k);
+            row.priority = (unsigned char)v[4];
+            row.when = (int64_t)w;
+            row.function = v + HEAD_LEN;
+            row.function_len = fn_len;
+            row.unique_len = (unsigned char)v[HEAD_LEN + fn_len];
+            row.unique = v + HEAD_LEN + fn_len + 1;
+            row.data = row.unique + row.unique_len;
+            row.data_len = (uint32_t)(vlen - (size_t)(row.data - v));
+            cb(arg, &row);
+        } else {
+            /* gearmand 1.1.20: key "<prefix><function>-<unique>", value = data */
+            const char *dash = strchr(k, '-');
+            if (!dash) {
+                gm_log(GM_LOG_ERROR, "libmemcached: item %s is not a job; kept", kl.key[i]);
+                free(v);
+                continue;
+            }
+            char handle[GM_HANDLE_MAX];
+            snprintf(handle, sizeof handle, "%s:mc%llu", c->handle_prefix,
+                     (unsigned long long)++migrated);
+            struct gm_qrecord add = {GM_QOP_ADD, (uint8_t)(flags <= 2 ? flags : 1), 0, handle, k,
+                                     dash + 1, v, (uint32_t)strlen(handle), (uint32_t)(dash - k),
+                                     (uint32_t)strlen(dash + 1), (uint32_t)vlen};
+            if (mc_write_batch(c, &add, 1, err, errlen) == 0) {
+                memcached_delete(c->m, kl.key[i], strlen(kl.key[i]), 0);
+                row.handle = handle;
+                row.handle_len = add.handle_len;
+                row.priority = add.priority;
+                row.function = k;
+                row.function_len = add.function_len;
+                row.unique = dash + 1;
+                row.unique_len = add.unique_len;
+                row.data = v;
+                row.data_len = (uint32_t)vlen;
+                cb(arg, &row);
+            }
+        }
+        free(v);
+    }
+    for (size_t i = 0; i < kl.n; i++)
+        free(kl.key[i]);
+    free(kl.key);
+    return 0;
+}
+
+static int
+mc_reconnect(void *state, char *err, size_t errlen)
+{
+    struct mc *c = state;
+    memcached_return_t rc = memcached_version(c->m);
+    if (rc != MEMCACHED_SUCCESS) {
+        snprintf(err, errlen, "%s", memcached_strerror(c->m, rc));
+        return -1;
+    }
+    return 0;
+}
+
+static void
+mc_close(void *state)
+{
+    struct mc *c = state;
+    if (!c)
+        return;
+    if (c->m)
+        memcached_free(c->m);
+    free(c->prefix);
+    free(c->handle_prefix);
+    free(c->value);
+    free(c);
+}
+
+static const char *const mc_aliases[] = {"memcached", NULL};
+
+const struct gm_queue_backend gm_queue_memcached = {
+    .name = "libmemcached",
+    .aliases = mc_aliases,
+    .stores_epoch = true,
+    .open = mc_open,
+    .replay = mc_replay,
+    .write_batch = mc_write_batch,
+    .reconnect = mc_reconnect,
+    .close = mc_close,
+};

@@ -1,0 +1,443 @@
+/*
+ * plugins/queue/postgres.c: the PostgreSQL durable queue (-q Postgres,
+ * aliases postgres, libpq).
+ *
+ * Owns one libpq connection, used only by the persistence thread (and by
+ * the main thread for open/replay before that thread starts).  A batch goes
+ * out in pipeline mode: every INSERT/DELETE of the batch and one Sync in a
+ * single round trip, which the server runs as one implicit transaction, so
+ * the batch is durable (or not) as a whole.  When the server goes away the
+ * batch fails; reconnect() resets the connection and prepares the
+ * statements again.
+ *
+ * Table layout: gearmand 1.1.20's columns plus job_handle (the row's
+ * identity) and seq (insertion order for replay).  A 1.1.20 table is
+ * migrated when opened, in one transaction.
+ */
+#include "config.h"
+
+#include "plugins/queue/backends.h"
+#include "plugins/queue/sql_ident.h"
+
+#include <arpa/inet.h>
+#include <libpq-fe.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "libgearman-server/log.h"
+
+struct pg {
+    PGconn *conn;
+    char *conninfo;
+    char *table;      /* quoted identifier */
+    char *table_raw;  /* as given, for information_schema */
+    char *prefix;
+};
+
+static void
+set_err(char *err, size_t len, const char *what, PGconn *c)
+{
+    const char *msg = c ? PQerrorMessage(c) : "out of memory";
+    snprintf(err, len, "%s: %.*s", what, (int)strcspn(msg, "\n"), msg);
+}
+
+/* Runs one command; returns 0 if it succeeded. */
+static int
+run(struct pg *p, const char *sql, char *err, size_t errlen)
+{
+    PGresult *r = PQexec(p->conn, sql);
+    ExecStatusType st = PQresultStatus(r);
+    int rc = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK ? 0 : -1;
+    if (rc < 0)
+        set_err(err, errlen, sql, p->conn);
+    PQclear(r);
+    return rc;
+}
+
+static char *
+fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
+
+static char *
+fmt(const char *f, ...)
+{
+    va_list ap;
+    va_start(ap, f);
+    char *s = NULL;
+    if (vasprintf(&s, f, ap) < 0)
+        s = NULL;
+    va_end(ap);
+    return s;
+}
+
+static int
+run_fmt(struct pg *p, char *err, size_t errlen, const char *f, ...) __attribute__((format(printf, 4, 5)));
+
+static int
+run_fmt(struct pg *p, char *err, size_t errlen, const char *f, ...)
+{
+    va_list ap;
+    va_start(ap, f);
+    char *sql = NULL;
+    int n = vasprintf(&sql, f, ap);
+    va_end(ap);
+    if (n < 0) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    int rc = run(p, sql, err, errlen);
+    free(sql);
+    return rc;
+}
+
+/* Which columns the table has: 0 no table, 1 ours, 2 gearmand 1.1's, -1 other. */
+static int
+table_layout(struct pg *p, char *err, size_t errlen)
+{
+    const char *params[1] = {p->table_raw};
+    PGresult *r = PQexecParams(p->conn,
+                               "SELECT column_name FROM information_schema.columns "
+                               "WHERE table_name = $1 AND table_schema = current_schema()",
+                               1, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        set_err(err, errlen, "reading information_schema", p->conn);
+        PQclear(r);
+        return -1;
+    }
+    int n = PQntuples(r);
+    bool handle = false, seq = false, unique = false, fn = false, prio = false, data = false;
+    for (int i = 0; i < n; i++) {
+        const char *c = PQgetvalue(r, i, 0);
+        handle |= strcmp(c, "job_handle") == 0;
+        seq |= strcmp(c, "seq") == 0;
+        unique |= strcmp(c, "unique_key") == 0;
+        fn |= strcmp(c, "function_name") == 0;
+        prio |= strcmp(c, "priority") == 0;
+        data |= strcmp(c, "data") == 0;
+    }
+    PQclear(r);
+    if (n == 0)
+        return 0;
+    if (!(unique && fn && prio && data)) {
+        snprintf(err, errlen, "table %s exists with columns this server does not know", p->table);
+        return -1;
+    }
+    return handle && seq ? 1 : 2;
+}
+
+static int
+prepare(struct pg *p, char *err, size_t errlen)
+{
+    char *add = fmt("INSERT INTO %s (job_handle, unique_key, function_name, priority, data, "
+                    "when_to_run) VALUES ($1, $2, $3, $4::integer, $5::bytea, $6::bigint) "
+                    "ON CONFLICT (job_handle) DO UPDATE SET unique_key = EXCLUDED.unique_key, "
+                    "function_name = EXCLUDED.function_name, priority = EXCLUDED.priority, "
+                    "data = EXCLUDED.data, when_to_run = EXCLUDED.when_to_run",
+                    p->table);
+    char *done = fmt("DELETE FROM %s WHERE job_handle = $1", p->table);
+    int rc = -1;
+    if (!add || !done) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    PGresult *r = PQprepare(p->conn, "gm_add", add, 6, NULL);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+        set_err(err, errlen, "prepare add", p->conn);
+        PQclear(r);
+        goto out;
+    }
+    PQclear(r);
+    r = PQprepare(p->conn, "gm_done", done, 1, NULL);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+        set_err(err, errlen, "prepare done", p->conn);
+        PQclear(r);
+        goto out;
+    }
+    PQclear(r);
+    rc = 0;
+out:
+    free(add);
+    free(done);
+    return rc;
+}
+
+/* Drops the table's unique and primary-key constraints (gearmand 1.1's
+   UNIQUE (unique_key, function_name)). */
+static int
+drop_key_constraints(struct pg *p, char *err, size_t errlen)
+{
+    const char *params[1] = {p->table};
+    PGresult *r = PQexecParams(p->conn,
+                               "SELECT conname FROM pg_constraint WHERE conrelid = $1::regclass "
+                               "AND contype IN ('u', 'p')",
+                               1, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        set_err(err, errlen, "reading constraints", p->conn);
+        PQclear(r);
+        return -1;
+    }
+    int rc = 0;
+    for (int i = 0; i < PQntuples(r) && rc == 0; i++) {
+        char *name = gm_sql_quote_ident(PQgetvalue(r, i, 0));
+        rc = name ? run_fmt(p, err, errlen, "ALTER TABLE %s DROP CONSTRAINT %s", p->table, name) : -1;
+        free(name);
+    }
+    PQclear(r);
+    return rc;
+}
+
+static int
+setup_table(struct pg *p, char *err, size_t errlen)
+{
+    int layout = table_layout(p, err, errlen);
+    if (layout < 0)
+        return -1;
+    if (layout == 0)
+        return run_fmt(p, err, errlen,
+                       "CREATE TABLE IF NOT EXISTS %s (unique_key VARCHAR(64), function_name "
+                       "VARCHAR(255), priority INTEGER, data BYTEA, when_to_run BIGINT, "
+                       "job_handle VARCHAR(64) PRIMARY KEY, seq BIGSERIAL)",
+                       p->table);
+    if (layout == 1)
+        return 0;
+    /* gearmand 1.1: give every row a handle and an order, drop the
+       (unique_key, function_name) constraint, in one transaction. */
+    char *prefix = PQescapeLiteral(p->conn, p->prefix, strlen(p->prefix));
+    if (!prefix) {
+        set_err(err, errlen, "escape", p->conn);
+        return -1;
+    }
+    int rc = -1;
+    if (run(p, "BEGIN", err, errlen) < 0)
+        goto out;
+    if (run_fmt(p, err, errlen, "ALTER TABLE %s ADD COLUMN seq BIGSERIAL", p->table) < 0 ||
+        run_fmt(p, err, errlen, "ALTER TABLE %s ADD COLUMN job_handle VARCHAR(64)", p->table) < 0 ||
+        run_fmt(p, err, errlen, "UPDATE %s SET job_handle = %s || ':' || seq", p->table, prefix) < 0 ||
+        run_fmt(p, err, errlen, "ALTER TABLE %s ALTER COLUMN when_to_run TYPE BIGINT", p->table) < 0 ||
+        drop_key_constraints(p, err, errlen) < 0 ||
+        run_fmt(p, err, errlen, "ALTER TABLE %s ADD PRIMARY KEY (job_handle)", p->table) < 0 ||
+        run(p, "COMMIT", err, errlen) < 0) {
+        char ignored[64];
+        run(p, "ROLLBACK", ignored, sizeof ignored);
+        goto out;
+    }
+    gm_log(GM_LOG_NOTICE, "Postgres: migrated table %s from gearmand 1.1 layout", p->table);
+    rc = 0;
+out:
+    PQfreemem(prefix);
+    return rc;
+}
+
+static void pg_close(void *state);
+static void *
+pg_open(const struct gm_queue_options *opts, char *err, size_t errlen)
+{
+    struct pg *p = calloc(1, sizeof *p);
+    if (!p) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    const char *t = opts->pg_table && *opts->pg_table ? opts->pg_table : "queue";
+    p->conninfo = strdup(opts->pg_conninfo ? opts->pg_conninfo : "");
+    p->table = gm_sql_quote_ident(t);
+    p->table_raw = strdup(t);
+    p->prefix = strdup(opts->handle_prefix ? opts->handle_prefix : "H:migrated");
+    if (!p->conninfo || !p->table || !p->table_raw || !p->prefix) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    p->conn = PQconnectdb(p->conninfo);
+    if (!p->conn || PQstatus(p->conn) != CONNECTION_OK) {
+        set_err(err, errlen, "cannot connect", p->conn);
+        goto fail;
+    }
+    if (run(p, "SET client_min_messages = warning", err, errlen) < 0 ||
+        setup_table(p, err, errlen) < 0 || prepare(p, err, errlen) < 0)
+        goto fail;
+    return p;
+fail:
+    pg_close(p);
+    return NULL;
+}
+
+static uint32_t
+be32(const char *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return ntohl(v);
+}
+
+static int64_t
+be64(const char *p)
+{
+    uint64_t hi = be32(p), lo = be32(p + 4);
+    return (int64_t)(hi << 32 | lo);
+}
+
+static int
+pg_replay(void *state, gm_qrow_cb cb, void *arg, char *err, size_t errlen)
+{
+    struct pg *p = state;
+    char *sql = fmt("SELECT job_handle, unique_key, function_name, priority, data, when_to_run, seq "
+                    "FROM %s ORDER BY seq",
+                    p->table);
+    if (!sql) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    /* binary results: int4/int8 arrive big-endian, bytea as its bytes */
+    int ok = PQsendQueryParams(p->conn, sql, 0, NULL, NULL, NULL, NULL, 1);
+    free(sql);
+    if (!ok || !PQsetSingleRowMode(p->conn)) {
+        set_err(err, errlen, "replay", p->conn);
+        return -1;
+    }
+    int rc = 0;
+    PGresult *r;
+    while ((r = PQgetResult(p->conn))) {
+        ExecStatusType st = PQresultStatus(r);
+        if (st == PGRES_SINGLE_TUPLE) {
+            struct gm_qrow row;
+            memset(&row, 0, sizeof row);
+            if (PQgetisnull(r, 0, 0) || PQgetisnull(r, 0, 2) || PQgetisnull(r, 0, 3) ||
+                PQgetlength(r, 0, 3) != 4 || (!PQgetisnull(r, 0, 5) && PQgetlength(r, 0, 5) != 8)) {
+                gm_log(GM_LOG_ERROR, "Postgres: a row of %s has NULL or odd columns; kept, not replayed",
+                       p->table);
+            } else {
+                row.handle = PQgetvalue(r, 0, 0);
+                row.handle_len = (uint32_t)PQgetlength(r, 0, 0);
+                row.unique = PQgetisnull(r, 0, 1) ? "" : PQgetvalue(r, 0, 1);
+                row.unique_len = (uint32_t)PQgetlength(r, 0, 1);
+                row.function = PQgetvalue(r, 0, 2);
+                row.function_len = (uint32_t)PQgetlength(r, 0, 2);
+                row.priority = (int)(int32_t)be32(PQgetvalue(r, 0, 3));
+                row.data = PQgetisnull(r, 0, 4) ? "" : PQgetvalue(r, 0, 4);
+                row.data_len = (uint32_t)PQgetlength(r, 0, 4);
+                row.when = PQgetisnull(r, 0, 5) ? 0 : be64(PQgetvalue(r, 0, 5));
+                if (rc == 0 && cb(arg, &row) < 0)
+                    rc = 1;
+            }
+        } else if (st != PGRES_TUPLES_OK) {
+            set_err(err, errlen, "replay", p->conn);
+            rc = -1;
+        }
+        PQclear(r);
+    }
+    return rc < 0 ? -1 : 0;
+}
+
+static int
+pg_write_batch(void *state, const struct gm_qrecord *recs, size_t n, char *err, size_t errlen)
+{
+    struct pg *p = state;
+    if (PQstatus(p->conn) != CONNECTION_OK) {
+        snprintf(err, errlen, "not connected");
+        return -1;
+    }
+    if (!PQenterPipelineMode(p->conn)) {
+        set_err(err, errlen, "pipeline", p->conn);
+        return -1;
+    }
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const struct gm_qrecord *r = &recs[i];
+        char prio[12], when[24];
+        snprintf(prio, sizeof prio, "%d", r->priority);
+        snprintf(when, sizeof when, "%lld", (long long)r->when);
+        if (r->op == GM_QOP_ADD) {
+            const char *v[6] = {r->handle, r->unique, r->function, prio, r->data ? r->data : "", when};
+            int len[6] = {(int)r->handle_len, (int)r->unique_len, (int)r->function_len, 0,
+                          (int)r->data_len, 0};
+            int fmts[6] = {1, 1, 1, 0, 1, 0}; /* text columns as raw bytes, bytea raw */
+            if (!PQsendQueryPrepared(p->conn, "gm_add", 6, v, len, fmts, 0))
+                rc = -1;
+        } else {
+            const char *v[1] = {r->handle};
+            int len[1] = {(int)r->handle_len};
+            int fmts[1] = {1};
+            if (!PQsendQueryPrepared(p->conn, "gm_done", 1, v, len, fmts, 0))
+                rc = -1;
+        }
+    }
+    if (rc == 0 && !PQpipelineSync(p->conn))
+        rc = -1;
+    if (rc < 0)
+        set_err(err, errlen, "sending batch", p->conn);
+    /* Read every result up to the sync: the server ran the batch as one
+       implicit transaction, so one error means none of it was kept.
+       Results are separated by NULLs; a dead connection ends the loop. */
+    if (rc == 0) {
+        for (;;) {
+            PGresult *r = PQgetResult(p->conn);
+            if (!r) {
+                if (PQstatus(p->conn) != CONNECTION_OK) {
+                    set_err(err, errlen, "batch", p->conn);
+                    rc = -1;
+                    break;
+                }
+                continue;
+            }
+            ExecStatusType st = PQresultStatus(r);
+            if (st != PGRES_COMMAND_OK && st != PGRES_PIPELINE_SYNC && rc == 0) {
+                const char *m = PQresultErrorMessage(r);
+                snprintf(err, errlen, "batch: %.*s", (int)strcspn(m, "\n"), m);
+                rc = -1;
+            }
+            PQclear(r);
+            if (st == PGRES_PIPELINE_SYNC)
+                break;
+        }
+    }
+    if (!PQexitPipelineMode(p->conn) && rc == 0) {
+        set_err(err, errlen, "pipeline", p->conn);
+        rc = -1;
+    }
+    return rc;
+}
+
+static int
+pg_reconnect(void *state, char *err, size_t errlen)
+{
+    struct pg *p = state;
+    if (PQpipelineStatus(p->conn) != PQ_PIPELINE_OFF)
+        PQexitPipelineMode(p->conn);
+    PQreset(p->conn);
+    if (PQstatus(p->conn) != CONNECTION_OK) {
+        set_err(err, errlen, "reconnect", p->conn);
+        return -1;
+    }
+    if (run(p, "SET client_min_messages = warning", err, errlen) < 0 ||
+        setup_table(p, err, errlen) < 0 || prepare(p, err, errlen) < 0)
+        return -1;
+    return 0;
+}
+
+static void
+pg_close(void *state)
+{
+    struct pg *p = state;
+    if (!p)
+        return;
+    if (p->conn)
+        PQfinish(p->conn);
+    free(p->conninfo);
+    free(p->table);
+    free(p->table_raw);
+    free(p->prefix);
+    free(p);
+}
+
+static const char *const pg_aliases[] = {"postgres", "postgresql", "libpq", NULL};
+
+const struct gm_queue_backend gm_queue_postgres = {
+    .name = "Postgres",
+    .aliases = pg_aliases,
+    .stores_epoch = true,
+    .open = pg_open,
+    .replay = pg_replay,
+    .write_batch = pg_write_batch,
+    .reconnect = pg_reconnect,
+    .close = pg_close,
+};
