@@ -1,0 +1,138 @@
+"""services: throwaway PostgreSQL and memcached servers for tests.
+
+Tests that need a database start their own, here, from the Debian packages
+(postgresql, memcached) that tests/run-suite installs; nothing depends on a
+service started by hand.  Each server lives in a temporary directory on a
+free port and is stopped by stop() (or the with-block).
+
+    with services.Postgres() as pg:
+        Server("-q", "Postgres", "--libpq-conninfo", pg.conninfo) ...
+        pg.restart()          # for reconnect tests
+    with services.Memcached() as mc:
+        Server("-q", "libmemcached", "--libmemcached-servers", mc.servers) ...
+
+When the package is missing, the constructor raises services.Unavailable.
+"""
+
+import glob
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+
+from gmtest import free_port
+
+
+class Unavailable(Exception):
+    pass
+
+
+def _pg_bindir():
+    dirs = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+    if not dirs or not os.path.exists(os.path.join(dirs[-1], "initdb")):
+        raise Unavailable("PostgreSQL server binaries not found (apt-get install postgresql)")
+    return dirs[-1]
+
+
+def _as_postgres(args, **kw):
+    """Runs a command as the `postgres` user when we are root (initdb and
+    the server refuse to run as root)."""
+    if os.geteuid() == 0:
+        args = ["runuser", "-u", "postgres", "--"] + args
+    return subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kw)
+
+
+class Postgres:
+    """A private PostgreSQL cluster on 127.0.0.1:<free port>, trust auth."""
+
+    def __init__(self):
+        self.bindir = _pg_bindir()
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="gmtest-pg-")
+        os.chmod(self.dir, 0o777)
+        if os.geteuid() == 0:
+            shutil.chown(self.dir, "postgres")
+        self.data = os.path.join(self.dir, "data")
+        self.conninfo = "host=127.0.0.1 port=%d user=postgres dbname=postgres" % self.port
+        r = _as_postgres([os.path.join(self.bindir, "initdb"), "-D", self.data, "-A", "trust",
+                          "-U", "postgres", "--no-sync"])
+        if r.returncode != 0:
+            raise Unavailable("initdb failed: %s" % r.stdout.decode(errors="replace")[-500:])
+
+    def start(self):
+        r = _as_postgres([os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-w", "-t", "30",
+                          "-l", os.path.join(self.dir, "server.log"), "-o",
+                          "-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=on" % (self.port, self.dir),
+                          "start"])
+        if r.returncode != 0:
+            raise Unavailable("pg_ctl start failed: %s" % r.stdout.decode(errors="replace")[-500:])
+        return self
+
+    def stop(self, mode="fast"):
+        _as_postgres([os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-w", "-m", mode, "stop"])
+
+    def restart(self, down_seconds=0.0):
+        """Stops the server (immediate mode: like a crash), waits, starts it."""
+        self.stop("immediate")
+        time.sleep(down_seconds)
+        self.start()
+
+    def psql(self, sql):
+        """Runs SQL with psql; returns stdout as text (raises on error)."""
+        r = subprocess.run(["psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1",
+                            "-p", str(self.port), "-U", "postgres", "-d", "postgres", "-c", sql],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        if r.returncode != 0:
+            raise RuntimeError("psql: %s" % r.stderr.decode(errors="replace"))
+        return r.stdout.decode()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *a):
+        self.stop("immediate")
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Memcached:
+    """A private memcached on 127.0.0.1:<free port>."""
+
+    def __init__(self, memory_mb=64):
+        self.binary = shutil.which("memcached") or "/usr/bin/memcached"
+        if not os.path.exists(self.binary):
+            raise Unavailable("memcached not found (apt-get install memcached)")
+        self.port = free_port()
+        self.servers = "127.0.0.1:%d" % self.port
+        self.memory_mb = memory_mb
+        self.proc = None
+
+    def start(self):
+        args = [self.binary, "-l", "127.0.0.1", "-p", str(self.port), "-m", str(self.memory_mb), "-U", "0"]
+        if os.geteuid() == 0:
+            args += ["-u", "nobody"]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        import socket
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise Unavailable("memcached did not start")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def restart(self):
+        self.stop()
+        self.start()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *a):
+        self.stop()
