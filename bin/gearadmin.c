@@ -1,0 +1,218 @@
+/*
+ * bin/gearadmin.c: the `gearadmin` tool: runs admin text commands against
+ * a job server and prints their replies as gearadmin 1.1.20 does, but reads
+ * each reply to its terminating line (instead of stopping after 5 ms of
+ * silence) and exits non-zero when the server answers ERR or cannot be
+ * reached.  Single-threaded.
+ */
+#include "config.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bin/client.h"
+
+enum arg_kind { A_NONE, A_VALUE };
+
+struct action {
+    const char *option;   /* long option */
+    int kind;             /* takes a value? */
+    const char *command;  /* admin command (value appended after a space) */
+    bool list;            /* the reply is a list ending with "." */
+    const char *help;
+};
+
+static const struct action actions[] = {
+    {"server-version", A_NONE, "version", false, "Fetch the version number for the server."},
+    {"server-verbose", A_NONE, "verbose", false, "Fetch the verbose setting for the server."},
+    {"create-function", A_VALUE, "create function", false, "Create the function from the server."},
+    {"cancel-job", A_VALUE, "cancel job", false, "Remove a given job from the server's queue"},
+    {"drop-function", A_VALUE, "drop function", false, "Drop the function from the server."},
+    {"show-unique-jobs", A_NONE, "show unique jobs", true, "Show unique IDs of jobs on the server."},
+    {"show-jobs", A_NONE, "show jobs", true, "Show all jobs on the server."},
+    {"getpid", A_NONE, "getpid", false, "Get Process ID for the server."},
+    {"status", A_NONE, "status", true, "Status for the server."},
+    {"priority-status", A_NONE, "prioritystatus", true, "Queued jobs status by priority."},
+    {"workers", A_NONE, "workers", true, "Workers for the server."},
+    {"shutdown", A_NONE, "shutdown", false,
+     "Shut the server down (with --graceful: once no job is queued or running)."},
+};
+#define NACTIONS (sizeof actions / sizeof actions[0])
+
+static void
+usage(FILE *out)
+{
+    fprintf(out, "Usage: gearadmin [OPTION]...\n\nOptions:\n");
+    fprintf(out, "  %-31s%s\n", "--help", "Print this help and exit.");
+    fprintf(out, "  %-31s%s\n", "-h [ --host ] arg (=localhost)", "Connect to the host");
+    fprintf(out, "  %-31s%s\n", "-p [ --port ] arg (=4730)", "Port number or service to use for connection");
+    fprintf(out, "  %-31s%s\n", "-t [ --timeout ] arg (=10000)", "Milliseconds to wait for each reply");
+    for (size_t i = 0; i < NACTIONS; i++) {
+        char left[64];
+        snprintf(left, sizeof left, "--%s%s", actions[i].option, actions[i].kind == A_VALUE ? " arg" : "");
+        fprintf(out, "  %-31s%s\n", left, actions[i].help);
+    }
+    fprintf(out, "  %-31s%s\n", "--graceful", "With --shutdown: wait for queued and running jobs.");
+    fprintf(out, "  %-31s%s\n", "-S [ --ssl ]", "Enable SSL connections (not supported: refused).");
+    fprintf(out, "\nCommands run in the order given, over one connection.\n");
+}
+
+struct todo {
+    const struct action *a;
+    const char *value;
+};
+
+/* Prints one reply the way gearadmin does; returns false for an ERR reply. */
+static bool
+print_reply(const char *r, size_t len)
+{
+    if (len >= 4 && memcmp(r, "ERR ", 4) == 0) {
+        size_t n = len - 4;
+        while (n && (r[4 + n - 1] == '\n' || r[4 + n - 1] == '\r'))
+            n--;
+        fprintf(stderr, "Error: %.*s\n", (int)n, r + 4);
+        return false;
+    }
+    if (len >= 2 && memcmp(r, "OK", 2) == 0 && (len == 2 || r[2] == '\r' || r[2] == '\n' || r[2] == ' ')) {
+        const char *v = len > 2 && r[2] == ' ' ? r + 3 : r;
+        size_t n = (size_t)(r + len - v);
+        while (n && (v[n - 1] == '\n' || v[n - 1] == '\r'))
+            n--;
+        printf("%.*s\n", (int)n, v);
+        return true;
+    }
+    fwrite(r, 1, len, stdout);
+    return true;
+}
+
+int
+main(int argc, char **argv)
+{
+    const char *host = "localhost", *port = "4730";
+    int timeout = 10000;
+    bool graceful = false;
+    struct todo todo[64];
+    size_t ntodo = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *val = NULL;
+        if (strcmp(a, "--help") == 0) {
+            usage(stdout);
+            return 0;
+        }
+        if (strcmp(a, "-S") == 0 || strcmp(a, "--ssl") == 0) {
+            fprintf(stderr, "gearadmin: SSL is not supported by this build\n");
+            return 1;
+        }
+        if (strcmp(a, "--graceful") == 0) {
+            graceful = true;
+            continue;
+        }
+        /* -h/-p/-t with a separate or attached value; --host/--port/--timeout */
+        const char *which = NULL;
+        if (a[0] == '-' && a[1] && a[1] != '-' && strchr("hpt", a[1])) {
+            which = a[1] == 'h' ? "host" : a[1] == 'p' ? "port" : "timeout";
+            val = a[2] ? a + 2 : NULL;
+        } else if (strncmp(a, "--", 2) == 0) {
+            const char *eq = strchr(a, '=');
+            size_t len = eq ? (size_t)(eq - a - 2) : strlen(a + 2);
+            if ((len == 4 && strncmp(a + 2, "host", 4) == 0) || (len == 4 && strncmp(a + 2, "port", 4) == 0) ||
+                (len == 7 && strncmp(a + 2, "timeout", 7) == 0))
+                which = a[2] == 'h' ? "host" : a[2] == 'p' ? "port" : "timeout";
+            if (eq)
+                val = eq + 1;
+            if (!which) {
+                const struct action *act = NULL;
+                for (size_t k = 0; k < NACTIONS; k++)
+                    if (strlen(actions[k].option) == len && strncmp(actions[k].option, a + 2, len) == 0)
+                        act = &actions[k];
+                if (!act) {
+                    fprintf(stderr, "gearadmin: unrecognised option '%s'\n", a);
+                    return 1;
+                }
+                if (act->kind == A_VALUE && !val) {
+                    if (i + 1 >= argc) {
+                        fprintf(stderr, "gearadmin: the required argument for option '--%s' is missing\n",
+                                act->option);
+                        return 1;
+                    }
+                    val = argv[++i];
+                }
+                if (act->kind == A_NONE && val) {
+                    fprintf(stderr, "gearadmin: option '--%s' does not take an argument\n", act->option);
+                    return 1;
+                }
+                if (ntodo == sizeof todo / sizeof todo[0]) {
+                    fprintf(stderr, "gearadmin: too many commands\n");
+                    return 1;
+                }
+                todo[ntodo++] = (struct todo){act, val};
+                continue;
+            }
+        } else {
+            fprintf(stderr, "gearadmin: unrecognised option '%s'\n", a);
+            return 1;
+        }
+        if (!val) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "gearadmin: the required argument for option '--%s' is missing\n", which);
+                return 1;
+            }
+            val = argv[++i];
+        }
+        if (which[0] == 'h') {
+            host = val;
+        } else if (which[0] == 'p') {
+            port = val;
+        } else {
+            char *end;
+            long t = strtol(val, &end, 10);
+            if (*end || t < 1 || t > 3600000) {
+                fprintf(stderr, "gearadmin: the argument ('%s') for option '--timeout' is invalid\n", val);
+                return 1;
+            }
+            timeout = (int)t;
+        }
+    }
+    if (ntodo == 0) {
+        printf("No option execution operation given.\n\n");
+        usage(stdout);
+        return 1;
+    }
+    struct gmc c;
+    gmc_init(&c);
+    c.timeout_ms = timeout;
+    char server[320];
+    snprintf(server, sizeof server, strchr(host, ':') && host[0] != '[' ? "[%s]:%s" : "%s:%s", host, port);
+    if (gmc_add_servers(&c, server, port) < 0 || gmc_connect(&c) < 0) {
+        fprintf(stderr, "Error: %s\n", c.err);
+        gmc_free(&c);
+        return 1;
+    }
+    int status = 0;
+    for (size_t i = 0; i < ntodo; i++) {
+        const struct action *a = todo[i].a;
+        char line[8192];
+        if (a->kind == A_VALUE)
+            snprintf(line, sizeof line, "%s %s", a->command, todo[i].value);
+        else if (strcmp(a->command, "shutdown") == 0 && graceful)
+            snprintf(line, sizeof line, "shutdown graceful");
+        else
+            snprintf(line, sizeof line, "%s", a->command);
+        char *reply;
+        size_t len;
+        if (gmc_admin(&c, line, a->list, &reply, &len) < 0) {
+            fprintf(stderr, "Error: %s\n", c.err);
+            status = 1;
+            break;
+        }
+        if (!print_reply(reply, len))
+            status = 1;
+        free(reply);
+    }
+    fflush(stdout);
+    gmc_free(&c);
+    return status;
+}
