@@ -28,6 +28,7 @@
 
 #include "gearmand/options.h"
 #include "gearmand/queues.h"
+#include "plugins/protocol/http/http.h"
 #include "libgearman-server/log.h"
 #include "libgearman-server/server.h"
 
@@ -182,9 +183,12 @@ main(int argc, char **argv)
         fprintf(stderr, "%s: Unknown protocol module : %s\n", prog, o.protocol);
         goto out;
     }
+    char http_port[16];
     if (o.protocol) {
-        fprintf(stderr, "%s: the http protocol module is not built yet\n", prog);
-        goto out;
+        snprintf(http_port, sizeof http_port, "%u", o.http_port);
+        o.server.frontend = &gm_http_frontend;
+        o.server.frontend_port = http_port;
+        o.server.frontend_remote_actions = o.http_remote_actions;
     }
     if (strcasecmp(o.queue_type, "builtin") != 0) {
         o.server.queue = gm_queue_backend_find(gm_linked_queues, o.queue_type);

@@ -121,7 +121,10 @@ static const struct opt table[] = {
      "(0: commit as soon as the previous commit is done)."},
     {"check-args", 0, K_FLAG, NULL, NULL, O(check_args), 0, 0, NULL},
 
-    {"http-port", 0, K_UINT, "HTTP", "8080", O(http_port), 1, 65535, "Port to listen on."},
+    {"http-port", 0, K_UINT, "HTTP", "8080", O(http_port), 0, 65535, "Port to listen on."},
+    {"http-allow-remote-actions", 0, K_FLAG, "HTTP", NULL, O(http_remote_actions), 0, 0,
+     "Accept state-changing requests (cancelling a job) from other hosts too; by default only "
+     "from this host."},
 
     {"port", 'p', K_STR, "Gear", "4730", O(server.port), 0, 0,
      "Port the server should listen on."},

@@ -35,6 +35,7 @@ struct gm_options {
     const char *config_file;
     int verbose;                /* enum gm_log_level */
     unsigned http_port;
+    bool http_remote_actions;
 
     /* queue plugins (the names gearmand uses) */
     const char *libsqlite3_db;

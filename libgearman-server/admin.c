@@ -200,8 +200,8 @@ cmp_job_handle(const void *a, const void *b)
     return memcmp(gm_job_handle(x), gm_job_handle(y), x->handle_len);
 }
 
-static struct gm_job **
-jobs_sorted(struct gm_dispatcher *d, size_t *count)
+struct gm_job **
+gm_disp_jobs_sorted(struct gm_dispatcher *d, size_t *count)
 {
     size_t n = d->by_handle.count, k = 0;
     struct gm_job **v = malloc((n ? n : 1) * sizeof *v);
@@ -219,7 +219,7 @@ static void
 cmd_show_jobs(struct gm_dispatcher *d, struct gm_peer *p, bool unique)
 {
     size_t n;
-    struct gm_job **v = jobs_sorted(d, &n);
+    struct gm_job **v = gm_disp_jobs_sorted(d, &n);
     if (!v) {
         send_str(d, p, "ERR UNKNOWN_ERROR\r\n");
         return;

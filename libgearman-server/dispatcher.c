@@ -59,6 +59,7 @@ out_begin(struct gm_dispatcher *d, gm_conn_id conn, struct out_ctx *o)
     }
     o->msg->conn = conn;
     o->msg->kind = GM_OUT_SEND;
+    o->msg->flags = 0;
     o->msg->head_len = 0;
     o->msg->body.blk = NULL;
     o->msg->body.ptr = NULL;
@@ -829,6 +830,7 @@ job_create(struct gm_dispatcher *d, struct gm_function *fn, const struct submit 
     job->heap_idx = UINT32_MAX;
     job->prio = s->prio;
     job->when = s->when;
+    job->created_s = (uint32_t)((now_ms(d) - d->start_ms) / 1000);
     job->handle_len = (uint8_t)hlen;
     job->unique_len = (uint8_t)s->unique_len;
     job->reducer_len = (uint16_t)s->reducer_len;
@@ -1682,6 +1684,55 @@ on_packet(struct gm_dispatcher *d, struct gm_peer *p, struct gm_in *m)
 }
 
 /* ------------------------------------------------------------------ */
+/* Front-end (HTTP) requests                                           */
+/* ------------------------------------------------------------------ */
+
+/* A front-end request: a job submission (the replies go back as packets,
+   which the front-end turns into its response), or a question the
+   front-end answers from the state view. */
+static void
+on_frontend(struct gm_dispatcher *d, struct gm_peer *p, struct gm_in *m)
+{
+    const struct gm_frontend *fe = d->cfg->frontend;
+    const struct gm_fe_req *r = &m->u.fe;
+    if (!fe)
+        return;
+    if (r->kind == GM_FE_SUBMIT) {
+        struct submit s = {0};
+        s.fn = m->payload + r->path_off;
+        s.fn_len = r->path_len;
+        if (r->flags & GM_FE_HAS_UNIQUE) {
+            s.unique = m->payload + r->unique_off;
+            s.unique_len = r->unique_len;
+        } else {
+            s.unique = fe->default_unique ? fe->default_unique : "";
+            s.unique_len = strlen(s.unique);
+        }
+        s.data = m->payload + r->body_off;
+        s.data_len = r->body_len;
+        s.prio = (r->flags & GM_FE_HIGH) ? GM_PRIO_HIGH : (r->flags & GM_FE_LOW) ? GM_PRIO_LOW : GM_PRIO_NORMAL;
+        s.background = (r->flags & GM_FE_BACKGROUND) != 0;
+        submit_job(d, p, m, &s);
+        return;
+    }
+    struct gm_fe_output o = fe->serve(m->payload, r, p->is_loopback, d->cfg->frontend_remote_actions,
+                                      &d->view);
+    struct out_ctx oc;
+    if (!o.blk || !out_begin(d, p->id, &oc)) {
+        gm_block_unref(o.blk);
+        gm_disp_send_close(d, p->id);
+        return;
+    }
+    oc.msg->flags = GM_OUT_F_RAW;
+    oc.msg->body.blk = o.blk;
+    oc.msg->body.ptr = o.blk->data;
+    oc.msg->body.len = (uint32_t)o.len;
+    out_end(&oc);
+    if (o.close)
+        gm_disp_send_close(d, p->id);
+}
+
+/* ------------------------------------------------------------------ */
 /* Timers                                                              */
 /* ------------------------------------------------------------------ */
 
@@ -1754,6 +1805,10 @@ handle_in(struct gm_dispatcher *d, struct gm_in *m)
     case GM_IN_TEXT:
         if ((p = gm_disp_peer(d, m->conn)))
             gm_admin_execute(d, p, m);
+        break;
+    case GM_IN_FRONTEND:
+        if ((p = gm_disp_peer(d, m->conn)))
+            on_frontend(d, p, m);
         break;
     default:
         break;
@@ -1889,6 +1944,8 @@ gm_disp_new(const struct gm_server_config *cfg, struct gm_channel *chans, unsign
     }
     for (unsigned i = 0; i < n; i++)
         d->ports[i].ch = &chans[i];
+    d->start_ms = d->hooks.now_ms(d->hooks.arg);
+    gm_disp_view_init(d);
     return d;
 }
 

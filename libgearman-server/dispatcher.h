@@ -18,6 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "libgearman-server/frontend.h"
 #include "libgearman-server/msg.h"
 #include "libgearman-server/server_config.h"
 
@@ -36,6 +37,9 @@ struct gm_disp_hooks {
     void (*request_shutdown)(void *arg, int how);
     /* Returns the wall clock in milliseconds (tests replace it). */
     int64_t (*now_ms)(void *arg);
+    /* Adds what the server knows (queue backend, its health and figures)
+       to a state view being built, on the dispatcher thread. */
+    void (*fill_server_view)(void *arg, struct gm_view_server *out);
 };
 
 /* Creates a dispatcher over n channels (one per I/O thread); returns NULL if

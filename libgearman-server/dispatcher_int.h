@@ -83,6 +83,9 @@ struct gm_dispatcher {
     struct gm_block *unref_blk;  /* references released in batches (see release_in) */
     uint32_t unref_n;
 
+    struct gm_state_view view;   /* what a front-end may read (view.c) */
+    int64_t start_ms;
+
     bool graceful;               /* stop once job_count reaches 0 */
     bool shutdown_requested;
     bool tearing_down;           /* gm_disp_free: replies go nowhere */
@@ -115,6 +118,13 @@ void gm_disp_send_close(struct gm_dispatcher *d, gm_conn_id conn);
 /* Passes a stop request (enum gm_stop_how) to the server; GM_STOP_NOW only
    once. */
 void gm_disp_request_shutdown(struct gm_dispatcher *d, int how);
+
+/* view.c: sets up d->view. */
+void gm_disp_view_init(struct gm_dispatcher *d);
+
+/* Sorted list of every job (handle order); caller frees; NULL if memory is
+   short.  Shared by `show jobs` and the view. */
+struct gm_job **gm_disp_jobs_sorted(struct gm_dispatcher *d, size_t *count);
 
 /* admin.c: runs one text command for peer p. */
 void gm_admin_execute(struct gm_dispatcher *d, struct gm_peer *p, const struct gm_in *m);

@@ -50,7 +50,8 @@ enum conn_flags {
     CF_STALLED = 1 << 2,    /* inbound ring was full: reading paused */
     CF_DISPATCHED = 1 << 3, /* has sent requests to the dispatcher (ECHO goes there too) */
     CF_WRITING = 1 << 4,    /* write watcher armed */
-    CF_DEAD = 1 << 5        /* closed; freed at the end of the iteration */
+    CF_DEAD = 1 << 5,       /* closed; freed at the end of the iteration */
+    CF_FE_PAUSED = 1 << 6   /* front-end: reading paused while a request is answered */
 };
 
 struct out_node {
@@ -78,6 +79,11 @@ struct conn {
     struct conn *dirty_next;
     struct conn *stalled_next;
     struct conn *dead_next;
+    /* front-end (HTTP) connections only */
+    void *fe;               /* the front-end's per-connection state */
+    bool fe_busy;           /* a request is with the dispatcher: parse no further */
+    char *fe_acc;           /* reply packet bytes being assembled */
+    size_t fe_acc_len, fe_acc_cap;
     uint16_t port;
     char addr[GM_ADDR_MAX];
 };
@@ -465,6 +471,14 @@ conn_open(struct gm_io_thread *t, const struct gm_new_fd *nf)
     c->gen = t->slots[slot].gen;
     c->port = nf->port;
     memcpy(c->addr, nf->addr, sizeof c->addr);
+    if (nf->frontend && t->cfg->frontend && !(c->fe = t->cfg->frontend->conn_new())) {
+        t->slots[slot].next_free = t->free_head;
+        t->free_head = (uint32_t)slot;
+        free(c);
+        gm_log(GM_LOG_ERROR, "out of memory accepting %s:%u", nf->addr, nf->port);
+        close(nf->fd);
+        return;
+    }
     t->slots[slot].c = c;
     ev_io_init(&c->rw, on_conn_read, c->fd, EV_READ);
     c->rw.data = c;
@@ -504,6 +518,11 @@ conn_close(struct conn *c, int level, const char *why)
     c->in_len = 0;
     gm_block_unref(c->big);
     c->big = NULL;
+    if (c->fe)
+        t->cfg->frontend->conn_free(c->fe);
+    c->fe = NULL;
+    free(c->fe_acc);
+    c->fe_acc = NULL;
     while (c->out_head) {
         struct out_node *n = c->out_head;
         c->out_head = n->next;
@@ -715,12 +734,152 @@ send_line_too_long(struct conn *c)
     conn_queue(c, &out);
 }
 
+/* Queues a front-end's own bytes (an error or a response) for writing. */
+static void
+conn_queue_fe_output(struct conn *c, struct gm_fe_output *o)
+{
+    if (!o->blk)
+        return;
+    struct gm_out msg;
+    memset(&msg, 0, sizeof msg);
+    msg.conn = gm_conn_id_make(c->t->index, c->slot, c->gen);
+    msg.kind = GM_OUT_SEND;
+    msg.body.blk = o->blk;
+    msg.body.ptr = o->blk->data;
+    msg.body.len = (uint32_t)o->len;
+    o->blk = NULL;
+    conn_queue(c, &msg);
+}
+
+static void close_after_output(struct conn *c, const char *why);
+
+/* Hands one front-end request (len bytes at p in blk) to the dispatcher. */
+static enum packet_result
+handle_fe_request(struct conn *c, struct gm_block *blk, const char *p, uint32_t len,
+                  const struct gm_fe_req *req, bool own)
+{
+    struct gm_io_thread *t = c->t;
+    struct gm_in *m = in_alloc(t);
+    if (!m)
+        return PKT_STALL;
+    m->conn = gm_conn_id_make(t->index, c->slot, c->gen);
+    m->kind = GM_IN_FRONTEND;
+    m->flags = own ? GM_IN_OWN_BLOCK : 0;
+    m->type = 0;
+    m->len = len;
+    m->payload = p;
+    m->blk = blk;
+    m->u.fe = *req;
+    if (!own)
+        take_ref(t, blk);
+    gm_in_ring_produce(&t->ch->in);
+    c->fe_busy = true;
+    return PKT_DONE;
+}
+
+/* The front-end counterpart of conn_parse: one request at a time; the next
+   is parsed once the previous one's response is queued. */
+static void
+conn_parse_fe(struct conn *c)
+{
+    const struct gm_frontend *fe = c->t->cfg->frontend;
+    const char *close_why = NULL;
+    while (c->in_len && !c->fe_busy && !(c->flags & (CF_CLOSING | CF_DEAD))) {
+        struct gm_fe_req req;
+        uint64_t need = 0;
+        struct gm_fe_output err = {0};
+        long used = fe->parse(c->fe, c->in_ptr, c->in_len, c->t->cfg->max_packet_size, &req, &need, &err);
+        if (used < 0) {
+            conn_queue_fe_output(c, &err);
+            close_why = "bad request";
+            break;
+        }
+        if (used == 0) {
+            if (need > BIG_PACKET && need > c->in_len && !start_big(c, (uint32_t)need))
+                close_why = "out of memory for a large request";
+            break;
+        }
+        if (handle_fe_request(c, c->in_blk, c->in_ptr, (uint32_t)used, &req, false) == PKT_STALL) {
+            stall(c);
+            break;
+        }
+        c->in_ptr += used;
+        c->in_len -= (uint32_t)used;
+    }
+    flush_refs(c->t);
+    if (c->in_len == 0 && c->in_blk) {
+        gm_block_unref(c->in_blk);
+        c->in_blk = NULL;
+        c->in_ptr = NULL;
+    }
+    if (close_why)
+        close_after_output(c, close_why);
+}
+
+/* A reply for a front-end connection: a whole response from the
+   dispatcher (raw), or Gearman packet bytes that the front-end turns into
+   its response once the job is done. */
+static void
+fe_reply(struct conn *c, struct gm_out *m)
+{
+    if (m->flags & GM_OUT_F_RAW) {
+        conn_queue(c, m);
+        c->fe_busy = false;
+        return;
+    }
+    size_t add = m->head_len + m->body.len;
+    if (c->fe_acc_len + add > c->fe_acc_cap) {
+        size_t cap = c->fe_acc_cap ? c->fe_acc_cap : 1024;
+        while (cap < c->fe_acc_len + add)
+            cap *= 2;
+        char *nb = realloc(c->fe_acc, cap);
+        if (!nb) {
+            gm_block_unref(m->body.blk);
+            conn_close(c, GM_LOG_ERROR, "out of memory for a response");
+            return;
+        }
+        c->fe_acc = nb;
+        c->fe_acc_cap = cap;
+    }
+    memcpy(c->fe_acc + c->fe_acc_len, m->head, m->head_len);
+    if (m->body.len)
+        memcpy(c->fe_acc + c->fe_acc_len + m->head_len, m->body.ptr, m->body.len);
+    c->fe_acc_len += add;
+    gm_block_unref(m->body.blk);
+    size_t pos = 0;
+    while (c->fe_acc_len - pos >= GM_HEADER_SIZE) {
+        struct gm_header h;
+        gm_header_decode((const unsigned char *)c->fe_acc + pos, UINT32_MAX, &h);
+        if (c->fe_acc_len - pos < GM_HEADER_SIZE + (size_t)h.size)
+            break;
+        struct gm_fe_output out = {0};
+        int done = c->t->cfg->frontend->on_packet(c->fe, h.type, c->fe_acc + pos + GM_HEADER_SIZE,
+                                                  h.size, &out);
+        pos += GM_HEADER_SIZE + h.size;
+        if (done) {
+            conn_queue_fe_output(c, &out);
+            c->fe_busy = false;
+            if (out.close) {
+                c->flags |= CF_CLOSING;
+                ev_io_stop(c->t->loop, &c->rw);
+                mark_dirty(c);
+            }
+        }
+    }
+    memmove(c->fe_acc, c->fe_acc + pos, c->fe_acc_len - pos);
+    c->fe_acc_len -= pos;
+}
+
 /* Cuts every complete packet and line out of the connection's unparsed
    bytes.  Stops at a partial packet, a full ring (stall) or a fatal error
    (close after the error is written). */
 static void
 conn_parse(struct conn *c)
 {
+    if (c->fe) {
+        conn_parse_fe(c);
+        return;
+    }
     const struct gm_server_config *cfg = c->t->cfg;
     const char *close_why = NULL;
     while (c->in_len && !(c->flags & (CF_CLOSING | CF_DEAD))) {
@@ -787,6 +946,24 @@ static void
 conn_finish_big(struct conn *c)
 {
     struct gm_block *b = c->big;
+    if (c->fe) {
+        struct gm_fe_req req;
+        uint64_t need = 0;
+        struct gm_fe_output err = {0};
+        long used = c->t->cfg->frontend->parse(c->fe, b->data, c->big_have, c->t->cfg->max_packet_size,
+                                               &req, &need, &err);
+        if (used > 0 && handle_fe_request(c, b, b->data, (uint32_t)used, &req, true) == PKT_STALL) {
+            stall(c);
+            return;
+        }
+        c->big = NULL;
+        if (used <= 0) {
+            gm_block_unref(b);
+            conn_queue_fe_output(c, &err);
+            close_after_output(c, "bad request");
+        }
+        return;
+    }
     enum packet_result r = handle_packet(c, b, b->data, true);
     if (r == PKT_STALL) {
         stall(c);
@@ -886,6 +1063,13 @@ conn_read(struct conn *c)
     for (int round = 0; round < READS_PER_EVENT; round++) {
         if (c->flags & (CF_DEAD | CF_CLOSING | CF_STALLED))
             return;
+        if (c->fe && c->fe_busy) {
+            /* One request at a time: what the client sends meanwhile waits
+               in the socket, not in our memory. */
+            ev_io_stop(c->t->loop, &c->rw);
+            c->flags |= CF_FE_PAUSED;
+            return;
+        }
         size_t room = 0;
         ssize_t n = c->big ? read_big(c) : read_shared(c, &room);
         if (n == 0) {
@@ -947,6 +1131,16 @@ drain_outbound(struct gm_io_thread *t)
             c->flags |= CF_CLOSING;
             ev_io_stop(t->loop, &c->rw);
             mark_dirty(c);
+        } else if (c->fe) {
+            fe_reply(c, m);
+            if (!c->fe_busy && !(c->flags & (CF_DEAD | CF_CLOSING | CF_STALLED))) {
+                if (c->in_len)
+                    conn_parse(c); /* the next request was waiting */
+                if (!c->fe_busy && (c->flags & CF_FE_PAUSED) && !(c->flags & (CF_DEAD | CF_CLOSING))) {
+                    c->flags &= ~CF_FE_PAUSED;
+                    ev_io_start(t->loop, &c->rw);
+                }
+            }
         } else {
             conn_queue(c, m);
         }
@@ -1083,6 +1277,9 @@ gm_io_free(struct gm_io_thread *t)
         close(c->fd);
         gm_block_unref(c->in_blk);
         gm_block_unref(c->big);
+        if (c->fe)
+            t->cfg->frontend->conn_free(c->fe);
+        free(c->fe_acc);
         while (c->out_head) {
             struct out_node *n = c->out_head;
             c->out_head = n->next;

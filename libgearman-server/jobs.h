@@ -128,6 +128,7 @@ struct gm_job {
     uint8_t flags;               /* enum gm_job_flags */
     uint16_t reducer_len;
     uint32_t nclients;
+    uint32_t created_s;          /* seconds since the dispatcher started (for ages) */
     char text[];                 /* handle\0unique\0reducer\0[function\0] then small data */
 };
 

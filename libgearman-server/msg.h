@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "libgearman-server/block.h"
+#include "libgearman-server/frontend.h"
 #include "libgearman-server/protocol.h"
 #include "libgearman-server/ring.h"
 
@@ -44,7 +45,8 @@ enum gm_in_kind {
     GM_IN_PACKET = 1,  /* a binary request: type, payload, fields */
     GM_IN_TEXT,        /* an admin text line: payload = line without EOL, words */
     GM_IN_OPEN,        /* a connection was accepted: fd, peer address */
-    GM_IN_CLOSE        /* the connection is gone; forget it */
+    GM_IN_CLOSE,       /* the connection is gone; forget it */
+    GM_IN_FRONTEND     /* a front-end (HTTP) request: payload = its bytes, u.fe */
 };
 
 /* The words of an admin text line, as offsets into the line. */
@@ -71,6 +73,7 @@ struct gm_in {
     union {
         struct gm_fields fields;            /* GM_IN_PACKET */
         struct gm_admin_words words;        /* GM_IN_TEXT */
+        struct gm_fe_req fe;                /* GM_IN_FRONTEND */
         struct {                            /* GM_IN_OPEN */
             int fd;
             uint16_t port;
@@ -87,9 +90,14 @@ enum gm_out_kind {
 
 #define GM_OUT_INLINE 88
 
+enum gm_out_flags {
+    GM_OUT_F_RAW = 1 << 0     /* a front-end connection's whole response: write as is */
+};
+
 struct gm_out {
     gm_conn_id conn;
     uint8_t kind;             /* enum gm_out_kind */
+    uint8_t flags;            /* enum gm_out_flags */
     uint8_t head_len;         /* bytes used in head[] */
     char head[GM_OUT_INLINE]; /* small packets, or the header of a big one */
     struct gm_slice body;     /* payload bytes by reference (may be empty) */
@@ -98,6 +106,7 @@ struct gm_out {
 /* main thread -> I/O thread: an accepted socket */
 struct gm_new_fd {
     int fd;
+    uint8_t frontend;         /* 1: accepted on the front-end (HTTP) port */
     uint16_t port;
     char addr[GM_ADDR_MAX];
 };

@@ -39,6 +39,7 @@
 
 struct listener {
     int fd;
+    uint8_t frontend;   /* accepts front-end (HTTP) connections */
     ev_io w;
     struct gm_server *s;
 };
@@ -63,6 +64,7 @@ struct gm_server {
     struct listener ls[MAX_LISTENERS];
     unsigned nls;
     unsigned port;
+    unsigned frontend_port;
     ev_signal sig_term, sig_int, sig_usr1, sig_hup;
     ev_async control;           /* the dispatcher asks for a stop */
     _Atomic int stop_requested;
@@ -131,6 +133,24 @@ unsigned
 gm_server_port(const struct gm_server *s)
 {
     return s->port;
+}
+
+/* Dispatcher thread (through its hook): what only the server knows. */
+static void
+fill_server_view(void *arg, struct gm_view_server *out)
+{
+    struct gm_server *s = arg;
+    if (!s->cfg->queue)
+        return;
+    out->queue_backend = s->cfg->queue->name;
+    if (s->persist) {
+        struct gm_queue_stats st;
+        gm_persist_stats(s->persist, &st);
+        out->queue_healthy = gm_persist_healthy(s->persist);
+        out->queue_batches = st.batches;
+        out->queue_records = st.records;
+        out->queue_failures = st.failures;
+    }
 }
 
 static void
@@ -232,7 +252,8 @@ gm_server_new(const struct gm_server_config *cfg)
         if (gm_channel_init(&s->chans[i], IN_RING_SLOTS, OUT_RING_SLOTS) < 0)
             goto oom;
     struct gm_disp_hooks hooks = {.arg = s, .wake_io = wake_io,
-                                  .request_shutdown = dispatcher_wants_stop};
+                                  .request_shutdown = dispatcher_wants_stop,
+                                  .fill_server_view = fill_server_view};
     s->disp = gm_disp_new(cfg, s->chans, n, &hooks);
     if (!s->disp || gm_disp_loop_init(s->disp) < 0)
         goto oom;
@@ -358,6 +379,7 @@ on_accept(struct ev_loop *loop, ev_io *w, int revents)
         struct gm_new_fd nf;
         memset(&nf, 0, sizeof nf);
         nf.fd = fd;
+        nf.frontend = l->frontend;
         peer_name(&ss, nf.addr, sizeof nf.addr, &nf.port);
         struct gm_io_thread *t = s->io[s->next_io];
         s->next_io = (s->next_io + 1) % s->nthreads;
@@ -370,7 +392,7 @@ on_accept(struct ev_loop *loop, ev_io *w, int revents)
 }
 
 static int
-listen_on(struct gm_server *s, const struct addrinfo *ai)
+listen_on(struct gm_server *s, const struct addrinfo *ai, uint8_t frontend)
 {
     const struct gm_server_config *cfg = s->cfg;
     char host[NI_MAXHOST], serv[NI_MAXSERV];
@@ -407,30 +429,35 @@ listen_on(struct gm_server *s, const struct addrinfo *ai)
     }
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
+    uint16_t port = 0;
     if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
-        uint16_t port;
         char addr[GM_ADDR_MAX];
         peer_name(&ss, addr, sizeof addr, &port);
-        s->port = port;
+        if (frontend)
+            s->frontend_port = port;
+        else
+            s->port = port;
     }
     struct listener *l = &s->ls[s->nls++];
     l->fd = fd;
+    l->frontend = frontend;
     l->s = s;
     ev_io_init(&l->w, on_accept, fd, EV_READ);
     l->w.data = l;
-    gm_log(GM_LOG_NOTICE, "Listening on %s:%u", host, s->port);
+    gm_log(GM_LOG_NOTICE, "Listening on %s:%u%s", host, port,
+           frontend ? (s->cfg->frontend ? " (http)" : "") : "");
     return 0;
 }
 
-int
-gm_server_listen(struct gm_server *s)
+/* Binds every address of -L (or all) on one port. */
+static int
+listen_port(struct gm_server *s, const char *port, uint8_t frontend)
 {
     struct addrinfo hints, *res = NULL;
     memset(&hints, 0, sizeof hints);
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = AI_PASSIVE;
-    const char *port = s->cfg->port && *s->cfg->port ? s->cfg->port : GM_DEFAULT_PORT;
     int rc = getaddrinfo(s->cfg->listen_host, port, &hints, &res);
     if (rc != 0) {
         gm_log(GM_LOG_FATAL, "cannot resolve %s:%s: %s",
@@ -439,15 +466,16 @@ gm_server_listen(struct gm_server *s)
     }
     int ok = 0, failed = 0;
     for (struct addrinfo *ai = res; ai && s->nls < MAX_LISTENERS; ai = ai->ai_next) {
-        if (listen_on(s, ai) == 0) {
+        if (listen_on(s, ai, frontend) == 0) {
             ok++;
             /* With port 0 every further address must use the port the first got. */
-            if (ai->ai_next && s->port && strcmp(port, "0") == 0) {
+            unsigned got = frontend ? s->frontend_port : s->port;
+            if (ai->ai_next && got && strcmp(port, "0") == 0) {
                 for (struct addrinfo *n = ai->ai_next; n; n = n->ai_next) {
                     if (n->ai_family == AF_INET)
-                        ((struct sockaddr_in *)n->ai_addr)->sin_port = htons((uint16_t)s->port);
+                        ((struct sockaddr_in *)n->ai_addr)->sin_port = htons((uint16_t)got);
                     else if (n->ai_family == AF_INET6)
-                        ((struct sockaddr_in6 *)n->ai_addr)->sin6_port = htons((uint16_t)s->port);
+                        ((struct sockaddr_in6 *)n->ai_addr)->sin6_port = htons((uint16_t)got);
                 }
             }
         } else {
@@ -459,6 +487,20 @@ gm_server_listen(struct gm_server *s)
        returns no IPv6 address). */
     if (!ok || failed)
         return -1;
+    return 0;
+}
+
+int
+gm_server_listen(struct gm_server *s)
+{
+    const char *port = s->cfg->port && *s->cfg->port ? s->cfg->port : GM_DEFAULT_PORT;
+    if (listen_port(s, port, 0) < 0)
+        return -1;
+    if (s->cfg->frontend) {
+        const char *fport = s->cfg->frontend_port ? s->cfg->frontend_port : "8080";
+        if (listen_port(s, fport, 1) < 0)
+            return -1;
+    }
     return 0;
 }
 

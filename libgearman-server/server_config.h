@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "libgearman-server/frontend.h"
 #include "libgearman-server/queue_backend.h"
 
 #define GM_DEFAULT_PORT "4730"
@@ -42,6 +43,11 @@ struct gm_server_config {
     struct gm_queue_options queue_opts;
     uint32_t queue_batch_max;     /* --queue-batch-size: records per transaction */
     uint32_t queue_batch_delay_ms;/* --queue-batch-delay: wait for more before committing */
+
+    /* a second protocol on its own port (-r http); NULL = none */
+    const struct gm_frontend *frontend;
+    const char *frontend_port;    /* --http-port */
+    bool frontend_remote_actions; /* --http-allow-remote-actions */
 };
 
 /* Fills c with gearmand's defaults (prefix from uname's nodename). */

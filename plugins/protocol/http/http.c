@@ -1,0 +1,829 @@
+/*
+ * plugins/protocol/http/http.c: the HTTP front-end (-r http --http-port N):
+ * gearmand-compatible job submission, the built-in web monitor, JSON
+ * views, Prometheus /metrics and /health.
+ *
+ * Implements libgearman-server/frontend.h.  parse() and on_packet() run on
+ * the connection's I/O thread and touch only that connection's state
+ * (struct http_conn); serve() runs on the dispatcher thread and reads the
+ * server only through the state view it is given.  HTTP/1.1 with
+ * keep-alive; one request at a time per connection; bodies by
+ * Content-Length (chunked requests get 411).
+ *
+ * Routes: "/" the monitor page; "/health"; "/metrics"; "/api/status",
+ * "/api/workers", "/api/jobs"; POST "/api/jobs/cancel"; anything else is
+ * "/<function>": a job (GET, POST, PUT; headers X-Gearman-Unique,
+ * X-Gearman-Background: true, X-Gearman-Priority: high|low), answered with
+ * X-Gearman-Job-Handle and X-Gearman-Command as gearmand does.
+ */
+#include "config.h"
+
+#include "plugins/protocol/http/http.h"
+
+#include <ctype.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "libgearman-server/protocol.h"
+
+#define HEAD_MAX 65536
+
+extern const unsigned char gm_monitor_page[];
+extern const size_t gm_monitor_page_len;
+
+/* ------------------------------------------------------------------ */
+/* A growing response buffer (a block, handed over when done)          */
+/* ------------------------------------------------------------------ */
+
+struct buf {
+    struct gm_block *b;
+    size_t len;
+    bool failed;
+};
+
+static void
+buf_add(struct buf *w, const void *p, size_t n)
+{
+    if (w->failed)
+        return;
+    size_t cap = w->b ? w->b->cap : 0;
+    if (w->len + n > cap) {
+        size_t nc = cap ? cap * 2 : 1024;
+        while (nc < w->len + n)
+            nc *= 2;
+        struct gm_block *b = realloc(w->b, sizeof *b + nc);
+        if (!b) {
+            w->failed = true;
+            return;
+        }
+        if (!w->b)
+            atomic_init(&b->refs, 1);
+        b->cap = (uint32_t)nc;
+        w->b = b;
+    }
+    memcpy(w->b->data + w->len, p, n);
+    w->len += n;
+}
+
+static void
+buf_str(struct buf *w, const char *s)
+{
+    buf_add(w, s, strlen(s));
+}
+
+static void
+buf_fmt(struct buf *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void
+buf_fmt(struct buf *w, const char *fmt, ...)
+{
+    char tmp[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    if ((size_t)n < sizeof tmp) {
+        buf_add(w, tmp, (size_t)n);
+        return;
+    }
+    char *big = malloc((size_t)n + 1);
+    if (!big) {
+        w->failed = true;
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(big, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    buf_add(w, big, (size_t)n);
+    free(big);
+}
+
+/* JSON string: quotes, escapes, invalid UTF-8 shown as U+FFFD. */
+static void
+buf_json_str(struct buf *w, const char *s, size_t n)
+{
+    buf_add(w, "\"", 1);
+    for (size_t i = 0; i < n;) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\') {
+            char e[2] = {'\\', (char)c};
+            buf_add(w, e, 2);
+            i++;
+        } else if (c < 0x20) {
+            buf_fmt(w, "\\u%04x", c);
+            i++;
+        } else if (c < 0x80) {
+            buf_add(w, &s[i], 1);
+            i++;
+        } else {
+            size_t need = c >= 0xf0 && c < 0xf5 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 && c < 0xe0 ? 2 : 0;
+            bool ok = need && i + need <= n;
+            for (size_t k = 1; ok && k < need; k++)
+                ok = ((unsigned char)s[i + k] & 0xc0) == 0x80;
+            if (ok) {
+                buf_add(w, &s[i], need);
+                i += need;
+            } else {
+                buf_str(w, "\\ufffd");
+                i++;
+            }
+        }
+    }
+    buf_add(w, "\"", 1);
+}
+
+static void
+buf_json_cstr(struct buf *w, const char *s)
+{
+    buf_json_str(w, s, strlen(s));
+}
+
+/* Prometheus label value: backslash, quote and newline escaped. */
+static void
+buf_label(struct buf *w, const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '\\' || s[i] == '"')
+            buf_add(w, "\\", 1);
+        if (s[i] == '\n')
+            buf_str(w, "\\n");
+        else
+            buf_add(w, &s[i], 1);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Responses                                                           */
+/* ------------------------------------------------------------------ */
+
+static const char *
+reason(int status)
+{
+    switch (status) {
+    case 200: return "OK";
+    case 400: return "Bad Request";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 411: return "Length Required";
+    case 413: return "Payload Too Large";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 503: return "Service Unavailable";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Unknown";
+    }
+}
+
+/* A whole response; extra = more header lines ("Name: value\r\n"...). */
+static struct gm_fe_output
+respond(int status, uint8_t minor, bool keep_alive, bool head_only, const char *type, const char *extra,
+        const void *body, size_t len)
+{
+    struct buf w = {0};
+    buf_fmt(&w, "HTTP/1.%u %d %s\r\n", minor, status, reason(status));
+    if (extra)
+        buf_str(&w, extra);
+    if (type)
+        buf_fmt(&w, "Content-Type: %s\r\n", type);
+    buf_fmt(&w, "Content-Length: %zu\r\nServer: gearmand-c/%s\r\nConnection: %s\r\n\r\n", len,
+            PACKAGE_VERSION, keep_alive ? "keep-alive" : "close");
+    if (!head_only && len)
+        buf_add(&w, body, len);
+    struct gm_fe_output o = {0};
+    if (w.failed) {
+        free(w.b);
+        return o;
+    }
+    o.blk = w.b;
+    o.len = w.len;
+    o.close = !keep_alive;
+    return o;
+}
+
+static struct gm_fe_output
+respond_error(int status, uint8_t minor, const char *why)
+{
+    char body[256];
+    int n = snprintf(body, sizeof body, "%d %s: %s\n", status, reason(status), why);
+    return respond(status, minor, false, false, "text/plain; charset=utf-8", NULL, body, (size_t)n);
+}
+
+/* ------------------------------------------------------------------ */
+/* I/O thread side: parsing requests, turning job replies into answers */
+/* ------------------------------------------------------------------ */
+
+struct http_conn {
+    uint8_t minor;
+    bool keep_alive, background, head_only;
+    char handle[GM_HANDLE_MAX];
+    char *body;            /* WORK_DATA chunks joined, then WORK_COMPLETE's data */
+    size_t body_len, body_cap;
+};
+
+static void *
+http_conn_new(void)
+{
+    return calloc(1, sizeof(struct http_conn));
+}
+
+static void
+http_conn_free(void *st)
+{
+    struct http_conn *h = st;
+    if (h)
+        free(h->body);
+    free(h);
+}
+
+/* Case-insensitive "name:" match at the start of a header line; returns
+   the value (spaces skipped) or NULL. */
+static const char *
+header_value(const char *line, const char *end, const char *name, size_t *vlen)
+{
+    size_t n = strlen(name);
+    if ((size_t)(end - line) <= n || strncasecmp(line, name, n) != 0 || line[n] != ':')
+        return NULL;
+    const char *v = line + n + 1;
+    while (v < end && (*v == ' ' || *v == '\t'))
+        v++;
+    const char *e = end;
+    while (e > v && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r'))
+        e--;
+    *vlen = (size_t)(e - v);
+    return v;
+}
+
+static bool
+value_is(const char *v, size_t n, const char *word)
+{
+    return n == strlen(word) && strncasecmp(v, word, n) == 0;
+}
+
+static bool
+is_serve_path(const char *p, size_t n)
+{
+    return n == 0 || (n == 10 && memcmp(p, "index.html", 10) == 0) || (n == 6 && memcmp(p, "health", 6) == 0) ||
+           (n == 7 && memcmp(p, "metrics", 7) == 0) || (n >= 4 && memcmp(p, "api/", 4) == 0) ||
+           (n == 3 && memcmp(p, "api", 3) == 0);
+}
+
+static long
+http_parse(void *st, const char *buf, size_t len, uint32_t max_body, struct gm_fe_req *req, uint64_t *need,
+           struct gm_fe_output *err_out)
+{
+    struct http_conn *h = st;
+    size_t look = len < HEAD_MAX ? len : HEAD_MAX;
+    const char *end = NULL;
+    for (size_t i = 0; i + 1 < look; i++) {
+        if (buf[i] == '\n' && (buf[i + 1] == '\n' || (i + 2 < look && buf[i + 1] == '\r' && buf[i + 2] == '\n'))) {
+            end = buf + i + (buf[i + 1] == '\n' ? 2 : 3);
+            break;
+        }
+    }
+    if (!end) {
+        if (len >= HEAD_MAX) {
+            *err_out = respond_error(431, 1, "the request head is larger than 64 KiB");
+            return -1;
+        }
+        return 0;
+    }
+    memset(req, 0, sizeof *req);
+    /* request line: METHOD SP target SP HTTP/1.x */
+    const char *line_end = memchr(buf, '\n', (size_t)(end - buf));
+    const char *sp1 = memchr(buf, ' ', (size_t)(line_end - buf));
+    const char *sp2 = sp1 ? memchr(sp1 + 1, ' ', (size_t)(line_end - sp1 - 1)) : NULL;
+    if (!sp1 || !sp2) {
+        *err_out = respond_error(400, 1, "malformed request line");
+        return -1;
+    }
+    size_t mlen = (size_t)(sp1 - buf);
+    const char *ver = sp2 + 1;
+    size_t vlen = (size_t)(line_end - ver);
+    if (vlen && ver[vlen - 1] == '\r')
+        vlen--;
+    if (vlen != 8 || strncmp(ver, "HTTP/1.", 7) != 0 || (ver[7] != '0' && ver[7] != '1')) {
+        *err_out = respond_error(505, 1, "only HTTP/1.0 and HTTP/1.1 are spoken here");
+        return -1;
+    }
+    req->minor = (uint8_t)(ver[7] - '0');
+    bool keep_alive = req->minor == 1;
+    if (mlen == 3 && memcmp(buf, "GET", 3) == 0) {
+    } else if ((mlen == 4 && memcmp(buf, "POST", 4) == 0) || (mlen == 3 && memcmp(buf, "PUT", 3) == 0) ||
+               (mlen == 6 && memcmp(buf, "DELETE", 6) == 0)) {
+        req->flags |= GM_FE_POST;
+    } else if (mlen == 4 && memcmp(buf, "HEAD", 4) == 0) {
+        req->flags |= GM_FE_HEAD;
+    } else {
+        *err_out = respond_error(501, req->minor, "method not supported (GET, HEAD, POST, PUT, DELETE)");
+        return -1;
+    }
+    /* target: leading slashes stripped (as gearmand), query after '?' */
+    const char *t = sp1 + 1;
+    while (t < sp2 && *t == '/')
+        t++;
+    const char *q = memchr(t, '?', (size_t)(sp2 - t));
+    const char *path_end = q ? q : sp2;
+    if ((size_t)(path_end - buf) > UINT16_MAX || (size_t)(sp2 - buf) > UINT16_MAX) {
+        *err_out = respond_error(431, req->minor, "the request line is too long");
+        return -1;
+    }
+    req->path_off = (uint16_t)(t - buf);
+    req->path_len = (uint16_t)(path_end - t);
+    if (q) {
+        req->query_off = (uint16_t)(q + 1 - buf);
+        req->query_len = (uint16_t)(sp2 - q - 1);
+    }
+    /* headers */
+    uint64_t clen = 0;
+    bool has_len = false;
+    for (const char *l = line_end + 1; l < end;) {
+        const char *e = memchr(l, '\n', (size_t)(end - l));
+        if (!e)
+            break;
+        size_t n;
+        const char *v;
+        if ((v = header_value(l, e, "Content-Length", &n))) {
+            clen = 0;
+            has_len = true;
+            if (n == 0 || n > 12) {
+                *err_out = respond_error(400, req->minor, "bad Content-Length");
+                return -1;
+            }
+            for (size_t i = 0; i < n; i++) {
+                if (!isdigit((unsigned char)v[i])) {
+                    *err_out = respond_error(400, req->minor, "bad Content-Length");
+                    return -1;
+                }
+                clen = clen * 10 + (uint64_t)(v[i] - '0');
+            }
+        } else if ((v = header_value(l, e, "Transfer-Encoding", &n)) && !value_is(v, n, "identity")) {
+            *err_out = respond_error(411, req->minor, "chunked bodies are not supported: send Content-Length");
+            return -1;
+        } else if ((v = header_value(l, e, "X-Gearman-Unique", &n))) {
+            if ((size_t)(v - buf) > UINT16_MAX || n > UINT16_MAX) {
+                *err_out = respond_error(431, req->minor, "X-Gearman-Unique too long");
+                return -1;
+            }
+            req->flags |= GM_FE_HAS_UNIQUE;
+            req->unique_off = (uint16_t)(v - buf);
+            req->unique_len = (uint16_t)n;
+        } else if ((v = header_value(l, e, "X-Gearman-Background", &n))) {
+            if (value_is(v, n, "true"))
+                req->flags |= GM_FE_BACKGROUND;
+        } else if ((v = header_value(l, e, "X-Gearman-Priority", &n))) {
+            if (value_is(v, n, "high"))
+                req->flags |= GM_FE_HIGH;
+            else if (value_is(v, n, "low"))
+                req->flags |= GM_FE_LOW;
+        } else if ((v = header_value(l, e, "Connection", &n))) {
+            if (value_is(v, n, "close"))
+                keep_alive = false;
+            else if (value_is(v, n, "keep-alive"))
+                keep_alive = true;
+        }
+        l = e + 1;
+    }
+    if (clen > max_body) {
+        *err_out = respond_error(413, req->minor, "the body is larger than --max-packet-size");
+        return -1;
+    }
+    size_t head = (size_t)(end - buf);
+    if (len < head + clen) {
+        *need = head + clen;
+        return 0;
+    }
+    (void)has_len;
+    req->body_off = (uint32_t)head;
+    req->body_len = (uint32_t)clen;
+    if (keep_alive)
+        req->flags |= GM_FE_KEEP_ALIVE;
+    req->kind = is_serve_path(buf + req->path_off, req->path_len) ? GM_FE_SERVE : GM_FE_SUBMIT;
+    if (req->kind == GM_FE_SUBMIT && (req->flags & GM_FE_HEAD)) {
+        *err_out = respond_error(405, req->minor, "HEAD cannot submit a job");
+        return -1;
+    }
+    h->minor = req->minor;
+    h->keep_alive = keep_alive;
+    h->background = (req->flags & GM_FE_BACKGROUND) != 0;
+    h->head_only = (req->flags & GM_FE_HEAD) != 0;
+    h->body_len = 0;
+    h->handle[0] = '\0';
+    return (long)(head + clen);
+}
+
+static void
+body_add(struct http_conn *h, const char *p, size_t n)
+{
+    if (h->body_len + n > h->body_cap) {
+        size_t cap = h->body_cap ? h->body_cap : 256;
+        while (cap < h->body_len + n)
+            cap *= 2;
+        char *b = realloc(h->body, cap);
+        if (!b)
+            return;
+        h->body = b;
+        h->body_cap = cap;
+    }
+    memcpy(h->body + h->body_len, p, n);
+    h->body_len += n;
+}
+
+static struct gm_fe_output
+job_response(struct http_conn *h, int status, const char *command, const char *extra)
+{
+    char headers[256];
+    snprintf(headers, sizeof headers, "X-Gearman-Job-Handle: %s\r\nX-Gearman-Command: %s\r\n%s", h->handle,
+             command, extra ? extra : "");
+    struct gm_fe_output o = respond(status, h->minor, h->keep_alive, false,
+                                    "application/octet-stream", headers, h->body, h->body_len);
+    h->body_len = 0;
+    return o;
+}
+
+static int
+http_on_packet(void *st, uint32_t type, const char *payload, uint32_t len, struct gm_fe_output *out)
+{
+    struct http_conn *h = st;
+    const char *nul = memchr(payload, '\0', len);
+    const char *data = nul ? nul + 1 : payload + len;
+    size_t dlen = (size_t)(payload + len - data);
+    switch (type) {
+    case GM_PKT_JOB_CREATED:
+        snprintf(h->handle, sizeof h->handle, "%.*s", (int)len, payload);
+        if (!h->background)
+            return 0;
+        h->body_len = 0;
+        *out = job_response(h, 200, "JOB_CREATED", NULL);
+        return 1;
+    case GM_PKT_WORK_DATA:
+        body_add(h, data, dlen);
+        return 0;
+    case GM_PKT_WORK_COMPLETE:
+        body_add(h, data, dlen);
+        *out = job_response(h, 200, "WORK_COMPLETE", NULL);
+        return 1;
+    case GM_PKT_WORK_FAIL:
+        h->body_len = 0;
+        *out = job_response(h, 200, "WORK_FAIL", NULL);
+        return 1;
+    case GM_PKT_WORK_EXCEPTION:
+        h->body_len = 0;
+        body_add(h, data, dlen);
+        *out = job_response(h, 200, "WORK_EXCEPTION", NULL);
+        return 1;
+    case GM_PKT_ERROR: {
+        size_t clen = nul ? (size_t)(nul - payload) : len;
+        int status = clen == 11 && memcmp(payload, "QUEUE_ERROR", 11) == 0 ? 503 : 400;
+        char extra[128];
+        snprintf(extra, sizeof extra, "X-Gearman-Error: %.*s\r\n", (int)(clen < 64 ? clen : 64), payload);
+        char body[320];
+        int n = snprintf(body, sizeof body, "%.*s: %.*s\n", (int)(clen < 64 ? clen : 64), payload,
+                         (int)(dlen < 200 ? dlen : 200), data);
+        *out = respond(status, h->minor, h->keep_alive, false, "text/plain; charset=utf-8", extra, body,
+                       (size_t)n);
+        return 1;
+    }
+    default:
+        return 0; /* WORK_STATUS, WORK_WARNING: nothing to show in a response */
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Dispatcher side: pages, JSON, metrics, health                       */
+/* ------------------------------------------------------------------ */
+
+/* Value of a query (or form body) parameter, percent-decoded into out. */
+static bool
+param(const char *q, size_t qlen, const char *name, char *out, size_t outlen)
+{
+    size_t nlen = strlen(name);
+    const char *p = q, *end = q + qlen;
+    while (p < end) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *e = amp ? amp : end;
+        if ((size_t)(e - p) > nlen && memcmp(p, name, nlen) == 0 && p[nlen] == '=') {
+            size_t o = 0;
+            for (const char *s = p + nlen + 1; s < e && o + 1 < outlen; s++) {
+                if (*s == '%' && e - s >= 3 && isxdigit((unsigned char)s[1]) && isxdigit((unsigned char)s[2])) {
+                    char hex[3] = {s[1], s[2], 0};
+                    out[o++] = (char)strtol(hex, NULL, 16);
+                    s += 2;
+                } else {
+                    out[o++] = *s == '+' ? ' ' : *s;
+                }
+            }
+            out[o] = '\0';
+            return true;
+        }
+        p = e + 1;
+    }
+    return false;
+}
+
+static uint64_t
+param_u64(const char *q, size_t qlen, const char *name, uint64_t dflt, uint64_t max)
+{
+    char v[32];
+    if (!param(q, qlen, name, v, sizeof v) || !*v)
+        return dflt;
+    char *e;
+    unsigned long long x = strtoull(v, &e, 10);
+    if (*e)
+        return dflt;
+    return x > max ? max : x;
+}
+
+static const char *const prio_name[3] = {"high", "normal", "low"};
+
+static void
+add_function_json(void *arg, const struct gm_view_function *f)
+{
+    struct buf *w = arg;
+    if (w->len && w->b->data[w->len - 1] == '}')
+        buf_str(w, ",");
+    buf_str(w, "{\"name\":");
+    buf_json_str(w, f->name, f->name_len);
+    uint64_t queued = (uint64_t)f->queued[0] + f->queued[1] + f->queued[2];
+    buf_fmt(w,
+            ",\"total\":%llu,\"queued\":%llu,\"running\":%u,\"workers\":%u,"
+            "\"queued_by_priority\":{\"high\":%u,\"normal\":%u,\"low\":%u},"
+            "\"maxqueue\":{\"high\":%u,\"normal\":%u,\"low\":%u},"
+            "\"submitted\":%llu,\"completed\":%llu,\"failed\":%llu,\"oldest_queued_age_s\":",
+            (unsigned long long)(queued + f->running), (unsigned long long)queued, f->running, f->workers,
+            f->queued[0], f->queued[1], f->queued[2], f->max_queue[0], f->max_queue[1], f->max_queue[2],
+            (unsigned long long)f->submitted, (unsigned long long)f->completed,
+            (unsigned long long)f->failed);
+    if (f->oldest_queued_ms < 0)
+        buf_str(w, "null}");
+    else
+        buf_fmt(w, "%.3f}", f->oldest_queued_ms / 1000.0);
+}
+
+static void
+server_json(struct buf *w, const struct gm_view_server *s)
+{
+    buf_str(w, "\"server\":{\"version\":");
+    buf_json_cstr(w, s->version);
+    buf_fmt(w, ",\"pid\":%ld,\"uptime_s\":%.3f,\"io_threads\":%u,\"connections\":%llu,\"queue\":{\"backend\":",
+            s->pid, s->uptime_ms / 1000.0, s->io_threads, (unsigned long long)s->connections);
+    buf_json_cstr(w, s->queue_backend);
+    buf_fmt(w, ",\"healthy\":%s,\"batches\":%llu,\"records\":%llu,\"failures\":%llu,\"pending\":%llu}},",
+            s->queue_healthy ? "true" : "false", (unsigned long long)s->queue_batches,
+            (unsigned long long)s->queue_records, (unsigned long long)s->queue_failures,
+            (unsigned long long)s->queue_pending);
+    buf_fmt(w,
+            "\"totals\":{\"jobs\":%llu,\"queued\":%llu,\"running\":%llu,\"functions\":%llu,\"workers\":%llu,"
+            "\"submitted\":%llu,\"completed\":%llu,\"failed\":%llu}",
+            (unsigned long long)s->jobs, (unsigned long long)s->queued, (unsigned long long)s->running,
+            (unsigned long long)s->functions, (unsigned long long)s->workers, (unsigned long long)s->submitted,
+            (unsigned long long)s->completed, (unsigned long long)s->failed);
+}
+
+static void
+add_worker_json(void *arg, const struct gm_view_worker *wk)
+{
+    struct buf *w = arg;
+    if (w->len && w->b->data[w->len - 1] == '}')
+        buf_str(w, ",");
+    buf_fmt(w, "{\"fd\":%d,\"address\":", wk->fd);
+    buf_json_cstr(w, wk->addr);
+    buf_fmt(w, ",\"port\":%u,\"client_id\":", wk->port);
+    buf_json_cstr(w, wk->client_id);
+    buf_str(w, ",\"functions\":[");
+    for (uint32_t i = 0; i < wk->nfunctions; i++) {
+        if (i)
+            buf_str(w, ",");
+        buf_json_cstr(w, wk->functions[i]);
+    }
+    buf_str(w, "],\"current_job\":");
+    if (wk->current_job)
+        buf_json_cstr(w, wk->current_job);
+    else
+        buf_str(w, "null");
+    buf_fmt(w, ",\"running\":%u,\"sleeping\":%s}", wk->running, wk->sleeping ? "true" : "false");
+}
+
+static void
+add_job_json(void *arg, const struct gm_view_job *j)
+{
+    struct buf *w = arg;
+    if (w->len && w->b->data[w->len - 1] == '}')
+        buf_str(w, ",");
+    buf_str(w, "{\"handle\":");
+    buf_json_cstr(w, j->handle);
+    buf_str(w, ",\"function\":");
+    buf_json_cstr(w, j->function);
+    buf_str(w, ",\"unique\":");
+    buf_json_str(w, j->unique, j->unique_len);
+    buf_fmt(w, ",\"priority\":\"%s\",\"state\":\"%s\",\"age_s\":%.3f,\"run_at\":%lld,\"retries\":%u,"
+               "\"clients\":%u,\"background\":%s}",
+            prio_name[j->priority % 3], j->state, j->age_ms / 1000.0, (long long)j->run_at, j->retries, j->clients,
+            j->background ? "true" : "false");
+}
+
+struct metrics_ctx {
+    struct buf *w;
+    int pass;
+};
+
+static void
+metric_fn(void *arg, const struct gm_view_function *f)
+{
+    struct metrics_ctx *m = arg;
+    struct buf *w = m->w;
+    uint64_t queued = (uint64_t)f->queued[0] + f->queued[1] + f->queued[2];
+    const char *names[] = {"gearman_jobs", "gearman_jobs_running", "gearman_jobs_waiting", "gearman_workers",
+                           "gearman_jobs_submitted_total", "gearman_jobs_completed_total",
+                           "gearman_jobs_failed_total"};
+    unsigned long long values[] = {queued + f->running, f->running, queued, f->workers, f->submitted,
+                                   f->completed, f->failed};
+    if (m->pass < 7) {
+        buf_fmt(w, "%s{function=\"", names[m->pass]);
+        buf_label(w, f->name, f->name_len);
+        buf_fmt(w, "\"} %llu\n", values[m->pass]);
+    } else {
+        for (int p = 0; p < 3; p++) {
+            buf_str(w, "gearman_jobs_queued{function=\"");
+            buf_label(w, f->name, f->name_len);
+            buf_fmt(w, "\",priority=\"%s\"} %u\n", prio_name[p], f->queued[p]);
+        }
+    }
+}
+
+static void
+metrics(struct buf *w, const struct gm_state_view *v)
+{
+    struct gm_view_server s;
+    v->server(v->d, &s);
+    buf_str(w, "# HELP gearman_up Whether the job server answers.\n# TYPE gearman_up gauge\ngearman_up 1\n");
+    buf_str(w, "# HELP gearman_version_info The job server's version.\n# TYPE gearman_version_info gauge\n"
+               "gearman_version_info{version=\"");
+    buf_label(w, s.version, strlen(s.version));
+    buf_str(w, "\"} 1\n");
+    static const char *const help[][3] = {
+        {"gearman_jobs", "gauge", "Jobs of the function, queued and running."},
+        {"gearman_jobs_running", "gauge", "Jobs of the function a worker runs now."},
+        {"gearman_jobs_waiting", "gauge", "Jobs of the function waiting for a worker."},
+        {"gearman_workers", "gauge", "Workers registered for the function."},
+        {"gearman_jobs_submitted_total", "counter", "Jobs of the function submitted."},
+        {"gearman_jobs_completed_total", "counter", "Jobs of the function that completed."},
+        {"gearman_jobs_failed_total", "counter", "Jobs of the function that failed, threw or were cancelled."},
+        {"gearman_jobs_queued", "gauge", "Jobs of the function waiting, by priority."},
+    };
+    for (int pass = 0; pass < 8; pass++) {
+        buf_fmt(w, "# HELP %s %s\n# TYPE %s %s\n", help[pass][0], help[pass][2], help[pass][0], help[pass][1]);
+        struct metrics_ctx m = {w, pass};
+        v->each_function(v->d, metric_fn, &m);
+    }
+    buf_fmt(w,
+            "# HELP gearman_connections Open connections (clients, workers, admin, http).\n"
+            "# TYPE gearman_connections gauge\ngearman_connections %llu\n"
+            "# HELP gearman_uptime_seconds Seconds since the server started.\n"
+            "# TYPE gearman_uptime_seconds gauge\ngearman_uptime_seconds %.3f\n"
+            "# HELP gearman_jobs_total_in_memory Jobs the server holds (queued, scheduled, running).\n"
+            "# TYPE gearman_jobs_total_in_memory gauge\ngearman_jobs_total_in_memory %llu\n",
+            (unsigned long long)s.connections, s.uptime_ms / 1000.0, (unsigned long long)s.jobs);
+    buf_str(w, "# HELP gearman_queue_healthy Whether the durable queue backend is usable.\n"
+               "# TYPE gearman_queue_healthy gauge\ngearman_queue_healthy{backend=\"");
+    buf_label(w, s.queue_backend, strlen(s.queue_backend));
+    buf_fmt(w,
+            "\"} %d\n"
+            "# HELP gearman_queue_batches_total Transactions written to the durable queue.\n"
+            "# TYPE gearman_queue_batches_total counter\ngearman_queue_batches_total %llu\n"
+            "# HELP gearman_queue_records_total Job records (adds and removals) written to the durable queue.\n"
+            "# TYPE gearman_queue_records_total counter\ngearman_queue_records_total %llu\n"
+            "# HELP gearman_queue_failures_total Batches the durable queue refused.\n"
+            "# TYPE gearman_queue_failures_total counter\ngearman_queue_failures_total %llu\n"
+            "# HELP gearman_queue_pending_jobs Background jobs waiting for their durable write (the lag).\n"
+            "# TYPE gearman_queue_pending_jobs gauge\ngearman_queue_pending_jobs %llu\n"
+            "# HELP gearman_ring_messages Messages waiting in the thread rings.\n"
+            "# TYPE gearman_ring_messages gauge\ngearman_ring_messages{direction=\"in\"} %llu\n"
+            "gearman_ring_messages{direction=\"out\"} %llu\n"
+            "# HELP gearman_ring_capacity Slots in all thread rings.\n"
+            "# TYPE gearman_ring_capacity gauge\ngearman_ring_capacity %llu\n",
+            s.queue_healthy ? 1 : 0, (unsigned long long)s.queue_batches, (unsigned long long)s.queue_records,
+            (unsigned long long)s.queue_failures, (unsigned long long)s.queue_pending,
+            (unsigned long long)s.in_ring_pending, (unsigned long long)s.out_ring_pending,
+            (unsigned long long)s.ring_capacity);
+}
+
+static bool
+path_is(const char *req, const struct gm_fe_req *r, const char *p)
+{
+    return r->path_len == strlen(p) && memcmp(req + r->path_off, p, r->path_len) == 0;
+}
+
+static struct gm_fe_output
+http_serve(const char *request, const struct gm_fe_req *r, bool loopback, bool allow_remote_actions,
+           const struct gm_state_view *v)
+{
+    bool keep = (r->flags & GM_FE_KEEP_ALIVE) != 0, head = (r->flags & GM_FE_HEAD) != 0;
+    const char *q = request + r->query_off;
+    size_t qlen = r->query_len;
+    const char *json = "application/json";
+    struct buf w = {0};
+    struct gm_fe_output o;
+    if (path_is(request, r, "") || path_is(request, r, "index.html")) {
+        if (r->flags & GM_FE_POST)
+            return respond(405, r->minor, keep, false, "text/plain", "Allow: GET, HEAD\r\n", "405\n", 4);
+        return respond(200, r->minor, keep, head, "text/html; charset=utf-8", "Cache-Control: no-cache\r\n",
+                       gm_monitor_page, gm_monitor_page_len);
+    }
+    if (path_is(request, r, "health")) {
+        struct gm_view_server s;
+        v->server(v->d, &s);
+        bool ready = s.queue_healthy;
+        buf_fmt(&w, "{\"live\":true,\"ready\":%s,\"status\":\"%s\",\"queue\":{\"backend\":", ready ? "true" : "false",
+                ready ? "ok" : "queue backend unavailable");
+        buf_json_cstr(&w, s.queue_backend);
+        buf_fmt(&w, ",\"healthy\":%s}}\n", s.queue_healthy ? "true" : "false");
+        o = respond(ready ? 200 : 503, r->minor, keep, head, json, NULL, w.b ? w.b->data : "", w.len);
+        free(w.b);
+        return o;
+    }
+    if (path_is(request, r, "metrics")) {
+        metrics(&w, v);
+        o = respond(200, r->minor, keep, head, "text/plain; version=0.0.4; charset=utf-8", NULL,
+                    w.b ? w.b->data : "", w.len);
+        free(w.b);
+        return o;
+    }
+    if (path_is(request, r, "api/status")) {
+        struct gm_view_server s;
+        v->server(v->d, &s);
+        buf_str(&w, "{");
+        server_json(&w, &s);
+        buf_str(&w, ",\"functions\":[");
+        v->each_function(v->d, add_function_json, &w);
+        buf_str(&w, "]}\n");
+    } else if (path_is(request, r, "api/workers")) {
+        buf_str(&w, "{\"workers\":[");
+        v->each_worker(v->d, add_worker_json, &w);
+        buf_str(&w, "]}\n");
+    } else if (path_is(request, r, "api/jobs")) {
+        char fn[512], state[32];
+        bool has_fn = param(q, qlen, "function", fn, sizeof fn) && *fn;
+        if (!param(q, qlen, "state", state, sizeof state))
+            state[0] = '\0';
+        uint64_t offset = param_u64(q, qlen, "offset", 0, UINT64_MAX);
+        uint64_t limit = param_u64(q, qlen, "limit", 100, 1000);
+        buf_str(&w, "{\"jobs\":[");
+        uint64_t total = v->jobs(v->d, has_fn ? fn : NULL, has_fn ? strlen(fn) : 0, state, offset, limit,
+                                 add_job_json, &w);
+        buf_fmt(&w, "],\"total\":%llu,\"offset\":%llu,\"limit\":%llu}\n", (unsigned long long)total,
+                (unsigned long long)offset, (unsigned long long)limit);
+    } else if (path_is(request, r, "api/jobs/cancel")) {
+        if (!(r->flags & GM_FE_POST)) {
+            const char *e = "{\"error\":\"use POST\"}\n";
+            return respond(405, r->minor, keep, head, json, "Allow: POST\r\n", e, strlen(e));
+        }
+        if (!loopback && !allow_remote_actions) {
+            const char *e = "{\"error\":\"actions are accepted only from this host (see --http-allow-remote-actions)\"}\n";
+            return respond(403, r->minor, keep, head, json, NULL, e, strlen(e));
+        }
+        char handle[GM_HANDLE_MAX + 1];
+        if (!param(q, qlen, "handle", handle, sizeof handle) &&
+            !param(request + r->body_off, r->body_len, "handle", handle, sizeof handle)) {
+            const char *e = "{\"error\":\"give handle=<job handle>\"}\n";
+            return respond(400, r->minor, keep, head, json, NULL, e, strlen(e));
+        }
+        if (v->cancel(v->d, handle, strlen(handle)) < 0) {
+            buf_str(&w, "{\"error\":\"unknown job\",\"handle\":");
+            buf_json_cstr(&w, handle);
+            buf_str(&w, "}\n");
+            o = respond(404, r->minor, keep, head, json, NULL, w.b ? w.b->data : "", w.len);
+            free(w.b);
+            return o;
+        }
+        buf_str(&w, "{\"ok\":true,\"cancelled\":");
+        buf_json_cstr(&w, handle);
+        buf_str(&w, "}\n");
+    } else {
+        const char *e = "{\"error\":\"not found\"}\n";
+        return respond(404, r->minor, keep, head, json, NULL, e, strlen(e));
+    }
+    if (w.failed) {
+        free(w.b);
+        return respond_error(500, r->minor, "out of memory");
+    }
+    o = respond(200, r->minor, keep, head, json, "Cache-Control: no-cache\r\n", w.b ? w.b->data : "", w.len);
+    free(w.b);
+    return o;
+}
+
+const struct gm_frontend gm_http_frontend = {
+    .name = "http",
+    .default_unique = "-", /* gearmand's: identical bodies coalesce unless X-Gearman-Unique says */
+    .conn_new = http_conn_new,
+    .conn_free = http_conn_free,
+    .parse = http_parse,
+    .on_packet = http_on_packet,
+    .serve = http_serve,
+};
