@@ -348,7 +348,7 @@ gmc_field(const struct gmc_packet *p, int i, size_t *len)
 /* Length of a complete reply at the front of b[0..have), or 0.  A list
    reply ends with a "." line; a single-line reply ("OK...", or "ERR ..."
    for any command) ends at its first newline.  An error line is told from
-   a list line by having no TAB (list lines always do). */
+   a list line by its "\r\n" end (list lines end with a bare "\n"). */
 static size_t
 reply_length(const char *b, size_t have, bool list)
 {
@@ -356,7 +356,7 @@ reply_length(const char *b, size_t have, bool list)
     if (!nl)
         return 0;
     size_t first = (size_t)(nl - b) + 1;
-    bool err_line = first >= 4 && memcmp(b, "ERR ", 4) == 0 && !memchr(b, '\t', first);
+    bool err_line = first >= 5 && memcmp(b, "ERR ", 4) == 0 && nl[-1] == '\r';
     if (!list || err_line)
         return first;
     if (first == 2 && b[0] == '.')

@@ -64,11 +64,15 @@ struct todo {
     const char *value;
 };
 
-/* Prints one reply the way gearadmin does; returns false for an ERR reply. */
+/* Prints one reply the way gearadmin does; returns false for an ERR reply
+   (one "ERR ..." line ending in "\r\n"; a list line may start with "ERR"
+   too, but ends with a bare "\n"). */
 static bool
 print_reply(const char *r, size_t len)
 {
-    if (len >= 4 && memcmp(r, "ERR ", 4) == 0) {
+    const char *nl = memchr(r, '\n', len);
+    bool err = len >= 5 && memcmp(r, "ERR ", 4) == 0 && nl == r + len - 1 && nl[-1] == '\r';
+    if (err) {
         size_t n = len - 4;
         while (n && (r[4 + n - 1] == '\n' || r[4 + n - 1] == '\r'))
             n--;

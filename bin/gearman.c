@@ -278,11 +278,14 @@ submit_type(const struct opts *o)
     return o->high ? GM_PKT_SUBMIT_JOB_HIGH : o->low ? GM_PKT_SUBMIT_JOB_LOW : GM_PKT_SUBMIT_JOB;
 }
 
+/* The first unfinished job with this handle: jobs the server coalesced
+   (same unique key) share one handle and each gets its own replies. */
 static struct job *
 find_job(struct job *jobs, size_t n, const char *h, size_t hl)
 {
     for (size_t i = 0; i < n; i++)
-        if (jobs[i].created && strlen(jobs[i].handle) == hl && memcmp(jobs[i].handle, h, hl) == 0)
+        if (jobs[i].created && !jobs[i].done && strlen(jobs[i].handle) == hl &&
+            memcmp(jobs[i].handle, h, hl) == 0)
             return &jobs[i];
     return NULL;
 }
@@ -410,7 +413,7 @@ run_client(struct opts *o, struct gmc *c)
         case GM_PKT_WORK_FAIL:
         case GM_PKT_WORK_STATUS: {
             j = find_job(jobs, n, h, hl);
-            if (!j || j->done)
+            if (!j)
                 break;
             size_t dl;
             const char *d = gmc_field(&p, 1, &dl);
