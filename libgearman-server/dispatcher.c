@@ -470,6 +470,7 @@ detach(struct gm_attach *a)
 }
 
 static void persist_done(struct gm_dispatcher *d, struct gm_job *job);
+static void persist_counter(struct gm_dispatcher *d);
 
 /* Frees a job in any state: unlinks it from queue/worker/heap and indexes,
    detaches its clients, adjusts the function's counts, and tells storage
@@ -820,8 +821,11 @@ job_create(struct gm_dispatcher *d, struct gm_function *fn, const struct submit 
     struct gm_block *b = gm_block_new(sizeof(struct gm_job) + text + inline_data);
     if (!b)
         return NULL;
-    if (!s->handle)
+    if (!s->handle) {
         d->next_handle++;
+        if (d->persist.active && d->next_handle >= d->persist.handle_hw)
+            persist_counter(d);
+    }
     struct gm_job *job = (struct gm_job *)(void *)b->data;
     memset(job, 0, sizeof *job);
     job->fn = fn;
@@ -987,6 +991,33 @@ persist_done(struct gm_dispatcher *d, struct gm_job *job)
     if (!persist_push(d, &r))
         gm_log(GM_LOG_ERROR, "out of memory: %s stays stored and will run again after a restart",
                gm_job_handle(job));
+}
+
+/* Handle numbers are reserved in chunks: storage remembers a number above
+   every handle given out, so a restart never hands out an old handle again
+   (gearmand restarts at 1).  The counter record goes out before the ADD that
+   needed it, so no job can be stored with a number the counter misses. */
+#define HANDLE_CHUNK 65536
+
+static void
+persist_counter(struct gm_dispatcher *d)
+{
+    struct gm_prec r;
+    memset(&r, 0, sizeof r);
+    r.seq = ++d->persist.seq;
+    r.op = GM_QOP_COUNTER;
+    r.when = (int64_t)(d->next_handle + HANDLE_CHUNK);
+    if (persist_push(d, &r))
+        d->persist.handle_hw = d->next_handle + HANDLE_CHUNK;
+}
+
+void
+gm_disp_set_next_handle(struct gm_dispatcher *d, uint64_t next)
+{
+    if (next > d->next_handle)
+        d->next_handle = next;
+    if (next > d->persist.handle_hw)
+        d->persist.handle_hw = next;
 }
 
 /* A batch was written (or refused): the jobs it held go live (or fail). */

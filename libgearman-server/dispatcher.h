@@ -81,6 +81,10 @@ void gm_disp_attach_persist(struct gm_dispatcher *d, struct gm_persist_channel *
    with a reason in err for a row that cannot be used. */
 int gm_disp_replay_row(struct gm_dispatcher *d, const struct gm_qrow *row, char *err, size_t errlen);
 
+/* Main thread, before the dispatcher runs: new handles start at least at
+   `next` (the stored handle counter). */
+void gm_disp_set_next_handle(struct gm_dispatcher *d, uint64_t next);
+
 /* Number of jobs in existence (main thread, before the dispatcher runs). */
 uint64_t gm_disp_job_count(const struct gm_dispatcher *d);
 

@@ -49,6 +49,7 @@ struct gm_disp_persist {
     void (*wake)(void *arg);
     void *arg;
     uint64_t seq;                /* last sequence number given to a record */
+    uint64_t handle_hw;          /* handle numbers below this are covered by a stored counter */
     bool produced;               /* records produced since the last publish */
     struct gm_prec_overflow *ovf_head, *ovf_tail;
     struct gm_pending *pend;     /* FIFO ring of jobs waiting for their ack */

@@ -161,6 +161,8 @@ cancel_pairs(struct gm_persist *p, size_t n)
         slot[i] = -1;
     for (size_t i = 0; i < n; i++) {
         struct gm_prec *r = &p->batch[i];
+        if (r->op == GM_QOP_COUNTER)
+            continue;
         const char *h = r->handle ? r->handle : r->handle_copy;
         uint32_t pos = gm_hash_fold(gm_hash_bytes(GM_HASH_SEED, h, r->handle_len)) & (buckets - 1);
         while (slot[pos] >= 0 && !same_handle(&p->batch[slot[pos]], r))
@@ -290,8 +292,12 @@ write_batch(struct gm_persist *p, size_t n)
     atomic_fetch_add(&p->failures, 1);
     gm_log(GM_LOG_ERROR, "persistence: %s backend failed a batch of %zu records: %s", p->be->name, m,
            err);
+    /* A failed commit may still have happened (the connection died before
+       the answer came): the ADDs of this batch are refused to their
+       submitters, so their rows, if any, must go too.  DONEs for them are
+       held with the batch's own DONEs and written when the backend is back. */
     for (size_t i = 0; i < n; i++)
-        if (p->batch[i].op == GM_QOP_DONE && !p->dropped[i])
+        if (!p->dropped[i] && p->batch[i].op != GM_QOP_COUNTER)
             hold_done(p, &p->batch[i]);
     ack(p, upto, false, err);
     atomic_store(&p->healthy, 0);

@@ -35,7 +35,7 @@
    DONE carries a copy of the handle. */
 struct gm_prec {
     uint64_t seq;
-    uint8_t op;            /* enum gm_qop */
+    uint8_t op;            /* enum gm_qop (COUNTER: the value is in `when`) */
     uint8_t priority;
     uint8_t handle_len;
     int64_t when;

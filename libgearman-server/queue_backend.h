@@ -24,8 +24,9 @@
 #include <stdint.h>
 
 enum gm_qop {
-    GM_QOP_ADD = 1,  /* store this job */
-    GM_QOP_DONE = 2  /* forget the job with this handle */
+    GM_QOP_ADD = 1,    /* store this job */
+    GM_QOP_DONE = 2,   /* forget the job with this handle */
+    GM_QOP_COUNTER = 3 /* remember `when` as the next handle number (never reuse a handle) */
 };
 
 /* One record of a batch.  Pointers stay valid for the call. */
@@ -90,6 +91,10 @@ struct gm_queue_backend {
        it; DONE of an unknown handle is not an error. */
     int (*write_batch)(void *state, const struct gm_qrecord *recs, size_t n, char *err,
                        size_t errlen);
+
+    /* Reads the stored handle counter (GM_QOP_COUNTER) into *next, 0 if
+       none was stored; returns 0 or -1 with a reason in err. */
+    int (*load_counter)(void *state, uint64_t *next, char *err, size_t errlen);
 
     /* Tries to restore a lost connection; returns 0 when usable again. */
     int (*reconnect)(void *state, char *err, size_t errlen);

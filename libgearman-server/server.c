@@ -212,6 +212,12 @@ open_queue(struct gm_server *s)
                            cfg->queue_opts.store_on_shutdown);
     /* Replay before anything listens; the persistence thread is not
        running yet, so the backend is ours to use from here. */
+    uint64_t next = 0;
+    if (cfg->queue->load_counter && cfg->queue->load_counter(state, &next, err, sizeof err) < 0) {
+        gm_log(GM_LOG_FATAL, "queue %s: cannot read the handle counter: %s", cfg->queue->name, err);
+        return -1;
+    }
+    gm_disp_set_next_handle(s->disp, next);
     struct replay_ctx rc = {s->disp, 0, 0, 0};
     if (cfg->queue->replay(state, replay_row, &rc, err, sizeof err) < 0) {
         gm_log(GM_LOG_FATAL, "queue %s: cannot replay: %s", cfg->queue->name, err);

@@ -12,14 +12,19 @@
  * unique, then the data.  Items written by gearmand 1.1.20 (key
  * "<prefix><function>-<unique>", value = data) are found by replay, given a
  * handle, rewritten in this form and their old key deleted.  Replay lists
- * keys with memcached's cachedump, which is best effort by design.
+ * keys with "lru_crawler metadump all" (memcached 1.4.31+), which sees every
+ * item, falling back to libmemcached's cachedump listing (which misses items
+ * in memcached's HOT LRU) on servers without it.
  */
 #include "config.h"
 
 #include "plugins/queue/backends.h"
 
 #include <libmemcached/memcached.h>
+#include <netdb.h>
 #include <stdio.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -31,6 +36,7 @@
 
 struct mc {
     memcached_st *m;
+    char *servers;    /* as given, for listing keys */
     char *prefix;
     size_t prefix_len;
     char *handle_prefix;
@@ -50,10 +56,11 @@ mc_open(const struct gm_queue_options *opts, char *err, size_t errlen)
     }
     const char *servers = opts->mc_servers && *opts->mc_servers ? opts->mc_servers : "127.0.0.1:11211";
     c->prefix = strdup(opts->mc_prefix ? opts->mc_prefix : "gear_");
+    c->servers = strdup(servers);
     c->handle_prefix = strdup(opts->handle_prefix ? opts->handle_prefix : "H:migrated");
     c->m = memcached_create(NULL);
     memcached_server_st *list = memcached_servers_parse(servers);
-    if (!c->prefix || !c->handle_prefix || !c->m || !list) {
+    if (!c->prefix || !c->servers || !c->handle_prefix || !c->m || !list) {
         snprintf(err, errlen, "cannot use --libmemcached-servers=%s", servers);
         memcached_server_list_free(list);
         mc_close(c);
@@ -124,6 +131,19 @@ mc_write_batch(void *state, const struct gm_qrecord *recs, size_t n, char *err, 
     for (size_t i = 0; i < n; i++) {
         const struct gm_qrecord *r = &recs[i];
         size_t klen;
+        if (r->op == GM_QOP_COUNTER) {
+            char v[24];
+            int vl = snprintf(v, sizeof v, "%lld", (long long)r->when);
+            char *ck = key_for(c, "__next_handle", 13, &klen);
+            memcached_return_t crc = ck ? memcached_set(c->m, ck, klen, v, (size_t)vl, 0, 0)
+                                        : MEMCACHED_MEMORY_ALLOCATION_FAILURE;
+            free(ck);
+            if (crc != MEMCACHED_SUCCESS) {
+                snprintf(err, errlen, "set counter: %s", memcached_strerror(c->m, crc));
+                return -1;
+            }
+            continue;
+        }
         char *key = key_for(c, r->handle, r->handle_len, &klen);
         if (!key) {
             snprintf(err, errlen, "out of memory");
@@ -191,15 +211,128 @@ cmp_key(const void *a, const void *b)
 }
 
 static int
+hexval(int ch)
+{
+    return ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10 : -1;
+}
+
+/* Lists every key of one server with "lru_crawler metadump all"; returns 0,
+   or -1 if the server does not support it (or cannot be reached). */
+static int
+metadump(const char *host, const char *port, struct keylist *kl)
+{
+    struct addrinfo hints = {0}, *res;
+    hints.ai_socktype = SOCK_STREAM;
+    if (getaddrinfo(host, port, &hints, &res) != 0)
+        return -1;
+    int fd = socket(res->ai_family, SOCK_STREAM, 0);
+    if (fd < 0 || connect(fd, res->ai_addr, res->ai_addrlen) < 0) {
+        if (fd >= 0)
+            close(fd);
+        freeaddrinfo(res);
+        return -1;
+    }
+    freeaddrinfo(res);
+    static const char cmd[] = "lru_crawler metadump all\r\n";
+    if (send(fd, cmd, sizeof cmd - 1, MSG_NOSIGNAL) < 0) {
+        close(fd);
+        return -1;
+    }
+    size_t cap = 65536, len = 0;
+    char *buf = malloc(cap);
+    int rc = -1;
+    while (buf) {
+        char *nl;
+        while ((nl = memchr(buf, '\n', len))) {
+            size_t ll = (size_t)(nl - buf);
+            if (ll && buf[ll - 1] == '\r')
+                ll--;
+            if (ll == 3 && memcmp(buf, "END", 3) == 0) {
+                rc = 0;
+                goto done;
+            }
+            if ((ll >= 5 && memcmp(buf, "ERROR", 5) == 0) || (ll >= 6 && memcmp(buf, "CLIENT", 6) == 0) ||
+                (ll >= 6 && memcmp(buf, "SERVER", 6) == 0) || (ll >= 4 && memcmp(buf, "BUSY", 4) == 0))
+                goto done;
+            if (ll > 4 && memcmp(buf, "key=", 4) == 0) {
+                char key[1024];
+                size_t k = 0;
+                for (size_t i = 4; i < ll && buf[i] != ' ' && k + 1 < sizeof key; i++) {
+                    int h1, h2;
+                    if (buf[i] == '%' && i + 2 < ll && (h1 = hexval(buf[i + 1])) >= 0 && (h2 = hexval(buf[i + 2])) >= 0) {
+                        key[k++] = (char)(h1 * 16 + h2);
+                        i += 2;
+                    } else {
+                        key[k++] = buf[i];
+                    }
+                }
+                collect_key(NULL, key, k, kl);
+            }
+            memmove(buf, nl + 1, len - (size_t)(nl + 1 - buf));
+            len -= (size_t)(nl + 1 - buf);
+        }
+        if (len == cap) {
+            char *nb = realloc(buf, cap * 2);
+            if (!nb)
+                break;
+            buf = nb;
+            cap *= 2;
+        }
+        ssize_t r = recv(fd, buf + len, cap - len, 0);
+        if (r <= 0)
+            break;
+        len += (size_t)r;
+    }
+done:
+    free(buf);
+    close(fd);
+    return rc;
+}
+
+/* Lists the keys of every server; falls back to cachedump. */
+static void
+list_keys(struct mc *c, struct keylist *kl)
+{
+    /* --libmemcached-servers: "host[:port][,host[:port]...]" */
+    bool ok = true;
+    const char *p = c->servers;
+    while (ok && *p) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        char host[256], port[16] = "11211";
+        const char *colon = memchr(p, ':', len);
+        size_t hl = colon ? (size_t)(colon - p) : len;
+        if (hl == 0 || hl >= sizeof host) {
+            ok = false;
+            break;
+        }
+        memcpy(host, p, hl);
+        host[hl] = '\0';
+        if (colon)
+            snprintf(port, sizeof port, "%.*s", (int)(len - hl - 1), colon + 1);
+        if (metadump(host, port, kl) < 0)
+            ok = false;
+        p = end ? end + 1 : p + len;
+    }
+    if (ok)
+        return;
+    for (size_t i = 0; i < kl->n; i++)
+        free(kl->key[i]);
+    kl->n = 0;
+    gm_log(GM_LOG_WARNING, "libmemcached: lru_crawler metadump unavailable; listing keys with cachedump (may miss recent items)");
+    memcached_dump_fn fns[1] = {collect_key};
+    memcached_return_t drc = memcached_dump(c->m, fns, kl, 1);
+    if (drc != MEMCACHED_SUCCESS && drc != MEMCACHED_END && kl->n == 0)
+        gm_log(GM_LOG_WARNING, "libmemcached: listing keys failed (%s); nothing replayed",
+               memcached_strerror(c->m, drc));
+}
+
+static int
 mc_replay(void *state, gm_qrow_cb cb, void *arg, char *err, size_t errlen)
 {
     struct mc *c = state;
     struct keylist kl = {NULL, 0, 0, c->prefix, c->prefix_len};
-    memcached_dump_fn fns[1] = {collect_key};
-    memcached_return_t drc = memcached_dump(c->m, fns, &kl, 1);
-    if (drc != MEMCACHED_SUCCESS && drc != MEMCACHED_END && kl.n == 0)
-        gm_log(GM_LOG_WARNING, "libmemcached: listing keys failed (%s); nothing replayed",
-               memcached_strerror(c->m, drc));
+    list_keys(c, &kl);
     /* memcached keeps no order: sort so older handles come first. */
     qsort(kl.key, kl.n, sizeof *kl.key, cmp_key);
     uint64_t migrated = 0;
@@ -213,6 +346,10 @@ mc_replay(void *state, gm_qrow_cb cb, void *arg, char *err, size_t errlen)
         struct gm_qrow row;
         memset(&row, 0, sizeof row);
         const char *k = kl.key[i] + c->prefix_len;
+        if (strcmp(k, "__next_handle") == 0) {
+            free(v);
+            continue;
+        }
         if (vlen >= HEAD_LEN && memcmp(v, MAGIC, 4) == 0) {
             uint32_t fn_len = (uint32_t)((unsigned char)v[13] << 8 | (unsigned char)v[14]);
             if (HEAD_LEN + fn_len + 1 > vlen ||
@@ -272,6 +409,30 @@ mc_replay(void *state, gm_qrow_cb cb, void *arg, char *err, size_t errlen)
 }
 
 static int
+mc_load_counter(void *state, uint64_t *next, char *err, size_t errlen)
+{
+    struct mc *c = state;
+    size_t klen, vlen = 0;
+    uint32_t flags;
+    memcached_return_t rc;
+    *next = 0;
+    char *key = key_for(c, "__next_handle", 13, &klen);
+    if (!key) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    char *v = memcached_get(c->m, key, klen, &vlen, &flags, &rc);
+    free(key);
+    if (v) {
+        char num[24];
+        snprintf(num, sizeof num, "%.*s", (int)(vlen < 23 ? vlen : 23), v);
+        *next = strtoull(num, NULL, 10);
+        free(v);
+    }
+    return 0;
+}
+
+static int
 mc_reconnect(void *state, char *err, size_t errlen)
 {
     struct mc *c = state;
@@ -292,6 +453,7 @@ mc_close(void *state)
     if (c->m)
         memcached_free(c->m);
     free(c->prefix);
+    free(c->servers);
     free(c->handle_prefix);
     free(c->value);
     free(c);
@@ -306,6 +468,7 @@ const struct gm_queue_backend gm_queue_memcached = {
     .open = mc_open,
     .replay = mc_replay,
     .write_batch = mc_write_batch,
+    .load_counter = mc_load_counter,
     .reconnect = mc_reconnect,
     .close = mc_close,
 };

@@ -30,6 +30,7 @@
 
 struct pg {
     PGconn *conn;
+    char *counter_name;   /* the handle counter's row in gearmand_meta */
     char *conninfo;
     char *table;      /* quoted identifier */
     char *table_raw;  /* as given, for information_schema */
@@ -136,6 +137,18 @@ prepare(struct pg *p, char *err, size_t errlen)
                     "data = EXCLUDED.data, when_to_run = EXCLUDED.when_to_run",
                     p->table);
     char *done = fmt("DELETE FROM %s WHERE job_handle = $1", p->table);
+    PGresult *cr = PQprepare(p->conn, "gm_counter",
+                             "INSERT INTO gearmand_meta (name, value) VALUES ($1, $2::bigint) "
+                             "ON CONFLICT (name) DO UPDATE SET value = GREATEST(gearmand_meta.value, EXCLUDED.value)",
+                             2, NULL);
+    if (PQresultStatus(cr) != PGRES_COMMAND_OK) {
+        set_err(err, errlen, "prepare counter", p->conn);
+        PQclear(cr);
+        free(add);
+        free(done);
+        return -1;
+    }
+    PQclear(cr);
     int rc = -1;
     if (!add || !done) {
         snprintf(err, errlen, "out of memory");
@@ -190,6 +203,8 @@ drop_key_constraints(struct pg *p, char *err, size_t errlen)
 static int
 setup_table(struct pg *p, char *err, size_t errlen)
 {
+    if (run(p, "CREATE TABLE IF NOT EXISTS gearmand_meta (name TEXT PRIMARY KEY, value BIGINT)", err, errlen) < 0)
+        return -1;
     int layout = table_layout(p, err, errlen);
     if (layout < 0)
         return -1;
@@ -243,7 +258,8 @@ pg_open(const struct gm_queue_options *opts, char *err, size_t errlen)
     p->table = gm_sql_quote_ident(t);
     p->table_raw = strdup(t);
     p->prefix = strdup(opts->handle_prefix ? opts->handle_prefix : "H:migrated");
-    if (!p->conninfo || !p->table || !p->table_raw || !p->prefix) {
+    p->counter_name = fmt("next_handle:%s", t);
+    if (!p->conninfo || !p->table || !p->table_raw || !p->prefix || !p->counter_name) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
@@ -346,7 +362,11 @@ pg_write_batch(void *state, const struct gm_qrecord *recs, size_t n, char *err, 
         char prio[12], when[24];
         snprintf(prio, sizeof prio, "%d", r->priority);
         snprintf(when, sizeof when, "%lld", (long long)r->when);
-        if (r->op == GM_QOP_ADD) {
+        if (r->op == GM_QOP_COUNTER) {
+            const char *v[2] = {p->counter_name, when};
+            if (!PQsendQueryPrepared(p->conn, "gm_counter", 2, v, NULL, NULL, 0))
+                rc = -1;
+        } else if (r->op == GM_QOP_ADD) {
             const char *v[6] = {r->handle, r->unique, r->function, prio, r->data ? r->data : "", when};
             int len[6] = {(int)r->handle_len, (int)r->unique_len, (int)r->function_len, 0,
                           (int)r->data_len, 0};
@@ -398,6 +418,25 @@ pg_write_batch(void *state, const struct gm_qrecord *recs, size_t n, char *err, 
 }
 
 static int
+pg_load_counter(void *state, uint64_t *next, char *err, size_t errlen)
+{
+    struct pg *p = state;
+    const char *v[1] = {p->counter_name};
+    PGresult *r = PQexecParams(p->conn, "SELECT value FROM gearmand_meta WHERE name = $1", 1, NULL, v, NULL,
+                               NULL, 0);
+    *next = 0;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        set_err(err, errlen, "reading the handle counter", p->conn);
+        PQclear(r);
+        return -1;
+    }
+    if (PQntuples(r) == 1)
+        *next = strtoull(PQgetvalue(r, 0, 0), NULL, 10);
+    PQclear(r);
+    return 0;
+}
+
+static int
 pg_reconnect(void *state, char *err, size_t errlen)
 {
     struct pg *p = state;
@@ -426,6 +465,7 @@ pg_close(void *state)
     free(p->table);
     free(p->table_raw);
     free(p->prefix);
+    free(p->counter_name);
     free(p);
 }
 
@@ -438,6 +478,7 @@ const struct gm_queue_backend gm_queue_postgres = {
     .open = pg_open,
     .replay = pg_replay,
     .write_batch = pg_write_batch,
+    .load_counter = pg_load_counter,
     .reconnect = pg_reconnect,
     .close = pg_close,
 };

@@ -29,8 +29,9 @@
 struct sq {
     sqlite3 *db;
     char *table;          /* quoted identifier */
+    char *counter_name;   /* the handle counter's row in gearmand_meta */
     bool store_on_shutdown;
-    sqlite3_stmt *insert, *delete, *begin, *commit, *rollback;
+    sqlite3_stmt *insert, *delete, *counter, *begin, *commit, *rollback;
 };
 
 static void
@@ -189,6 +190,16 @@ sq_open(const struct gm_queue_options *opts, char *err, size_t errlen)
     }
     if (layout == 0 && create_table(s, s->table, err, errlen) < 0)
         goto fail;
+    if (exec_sql(s, "CREATE TABLE IF NOT EXISTS gearmand_meta (name TEXT PRIMARY KEY, value INTEGER)", err,
+                 errlen) < 0)
+        goto fail;
+    s->counter_name = sqlite3_mprintf("next_handle:%s", opts->sqlite_table && *opts->sqlite_table
+                                                            ? opts->sqlite_table
+                                                            : "gearman_queue");
+    if (!s->counter_name) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
     if ((layout == 2 || layout == 3) &&
         migrate(s, layout, opts->handle_prefix ? opts->handle_prefix : "H:migrated", err, errlen) < 0)
         goto fail;
@@ -202,7 +213,10 @@ sq_open(const struct gm_queue_options *opts, char *err, size_t errlen)
     sql = sqlite3_mprintf("DELETE FROM %s WHERE job_handle = ?1", s->table);
     rc = sql ? prepare(s, &s->delete, sql, err, errlen) : -1;
     sqlite3_free(sql);
-    if (rc < 0 || prepare(s, &s->begin, "BEGIN IMMEDIATE", err, errlen) < 0 ||
+    if (rc < 0 ||
+        prepare(s, &s->counter, "INSERT OR REPLACE INTO gearmand_meta (name, value) VALUES (?1, ?2)", err,
+                errlen) < 0 ||
+        prepare(s, &s->begin, "BEGIN IMMEDIATE", err, errlen) < 0 ||
         prepare(s, &s->commit, "COMMIT", err, errlen) < 0 ||
         prepare(s, &s->rollback, "ROLLBACK", err, errlen) < 0)
         goto fail;
@@ -285,8 +299,13 @@ sq_write_batch(void *state, const struct gm_qrecord *recs, size_t n, char *err, 
     }
     for (size_t i = 0; i < n; i++) {
         const struct gm_qrecord *r = &recs[i];
-        sqlite3_stmt *st = r->op == GM_QOP_ADD ? s->insert : s->delete;
-        sqlite3_bind_text(st, 1, r->handle, (int)r->handle_len, SQLITE_STATIC);
+        sqlite3_stmt *st = r->op == GM_QOP_ADD ? s->insert : r->op == GM_QOP_DONE ? s->delete : s->counter;
+        if (r->op == GM_QOP_COUNTER) {
+            sqlite3_bind_text(st, 1, s->counter_name, -1, SQLITE_STATIC);
+            sqlite3_bind_int64(st, 2, r->when);
+        } else {
+            sqlite3_bind_text(st, 1, r->handle, (int)r->handle_len, SQLITE_STATIC);
+        }
         if (r->op == GM_QOP_ADD) {
             sqlite3_bind_text(st, 2, r->unique, (int)r->unique_len, SQLITE_STATIC);
             sqlite3_bind_text(st, 3, r->function, (int)r->function_len, SQLITE_STATIC);
@@ -295,7 +314,7 @@ sq_write_batch(void *state, const struct gm_qrecord *recs, size_t n, char *err, 
             sqlite3_bind_int64(st, 6, r->when);
         }
         if (step_done(s, st) < 0) {
-            set_err(err, errlen, r->op == GM_QOP_ADD ? "INSERT" : "DELETE", s->db);
+            set_err(err, errlen, r->op == GM_QOP_DONE ? "DELETE" : "INSERT", s->db);
             sqlite3_clear_bindings(st);
             step_done(s, s->rollback);
             return -1;
@@ -307,6 +326,23 @@ sq_write_batch(void *state, const struct gm_qrecord *recs, size_t n, char *err, 
         step_done(s, s->rollback);
         return -1;
     }
+    return 0;
+}
+
+static int
+sq_load_counter(void *state, uint64_t *next, char *err, size_t errlen)
+{
+    struct sq *s = state;
+    sqlite3_stmt *st = NULL;
+    *next = 0;
+    if (sqlite3_prepare_v2(s->db, "SELECT value FROM gearmand_meta WHERE name = ?1", -1, &st, NULL) != SQLITE_OK) {
+        set_err(err, errlen, "reading the handle counter", s->db);
+        return -1;
+    }
+    sqlite3_bind_text(st, 1, s->counter_name, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int64(st, 0) > 0)
+        *next = (uint64_t)sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
     return 0;
 }
 
@@ -327,6 +363,8 @@ sq_close(void *state)
         return;
     sqlite3_finalize(s->insert);
     sqlite3_finalize(s->delete);
+    sqlite3_finalize(s->counter);
+    sqlite3_free(s->counter_name);
     sqlite3_finalize(s->begin);
     sqlite3_finalize(s->commit);
     sqlite3_finalize(s->rollback);
@@ -345,6 +383,7 @@ const struct gm_queue_backend gm_queue_sqlite = {
     .open = sq_open,
     .replay = sq_replay,
     .write_batch = sq_write_batch,
+    .load_counter = sq_load_counter,
     .reconnect = sq_reconnect,
     .close = sq_close,
 };
