@@ -282,7 +282,7 @@ cmd_cancel(struct gm_dispatcher *d, struct gm_peer *p, const struct words *w)
         return;
     }
     struct gm_job *job = gm_disp_job_by_handle(d, w->w[2], w->len[2]);
-    if (!job) {
+    if (!job || (job->flags & GM_JOB_CANCELLED)) { /* unknown, or cancelled already */
         send_str(d, p, "ERR UNKNOWN_JOB\r\n");
         return;
     }

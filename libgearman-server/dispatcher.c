@@ -588,7 +588,7 @@ gm_disp_job_cancel(struct gm_dispatcher *d, struct gm_job *job)
         /* It runs on unheard (or, not yet stored, is dropped once it is);
            new submissions of its unique key start a new job rather than
            join a cancelled one. */
-        job->flags |= GM_JOB_IGNORED;
+        job->flags |= GM_JOB_IGNORED | GM_JOB_CANCELLED;
         job->flags &= (uint8_t)~GM_JOB_BACKGROUND;
         if (job->flags & GM_JOB_UNIQUE_INDEXED) {
             gm_htab_remove(&d->by_unique, &job->by_unique);
@@ -1025,6 +1025,8 @@ static void
 persist_acked(struct gm_dispatcher *d, const struct gm_pack *a)
 {
     struct gm_disp_persist *ps = &d->persist;
+    if (!a->ok)
+        ps->handle_hw = 0; /* the refused batch may have held the handle counter: send it again */
     while (ps->pend_len && ps->pend[ps->pend_head].seq <= a->upto) {
         struct gm_job *job = ps->pend[ps->pend_head].job;
         ps->pend_head = (ps->pend_head + 1) % ps->pend_cap;
@@ -1119,6 +1121,7 @@ persist_store_all(struct gm_dispatcher *d)
                 !(job->flags & GM_JOB_IGNORED) && persist_record_add(d, job, false))
                 n++;
         }
+    persist_counter(d); /* so handles of this run are not given out again */
     gm_log(GM_LOG_NOTICE, "storing %zu background jobs for the next start", n);
     /* The ring may be smaller than the queue: hand it over piece by piece. */
     persist_flush(d);
@@ -1547,12 +1550,15 @@ on_work(struct gm_dispatcher *d, struct gm_peer *p, struct gm_in *m)
     }
     switch (m->type) {
     case GM_PKT_WORK_COMPLETE:
-        job->fn->completed++;
-        job_free(d, job);
-        break;
     case GM_PKT_WORK_FAIL:
     case GM_PKT_WORK_EXCEPTION:
-        job->fn->failed++;
+        /* a cancelled job was already counted as failed */
+        if (!(job->flags & GM_JOB_CANCELLED)) {
+            if (m->type == GM_PKT_WORK_COMPLETE)
+                job->fn->completed++;
+            else
+                job->fn->failed++;
+        }
         job_free(d, job);
         break;
     default:

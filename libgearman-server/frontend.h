@@ -107,6 +107,7 @@ struct gm_view_job {
     int64_t run_at;            /* Unix time for scheduled jobs, else 0 */
     uint32_t retries, clients;
     bool background;
+    bool cancelled;            /* cancelled while running: its result goes nowhere */
 };
 
 struct gm_state_view {
@@ -120,7 +121,8 @@ struct gm_state_view {
     uint64_t (*jobs)(void *d, const char *function, size_t function_len, const char *state,
                      uint64_t offset, uint64_t limit,
                      void (*cb)(void *arg, const struct gm_view_job *j), void *arg);
-    /* Cancels a job as the admin `cancel job` does; returns 0, or -1 if unknown. */
+    /* Cancels a job as the admin `cancel job` does; returns 0, or -1 if
+       unknown or already cancelled. */
     int (*cancel)(void *d, const char *handle, size_t len);
 };
 

@@ -47,7 +47,8 @@ enum gm_job_flags {
     GM_JOB_UNIQUE_INDEXED = 1 << 2,
     GM_JOB_DATA_KEYED = 1 << 3, /* unique "-": coalesces on identical data */
     GM_JOB_PERSISTED = 1 << 4,  /* stored in the durable queue [job_queued] */
-    GM_JOB_FN_COPY = 1 << 5     /* text holds a copy of the function name (for storage) */
+    GM_JOB_FN_COPY = 1 << 5,    /* text holds a copy of the function name (for storage) */
+    GM_JOB_CANCELLED = 1 << 6   /* cancelled (admin or HTTP) while running or being stored */
 };
 
 /* Background submitters waiting for a PERSISTING job's JOB_CREATED. */

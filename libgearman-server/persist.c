@@ -251,6 +251,41 @@ collect(struct gm_persist *p, size_t max)
     return n;
 }
 
+/* Retries a failed batch one record at a time, acknowledging each, so that
+   one job the backend cannot store (too big, bad bytes) fails alone. */
+static void
+write_one_by_one(struct gm_persist *p, size_t n)
+{
+    char err[160] = "";
+    flush_held(p);
+    for (size_t i = 0; i < n; i++) {
+        uint64_t seq = p->batch[i].seq;
+        if (p->dropped[i]) {
+            ack(p, seq, true, NULL);
+            continue;
+        }
+        struct gm_qrecord q;
+        to_qrecord(&p->batch[i], &q);
+        if (atomic_load(&p->healthy) && p->be->write_batch(p->state, &q, 1, err, sizeof err) == 0) {
+            atomic_fetch_add(&p->records, 1);
+            ack(p, seq, true, NULL);
+            continue;
+        }
+        if (atomic_load(&p->healthy) && p->be->alive(p->state)) {
+            gm_log(GM_LOG_ERROR, "persistence: %s refused one record: %s", p->be->name, err);
+            ack(p, seq, false, err);
+            continue;
+        }
+        /* the connection went meanwhile: the rest waits for the backend */
+        if (p->batch[i].op != GM_QOP_COUNTER)
+            hold_done(p, &p->batch[i]);
+        ack(p, seq, false, err[0] ? err : "the queue backend is unavailable");
+        if (atomic_exchange(&p->healthy, 0))
+            schedule_retry(p);
+    }
+    atomic_fetch_add(&p->batches, 1);
+}
+
 /* Writes one batch (plus held DONEs); acknowledges it. */
 static void
 write_batch(struct gm_persist *p, size_t n)
@@ -292,6 +327,12 @@ write_batch(struct gm_persist *p, size_t n)
     atomic_fetch_add(&p->failures, 1);
     gm_log(GM_LOG_ERROR, "persistence: %s backend failed a batch of %zu records: %s", p->be->name, m,
            err);
+    if (p->be->alive && p->be->alive(p->state)) {
+        /* The backend refused a record, not the connection: find the bad
+           ones and refuse only those jobs. */
+        write_one_by_one(p, n);
+        return;
+    }
     /* A failed commit may still have happened (the connection died before
        the answer came): the ADDs of this batch are refused to their
        submitters, so their rows, if any, must go too.  DONEs for them are

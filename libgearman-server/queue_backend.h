@@ -96,6 +96,11 @@ struct gm_queue_backend {
        none was stored; returns 0 or -1 with a reason in err. */
     int (*load_counter)(void *state, uint64_t *next, char *err, size_t errlen);
 
+    /* After a failed write_batch: true if the backend itself is still fine
+       (a record was refused, not the connection lost), so the batch may be
+       retried record by record.  NULL: never. */
+    bool (*alive)(void *state);
+
     /* Tries to restore a lost connection; returns 0 when usable again. */
     int (*reconnect)(void *state, char *err, size_t errlen);
 

@@ -182,6 +182,7 @@ view_jobs(void *arg, const char *function, size_t function_len, const char *stat
             vj.retries = j->retries;
             vj.clients = j->nclients;
             vj.background = (j->flags & GM_JOB_BACKGROUND) != 0;
+            vj.cancelled = (j->flags & GM_JOB_CANCELLED) != 0;
             cb(cb_arg, &vj);
         }
         matched++;
@@ -195,7 +196,7 @@ view_cancel(void *arg, const char *handle, size_t len)
 {
     struct gm_dispatcher *d = arg;
     struct gm_job *job = gm_disp_job_by_handle(d, handle, len);
-    if (!job)
+    if (!job || (job->flags & GM_JOB_CANCELLED))
         return -1;
     gm_disp_job_cancel(d, job);
     return 0;

@@ -164,6 +164,17 @@ mc_write_batch(void *state, const struct gm_qrecord *recs, size_t n, char *err, 
         if (rc != MEMCACHED_SUCCESS) {
             snprintf(err, errlen, "%s: %s", r->op == GM_QOP_ADD ? "set" : "delete",
                      memcached_strerror(c->m, rc));
+            /* All or nothing: take back the jobs this batch already stored
+               (removals already made were for finished jobs: keep them). */
+            for (size_t k = 0; k < i; k++) {
+                if (recs[k].op != GM_QOP_ADD)
+                    continue;
+                size_t ul;
+                char *uk = key_for(c, recs[k].handle, recs[k].handle_len, &ul);
+                if (uk)
+                    memcached_delete(c->m, uk, ul, 0);
+                free(uk);
+            }
             return -1;
         }
     }
@@ -334,7 +345,8 @@ mc_replay(void *state, gm_qrow_cb cb, void *arg, char *err, size_t errlen)
     struct keylist kl = {NULL, 0, 0, c->prefix, c->prefix_len};
     list_keys(c, &kl);
     /* memcached keeps no order: sort so older handles come first. */
-    qsort(kl.key, kl.n, sizeof *kl.key, cmp_key);
+    if (kl.n)
+        qsort(kl.key, kl.n, sizeof *kl.key, cmp_key);
     uint64_t migrated = 0;
     for (size_t i = 0; i < kl.n; i++) {
         size_t vlen = 0;
@@ -432,6 +444,13 @@ mc_load_counter(void *state, uint64_t *next, char *err, size_t errlen)
     return 0;
 }
 
+static bool
+mc_alive(void *state)
+{
+    struct mc *c = state;
+    return memcached_version(c->m) == MEMCACHED_SUCCESS;
+}
+
 static int
 mc_reconnect(void *state, char *err, size_t errlen)
 {
@@ -469,6 +488,7 @@ const struct gm_queue_backend gm_queue_memcached = {
     .replay = mc_replay,
     .write_batch = mc_write_batch,
     .load_counter = mc_load_counter,
+    .alive = mc_alive,
     .reconnect = mc_reconnect,
     .close = mc_close,
 };

@@ -210,9 +210,9 @@ setup_table(struct pg *p, char *err, size_t errlen)
         return -1;
     if (layout == 0)
         return run_fmt(p, err, errlen,
-                       "CREATE TABLE IF NOT EXISTS %s (unique_key VARCHAR(64), function_name "
-                       "VARCHAR(255), priority INTEGER, data BYTEA, when_to_run BIGINT, "
-                       "job_handle VARCHAR(64) PRIMARY KEY, seq BIGSERIAL)",
+                       "CREATE TABLE IF NOT EXISTS %s (unique_key TEXT, function_name TEXT, "
+                       "priority INTEGER, data BYTEA, when_to_run BIGINT, "
+                       "job_handle TEXT PRIMARY KEY, seq BIGSERIAL)",
                        p->table);
     if (layout == 1)
         return 0;
@@ -436,6 +436,13 @@ pg_load_counter(void *state, uint64_t *next, char *err, size_t errlen)
     return 0;
 }
 
+static bool
+pg_alive(void *state)
+{
+    struct pg *p = state;
+    return PQstatus(p->conn) == CONNECTION_OK && PQtransactionStatus(p->conn) == PQTRANS_IDLE;
+}
+
 static int
 pg_reconnect(void *state, char *err, size_t errlen)
 {
@@ -479,6 +486,7 @@ const struct gm_queue_backend gm_queue_postgres = {
     .replay = pg_replay,
     .write_batch = pg_write_batch,
     .load_counter = pg_load_counter,
+    .alive = pg_alive,
     .reconnect = pg_reconnect,
     .close = pg_close,
 };

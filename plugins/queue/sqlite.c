@@ -346,6 +346,13 @@ sq_load_counter(void *state, uint64_t *next, char *err, size_t errlen)
     return 0;
 }
 
+static bool
+sq_alive(void *state)
+{
+    (void)state;
+    return true; /* a local file: a failed batch is a refused record (or a full disk) */
+}
+
 static int
 sq_reconnect(void *state, char *err, size_t errlen)
 {
@@ -384,6 +391,7 @@ const struct gm_queue_backend gm_queue_sqlite = {
     .replay = sq_replay,
     .write_batch = sq_write_batch,
     .load_counter = sq_load_counter,
+    .alive = sq_alive,
     .reconnect = sq_reconnect,
     .close = sq_close,
 };

@@ -166,6 +166,7 @@ reason(int status)
 {
     switch (status) {
     case 200: return "OK";
+    case 204: return "No Content";
     case 400: return "Bad Request";
     case 403: return "Forbidden";
     case 404: return "Not Found";
@@ -266,10 +267,31 @@ value_is(const char *v, size_t n, const char *word)
     return n == strlen(word) && strncasecmp(v, word, n) == 0;
 }
 
+/* Whether a comma-separated header value (Connection: TE, close) holds word. */
+static bool
+list_has(const char *v, size_t n, const char *word)
+{
+    const char *end = v + n;
+    while (v < end) {
+        while (v < end && (*v == ' ' || *v == '\t' || *v == ','))
+            v++;
+        const char *t = v;
+        while (v < end && *v != ',')
+            v++;
+        const char *e = v;
+        while (e > t && (e[-1] == ' ' || e[-1] == '\t'))
+            e--;
+        if (value_is(t, (size_t)(e - t), word))
+            return true;
+    }
+    return false;
+}
+
 static bool
 is_serve_path(const char *p, size_t n)
 {
     return n == 0 || (n == 10 && memcmp(p, "index.html", 10) == 0) || (n == 6 && memcmp(p, "health", 6) == 0) ||
+           (n == 11 && memcmp(p, "favicon.ico", 11) == 0) ||
            (n == 7 && memcmp(p, "metrics", 7) == 0) || (n >= 4 && memcmp(p, "api/", 4) == 0) ||
            (n == 3 && memcmp(p, "api", 3) == 0);
 }
@@ -350,8 +372,7 @@ http_parse(void *st, const char *buf, size_t len, uint32_t max_body, struct gm_f
         size_t n;
         const char *v;
         if ((v = header_value(l, e, "Content-Length", &n))) {
-            clen = 0;
-            has_len = true;
+            uint64_t this_len = 0;
             if (n == 0 || n > 12) {
                 *err_out = respond_error(400, req->minor, "bad Content-Length");
                 return -1;
@@ -361,8 +382,16 @@ http_parse(void *st, const char *buf, size_t len, uint32_t max_body, struct gm_f
                     *err_out = respond_error(400, req->minor, "bad Content-Length");
                     return -1;
                 }
-                clen = clen * 10 + (uint64_t)(v[i] - '0');
+                this_len = this_len * 10 + (uint64_t)(v[i] - '0');
             }
+            /* Two different lengths make the framing ambiguous (request
+               smuggling): refuse. */
+            if (has_len && this_len != clen) {
+                *err_out = respond_error(400, req->minor, "conflicting Content-Length headers");
+                return -1;
+            }
+            clen = this_len;
+            has_len = true;
         } else if ((v = header_value(l, e, "Transfer-Encoding", &n)) && !value_is(v, n, "identity")) {
             *err_out = respond_error(411, req->minor, "chunked bodies are not supported: send Content-Length");
             return -1;
@@ -383,9 +412,9 @@ http_parse(void *st, const char *buf, size_t len, uint32_t max_body, struct gm_f
             else if (value_is(v, n, "low"))
                 req->flags |= GM_FE_LOW;
         } else if ((v = header_value(l, e, "Connection", &n))) {
-            if (value_is(v, n, "close"))
+            if (list_has(v, n, "close"))
                 keep_alive = false;
-            else if (value_is(v, n, "keep-alive"))
+            else if (list_has(v, n, "keep-alive"))
                 keep_alive = true;
         }
         l = e + 1;
@@ -623,9 +652,9 @@ add_job_json(void *arg, const struct gm_view_job *j)
     buf_str(w, ",\"unique\":");
     buf_json_str(w, j->unique, j->unique_len);
     buf_fmt(w, ",\"priority\":\"%s\",\"state\":\"%s\",\"age_s\":%.3f,\"run_at\":%lld,\"retries\":%u,"
-               "\"clients\":%u,\"background\":%s}",
+               "\"clients\":%u,\"background\":%s,\"cancelled\":%s}",
             prio_name[j->priority % 3], j->state, j->age_ms / 1000.0, (long long)j->run_at, j->retries, j->clients,
-            j->background ? "true" : "false");
+            j->background ? "true" : "false", j->cancelled ? "true" : "false");
 }
 
 struct metrics_ctx {
@@ -736,6 +765,8 @@ http_serve(const char *request, const struct gm_fe_req *r, bool loopback, bool a
         return respond(200, r->minor, keep, head, "text/html; charset=utf-8", "Cache-Control: no-cache\r\n",
                        gm_monitor_page, gm_monitor_page_len);
     }
+    if (path_is(request, r, "favicon.ico"))
+        return respond(204, r->minor, keep, head, NULL, "Cache-Control: max-age=86400\r\n", "", 0);
     if (path_is(request, r, "health")) {
         struct gm_view_server s;
         v->server(v->d, &s);

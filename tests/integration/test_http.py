@@ -1,0 +1,1501 @@
+#!/usr/bin/env python3
+"""The HTTP front-end (-r http --http-port N): job submission of every kind,
+keep-alive and pipelining, malformed requests, large bodies, the JSON views
+(/api/status, /api/workers, /api/jobs, POST /api/jobs/cancel), /health,
+/metrics (read by a small Prometheus text-format parser written here) and
+the monitor page.
+
+gearmand 1.1.20 (reference section 6) is followed where it works: the
+function is the path, X-Gearman-Unique / -Background / -Priority headers,
+X-Gearman-Job-Handle and X-Gearman-Command in the answer, the default unique
+"-" (identical bodies coalesce).  Its bugs are fixed: WORK_DATA chunks are
+joined in the body before WORK_COMPLETE's data, the connection is kept alive
+(HTTP/1.1), and the handle of a WORK_FAIL answer is whole.
+
+Jobs are answered by raw workers (gmtest.Conn); HTTP is spoken over raw
+sockets so that the bytes can be checked exactly.
+"""
+
+import http.client
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+
+import gmtest  # noqa: E402
+import services  # noqa: E402
+from gmtest import Server, fail, free_port, test, wait_until  # noqa: E402
+
+PREFIX = "H:http"
+DEBIAN_GEARMAND = "/usr/sbin/gearmand"
+
+
+# ----------------------------------------------------------------------
+# servers and workers
+
+class HttpServer(Server):
+    """A gearmand with the HTTP front-end on its own free port."""
+
+    def __init__(self, *args, **kw):
+        self.http_port = free_port()
+        super().__init__("-r", "http", "--http-port", str(self.http_port), "--job-handle-prefix", PREFIX,
+                         *args, **kw)
+
+    def start(self, wait=10.0):
+        super().start(wait)
+        deadline = time.time() + wait
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.http_port), timeout=0.5).close()
+                return self
+            except OSError:
+                if time.time() > deadline:
+                    raise RuntimeError("the HTTP port %d does not accept connections" % self.http_port)
+                time.sleep(0.05)
+
+    def http(self, host="127.0.0.1", timeout=10.0):
+        return HttpConn(host, self.http_port, timeout)
+
+
+def worker(s, *functions, client_id=None):
+    w = s.conn()
+    if client_id:
+        w.send_packet("SET_CLIENT_ID", client_id)
+    for f in functions:
+        w.send_packet("CAN_DO", f)
+    sync(w)
+    return w
+
+
+def sync(c):
+    """Waits until everything sent on c so far has been processed."""
+    c.send_packet("ECHO_REQ", "sync")
+    c.expect_packet("ECHO_RES", "sync")
+
+
+def grab(w, uniq=False):
+    """GRAB_JOB (or GRAB_JOB_UNIQ); returns (handle, function, [unique,]
+    data) as str.../bytes, or None on NO_JOB."""
+    w.send_packet("GRAB_JOB_UNIQ" if uniq else "GRAB_JOB")
+    p = w.recv_packet()
+    if p.name == "NO_JOB":
+        return None
+    if uniq:
+        assert p.name == "JOB_ASSIGN_UNIQ", p
+        h, fn, u, data = p.fields(4)
+        return h.decode(), fn.decode(), u, data
+    assert p.name == "JOB_ASSIGN", p
+    h, fn, data = p.fields(3)
+    return h.decode(), fn.decode(), data
+
+
+def grab_wait(w, uniq=False, timeout=5.0):
+    """Grabs until a job is there (the submission may still be on its way)."""
+    deadline = time.time() + timeout
+    while True:
+        j = grab(w, uniq)
+        if j:
+            return j
+        if time.time() > deadline:
+            fail("no job arrived for the worker within %.1fs" % timeout)
+        time.sleep(0.02)
+
+
+def admin_status(s, fn):
+    """The (total, running, workers) of the admin `status` line for fn."""
+    with s.conn() as a:
+        for line in a.admin("status").decode().splitlines():
+            f = line.split("\t")
+            if f[0] == fn:
+                return tuple(int(x) for x in f[1:])
+    return None
+
+
+# ----------------------------------------------------------------------
+# HTTP over a raw socket
+
+class Response:
+    def __init__(self, head, body):
+        self.head = head
+        self.body = body
+        lines = head.decode("latin-1").split("\r\n")
+        self.status_line = lines[0]
+        parts = self.status_line.split(" ", 2)
+        self.version = parts[0]
+        self.status = int(parts[1])
+        self.reason = parts[2] if len(parts) > 2 else ""
+        self.header_list = []
+        for line in lines[1:]:
+            if not line:
+                continue
+            name, _, value = line.partition(":")
+            self.header_list.append((name.strip().lower(), value.strip()))
+        self.headers = dict(self.header_list)
+
+    def h(self, name):
+        return self.headers.get(name.lower())
+
+    def json(self):
+        assert (self.h("content-type") or "").startswith("application/json"), self.h("content-type")
+        return json.loads(self.body.decode())
+
+    def __repr__(self):
+        return "Response(%r, %r)" % (self.head[:400], self.body[:200])
+
+
+class HttpConn(gmtest.Conn):
+    """One HTTP connection, byte for byte (gmtest.Conn's buffering)."""
+
+    def __init__(self, host, port, timeout=10.0):
+        super().__init__(port, host=host, timeout=timeout)
+
+    def request(self, method, path, headers=(), body=b"", version="HTTP/1.1", length=True):
+        self.send(build(method, path, headers, body, version, length))
+
+    def response(self, timeout=None, head_only=False):
+        """Reads one response: the head (up to the blank line) and a body of
+        Content-Length bytes."""
+        head = self.read_until(b"\r\n\r\n", timeout)
+        r = Response(head, b"")
+        assert "content-length" in r.headers, "no Content-Length in %r" % head
+        n = int(r.h("content-length"))
+        if not head_only and n:
+            r.body = self.recv_exact(n, timeout)
+        return r
+
+    def roundtrip(self, method, path, headers=(), body=b"", version="HTTP/1.1", timeout=None):
+        self.request(method, path, headers, body, version)
+        return self.response(timeout, head_only=(method == "HEAD"))
+
+
+def build(method, path, headers=(), body=b"", version="HTTP/1.1", length=True):
+    if isinstance(body, str):
+        body = body.encode()
+    lines = ["%s %s %s" % (method, path, version)]
+    lines += ["%s: %s" % hv for hv in headers]
+    if length and (body or method in ("POST", "PUT")):
+        lines.append("Content-Length: %d" % len(body))
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def get(s, path, headers=(), method="GET", body=b""):
+    """One request on a fresh connection (Connection: close)."""
+    with s.http() as c:
+        r = c.roundtrip(method, path, list(headers) + [("Connection", "close")], body)
+        assert c.closed(), "the server kept the connection open after Connection: close"
+        return r
+
+
+def get_json(s, path):
+    r = get(s, path)
+    assert r.status == 200, r
+    return r.json()
+
+
+def check_job_response(r, handle, command, body, version="HTTP/1.1", keep_alive=True):
+    """A job answer: the status line, X-Gearman-* headers and the exact body."""
+    assert r.status_line == "%s 200 OK" % version, r
+    assert r.h("x-gearman-job-handle") == handle, "handle %r, want %r" % (r.h("x-gearman-job-handle"), handle)
+    assert r.h("x-gearman-command") == command, "command %r, want %r" % (r.h("x-gearman-command"), command)
+    assert r.h("content-length") == str(len(body)), r
+    assert r.body == body, "body %r, want %r" % (r.body[:200], body[:200])
+    assert r.h("connection") == ("keep-alive" if keep_alive else "close"), r
+
+
+def raw_exchange(port, data, host="127.0.0.1", timeout=5.0):
+    """Sends bytes on a fresh connection and reads until the server closes;
+    returns what it sent back."""
+    s = socket.create_connection((host, port), timeout=timeout)
+    try:
+        s.sendall(data)
+        out = b""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                chunk = s.recv(1 << 16)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        else:
+            fail("the server did not close the connection after %r; got %r" % (data[:100], out[:300]))
+        return out
+    finally:
+        s.close()
+
+
+# ----------------------------------------------------------------------
+# Prometheus text format (0.0.4), strict enough to catch what promtool would
+
+METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+TYPES = ("counter", "gauge", "histogram", "summary", "untyped")
+
+
+def parse_float(s):
+    if s in ("+Inf", "Inf"):
+        return float("inf")
+    if s == "-Inf":
+        return float("-inf")
+    if s == "NaN":
+        return float("nan")
+    if not re.fullmatch(r"[-+]?(\d+\.?\d*([eE][-+]?\d+)?|\.\d+([eE][-+]?\d+)?)", s):
+        raise ValueError("bad sample value %r" % s)
+    return float(s)
+
+
+def parse_labels(text, i, lineno):
+    """Parses `{name="value",...}` from text[i] == '{'; returns (labels, next i)."""
+    labels = {}
+    i += 1
+    while True:
+        if text[i] == "}":
+            return labels, i + 1
+        m = LABEL_NAME.match(text, i)
+        if not m:
+            raise ValueError("line %d: bad label name at %r" % (lineno, text[i:]))
+        name = m.group(0)
+        i = m.end()
+        if text[i:i + 2] != '="':
+            raise ValueError("line %d: expected =\" after label %s" % (lineno, name))
+        i += 2
+        val = []
+        while True:
+            if i >= len(text):
+                raise ValueError("line %d: unterminated label value" % lineno)
+            ch = text[i]
+            if ch == "\\":
+                nxt = text[i + 1:i + 2]
+                if nxt == "\\":
+                    val.append("\\")
+                elif nxt == '"':
+                    val.append('"')
+                elif nxt == "n":
+                    val.append("\n")
+                else:
+                    raise ValueError("line %d: bad escape \\%s in label value" % (lineno, nxt))
+                i += 2
+            elif ch == '"':
+                i += 1
+                break
+            elif ch == "\n":
+                raise ValueError("line %d: raw newline in label value" % lineno)
+            else:
+                val.append(ch)
+                i += 1
+        if name in labels:
+            raise ValueError("line %d: label %s twice" % (lineno, name))
+        labels[name] = "".join(val)
+        if text[i] == ",":
+            i += 1
+        elif text[i] != "}":
+            raise ValueError("line %d: expected , or } after a label value" % lineno)
+
+
+def parse_prometheus(text):
+    """Parses the text exposition format; returns (types, helps, samples)
+    where samples maps (name, frozenset(labels.items())) -> float.  Raises
+    ValueError on anything promtool would reject, and on what these
+    metrics promise: every sample's family has a TYPE (and a HELP) given
+    before its samples, counters end in _total."""
+    if text and not text.endswith("\n"):
+        raise ValueError("the exposition does not end with a newline")
+    types, helps, samples, seen_sample = {}, {}, {}, set()
+    for lineno, line in enumerate(text.split("\n")[:-1], 1):
+        if line == "":
+            continue
+        if line.startswith("#"):
+            parts = line.split(" ", 3)
+            if len(parts) >= 3 and parts[1] in ("HELP", "TYPE"):
+                name = parts[2]
+                if not METRIC_NAME.fullmatch(name):
+                    raise ValueError("line %d: bad metric name %r" % (lineno, name))
+                if parts[1] == "TYPE":
+                    t = parts[3] if len(parts) > 3 else ""
+                    if t not in TYPES:
+                        raise ValueError("line %d: bad type %r" % (lineno, t))
+                    if name in types:
+                        raise ValueError("line %d: second TYPE for %s" % (lineno, name))
+                    if name in seen_sample:
+                        raise ValueError("line %d: TYPE for %s after its samples" % (lineno, name))
+                    types[name] = t
+                else:
+                    if name in helps:
+                        raise ValueError("line %d: second HELP for %s" % (lineno, name))
+                    helps[name] = parts[3] if len(parts) > 3 else ""
+            continue
+        m = METRIC_NAME.match(line)
+        if not m:
+            raise ValueError("line %d: bad metric name in %r" % (lineno, line))
+        name = m.group(0)
+        i = m.end()
+        labels = {}
+        if i < len(line) and line[i] == "{":
+            labels, i = parse_labels(line, i, lineno)
+        if i >= len(line) or line[i] != " ":
+            raise ValueError("line %d: expected a space before the value in %r" % (lineno, line))
+        rest = line[i + 1:].split(" ")
+        if len(rest) not in (1, 2):
+            raise ValueError("line %d: trailing garbage in %r" % (lineno, line))
+        value = parse_float(rest[0])
+        if len(rest) == 2 and not re.fullmatch(r"-?\d+", rest[1]):
+            raise ValueError("line %d: bad timestamp %r" % (lineno, rest[1]))
+        family = name
+        if name not in types:
+            for suffix in ("_bucket", "_sum", "_count"):
+                base = name[:-len(suffix)]
+                if name.endswith(suffix) and types.get(base) in ("histogram", "summary"):
+                    family = base
+        if family not in types:
+            raise ValueError("line %d: sample %s has no TYPE before it" % (lineno, name))
+        if family not in helps:
+            raise ValueError("line %d: sample %s has no HELP" % (lineno, name))
+        if types[family] == "counter" and not name.endswith("_total"):
+            raise ValueError("line %d: counter %s does not end in _total" % (lineno, name))
+        if types[family] == "counter" and value < 0:
+            raise ValueError("line %d: negative counter %s" % (lineno, name))
+        key = (name, frozenset(labels.items()))
+        if key in samples:
+            raise ValueError("line %d: duplicate series %s%r" % (lineno, name, labels))
+        samples[key] = value
+        seen_sample.add(family)
+    return types, helps, samples
+
+
+class Metrics:
+    def __init__(self, text):
+        self.text = text
+        self.types, self.helps, self.samples = parse_prometheus(text)
+
+    def get(self, name, **labels):
+        key = (name, frozenset(labels.items()))
+        if key not in self.samples:
+            fail("no sample %s%r in:\n%s" % (name, labels, self.text))
+        return self.samples[key]
+
+    def has(self, name, **labels):
+        return (name, frozenset(labels.items())) in self.samples
+
+    def series(self, name):
+        return {k[1]: v for k, v in self.samples.items() if k[0] == name}
+
+
+def metrics(s):
+    r = get(s, "/metrics")
+    assert r.status == 200, r
+    assert r.h("content-type").startswith("text/plain; version=0.0.4"), r.h("content-type")
+    return Metrics(r.body.decode("utf-8"))
+
+
+@test
+def test_prometheus_parser_rejects_what_it_must():
+    # the parser itself: it must be able to fail
+    good = ('# HELP a_total A.\n# TYPE a_total counter\na_total{f="x\\"y\\\\z\\n"} 3\n'
+            '# HELP g G.\n# TYPE g gauge\ng 1.5e3\ng{a="b"} NaN\n')
+    _, _, samples = parse_prometheus(good)
+    assert samples[("a_total", frozenset({("f", 'x"y\\z\n')}))] == 3
+    assert samples[("g", frozenset())] == 1500.0
+    bad = [
+        "x 1\n",                                              # no TYPE
+        "# TYPE c counter\n# HELP c C.\nc 1\n",               # counter not ending in _total
+        '# HELP g G.\n# TYPE g gauge\ng{a="b} 1\n',           # unterminated label
+        '# HELP g G.\n# TYPE g gauge\ng{a="\\q"} 1\n',        # bad escape
+        "# HELP g G.\n# TYPE g gauge\ng one\n",               # bad value
+        "# HELP g G.\n# TYPE g gauge\ng 1\ng 2\n",            # duplicate series
+        "# HELP g G.\n# TYPE g gauge\ng 1",                   # no final newline
+        "# HELP g G.\n# TYPE g nonsense\ng 1\n",              # bad type
+        "# HELP 1g G.\n# TYPE 1g gauge\n",                    # bad name
+        "# HELP g G.\ng 1\n# TYPE g gauge\n",                 # TYPE after samples
+    ]
+    for b in bad:
+        try:
+            parse_prometheus(b)
+        except ValueError:
+            continue
+        fail("the parser accepted %r" % b)
+
+
+# ----------------------------------------------------------------------
+# job submission
+
+@test
+def test_foreground_get_post_put_answered_by_worker():
+    with HttpServer() as s:
+        w = worker(s, "echo")
+        c = s.http()
+        for i, method in enumerate(("GET", "POST", "PUT")):
+            body = b"" if method == "GET" else ("payload of %s\0with a NUL" % method).encode()
+            c.request(method, "/echo", [("X-Gearman-Unique", "u-%s" % method)], body)
+            h, fn, u, data = grab_wait(w, uniq=True)
+            assert fn == "echo" and u == ("u-%s" % method).encode() and data == body, (fn, u, data)
+            assert h == "%s:%d" % (PREFIX, i + 1), h
+            c.nothing(0.1)                      # no answer before the worker's
+            result = b"result\0of " + method.encode() + b"\r\n\r\n"
+            w.send_packet("WORK_COMPLETE", h, result)
+            r = c.response()
+            check_job_response(r, h, "WORK_COMPLETE", result)
+            assert r.h("content-type") == "application/octet-stream", r
+        # the exact bytes of one answer
+        c.request("POST", "/echo", [("X-Gearman-Unique", "exact")], b"in")
+        h, _, _ = grab_wait(w)
+        w.send_packet("WORK_COMPLETE", h, b"OUT")
+        head = c.read_until(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        assert lines[0] == b"HTTP/1.1 200 OK", head
+        assert b"X-Gearman-Job-Handle: " + h.encode() in lines and b"X-Gearman-Command: WORK_COMPLETE" in lines, head
+        assert b"Content-Length: 3" in lines and b"Connection: keep-alive" in lines, head
+        assert c.recv_exact(3) == b"OUT"
+        c.nothing(0.1)
+        c.close()
+        w.close()
+
+
+@test
+def test_function_name_is_the_path_without_leading_slashes():
+    with HttpServer() as s:
+        w = worker(s, "dir/fn")
+        with s.http() as c:
+            c.request("POST", "//dir/fn", [("X-Gearman-Unique", "p")], b"x")
+            h, fn, data = grab_wait(w)
+            assert fn == "dir/fn" and data == b"x", (fn, data)
+            w.send_packet("WORK_COMPLETE", h, b"y")
+            check_job_response(c.response(), h, "WORK_COMPLETE", b"y")
+        w.close()
+
+
+@test
+def test_work_data_chunks_are_joined_before_work_complete_data():
+    with HttpServer() as s:
+        w = worker(s, "chunky")
+        with s.http() as c:
+            c.request("POST", "/chunky", [("X-Gearman-Unique", "c1")], b"go")
+            h, _, _ = grab_wait(w)
+            w.send_packet("WORK_DATA", h, b"first;")
+            w.send_packet("WORK_STATUS", h, "1", "3")
+            w.send_packet("WORK_DATA", h, b"sec\0ond;")
+            w.send_packet("WORK_WARNING", h, b"careful")
+            w.send_packet("WORK_DATA", h, b"")
+            w.send_packet("WORK_DATA", h, b"third;")
+            sync(w)
+            c.nothing(0.2)                      # nothing is answered before WORK_COMPLETE
+            w.send_packet("WORK_COMPLETE", h, b"last")
+            check_job_response(c.response(), h, "WORK_COMPLETE", b"first;sec\0ond;third;last")
+            # a second job on the same connection starts with an empty body
+            c.request("POST", "/chunky", [("X-Gearman-Unique", "c2")], b"go")
+            h2, _, _ = grab_wait(w)
+            w.send_packet("WORK_DATA", h2, b"only")
+            w.send_packet("WORK_COMPLETE", h2, b"")
+            check_job_response(c.response(), h2, "WORK_COMPLETE", b"only")
+        w.close()
+
+
+@test
+def test_background_submission_answers_job_created_and_queues_the_job():
+    with HttpServer() as s:
+        with s.http() as c:
+            r = c.roundtrip("POST", "/bg", [("X-Gearman-Background", "true"), ("X-Gearman-Unique", "b1")],
+                            b"bg data")
+            h = PREFIX + ":1"
+            check_job_response(r, h, "JOB_CREATED", b"")
+            assert admin_status(s, "bg") == (1, 0, 0), admin_status(s, "bg")
+            jobs = get_json(s, "/api/jobs")["jobs"]
+            assert len(jobs) == 1 and jobs[0]["handle"] == h and jobs[0]["background"] is True, jobs
+            assert jobs[0]["state"] == "queued" and jobs[0]["unique"] == "b1", jobs
+            # the connection stays usable; a worker gets the job later
+            r = c.roundtrip("GET", "/health")
+            assert r.status == 200, r
+        w = worker(s, "bg")
+        j = grab(w, uniq=True)
+        assert j == (h, "bg", b"b1", b"bg data"), j
+        w.send_packet("WORK_COMPLETE", h, b"done")
+        sync(w)
+        assert admin_status(s, "bg") == (0, 0, 1)
+        w.close()
+
+
+@test
+def test_background_header_other_than_true_runs_in_the_foreground():
+    with HttpServer() as s:
+        w = worker(s, "fgbg")
+        with s.http() as c:
+            c.request("POST", "/fgbg", [("X-Gearman-Background", "false"), ("X-Gearman-Unique", "f")], b"x")
+            h, _, _ = grab_wait(w)
+            c.nothing(0.1)
+            w.send_packet("WORK_COMPLETE", h, b"fg")
+            check_job_response(c.response(), h, "WORK_COMPLETE", b"fg")
+        w.close()
+
+
+@test
+def test_priority_header_orders_jobs_for_the_worker():
+    with HttpServer() as s:
+        with s.http() as c:
+            for prio, data in (("low", "L1"), (None, "N1"), ("high", "H1"), ("low", "L2"), ("high", "H2"),
+                               (None, "N2"), ("bogus", "N3")):
+                hdrs = [("X-Gearman-Background", "true"), ("X-Gearman-Unique", data)]
+                if prio:
+                    hdrs.append(("X-Gearman-Priority", prio))
+                r = c.roundtrip("POST", "/prio", hdrs, data)
+                assert r.status == 200 and r.h("x-gearman-command") == "JOB_CREATED", r
+        jobs = get_json(s, "/api/jobs?function=prio")["jobs"]
+        by_unique = {j["unique"]: j["priority"] for j in jobs}
+        assert by_unique == {"L1": "low", "L2": "low", "N1": "normal", "N2": "normal", "N3": "normal",
+                             "H1": "high", "H2": "high"}, by_unique
+        m = metrics(s)
+        assert m.get("gearman_jobs_queued", function="prio", priority="high") == 2
+        assert m.get("gearman_jobs_queued", function="prio", priority="normal") == 3
+        assert m.get("gearman_jobs_queued", function="prio", priority="low") == 2
+        w = worker(s, "prio")
+        order = []
+        for _ in range(7):
+            h, _, data = grab(w)
+            order.append(data.decode())
+            w.send_packet("WORK_COMPLETE", h, b"")
+        assert order == ["H1", "H2", "N1", "N2", "N3", "L1", "L2"], order
+        # foreground jobs too: a high one overtakes a queued low one
+        c1, c2 = s.http(), s.http()
+        c1.request("POST", "/prio", [("X-Gearman-Priority", "low"), ("X-Gearman-Unique", "fl")], b"fg-low")
+        wait_until(lambda: admin_status(s, "prio")[0] == 1, what="the low job")
+        c2.request("POST", "/prio", [("X-Gearman-Priority", "high"), ("X-Gearman-Unique", "fh")], b"fg-high")
+        wait_until(lambda: admin_status(s, "prio")[0] == 2, what="the high job")
+        h1, _, d1 = grab(w)
+        h2, _, d2 = grab(w)
+        assert (d1, d2) == (b"fg-high", b"fg-low"), (d1, d2)
+        w.send_packet("WORK_COMPLETE", h1, b"hi")
+        w.send_packet("WORK_COMPLETE", h2, b"lo")
+        check_job_response(c2.response(), h1, "WORK_COMPLETE", b"hi")
+        check_job_response(c1.response(), h2, "WORK_COMPLETE", b"lo")
+        c1.close()
+        c2.close()
+        w.close()
+
+
+@test
+def test_unique_header_coalesces_requests_onto_one_job():
+    with HttpServer() as s:
+        w = worker(s, "co")
+        c1, c2, c3 = s.http(), s.http(), s.http()
+        c1.request("POST", "/co", [("X-Gearman-Unique", "same-key")], b"first body")
+        wait_until(lambda: admin_status(s, "co")[0] == 1, what="the first job")
+        c2.request("POST", "/co", [("X-Gearman-Unique", "same-key")], b"second body")
+        c3.request("POST", "/co", [("X-Gearman-Unique", "other-key")], b"first body")
+
+        def settled():
+            jobs = get_json(s, "/api/jobs?function=co")["jobs"]
+            return jobs if len(jobs) == 2 and sum(j["clients"] for j in jobs) == 3 else None
+        jobs = wait_until(settled, what="two jobs with three clients")
+        same = [j for j in jobs if j["unique"] == "same-key"]
+        assert len(same) == 1 and same[0]["clients"] == 2, jobs
+        got = {}
+        for _ in range(2):
+            h, _, u, data = grab(w, uniq=True)
+            got[u] = (h, data)
+        assert grab(w) is None
+        assert got[b"same-key"][1] == b"first body", got      # the later data is ignored
+        w.send_packet("WORK_COMPLETE", got[b"same-key"][0], b"shared")
+        w.send_packet("WORK_COMPLETE", got[b"other-key"][0], b"own")
+        check_job_response(c1.response(), got[b"same-key"][0], "WORK_COMPLETE", b"shared")
+        check_job_response(c2.response(), got[b"same-key"][0], "WORK_COMPLETE", b"shared")
+        check_job_response(c3.response(), got[b"other-key"][0], "WORK_COMPLETE", b"own")
+        # an empty X-Gearman-Unique means no coalescing at all
+        c1.request("POST", "/co", [("X-Gearman-Unique", "")], b"same")
+        wait_until(lambda: admin_status(s, "co")[0] == 1, what="the first empty-unique job")
+        c2.request("POST", "/co", [("X-Gearman-Unique", "")], b"same")
+        wait_until(lambda: admin_status(s, "co")[0] == 2, what="a second job for an empty unique")
+        for _ in range(2):
+            h, _, u, data = grab(w, uniq=True)
+            assert (u, data) == (b"", b"same"), (u, data)
+            w.send_packet("WORK_COMPLETE", h, h)
+        r1, r2 = c1.response(), c2.response()
+        assert r1.h("x-gearman-job-handle") != r2.h("x-gearman-job-handle"), (r1, r2)
+        for r in (r1, r2):
+            check_job_response(r, r.h("x-gearman-job-handle"), "WORK_COMPLETE", r.h("x-gearman-job-handle").encode())
+        for c in (c1, c2, c3):
+            c.close()
+        w.close()
+
+
+def default_unique_scenario(s, ours=True):
+    """Without X-Gearman-Unique: identical bodies coalesce (unique "-"),
+    another body is another job.  Returns (responses, jobs the worker saw)."""
+    w = worker(s, "dash")
+    conns = [s.http() for _ in range(3)]
+    conns[0].request("POST", "/dash", [], b"same")
+    wait_until(lambda: admin_status(s, "dash")[0] == 1, what="the first job")
+    conns[1].request("POST", "/dash", [], b"same")
+    conns[2].request("POST", "/dash", [], b"different")
+    wait_until(lambda: admin_status(s, "dash")[0] == 2, what="the second job")
+    if ours:
+        wait_until(lambda: sum(j["clients"] for j in get_json(s, "/api/jobs?function=dash")["jobs"]) == 3,
+                   what="three clients on the jobs")
+    time.sleep(0.1)          # a third job, if the server made one, would be counted by now
+    seen = []
+    while True:
+        j = grab(w, uniq=True)
+        if not j:
+            break
+        seen.append(j)
+        w.send_packet("WORK_COMPLETE", j[0], b"R:" + j[3])
+    responses = [c.response() for c in conns]
+    for c in conns:
+        c.close()
+    w.close()
+    return responses, seen
+
+
+@test
+def test_default_unique_is_dash_and_identical_bodies_coalesce():
+    with HttpServer() as s:
+        responses, seen = default_unique_scenario(s)
+    assert sorted((u, d) for _, _, u, d in seen) == [(b"-", b"different"), (b"-", b"same")], seen
+    hs = {d: h for h, _, _, d in seen}
+    check_job_response(responses[0], hs[b"same"], "WORK_COMPLETE", b"R:same")
+    check_job_response(responses[1], hs[b"same"], "WORK_COMPLETE", b"R:same")
+    check_job_response(responses[2], hs[b"different"], "WORK_COMPLETE", b"R:different")
+
+
+@test
+def test_default_unique_coalescing_matches_gearmand_1_1_20():
+    if not os.path.exists(DEBIAN_GEARMAND):
+        gmtest.skip("%s not installed" % DEBIAN_GEARMAND)
+    with HttpServer(binary=DEBIAN_GEARMAND) as s:
+        responses, seen = default_unique_scenario(s, ours=False)
+    assert sorted((u, d) for _, _, u, d in seen) == [(b"-", b"different"), (b"-", b"same")], seen
+    hs = {d: h for h, _, _, d in seen}
+    got = [(r.status, r.h("x-gearman-job-handle"), r.h("x-gearman-command"), r.body) for r in responses]
+    assert got == [(200, hs[b"same"], "WORK_COMPLETE", b"R:same"), (200, hs[b"same"], "WORK_COMPLETE", b"R:same"),
+                   (200, hs[b"different"], "WORK_COMPLETE", b"R:different")], got
+
+
+@test
+def test_work_fail_answers_work_fail_with_the_whole_handle():
+    with HttpServer() as s:
+        w = worker(s, "failing")
+        with s.http() as c:
+            c.request("POST", "/failing", [("X-Gearman-Unique", "f1")], b"x")
+            h, _, _ = grab_wait(w)
+            w.send_packet("WORK_DATA", h, b"partial")       # dropped: the job failed
+            w.send_packet("WORK_FAIL", h)
+            check_job_response(c.response(), h, "WORK_FAIL", b"")
+            # the connection goes on
+            c.request("POST", "/failing", [("X-Gearman-Unique", "f2")], b"y")
+            h2, _, _ = grab_wait(w)
+            w.send_packet("WORK_COMPLETE", h2, b"ok")
+            check_job_response(c.response(), h2, "WORK_COMPLETE", b"ok")
+        w.close()
+
+
+@test
+def test_work_exception_is_work_fail_unless_exceptions_are_on():
+    # as for a binary-protocol client that did not ask for exceptions
+    with HttpServer() as s:
+        w = worker(s, "exc")
+        with s.http() as c:
+            c.request("POST", "/exc", [("X-Gearman-Unique", "e1")], b"x")
+            h, _, _ = grab_wait(w)
+            w.send_packet("WORK_EXCEPTION", h, b"it broke")
+            check_job_response(c.response(), h, "WORK_FAIL", b"")
+        w.close()
+    with HttpServer("--exceptions") as s:
+        w = worker(s, "exc")
+        with s.http() as c:
+            c.request("POST", "/exc", [("X-Gearman-Unique", "e2")], b"x")
+            h, _, _ = grab_wait(w)
+            w.send_packet("WORK_DATA", h, b"partial;")
+            w.send_packet("WORK_EXCEPTION", h, b"it\0broke")
+            check_job_response(c.response(), h, "WORK_EXCEPTION", b"it\0broke")
+            m = metrics(s)
+            assert m.get("gearman_jobs_failed_total", function="exc") == 1
+        w.close()
+
+
+@test
+def test_full_queue_answers_503_queue_error():
+    with HttpServer() as s:
+        w = worker(s, "full")            # maxqueue needs the function to exist
+        with s.conn() as a:
+            assert a.admin("maxqueue full 1") == b"OK\r\n"
+        with s.http() as c:
+            r = c.roundtrip("POST", "/full", [("X-Gearman-Background", "true"), ("X-Gearman-Unique", "a")], b"1")
+            assert r.status == 200 and r.h("x-gearman-command") == "JOB_CREATED", r
+            r = c.roundtrip("POST", "/full", [("X-Gearman-Background", "true"), ("X-Gearman-Unique", "b")], b"2")
+            assert r.status_line == "HTTP/1.1 503 Service Unavailable", r
+            assert r.h("x-gearman-error") == "QUEUE_ERROR", r
+            assert b"QUEUE_ERROR" in r.body, r
+            # a foreground submission is refused the same way
+            r = c.roundtrip("POST", "/full", [("X-Gearman-Unique", "c")], b"3")
+            assert r.status == 503 and r.h("x-gearman-error") == "QUEUE_ERROR", r
+            # a coalescing submission is not (gearmand: coalesced jobs bypass maxqueue)
+            r = c.roundtrip("POST", "/full", [("X-Gearman-Background", "true"), ("X-Gearman-Unique", "a")], b"1")
+            assert r.status == 200 and r.h("x-gearman-job-handle") == PREFIX + ":1", r
+        assert admin_status(s, "full") == (1, 0, 1)
+        w.close()
+
+
+# ----------------------------------------------------------------------
+# connections
+
+@test
+def test_keep_alive_serves_several_requests_on_one_connection():
+    with HttpServer() as s:
+        w = worker(s, "ka")
+        with s.http() as c:
+            for i in range(3):
+                c.request("POST", "/ka", [("X-Gearman-Unique", "k%d" % i)], "job %d" % i)
+                h, _, data = grab_wait(w)
+                assert data == ("job %d" % i).encode()
+                w.send_packet("WORK_COMPLETE", h, "res %d" % i)
+                check_job_response(c.response(), h, "WORK_COMPLETE", ("res %d" % i).encode())
+                r = c.roundtrip("GET", "/health")
+                assert r.status == 200 and r.h("connection") == "keep-alive", r
+                r = c.roundtrip("GET", "/api/status")
+                assert r.json()["functions"][0]["name"] == "ka"
+            c.request("POST", "/ka", [("X-Gearman-Background", "true"), ("X-Gearman-Unique", "kb")], "bg")
+            check_job_response(c.response(), PREFIX + ":4", "JOB_CREATED", b"")
+            assert not c.closed(0.2), "the connection was closed"
+        h, _, data = grab(w)
+        assert (h, data) == (PREFIX + ":4", b"bg"), (h, data)
+        w.send_packet("WORK_COMPLETE", h, b"")
+        # Python's own client keeps using one socket
+        hc = http.client.HTTPConnection("127.0.0.1", s.http_port, timeout=10)
+        hc.request("GET", "/health")
+        r = hc.getresponse()
+        assert r.status == 200 and json.loads(r.read())["ready"] is True
+        sock = hc.sock
+        result = {}
+
+        def answer():
+            h, _, data = grab_wait(w)
+            w.send_packet("WORK_COMPLETE", h, data.upper())
+            result["h"] = h
+        t = threading.Thread(target=answer)
+        t.start()
+        hc.request("PUT", "/ka", body=b"by http.client", headers={"X-Gearman-Unique": "hc"})
+        r = hc.getresponse()
+        body = r.read()
+        t.join()
+        assert r.status == 200 and body == b"BY HTTP.CLIENT" and r.getheader("X-Gearman-Job-Handle") == result["h"], \
+            (r.status, body, r.getheaders())
+        hc.request("GET", "/api/status")
+        r = hc.getresponse()
+        assert r.status == 200 and json.loads(r.read())["totals"]["completed"] == 5
+        assert hc.sock is sock, "http.client had to reconnect"
+        hc.close()
+        w.close()
+
+
+@test
+def test_pipelined_requests_are_answered_in_order():
+    with HttpServer() as s:
+        w = worker(s, "pipe")
+        with s.http() as c:
+            c.send(build("POST", "/pipe", [("X-Gearman-Unique", "p1")], b"one")
+                   + build("GET", "/api/jobs?function=pipe")
+                   + build("POST", "/pipe", [("X-Gearman-Unique", "p2")], b"two")
+                   + build("POST", "/pipe", [("X-Gearman-Background", "true"), ("X-Gearman-Unique", "p3")],
+                           b"three")
+                   + build("GET", "/health", [("Connection", "close")]))
+            h1, _, d1 = grab_wait(w)
+            assert d1 == b"one", d1
+            c.nothing(0.1)
+            assert grab(w) is None, "the second job was submitted before the first was answered"
+            w.send_packet("WORK_COMPLETE", h1, b"r1")
+            check_job_response(c.response(), h1, "WORK_COMPLETE", b"r1")
+            r = c.response()
+            jobs = r.json()
+            assert jobs["total"] == 0, jobs       # job one is done, job two not yet submitted
+            h2, _, d2 = grab_wait(w)
+            assert d2 == b"two", d2
+            w.send_packet("WORK_COMPLETE", h2, b"r2")
+            check_job_response(c.response(), h2, "WORK_COMPLETE", b"r2")
+            r = c.response()
+            assert r.h("x-gearman-command") == "JOB_CREATED", r
+            h3 = r.h("x-gearman-job-handle")
+            r = c.response()
+            assert r.status == 200 and r.json()["live"] is True and r.h("connection") == "close", r
+            assert c.closed(), "Connection: close was not honoured"
+        assert grab(w, uniq=True) == (h3, "pipe", b"p3", b"three")
+        w.close()
+
+
+@test
+def test_http10_closes_unless_keep_alive():
+    with HttpServer() as s:
+        with s.http() as c:
+            r = c.roundtrip("GET", "/health", version="HTTP/1.0")
+            assert r.status_line == "HTTP/1.0 200 OK" and r.h("connection") == "close", r
+            assert c.closed(), "an HTTP/1.0 connection stayed open"
+        with s.http() as c:
+            for _ in range(2):
+                r = c.roundtrip("GET", "/health", [("Connection", "Keep-Alive")], version="HTTP/1.0")
+                assert r.status_line == "HTTP/1.0 200 OK" and r.h("connection") == "keep-alive", r
+            assert not c.closed(0.2)
+        # a job answer in HTTP/1.0 (the way gearmand's clients speak)
+        w = worker(s, "old")
+        with s.http() as c:
+            c.request("POST", "/old", [("X-Gearman-Unique", "o")], b"x", version="HTTP/1.0")
+            h, _, _ = grab_wait(w)
+            w.send_packet("WORK_COMPLETE", h, b"RESULT")
+            check_job_response(c.response(), h, "WORK_COMPLETE", b"RESULT", version="HTTP/1.0", keep_alive=False)
+            assert c.closed()
+        with s.http() as c:
+            c.request("POST", "/old", [("X-Gearman-Unique", "o2"), ("Connection", "keep-alive")], b"x",
+                      version="HTTP/1.0")
+            h, _, _ = grab_wait(w)
+            w.send_packet("WORK_COMPLETE", h, b"R2")
+            check_job_response(c.response(), h, "WORK_COMPLETE", b"R2", version="HTTP/1.0", keep_alive=True)
+            assert not c.closed(0.2)
+        w.close()
+
+
+@test
+def test_connection_close_is_honoured():
+    with HttpServer() as s:
+        w = worker(s, "cc")
+        with s.http() as c:
+            c.request("POST", "/cc", [("X-Gearman-Unique", "c"), ("Connection", "close")], b"x")
+            h, _, _ = grab_wait(w)
+            w.send_packet("WORK_COMPLETE", h, b"bye")
+            check_job_response(c.response(), h, "WORK_COMPLETE", b"bye", keep_alive=False)
+            assert c.closed(), "Connection: close was not honoured after a job"
+        with s.http() as c:
+            c.request("GET", "/api/status", [("connection", "CLOSE")])
+            r = c.response()
+            assert r.status == 200 and r.h("connection") == "close", r
+            assert c.closed()
+        # what follows a Connection: close request is not answered
+        with s.http() as c:
+            c.send(build("GET", "/health", [("Connection", "close")]) + build("GET", "/health"))
+            assert c.response().status == 200
+            assert c.closed() and c.buf == b"", c.buf
+        w.close()
+
+
+@test
+def test_connection_close_among_other_tokens_is_honoured():
+    # Connection is a comma-separated list of options (RFC 9110 7.6.1)
+    with HttpServer() as s:
+        with s.http() as c:
+            r = c.roundtrip("GET", "/health", [("Connection", "TE, close")])
+            assert r.status == 200, r
+            closed = c.closed(1.0)
+            assert r.h("connection") == "close" and closed, \
+                "Connection: TE, close -> Connection: %s, connection %s" % (
+                    r.h("connection"), "closed" if closed else "left open")
+
+
+# ----------------------------------------------------------------------
+# malformed requests
+
+def expect_error(s, data, status, reason, why=None):
+    """Sends `data` on a fresh connection: the answer is `status reason`,
+    with a text body giving the reason, then the connection closes."""
+    out = raw_exchange(s.http_port, data)
+    head, sep, body = out.partition(b"\r\n\r\n")
+    assert sep, "no complete response to %r: %r" % (data[:80], out[:300])
+    r = Response(head + sep, body)
+    assert r.status == status and r.reason == reason, "%r -> %r, want %d %s" % (data[:80], r.status_line, status,
+                                                                               reason)
+    assert r.version in ("HTTP/1.1", "HTTP/1.0"), r
+    assert len(body) == int(r.h("content-length")), r
+    assert body.startswith(("%d %s: " % (status, reason)).encode()) and len(body) > len(reason) + 8, body
+    if why:
+        assert why.encode() in body, body
+    assert r.h("connection") == "close", r
+    return r
+
+
+@test
+def test_malformed_requests_get_an_error_and_the_server_keeps_serving():
+    with HttpServer("--max-packet-size", "100000") as s:
+        w = worker(s, "ok")
+        expect_error(s, b"GARBAGE\r\n\r\n", 400, "Bad Request", "request line")
+        expect_error(s, b"GET /health\r\n\r\n", 400, "Bad Request", "request line")
+        expect_error(s, b"GET /health HTTP/2.0\r\n\r\n", 505, "HTTP Version Not Supported")
+        expect_error(s, b"GET /health HTTP/1.2\r\n\r\n", 505, "HTTP Version Not Supported")
+        expect_error(s, b"GET /health FTP/1.1\r\n\r\n", 505, "HTTP Version Not Supported")
+        expect_error(s, b"BREW /coffee HTTP/1.1\r\n\r\n", 501, "Not Implemented")
+        expect_error(s, b"get /health HTTP/1.1\r\n\r\n", 501, "Not Implemented")
+        expect_error(s, b"TRACE /ok HTTP/1.1\r\n\r\n", 501, "Not Implemented")
+        expect_error(s, b"POST /ok HTTP/1.1\r\nContent-Length: abc\r\n\r\n", 400, "Bad Request", "Content-Length")
+        expect_error(s, b"POST /ok HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400, "Bad Request", "Content-Length")
+        expect_error(s, b"POST /ok HTTP/1.1\r\nContent-Length:\r\n\r\n", 400, "Bad Request", "Content-Length")
+        expect_error(s, b"POST /ok HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n", 400, "Bad Request")
+        expect_error(s, b"POST /ok HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 411,
+                     "Length Required")
+        expect_error(s, b"POST /ok HTTP/1.1\r\nContent-Length: 100001\r\n\r\n", 413, "Payload Too Large")
+        expect_error(s, b"HEAD /ok HTTP/1.1\r\n\r\n", 405, "Method Not Allowed")
+        big = b"GET /ok HTTP/1.1\r\nX-Filler: " + b"a" * 65536
+        expect_error(s, big[:65536], 431, "Request Header Fields Too Large")
+        # a body at the limit goes through; the server still answers everyone
+        with s.http() as c:
+            body = (bytes(range(256)) * 400)[:100000]          # exactly --max-packet-size
+            c.request("POST", "/ok", [("X-Gearman-Unique", "ok")], body)
+            h, _, data = grab_wait(w)
+            assert data == body
+            w.send_packet("WORK_COMPLETE", h, b"fine")
+            check_job_response(c.response(), h, "WORK_COMPLETE", b"fine")
+            r = c.roundtrip("GET", "/api/nothing-here")
+            assert r.status == 404 and r.h("connection") == "keep-alive", r
+            r = c.roundtrip("GET", "/health")
+            assert r.status == 200, r
+        assert "gearmand" in open("/proc/%d/cmdline" % s.proc.pid).read() and s.proc.poll() is None
+        w.close()
+
+
+@test
+def test_conflicting_content_lengths_are_rejected():
+    # RFC 9112 6.3: differing Content-Length values make the framing invalid;
+    # the server must answer 400 and close, not pick one (request smuggling)
+    with HttpServer() as s:
+        w = worker(s, "cl")
+        with s.http() as c:
+            c.send(b"POST /cl HTTP/1.1\r\nX-Gearman-Unique: cl\r\nContent-Length: 3\r\nContent-Length: 8\r\n\r\n"
+                   b"abcdefgh")
+            try:
+                r = c.response(timeout=1.0)
+            except (TimeoutError, OSError):
+                got = grab(w)
+                if got:
+                    w.send_packet("WORK_COMPLETE", got[0], b"")
+                fail("two Content-Lengths (3, 8): no answer within 1 s; the worker got %r" % (got,))
+            assert r.status == 400 and r.h("connection") == "close", "two Content-Lengths (3, 8) -> %r" % r
+        w.close()
+
+
+@test
+def test_an_error_after_good_pipelined_requests_comes_after_their_answers():
+    with HttpServer() as s:
+        out = raw_exchange(s.http_port, build("GET", "/health") + build("GET", "/api/workers")
+                           + b"BREW /pot HTTP/1.1\r\n\r\n" + build("GET", "/health"))
+        parts = out.split(b"HTTP/1.1 ")
+        assert parts[0] == b"" and len(parts) == 4, out
+        assert parts[1].startswith(b"200 OK\r\n") and b'"live":true' in parts[1], out
+        assert parts[2].startswith(b"200 OK\r\n") and b'{"workers":[]}' in parts[2], out
+        assert parts[3].startswith(b"501 Not Implemented\r\n") and b"Connection: close\r\n" in parts[3], out
+
+
+@test
+def test_head_request_gets_headers_only():
+    with HttpServer() as s:
+        with s.http() as c:
+            g = c.roundtrip("GET", "/health")
+            c.request("HEAD", "/health")
+            r = c.response(head_only=True)
+            assert r.status == 200 and r.h("content-length") == g.h("content-length"), (r, g)
+            c.nothing(0.2)        # no body follows
+            r = c.roundtrip("GET", "/health")
+            assert r.body == g.body
+
+
+# ----------------------------------------------------------------------
+# large bodies, disconnects
+
+@test
+def test_eight_mib_body_through_a_worker_and_back():
+    with HttpServer() as s:
+        w = worker(s, "big")
+        w.timeout = 30.0
+        body = bytes(range(256)) * (8 * 1024 * 1024 // 256)
+        with s.http(timeout=30.0) as c:
+            c.request("POST", "/big", [("X-Gearman-Unique", "big")], body)
+            h, fn, data = grab_wait(w, timeout=20.0)
+            assert len(data) == len(body) and data == body, len(data)
+            result = data[::-1]
+            w.send_packet("WORK_DATA", h, result[:3 * 1024 * 1024])
+            w.send_packet("WORK_COMPLETE", h, result[3 * 1024 * 1024:])
+            r = c.response(timeout=30.0)
+            assert r.status == 200 and r.h("content-length") == str(len(body)), r
+            assert r.body == result, "the 8 MiB answer differs"
+            r = c.roundtrip("GET", "/health")
+            assert r.status == 200
+        w.close()
+
+
+@test
+def test_client_disconnecting_mid_job_does_not_break_the_server():
+    with HttpServer() as s:
+        w = worker(s, "gone")
+        # gone while the worker runs the job
+        c = s.http()
+        c.request("POST", "/gone", [("X-Gearman-Unique", "g1")], b"x")
+        h, _, _ = grab_wait(w)
+        c.close()
+        time.sleep(0.1)
+        w.send_packet("WORK_DATA", h, b"nobody")
+        w.send_packet("WORK_COMPLETE", h, b"listens")
+        sync(w)
+        # gone while the job is still queued, and gone half way through a request
+        c = s.http()
+        c.request("POST", "/gone", [("X-Gearman-Unique", "g2")], b"y")
+        wait_until(lambda: admin_status(s, "gone")[0] == 1, what="the queued job")
+        c.close()
+        c = s.http()
+        c.send(b"POST /gone HTTP/1.1\r\nContent-Length: 100\r\n\r\nonly part")
+        c.close()
+        c = s.http()
+        c.send(b"GET /heal")
+        c.close()
+        # the server goes on
+        with s.http() as c2:
+            c2.request("POST", "/gone", [("X-Gearman-Unique", "g3")], b"z")
+            deadline = time.time() + 5
+            while True:
+                j = grab(w)
+                assert j, "the new job never reached the worker"
+                if j[2] == b"z":
+                    break
+                w.send_packet("WORK_COMPLETE", j[0], b"")      # an abandoned job, if handed out
+                assert time.time() < deadline
+            w.send_packet("WORK_COMPLETE", j[0], b"still here")
+            check_job_response(c2.response(), j[0], "WORK_COMPLETE", b"still here")
+        wait_until(lambda: get_json(s, "/api/status")["totals"]["running"] == 0, what="nothing running")
+        w.close()
+
+
+# ----------------------------------------------------------------------
+# JSON views
+
+@test
+def test_api_status_workers_and_jobs_describe_known_state():
+    with HttpServer() as s:
+        w = worker(s, "alpha", "beta", client_id="w-one")
+        w2 = worker(s, "beta")
+        handles = []
+        with s.http() as c:
+            for fn, u, prio in (("alpha", "a1", None), ("alpha", "a2", None), ("beta", "b1", "low"),
+                                ("alpha", "a3", "high"), ("beta", "b2", None), ("alpha", "a4", None)):
+                hdrs = [("X-Gearman-Background", "true"), ("X-Gearman-Unique", u)]
+                if prio:
+                    hdrs.append(("X-Gearman-Priority", prio))
+                r = c.roundtrip("POST", "/" + fn, hdrs, "data " + u)
+                assert r.status == 200, r
+                handles.append((r.h("x-gearman-job-handle"), fn, u, prio or "normal"))
+        # w2 would sleep, but beta has jobs: it is woken at once; w3 (gamma,
+        # nothing queued) sleeps; w runs the high alpha job (a3 comes first)
+        w2.send_packet("PRE_SLEEP")
+        w2.expect_packet("NOOP")
+        w3 = worker(s, "gamma")
+        w3.send_packet("PRE_SLEEP")
+        sync(w3)
+        running, fn, data = grab(w)
+        assert data == b"data a3", data
+        st = get_json(s, "/api/status")
+        srv = st["server"]
+        assert srv["queue"] == {"backend": "builtin", "healthy": True, "batches": 0, "records": 0, "failures": 0,
+                                "pending": 0}, srv
+        assert srv["pid"] == s.proc.pid and srv["uptime_s"] >= 0 and srv["io_threads"] >= 1, srv
+        assert st["totals"] == {"jobs": 6, "queued": 5, "running": 1, "functions": 3, "workers": 3,
+                                "submitted": 6, "completed": 0, "failed": 0}, st["totals"]
+        fns = {f["name"]: f for f in st["functions"]}
+        assert set(fns) == {"alpha", "beta", "gamma"}, fns
+        a, b, g = fns["alpha"], fns["beta"], fns["gamma"]
+        assert (g["total"], g["queued"], g["running"], g["workers"]) == (0, 0, 0, 1), g
+        assert g["oldest_queued_age_s"] is None, g
+        assert (a["total"], a["queued"], a["running"], a["workers"]) == (4, 3, 1, 1), a
+        assert a["queued_by_priority"] == {"high": 0, "normal": 3, "low": 0}, a
+        assert (b["total"], b["queued"], b["running"], b["workers"]) == (2, 2, 0, 2), b
+        assert b["queued_by_priority"] == {"high": 0, "normal": 1, "low": 1}, b
+        assert a["oldest_queued_age_s"] is not None and a["oldest_queued_age_s"] >= 0, a
+        assert a["maxqueue"] == {"high": 0, "normal": 0, "low": 0}, a
+        # workers
+        ws = get_json(s, "/api/workers")["workers"]
+        assert len(ws) == 3, ws
+        one = [x for x in ws if x["client_id"] == "w-one"]
+        two = [x for x in ws if x["functions"] == ["beta"]]
+        three = [x for x in ws if x["functions"] == ["gamma"]]
+        assert len(one) == 1 and len(two) == 1 and len(three) == 1, ws
+        assert two[0]["client_id"] == "-" and three[0]["client_id"] == "-", ws
+        assert sorted(one[0]["functions"]) == ["alpha", "beta"] and one[0]["current_job"] == running, one
+        assert one[0]["running"] == 1 and one[0]["address"] == "127.0.0.1" and one[0]["port"] > 0, one
+        assert two[0]["functions"] == ["beta"] and two[0]["current_job"] is None and two[0]["running"] == 0, two
+        assert three[0]["sleeping"] is True and one[0]["sleeping"] is False, ws
+        # jobs: all, by function, by state, paged
+        allj = get_json(s, "/api/jobs")
+        assert allj["total"] == 6 and allj["offset"] == 0 and allj["limit"] == 100, allj
+        assert [j["handle"] for j in allj["jobs"]] == [h for h, _, _, _ in handles], allj
+        for j, (h, fn, u, prio) in zip(allj["jobs"], handles):
+            assert (j["function"], j["unique"], j["priority"], j["background"]) == (fn, u, prio, True), j
+            assert j["state"] == ("running" if h == running else "queued"), j
+            assert j["clients"] == 0 and j["retries"] == 0 and j["run_at"] == 0 and j["age_s"] >= 0, j
+        alpha = get_json(s, "/api/jobs?function=alpha")
+        assert alpha["total"] == 4 and [j["unique"] for j in alpha["jobs"]] == ["a1", "a2", "a3", "a4"], alpha
+        r = get_json(s, "/api/jobs?state=running")
+        assert r["total"] == 1 and [j["handle"] for j in r["jobs"]] == [running], r
+        r = get_json(s, "/api/jobs?function=alpha&state=queued")
+        assert r["total"] == 3 and [j["unique"] for j in r["jobs"]] == ["a1", "a2", "a4"], r
+        r = get_json(s, "/api/jobs?function=beta&state=running")
+        assert r["total"] == 0 and r["jobs"] == [], r
+        r = get_json(s, "/api/jobs?function=nosuch")
+        assert r["total"] == 0 and r["jobs"] == [], r
+        pages = []
+        for off in range(0, 7, 2):
+            p = get_json(s, "/api/jobs?offset=%d&limit=2" % off)
+            assert p["total"] == 6 and p["offset"] == off and p["limit"] == 2, p
+            assert len(p["jobs"]) == min(2, max(0, 6 - off)), p
+            pages += p["jobs"]
+        assert [j["handle"] for j in pages] == [j["handle"] for j in allj["jobs"]], pages
+        p = get_json(s, "/api/jobs?function=alpha&offset=1&limit=2")
+        assert p["total"] == 4 and [j["unique"] for j in p["jobs"]] == ["a2", "a3"], p
+        p = get_json(s, "/api/jobs?offset=100")
+        assert p["total"] == 6 and p["jobs"] == [], p
+        p = get_json(s, "/api/jobs?limit=0")
+        assert p["total"] == 6 and p["jobs"] == [], p
+        w.send_packet("WORK_COMPLETE", running, b"")
+        sync(w)
+        st = get_json(s, "/api/status")
+        assert st["totals"]["completed"] == 1 and st["totals"]["jobs"] == 5, st["totals"]
+        for x in (w, w2, w3):
+            x.close()
+
+
+@test
+def test_cancel_needs_post_and_a_known_handle():
+    with HttpServer() as s:
+        with s.http() as c:
+            r = c.roundtrip("POST", "/victim", [("X-Gearman-Background", "true"), ("X-Gearman-Unique", "v")], b"v")
+            h = r.h("x-gearman-job-handle")
+            r = c.roundtrip("GET", "/api/jobs/cancel?handle=" + h)
+            assert r.status_line == "HTTP/1.1 405 Method Not Allowed" and r.h("allow") == "POST", r
+            assert "error" in r.json()
+            assert get_json(s, "/api/jobs")["total"] == 1
+            r = c.roundtrip("POST", "/api/jobs/cancel")
+            assert r.status == 400 and "error" in r.json(), r
+            r = c.roundtrip("POST", "/api/jobs/cancel?handle=H:http:999")
+            assert r.status == 404 and r.json() == {"error": "unknown job", "handle": "H:http:999"}, r
+            # the handle in a form body, percent-encoded
+            r = c.roundtrip("POST", "/api/jobs/cancel",
+                            [("Content-Type", "application/x-www-form-urlencoded")],
+                            "handle=" + h.replace(":", "%3A"))
+            assert r.status == 200 and r.json() == {"ok": True, "cancelled": h}, r
+            assert get_json(s, "/api/jobs")["total"] == 0
+            assert admin_status(s, "victim") == (0, 0, 0)
+            r = c.roundtrip("POST", "/api/jobs/cancel?handle=" + h)
+            assert r.status == 404, r
+        # cancelling a foreground job answers its HTTP client with WORK_FAIL
+        w = worker(s, "victim")
+        with s.http() as waiting, s.http() as c:
+            waiting.request("POST", "/victim", [("X-Gearman-Unique", "fg")], b"fg")
+            wait_until(lambda: get_json(s, "/api/jobs?function=victim")["total"] == 1, what="the job")
+            h = get_json(s, "/api/jobs?function=victim")["jobs"][0]["handle"]
+            r = c.roundtrip("POST", "/api/jobs/cancel?handle=" + h, [], b"")
+            assert r.status == 200, r
+            check_job_response(waiting.response(), h, "WORK_FAIL", b"")
+            assert grab(w) is None
+            m = metrics(s)
+            assert m.get("gearman_jobs_failed_total", function="victim") >= 1
+        w.close()
+
+
+def non_loopback_ipv4():
+    try:
+        out = subprocess.run(["ip", "-4", "-o", "addr", "show"], stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, timeout=5).stdout.decode()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for line in out.splitlines():
+        m = re.search(r"\binet (\d+\.\d+\.\d+\.\d+)/", line)
+        if m and not m.group(1).startswith("127."):
+            return m.group(1)
+    return None
+
+
+@test
+def test_cancel_from_a_non_loopback_peer_needs_the_option():
+    ip = non_loopback_ipv4()
+    if not ip:
+        gmtest.skip("this machine has no non-loopback IPv4 address")
+    for allow in (False, True):
+        args = ["--http-allow-remote-actions"] if allow else []
+        with HttpServer(*args, listen=None) as s:
+            with s.http() as c:
+                r = c.roundtrip("POST", "/remote", [("X-Gearman-Background", "true"), ("X-Gearman-Unique", "r")],
+                                b"r")
+                h = r.h("x-gearman-job-handle")
+            with s.http(host=ip) as c:
+                r = c.roundtrip("GET", "/api/jobs")               # reading is for anyone
+                assert r.status == 200 and r.json()["total"] == 1, r
+                r = c.roundtrip("POST", "/api/jobs/cancel?handle=" + h)
+                if allow:
+                    assert r.status == 200 and r.json() == {"ok": True, "cancelled": h}, r
+                else:
+                    assert r.status_line == "HTTP/1.1 403 Forbidden", r
+                    assert "http-allow-remote-actions" in r.json()["error"], r
+                r = c.roundtrip("GET", "/api/workers")
+                assert r.status == 200, r
+            assert get_json(s, "/api/jobs")["total"] == (0 if allow else 1)
+            if not allow:
+                with s.http() as c:                              # loopback may
+                    r = c.roundtrip("POST", "/api/jobs/cancel?handle=" + h)
+                    assert r.status == 200, r
+
+
+# ----------------------------------------------------------------------
+# /health
+
+@test
+def test_health_is_live_and_ready_with_the_builtin_queue():
+    with HttpServer() as s:
+        r = get(s, "/health")
+        assert r.status_line == "HTTP/1.1 200 OK", r
+        assert r.json() == {"live": True, "ready": True, "status": "ok",
+                            "queue": {"backend": "builtin", "healthy": True}}, r.body
+
+
+@test
+def test_health_is_not_ready_while_postgres_is_down():
+    try:
+        pg = services.Postgres().start()
+    except services.Unavailable as e:
+        gmtest.skip(str(e))
+    try:
+        with HttpServer("-q", "Postgres", "--libpq-conninfo", pg.conninfo) as s:
+            r = get(s, "/health")
+            assert r.status == 200 and r.json()["ready"] is True, r
+            assert r.json()["queue"] == {"backend": "Postgres", "healthy": True}, r.body
+            with s.http() as c:
+                r = c.roundtrip("POST", "/pgfn", [("X-Gearman-Background", "true"), ("X-Gearman-Unique", "up")],
+                                b"1")
+                assert r.status == 200 and r.h("x-gearman-command") == "JOB_CREATED", r
+            pg.stop("immediate")
+            # the server notices on its next write
+            with s.http() as c:
+                r = c.roundtrip("POST", "/pgfn", [("X-Gearman-Background", "true"), ("X-Gearman-Unique", "down")],
+                                b"2")
+                assert r.status == 503 and r.h("x-gearman-error") == "QUEUE_ERROR", r
+            r = wait_until(lambda: (lambda r: r if r.status == 503 else None)(get(s, "/health")), timeout=10,
+                           what="/health to say not ready")
+            assert r.status_line == "HTTP/1.1 503 Service Unavailable", r
+            h = r.json()
+            assert h["live"] is True and h["ready"] is False and h["queue"]["healthy"] is False, h
+            assert metrics(s).get("gearman_queue_healthy", backend="Postgres") == 0
+            # foreground jobs do not need the queue: still answered
+            w = worker(s, "pgfn")
+            with s.http() as c:
+                c.request("POST", "/pgfn", [("X-Gearman-Unique", "fg")], b"fg")
+                while True:
+                    j = grab_wait(w)
+                    if j[2] == b"fg":
+                        break
+                    w.send_packet("WORK_COMPLETE", j[0], b"")
+                w.send_packet("WORK_COMPLETE", j[0], b"fg ok")
+                check_job_response(c.response(), j[0], "WORK_COMPLETE", b"fg ok")
+            pg.start()
+            r = wait_until(lambda: (lambda r: r if r.status == 200 else None)(get(s, "/health")), timeout=20,
+                           what="/health to say ready again")
+            assert r.json()["ready"] is True and r.json()["queue"]["healthy"] is True, r.body
+            with s.http() as c:
+                r = c.roundtrip("POST", "/pgfn", [("X-Gearman-Background", "true"), ("X-Gearman-Unique", "again")],
+                                b"3")
+                assert r.status == 200 and r.h("x-gearman-command") == "JOB_CREATED", r
+            w.close()
+    finally:
+        pg.__exit__(None, None, None)
+
+
+# ----------------------------------------------------------------------
+# /metrics
+
+@test
+def test_metrics_parse_and_match_known_load():
+    weird = 'we"ird\\fn'
+    with HttpServer("--exceptions") as s:
+        w = worker(s, "mx")
+        cl = s.conn()
+        # five foreground jobs: three complete, one fails, one throws
+        outcomes = ["WORK_COMPLETE", "WORK_COMPLETE", "WORK_FAIL", "WORK_COMPLETE", "WORK_EXCEPTION"]
+        for i, what in enumerate(outcomes):
+            cl.send_packet("SUBMIT_JOB", "mx", "fg%d" % i, "d%d" % i)
+            cl.expect("JOB_CREATED")
+            h, _, _ = grab(w)
+            if what == "WORK_FAIL":
+                w.send_packet(what, h)
+            else:
+                w.send_packet(what, h, b"r")
+            cl.expect(what)
+        # four background jobs by HTTP (high, normal x2, low); the worker runs the high one
+        with s.http() as c:
+            for u, prio in (("b1", None), ("b2", "low"), ("b3", "high"), ("b4", None)):
+                hdrs = [("X-Gearman-Background", "true"), ("X-Gearman-Unique", u)]
+                if prio:
+                    hdrs.append(("X-Gearman-Priority", prio))
+                assert c.roundtrip("POST", "/mx", hdrs, u).status == 200
+        h, _, data = grab(w)
+        assert data == b"b3"
+        # a function whose name needs escaping, with two workers and one job
+        w2 = worker(s, weird)
+        w3 = worker(s, weird, "mx")
+        cl.send_packet("SUBMIT_JOB_BG", weird, "", "x")
+        cl.expect("JOB_CREATED")
+        # open connections now: w, cl, w2, w3 and the /metrics request's own
+        wait_until(lambda: metrics(s).get("gearman_connections") == 5, what="5 connections")
+        m = metrics(s)
+        assert m.get("gearman_up") == 1
+        version = get_json(s, "/api/status")["server"]["version"]
+        assert m.series("gearman_version_info") == {frozenset({("version", version)}): 1.0}, m.text
+        want = {
+            "gearman_jobs": 4, "gearman_jobs_running": 1, "gearman_jobs_waiting": 3, "gearman_workers": 2,
+            "gearman_jobs_submitted_total": 9, "gearman_jobs_completed_total": 3,
+            "gearman_jobs_failed_total": 2,
+        }
+        for name, v in want.items():
+            assert m.get(name, function="mx") == v, (name, m.get(name, function="mx"))
+        wantw = {
+            "gearman_jobs": 1, "gearman_jobs_running": 0, "gearman_jobs_waiting": 1, "gearman_workers": 2,
+            "gearman_jobs_submitted_total": 1, "gearman_jobs_completed_total": 0, "gearman_jobs_failed_total": 0,
+        }
+        for name, v in wantw.items():
+            assert m.get(name, function=weird) == v, (name, m.get(name, function=weird))
+            assert len(m.series(name)) == 2, m.series(name)
+        assert m.get("gearman_jobs_queued", function="mx", priority="high") == 0
+        assert m.get("gearman_jobs_queued", function="mx", priority="normal") == 2
+        assert m.get("gearman_jobs_queued", function="mx", priority="low") == 1
+        assert m.get("gearman_jobs_queued", function=weird, priority="normal") == 1
+        # the label is escaped on the wire: we\"ird\\fn
+        assert 'gearman_jobs{function="we\\"ird\\\\fn"} 1\n' in m.text, m.text
+        assert m.get("gearman_jobs_total_in_memory") == 5
+        assert m.get("gearman_uptime_seconds") >= 0
+        assert m.get("gearman_queue_healthy", backend="builtin") == 1
+        for name in ("gearman_queue_batches_total", "gearman_queue_records_total", "gearman_queue_failures_total",
+                     "gearman_queue_pending_jobs"):
+            assert m.get(name) == 0, name
+        cap = m.get("gearman_ring_capacity")
+        assert cap > 0
+        for d in ("in", "out"):
+            assert 0 <= m.get("gearman_ring_messages", direction=d) <= cap
+        assert len(m.series("gearman_ring_messages")) == 2
+        for name, t in m.types.items():
+            assert t in ("counter", "gauge"), (name, t)
+            assert (t == "counter") == name.endswith("_total"), (name, t)
+            assert m.helps.get(name), "no HELP text for %s" % name
+        # completing the running job moves the figures
+        w.send_packet("WORK_COMPLETE", h, b"")
+        sync(w)
+        m = metrics(s)
+        assert m.get("gearman_jobs_completed_total", function="mx") == 4
+        assert m.get("gearman_jobs_running", function="mx") == 0
+        assert m.get("gearman_jobs", function="mx") == 3
+        # the same figures in /api/status
+        st = get_json(s, "/api/status")
+        assert st["totals"]["submitted"] == 10 and st["totals"]["completed"] == 4 and st["totals"]["failed"] == 2
+        for x in (w, w2, w3, cl):
+            x.close()
+        wait_until(lambda: metrics(s).get("gearman_connections") == 1, what="only the /metrics connection")
+        m = metrics(s)
+        assert m.get("gearman_workers", function="mx") == 0
+
+
+@test
+def test_metrics_queue_figures_grow_with_sqlite():
+    d = tempfile.mkdtemp(prefix="gmtest-http-")
+    db = os.path.join(d, "queue.db")
+    with HttpServer("-q", "libsqlite3", "--libsqlite3-db", db) as s:
+        m0 = metrics(s)
+        assert m0.get("gearman_queue_healthy", backend="libsqlite3") == 1
+        b0, r0 = m0.get("gearman_queue_batches_total"), m0.get("gearman_queue_records_total")
+        assert m0.get("gearman_queue_failures_total") == 0
+        with s.http() as c:
+            for i in range(3):
+                r = c.roundtrip("POST", "/sq", [("X-Gearman-Background", "true"), ("X-Gearman-Unique", "s%d" % i)],
+                                "d%d" % i)
+                assert r.status == 200 and r.h("x-gearman-command") == "JOB_CREATED", r
+        m = wait_until(lambda: (lambda m: m if m.get("gearman_queue_records_total") >= r0 + 3 else None)(metrics(s)),
+                       what="3 queue records")
+        assert m.get("gearman_queue_batches_total") > b0, m.text
+        assert 1 <= m.get("gearman_queue_batches_total") - b0 <= 3
+        assert m.get("gearman_queue_pending_jobs") == 0
+        assert m.get("gearman_queue_failures_total") == 0
+        st = get_json(s, "/api/status")["server"]["queue"]
+        assert st["backend"] == "libsqlite3" and st["healthy"] is True, st
+        assert st["records"] == m.get("gearman_queue_records_total"), st
+        assert st["batches"] == m.get("gearman_queue_batches_total"), st
+        # completing the jobs writes their removals
+        w = worker(s, "sq")
+        for _ in range(3):
+            h, _, _ = grab(w)
+            w.send_packet("WORK_COMPLETE", h, b"")
+        sync(w)
+        wait_until(lambda: metrics(s).get("gearman_queue_records_total") >= r0 + 6, what="3 removal records")
+        h = get(s, "/health")
+        assert h.status == 200 and h.json()["queue"] == {"backend": "libsqlite3", "healthy": True}, h
+        w.close()
+
+
+@test
+def test_nothing_is_answered_before_the_queue_is_replayed():
+    # readiness during a replay: the server replays its durable queue before
+    # it listens, so the first answer it gives already has every job
+    d = tempfile.mkdtemp(prefix="gmtest-http-")
+    args = ["-q", "libsqlite3", "--libsqlite3-db", os.path.join(d, "queue.db")]
+    n = 3000
+    with HttpServer(*args) as s:
+        with s.conn() as c:
+            c.send(b"".join(gmtest.packet("SUBMIT_JOB_BG", "replayed", "u%d" % i, "data %d" % i)
+                            for i in range(n)))
+            for _ in range(n):
+                c.expect("JOB_CREATED")
+    s2 = HttpServer(*args)
+    first = {}
+
+    def poll():
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            try:
+                sock = socket.create_connection(("127.0.0.1", s2.http_port), timeout=5)
+            except OSError:
+                time.sleep(0.001)
+                continue
+            sock.sendall(build("GET", "/api/status", [("Connection", "close")]))
+            out = b""
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                out += chunk
+            sock.close()
+            first["raw"] = out
+            return
+    t = threading.Thread(target=poll)
+    t.start()
+    with s2:
+        t.join()
+        assert "raw" in first, "the HTTP port never answered"
+        head, _, body = first["raw"].partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 OK"), first["raw"][:300]
+        st = json.loads(body)
+        assert st["totals"]["jobs"] == n and st["server"]["queue"]["healthy"] is True, st
+        h = get(s2, "/health")
+        assert h.status == 200 and h.json()["ready"] is True, h
+
+
+# ----------------------------------------------------------------------
+# the monitor page
+
+@test
+def test_monitor_page_is_self_contained_html():
+    with HttpServer() as s:
+        r = get(s, "/")
+        assert r.status == 200 and r.h("content-type").startswith("text/html"), r
+        page = r.body.decode("utf-8")
+        assert "<html" in page.lower() and "</html>" in page.lower(), page[:200]
+        assert not re.search(r"(?i)https?://", page), re.findall(r"(?i)https?://\S{0,60}", page)
+        # protocol-relative references (//cdn.example/x.js) load from elsewhere too
+        rel = re.findall(r"""(?i)(?:\b(?:src|href|action)\s*=\s*["']?|url\(\s*["']?|@import\s+["'])//[^\s"'<>)]*""",
+                         page)
+        assert not rel, "protocol-relative URLs in the monitor page: %r" % rel
+        r2 = get(s, "/index.html")
+        assert r2.status == 200 and r2.body == r.body
+        r = get(s, "/", method="POST", body=b"x")
+        assert r.status == 405, r
+
+
+if __name__ == "__main__":
+    gmtest.main()
