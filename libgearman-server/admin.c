@@ -52,6 +52,8 @@ reply_reserve(struct reply *r, size_t more)
 static void
 reply_add(struct reply *r, const void *p, size_t len)
 {
+    if (len == 0)
+        return;
     reply_reserve(r, len);
     if (r->failed)
         return;

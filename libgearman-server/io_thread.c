@@ -828,6 +828,10 @@ fe_reply(struct conn *c, struct gm_out *m)
         return;
     }
     size_t add = m->head_len + m->body.len;
+    if (add == 0) {
+        gm_block_unref(m->body.blk);
+        return;
+    }
     if (c->fe_acc_len + add > c->fe_acc_cap) {
         size_t cap = c->fe_acc_cap ? c->fe_acc_cap : 1024;
         while (cap < c->fe_acc_len + add)

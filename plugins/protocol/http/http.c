@@ -47,7 +47,7 @@ struct buf {
 static void
 buf_add(struct buf *w, const void *p, size_t n)
 {
-    if (w->failed)
+    if (w->failed || n == 0)
         return;
     size_t cap = w->b ? w->b->cap : 0;
     if (w->len + n > cap) {
@@ -450,6 +450,8 @@ http_parse(void *st, const char *buf, size_t len, uint32_t max_body, struct gm_f
 static void
 body_add(struct http_conn *h, const char *p, size_t n)
 {
+    if (n == 0)
+        return;
     if (h->body_len + n > h->body_cap) {
         size_t cap = h->body_cap ? h->body_cap : 256;
         while (cap < h->body_len + n)
