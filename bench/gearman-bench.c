@@ -204,6 +204,19 @@ io_next(struct io *io, struct pkt *k)
     }
 }
 
+/* Whether a whole packet is already buffered (so replies can be batched:
+   flush only before waiting for the server). */
+static bool
+io_has_packet(const struct io *io)
+{
+    size_t have = io->len - io->start;
+    if (have < GM_HEADER_SIZE)
+        return false;
+    struct gm_header h;
+    gm_header_decode((unsigned char *)io->in + io->start, UINT32_MAX - 12, &h);
+    return have >= GM_HEADER_SIZE + (size_t)h.size;
+}
+
 static const char *
 field(const struct pkt *k, int i, size_t *len)
 {
@@ -337,7 +350,7 @@ worker_main(void *arg)
         } else if (k.type == GM_PKT_ERROR) {
             fail("worker got an ERROR");
         }
-        if (io.olen && io_flush(&io) < 0)
+        if (io.olen && !io_has_packet(&io) && io_flush(&io) < 0)
             break;
     }
     io_close(&io);
@@ -505,7 +518,7 @@ client_fg_main(void *arg)
             fail(k.type == GM_PKT_ERROR ? "client got an ERROR" : "a job failed");
             inflight--;
         }
-        if (io.olen && io_flush(&io) < 0) {
+        if (io.olen && !io_has_packet(&io) && io_flush(&io) < 0) {
             fail("client send failed");
             break;
         }
@@ -563,7 +576,7 @@ client_bg_main(void *arg)
             th = (th + 1) % C.depth;
             inflight--;
         }
-        if (io.olen && io_flush(&io) < 0)
+        if (io.olen && !io_has_packet(&io) && io_flush(&io) < 0)
             break;
     }
     atomic_fetch_add(&submitted, ca->sent);
@@ -621,7 +634,7 @@ client_echo_main(void *arg)
             io_put(&io, GM_PKT_ECHO_REQ, &f, 1);
             inflight++;
         }
-        if (io.olen && io_flush(&io) < 0)
+        if (io.olen && !io_has_packet(&io) && io_flush(&io) < 0)
             break;
     }
     free(t0);

@@ -2041,7 +2041,7 @@ gm_disp_free(struct gm_dispatcher *d)
     gm_htab_destroy(&d->by_handle);
     gm_htab_destroy(&d->by_unique);
     free(d->ports);
-    if (d->loop)
+    if (d->loop && !d->loop_shared)
         ev_loop_destroy(d->loop);
     free(d);
 }
@@ -2089,6 +2089,16 @@ arm_timer(struct gm_dispatcher *d, int64_t next_ms)
     ev_timer_start(d->loop, &d->timer);
 }
 
+void
+gm_disp_final(struct gm_dispatcher *d)
+{
+    if (d->persist.on_shutdown)
+        persist_store_all(d);
+    /* Last words (the `shutdown` command's OK) go out before we stop; the
+       I/O threads stop after us and write them. */
+    gm_disp_flush(d);
+}
+
 static void
 on_wake(struct ev_loop *loop, ev_async *w, int revents)
 {
@@ -2096,12 +2106,10 @@ on_wake(struct ev_loop *loop, ev_async *w, int revents)
     (void)loop;
     (void)revents;
     if (atomic_load(&d->stop_flag)) {
-        if (d->persist.on_shutdown)
-            persist_store_all(d);
-        /* Last words (the `shutdown` command's OK) go out before we stop;
-           the I/O threads stop after us and write them. */
-        gm_disp_flush(d);
-        ev_break(d->loop, EVBREAK_ALL);
+        if (!d->loop_shared) {
+            gm_disp_final(d);
+            ev_break(d->loop, EVBREAK_ALL);
+        }
         return;
     }
     if (atomic_exchange(&d->graceful_flag, 0))
@@ -2121,14 +2129,19 @@ on_more(struct ev_loop *loop, ev_idle *w, int revents)
         ev_idle_stop(loop, w);
 }
 
+void
+gm_disp_prepare(struct gm_dispatcher *d)
+{
+    gm_disp_flush(d);
+    arm_timer(d, d->heap_len ? d->heap[0].due_ms : -1);
+}
+
 static void
 on_prepare(struct ev_loop *loop, ev_prepare *w, int revents)
 {
-    struct gm_dispatcher *d = w->data;
     (void)loop;
     (void)revents;
-    gm_disp_flush(d);
-    arm_timer(d, d->heap_len ? d->heap[0].due_ms : -1);
+    gm_disp_prepare(w->data);
 }
 
 static void
@@ -2141,9 +2154,10 @@ on_timer(struct ev_loop *loop, ev_timer *w, int revents)
 }
 
 int
-gm_disp_loop_init(struct gm_dispatcher *d)
+gm_disp_loop_init(struct gm_dispatcher *d, struct ev_loop *shared)
 {
-    d->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
+    d->loop_shared = shared != NULL;
+    d->loop = shared ? shared : ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
     if (!d->loop)
         return -1;
     ev_async_init(&d->wake, on_wake);
@@ -2151,11 +2165,14 @@ gm_disp_loop_init(struct gm_dispatcher *d)
     ev_async_start(d->loop, &d->wake);
     ev_prepare_init(&d->prepare, on_prepare);
     d->prepare.data = d;
-    ev_prepare_start(d->loop, &d->prepare);
+    if (!shared) /* a host loop calls gm_disp_prepare itself, in its own order */
+        ev_prepare_start(d->loop, &d->prepare);
     ev_timer_init(&d->timer, on_timer, 0., 0.);
     d->timer.data = d;
     ev_idle_init(&d->more, on_more);
     d->more.data = d;
+    if (shared)
+        ev_idle_start(d->loop, &d->more); /* work may be waiting already */
     return 0;
 }
 

@@ -88,8 +88,20 @@ void gm_disp_set_next_handle(struct gm_dispatcher *d, uint64_t next);
 /* Number of jobs in existence (main thread, before the dispatcher runs). */
 uint64_t gm_disp_job_count(const struct gm_dispatcher *d);
 
-/* Thread side: creates the libev loop and watchers; returns 0 or -1. */
-int gm_disp_loop_init(struct gm_dispatcher *d);
+struct ev_loop;
+
+/* Thread side: sets up the libev watchers on a loop of its own (shared ==
+   NULL: run it with gm_disp_thread_main) or on a host's loop (the single
+   I/O thread's), whose prepare step then calls gm_disp_prepare.  Returns 0
+   or -1. */
+int gm_disp_loop_init(struct gm_dispatcher *d, struct ev_loop *shared);
+
+/* Host loop only: end of an iteration (publish replies, arm the timer). */
+void gm_disp_prepare(struct gm_dispatcher *d);
+
+/* Host loop only, at stop: what the dispatcher does before it stops (write
+   the queue with --store-queue-on-shutdown, publish last replies). */
+void gm_disp_final(struct gm_dispatcher *d);
 
 /* Thread entry: runs the loop until gm_disp_stop(). */
 void *gm_disp_thread_main(void *dispatcher);

@@ -97,6 +97,7 @@ struct gm_dispatcher {
     ev_prepare prepare;
     ev_timer timer;
     ev_idle more;                /* runs while the rings hold more than one budget */
+    bool loop_shared;            /* runs on an I/O thread's loop (one I/O thread) */
     _Atomic int stop_flag;
     _Atomic int graceful_flag;
 };

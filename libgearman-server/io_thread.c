@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "libgearman-server/admin.h"
+#include "libgearman-server/dispatcher.h"
 #include "libgearman-server/log.h"
 
 #define READ_BLOCK_SIZE (64u * 1024)
@@ -124,6 +125,7 @@ struct gm_io_thread {
     struct out_node *pool;
     unsigned pool_n;
     struct in_overflow *ovf_head, *ovf_tail; /* open/close notices that met a full ring */
+    struct gm_dispatcher *colo;   /* the dispatcher this thread also runs, or NULL */
     char name[16];
 };
 
@@ -1179,6 +1181,8 @@ on_wake(struct ev_loop *loop, ev_async *w, int revents)
     (void)revents;
     if (atomic_load(&t->stop)) {
         /* Write what is already queued (one attempt each), then stop. */
+        if (t->colo)
+            gm_disp_final(t->colo);
         drain_outbound(t);
         while (t->dirty) {
             struct conn *c = t->dirty;
@@ -1196,13 +1200,10 @@ on_wake(struct ev_loop *loop, ev_async *w, int revents)
         retry_stalled(t);
 }
 
-/* End of the loop iteration: write, publish, wake the dispatcher once. */
+/* Writes what is queued, publishes requests and wakes the dispatcher. */
 static void
-on_prepare(struct ev_loop *loop, ev_prepare *w, int revents)
+write_and_publish(struct gm_io_thread *t)
 {
-    struct gm_io_thread *t = w->data;
-    (void)loop;
-    (void)revents;
     flush_refs(t);
     in_flush_overflow(t);
     while (t->dirty) {
@@ -1213,8 +1214,39 @@ on_prepare(struct ev_loop *loop, ev_prepare *w, int revents)
             conn_flush(c);
     }
     flush_refs(t);
-    if (gm_in_ring_publish(&t->ch->in))
+    if (gm_in_ring_publish(&t->ch->in) && !t->colo)
         t->wake_disp(t->wake_arg);
+}
+
+/* One I/O thread with the dispatcher on board: requests published this
+   iteration are answered and the answers written before the loop sleeps,
+   with no hand-off to another thread. */
+static void
+run_hosted_dispatcher(struct gm_io_thread *t)
+{
+    for (int round = 0; round < 8; round++) {
+        size_t n = gm_disp_drain(t->colo, 4096);
+        gm_disp_prepare(t->colo);
+        bool replies = gm_out_ring_peek(&t->ch->out) != NULL;
+        if (replies) {
+            drain_outbound(t);
+            write_and_publish(t);
+        }
+        if (!n && !replies)
+            return;
+    }
+}
+
+/* End of the loop iteration: write, publish, wake the dispatcher once. */
+static void
+on_prepare(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    struct gm_io_thread *t = w->data;
+    (void)loop;
+    (void)revents;
+    write_and_publish(t);
+    if (t->colo)
+        run_hosted_dispatcher(t);
     while (t->dead) {
         struct conn *c = t->dead;
         t->dead = c->dead_next;
@@ -1338,6 +1370,18 @@ gm_io_stop(struct gm_io_thread *t)
 {
     atomic_store(&t->stop, 1);
     ev_async_send(t->loop, &t->wake);
+}
+
+void
+gm_io_host_dispatcher(struct gm_io_thread *t, struct gm_dispatcher *d)
+{
+    t->colo = d;
+}
+
+struct ev_loop *
+gm_io_loop(struct gm_io_thread *t)
+{
+    return t->loop;
 }
 
 unsigned

@@ -46,6 +46,17 @@ void gm_io_wake(struct gm_io_thread *t);
 /* Any thread: makes the loop return. */
 void gm_io_stop(struct gm_io_thread *t);
 
+struct gm_dispatcher;
+struct ev_loop;
+
+/* Before the thread starts: this (single) I/O thread also runs the
+   dispatcher, whose watchers are on this thread's loop; requests and
+   replies still go through the rings, without thread hand-offs. */
+void gm_io_host_dispatcher(struct gm_io_thread *t, struct gm_dispatcher *d);
+
+/* The thread's loop (for gm_disp_loop_init). */
+struct ev_loop *gm_io_loop(struct gm_io_thread *t);
+
 /* Number of open connections (approximate, any thread). */
 unsigned gm_io_connection_count(const struct gm_io_thread *t);
 

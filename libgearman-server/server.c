@@ -54,6 +54,7 @@ struct gm_server {
     pthread_t disp_tid;
     unsigned started_io;
     bool disp_started;
+    bool hosted;                /* one I/O thread, which also runs the dispatcher */
     struct gm_persist_channel pch;
     bool pch_ready;
     struct gm_persist *persist;
@@ -112,7 +113,10 @@ static void
 wake_io(void *arg, unsigned thread)
 {
     struct gm_server *s = arg;
-    gm_io_wake(s->io[thread]);
+    /* A hosted dispatcher runs on I/O thread 0, which reads its replies
+       before it sleeps: no wake-up needed. */
+    if (!s->hosted)
+        gm_io_wake(s->io[thread]);
 }
 
 static void
@@ -261,11 +265,19 @@ gm_server_new(const struct gm_server_config *cfg)
                                   .request_shutdown = dispatcher_wants_stop,
                                   .fill_server_view = fill_server_view};
     s->disp = gm_disp_new(cfg, s->chans, n, &hooks);
-    if (!s->disp || gm_disp_loop_init(s->disp) < 0)
+    if (!s->disp)
         goto oom;
     for (unsigned i = 0; i < n; i++)
         if (!(s->io[i] = gm_io_new(i, cfg, &s->chans[i], wake_dispatcher, s->disp)))
             goto oom;
+    /* With one I/O thread, a separate dispatcher thread would only add a
+       hand-off (two wake-ups) to every request: the I/O thread runs it,
+       as gearmand's -t 1 runs its commands on its I/O thread. */
+    s->hosted = n == 1;
+    if (gm_disp_loop_init(s->disp, s->hosted ? gm_io_loop(s->io[0]) : NULL) < 0)
+        goto oom;
+    if (s->hosted)
+        gm_io_host_dispatcher(s->io[0], s->disp);
     if (cfg->queue && open_queue(s) < 0) {
         gm_server_free(s);
         return NULL;
@@ -614,7 +626,9 @@ gm_server_run(struct gm_server *s)
         }
         s->persist_started = true;
     }
-    if (pthread_create(&s->disp_tid, NULL, gm_disp_thread_main, s->disp) != 0) {
+    if (s->hosted) {
+        /* runs on I/O thread 0 */
+    } else if (pthread_create(&s->disp_tid, NULL, gm_disp_thread_main, s->disp) != 0) {
         gm_log(GM_LOG_FATAL, "cannot start the dispatcher thread");
         status = 1;
     } else {

@@ -274,6 +274,11 @@ class Server:
         self.args = [self.binary, "-p", str(self.port)] + (["-L", listen] if listen else []) + [
                      "-l", self.log, "-P", self.pidfile, "--verbose", log_level,
                      "--config-file", os.path.join(self.dir, "none.conf")] + list(args)
+        # GMTEST_SERVER_ARGS (e.g. "-t 1") runs every test server of ours
+        # with extra options; options a test gives itself come later and win.
+        extra = os.environ.get("GMTEST_SERVER_ARGS", "").split()
+        if extra and not binary:
+            self.args[1:1] = extra
         self.env = dict(os.environ, **(env or {}))
         self.proc = None
 
