@@ -158,7 +158,7 @@ struct pkt {
     struct gm_fields f;
 };
 
-/* Next packet; 1 ok, 0 timeout (1 s), -1 error. */
+/* Next packet; 1 ok, 0 timeout (100 ms), -1 error. */
 static int
 io_next(struct io *io, struct pkt *k)
 {
@@ -191,7 +191,8 @@ io_next(struct io *io, struct pkt *k)
             io->len = have;
             io->start = 0;
         }
-        struct timeval tv = {1, 0};
+        /* a short timeout, so threads notice the end of a run quickly */
+        struct timeval tv = {0, 100000};
         setsockopt(io->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
         ssize_t r = recv(io->fd, io->in + io->len, io->cap - io->len, 0);
         if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))

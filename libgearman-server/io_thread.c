@@ -779,6 +779,23 @@ handle_fe_request(struct conn *c, struct gm_block *blk, const char *p, uint32_t 
     return PKT_DONE;
 }
 
+/* The end of a parse: the references taken for it are counted before
+   anything can release one (a written ECHO reply, a closed connection); a
+   connection with nothing left unparsed gives its block back; a fatal
+   error closes it once the error is written. */
+static void
+parse_done(struct conn *c, const char *close_why)
+{
+    flush_refs(c->t);
+    if (c->in_len == 0 && c->in_blk) {
+        gm_block_unref(c->in_blk);
+        c->in_blk = NULL;
+        c->in_ptr = NULL;
+    }
+    if (close_why)
+        close_after_output(c, close_why);
+}
+
 /* The front-end counterpart of conn_parse: one request at a time; the next
    is parsed once the previous one's response is queued. */
 static void
@@ -808,14 +825,7 @@ conn_parse_fe(struct conn *c)
         c->in_ptr += used;
         c->in_len -= (uint32_t)used;
     }
-    flush_refs(c->t);
-    if (c->in_len == 0 && c->in_blk) {
-        gm_block_unref(c->in_blk);
-        c->in_blk = NULL;
-        c->in_ptr = NULL;
-    }
-    if (close_why)
-        close_after_output(c, close_why);
+    parse_done(c, close_why);
 }
 
 /* A reply for a front-end connection: a whole response from the
@@ -935,16 +945,7 @@ conn_parse(struct conn *c)
             break;
         }
     }
-    /* The references taken for this parse are counted before anything can
-       release one (a written ECHO reply, a closed connection). */
-    flush_refs(c->t);
-    if (c->in_len == 0 && c->in_blk) {
-        gm_block_unref(c->in_blk);
-        c->in_blk = NULL;
-        c->in_ptr = NULL;
-    }
-    if (close_why)
-        close_after_output(c, close_why);
+    parse_done(c, close_why);
 }
 
 /* Finishes a big packet once all its bytes are in: hands it on. */

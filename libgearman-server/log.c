@@ -72,23 +72,26 @@ open_append(const char *path)
     return open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
 }
 
+/* Makes fd (with path, owned; NULL for stderr or nowhere) the destination. */
+static void
+set_destination(int fd, char *path)
+{
+    if (log_fd > STDERR_FILENO)
+        close(log_fd);
+    log_fd = fd;
+    free(log_path);
+    log_path = path;
+}
+
 int
 gm_log_open(const char *path)
 {
     if (strcmp(path, "stderr") == 0) {
-        if (log_fd > STDERR_FILENO)
-            close(log_fd);
-        log_fd = STDERR_FILENO;
-        free(log_path);
-        log_path = NULL;
+        set_destination(STDERR_FILENO, NULL);
         return 0;
     }
     if (strcmp(path, "none") == 0) {
-        if (log_fd > STDERR_FILENO)
-            close(log_fd);
-        log_fd = -1;
-        free(log_path);
-        log_path = NULL;
+        set_destination(-1, NULL);
         return 0;
     }
     int fd = open_append(path);
@@ -100,11 +103,7 @@ gm_log_open(const char *path)
         errno = ENOMEM;
         return -1;
     }
-    if (log_fd > STDERR_FILENO)
-        close(log_fd);
-    log_fd = fd;
-    free(log_path);
-    log_path = copy;
+    set_destination(fd, copy);
     return 0;
 }
 
@@ -132,11 +131,7 @@ gm_log_reopen(void)
 void
 gm_log_close(void)
 {
-    if (log_fd > STDERR_FILENO)
-        close(log_fd);
-    log_fd = STDERR_FILENO;
-    free(log_path);
-    log_path = NULL;
+    set_destination(STDERR_FILENO, NULL);
     if (log_syslog)
         closelog();
     log_syslog = false;

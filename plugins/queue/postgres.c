@@ -92,20 +92,30 @@ run_fmt(struct pg *p, char *err, size_t errlen, const char *f, ...)
     return rc;
 }
 
+/* Runs a query with one text parameter; returns its rows, or NULL with
+   err saying what failed. */
+static PGresult *
+query1(struct pg *p, const char *sql, const char *param, const char *what, char *err, size_t errlen)
+{
+    const char *params[1] = {param};
+    PGresult *r = PQexecParams(p->conn, sql, 1, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(r) == PGRES_TUPLES_OK)
+        return r;
+    set_err(err, errlen, what, p->conn);
+    PQclear(r);
+    return NULL;
+}
+
 /* Which columns the table has: 0 no table, 1 ours, 2 gearmand 1.1's, -1 other. */
 static int
 table_layout(struct pg *p, char *err, size_t errlen)
 {
-    const char *params[1] = {p->table_raw};
-    PGresult *r = PQexecParams(p->conn,
-                               "SELECT column_name FROM information_schema.columns "
-                               "WHERE table_name = $1 AND table_schema = current_schema()",
-                               1, NULL, params, NULL, NULL, 0);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        set_err(err, errlen, "reading information_schema", p->conn);
-        PQclear(r);
+    PGresult *r = query1(p,
+                         "SELECT column_name FROM information_schema.columns "
+                         "WHERE table_name = $1 AND table_schema = current_schema()",
+                         p->table_raw, "reading information_schema", err, errlen);
+    if (!r)
         return -1;
-    }
     int n = PQntuples(r);
     bool handle = false, seq = false, unique = false, fn = false, prio = false, data = false;
     for (int i = 0; i < n; i++) {
@@ -180,16 +190,11 @@ out:
 static int
 drop_key_constraints(struct pg *p, char *err, size_t errlen)
 {
-    const char *params[1] = {p->table};
-    PGresult *r = PQexecParams(p->conn,
-                               "SELECT conname FROM pg_constraint WHERE conrelid = $1::regclass "
-                               "AND contype IN ('u', 'p')",
-                               1, NULL, params, NULL, NULL, 0);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        set_err(err, errlen, "reading constraints", p->conn);
-        PQclear(r);
+    PGresult *r = query1(p, "SELECT conname FROM pg_constraint WHERE conrelid = $1::regclass "
+                            "AND contype IN ('u', 'p')",
+                         p->table, "reading constraints", err, errlen);
+    if (!r)
         return -1;
-    }
     int rc = 0;
     for (int i = 0; i < PQntuples(r) && rc == 0; i++) {
         char *name = gm_sql_quote_ident(PQgetvalue(r, i, 0));
@@ -421,15 +426,11 @@ static int
 pg_load_counter(void *state, uint64_t *next, char *err, size_t errlen)
 {
     struct pg *p = state;
-    const char *v[1] = {p->counter_name};
-    PGresult *r = PQexecParams(p->conn, "SELECT value FROM gearmand_meta WHERE name = $1", 1, NULL, v, NULL,
-                               NULL, 0);
     *next = 0;
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        set_err(err, errlen, "reading the handle counter", p->conn);
-        PQclear(r);
+    PGresult *r = query1(p, "SELECT value FROM gearmand_meta WHERE name = $1", p->counter_name,
+                         "reading the handle counter", err, errlen);
+    if (!r)
         return -1;
-    }
     if (PQntuples(r) == 1)
         *next = strtoull(PQgetvalue(r, 0, 0), NULL, 10);
     PQclear(r);

@@ -912,5 +912,63 @@ def test_sighup_reopens_the_log_file():
         assert os.path.exists(old)
 
 
+# ----------------------------------------------------------------------
+# -u and running out of descriptors
+
+def _cpu_seconds(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@test
+def test_user_option_switches_to_the_user_after_binding():
+    import pwd
+    if os.geteuid() != 0:
+        skip("needs root")
+    nobody = pwd.getpwnam("nobody")
+    with Server("-u", "nobody") as s:
+        with open("/proc/%d/status" % s.proc.pid) as f:
+            uids = [l for l in f if l.startswith("Uid:")][0].split()[1:]
+        assert all(int(u) == nobody.pw_uid for u in uids), uids
+        assert admin(s.port, "status") == b".\n"
+
+
+@test
+def test_running_out_of_descriptors_pauses_accepting_without_spinning_or_flooding_the_log():
+    # 40 descriptors: a few for the loops and logs, the rest for connections
+    with Server("-f", "40", "-t", "1") as s:
+        conns = []
+        for _ in range(60):
+            try:
+                conns.append(socket.create_connection(("127.0.0.1", s.port), timeout=2))
+            except OSError:
+                break
+        time.sleep(0.3)
+        # the server is out of descriptors now, with connections waiting in
+        # the backlog: it must not spin on the listener
+        cpu0 = _cpu_seconds(s.proc.pid)
+        time.sleep(1.0)
+        used = _cpu_seconds(s.proc.pid) - cpu0
+        assert used < 0.3, "the server spent %.2f s of CPU in 1 s while out of descriptors" % used
+        log = s.log_text()
+        # one line per episode; a connection that gave up while waiting in
+        # the backlog frees a descriptor when it is accepted and dropped,
+        # which ends an episode and may start another: a few lines, never a
+        # line per retry (that would be ten a second)
+        pauses = log.count("pausing new connections")
+        assert 1 <= pauses <= 3, "expected a line per episode, found %d" % pauses
+        for c in conns:
+            c.close()
+        # once descriptors are free again, new connections are served
+        def served():
+            try:
+                return admin(s.port, "version").startswith(b"OK ")
+            except OSError:
+                return False
+        wait_until(served, timeout=5, what="a connection after the descriptors were given back")
+        assert "accepting connections again" in s.log_text()
+
+
 if __name__ == "__main__":
     gmtest.main()
