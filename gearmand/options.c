@@ -86,12 +86,15 @@ static const struct opt table[] = {
      "Address the server should listen on. Default is INADDR_ANY."},
     {"pid-file", 'P', K_STR, "General", DEFAULT_PID_FILE, O(pid_file), 0, 0,
      "File to write process ID out to."},
-    {"protocol", 'r', K_STR, "General", NULL, O(protocol), 0, 0, "Load protocol module."},
+    {"protocol", 'r', K_STR, "General", NULL, O(protocol), 0, 0,
+     "Load protocol module: http (job submission, web monitor, JSON, /metrics and /health on "
+     "--http-port)."},
     {"round-robin", 'R', K_FLAG, "General", NULL, O(server.round_robin), 0, 0,
      "Assign work in round-robin order per worker connection. (Always on here: a worker's "
      "functions take turns at each priority.)"},
     {"queue-type", 'q', K_STR, "General", "builtin", O(queue_type), 0, 0,
-     "Persistent queue type to use."},
+     "Persistent queue type to use: builtin (memory only), libsqlite3, Postgres or "
+     "libmemcached (the last is not durable)."},
     {"config-file", 0, K_STR, "General", DEFAULT_CONFIG_FILE, O(config_file), 0, 0,
      "Configuration file: the same options as the command line, one or more per line, '#' "
      "starts a comment. The command line wins."},
