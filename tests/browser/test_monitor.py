@@ -41,7 +41,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 import gmtest  # noqa: E402
-from gmtest import Server, test, fail  # noqa: E402
+from gmtest import Server, fail, submit, test  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SPEC = os.path.join(HERE, "monitor.spec.js")
@@ -149,11 +149,6 @@ def ensure_playwright():
 
 # ----------------------------------------------------------------------
 # the server's state
-
-def submit(c, ptype, fn, unique, data=b"x"):
-    c.send_packet(ptype, fn, unique, data)
-    return c.expect("JOB_CREATED").data.decode()
-
 
 def assigned(w):
     """The next packet that is not a NOOP: a worker's JOB_ASSIGN."""

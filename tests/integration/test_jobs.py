@@ -16,7 +16,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 
 import gmtest  # noqa: E402
-from gmtest import Server, test, wait_until  # noqa: E402
+from gmtest import Server, submit, test, wait_until  # noqa: E402
 
 PREFIX = "H:test"
 
@@ -27,12 +27,6 @@ def H(n):
 
 def srv(*args):
     return Server("--job-handle-prefix", PREFIX, *args)
-
-
-def submit(c, ptype, fn, unique, data, *extra):
-    """Sends a SUBMIT_* packet and returns the handle from JOB_CREATED."""
-    c.send_packet(ptype, fn, unique, *extra, data)
-    return c.expect("JOB_CREATED").data.decode()
 
 
 def worker(s, *functions, sleep=False):

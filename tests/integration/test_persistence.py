@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import gmtest  # noqa: E402
 import services  # noqa: E402
-from gmtest import Server, fail, test, wait_until  # noqa: E402
+from gmtest import Server, fail, submit, test, wait_until  # noqa: E402
 
 PREFIX = "H:test"
 DEBIAN_GEARMAND = "/usr/sbin/gearmand"
@@ -264,15 +264,6 @@ def per_backend(*names):
 
 def srv(store, *args, **kw):
     return Server("--job-handle-prefix", PREFIX, *store.args(), *args, **kw)
-
-
-def submit(c, ptype, fn, unique, data, *extra):
-    """Sends a SUBMIT_* packet (extra fields between unique and data) and
-    returns the handle from JOB_CREATED."""
-    c.send_packet(ptype, fn, unique, *extra, data)
-    p = c.recv_packet()
-    assert p.name == "JOB_CREATED", "%s %s: expected JOB_CREATED, got %r" % (ptype, fn, p)
-    return p.data.decode()
 
 
 def expect_queue_error(c):

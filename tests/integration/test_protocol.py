@@ -13,7 +13,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 
 import gmtest  # noqa: E402
-from gmtest import Server, packet, response, test  # noqa: E402
+from gmtest import Server, packet, response, submit, test  # noqa: E402
 
 PREFIX = "H:test"
 
@@ -25,12 +25,6 @@ def H(n):
 
 def srv(*args):
     return Server("--job-handle-prefix", PREFIX, *args)
-
-
-def submit(c, ptype, fn, unique, data, *extra):
-    """Sends a SUBMIT_* packet and returns the handle from JOB_CREATED."""
-    c.send_packet(ptype, fn, unique, *extra, data)
-    return c.expect("JOB_CREATED").data.decode()
 
 
 def worker(s, *functions):

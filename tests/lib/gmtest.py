@@ -339,6 +339,17 @@ class Server:
         return self.proc.returncode
 
 
+def submit(c, ptype, fn, unique, data=b"x", *extra):
+    """Sends a SUBMIT_* packet on connection c (extra fields, such as the
+    epoch of SUBMIT_JOB_EPOCH, go between unique and data) and returns the
+    job handle from the JOB_CREATED answer; fails on any other answer."""
+    c.send_packet(ptype, fn, unique, *extra, data)
+    p = c.recv_packet()
+    if p.name != "JOB_CREATED":
+        fail("%s %s: expected JOB_CREATED, got %r" % (ptype, fn, p))
+    return p.data.decode()
+
+
 # ----------------------------------------------------------------------
 # TAP
 
