@@ -69,6 +69,10 @@ mc_open(const struct gm_queue_options *opts, char *err, size_t errlen)
     c->prefix_len = strlen(c->prefix);
     memcached_server_push(c->m, list);
     memcached_server_list_free(list);
+    /* Writes are buffered and sent a batch at a time (memcached_flush_buffers).
+       Set once: changing this behaviour makes libmemcached reconnect, and a
+       command still unread on the old connection could then be overtaken. */
+    memcached_behavior_set(c->m, MEMCACHED_BEHAVIOR_BUFFER_REQUESTS, 1);
     /* Check that a server answers now rather than at the first job. */
     memcached_return_t rc = memcached_version(c->m);
     if (rc != MEMCACHED_SUCCESS) {
@@ -124,35 +128,82 @@ encode(struct mc *c, uint8_t prio, int64_t when, const char *fn, uint32_t fn_len
     return need;
 }
 
+/* One stored item a batch expects to find when it checks its writes. */
+struct expect {
+    char *key;
+    size_t klen;
+    size_t vlen;   /* 0: any length (the handle counter) */
+    size_t seq;    /* the record's place in the batch */
+    bool removed;  /* a DONE: the key should be gone */
+    bool found;
+};
+
 static int
-mc_write_batch(void *state, const struct gm_qrecord *recs, size_t n, char *err, size_t errlen)
+cmp_key_only(const struct expect *x, const struct expect *y)
 {
-    struct mc *c = state;
+    size_t n = x->klen < y->klen ? x->klen : y->klen;
+    int d = memcmp(x->key, y->key, n);
+    return d ? d : (x->klen > y->klen) - (x->klen < y->klen);
+}
+
+static int
+cmp_expect(const void *a, const void *b)
+{
+    const struct expect *x = a, *y = b;
+    int d = cmp_key_only(x, y);
+    return d ? d : (x->seq > y->seq) - (x->seq < y->seq);
+}
+
+static int
+cmp_expect_key(const void *a, const void *b)
+{
+    return cmp_key_only(a, b);
+}
+
+/* Removes the jobs this batch stored (removals already made were for
+   finished jobs: they stay removed). */
+static void
+undo_adds(struct mc *c, const struct gm_qrecord *recs, size_t n)
+{
+    for (size_t k = 0; k < n; k++) {
+        if (recs[k].op != GM_QOP_ADD)
+            continue;
+        size_t ul;
+        char *uk = key_for(c, recs[k].handle, recs[k].handle_len, &ul);
+        if (uk)
+            memcached_delete(c->m, uk, ul, 0);
+        free(uk);
+    }
+    memcached_flush_buffers(c->m);
+}
+
+/* Sends the batch's sets and deletes without waiting for each reply
+   (libmemcached's buffered requests: one write for many commands), then
+   asks for every stored key back in one multi-get: a set memcached refused
+   (an item too big, out of memory) shows up as a key missing or of the
+   wrong length.  Two round trips per batch instead of one per job. */
+static int
+send_batch(struct mc *c, const struct gm_qrecord *recs, size_t n, struct expect *ex, size_t *nex,
+           char *err, size_t errlen)
+{
+    *nex = 0;
     for (size_t i = 0; i < n; i++) {
         const struct gm_qrecord *r = &recs[i];
-        size_t klen;
-        if (r->op == GM_QOP_COUNTER) {
-            char v[24];
-            int vl = snprintf(v, sizeof v, "%lld", (long long)r->when);
-            char *ck = key_for(c, "__next_handle", 13, &klen);
-            memcached_return_t crc = ck ? memcached_set(c->m, ck, klen, v, (size_t)vl, 0, 0)
-                                        : MEMCACHED_MEMORY_ALLOCATION_FAILURE;
-            free(ck);
-            if (crc != MEMCACHED_SUCCESS) {
-                snprintf(err, errlen, "set counter: %s", memcached_strerror(c->m, crc));
-                return -1;
-            }
-            continue;
-        }
-        char *key = key_for(c, r->handle, r->handle_len, &klen);
+        size_t klen, vlen = 0;
+        char *key = r->op == GM_QOP_COUNTER ? key_for(c, "__next_handle", 13, &klen)
+                                            : key_for(c, r->handle, r->handle_len, &klen);
         if (!key) {
             snprintf(err, errlen, "out of memory");
             return -1;
         }
         memcached_return_t rc;
-        if (r->op == GM_QOP_ADD) {
-            size_t vlen = encode(c, r->priority, r->when, r->function, r->function_len, r->unique,
-                                 r->unique_len, r->data, r->data_len);
+        if (r->op == GM_QOP_COUNTER) {
+            char v[24];
+            int vl = snprintf(v, sizeof v, "%lld", (long long)r->when);
+            rc = memcached_set(c->m, key, klen, v, (size_t)vl, 0, 0);
+        } else if (r->op == GM_QOP_ADD) {
+            vlen = encode(c, r->priority, r->when, r->function, r->function_len, r->unique,
+                          r->unique_len, r->data, r->data_len);
             rc = vlen ? memcached_set(c->m, key, klen, c->value, vlen, 0, r->priority)
                       : MEMCACHED_MEMORY_ALLOCATION_FAILURE;
         } else {
@@ -160,25 +211,124 @@ mc_write_batch(void *state, const struct gm_qrecord *recs, size_t n, char *err, 
             if (rc == MEMCACHED_NOTFOUND)
                 rc = MEMCACHED_SUCCESS;
         }
-        free(key);
-        if (rc != MEMCACHED_SUCCESS) {
-            snprintf(err, errlen, "%s: %s", r->op == GM_QOP_ADD ? "set" : "delete",
+        if (rc != MEMCACHED_SUCCESS && rc != MEMCACHED_BUFFERED) {
+            snprintf(err, errlen, "%s: %s",
+                     r->op == GM_QOP_DONE ? "delete" : r->op == GM_QOP_ADD ? "set" : "set counter",
                      memcached_strerror(c->m, rc));
-            /* All or nothing: take back the jobs this batch already stored
-               (removals already made were for finished jobs: keep them). */
-            for (size_t k = 0; k < i; k++) {
-                if (recs[k].op != GM_QOP_ADD)
-                    continue;
-                size_t ul;
-                char *uk = key_for(c, recs[k].handle, recs[k].handle_len, &ul);
-                if (uk)
-                    memcached_delete(c->m, uk, ul, 0);
-                free(uk);
-            }
+            free(key);
             return -1;
         }
+        ex[*nex] = (struct expect){key, klen, vlen, i, r->op == GM_QOP_DONE, false};
+        (*nex)++;
+    }
+    memcached_return_t rc = memcached_flush_buffers(c->m);
+    if (rc != MEMCACHED_SUCCESS) {
+        snprintf(err, errlen, "sending the batch: %s", memcached_strerror(c->m, rc));
+        return -1;
     }
     return 0;
+}
+
+/* Multi-gets the keys in ex (sorted, one per key) and marks those found
+   with the expected length; returns 0 if all were. */
+static int
+check_stored(struct mc *c, struct expect *ex, size_t nex, char *err, size_t errlen)
+{
+    if (nex == 0)
+        return 0;
+    const char **keys = malloc(nex * sizeof *keys);
+    size_t *lens = malloc(nex * sizeof *lens);
+    if (!keys || !lens) {
+        free(keys);
+        free(lens);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < nex; i++) {
+        keys[i] = ex[i].key;
+        lens[i] = ex[i].klen;
+    }
+    memcached_return_t rc = memcached_mget(c->m, keys, lens, nex);
+    free(keys);
+    free(lens);
+    if (rc != MEMCACHED_SUCCESS) {
+        snprintf(err, errlen, "checking the batch: %s", memcached_strerror(c->m, rc));
+        return -1;
+    }
+    memcached_result_st *res;
+    while ((res = memcached_fetch_result(c->m, NULL, &rc)) != NULL) {
+        struct expect probe = {.key = (char *)memcached_result_key_value(res),
+                               .klen = memcached_result_key_length(res)};
+        struct expect *e = bsearch(&probe, ex, nex, sizeof *ex, cmp_expect_key);
+        if (e && (e->vlen == 0 || e->vlen == memcached_result_length(res)))
+            e->found = true;
+        memcached_result_free(res);
+    }
+    if (rc != MEMCACHED_END && rc != MEMCACHED_SUCCESS && rc != MEMCACHED_NOTFOUND) {
+        snprintf(err, errlen, "checking the batch: %s", memcached_strerror(c->m, rc));
+        return -1;
+    }
+    for (size_t i = 0; i < nex; i++)
+        if (!ex[i].found) {
+            snprintf(err, errlen, "set %.*s: memcached did not store it", (int)ex[i].klen,
+                     ex[i].key);
+            return -1;
+        }
+    return 0;
+}
+
+/* Keeps, for each key, only the batch's last word on it (a later ADD or
+   DONE of the same handle overrides an earlier one), and drops the keys
+   that end removed; returns how many remain. */
+static size_t
+final_state(struct expect *ex, size_t nex)
+{
+    qsort(ex, nex, sizeof *ex, cmp_expect);
+    size_t kept = 0;
+    for (size_t i = 0; i < nex; i++) {
+        bool last = i + 1 == nex || cmp_key_only(&ex[i], &ex[i + 1]) != 0;
+        if (last && !ex[i].removed)
+            ex[kept++] = ex[i];
+        else
+            free(ex[i].key);
+    }
+    return kept;
+}
+
+/* Reads back the keys the batch stored and checks each is there with the
+   length written; returns 0 if all were, -1 with the first missing one
+   named in err.  Frees the keys of ex either way. */
+static int
+check_batch(struct mc *c, struct expect *ex, size_t nex, char *err, size_t errlen)
+{
+    nex = final_state(ex, nex);
+    int r = check_stored(c, ex, nex, err, errlen);
+    for (size_t i = 0; i < nex; i++)
+        free(ex[i].key);
+    return r;
+}
+
+static int
+mc_write_batch(void *state, const struct gm_qrecord *recs, size_t n, char *err, size_t errlen)
+{
+    struct mc *c = state;
+    struct expect *ex = malloc((n ? n : 1) * sizeof *ex);
+    if (!ex) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    size_t nex = 0;
+    int r = send_batch(c, recs, n, ex, &nex, err, errlen);
+    if (r == 0) {
+        r = check_batch(c, ex, nex, err, errlen);
+    } else {
+        for (size_t i = 0; i < nex; i++)
+            free(ex[i].key);
+    }
+    free(ex);
+    if (r != 0)
+        undo_adds(c, recs, n); /* all or nothing */
+    return r;
 }
 
 /* Keys found by the dump, then read one by one. */
@@ -338,6 +488,122 @@ list_keys(struct mc *c, struct keylist *kl)
                memcached_strerror(c->m, drc));
 }
 
+/* Replays one stored item (value v of vlen bytes): ours are handed to cb,
+   gearmand 1.1.20's are rewritten in our form first. */
+static void
+replay_item(struct mc *c, const char *key, char *v, size_t vlen, uint32_t flags, gm_qrow_cb cb,
+            void *arg, uint64_t *migrated_count, char *err, size_t errlen)
+{
+    struct gm_qrow row;
+    memset(&row, 0, sizeof row);
+    const char *k = key + c->prefix_len;
+    if (strcmp(k, "__next_handle") == 0)
+        return;
+    if (vlen >= HEAD_LEN && memcmp(v, MAGIC, 4) == 0) {
+        uint32_t fn_len = (uint32_t)((unsigned char)v[13] << 8 | (unsigned char)v[14]);
+        if (HEAD_LEN + fn_len + 1 > vlen ||
+            HEAD_LEN + fn_len + 1 + (unsigned char)v[HEAD_LEN + fn_len] > vlen) {
+            gm_log(GM_LOG_ERROR, "libmemcached: item %s is damaged; kept, not replayed", key);
+            return;
+        }
+        uint64_t w = 0;
+        for (int b = 0; b < 8; b++)
+            w = w << 8 | (unsigned char)v[5 + b];
+        row.handle = k;
+        row.handle_len = (uint32_t)strlen(k);
+        row.priority = (unsigned char)v[4];
+        row.when = (int64_t)w;
+        row.function = v + HEAD_LEN;
+        row.function_len = fn_len;
+        row.unique_len = (unsigned char)v[HEAD_LEN + fn_len];
+        row.unique = v + HEAD_LEN + fn_len + 1;
+        row.data = row.unique + row.unique_len;
+        row.data_len = (uint32_t)(vlen - (size_t)(row.data - v));
+        cb(arg, &row);
+    } else {
+        /* gearmand 1.1.20: key "<prefix><function>-<unique>", value = data */
+        const char *dash = strchr(k, '-');
+        if (!dash) {
+            gm_log(GM_LOG_ERROR, "libmemcached: item %s is not a job; kept", key);
+            return;
+        }
+        char handle[GM_HANDLE_MAX];
+        snprintf(handle, sizeof handle, "%s:mc%llu", c->handle_prefix,
+                 (unsigned long long)++*migrated_count);
+        struct gm_qrecord add = {GM_QOP_ADD, (uint8_t)(flags <= 2 ? flags : 1), 0, handle, k,
+                                 dash + 1, v, (uint32_t)strlen(handle), (uint32_t)(dash - k),
+                                 (uint32_t)strlen(dash + 1), (uint32_t)vlen};
+        if (mc_write_batch(c, &add, 1, err, errlen) == 0) {
+            memcached_delete(c->m, key, strlen(key), 0);
+            memcached_flush_buffers(c->m);
+            row.handle = handle;
+            row.handle_len = add.handle_len;
+            row.priority = add.priority;
+            row.function = k;
+            row.function_len = add.function_len;
+            row.unique = dash + 1;
+            row.unique_len = add.unique_len;
+            row.data = v;
+            row.data_len = (uint32_t)vlen;
+            cb(arg, &row);
+        }
+    }
+}
+
+#define REPLAY_CHUNK 256 /* keys per multi-get */
+
+/* One key of a replay chunk and what the multi-get found for it. */
+struct fetched {
+    const char *key;
+    char *val; /* NULL: gone (evicted or completed meanwhile) */
+    size_t len;
+    uint32_t flags;
+};
+
+static int
+cmp_fetched_ptr(const void *a, const void *b)
+{
+    return strcmp((*(struct fetched *const *)a)->key, (*(struct fetched *const *)b)->key);
+}
+
+/* Reads the values of out[0..n)'s keys with one multi-get. */
+static void
+fetch_chunk(struct mc *c, struct fetched *out, size_t n)
+{
+    const char *keys[REPLAY_CHUNK];
+    size_t lens[REPLAY_CHUNK];
+    struct fetched *byname[REPLAY_CHUNK];
+    for (size_t i = 0; i < n; i++) {
+        keys[i] = out[i].key;
+        lens[i] = strlen(out[i].key);
+        byname[i] = &out[i];
+    }
+    qsort(byname, n, sizeof *byname, cmp_fetched_ptr);
+    memcached_return_t rc = memcached_mget(c->m, keys, lens, n);
+    if (rc != MEMCACHED_SUCCESS) {
+        gm_log(GM_LOG_ERROR, "libmemcached: reading stored jobs: %s", memcached_strerror(c->m, rc));
+        return;
+    }
+    memcached_result_st *res;
+    while ((res = memcached_fetch_result(c->m, NULL, &rc)) != NULL) {
+        char name[MEMCACHED_MAX_KEY + 1];
+        size_t kl = memcached_result_key_length(res);
+        if (kl > MEMCACHED_MAX_KEY)
+            kl = MEMCACHED_MAX_KEY;
+        memcpy(name, memcached_result_key_value(res), kl);
+        name[kl] = '\0';
+        struct fetched probe = {.key = name}, *pp = &probe;
+        struct fetched **hit = bsearch(&pp, byname, n, sizeof *byname, cmp_fetched_ptr);
+        size_t len = memcached_result_length(res);
+        if (hit && !(*hit)->val && ((*hit)->val = malloc(len ? len : 1)) != NULL) {
+            memcpy((*hit)->val, memcached_result_value(res), len);
+            (*hit)->len = len;
+            (*hit)->flags = memcached_result_flags(res);
+        }
+        memcached_result_free(res);
+    }
+}
+
 static int
 mc_replay(void *state, gm_qrow_cb cb, void *arg, char *err, size_t errlen)
 {
@@ -348,71 +614,18 @@ mc_replay(void *state, gm_qrow_cb cb, void *arg, char *err, size_t errlen)
     if (kl.n)
         qsort(kl.key, kl.n, sizeof *kl.key, cmp_key);
     uint64_t migrated = 0;
-    for (size_t i = 0; i < kl.n; i++) {
-        size_t vlen = 0;
-        uint32_t flags = 0;
-        memcached_return_t rc;
-        char *v = memcached_get(c->m, kl.key[i], strlen(kl.key[i]), &vlen, &flags, &rc);
-        if (!v)
-            continue; /* gone (evicted or completed meanwhile) */
-        struct gm_qrow row;
-        memset(&row, 0, sizeof row);
-        const char *k = kl.key[i] + c->prefix_len;
-        if (strcmp(k, "__next_handle") == 0) {
-            free(v);
-            continue;
+    struct fetched chunk[REPLAY_CHUNK];
+    for (size_t base = 0; base < kl.n; base += REPLAY_CHUNK) {
+        size_t n = kl.n - base < REPLAY_CHUNK ? kl.n - base : REPLAY_CHUNK;
+        for (size_t i = 0; i < n; i++)
+            chunk[i] = (struct fetched){.key = kl.key[base + i]};
+        fetch_chunk(c, chunk, n);
+        for (size_t i = 0; i < n; i++) {
+            if (chunk[i].val)
+                replay_item(c, chunk[i].key, chunk[i].val, chunk[i].len, chunk[i].flags, cb, arg,
+                            &migrated, err, errlen);
+            free(chunk[i].val);
         }
-        if (vlen >= HEAD_LEN && memcmp(v, MAGIC, 4) == 0) {
-            uint32_t fn_len = (uint32_t)((unsigned char)v[13] << 8 | (unsigned char)v[14]);
-            if (HEAD_LEN + fn_len + 1 > vlen ||
-                HEAD_LEN + fn_len + 1 + (unsigned char)v[HEAD_LEN + fn_len] > vlen) {
-                gm_log(GM_LOG_ERROR, "libmemcached: item %s is damaged; kept, not replayed", kl.key[i]);
-                free(v);
-                continue;
-            }
-            uint64_t w = 0;
-            for (int b = 0; b < 8; b++)
-                w = w << 8 | (unsigned char)v[5 + b];
-            row.handle = k;
-            row.handle_len = (uint32_t)strlen(k);
-            row.priority = (unsigned char)v[4];
-            row.when = (int64_t)w;
-            row.function = v + HEAD_LEN;
-            row.function_len = fn_len;
-            row.unique_len = (unsigned char)v[HEAD_LEN + fn_len];
-            row.unique = v + HEAD_LEN + fn_len + 1;
-            row.data = row.unique + row.unique_len;
-            row.data_len = (uint32_t)(vlen - (size_t)(row.data - v));
-            cb(arg, &row);
-        } else {
-            /* gearmand 1.1.20: key "<prefix><function>-<unique>", value = data */
-            const char *dash = strchr(k, '-');
-            if (!dash) {
-                gm_log(GM_LOG_ERROR, "libmemcached: item %s is not a job; kept", kl.key[i]);
-                free(v);
-                continue;
-            }
-            char handle[GM_HANDLE_MAX];
-            snprintf(handle, sizeof handle, "%s:mc%llu", c->handle_prefix,
-                     (unsigned long long)++migrated);
-            struct gm_qrecord add = {GM_QOP_ADD, (uint8_t)(flags <= 2 ? flags : 1), 0, handle, k,
-                                     dash + 1, v, (uint32_t)strlen(handle), (uint32_t)(dash - k),
-                                     (uint32_t)strlen(dash + 1), (uint32_t)vlen};
-            if (mc_write_batch(c, &add, 1, err, errlen) == 0) {
-                memcached_delete(c->m, kl.key[i], strlen(kl.key[i]), 0);
-                row.handle = handle;
-                row.handle_len = add.handle_len;
-                row.priority = add.priority;
-                row.function = k;
-                row.function_len = add.function_len;
-                row.unique = dash + 1;
-                row.unique_len = add.unique_len;
-                row.data = v;
-                row.data_len = (uint32_t)vlen;
-                cb(arg, &row);
-            }
-        }
-        free(v);
     }
     for (size_t i = 0; i < kl.n; i++)
         free(kl.key[i]);
