@@ -3,12 +3,14 @@
  * aliases postgres, libpq).
  *
  * Owns one libpq connection, used only by the persistence thread (and by
- * the main thread for open/replay before that thread starts).  A batch goes
- * out in pipeline mode: every INSERT/DELETE of the batch and one Sync in a
- * single round trip, which the server runs as one implicit transaction, so
- * the batch is durable (or not) as a whole.  When the server goes away the
- * batch fails; reconnect() resets the connection and prepares the
- * statements again.
+ * the main thread for open/replay before that thread starts).  A batch is
+ * at most three statements, whatever its size: one INSERT of every job it
+ * adds (the columns travel as binary arrays and are unnested), one DELETE
+ * of every job it finishes, and the handle counter.  They go out in
+ * pipeline mode with one Sync, in a single round trip, and the server runs
+ * them as one implicit transaction, so the batch is durable (or not) as a
+ * whole.  When the server goes away the batch fails; reconnect() resets
+ * the connection and prepares the statements again.
  *
  * Table layout: gearmand 1.1.20's columns plus job_handle (the row's
  * identity) and seq (insertion order for replay).  A 1.1.20 table is
@@ -28,6 +30,18 @@
 
 #include "libgearman-server/log.h"
 
+/* A one-dimensional array parameter in PostgreSQL's binary format, built
+   in place and reused from batch to batch. */
+struct pg_array {
+    char *buf;
+    size_t len, cap;
+    uint32_t n;
+    uint32_t elem_oid;
+};
+
+/* The columns of a batch's INSERT, and the handles of its DELETE. */
+enum { COL_HANDLE, COL_UNIQUE, COL_FUNCTION, COL_PRIORITY, COL_DATA, COL_WHEN, COL_DONE, NCOLS };
+
 struct pg {
     PGconn *conn;
     char *counter_name;   /* the handle counter's row in gearmand_meta */
@@ -35,7 +49,17 @@ struct pg {
     char *table;      /* quoted identifier */
     char *table_raw;  /* as given, for information_schema */
     char *prefix;
+    struct pg_array col[NCOLS];
+    size_t *order;    /* scratch: record indices sorted by handle */
+    bool *last;       /* scratch: the record is its handle's last in the batch */
+    size_t scratch_cap;
 };
+
+/* Element type OIDs (pg_type.h): text, bytea, int4, int8. */
+#define OID_TEXT 25
+#define OID_BYTEA 17
+#define OID_INT4 23
+#define OID_INT8 20
 
 static void
 set_err(char *err, size_t len, const char *what, PGconn *c)
@@ -140,13 +164,16 @@ table_layout(struct pg *p, char *err, size_t errlen)
 static int
 prepare(struct pg *p, char *err, size_t errlen)
 {
+    /* Rows are inserted in array order (seq is replay order). */
     char *add = fmt("INSERT INTO %s (job_handle, unique_key, function_name, priority, data, "
-                    "when_to_run) VALUES ($1, $2, $3, $4::integer, $5::bytea, $6::bigint) "
+                    "when_to_run) SELECT h, u, f, p, d, w FROM unnest($1::text[], $2::text[], "
+                    "$3::text[], $4::integer[], $5::bytea[], $6::bigint[]) WITH ORDINALITY "
+                    "AS x(h, u, f, p, d, w, o) ORDER BY o "
                     "ON CONFLICT (job_handle) DO UPDATE SET unique_key = EXCLUDED.unique_key, "
                     "function_name = EXCLUDED.function_name, priority = EXCLUDED.priority, "
                     "data = EXCLUDED.data, when_to_run = EXCLUDED.when_to_run",
                     p->table);
-    char *done = fmt("DELETE FROM %s WHERE job_handle = $1", p->table);
+    char *done = fmt("DELETE FROM %s WHERE job_handle = ANY($1::text[])", p->table);
     PGresult *cr = PQprepare(p->conn, "gm_counter",
                              "INSERT INTO gearmand_meta (name, value) VALUES ($1, $2::bigint) "
                              "ON CONFLICT (name) DO UPDATE SET value = GREATEST(gearmand_meta.value, EXCLUDED.value)",
@@ -349,6 +376,184 @@ pg_replay(void *state, gm_qrow_cb cb, void *arg, char *err, size_t errlen)
     return rc < 0 ? -1 : 0;
 }
 
+static bool
+array_reserve(struct pg_array *a, size_t more)
+{
+    if (a->len + more <= a->cap)
+        return true;
+    size_t cap = a->cap ? a->cap : 4096;
+    while (cap < a->len + more)
+        cap *= 2;
+    char *b = realloc(a->buf, cap);
+    if (!b)
+        return false;
+    a->buf = b;
+    a->cap = cap;
+    return true;
+}
+
+static void
+put_be32(char *p, uint32_t v)
+{
+    v = htonl(v);
+    memcpy(p, &v, 4);
+}
+
+/* Starts an empty array: dimensions, no-null flag, element type, then the
+   one dimension's length (filled in by array_finish) and lower bound. */
+static void
+array_start(struct pg_array *a, uint32_t elem_oid)
+{
+    a->len = 0;
+    a->n = 0;
+    a->elem_oid = elem_oid;
+    if (!array_reserve(a, 20))
+        return;
+    put_be32(a->buf, 1);
+    put_be32(a->buf + 4, 0);
+    put_be32(a->buf + 8, elem_oid);
+    put_be32(a->buf + 12, 0);
+    put_be32(a->buf + 16, 1);
+    a->len = 20;
+}
+
+static bool
+array_put(struct pg_array *a, const void *data, uint32_t len)
+{
+    if (a->len == 0 || !array_reserve(a, 4 + (size_t)len))
+        return false;
+    put_be32(a->buf + a->len, len);
+    if (len)
+        memcpy(a->buf + a->len + 4, data, len);
+    a->len += 4 + (size_t)len;
+    a->n++;
+    return true;
+}
+
+static void
+array_finish(struct pg_array *a)
+{
+    put_be32(a->buf + 12, a->n);
+}
+
+static const struct gm_qrecord *sort_recs; /* for cmp_by_handle; persistence thread only */
+
+static int
+cmp_by_handle(const void *x, const void *y)
+{
+    const struct gm_qrecord *a = &sort_recs[*(const size_t *)x], *b = &sort_recs[*(const size_t *)y];
+    uint32_t n = a->handle_len < b->handle_len ? a->handle_len : b->handle_len;
+    int d = memcmp(a->handle, b->handle, n);
+    if (d == 0)
+        d = (a->handle_len > b->handle_len) - (a->handle_len < b->handle_len);
+    if (d == 0)
+        d = (*(const size_t *)x > *(const size_t *)y) - (*(const size_t *)x < *(const size_t *)y);
+    return d;
+}
+
+/* Marks in p->last the records that decide their handle's final state:
+   the later of an ADD and a DONE of one handle is what the batch means,
+   and one statement may not touch a row twice. */
+static bool
+mark_last_per_handle(struct pg *p, const struct gm_qrecord *recs, size_t n)
+{
+    if (n > p->scratch_cap) {
+        size_t *o = realloc(p->order, n * sizeof *o);
+        if (o)
+            p->order = o;
+        bool *l = realloc(p->last, n * sizeof *l);
+        if (l)
+            p->last = l;
+        if (!o || !l)
+            return false;
+        p->scratch_cap = n;
+    }
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        p->last[i] = false;
+        if (recs[i].op != GM_QOP_COUNTER)
+            p->order[m++] = i;
+    }
+    sort_recs = recs;
+    qsort(p->order, m, sizeof *p->order, cmp_by_handle);
+    for (size_t k = 0; k < m; k++) {
+        const struct gm_qrecord *a = &recs[p->order[k]], *b = k + 1 < m ? &recs[p->order[k + 1]] : NULL;
+        if (!b || a->handle_len != b->handle_len || memcmp(a->handle, b->handle, a->handle_len) != 0)
+            p->last[p->order[k]] = true;
+    }
+    return true;
+}
+
+/* Fills the column arrays from the batch; *counter gets the highest handle
+   counter in it (-1: none).  Returns false if memory ran out. */
+static bool
+fill_arrays(struct pg *p, const struct gm_qrecord *recs, size_t n, long long *counter)
+{
+    static const uint32_t oids[NCOLS] = {OID_TEXT, OID_TEXT, OID_TEXT, OID_INT4, OID_BYTEA, OID_INT8, OID_TEXT};
+    for (int c = 0; c < NCOLS; c++)
+        array_start(&p->col[c], oids[c]);
+    *counter = -1;
+    bool ok = true;
+    for (size_t i = 0; i < n && ok; i++) {
+        const struct gm_qrecord *r = &recs[i];
+        if (r->op == GM_QOP_COUNTER) {
+            if (r->when > *counter)
+                *counter = r->when;
+            continue;
+        }
+        if (!p->last[i])
+            continue;
+        if (r->op == GM_QOP_DONE) {
+            ok = array_put(&p->col[COL_DONE], r->handle, r->handle_len);
+            continue;
+        }
+        char prio[4], when[8];
+        put_be32(prio, r->priority);
+        put_be32(when, (uint32_t)((uint64_t)r->when >> 32));
+        put_be32(when + 4, (uint32_t)r->when);
+        ok = array_put(&p->col[COL_HANDLE], r->handle, r->handle_len) &&
+             array_put(&p->col[COL_UNIQUE], r->unique, r->unique_len) &&
+             array_put(&p->col[COL_FUNCTION], r->function, r->function_len) &&
+             array_put(&p->col[COL_PRIORITY], prio, 4) &&
+             array_put(&p->col[COL_DATA], r->data ? r->data : "", r->data_len) &&
+             array_put(&p->col[COL_WHEN], when, 8);
+    }
+    for (int c = 0; c < NCOLS && ok; c++)
+        array_finish(&p->col[c]);
+    return ok;
+}
+
+/* Sends the batch's statements (at most three) and a Sync. */
+static bool
+send_batch(struct pg *p, long long counter)
+{
+    int fmts[6] = {1, 1, 1, 1, 1, 1};
+    if (p->col[COL_HANDLE].n) {
+        const char *v[6];
+        int len[6];
+        for (int c = 0; c < 6; c++) {
+            v[c] = p->col[c].buf;
+            len[c] = (int)p->col[c].len;
+        }
+        if (!PQsendQueryPrepared(p->conn, "gm_add", 6, v, len, fmts, 0))
+            return false;
+    }
+    if (p->col[COL_DONE].n) {
+        const char *v[1] = {p->col[COL_DONE].buf};
+        int len[1] = {(int)p->col[COL_DONE].len};
+        if (!PQsendQueryPrepared(p->conn, "gm_done", 1, v, len, fmts, 0))
+            return false;
+    }
+    if (counter >= 0) {
+        char when[24];
+        snprintf(when, sizeof when, "%lld", counter);
+        const char *v[2] = {p->counter_name, when};
+        if (!PQsendQueryPrepared(p->conn, "gm_counter", 2, v, NULL, NULL, 0))
+            return false;
+    }
+    return PQpipelineSync(p->conn) == 1;
+}
+
 static int
 pg_write_batch(void *state, const struct gm_qrecord *recs, size_t n, char *err, size_t errlen)
 {
@@ -357,39 +562,20 @@ pg_write_batch(void *state, const struct gm_qrecord *recs, size_t n, char *err, 
         snprintf(err, errlen, "not connected");
         return -1;
     }
+    long long counter;
+    if (!mark_last_per_handle(p, recs, n) || !fill_arrays(p, recs, n, &counter)) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
     if (!PQenterPipelineMode(p->conn)) {
         set_err(err, errlen, "pipeline", p->conn);
         return -1;
     }
     int rc = 0;
-    for (size_t i = 0; i < n && rc == 0; i++) {
-        const struct gm_qrecord *r = &recs[i];
-        char prio[12], when[24];
-        snprintf(prio, sizeof prio, "%d", r->priority);
-        snprintf(when, sizeof when, "%lld", (long long)r->when);
-        if (r->op == GM_QOP_COUNTER) {
-            const char *v[2] = {p->counter_name, when};
-            if (!PQsendQueryPrepared(p->conn, "gm_counter", 2, v, NULL, NULL, 0))
-                rc = -1;
-        } else if (r->op == GM_QOP_ADD) {
-            const char *v[6] = {r->handle, r->unique, r->function, prio, r->data ? r->data : "", when};
-            int len[6] = {(int)r->handle_len, (int)r->unique_len, (int)r->function_len, 0,
-                          (int)r->data_len, 0};
-            int fmts[6] = {1, 1, 1, 0, 1, 0}; /* text columns as raw bytes, bytea raw */
-            if (!PQsendQueryPrepared(p->conn, "gm_add", 6, v, len, fmts, 0))
-                rc = -1;
-        } else {
-            const char *v[1] = {r->handle};
-            int len[1] = {(int)r->handle_len};
-            int fmts[1] = {1};
-            if (!PQsendQueryPrepared(p->conn, "gm_done", 1, v, len, fmts, 0))
-                rc = -1;
-        }
-    }
-    if (rc == 0 && !PQpipelineSync(p->conn))
-        rc = -1;
-    if (rc < 0)
+    if (!send_batch(p, counter)) {
         set_err(err, errlen, "sending batch", p->conn);
+        rc = -1;
+    }
     /* Read every result up to the sync: the server ran the batch as one
        implicit transaction, so one error means none of it was kept.
        Results are separated by NULLs; a dead connection ends the loop. */
@@ -474,6 +660,10 @@ pg_close(void *state)
     free(p->table_raw);
     free(p->prefix);
     free(p->counter_name);
+    for (int c = 0; c < NCOLS; c++)
+        free(p->col[c].buf);
+    free(p->order);
+    free(p->last);
     free(p);
 }
 
