@@ -102,8 +102,9 @@ static const struct opt table[] = {
     {"coredump", 0, K_FLAG, "General", NULL, O(coredump), 0, 0,
      "Whether to create a core dump for uncaught signals."},
     {"threads", 't', K_UINT, "General", "0", O(server.io_threads), 0, 255,
-     "Number of I/O threads to use; 0 (the default) means one per CPU. With one, the "
-     "dispatcher runs on that thread instead of a thread of its own."},
+     "Number of I/O threads to use; 0 (the default) means one per CPU besides the "
+     "dispatcher's (CPUs - 1), and one on 1-2 CPUs. With one, the dispatcher runs on "
+     "that thread instead of a thread of its own."},
     {"user", 'u', K_STR, "General", NULL, O(user), 0, 0,
      "Switch to given user after startup."},
     {"verbose", 0, K_VERBOSE, "General", "ERROR", O(verbose), 0, 0,

@@ -259,6 +259,21 @@ class Conn:
             self._fill(left)
 
 
+def _extra_args_not_in(extra, args):
+    """The options of `extra` (each "-x VALUE" or "--opt=VALUE") whose
+    option does not appear in `args`."""
+    given = {a.split("=", 1)[0] for a in args if a.startswith("-")}
+    out, i = [], 0
+    while i < len(extra):
+        opt = extra[i]
+        has_value = "=" not in opt and i + 1 < len(extra) and not extra[i + 1].startswith("-")
+        group = extra[i:i + 2] if has_value else extra[i:i + 1]
+        if opt.split("=", 1)[0] not in given:
+            out += group
+        i += len(group)
+    return out
+
+
 class Server:
     """A gearmand under test, on a free port."""
 
@@ -275,10 +290,11 @@ class Server:
                      "-l", self.log, "-P", self.pidfile, "--verbose", log_level,
                      "--config-file", os.path.join(self.dir, "none.conf")] + list(args)
         # GMTEST_SERVER_ARGS (e.g. "-t 1") runs every test server of ours
-        # with extra options; options a test gives itself come later and win.
+        # with extra options; an option a test gives itself wins (gearmand
+        # refuses an option given twice, so the extra one is left out).
         extra = os.environ.get("GMTEST_SERVER_ARGS", "").split()
         if extra and not binary:
-            self.args[1:1] = extra
+            self.args[1:1] = _extra_args_not_in(extra, list(args))
         self.env = dict(os.environ, **(env or {}))
         self.proc = None
 
