@@ -19,13 +19,15 @@
 #define GM_DEFAULT_MAX_PACKET (64u << 20)
 #define GM_DEFAULT_MAX_OUTPUT (256u << 20)
 #define GM_DEFAULT_BUCKETS 991
+#define GM_DEFAULT_BUSY_POLL_US 200u /* as the kernel's guest halt-polling default */
 #define GM_PREFIX_MAX 40
 
 struct gm_server_config {
     const char *listen_host;      /* -L; NULL = every address */
     const char *port;             /* -p */
     int backlog;                  /* -b */
-    unsigned io_threads;          /* -t; 0 = one per CPU */
+    unsigned io_threads;          /* -t; 0 = one per CPU counting the dispatcher */
+    unsigned busy_poll_us;        /* --busy-poll: longest polling window after activity; 0 = off */
     uint32_t max_packet_size;     /* --max-packet-size: largest payload accepted */
     size_t max_output;            /* unsent bytes per connection before it is closed */
     unsigned job_retries;         /* -j: attempts before a job fails; 0 = unlimited */

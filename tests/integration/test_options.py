@@ -476,6 +476,58 @@ def test_threads_default_and_zero_are_one_per_cpu_counting_the_dispatcher():
 
 
 # ----------------------------------------------------------------------
+# --busy-poll
+
+def _echo_round_trips(port, n, pause):
+    """n ECHO round trips on one connection, `pause` seconds apart."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+        req = b"\0REQ" + (16).to_bytes(4, "big") + (4).to_bytes(4, "big") + b"ping"
+        for _ in range(n):
+            c.sendall(req)
+            got = b""
+            while len(got) < 16:
+                chunk = c.recv(16 - len(got))
+                assert chunk, "connection closed"
+                got += chunk
+            assert got == b"\0RES" + (17).to_bytes(4, "big") + (4).to_bytes(4, "big") + b"ping", got
+            if pause:
+                time.sleep(pause)
+
+
+@test
+def test_busy_poll_stops_once_traffic_stops():
+    with Server("-t", "1") as s:
+        _echo_round_trips(s.port, 2000, 0)
+        time.sleep(0.2)
+        cpu0 = _cpu_seconds(s.proc.pid)
+        time.sleep(1.0)
+        used = _cpu_seconds(s.proc.pid) - cpu0
+        assert used < 0.1, "%.2f s of CPU in 1 s with no traffic after busy polling" % used
+
+
+@test
+def test_busy_poll_window_closes_when_packets_are_far_apart():
+    # one packet every 20 ms, far beyond the 200 µs window: polling would
+    # be wasted, so the window must close and the thread sleep between them
+    with Server("-t", "1") as s:
+        cpu0 = _cpu_seconds(s.proc.pid)
+        t0 = time.time()
+        _echo_round_trips(s.port, 50, 0.02)
+        elapsed = time.time() - t0
+        used = _cpu_seconds(s.proc.pid) - cpu0
+        assert used < 0.25 * elapsed, "%.2f s of CPU in %.2f s of sparse traffic" % (used, elapsed)
+
+
+@test
+def test_busy_poll_takes_microseconds_and_zero_turns_it_off():
+    for value in ("0", "50", "100000"):
+        with Server("--busy-poll", value, "-t", "1") as s:
+            _echo_round_trips(s.port, 10, 0)
+    expect_error(["--busy-poll", "100001"], r"the argument \('100001'\) for option '--busy-poll' is invalid")
+    expect_error(["--busy-poll", "-1"], r"the argument \('-1'\) for option '--busy-poll' is invalid")
+
+
+# ----------------------------------------------------------------------
 # -j, -w, --job-handle-prefix, --exceptions, --max-packet-size
 
 @test
