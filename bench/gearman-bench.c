@@ -648,6 +648,15 @@ client_echo_main(void *arg)
 /* Server figures from /proc                                           */
 /* ------------------------------------------------------------------ */
 
+/* CPU seconds this process (the load generator) has used. */
+static double
+self_cpu(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 static double
 proc_cpu(long pid)
 {
@@ -812,7 +821,7 @@ main(int argc, char **argv)
 
     if (fg)
         start_workers(wt, wa, C.workers, false, 0);
-    double cpu0 = proc_cpu(C.pid), t0 = now();
+    double cpu0 = proc_cpu(C.pid), t0 = now(), self0 = self_cpu();
     t_end = t0 + C.seconds;
     void *(*fn)(void *) = fg ? client_fg_main : echo ? client_echo_main : client_bg_main;
     for (int i = 0; i < C.clients; i++) {
@@ -821,7 +830,7 @@ main(int argc, char **argv)
     }
     for (int i = 0; i < C.clients; i++)
         pthread_join(ct[i], NULL);
-    double t1 = now(), cpu1 = proc_cpu(C.pid);
+    double t1 = now(), cpu1 = proc_cpu(C.pid), self_cpu_s = self_cpu() - self0;
     long rss_loaded = proc_rss_kb(C.pid);
     long done = 0;
     struct lat all = {0};
@@ -888,9 +897,10 @@ main(int argc, char **argv)
     double rate = drain ? drain_rate : done / span;
     long ops = drain ? drained : done;
     printf("mode=%s ops=%ld secs=%.3f rate=%.0f p50_us=%.0f p99_us=%.0f p999_us=%.0f server_cpu_s=%.3f "
-           "ops_per_cpu_s=%.0f rss_before_kb=%ld rss_kb=%ld rss_per_job_b=%.0f drained=%ld drain_rate=%.0f "
-           "errors=%ld\n",
-           C.mode, ops, span, rate, p50 * 1e6, p99 * 1e6, p999 * 1e6, cpu, cpu > 0 ? ops / cpu : 0, rss_before,
+           "ops_per_cpu_s=%.0f gen_cpu_s=%.3f rss_before_kb=%ld rss_kb=%ld rss_per_job_b=%.0f drained=%ld "
+           "drain_rate=%.0f errors=%ld\n",
+           C.mode, ops, span, rate, p50 * 1e6, p99 * 1e6, p999 * 1e6, cpu, cpu > 0 ? ops / cpu : 0,
+           drain ? 0 : self_cpu_s, rss_before,
            rss_loaded, rss && done ? (rss_loaded - rss_before) * 1024.0 / done : 0, drained, drain_rate,
            (long)atomic_load(&errors));
     fprintf(stderr, "%s: %ld ops in %.2fs = %.0f/s; latency p50 %.0f us, p99 %.0f us; server cpu %.2fs; errors %ld\n",
