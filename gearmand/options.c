@@ -55,10 +55,10 @@ static const struct opt table[] = {
     {"backlog", 'b', K_INT, "General", "32", O(server.backlog), 1, INT_MAX,
      "Number of backlog connections for listen."},
     {"busy-poll", 0, K_UINT, "General", "200", O(server.busy_poll_us), 0, 100000,
-     "With one I/O thread (the default on 1-2 CPUs): microseconds it keeps polling, "
-     "instead of sleeping, after activity, the most it waits for the next packet awake "
-     "(the window adapts to the traffic and closes when packets are far apart). 0 turns "
-     "busy polling off."},
+     "Microseconds an I/O or dispatcher thread keeps polling, instead of sleeping, "
+     "after activity: the most it waits for the next packet awake (the window adapts "
+     "to the traffic and closes when packets are far apart; polling yields to any "
+     "thread that needs the CPU). 0 turns busy polling off."},
     {"daemon", 'd', K_FLAG, "General", NULL, O(daemon), 0, 0,
      "Daemon, detach and run in the background."},
     {"exceptions", 0, K_FLAG, "General", NULL, O(server.exceptions), 0, 0,

@@ -2112,6 +2112,7 @@ on_wake(struct ev_loop *loop, ev_async *w, int revents)
         }
         return;
     }
+    gm_busy_poll_activity(&d->poll, d->loop);
     if (atomic_exchange(&d->graceful_flag, 0))
         gm_disp_begin_graceful(d);
     /* A full budget means more is waiting: the idle watcher comes back for
@@ -2171,6 +2172,7 @@ gm_disp_loop_init(struct gm_dispatcher *d, struct ev_loop *shared)
     d->timer.data = d;
     ev_idle_init(&d->more, on_more);
     d->more.data = d;
+    gm_busy_poll_init(&d->poll, shared ? 0 : d->cfg->busy_poll_us);
     if (shared)
         ev_idle_start(d->loop, &d->more); /* work may be waiting already */
     return 0;

@@ -10,6 +10,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
+#include "libgearman-server/busy_poll.h"
 #include "libgearman-server/dispatcher.h"
 #include "libgearman-server/jobs.h"
 #include "libgearman-server/persist.h"
@@ -98,6 +99,7 @@ struct gm_dispatcher {
     ev_timer timer;
     ev_idle more;                /* runs while the rings hold more than one budget */
     bool loop_shared;            /* runs on an I/O thread's loop (one I/O thread) */
+    struct gm_busy_poll poll;    /* --busy-poll on its own loop (a shared loop's thread polls) */
     _Atomic int stop_flag;
     _Atomic int graceful_flag;
 };

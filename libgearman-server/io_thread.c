@@ -19,16 +19,15 @@
  * per connection at the end of the loop iteration (ev_prepare); the write
  * watcher is armed only when the socket is full.
  *
- * Waiting: the thread that also runs the dispatcher (one I/O thread) keeps
- * polling for a while after activity instead of sleeping (--busy-poll, an
- * adaptive window; see note_activity).
+ * Waiting: after activity the thread keeps polling for a while instead of
+ * sleeping (--busy-poll, an adaptive window; see busy_poll.h).
  */
 #include "config.h"
 
 #include "libgearman-server/io_thread.h"
+#include "libgearman-server/busy_poll.h"
 
 #include <errno.h>
-#include <sched.h>
 #include <ev.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -114,8 +113,7 @@ struct gm_io_thread {
     struct ev_loop *loop;
     ev_async wake;
     ev_prepare prepare;
-    ev_idle poll;               /* busy polling: active while the window is open */
-    double poll_max, poll_window, last_activity; /* seconds, ev_now() */
+    struct gm_busy_poll poll;   /* --busy-poll */
     struct gm_fd_ring newfds;
     _Atomic int stop;
     _Atomic unsigned nconns;
@@ -420,67 +418,13 @@ conn_flush(struct conn *c)
 /* Connections                                                         */
 /* ------------------------------------------------------------------ */
 
-/* Busy polling (--busy-poll), on the thread that runs the dispatcher too
-   (gm_io_host_dispatcher).  Sleeping in epoll_wait and being woken by
-   the next packet costs tens of microseconds on a virtual machine, on every
-   hop of a job.  After activity the loop keeps polling without blocking
-   (an idle watcher makes libev poll with a zero timeout) for a window, and
-   the window adapts the way the kernel's guest halt-polling does: when the
-   next activity came after the loop gave up but within the maximum, a
-   longer window would have caught it, so it doubles; when it came later
-   than the maximum, polling was wasted, so it halves, down to nothing.  A
-   steady request/response stream keeps the thread awake between packets;
-   sparse traffic costs a few hundred microseconds of polling, then none. */
-#define POLL_START_FRACTION 0.25 /* a window reopens at this share of the maximum */
-#define POLL_MIN 10e-6           /* below this a window closes entirely */
-
-static void
-note_activity(struct gm_io_thread *t)
-{
-    if (t->poll_max <= 0)
-        return;
-    double now = ev_now(t->loop);
-    double gap = now - t->last_activity;
-    t->last_activity = now;
-    if (gap > t->poll_window) {
-        if (gap <= t->poll_max) {
-            double w = t->poll_window * 2;
-            if (w < t->poll_max * POLL_START_FRACTION)
-                w = t->poll_max * POLL_START_FRACTION;
-            t->poll_window = w < t->poll_max ? w : t->poll_max;
-        } else {
-            t->poll_window /= 2;
-            if (t->poll_window < POLL_MIN)
-                t->poll_window = 0;
-        }
-    }
-    if (t->poll_window > 0 && !ev_is_active(&t->poll))
-        ev_idle_start(t->loop, &t->poll);
-}
-
-/* Runs when a zero-timeout poll found nothing: polls again until the
-   window since the last activity has passed.  Each round first yields the
-   CPU to any thread waiting for it (a client or worker on the same
-   machine): polling only uses a CPU nobody else wants.  Measured on 2 CPUs,
-   ECHO went from 1.03-1.12M to 1.26-1.32M echoes per server CPU-second. */
-static void
-on_poll_idle(struct ev_loop *loop, ev_idle *w, int revents)
-{
-    (void)revents;
-    struct gm_io_thread *t = w->data;
-    sched_yield();
-    ev_now_update(loop);
-    if (ev_now(loop) - t->last_activity >= t->poll_window)
-        ev_idle_stop(loop, w);
-}
-
 static void
 on_conn_read(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)loop;
     (void)revents;
     struct conn *c = w->data;
-    note_activity(c->t);
+    gm_busy_poll_activity(&c->t->poll, c->t->loop);
     conn_read(c);
 }
 
@@ -1258,7 +1202,7 @@ on_wake(struct ev_loop *loop, ev_async *w, int revents)
         ev_break(loop, EVBREAK_ALL);
         return;
     }
-    note_activity(t);
+    gm_busy_poll_activity(&t->poll, t->loop);
     drain_newfds(t);
     drain_outbound(t);
     if (t->stalled)
@@ -1360,8 +1304,7 @@ gm_io_new(unsigned index, const struct gm_server_config *cfg, struct gm_channel 
     ev_prepare_init(&t->prepare, on_prepare);
     t->prepare.data = t;
     ev_prepare_start(t->loop, &t->prepare);
-    ev_idle_init(&t->poll, on_poll_idle);
-    t->poll.data = t;
+    gm_busy_poll_init(&t->poll, cfg->busy_poll_us);
     return t;
 }
 
@@ -1443,10 +1386,6 @@ void
 gm_io_host_dispatcher(struct gm_io_thread *t, struct gm_dispatcher *d)
 {
     t->colo = d;
-    /* Only the thread that also runs the dispatcher polls: with a
-       dispatcher thread of its own, polling I/O threads took the CPU it
-       needed (measured on 2 CPUs, docs/performance.md). */
-    t->poll_max = t->cfg->busy_poll_us / 1e6;
 }
 
 struct ev_loop *

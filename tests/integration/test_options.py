@@ -496,20 +496,25 @@ def _echo_round_trips(port, n, pause):
 
 @test
 def test_busy_poll_stops_once_traffic_stops():
-    with Server("-t", "1") as s:
-        _echo_round_trips(s.port, 2000, 0)
-        time.sleep(0.2)
-        cpu0 = _cpu_seconds(s.proc.pid)
-        time.sleep(1.0)
-        used = _cpu_seconds(s.proc.pid) - cpu0
-        assert used < 0.1, "%.2f s of CPU in 1 s with no traffic after busy polling" % used
+    # one thread polling; then two I/O threads and the dispatcher thread
+    for threads in ("1", "2"):
+        with Server("-t", threads) as s:
+            with s.conn() as c:  # jobs too, so the dispatcher thread polls
+                for _ in range(200):
+                    gmtest.submit(c, "SUBMIT_JOB_BG", "f", "")
+            _echo_round_trips(s.port, 2000, 0)
+            time.sleep(0.2)
+            cpu0 = _cpu_seconds(s.proc.pid)
+            time.sleep(1.0)
+            used = _cpu_seconds(s.proc.pid) - cpu0
+            assert used < 0.1, "-t %s: %.2f s of CPU in 1 s with no traffic after busy polling" % (threads, used)
 
 
 @test
 def test_busy_poll_window_closes_when_packets_are_far_apart():
     # one packet every 20 ms, far beyond the 200 µs window: polling would
     # be wasted, so the window must close and the thread sleep between them
-    with Server("-t", "1") as s:
+    with Server("-t", "2") as s:
         cpu0 = _cpu_seconds(s.proc.pid)
         t0 = time.time()
         _echo_round_trips(s.port, 50, 0.02)
