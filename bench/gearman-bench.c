@@ -54,7 +54,9 @@ struct cfg {
 
 static struct cfg C = {"127.0.0.1", "4730", "fg", 8, 8, 16, 1, 64, false, true, 5.0, 0, 0, 0, 1};
 
-static _Atomic long submitted, completed, errors, echoed, created;
+/* Totals, added once per thread at its end (a shared counter updated per
+   job would bounce its cache line between CPUs and slow the generator). */
+static _Atomic long submitted, errors, created;
 static _Atomic int stop_flag;
 static _Atomic int workers_stop;
 
@@ -111,6 +113,11 @@ io_open(struct io *io)
     io->in = malloc(io->cap);
     io->ocap = 1 << 16;
     io->out = malloc(io->ocap);
+    if (io->fd >= 0) {
+        /* a short receive timeout, so threads notice the end of a run quickly */
+        struct timeval tv = {0, 100000};
+        setsockopt(io->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    }
     return io->fd >= 0 && io->in && io->out ? 0 : -1;
 }
 
@@ -191,9 +198,6 @@ io_next(struct io *io, struct pkt *k)
             io->len = have;
             io->start = 0;
         }
-        /* a short timeout, so threads notice the end of a run quickly */
-        struct timeval tv = {0, 100000};
-        setsockopt(io->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
         ssize_t r = recv(io->fd, io->in + io->len, io->cap - io->len, 0);
         if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             return 0;
@@ -506,7 +510,6 @@ client_fg_main(void *arg)
                 }
             }
             ca->done++;
-            atomic_fetch_add(&completed, 1);
             inflight--;
             if (more_to_send(ca)) {
                 fifo_seq[(fh + fl) % C.depth] = ca->sent;
@@ -566,7 +569,6 @@ client_bg_main(void *arg)
             th = (th + 1) % C.depth;
             inflight--;
             ca->done++;
-            atomic_fetch_add(&created, 1);
             if (more_to_send(ca)) {
                 t0[(th + (size_t)inflight) % C.depth] = now();
                 put_submit(&io, ca, buf, true);
@@ -581,6 +583,7 @@ client_bg_main(void *arg)
             break;
     }
     atomic_fetch_add(&submitted, ca->sent);
+    atomic_fetch_add(&created, ca->done);
     free(t0);
     free(buf);
     io_close(&io);
@@ -627,7 +630,6 @@ client_echo_main(void *arg)
         th = (th + 1) % C.depth;
         inflight--;
         ca->done++;
-        atomic_fetch_add(&echoed, 1);
         if (more_to_send(ca)) {
             size_t len = make_payload(buf, ca->id, ca->sent++);
             struct gm_field_ref f = {buf, len};

@@ -471,8 +471,12 @@ list_keys(struct mc *c, struct keylist *kl)
         host[hl] = '\0';
         if (colon)
             snprintf(port, sizeof port, "%.*s", (int)(len - hl - 1), colon + 1);
-        if (metadump(host, port, kl) < 0)
-            ok = false;
+        /* The LRU crawler is no snapshot: an item memcached moves between
+           LRU segments meanwhile can be missed by one pass.  Two passes;
+           mc_replay drops the keys seen twice. */
+        for (int pass = 0; pass < 2 && ok; pass++)
+            if (metadump(host, port, kl) < 0)
+                ok = false;
         p = end ? end + 1 : p + len;
     }
     if (ok)
@@ -610,9 +614,18 @@ mc_replay(void *state, gm_qrow_cb cb, void *arg, char *err, size_t errlen)
     struct mc *c = state;
     struct keylist kl = {NULL, 0, 0, c->prefix, c->prefix_len};
     list_keys(c, &kl);
-    /* memcached keeps no order: sort so older handles come first. */
+    /* memcached keeps no order: sort so older handles come first, and keep
+       each key once (the listing may name it twice). */
     if (kl.n)
         qsort(kl.key, kl.n, sizeof *kl.key, cmp_key);
+    size_t unique_n = 0;
+    for (size_t i = 0; i < kl.n; i++) {
+        if (unique_n && strcmp(kl.key[unique_n - 1], kl.key[i]) == 0)
+            free(kl.key[i]);
+        else
+            kl.key[unique_n++] = kl.key[i];
+    }
+    kl.n = unique_n;
     uint64_t migrated = 0;
     struct fetched chunk[REPLAY_CHUNK];
     for (size_t base = 0; base < kl.n; base += REPLAY_CHUNK) {
