@@ -88,8 +88,9 @@ out_end(struct out_ctx *o)
    for the inline space goes out as a block of its own, followed by the body
    as a second message, so the body is never copied. */
 static void
-send_packet(struct gm_dispatcher *d, gm_conn_id conn, uint32_t type,
-            const struct gm_field_ref *f, size_t n, const struct gm_slice *body)
+send_packet_flagged(struct gm_dispatcher *d, gm_conn_id conn, uint32_t type,
+                    const struct gm_field_ref *f, size_t n, const struct gm_slice *body,
+                    uint8_t flags)
 {
     size_t head_payload = body ? gm_payload_size(f, n) + (n ? 1 : 0) : gm_payload_size(f, n);
     size_t size = head_payload + (body ? body->len : 0);
@@ -97,6 +98,7 @@ send_packet(struct gm_dispatcher *d, gm_conn_id conn, uint32_t type,
     struct out_ctx o;
     if (!out_begin(d, conn, &o))
         return;
+    o.msg->flags = flags;
     unsigned char *dst;
     struct gm_block *hb = NULL;
     if (head_len <= GM_OUT_INLINE) {
@@ -132,12 +134,29 @@ send_packet(struct gm_dispatcher *d, gm_conn_id conn, uint32_t type,
             out_end(&o);
             if (!out_begin(d, conn, &o))
                 return;
+            o.msg->flags = flags;
             o.msg->body = *body;
             if (body->blk)
                 gm_block_ref(body->blk);
         }
     }
     out_end(&o);
+}
+
+static void
+send_packet(struct gm_dispatcher *d, gm_conn_id conn, uint32_t type,
+            const struct gm_field_ref *f, size_t n, const struct gm_slice *body)
+{
+    send_packet_flagged(d, conn, type, f, n, body, 0);
+}
+
+/* Whether the client waits on another job besides the one being answered:
+   then more replies are coming, and this one may wait to go out with them. */
+static uint8_t
+more_replies_coming(const struct gm_peer *p)
+{
+    const struct gm_list *first = p->waits.next;
+    return first != &p->waits && first->next != &p->waits ? GM_OUT_F_MAY_WAIT : 0;
 }
 
 static void
@@ -789,10 +808,10 @@ attach_client(struct gm_job *job, struct gm_peer *p)
 }
 
 static void
-send_job_created(struct gm_dispatcher *d, gm_conn_id conn, const struct gm_job *job)
+send_job_created(struct gm_dispatcher *d, gm_conn_id conn, const struct gm_job *job, uint8_t flags)
 {
     struct gm_field_ref h = {gm_job_handle(job), job->handle_len};
-    send_packet(d, conn, GM_PKT_JOB_CREATED, &h, 1, NULL);
+    send_packet_flagged(d, conn, GM_PKT_JOB_CREATED, &h, 1, NULL, flags);
 }
 
 /* Builds a new job (not yet queued or indexed by unique).  Small data is
@@ -1037,7 +1056,7 @@ persist_acked(struct gm_dispatcher *d, const struct gm_pack *a)
         if (a->ok) {
             job->flags |= GM_JOB_PERSISTED;
             for (uint32_t i = 0; w && i < w->n; i++)
-                send_job_created(d, w->conn[i], job);
+                send_job_created(d, w->conn[i], job, 0);
             if (job->flags & GM_JOB_IGNORED) {
                 job->state = GM_JOB_QUEUED; /* cancelled while being stored */
                 job_free(d, job);
@@ -1255,7 +1274,7 @@ submit_job(struct gm_dispatcher *d, struct gm_peer *p, struct gm_in *m, const st
             old->flags &= (uint8_t)~GM_JOB_IGNORED;
             if (s->background)
                 old->flags |= GM_JOB_BACKGROUND;
-            send_job_created(d, p->id, old);
+            send_job_created(d, p->id, old, s->background ? 0 : more_replies_coming(p));
             return;
         }
     }
@@ -1316,7 +1335,7 @@ submit_job(struct gm_dispatcher *d, struct gm_peer *p, struct gm_in *m, const st
     } else {
         job_enqueue(d, job, false);
     }
-    send_job_created(d, p->id, job);
+    send_job_created(d, p->id, job, s->background ? 0 : more_replies_coming(p));
     gm_log(GM_LOG_NOTICE, "accepted,%s,%s,%lld", fn->name, gm_job_unique(job), (long long)s->when);
 }
 
@@ -1541,11 +1560,12 @@ on_work(struct gm_dispatcher *d, struct gm_peer *p, struct gm_in *m)
     gm_list_each(n, &job->clients)
     {
         struct gm_attach *a = gm_container_of(n, struct gm_attach, job_link);
+        uint8_t flags = more_replies_coming(a->peer);
         if (m->type == GM_PKT_WORK_EXCEPTION && !a->peer->exceptions) {
             struct gm_field_ref h = {gm_job_handle(job), job->handle_len};
-            send_packet(d, a->peer->id, GM_PKT_WORK_FAIL, &h, 1, NULL);
+            send_packet_flagged(d, a->peer->id, GM_PKT_WORK_FAIL, &h, 1, NULL, flags);
         } else {
-            send_packet(d, a->peer->id, m->type, NULL, 0, &whole);
+            send_packet_flagged(d, a->peer->id, m->type, NULL, 0, &whole, flags);
         }
     }
     switch (m->type) {

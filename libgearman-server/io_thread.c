@@ -17,7 +17,9 @@
  *
  * Writing: replies are queued per connection and written with one writev
  * per connection at the end of the loop iteration (ev_prepare); the write
- * watcher is armed only when the socket is full.
+ * watcher is armed only when the socket is full.  Replies to a client with
+ * other jobs in flight may wait a little longer while the thread stays busy
+ * (--reply-batch, see mark_lazy).
  *
  * Waiting: after activity the thread keeps polling for a while instead of
  * sleeping (--busy-poll, an adaptive window; see busy_poll.h).
@@ -56,7 +58,8 @@ enum conn_flags {
     CF_DISPATCHED = 1 << 3, /* has sent requests to the dispatcher (ECHO goes there too) */
     CF_WRITING = 1 << 4,    /* write watcher armed */
     CF_DEAD = 1 << 5,       /* closed; freed at the end of the iteration */
-    CF_FE_PAUSED = 1 << 6   /* front-end: reading paused while a request is answered */
+    CF_FE_PAUSED = 1 << 6,  /* front-end: reading paused while a request is answered */
+    CF_LAZY = 1 << 7        /* on the lazy list: its output may wait (see flush_lazy) */
 };
 
 struct out_node {
@@ -82,6 +85,7 @@ struct conn {
     uint32_t out_off;       /* bytes of out_head already written */
     size_t out_bytes;       /* bytes queued */
     struct conn *dirty_next;
+    struct conn *lazy_next;
     struct conn *stalled_next;
     struct conn *dead_next;
     /* front-end (HTTP) connections only */
@@ -127,6 +131,9 @@ struct gm_io_thread {
     uint32_t ref_n;
 
     struct conn *dirty, *stalled, *dead;
+    struct conn *lazy;          /* connections whose output may wait (--reply-batch) */
+    double lazy_since, lazy_max; /* ev_now() the oldest started waiting; the limit */
+    bool iter_active;           /* this loop iteration read something */
     struct out_node *pool;
     unsigned pool_n;
     struct in_overflow *ovf_head, *ovf_tail; /* open/close notices that met a full ring */
@@ -136,6 +143,7 @@ struct gm_io_thread {
 
 static void conn_close(struct conn *c, int level, const char *why);
 static void conn_read(struct conn *c);
+static void flush_lazy(struct gm_io_thread *t);
 
 /* Block references are counted in batches: parsing one read takes many
    references to the same block, added with one atomic operation by
@@ -277,6 +285,25 @@ mark_dirty(struct conn *c)
     }
 }
 
+/* Output that may wait (--reply-batch): replies to a client that has other
+   jobs in flight (GM_OUT_F_MAY_WAIT) go on the lazy list instead of being
+   written at the end of this iteration.  They are written as soon as the
+   loop finds nothing new to read, or is about to sleep, or the oldest has
+   waited the limit; until then more replies for the same client join them,
+   and one write (and one wake-up of the client) carries them all. */
+static void
+mark_lazy(struct conn *c)
+{
+    struct gm_io_thread *t = c->t;
+    if (c->flags & (CF_DIRTY | CF_WRITING | CF_LAZY))
+        return;
+    if (!t->lazy)
+        t->lazy_since = ev_now(t->loop);
+    c->flags |= CF_LAZY;
+    c->lazy_next = t->lazy;
+    t->lazy = c;
+}
+
 /* Appends a message to the connection's output (the node takes over the
    message's body reference).  Returns false if the connection was closed
    instead (memory, or too much unsent output). */
@@ -297,7 +324,10 @@ conn_queue(struct conn *c, const struct gm_out *msg)
         c->out_head = n;
     c->out_tail = n;
     c->out_bytes += msg->head_len + msg->body.len;
-    mark_dirty(c);
+    if ((msg->flags & GM_OUT_F_MAY_WAIT) && c->t->lazy_max > 0)
+        mark_lazy(c);
+    else
+        mark_dirty(c);
     if (c->out_bytes > c->t->cfg->max_output) {
         conn_close(c, GM_LOG_ERROR, "too much unsent output (slow reader)");
         return false;
@@ -424,6 +454,7 @@ on_conn_read(struct ev_loop *loop, ev_io *w, int revents)
     (void)loop;
     (void)revents;
     struct conn *c = w->data;
+    c->t->iter_active = true;
     gm_busy_poll_activity(&c->t->poll, c->t->loop);
     conn_read(c);
 }
@@ -1199,14 +1230,28 @@ on_wake(struct ev_loop *loop, ev_async *w, int revents)
             if (!(c->flags & CF_DEAD))
                 conn_flush(c);
         }
+        flush_lazy(t);
         ev_break(loop, EVBREAK_ALL);
         return;
     }
+    t->iter_active = true;
     gm_busy_poll_activity(&t->poll, t->loop);
     drain_newfds(t);
     drain_outbound(t);
     if (t->stalled)
         retry_stalled(t);
+}
+
+static void
+flush_lazy(struct gm_io_thread *t)
+{
+    while (t->lazy) {
+        struct conn *c = t->lazy;
+        t->lazy = c->lazy_next;
+        c->flags &= ~CF_LAZY;
+        if (!(c->flags & (CF_DEAD | CF_WRITING)))
+            conn_flush(c);
+    }
 }
 
 /* Writes what is queued, publishes requests and wakes the dispatcher. */
@@ -1222,6 +1267,9 @@ write_and_publish(struct gm_io_thread *t)
         if (!(c->flags & CF_DEAD))
             conn_flush(c);
     }
+    if (t->lazy && (!ev_is_active(&t->poll.idle) || !t->iter_active ||
+                    ev_now(t->loop) - t->lazy_since >= t->lazy_max))
+        flush_lazy(t);
     flush_refs(t);
     if (gm_in_ring_publish(&t->ch->in) && !t->colo)
         t->wake_disp(t->wake_arg);
@@ -1256,6 +1304,16 @@ on_prepare(struct ev_loop *loop, ev_prepare *w, int revents)
     write_and_publish(t);
     if (t->colo)
         run_hosted_dispatcher(t);
+    t->iter_active = false;
+    if (t->dead && t->lazy) {
+        struct conn **pp = &t->lazy;
+        while (*pp) {
+            if ((*pp)->flags & CF_DEAD)
+                *pp = (*pp)->lazy_next;
+            else
+                pp = &(*pp)->lazy_next;
+        }
+    }
     while (t->dead) {
         struct conn *c = t->dead;
         t->dead = c->dead_next;
@@ -1305,6 +1363,7 @@ gm_io_new(unsigned index, const struct gm_server_config *cfg, struct gm_channel 
     t->prepare.data = t;
     ev_prepare_start(t->loop, &t->prepare);
     gm_busy_poll_init(&t->poll, cfg->busy_poll_us);
+    t->lazy_max = cfg->reply_batch_us / 1e6;
     return t;
 }
 

@@ -91,7 +91,9 @@ enum gm_out_kind {
 #define GM_OUT_INLINE 88
 
 enum gm_out_flags {
-    GM_OUT_F_RAW = 1 << 0     /* a front-end connection's whole response: write as is */
+    GM_OUT_F_RAW = 1 << 0,     /* a front-end connection's whole response: write as is */
+    GM_OUT_F_MAY_WAIT = 1 << 1 /* a reply to a client with other jobs in flight: the I/O
+                                  thread may hold it briefly to write it with the next ones */
 };
 
 struct gm_out {

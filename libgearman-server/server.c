@@ -85,6 +85,7 @@ gm_server_config_defaults(struct gm_server_config *c)
     c->backlog = 32;
     c->io_threads = 0;
     c->busy_poll_us = GM_DEFAULT_BUSY_POLL_US;
+    c->reply_batch_us = GM_DEFAULT_REPLY_BATCH_US;
     c->max_packet_size = GM_DEFAULT_MAX_PACKET;
     c->max_output = GM_DEFAULT_MAX_OUTPUT;
     c->hashtable_buckets = GM_DEFAULT_BUCKETS;

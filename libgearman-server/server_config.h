@@ -20,6 +20,7 @@
 #define GM_DEFAULT_MAX_OUTPUT (256u << 20)
 #define GM_DEFAULT_BUCKETS 991
 #define GM_DEFAULT_BUSY_POLL_US 200u /* as the kernel's guest halt-polling default */
+#define GM_DEFAULT_REPLY_BATCH_US 1000u
 #define GM_PREFIX_MAX 40
 
 struct gm_server_config {
@@ -28,6 +29,7 @@ struct gm_server_config {
     int backlog;                  /* -b */
     unsigned io_threads;          /* -t; 0 = one per CPU counting the dispatcher */
     unsigned busy_poll_us;        /* --busy-poll: longest polling window after activity; 0 = off */
+    unsigned reply_batch_us;      /* --reply-batch: longest a reply to a pipelining client waits; 0 = off */
     uint32_t max_packet_size;     /* --max-packet-size: largest payload accepted */
     size_t max_output;            /* unsent bytes per connection before it is closed */
     unsigned job_retries;         /* -j: attempts before a job fails; 0 = unlimited */

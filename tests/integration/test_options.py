@@ -533,6 +533,44 @@ def test_busy_poll_takes_microseconds_and_zero_turns_it_off():
 
 
 # ----------------------------------------------------------------------
+# --reply-batch
+
+@test
+def test_reply_batch_holds_no_reply_once_the_server_is_idle():
+    # A client with two jobs in flight: the first one's WORK_COMPLETE may wait
+    # to be batched while the server is busy, but must go out as soon as the
+    # server has nothing else to do, long before the (100 ms) limit.
+    for threads in ("1", "2"):
+        with Server("-t", threads, "--reply-batch", "100000") as s:
+            with s.conn() as c, s.conn() as w:
+                w.send_packet("CAN_DO", "f")
+                gmtest.submit(c, "SUBMIT_JOB", "f", "u1", b"first")
+                gmtest.submit(c, "SUBMIT_JOB", "f", "u2", b"second")
+                for want in (b"first", b"second"):
+                    w.send_packet("GRAB_JOB")
+                    handle, _fn, data = w.expect("JOB_ASSIGN").fields(3)
+                    assert data == want, (data, want)
+                    t0 = time.time()
+                    w.send_packet("WORK_COMPLETE", handle, b"done-" + data)
+                    p = c.expect("WORK_COMPLETE", timeout=5)
+                    waited = time.time() - t0
+                    assert p.fields(2) == [handle, b"done-" + data], p
+                    assert waited < 0.05, "-t %s: the reply waited %.0f ms with the server idle" % (
+                        threads, waited * 1000)
+
+
+@test
+def test_reply_batch_takes_microseconds_and_zero_turns_it_off():
+    for value in ("0", "1", "100000"):
+        with Server("--reply-batch", value) as s:
+            with s.conn() as c:
+                c.send_packet("ECHO_REQ", "x")
+                c.expect("ECHO_RES")
+    expect_error(["--reply-batch", "100001"], r"the argument \('100001'\) for option '--reply-batch' is invalid")
+    expect_error(["--reply-batch", "x"], r"the argument \('x'\) for option '--reply-batch' is invalid")
+
+
+# ----------------------------------------------------------------------
 # -j, -w, --job-handle-prefix, --exceptions, --max-packet-size
 
 @test
