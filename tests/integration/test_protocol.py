@@ -28,9 +28,13 @@ def srv(*args):
 
 
 def worker(s, *functions):
+    """A worker connection whose CAN_DOs the dispatcher has processed (the
+    ECHO behind them comes back after them): with I/O threads of its own,
+    another connection's next packet could otherwise overtake them."""
     w = s.conn()
     for f in functions:
         w.send_packet("CAN_DO", f)
+    echo_ok(w)
     return w
 
 
@@ -372,6 +376,7 @@ def test_can_do_timeout_registers_the_function():
         c = s.conn()
         w = s.conn()
         w.send_packet("CAN_DO_TIMEOUT", "cdt", "5000")
+        echo_ok(w)  # registered before the submit on the other connection
         h = submit(c, "SUBMIT_JOB", "cdt", "", "x")
         assert "cdt\t1\t0\t1" in c.admin("status").decode()
         w.send_packet("GRAB_JOB")
