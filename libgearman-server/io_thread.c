@@ -133,7 +133,7 @@ struct gm_io_thread {
     struct conn *dirty, *stalled, *dead;
     struct conn *lazy;          /* connections whose output may wait (--reply-batch) */
     double lazy_since, lazy_max; /* ev_now() the oldest started waiting; the limit */
-    bool iter_active;           /* this loop iteration read something */
+    bool iter_active;           /* this loop iteration had activity (a read or a wake-up) */
     struct out_node *pool;
     unsigned pool_n;
     struct in_overflow *ovf_head, *ovf_tail; /* open/close notices that met a full ring */
