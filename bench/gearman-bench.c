@@ -61,11 +61,17 @@ static _Atomic int stop_flag;
 static _Atomic int workers_stop;
 
 static double
-now(void)
+clock_seconds(clockid_t clock)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
+    clock_gettime(clock, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static double
+now(void)
+{
+    return clock_seconds(CLOCK_MONOTONIC);
 }
 
 static void
@@ -654,9 +660,7 @@ client_echo_main(void *arg)
 static double
 self_cpu(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    return clock_seconds(CLOCK_PROCESS_CPUTIME_ID);
 }
 
 static double

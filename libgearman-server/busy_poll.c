@@ -58,10 +58,3 @@ gm_busy_poll_activity(struct gm_busy_poll *bp, struct ev_loop *loop)
     if (bp->window > 0 && !ev_is_active(&bp->idle))
         ev_idle_start(loop, &bp->idle);
 }
-
-void
-gm_busy_poll_stop(struct gm_busy_poll *bp, struct ev_loop *loop)
-{
-    if (ev_is_active(&bp->idle))
-        ev_idle_stop(loop, &bp->idle);
-}

@@ -32,7 +32,4 @@ void gm_busy_poll_init(struct gm_busy_poll *bp, unsigned max_us);
    adapts the window and opens it. */
 void gm_busy_poll_activity(struct gm_busy_poll *bp, struct ev_loop *loop);
 
-/* Stops polling (the loop is shutting down). */
-void gm_busy_poll_stop(struct gm_busy_poll *bp, struct ev_loop *loop);
-
 #endif /* GM_BUSY_POLL_H */
