@@ -42,7 +42,27 @@ struct mc {
     char *handle_prefix;
     char *value;      /* scratch for encoding */
     size_t value_cap;
+    bool suspect;     /* a call failed since the connection was last checked */
 };
+
+/* With buffered requests libmemcached neither reconnects nor checks the
+   socket before appending a command (it asserts on a closed one), and it
+   closes the socket itself after an I/O error or a timeout.  So after any
+   failure the connection is checked, and reopened, with a plain command
+   before anything is buffered again.  Returns 0 when usable. */
+static int
+ensure_connected(struct mc *c, char *err, size_t errlen)
+{
+    if (!c->suspect)
+        return 0;
+    memcached_return_t rc = memcached_version(c->m);
+    if (rc != MEMCACHED_SUCCESS) {
+        snprintf(err, errlen, "memcached: %s", memcached_strerror(c->m, rc));
+        return -1;
+    }
+    c->suspect = false;
+    return 0;
+}
 
 static void mc_close(void *state);
 
@@ -165,6 +185,12 @@ cmp_expect_key(const void *a, const void *b)
 static void
 undo_adds(struct mc *c, const struct gm_qrecord *recs, size_t n)
 {
+    char err[128];
+    if (ensure_connected(c, err, sizeof err) < 0) {
+        gm_log(GM_LOG_WARNING, "libmemcached: cannot take back a refused batch (%s); its jobs "
+               "may run once more than asked after a restart", err);
+        return;
+    }
     for (size_t k = 0; k < n; k++) {
         if (recs[k].op != GM_QOP_ADD)
             continue;
@@ -318,6 +344,10 @@ mc_write_batch(void *state, const struct gm_qrecord *recs, size_t n, char *err, 
         return -1;
     }
     size_t nex = 0;
+    if (ensure_connected(c, err, errlen) < 0) {
+        free(ex);
+        return -1;
+    }
     int r = send_batch(c, recs, n, ex, &nex, err, errlen);
     if (r == 0) {
         r = check_batch(c, ex, nex, err, errlen);
@@ -326,8 +356,10 @@ mc_write_batch(void *state, const struct gm_qrecord *recs, size_t n, char *err, 
             free(ex[i].key);
     }
     free(ex);
-    if (r != 0)
+    if (r != 0) {
+        c->suspect = true;
         undo_adds(c, recs, n); /* all or nothing */
+    }
     return r;
 }
 
@@ -586,6 +618,7 @@ fetch_chunk(struct mc *c, struct fetched *out, size_t n)
     memcached_return_t rc = memcached_mget(c->m, keys, lens, n);
     if (rc != MEMCACHED_SUCCESS) {
         gm_log(GM_LOG_ERROR, "libmemcached: reading stored jobs: %s", memcached_strerror(c->m, rc));
+        c->suspect = true;
         return;
     }
     memcached_result_st *res;
@@ -673,20 +706,18 @@ mc_load_counter(void *state, uint64_t *next, char *err, size_t errlen)
 static bool
 mc_alive(void *state)
 {
+    char err[128];
     struct mc *c = state;
-    return memcached_version(c->m) == MEMCACHED_SUCCESS;
+    c->suspect = true;
+    return ensure_connected(c, err, sizeof err) == 0;
 }
 
 static int
 mc_reconnect(void *state, char *err, size_t errlen)
 {
     struct mc *c = state;
-    memcached_return_t rc = memcached_version(c->m);
-    if (rc != MEMCACHED_SUCCESS) {
-        snprintf(err, errlen, "%s", memcached_strerror(c->m, rc));
-        return -1;
-    }
-    return 0;
+    c->suspect = true;
+    return ensure_connected(c, err, errlen);
 }
 
 static void

@@ -214,9 +214,12 @@ class MemcachedStore:
     def keys(self):
         # The LRU crawler is no snapshot: an item memcached is moving between
         # its LRU segments at that moment can be missed by one pass (seen with
-        # an item stored and read back a moment before).  Two passes, united.
+        # an item stored and read back a moment before, even over two
+        # passes).  Passes are united until two in a row add nothing.
         keys = set()
-        for _ in range(2):
+        quiet = 0
+        for _ in range(8):
+            before = len(keys)
             out = mc_command(self.mc.servers, b"lru_crawler metadump all\r\n")
             for line in out.decode(errors="replace").splitlines():
                 if line.startswith("key="):
@@ -224,6 +227,9 @@ class MemcachedStore:
                     # "<prefix>__next_handle" is the server's handle counter, not a job
                     if k.startswith(self.prefix) and not k.startswith(self.prefix + "__"):
                         keys.add(k[len(self.prefix):])
+            quiet = quiet + 1 if len(keys) == before else 0
+            if quiet == 2:
+                break
         return list(keys)
 
     def rows(self):
