@@ -1,7 +1,10 @@
 /*
  * bench/gearman-bench.c: the project's load generator.  Raw sockets and the
- * server's own codec (no libgearman); one thread per client or worker
- * connection, all in one process.
+ * server's own codec (no libgearman), all in one process: the client and
+ * worker connections are spread over a few event-loop threads (--threads,
+ * each an epoll loop over non-blocking sockets), so the generator spends its
+ * CPU on jobs rather than on thread wake-ups; the main thread only sets up
+ * connections, waits for the end of each phase and reports.
  *
  * Modes:
  *   fg     C clients keep K foreground jobs each in flight (JOB_CREATED
@@ -14,6 +17,8 @@
  *   echo   C connections keep K ECHO_REQs each in flight.
  *   rss    queue N background jobs and report the server's RSS per job.
  *   conns  open N idle connections and report the server's RSS per connection.
+ * --idle-workers N adds N registered, sleeping workers (plain sockets held
+ * by the main thread) before the measured phase.
  * Every payload is checked and every job counted: a lost, duplicated or
  * corrupted job is an error (exit 1), not a number.  With --pid, the
  * server's CPU seconds and RSS are read from /proc for the measured span.
@@ -24,6 +29,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -34,6 +40,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -50,15 +57,20 @@ struct cfg {
     long pid;               /* server pid for /proc figures; 0 = none */
     int idle_workers;       /* extra registered, sleeping workers */
     int priority;           /* 0 high, 1 normal, 2 low */
+    int threads;            /* event-loop threads */
 };
 
-static struct cfg C = {"127.0.0.1", "4730", "fg", 8, 8, 16, 1, 64, false, true, 5.0, 0, 0, 0, 1};
+static struct cfg C = {"127.0.0.1", "4730", "fg", 8, 8, 16, 1, 64, false, true, 5.0, 0, 0, 0, 1, 1};
 
-/* Totals, added once per thread at its end (a shared counter updated per
-   job would bounce its cache line between CPUs and slow the generator). */
-static _Atomic long submitted, errors, created;
-static _Atomic int stop_flag;
-static _Atomic int workers_stop;
+/* Shared state of one phase.  Loop threads publish progress once per loop
+   iteration (a counter bumped per job would bounce its cache line between
+   CPUs and slow the generator). */
+static _Atomic long errors;
+static _Atomic int clients_left;    /* clients of this phase still running */
+static _Atomic long worker_jobs;    /* jobs finished by workers this phase */
+static _Atomic long progress;       /* anything answered this phase */
+static _Atomic int phase_over;      /* set by the main thread: loops return */
+static _Atomic double clients_done_at;
 
 static double
 clock_seconds(clockid_t clock)
@@ -101,13 +113,16 @@ connect_server(void)
     return fd;
 }
 
-/* A connection with a read buffer and an output batch. */
+/* ------------------------------------------------------------------ */
+/* Connection buffers (non-blocking sockets)                           */
+/* ------------------------------------------------------------------ */
+
 struct io {
     int fd;
     char *in;
-    size_t start, len, cap;
+    size_t start, len, cap;     /* unparsed input is in[start, len) */
     char *out;
-    size_t olen, ocap;
+    size_t ooff, olen, ocap;    /* unsent output is out[ooff, olen) */
 };
 
 static int
@@ -115,15 +130,12 @@ io_open(struct io *io)
 {
     memset(io, 0, sizeof *io);
     io->fd = connect_server();
-    io->cap = 1 << 20;
+    io->cap = 1 << 18;
     io->in = malloc(io->cap);
     io->ocap = 1 << 16;
     io->out = malloc(io->ocap);
-    if (io->fd >= 0) {
-        /* a short receive timeout, so threads notice the end of a run quickly */
-        struct timeval tv = {0, 100000};
-        setsockopt(io->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    }
+    if (io->fd >= 0)
+        fcntl(io->fd, F_SETFL, fcntl(io->fd, F_GETFL) | O_NONBLOCK);
     return io->fd >= 0 && io->in && io->out ? 0 : -1;
 }
 
@@ -148,21 +160,60 @@ io_put(struct io *io, uint32_t type, const struct gm_field_ref *f, size_t n)
     io->olen += gm_packet_encode(io->out + io->olen, GM_MAGIC_REQ, type, f, n);
 }
 
+/* Sends what the socket takes; 0 (output may remain: see io->olen), -1 error. */
 static int
 io_flush(struct io *io)
 {
-    size_t off = 0;
-    while (off < io->olen) {
-        ssize_t w = send(io->fd, io->out + off, io->olen - off, MSG_NOSIGNAL);
+    while (io->ooff < io->olen) {
+        ssize_t w = send(io->fd, io->out + io->ooff, io->olen - io->ooff, MSG_NOSIGNAL);
         if (w < 0) {
             if (errno == EINTR)
                 continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return 0;
             return -1;
         }
-        off += (size_t)w;
+        io->ooff += (size_t)w;
     }
-    io->olen = 0;
+    io->ooff = io->olen = 0;
     return 0;
+}
+
+/* One recv into the input buffer: >0 bytes read, 0 nothing ready, -1 closed or error. */
+static int
+io_fill(struct io *io)
+{
+    size_t have = io->len - io->start;
+    if (io->start && (have == 0 || io->cap - io->len < 65536)) {
+        memmove(io->in, io->in + io->start, have);
+        io->len = have;
+        io->start = 0;
+    }
+    size_t want = io->cap;
+    if (have >= GM_HEADER_SIZE) {
+        struct gm_header h;
+        gm_header_decode((unsigned char *)io->in + io->start, UINT32_MAX - 12, &h);
+        if (GM_HEADER_SIZE + (size_t)h.size > want)
+            want = (GM_HEADER_SIZE + (size_t)h.size) * 2;
+    }
+    if (io->len == io->cap && want == io->cap)
+        want = io->cap * 2;
+    if (want != io->cap) {
+        io->in = realloc(io->in, want);
+        io->cap = want;
+    }
+    for (;;) {
+        ssize_t r = recv(io->fd, io->in + io->len, io->cap - io->len, 0);
+        if (r > 0) {
+            io->len += (size_t)r;
+            return 1;
+        }
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return 0;
+        return -1;
+    }
 }
 
 struct pkt {
@@ -171,61 +222,24 @@ struct pkt {
     struct gm_fields f;
 };
 
-/* Next packet; 1 ok, 0 timeout (100 ms), -1 error. */
+/* The next whole packet already buffered: 1, or 0 when there is none. */
 static int
 io_next(struct io *io, struct pkt *k)
 {
-    for (;;) {
-        size_t have = io->len - io->start;
-        if (have >= GM_HEADER_SIZE) {
-            struct gm_header h;
-            gm_header_decode((unsigned char *)io->in + io->start, UINT32_MAX - 12, &h);
-            size_t total = GM_HEADER_SIZE + h.size;
-            if (have >= total) {
-                k->type = h.type;
-                k->size = h.size;
-                k->p = io->in + io->start + GM_HEADER_SIZE;
-                gm_fields_split(h.type, k->p, h.size, &k->f);
-                io->start += total;
-                return 1;
-            }
-            if (io->cap < total) {
-                io->cap = total * 2;
-                char *n = malloc(io->cap);
-                memcpy(n, io->in + io->start, have);
-                free(io->in);
-                io->in = n;
-                io->start = 0;
-                io->len = have;
-            }
-        }
-        if (io->start && io->cap - io->len < 65536) {
-            memmove(io->in, io->in + io->start, have);
-            io->len = have;
-            io->start = 0;
-        }
-        ssize_t r = recv(io->fd, io->in + io->len, io->cap - io->len, 0);
-        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            return 0;
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            return -1;
-        io->len += (size_t)r;
-    }
-}
-
-/* Whether a whole packet is already buffered (so replies can be batched:
-   flush only before waiting for the server). */
-static bool
-io_has_packet(const struct io *io)
-{
     size_t have = io->len - io->start;
     if (have < GM_HEADER_SIZE)
-        return false;
+        return 0;
     struct gm_header h;
     gm_header_decode((unsigned char *)io->in + io->start, UINT32_MAX - 12, &h);
-    return have >= GM_HEADER_SIZE + (size_t)h.size;
+    size_t total = GM_HEADER_SIZE + h.size;
+    if (have < total)
+        return 0;
+    k->type = h.type;
+    k->size = h.size;
+    k->p = io->in + io->start + GM_HEADER_SIZE;
+    gm_fields_split(h.type, k->p, h.size, &k->f);
+    io->start += total;
+    return 1;
 }
 
 static const char *
@@ -239,25 +253,63 @@ field(const struct pkt *k, int i, size_t *len)
 /* Payloads: "<client>:<seq>:" then filler derived from both          */
 /* ------------------------------------------------------------------ */
 
+/* Writes the decimal digits of v (v >= 0) at buf; returns how many. */
+static size_t
+put_decimal(char *buf, long v)
+{
+    char tmp[24];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++)
+        buf[i] = tmp[n - 1 - i];
+    return n;
+}
+
+/* The payload of job seq of a client: "<client>:<seq>:" and then letters
+   a..z running on from (client * 7 + seq * 13 + offset) % 26, up to
+   C.payload bytes.  buf holds C.payload + 64 bytes. */
 static size_t
 make_payload(char *buf, int client, long seq)
 {
-    int n = snprintf(buf, C.payload + 64, "%d:%ld:", client, seq);
-    size_t len = C.payload > (size_t)n ? C.payload : (size_t)n;
-    for (size_t i = (size_t)n; i < len; i++)
-        buf[i] = (char)('a' + (client * 7 + seq * 13 + (long)i) % 26);
+    size_t n = put_decimal(buf, client);
+    buf[n++] = ':';
+    n += put_decimal(buf + n, seq);
+    buf[n++] = ':';
+    size_t len = C.payload > n ? C.payload : n;
+    int letter = (int)(((long)client * 7 + seq * 13 + (long)n) % 26);
+    for (size_t i = n; i < len; i++) {
+        buf[i] = (char)('a' + letter);
+        if (++letter == 26)
+            letter = 0;
+    }
     return len;
 }
 
+/* Reads "<client>:<seq>:" off a payload and checks the rest is that job's. */
 static bool
 check_payload(const char *p, size_t len, int *client, long *seq)
 {
-    if (sscanf(p, "%d:%ld:", client, seq) != 2)
+    long v[2] = {0, 0};
+    size_t i = 0;
+    for (int k = 0; k < 2; k++) {
+        size_t digits = 0;
+        while (i < len && p[i] >= '0' && p[i] <= '9' && digits < 18) {
+            v[k] = v[k] * 10 + (p[i++] - '0');
+            digits++;
+        }
+        if (!digits || i >= len || p[i++] != ':')
+            return false;
+    }
+    *client = (int)v[0];
+    *seq = v[1];
+    if (len != (C.payload > i ? C.payload : i))
         return false;
     char tmp[1 << 16];
     char *b = len + 64 <= sizeof tmp ? tmp : malloc(len + 64);
-    size_t n = make_payload(b, *client, *seq);
-    bool ok = n == len && memcmp(b, p, len) == 0;
+    bool ok = make_payload(b, *client, *seq) == len && memcmp(b, p, len) == 0;
     if (b != tmp)
         free(b);
     return ok;
@@ -290,88 +342,12 @@ cmp_double(const void *a, const void *b)
 }
 
 /* ------------------------------------------------------------------ */
-/* Workers                                                             */
+/* Connections and what each role does with a packet                  */
 /* ------------------------------------------------------------------ */
 
-struct worker_arg {
-    int id;
-    bool idle;         /* registers a function nobody submits to, and sleeps */
-    long jobs;
-};
+enum role { ROLE_WORKER, ROLE_CLIENT_FG, ROLE_CLIENT_BG, ROLE_CLIENT_ECHO };
 
-static void
-fn_name(char *buf, size_t len, int i)
-{
-    snprintf(buf, len, "bench%d", i);
-}
-
-static void *
-worker_main(void *arg)
-{
-    struct worker_arg *wa = arg;
-    struct io io;
-    if (io_open(&io) < 0) {
-        fail("worker cannot connect");
-        return NULL;
-    }
-    char name[32];
-    if (wa->idle) {
-        snprintf(name, sizeof name, "idle%d", wa->id % 50);
-        struct gm_field_ref f = {name, strlen(name)};
-        io_put(&io, GM_PKT_CAN_DO, &f, 1);
-        io_put(&io, GM_PKT_PRE_SLEEP, NULL, 0);
-        io_flush(&io);
-        while (!atomic_load(&workers_stop)) {
-            struct pkt k;
-            if (io_next(&io, &k) < 0)
-                break;
-        }
-        io_close(&io);
-        return NULL;
-    }
-    for (int i = 0; i < C.functions; i++) {
-        fn_name(name, sizeof name, i);
-        struct gm_field_ref f = {name, strlen(name)};
-        io_put(&io, GM_PKT_CAN_DO, &f, 1);
-    }
-    io_put(&io, GM_PKT_GRAB_JOB, NULL, 0);
-    io_flush(&io);
-    while (!atomic_load(&workers_stop)) {
-        struct pkt k;
-        int r = io_next(&io, &k);
-        if (r < 0) {
-            if (!atomic_load(&workers_stop))
-                fail("worker lost its connection");
-            break;
-        }
-        if (r == 0)
-            continue;
-        if (k.type == GM_PKT_JOB_ASSIGN) {
-            size_t hl, dl;
-            const char *h = field(&k, 0, &hl);
-            const char *d = field(&k, 2, &dl);
-            struct gm_field_ref f[2] = {{h, hl}, {d, dl}}; /* echo the payload back */
-            io_put(&io, GM_PKT_WORK_COMPLETE, f, 2);
-            io_put(&io, GM_PKT_GRAB_JOB, NULL, 0);
-            wa->jobs++;
-        } else if (k.type == GM_PKT_NO_JOB) {
-            io_put(&io, GM_PKT_PRE_SLEEP, NULL, 0);
-        } else if (k.type == GM_PKT_NOOP) {
-            io_put(&io, GM_PKT_GRAB_JOB, NULL, 0);
-        } else if (k.type == GM_PKT_ERROR) {
-            fail("worker got an ERROR");
-        }
-        if (io.olen && !io_has_packet(&io) && io_flush(&io) < 0)
-            break;
-    }
-    io_close(&io);
-    return NULL;
-}
-
-/* ------------------------------------------------------------------ */
-/* Clients                                                             */
-/* ------------------------------------------------------------------ */
-
+/* A foreground job between JOB_CREATED and WORK_COMPLETE. */
 struct inflight {
     char handle[GM_HANDLE_MAX];
     uint8_t hlen;
@@ -380,20 +356,42 @@ struct inflight {
     bool used;
 };
 
-struct client_arg {
+struct conn {
+    struct io io;
+    enum role role;
     int id;
-    long done, sent;
+    bool dead;          /* closed by the server or failed: no longer polled */
+    bool out_armed;     /* EPOLLOUT is registered (output is waiting) */
+    bool finished;      /* client: nothing more to send, nothing in flight */
+    long jobs;          /* worker: jobs done */
+    long done, sent, inflight;      /* client */
     struct lat lat;
+    char *buf;          /* payload scratch, C.payload + 64 bytes */
+    /* submits (and ECHOs) waiting for their answer, in order: seq and time */
+    long *fifo_seq;
+    double *fifo_t;
+    size_t fh, fl;
+    /* fg: handle -> job, open addressing */
+    struct inflight *tab;
+    uint32_t slots;
+    long expect;        /* echo: next sequence number */
 };
 
-/* handle -> slot, open addressing over the in-flight table */
-static uint32_t
-hhash(const char *h, size_t n)
+static double t_end;
+static long per_client_count;
+
+static void
+fn_name(char *buf, size_t len, int i)
 {
-    uint32_t x = 2166136261u;
-    for (size_t i = 0; i < n; i++)
-        x = (x ^ (unsigned char)h[i]) * 16777619u;
-    return x;
+    snprintf(buf, len, "bench%d", i);
+}
+
+static bool
+more_to_send(const struct conn *c)
+{
+    if (C.seconds > 0)
+        return now() < t_end;
+    return c->sent < per_client_count;
 }
 
 static uint32_t
@@ -404,252 +402,437 @@ submit_type(bool bg)
     return bg ? bg_t[C.priority] : fg_t[C.priority];
 }
 
-static double t_end;
-static long per_client_count;
-
-static bool
-more_to_send(const struct client_arg *ca)
+static void
+fifo_push(struct conn *c)
 {
-    if (atomic_load(&stop_flag))
-        return false;
-    if (C.seconds > 0)
-        return now() < t_end;
-    return ca->sent < per_client_count;
+    size_t at = (c->fh + c->fl) % (size_t)C.depth;
+    c->fifo_seq[at] = c->sent;
+    c->fifo_t[at] = now();
+    c->fl++;
 }
 
 static void
-put_submit(struct io *io, struct client_arg *ca, char *buf, bool bg)
+fifo_pop(struct conn *c)
 {
-    char fn[32], uq[48];
-    fn_name(fn, sizeof fn, (int)(ca->sent % C.functions));
-    size_t len = make_payload(buf, ca->id, ca->sent);
-    int ul = C.unique ? snprintf(uq, sizeof uq, "u-%d-%ld", ca->id, ca->sent) : 0;
-    struct gm_field_ref f[3] = {{fn, strlen(fn)}, {uq, (size_t)ul}, {buf, len}};
-    io_put(io, submit_type(bg), f, 3);
-    ca->sent++;
+    c->fh = (c->fh + 1) % (size_t)C.depth;
+    c->fl--;
 }
 
-static void *
-client_fg_main(void *arg)
+/* Queues the client's next request (a submit or an ECHO_REQ). */
+static void
+send_next(struct conn *c)
 {
-    struct client_arg *ca = arg;
-    struct io io;
-    if (io_open(&io) < 0) {
-        fail("client cannot connect");
-        return NULL;
+    fifo_push(c);
+    size_t len = make_payload(c->buf, c->id, c->sent);
+    if (c->role == ROLE_CLIENT_ECHO) {
+        struct gm_field_ref f = {c->buf, len};
+        io_put(&c->io, GM_PKT_ECHO_REQ, &f, 1);
+    } else {
+        char fn[32], uq[48];
+        fn_name(fn, sizeof fn, (int)(c->sent % C.functions));
+        int ul = C.unique ? snprintf(uq, sizeof uq, "u-%d-%ld", c->id, c->sent) : 0;
+        struct gm_field_ref f[3] = {{fn, strlen(fn)}, {uq, (size_t)ul}, {c->buf, len}};
+        io_put(&c->io, submit_type(c->role == ROLE_CLIENT_BG), f, 3);
     }
-    uint32_t slots = 1;
-    while (slots < (uint32_t)C.depth * 4)
-        slots <<= 1;
-    struct inflight *tab = calloc(slots, sizeof *tab);
-    /* FIFO of (seq, t0) waiting for JOB_CREATED */
-    long *fifo_seq = calloc((size_t)C.depth, sizeof(long));
-    double *fifo_t = calloc((size_t)C.depth, sizeof(double));
-    size_t fh = 0, fl = 0;
-    char *buf = malloc(C.payload + 64);
-    long inflight = 0;
-    while (inflight < C.depth && more_to_send(ca)) {
-        fifo_seq[(fh + fl) % C.depth] = ca->sent;
-        fifo_t[(fh + fl) % C.depth] = now();
-        fl++;
-        put_submit(&io, ca, buf, false);
-        inflight++;
+    c->sent++;
+    c->inflight++;
+}
+
+/* One request answered: send another while the run lasts; a client with
+   nothing left in flight is finished. */
+static void
+client_answered(struct conn *c)
+{
+    c->inflight--;
+    if (more_to_send(c))
+        send_next(c);
+    if (c->inflight == 0 && !c->finished) {
+        c->finished = true;
+        if (atomic_fetch_sub(&clients_left, 1) == 1)
+            atomic_store(&clients_done_at, now());
     }
-    io_flush(&io);
-    while (inflight > 0) {
-        struct pkt k;
-        int r = io_next(&io, &k);
-        if (r < 0) {
-            fail("client lost its connection");
+}
+
+static uint32_t
+hhash(const char *h, size_t n)
+{
+    uint32_t x = 2166136261u;
+    for (size_t i = 0; i < n; i++)
+        x = (x ^ (unsigned char)h[i]) * 16777619u;
+    return x;
+}
+
+static void
+fg_created(struct conn *c, const struct pkt *k)
+{
+    if (!c->fl) {
+        fail("JOB_CREATED without a submit");
+        return;
+    }
+    size_t hl;
+    const char *h = field(k, 0, &hl);
+    if (hl >= GM_HANDLE_MAX) {
+        fail("job handle too long");
+        return;
+    }
+    uint32_t pos = hhash(h, hl) & (c->slots - 1);
+    while (c->tab[pos].used)
+        pos = (pos + 1) & (c->slots - 1);
+    struct inflight *e = &c->tab[pos];
+    e->used = true;
+    memcpy(e->handle, h, hl);
+    e->hlen = (uint8_t)hl;
+    e->seq = c->fifo_seq[c->fh];
+    e->t0 = c->fifo_t[c->fh];
+    fifo_pop(c);
+}
+
+static void
+fg_complete(struct conn *c, const struct pkt *k)
+{
+    size_t hl, dl;
+    const char *h = field(k, 0, &hl);
+    const char *d = field(k, 1, &dl);
+    uint32_t mask = c->slots - 1, pos = hhash(h, hl) & mask;
+    while (c->tab[pos].used && !(c->tab[pos].hlen == hl && memcmp(c->tab[pos].handle, h, hl) == 0))
+        pos = (pos + 1) & mask;
+    if (!c->tab[pos].used) {
+        fail("WORK_COMPLETE for an unknown or finished handle (duplicate?)");
+        return;
+    }
+    int cid;
+    long seq;
+    if (!check_payload(d, dl, &cid, &seq) || cid != c->id || seq != c->tab[pos].seq)
+        fail("corrupted result payload");
+    lat_add(&c->lat, now() - c->tab[pos].t0);
+    /* delete with backward shift, so later probes still find their keys */
+    c->tab[pos].used = false;
+    for (uint32_t j = pos;;) {
+        j = (j + 1) & mask;
+        if (!c->tab[j].used)
             break;
+        uint32_t want = hhash(c->tab[j].handle, c->tab[j].hlen) & mask;
+        if ((j > pos && (want <= pos || want > j)) || (j < pos && want <= pos && want > j)) {
+            c->tab[pos] = c->tab[j];
+            c->tab[j].used = false;
+            pos = j;
         }
-        if (r == 0) {
-            if (atomic_load(&stop_flag))
-                break;
-            continue;
-        }
-        if (k.type == GM_PKT_JOB_CREATED) {
-            if (!fl) {
-                fail("JOB_CREATED without a submit");
-                continue;
-            }
-            size_t hl;
-            const char *h = field(&k, 0, &hl);
-            uint32_t pos = hhash(h, hl) & (slots - 1);
-            while (tab[pos].used)
-                pos = (pos + 1) & (slots - 1);
-            tab[pos].used = true;
-            memcpy(tab[pos].handle, h, hl < GM_HANDLE_MAX ? hl : GM_HANDLE_MAX - 1);
-            tab[pos].hlen = (uint8_t)hl;
-            tab[pos].seq = fifo_seq[fh];
-            tab[pos].t0 = fifo_t[fh];
-            fh = (fh + 1) % C.depth;
-            fl--;
-        } else if (k.type == GM_PKT_WORK_COMPLETE) {
+    }
+    c->done++;
+    client_answered(c);
+}
+
+/* What a connection does with one packet from the server. */
+static void
+on_packet(struct conn *c, const struct pkt *k)
+{
+    switch (c->role) {
+    case ROLE_WORKER:
+        if (k->type == GM_PKT_JOB_ASSIGN) {
             size_t hl, dl;
-            const char *h = field(&k, 0, &hl);
-            const char *d = field(&k, 1, &dl);
-            uint32_t pos = hhash(h, hl) & (slots - 1);
-            while (tab[pos].used && !(tab[pos].hlen == hl && memcmp(tab[pos].handle, h, hl) == 0))
-                pos = (pos + 1) & (slots - 1);
-            if (!tab[pos].used) {
-                fail("WORK_COMPLETE for an unknown or finished handle (duplicate?)");
-                continue;
-            }
-            int cid;
-            long seq;
-            if (!check_payload(d, dl, &cid, &seq) || cid != ca->id || seq != tab[pos].seq)
-                fail("corrupted result payload");
-            lat_add(&ca->lat, now() - tab[pos].t0);
-            /* delete with backward-shift so probes stay correct */
-            tab[pos].used = false;
-            uint32_t j = pos;
-            for (;;) {
-                j = (j + 1) & (slots - 1);
-                if (!tab[j].used)
-                    break;
-                uint32_t want = hhash(tab[j].handle, tab[j].hlen) & (slots - 1);
-                if ((j > pos && (want <= pos || want > j)) || (j < pos && want <= pos && want > j)) {
-                    tab[pos] = tab[j];
-                    tab[j].used = false;
-                    pos = j;
-                }
-            }
-            ca->done++;
-            inflight--;
-            if (more_to_send(ca)) {
-                fifo_seq[(fh + fl) % C.depth] = ca->sent;
-                fifo_t[(fh + fl) % C.depth] = now();
-                fl++;
-                put_submit(&io, ca, buf, false);
-                inflight++;
-            }
-        } else if (k.type == GM_PKT_WORK_FAIL || k.type == GM_PKT_ERROR) {
-            fail(k.type == GM_PKT_ERROR ? "client got an ERROR" : "a job failed");
-            inflight--;
+            const char *h = field(k, 0, &hl);
+            const char *d = field(k, 2, &dl);
+            struct gm_field_ref f[2] = {{h, hl}, {d, dl}}; /* echo the payload back */
+            io_put(&c->io, GM_PKT_WORK_COMPLETE, f, 2);
+            io_put(&c->io, GM_PKT_GRAB_JOB, NULL, 0);
+            c->jobs++;
+        } else if (k->type == GM_PKT_NO_JOB) {
+            io_put(&c->io, GM_PKT_PRE_SLEEP, NULL, 0);
+        } else if (k->type == GM_PKT_NOOP) {
+            io_put(&c->io, GM_PKT_GRAB_JOB, NULL, 0);
+        } else if (k->type == GM_PKT_ERROR) {
+            fail("worker got an ERROR");
         }
-        if (io.olen && !io_has_packet(&io) && io_flush(&io) < 0) {
-            fail("client send failed");
-            break;
+        return;
+    case ROLE_CLIENT_FG:
+        if (k->type == GM_PKT_JOB_CREATED) {
+            fg_created(c, k);
+        } else if (k->type == GM_PKT_WORK_COMPLETE) {
+            fg_complete(c, k);
+        } else if (k->type == GM_PKT_WORK_FAIL || k->type == GM_PKT_ERROR) {
+            fail(k->type == GM_PKT_ERROR ? "client got an ERROR" : "a job failed");
+            client_answered(c);
         }
-    }
-    atomic_fetch_add(&submitted, ca->sent);
-    free(tab);
-    free(fifo_seq);
-    free(fifo_t);
-    free(buf);
-    io_close(&io);
-    return NULL;
-}
-
-static void *
-client_bg_main(void *arg)
-{
-    struct client_arg *ca = arg;
-    struct io io;
-    if (io_open(&io) < 0) {
-        fail("client cannot connect");
-        return NULL;
-    }
-    char *buf = malloc(C.payload + 64);
-    long inflight = 0;
-    double *t0 = calloc((size_t)C.depth, sizeof(double));
-    size_t th = 0;
-    while (inflight < C.depth && more_to_send(ca)) {
-        t0[(th + (size_t)inflight) % C.depth] = now();
-        put_submit(&io, ca, buf, true);
-        inflight++;
-    }
-    io_flush(&io);
-    while (inflight > 0) {
-        struct pkt k;
-        int r = io_next(&io, &k);
-        if (r < 0) {
-            fail("client lost its connection");
-            break;
+        return;
+    case ROLE_CLIENT_BG:
+        if (!c->fl) {
+            fail("an answer without a submit");
+            return;
         }
-        if (r == 0)
-            continue;
-        if (k.type == GM_PKT_JOB_CREATED) {
-            lat_add(&ca->lat, now() - t0[th]);
-            th = (th + 1) % C.depth;
-            inflight--;
-            ca->done++;
-            if (more_to_send(ca)) {
-                t0[(th + (size_t)inflight) % C.depth] = now();
-                put_submit(&io, ca, buf, true);
-                inflight++;
-            }
-        } else if (k.type == GM_PKT_ERROR) {
-            fail("background submit refused");
-            th = (th + 1) % C.depth;
-            inflight--;
+        if (k->type == GM_PKT_JOB_CREATED) {
+            lat_add(&c->lat, now() - c->fifo_t[c->fh]);
+            c->done++;
+        } else {
+            fail(k->type == GM_PKT_ERROR ? "background submit refused" : "unexpected answer to a submit");
         }
-        if (io.olen && !io_has_packet(&io) && io_flush(&io) < 0)
-            break;
-    }
-    atomic_fetch_add(&submitted, ca->sent);
-    atomic_fetch_add(&created, ca->done);
-    free(t0);
-    free(buf);
-    io_close(&io);
-    return NULL;
-}
-
-static void *
-client_echo_main(void *arg)
-{
-    struct client_arg *ca = arg;
-    struct io io;
-    if (io_open(&io) < 0) {
-        fail("client cannot connect");
-        return NULL;
-    }
-    char *buf = malloc(C.payload + 64);
-    long inflight = 0;
-    double *t0 = calloc((size_t)C.depth, sizeof(double));
-    size_t th = 0;
-    for (; inflight < C.depth && more_to_send(ca); inflight++) {
-        size_t len = make_payload(buf, ca->id, ca->sent++);
-        struct gm_field_ref f = {buf, len};
-        t0[(th + (size_t)inflight) % C.depth] = now();
-        io_put(&io, GM_PKT_ECHO_REQ, &f, 1);
-    }
-    io_flush(&io);
-    long expect = 0;
-    while (inflight > 0) {
-        struct pkt k;
-        int r = io_next(&io, &k);
-        if (r <= 0) {
-            if (r < 0)
-                fail("echo connection lost");
-            if (r < 0 || atomic_load(&stop_flag))
-                break;
-            continue;
-        }
+        fifo_pop(c);
+        client_answered(c);
+        return;
+    case ROLE_CLIENT_ECHO: {
         int cid;
         long seq;
-        if (k.type != GM_PKT_ECHO_RES || !check_payload(k.p, k.size, &cid, &seq) || cid != ca->id || seq != expect)
+        if (!c->fl || k->type != GM_PKT_ECHO_RES || !check_payload(k->p, k->size, &cid, &seq) || cid != c->id ||
+            seq != c->expect)
             fail("bad ECHO_RES");
-        expect++;
-        lat_add(&ca->lat, now() - t0[th]);
-        th = (th + 1) % C.depth;
-        inflight--;
-        ca->done++;
-        if (more_to_send(ca)) {
-            size_t len = make_payload(buf, ca->id, ca->sent++);
-            struct gm_field_ref f = {buf, len};
-            t0[(th + (size_t)inflight) % C.depth] = now();
-            io_put(&io, GM_PKT_ECHO_REQ, &f, 1);
-            inflight++;
+        c->expect++;
+        if (c->fl) {
+            lat_add(&c->lat, now() - c->fifo_t[c->fh]);
+            fifo_pop(c);
         }
-        if (io.olen && !io_has_packet(&io) && io_flush(&io) < 0)
-            break;
+        c->done++;
+        client_answered(c);
+        return;
     }
-    free(t0);
-    free(buf);
-    io_close(&io);
+    }
+}
+
+/* Opens a connection and queues what it sends first (written when its loop starts). */
+static struct conn *
+conn_new(enum role role, int id)
+{
+    struct conn *c = calloc(1, sizeof *c);
+    c->role = role;
+    c->id = id;
+    if (io_open(&c->io) < 0) {
+        fail(role == ROLE_WORKER ? "worker cannot connect" : "client cannot connect");
+        c->dead = true;
+        c->finished = true;
+        return c;
+    }
+    char name[32];
+    if (role == ROLE_WORKER) {
+        for (int i = 0; i < C.functions; i++) {
+            fn_name(name, sizeof name, i);
+            struct gm_field_ref f = {name, strlen(name)};
+            io_put(&c->io, GM_PKT_CAN_DO, &f, 1);
+        }
+        io_put(&c->io, GM_PKT_GRAB_JOB, NULL, 0);
+        return c;
+    }
+    c->buf = malloc(C.payload + 64);
+    c->fifo_seq = calloc((size_t)C.depth, sizeof *c->fifo_seq);
+    c->fifo_t = calloc((size_t)C.depth, sizeof *c->fifo_t);
+    if (role == ROLE_CLIENT_FG) {
+        c->slots = 1;
+        while (c->slots < (uint32_t)C.depth * 4)
+            c->slots <<= 1;
+        c->tab = calloc(c->slots, sizeof *c->tab);
+    }
+    return c;
+}
+
+/* A client's first K requests, queued as its phase begins. */
+static void
+conn_begin(struct conn *c)
+{
+    if (c->role == ROLE_WORKER || c->dead)
+        return;
+    while (c->inflight < C.depth && more_to_send(c))
+        send_next(c);
+    if (c->inflight == 0) {
+        c->finished = true;
+        atomic_fetch_sub(&clients_left, 1);
+    }
+}
+
+static void
+conn_free(struct conn *c)
+{
+    io_close(&c->io);
+    free(c->lat.v);
+    free(c->buf);
+    free(c->fifo_seq);
+    free(c->fifo_t);
+    free(c->tab);
+    free(c);
+}
+
+/* ------------------------------------------------------------------ */
+/* Event loops and phases                                              */
+/* ------------------------------------------------------------------ */
+
+static long drain_target = -1;      /* worker jobs that end a drain; -1: none */
+static _Atomic double drained_at;
+
+struct loop {
+    pthread_t thread;
+    struct conn **conns;
+    int n;
+};
+
+/* The server closed the connection, or a write failed. */
+static void
+conn_lost(int epfd, struct conn *c)
+{
+    if (!atomic_load(&phase_over))
+        fail(c->role == ROLE_WORKER ? "worker lost its connection" : "client lost its connection");
+    c->dead = true;
+    epoll_ctl(epfd, EPOLL_CTL_DEL, c->io.fd, NULL);
+    if (c->role != ROLE_WORKER && !c->finished) {
+        c->finished = true;
+        if (atomic_fetch_sub(&clients_left, 1) == 1)
+            atomic_store(&clients_done_at, now());
+    }
+}
+
+/* Writes queued output; waits for EPOLLOUT only while some remains. */
+static void
+conn_flush(int epfd, struct conn *c)
+{
+    if (c->io.olen && io_flush(&c->io) < 0) {
+        conn_lost(epfd, c);
+        return;
+    }
+    bool want_out = c->io.olen > 0;
+    if (want_out != c->out_armed) {
+        struct epoll_event ev = {.events = EPOLLIN | (want_out ? EPOLLOUT : 0), .data.ptr = c};
+        epoll_ctl(epfd, EPOLL_CTL_MOD, c->io.fd, &ev);
+        c->out_armed = want_out;
+    }
+}
+
+/* Adds what one loop iteration finished to the phase's shared counters. */
+static void
+publish(long jobs, long answered)
+{
+    if (jobs) {
+        long before = atomic_fetch_add(&worker_jobs, jobs);
+        if (drain_target >= 0 && before < drain_target && before + jobs >= drain_target)
+            atomic_store(&drained_at, now());
+    }
+    if (answered || jobs)
+        atomic_fetch_add(&progress, answered + jobs);
+}
+
+/* One event-loop thread: reads every ready connection, hands each whole
+   packet to its role, then writes what that queued, until the phase ends. */
+static void *
+loop_main(void *arg)
+{
+    struct loop *L = arg;
+    int epfd = epoll_create1(0);
+    for (int i = 0; i < L->n; i++) {
+        struct conn *c = L->conns[i];
+        if (c->dead)
+            continue;
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+        epoll_ctl(epfd, EPOLL_CTL_ADD, c->io.fd, &ev);
+        conn_flush(epfd, c);
+    }
+    struct epoll_event evs[256];
+    while (!atomic_load(&phase_over)) {
+        int n = epoll_wait(epfd, evs, 256, 10);
+        long jobs = 0, answered = 0;
+        for (int i = 0; i < n; i++) {
+            struct conn *c = evs[i].data.ptr;
+            if (c->dead)
+                continue;
+            if (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
+                if (io_fill(&c->io) < 0) {
+                    conn_lost(epfd, c);
+                    continue;
+                }
+                long jobs0 = c->jobs, done0 = c->done;
+                struct pkt k;
+                while (io_next(&c->io, &k))
+                    on_packet(c, &k);
+                jobs += c->jobs - jobs0;
+                answered += c->done - done0;
+            }
+            conn_flush(epfd, c);
+        }
+        publish(jobs, answered);
+    }
+    close(epfd);
     return NULL;
+}
+
+static bool
+clients_finished(void)
+{
+    return atomic_load(&clients_left) <= 0;
+}
+
+static bool
+drain_finished(void)
+{
+    return atomic_load(&worker_jobs) >= drain_target;
+}
+
+/* Runs the connections on C.threads event loops until finished() holds, or
+   until no answer has come for 10 s after the time window (jobs are missing). */
+static void
+run_phase(struct conn **conns, int n, bool (*finished)(void))
+{
+    int nl = C.threads < n ? C.threads : n;
+    if (nl < 1)
+        return;
+    struct loop *loops = calloc((size_t)nl, sizeof *loops);
+    for (int i = 0; i < nl; i++)
+        loops[i].conns = calloc((size_t)n, sizeof(struct conn *));
+    for (int i = 0; i < n; i++) {
+        struct loop *L = &loops[i % nl];
+        L->conns[L->n++] = conns[i];
+    }
+    atomic_store(&phase_over, 0);
+    for (int i = 0; i < nl; i++)
+        pthread_create(&loops[i].thread, NULL, loop_main, &loops[i]);
+    long last = -1;
+    double last_change = now();
+    while (!finished()) {
+        usleep(2000);
+        long p = atomic_load(&progress);
+        double t = now();
+        if (p != last) {
+            last = p;
+            last_change = t;
+        } else if (t - last_change > 10 && (C.seconds <= 0 || t > t_end)) {
+            fail("stalled: no answer for 10 s, jobs are missing");
+            break;
+        }
+    }
+    atomic_store(&phase_over, 1);
+    for (int i = 0; i < nl; i++) {
+        pthread_join(loops[i].thread, NULL);
+        free(loops[i].conns);
+    }
+    free(loops);
+}
+
+/* Opens n registered, sleeping workers (CAN_DO, PRE_SLEEP) on plain
+   sockets; an ECHO answered on each proves the server has taken them in. */
+static int *
+open_idle_workers(int n)
+{
+    int *fds = calloc((size_t)n + 1, sizeof *fds);
+    char out[128], name[32];
+    for (int i = 0; i < n; i++) {
+        fds[i] = connect_server();
+        if (fds[i] < 0) {
+            fail("cannot open an idle worker (raise ulimit -n?)");
+            continue;
+        }
+        snprintf(name, sizeof name, "idle%d", i % 50);
+        struct gm_field_ref f = {name, strlen(name)}, x = {"x", 1};
+        size_t len = gm_packet_encode(out, GM_MAGIC_REQ, GM_PKT_CAN_DO, &f, 1);
+        len += gm_packet_encode(out + len, GM_MAGIC_REQ, GM_PKT_PRE_SLEEP, NULL, 0);
+        len += gm_packet_encode(out + len, GM_MAGIC_REQ, GM_PKT_ECHO_REQ, &x, 1);
+        if (send(fds[i], out, len, MSG_NOSIGNAL) != (ssize_t)len)
+            fail("idle worker: send failed");
+    }
+    for (int i = 0; i < n; i++) {
+        char r[GM_HEADER_SIZE + 1];
+        size_t got = 0;
+        while (fds[i] >= 0 && got < sizeof r) {
+            ssize_t k = recv(fds[i], r + got, sizeof r - got, 0);
+            if (k <= 0) {
+                fail("an idle worker was not answered");
+                break;
+            }
+            got += (size_t)k;
+        }
+    }
+    return fds;
 }
 
 /* ------------------------------------------------------------------ */
@@ -698,18 +881,6 @@ proc_rss_kb(long pid)
     if (f)
         fclose(f);
     return kb;
-}
-
-/* ------------------------------------------------------------------ */
-
-static void
-start_workers(pthread_t *t, struct worker_arg *wa, int n, bool idle, int base)
-{
-    for (int i = 0; i < n; i++) {
-        wa[i].id = base + i;
-        wa[i].idle = idle;
-        pthread_create(&t[i], NULL, worker_main, &wa[i]);
-    }
 }
 
 /* Opens --count idle connections (each proves it is served with one
@@ -764,7 +935,7 @@ usage(void)
             "usage: gearman-bench [--host H] [--port P] --mode fg|bg|drain|echo|rss|conns [--clients C]\n"
             "       [--workers W] [--depth K] [--payload BYTES] [--functions N] [--unique]\n"
             "       [--seconds S | --count N] [--pid SERVER_PID] [--idle-workers N] [--no-drain]\n"
-            "       [--priority high|normal|low]\n");
+            "       [--priority high|normal|low] [--threads N]\n");
 }
 
 int
@@ -774,8 +945,8 @@ main(int argc, char **argv)
         {"host", 1, 0, 'H'}, {"port", 1, 0, 'p'}, {"mode", 1, 0, 'm'}, {"clients", 1, 0, 'c'},
         {"workers", 1, 0, 'w'}, {"depth", 1, 0, 'k'}, {"payload", 1, 0, 's'}, {"functions", 1, 0, 'f'},
         {"unique", 0, 0, 'u'}, {"seconds", 1, 0, 't'}, {"count", 1, 0, 'n'}, {"pid", 1, 0, 'P'},
-        {"idle-workers", 1, 0, 'i'}, {"no-drain", 0, 0, 'D'}, {"priority", 1, 0, 'r'}, {"help", 0, 0, 'h'},
-        {0, 0, 0, 0}};
+        {"idle-workers", 1, 0, 'i'}, {"no-drain", 0, 0, 'D'}, {"priority", 1, 0, 'r'}, {"threads", 1, 0, 'T'},
+        {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (ch) {
@@ -794,10 +965,11 @@ main(int argc, char **argv)
         case 'i': C.idle_workers = atoi(optarg); break;
         case 'D': C.drain = false; break;
         case 'r': C.priority = strcmp(optarg, "high") == 0 ? 0 : strcmp(optarg, "low") == 0 ? 2 : 1; break;
+        case 'T': C.threads = atoi(optarg); break;
         default: usage(); return ch == 'h' ? 0 : 2;
         }
     }
-    if (C.clients < 1 || C.depth < 1 || C.functions < 1 || C.workers < 0) {
+    if (C.clients < 1 || C.depth < 1 || C.functions < 1 || C.workers < 0 || C.threads < 1 || C.idle_workers < 0) {
         usage();
         return 2;
     }
@@ -813,90 +985,73 @@ main(int argc, char **argv)
         C.count = 100000;
     per_client_count = C.count ? (C.count + C.clients - 1) / C.clients : 0;
 
-    pthread_t *idle_t = calloc((size_t)C.idle_workers + 1, sizeof *idle_t);
-    struct worker_arg *idle_a = calloc((size_t)C.idle_workers + 1, sizeof *idle_a);
-    start_workers(idle_t, idle_a, C.idle_workers, true, 100000);
-    if (C.idle_workers)
-        usleep(200000 + C.idle_workers * 100);
+    int *idle_fds = open_idle_workers(C.idle_workers);
 
-    pthread_t *wt = calloc((size_t)C.workers + 1, sizeof *wt);
-    struct worker_arg *wa = calloc((size_t)C.workers + 1, sizeof *wa);
-    pthread_t *ct = calloc((size_t)C.clients, sizeof *ct);
-    struct client_arg *ca = calloc((size_t)C.clients, sizeof *ca);
+    /* phase 1: the clients (and, for fg, the workers) */
+    int nw = fg ? C.workers : 0, n = nw + C.clients;
+    struct conn **conns = calloc((size_t)n, sizeof *conns);
+    for (int i = 0; i < nw; i++)
+        conns[i] = conn_new(ROLE_WORKER, i);
+    enum role client_role = fg ? ROLE_CLIENT_FG : echo ? ROLE_CLIENT_ECHO : ROLE_CLIENT_BG;
+    for (int i = 0; i < C.clients; i++)
+        conns[nw + i] = conn_new(client_role, i);
     long rss_before = proc_rss_kb(C.pid);
-
-    if (fg)
-        start_workers(wt, wa, C.workers, false, 0);
+    atomic_store(&clients_left, C.clients);
     double cpu0 = proc_cpu(C.pid), t0 = now(), self0 = self_cpu();
     t_end = t0 + C.seconds;
-    void *(*fn)(void *) = fg ? client_fg_main : echo ? client_echo_main : client_bg_main;
-    for (int i = 0; i < C.clients; i++) {
-        ca[i].id = i;
-        pthread_create(&ct[i], NULL, fn, &ca[i]);
-    }
-    for (int i = 0; i < C.clients; i++)
-        pthread_join(ct[i], NULL);
-    double t1 = now(), cpu1 = proc_cpu(C.pid), self_cpu_s = self_cpu() - self0;
+    for (int i = nw; i < n; i++)
+        conn_begin(conns[i]);
+    run_phase(conns, n, clients_finished);
+    double t1 = atomic_load(&clients_done_at);
+    if (t1 <= t0)
+        t1 = now();
+    double cpu1 = proc_cpu(C.pid), self_cpu_s = self_cpu() - self0;
     long rss_loaded = proc_rss_kb(C.pid);
     long done = 0;
     struct lat all = {0};
-    for (int i = 0; i < C.clients; i++) {
-        done += ca[i].done;
-        for (size_t k = 0; k < ca[i].lat.n; k++)
-            lat_add(&all, ca[i].lat.v[k]);
-        free(ca[i].lat.v);
+    for (int i = nw; i < n; i++) {
+        done += conns[i]->done;
+        for (size_t k = 0; k < conns[i]->lat.n; k++)
+            lat_add(&all, conns[i]->lat.v[k]);
     }
+    for (int i = 0; i < n; i++)
+        conn_free(conns[i]);
+    free(conns);
     double span = t1 - t0, cpu = cpu1 - cpu0;
+
+    /* phase 2 (bg, drain, rss): workers drain every acknowledged job, checking each */
     double drain_rate = 0;
     long drained = 0;
     if ((bg || drain || rss) && (C.drain || drain)) {
-        /* drain everything that was acknowledged, checking each job */
-        double d0 = now(), dc0 = proc_cpu(C.pid);
-        atomic_store(&workers_stop, 0);
-        start_workers(wt, wa, C.workers ? C.workers : 1, false, 0);
-        int nw = C.workers ? C.workers : 1;
-        long target = atomic_load(&created);
-        long last = -1;
-        double last_change = now();
-        for (;;) {
-            long sum = 0;
-            for (int i = 0; i < nw; i++)
-                sum += wa[i].jobs;
-            if (sum >= target)
-                break;
-            if (sum != last) {
-                last = sum;
-                last_change = now();
-            } else if (now() - last_change > 10) {
-                fail("drain stalled: jobs are missing");
-                break;
-            }
-            usleep(2000);
-        }
-        double d1 = now();
-        for (int i = 0; i < nw; i++)
-            drained += wa[i].jobs;
+        int nd = C.workers ? C.workers : 1;
+        struct conn **ws = calloc((size_t)nd, sizeof *ws);
+        for (int i = 0; i < nd; i++)
+            ws[i] = conn_new(ROLE_WORKER, i);
+        atomic_store(&worker_jobs, 0);
+        drain_target = done;
+        double d0 = now(), dc0 = proc_cpu(C.pid), ds0 = self_cpu();
+        run_phase(ws, nd, drain_finished);
+        double d1 = atomic_load(&drained_at);
+        if (d1 <= d0)
+            d1 = now();
+        drained = atomic_load(&worker_jobs);
         drain_rate = drained / (d1 - d0);
         if (drain) {
             span = d1 - d0;
             cpu = proc_cpu(C.pid) - dc0;
+            self_cpu_s = self_cpu() - ds0;
         }
-        if (drained != target)
+        if (drained != done)
             fail("drained a different number of jobs than were acknowledged");
-        atomic_store(&workers_stop, 1);
-        for (int i = 0; i < nw; i++)
-            pthread_join(wt[i], NULL);
-    } else if (fg) {
-        atomic_store(&workers_stop, 1);
-        for (int i = 0; i < C.workers; i++)
-            pthread_join(wt[i], NULL);
+        for (int i = 0; i < nd; i++)
+            conn_free(ws[i]);
+        free(ws);
     }
-    atomic_store(&workers_stop, 1);
-    for (int i = 0; i < C.idle_workers; i++) {
-        shutdown(0, 0);
-        pthread_cancel(idle_t[i]);
-        pthread_join(idle_t[i], NULL);
-    }
+    for (int i = 0; i < C.idle_workers; i++)
+        if (idle_fds[i] >= 0)
+            close(idle_fds[i]);
+    free(idle_fds);
+
     qsort(all.v, all.n, sizeof *all.v, cmp_double);
     double p50 = all.n ? all.v[all.n / 2] : 0, p99 = all.n ? all.v[(size_t)(all.n * 0.99)] : 0;
     double p999 = all.n ? all.v[(size_t)(all.n * 0.999)] : 0;
@@ -905,18 +1060,11 @@ main(int argc, char **argv)
     printf("mode=%s ops=%ld secs=%.3f rate=%.0f p50_us=%.0f p99_us=%.0f p999_us=%.0f server_cpu_s=%.3f "
            "ops_per_cpu_s=%.0f gen_cpu_s=%.3f rss_before_kb=%ld rss_kb=%ld rss_per_job_b=%.0f drained=%ld "
            "drain_rate=%.0f errors=%ld\n",
-           C.mode, ops, span, rate, p50 * 1e6, p99 * 1e6, p999 * 1e6, cpu, cpu > 0 ? ops / cpu : 0,
-           drain ? 0 : self_cpu_s, rss_before,
-           rss_loaded, rss && done ? (rss_loaded - rss_before) * 1024.0 / done : 0, drained, drain_rate,
+           C.mode, ops, span, rate, p50 * 1e6, p99 * 1e6, p999 * 1e6, cpu, cpu > 0 ? ops / cpu : 0, self_cpu_s,
+           rss_before, rss_loaded, rss && done ? (rss_loaded - rss_before) * 1024.0 / done : 0, drained, drain_rate,
            (long)atomic_load(&errors));
-    fprintf(stderr, "%s: %ld ops in %.2fs = %.0f/s; latency p50 %.0f us, p99 %.0f us; server cpu %.2fs; errors %ld\n",
-            C.mode, ops, span, rate, p50 * 1e6, p99 * 1e6, cpu, (long)atomic_load(&errors));
+    fprintf(stderr, "%s: %ld ops in %.2fs = %.0f/s; latency p50 %.0f us, p99 %.0f us; server cpu %.2fs; generator cpu %.2fs; errors %ld\n",
+            C.mode, ops, span, rate, p50 * 1e6, p99 * 1e6, cpu, self_cpu_s, (long)atomic_load(&errors));
     free(all.v);
-    free(wt);
-    free(wa);
-    free(ct);
-    free(ca);
-    free(idle_t);
-    free(idle_a);
     return atomic_load(&errors) ? 1 : 0;
 }
