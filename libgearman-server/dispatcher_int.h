@@ -87,6 +87,7 @@ struct gm_dispatcher {
 
     struct gm_state_view view;   /* what a front-end may read (view.c) */
     int64_t start_ms;
+    int64_t drain_now_ms;   /* the clock, read once per gm_disp_drain; 0 outside one */
 
     bool graceful;               /* stop once job_count reaches 0 */
     bool shutdown_requested;

@@ -2079,6 +2079,54 @@ START_TEST(test_free_releases_jobs_in_every_state)
 }
 END_TEST
 
+/* The by-handle index hashes a handle by its trailing number: handles of
+   other servers (replayed from a queue) that end in the same number, or in
+   none, or in one too long for 64 bits, are still told apart, and a table
+   grown to thousands of jobs still finds every one. */
+static void
+replay_job(const char *handle)
+{
+    struct gm_qrow row = {.handle = handle, .function = "f", .unique = "", .data = "d",
+                          .handle_len = (uint32_t)strlen(handle), .function_len = 1, .data_len = 1,
+                          .priority = 1};
+    char err[128];
+    ck_assert_msg(gm_disp_replay_row(H.d, &row, err, sizeof err) == 0, "%s: %s", handle, err);
+}
+
+static void
+expect_indexed(const char *handle)
+{
+    struct gm_job *j = gm_disp_job_by_handle(H.d, handle, strlen(handle));
+    ck_assert_msg(j != NULL, "%s is not found", handle);
+    ck_assert_msg(j->handle_len == strlen(handle) && memcmp(gm_job_handle(j), handle, j->handle_len) == 0,
+                  "looking up %s found %.*s", handle, (int)j->handle_len, gm_job_handle(j));
+}
+
+START_TEST(test_handles_ending_in_the_same_number_are_told_apart)
+{
+    static const char *const handles[] = {"H:old:7", "H:other:7", "7", "H:test:007", "H:no-number",
+                                          "H:long:123456789012345678901234567", "H:long:923456789012345678901234567"};
+    size_t n = sizeof handles / sizeof handles[0];
+    for (size_t i = 0; i < n; i++)
+        replay_job(handles[i]);
+    for (size_t i = 0; i < n; i++)
+        expect_indexed(handles[i]);
+    ck_assert_ptr_null(gm_disp_job_by_handle(H.d, "H:old:8", 7));
+    ck_assert_ptr_null(gm_disp_job_by_handle(H.d, "H:test:7", 8));
+    char h[32];
+    for (int i = 1; i <= 20000; i++) {
+        snprintf(h, sizeof h, "H:grow:%d", i);
+        replay_job(h);
+    }
+    for (int i = 1; i <= 20000; i++) {
+        snprintf(h, sizeof h, "H:grow:%d", i);
+        expect_indexed(h);
+    }
+    for (size_t i = 0; i < n; i++)
+        expect_indexed(handles[i]);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ */
 
 #define ADD(s, t)                                                              \
@@ -2095,6 +2143,7 @@ dispatcher_suite(void)
 {
     Suite *s = suite_create("dispatcher");
     ADD(s, test_job_created_handles_count_up_from_one);
+    ADD(s, test_handles_ending_in_the_same_number_are_told_apart);
     ADD(s, test_grab_job_assigns_handle_function_and_data);
     ADD(s, test_grab_job_with_nothing_queued_gives_no_job);
     ADD(s, test_grab_job_uniq_carries_the_unique);
