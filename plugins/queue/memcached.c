@@ -48,8 +48,10 @@ struct mc {
 /* With buffered requests libmemcached neither reconnects nor checks the
    socket before appending a command (it asserts on a closed one), and it
    closes the socket itself after an I/O error or a timeout.  So after any
-   failure the connection is checked, and reopened, with a plain command
-   before anything is buffered again.  Returns 0 when usable. */
+   failure the connection is reopened before anything is buffered again:
+   memcached_version talks to a server whose socket was closed (closing
+   forgets the version) and reconnects it; on an open one it costs nothing.
+   Returns 0 when usable. */
 static int
 ensure_connected(struct mc *c, char *err, size_t errlen)
 {
@@ -93,6 +95,14 @@ mc_open(const struct gm_queue_options *opts, char *err, size_t errlen)
        Set once: changing this behaviour makes libmemcached reconnect, and a
        command still unread on the old connection could then be overtaken. */
     memcached_behavior_set(c->m, MEMCACHED_BEHAVIOR_BUFFER_REQUESTS, 1);
+    /* Never "purge" (read back buffered replies in the middle of writing a
+       batch): when that read times out, libmemcached closes the socket, drops
+       the buffered commands and goes on writing the batch into the closed
+       socket, where it asserts.  A batch's replies are read by the
+       multi-get that checks it instead (at most --queue-batch-size replies
+       of a few bytes each wait on the socket meanwhile). */
+    memcached_behavior_set(c->m, MEMCACHED_BEHAVIOR_IO_MSG_WATERMARK, UINT32_MAX);
+    memcached_behavior_set(c->m, MEMCACHED_BEHAVIOR_IO_BYTES_WATERMARK, UINT32_MAX);
     /* Check that a server answers now rather than at the first job. */
     memcached_return_t rc = memcached_version(c->m);
     if (rc != MEMCACHED_SUCCESS) {
@@ -639,6 +649,10 @@ fetch_chunk(struct mc *c, struct fetched *out, size_t n)
         }
         memcached_result_free(res);
     }
+    if (rc != MEMCACHED_END && rc != MEMCACHED_SUCCESS && rc != MEMCACHED_NOTFOUND) {
+        gm_log(GM_LOG_ERROR, "libmemcached: reading stored jobs: %s", memcached_strerror(c->m, rc));
+        c->suspect = true;
+    }
 }
 
 static int
@@ -676,6 +690,10 @@ mc_replay(void *state, gm_qrow_cb cb, void *arg, char *err, size_t errlen)
     for (size_t i = 0; i < kl.n; i++)
         free(kl.key[i]);
     free(kl.key);
+    /* Replay made unbuffered calls whose failures close the socket without
+       telling us every time (a read timeout in a multi-get, a migrated
+       item's delete): the first batch checks the connection. */
+    c->suspect = true;
     return 0;
 }
 
@@ -694,6 +712,13 @@ mc_load_counter(void *state, uint64_t *next, char *err, size_t errlen)
     }
     char *v = memcached_get(c->m, key, klen, &vlen, &flags, &rc);
     free(key);
+    if (rc != MEMCACHED_SUCCESS && rc != MEMCACHED_NOTFOUND) {
+        /* starting from 0 could hand out the handles of stored jobs again */
+        snprintf(err, errlen, "memcached: %s", memcached_strerror(c->m, rc));
+        c->suspect = true;
+        free(v);
+        return -1;
+    }
     if (v) {
         char num[24];
         snprintf(num, sizeof num, "%.*s", (int)(vlen < 23 ? vlen : 23), v);
