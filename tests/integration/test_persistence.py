@@ -22,6 +22,7 @@ import sqlite3
 import struct
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 
@@ -958,6 +959,118 @@ def test_job_too_big_for_memcached_fails_alone(store):
     def too_big(c):
         c.send_packet("SUBMIT_JOB_BG", "ok", "", b"x" * (2 << 20))
     _refused_alone(store, too_big, "a 2 MiB job")
+
+
+class SlowMemcached:
+    """A memcached stand-in that answers the text protocol (version, set,
+    delete, get/gets, lru_crawler metadump) from a dict, but holds every
+    reply for `delay` seconds while `slow` is set: a memcached that stalls
+    in the middle of a batch."""
+
+    def __init__(self, delay):
+        self.delay = delay
+        self.slow = False
+        self.items = {}
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.servers = "127.0.0.1:%d" % self.sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _answer(self, line, body):
+        words = line.split()
+        cmd = words[0] if words else b""
+        if cmd == b"version":
+            return b"VERSION 1.6.18\r\n"
+        if cmd == b"set":
+            self.items[words[1]] = (int(words[2]), body)
+            return b"STORED\r\n"
+        if cmd == b"delete":
+            return b"DELETED\r\n" if self.items.pop(words[1], None) is not None else b"NOT_FOUND\r\n"
+        if cmd in (b"get", b"gets"):
+            out = b""
+            for k in words[1:]:
+                if k in self.items:
+                    flags, v = self.items[k]
+                    out += b"VALUE %s %d %d%s\r\n%s\r\n" % (k, flags, len(v), b" 1" if cmd == b"gets" else b"", v)
+            return out + b"END\r\n"
+        if line.startswith(b"lru_crawler metadump"):
+            return b"".join(b"key=%s exp=-1 la=0 cas=1 fetch=no cls=1 size=%d\n" % (k, len(v))
+                            for k, (_, v) in self.items.items()) + b"END\r\n"
+        return b"ERROR\r\n"
+
+    def _serve(self, c):
+        buf = b""
+        with c:
+            while True:
+                try:
+                    data = c.recv(1 << 16)
+                except OSError:
+                    return
+                if not data:
+                    return
+                buf += data
+                out = b""
+                while b"\r\n" in buf:
+                    line, rest = buf.split(b"\r\n", 1)
+                    body = None
+                    if line.startswith(b"set "):
+                        n = int(line.split()[4])
+                        if len(rest) < n + 2:
+                            break
+                        body, rest = rest[:n], rest[n + 2:]
+                    buf = rest
+                    out += self._answer(line, body)
+                if out:
+                    if self.slow:
+                        time.sleep(self.delay)
+                    try:
+                        c.sendall(out)
+                    except OSError:
+                        return
+
+    def close(self):
+        self.sock.close()
+
+
+@test
+def test_memcached_stalling_in_the_middle_of_a_big_batch_refuses_it_and_the_server_lives_on():
+    # Batches of over 64 KiB once made libmemcached read replies back in the
+    # middle of the write; a stall there closed the socket and the server
+    # aborted in the next write.  Now the batch is refused (or stored), the
+    # server stays up, and jobs are taken again once memcached answers.
+    mc = SlowMemcached(delay=3)
+    s = Server("--job-handle-prefix", PREFIX, "-q", "libmemcached", "--libmemcached-servers", mc.servers,
+               "--queue-batch-delay", "50", log_level="WARNING").start()
+    try:
+        c = s.conn(timeout=30)
+        submit(c, "SUBMIT_JOB_BG", "warm", "", b"w")
+        mc.slow = True
+        n = 120
+        c.send(b"".join(gmtest.packet("SUBMIT_JOB_BG", "big", "", b"%d:" % i + b"x" * 2000) for i in range(n)))
+        answers = [c.recv_packet() for _ in range(n)]
+        mc.slow = False
+        assert s.proc.poll() is None, "gearmand died: " + s.log_text()[-2000:]
+        names = {p.name for p in answers}
+        assert names <= {"JOB_CREATED", "ERROR"}, names
+        for p in answers:
+            if p.name == "ERROR":
+                assert p.fields(2)[0] == b"QUEUE_ERROR", p
+        submit(c, "SUBMIT_JOB_BG", "after", "", b"a")
+        w = worker(s, "big", "after")
+        created = sum(1 for p in answers if p.name == "JOB_CREATED")
+        assert len(drain(w)) == created + 1
+    finally:
+        stop_ok(s)
+        mc.close()
 
 
 # ----------------------------------------------------------------------
