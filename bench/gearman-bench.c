@@ -253,30 +253,15 @@ field(const struct pkt *k, int i, size_t *len)
 /* Payloads: "<client>:<seq>:" then filler derived from both          */
 /* ------------------------------------------------------------------ */
 
-/* Writes the decimal digits of v (v >= 0) at buf; returns how many. */
-static size_t
-put_decimal(char *buf, long v)
-{
-    char tmp[24];
-    size_t n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    for (size_t i = 0; i < n; i++)
-        buf[i] = tmp[n - 1 - i];
-    return n;
-}
-
 /* The payload of job seq of a client: "<client>:<seq>:" and then letters
    a..z running on from (client * 7 + seq * 13 + offset) % 26, up to
    C.payload bytes.  buf holds C.payload + 64 bytes. */
 static size_t
 make_payload(char *buf, int client, long seq)
 {
-    size_t n = put_decimal(buf, client);
+    size_t n = gm_fmt_u64(buf, (uint64_t)client);
     buf[n++] = ':';
-    n += put_decimal(buf + n, seq);
+    n += gm_fmt_u64(buf + n, (uint64_t)seq);
     buf[n++] = ':';
     size_t len = C.payload > n ? C.payload : n;
     int letter = (int)(((long)client * 7 + seq * 13 + (long)n) % 26);
