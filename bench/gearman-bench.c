@@ -42,6 +42,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -797,6 +798,8 @@ open_idle_workers(int n)
             fail("cannot open an idle worker (raise ulimit -n?)");
             continue;
         }
+        struct timeval tv = {10, 0}; /* a server that never answers is an error, not a hang */
+        setsockopt(fds[i], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
         snprintf(name, sizeof name, "idle%d", i % 50);
         struct gm_field_ref f = {name, strlen(name)}, x = {"x", 1};
         size_t len = gm_packet_encode(out, GM_MAGIC_REQ, GM_PKT_CAN_DO, &f, 1);
