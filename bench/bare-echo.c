@@ -1,10 +1,11 @@
 /*
- * bench/bare-echo.c: the ceiling for the ECHO scenario.  A minimal
+ * bench/bare-echo.c: the reference for the ECHO scenario.  A minimal
  * single-threaded epoll server that answers each Gearman ECHO_REQ with an
  * ECHO_RES carrying the same payload, and does nothing else: no job state,
- * no libev, no per-connection output queue (one write per read).  bench/
- * compare runs the ECHO scenario against it too, so the table shows how
- * close a server can get with this load generator on this machine.
+ * no libev, no per-connection output queue (one write per read), and it
+ * sleeps in epoll_wait whenever nothing is ready.  bench/compare runs the
+ * ECHO scenario against it too, so the table shows what the plainest
+ * server does with this load generator on this machine.
  *
  *     bare-echo PORT        (listens on 127.0.0.1; runs until killed)
  *
