@@ -6,7 +6,6 @@ exactly the jobs it was asked for, and a lost, duplicated or corrupted job
 number.  Speed itself is measured by `make bench`, never here (design 8)."""
 
 import os
-import socket
 import struct
 import subprocess
 import sys
@@ -93,27 +92,15 @@ def test_bad_arguments_are_refused():
     assert code == 2 and "usage" in err, (code, err)
 
 
-class FakeServer:
-    """A deliberately broken server: answer(conn, type, payload) returns the
-    packets (type, payload) to send back; answer may also return None to
-    close the connection."""
+class FakeServer(gmtest.StubServer):
+    """A deliberately broken server: answer(state, type, payload) returns
+    the packets (type, payload) to send back; answer may also return None
+    to close the connection."""
 
     def __init__(self, answer):
         self.answer = answer
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
         self.state = {}
-        threading.Thread(target=self.accept, daemon=True).start()
-
-    def accept(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self.serve, args=(c,), daemon=True).start()
+        super().__init__()
 
     def serve(self, c):
         buf = b""
@@ -136,9 +123,6 @@ class FakeServer:
                         c.close()
                         return
                     c.sendall(b"".join(b"\0RES" + struct.pack(">II", T[n], len(p)) + p for n, p in out))
-
-    def close(self):
-        self.sock.close()
 
 
 def job_server(complete):

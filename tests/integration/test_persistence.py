@@ -22,7 +22,6 @@ import sqlite3
 import struct
 import sys
 import tempfile
-import threading
 import time
 import urllib.parse
 
@@ -961,7 +960,7 @@ def test_job_too_big_for_memcached_fails_alone(store):
     _refused_alone(store, too_big, "a 2 MiB job")
 
 
-class SlowMemcached:
+class SlowMemcached(gmtest.StubServer):
     """A memcached stand-in that answers the text protocol (version, set,
     delete, get/gets, lru_crawler metadump) from a dict, but holds every
     reply for `delay` seconds while `slow` is set: a memcached that stalls
@@ -971,19 +970,8 @@ class SlowMemcached:
         self.delay = delay
         self.slow = False
         self.items = {}
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.servers = "127.0.0.1:%d" % self.sock.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+        super().__init__()
+        self.servers = "127.0.0.1:%d" % self.port
 
     def _answer(self, line, body):
         words = line.split()
@@ -1007,7 +995,7 @@ class SlowMemcached:
                             for k, (_, v) in self.items.items()) + b"END\r\n"
         return b"ERROR\r\n"
 
-    def _serve(self, c):
+    def serve(self, c):
         buf = b""
         with c:
             while True:
@@ -1036,9 +1024,6 @@ class SlowMemcached:
                         c.sendall(out)
                     except OSError:
                         return
-
-    def close(self):
-        self.sock.close()
 
 
 @test

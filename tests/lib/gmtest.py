@@ -18,6 +18,7 @@ import os
 import socket
 import struct
 import subprocess
+import threading
 import sys
 import tempfile
 import time
@@ -53,6 +54,34 @@ def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class StubServer:
+    """A stand-in server for tests: listens on a free port of 127.0.0.1
+    and serves each connection with self.serve(conn) in a thread of its
+    own.  Subclasses say what serve() answers (a deliberately broken job
+    server, a memcached that stalls, ...)."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.serve, args=(c,), daemon=True).start()
+
+    def serve(self, conn):
+        raise NotImplementedError
+
+    def close(self):
+        self.sock.close()
 
 
 def packet(ptype, *fields, magic=REQ):
