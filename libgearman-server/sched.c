@@ -56,9 +56,10 @@ day_matches(const struct gm_sched *s, const struct tm *tm)
 int64_t
 gm_sched_next(const struct gm_sched *s, int64_t now)
 {
-    time_t t = (time_t)now;
-    if (t % 60)
-        t += 60 - t % 60;
+    /* Start at the minute now is in: a job whose fields match it runs now
+       (design section 9), not at the next match, which with day and month
+       given is a year away. */
+    time_t t = (time_t)(now - (now % 60 + 60) % 60);
     struct tm tm;
     if (!gmtime_r(&t, &tm))
         return -1;

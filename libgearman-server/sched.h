@@ -21,10 +21,11 @@ struct gm_sched {
    the 1-based index of the first bad field. */
 int gm_sched_parse(const char *const field[5], const size_t len[5], struct gm_sched *s);
 
-/* Returns the first whole minute at or after `now` (Unix seconds) that
-   matches s, or -1 if none does within eight years (e.g. 31 February).
-   Day of month and day of week combine as in cron: when both are given, a
-   day matching either one matches. */
+/* Returns the start (Unix seconds) of the first minute matching s, counting
+   the minute `now` is in, so the answer may be up to 59 seconds before now
+   (a job due then runs at once); -1 if no minute matches within eight years
+   (e.g. 31 February).  Day of month and day of week combine as in cron:
+   when both are given, a day matching either one matches. */
 int64_t gm_sched_next(const struct gm_sched *s, int64_t now);
 
 #endif /* GM_SCHED_H */

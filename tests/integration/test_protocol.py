@@ -95,6 +95,28 @@ def test_submit_job_sched_is_not_run_before_its_minute():
 
 
 @test
+def test_submit_job_sched_matching_the_current_minute_runs_now():
+    # design 9: the minute now counts; with day and month given, the next
+    # match after it would be a year away
+    now = time.time()
+    if (int(now) // 60 + 1) * 60 - now < 3:
+        time.sleep((int(now) // 60 + 1) * 60 - now + 0.2)
+    tm = time.gmtime()
+    fields = (str(tm.tm_min), str(tm.tm_hour), str(tm.tm_mday), str(tm.tm_mon), "")
+    with srv() as s:
+        c = s.conn()
+        w = worker(s, "sched-now")
+        h = submit(c, "SUBMIT_JOB_SCHED", "sched-now", "s-now", "payload-now", *fields)
+        assert h == H(1), h
+        w.send_packet("GRAB_JOB_UNIQ")
+        w.expect_packet("JOB_ASSIGN_UNIQ", h, "sched-now", "s-now", "payload-now")
+        w.send_packet("WORK_COMPLETE", h, "done")
+        echo_ok(w)
+        c.send_packet("GET_STATUS", h)
+        c.expect_packet("STATUS_RES", h, "0", "0", "0", "0")
+
+
+@test
 def test_submit_job_sched_bad_fields_give_error_and_connection_stays():
     bad = [
         ("60", "", "", "", ""),      # minute 0-59

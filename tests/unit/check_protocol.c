@@ -1104,14 +1104,44 @@ START_TEST(test_sched_parse_wildcards_numbers_and_bad_fields)
 }
 END_TEST
 
-START_TEST(test_sched_next_all_wildcards_is_the_next_whole_minute)
+START_TEST(test_sched_next_all_wildcards_is_the_current_minute)
 {
     struct gm_sched s = sched("", "*", "", "*", "");
     int64_t t = utc(2024, 3, 10, 12, 34, 0);
     ck_assert_int_eq(gm_sched_next(&s, t), t);            /* a whole minute is its own answer */
-    ck_assert_int_eq(gm_sched_next(&s, t + 1), t + 60);   /* otherwise the next one */
-    ck_assert_int_eq(gm_sched_next(&s, t + 59), t + 60);
-    ck_assert_int_eq(gm_sched_next(&s, t - 1), t);
+    ck_assert_int_eq(gm_sched_next(&s, t + 1), t);        /* and so is any second in it */
+    ck_assert_int_eq(gm_sched_next(&s, t + 59), t);
+    ck_assert_int_eq(gm_sched_next(&s, t - 1), t - 60);
+}
+END_TEST
+
+/* Design section 9: the minute now counts, so a job whose fields match it
+   runs now, not at the next match (a year later with day and month given). */
+START_TEST(test_sched_next_fields_matching_the_current_minute_run_now)
+{
+    /* every field given, all matching 2024-03-10 12:34 (a Sunday) */
+    struct gm_sched s = sched("34", "12", "10", "3", "");
+    ck_assert_int_eq(gm_sched_next(&s, utc(2024, 3, 10, 12, 34, 5)), utc(2024, 3, 10, 12, 34, 0));
+    ck_assert_int_eq(gm_sched_next(&s, utc(2024, 3, 10, 12, 34, 59)), utc(2024, 3, 10, 12, 34, 0));
+    s = sched("34", "12", "10", "3", "0");
+    ck_assert_int_eq(gm_sched_next(&s, utc(2024, 3, 10, 12, 34, 30)), utc(2024, 3, 10, 12, 34, 0));
+    /* one minute later it is gone for a year */
+    s = sched("34", "12", "10", "3", "");
+    ck_assert_int_eq(gm_sched_next(&s, utc(2024, 3, 10, 12, 35, 0)), utc(2025, 3, 10, 12, 34, 0));
+    /* a minute already passed this hour: the next hour */
+    s = sched("10", "", "", "", "");
+    ck_assert_int_eq(gm_sched_next(&s, utc(2024, 3, 10, 12, 34, 5)), utc(2024, 3, 10, 13, 10, 0));
+    /* the last minute of the year, at 23:59:30 on 31 December */
+    s = sched("59", "23", "31", "12", "");
+    ck_assert_int_eq(gm_sched_next(&s, utc(2024, 12, 31, 23, 59, 30)),
+                     utc(2024, 12, 31, 23, 59, 0));
+    ck_assert_int_eq(gm_sched_next(&s, utc(2025, 1, 1, 0, 0, 0)), utc(2025, 12, 31, 23, 59, 0));
+    /* from that same second, the first minute of the next year */
+    s = sched("0", "0", "1", "1", "");
+    ck_assert_int_eq(gm_sched_next(&s, utc(2024, 12, 31, 23, 59, 30)), utc(2025, 1, 1, 0, 0, 0));
+    s = sched("", "", "", "", "");
+    ck_assert_int_eq(gm_sched_next(&s, utc(2024, 12, 31, 23, 59, 30)),
+                     utc(2024, 12, 31, 23, 59, 0));
 }
 END_TEST
 
@@ -1121,13 +1151,15 @@ START_TEST(test_sched_next_minute_and_hour_fields)
     ck_assert_int_eq(gm_sched_next(&s, utc(2024, 3, 10, 12, 34, 5)), utc(2024, 3, 10, 13, 30, 0));
     ck_assert_int_eq(gm_sched_next(&s, utc(2024, 3, 10, 12, 30, 0)), utc(2024, 3, 10, 12, 30, 0));
     ck_assert_int_eq(gm_sched_next(&s, utc(2024, 3, 10, 12, 29, 59)), utc(2024, 3, 10, 12, 30, 0));
-    ck_assert_int_eq(gm_sched_next(&s, utc(2024, 3, 10, 12, 30, 1)), utc(2024, 3, 10, 13, 30, 0));
+    ck_assert_int_eq(gm_sched_next(&s, utc(2024, 3, 10, 12, 30, 1)), utc(2024, 3, 10, 12, 30, 0));
+    ck_assert_int_eq(gm_sched_next(&s, utc(2024, 3, 10, 12, 31, 0)), utc(2024, 3, 10, 13, 30, 0));
     s = sched("0", "0", "", "", "");
     ck_assert_int_eq(gm_sched_next(&s, utc(2024, 1, 15, 10, 0, 0)), utc(2024, 1, 16, 0, 0, 0));
     s = sched("", "7", "", "", "");
     ck_assert_int_eq(gm_sched_next(&s, utc(2024, 1, 15, 6, 59, 30)), utc(2024, 1, 15, 7, 0, 0));
-    ck_assert_int_eq(gm_sched_next(&s, utc(2024, 1, 15, 7, 59, 30)), utc(2024, 1, 16, 7, 0, 0));
-    ck_assert_int_eq(gm_sched_next(&s, utc(2024, 1, 15, 7, 20, 30)), utc(2024, 1, 15, 7, 21, 0));
+    ck_assert_int_eq(gm_sched_next(&s, utc(2024, 1, 15, 7, 59, 30)), utc(2024, 1, 15, 7, 59, 0));
+    ck_assert_int_eq(gm_sched_next(&s, utc(2024, 1, 15, 8, 0, 0)), utc(2024, 1, 16, 7, 0, 0));
+    ck_assert_int_eq(gm_sched_next(&s, utc(2024, 1, 15, 7, 20, 30)), utc(2024, 1, 15, 7, 20, 0));
     /* across the end of a year */
     s = sched("0", "0", "1", "1", "");
     ck_assert_int_eq(gm_sched_next(&s, utc(2024, 12, 31, 23, 59, 30)), utc(2025, 1, 1, 0, 0, 0));
@@ -1201,7 +1233,8 @@ minute_matches(const struct gm_sched *s, int64_t t)
 }
 
 /* Against a brute-force walk over every minute: the answer is a whole
-   minute, not before now, it matches, and no minute in between does. */
+   minute, not before the minute now is in, it matches, and no minute in
+   between does. */
 START_TEST(test_sched_next_is_the_first_matching_whole_minute)
 {
     uint64_t seed = 0x9e3779b97f4a7c15ull;
@@ -1222,15 +1255,15 @@ START_TEST(test_sched_next_is_the_first_matching_whole_minute)
         struct gm_sched s = sched(mi, h, dom, mon, dow);
         int64_t now = utc(2023, 1, 1, 0, 0, 0) + (int64_t)((r >> 3) % (4ull * 365 * 86400));
         int64_t next = gm_sched_next(&s, now);
-        ck_assert_msg(next >= now, "round %d: %lld before now %lld", round, (long long)next,
-                      (long long)now);
+        ck_assert_msg(next >= now - now % 60, "round %d: %lld before the minute of %lld", round,
+                      (long long)next, (long long)now);
         ck_assert_msg(next % 60 == 0, "round %d: %lld is not a whole minute", round,
                       (long long)next);
         ck_assert_msg(minute_matches(&s, next), "round %d: %lld does not match", round,
                       (long long)next);
         /* Every minute in between, skipping whole days that do not match
            (the day test does not depend on the time of day). */
-        int64_t t = now % 60 ? now + 60 - now % 60 : now;
+        int64_t t = now - now % 60;
         while (t < next) {
             if (!day_matches_at(&s, t)) {
                 t = t - t % 86400 + 86400;
@@ -1285,7 +1318,8 @@ protocol_suite(void)
     ADD(s, test_admin_split_tabs_are_not_separators);
     ADD(s, test_admin_split_offsets_reach_a_long_line);
     ADD(s, test_sched_parse_wildcards_numbers_and_bad_fields);
-    ADD(s, test_sched_next_all_wildcards_is_the_next_whole_minute);
+    ADD(s, test_sched_next_all_wildcards_is_the_current_minute);
+    ADD(s, test_sched_next_fields_matching_the_current_minute_run_now);
     ADD(s, test_sched_next_minute_and_hour_fields);
     ADD(s, test_sched_next_impossible_date_never_matches);
     ADD(s, test_sched_next_day_of_month_or_day_of_week_as_cron);
