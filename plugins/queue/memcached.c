@@ -9,7 +9,9 @@
  * Storage: one item per job, key "<prefix><handle>", flags = priority,
  * value = "GMQ1", priority (1 byte), run time (8 bytes, big-endian),
  * function length (2 bytes) and function, unique length (1 byte) and
- * unique, then the data.  Items written by gearmand 1.1.20 (key
+ * unique, then the data.  A job whose function name (64 KiB or more) or
+ * unique key (256 bytes or more) does not fit those lengths is refused, its
+ * batch with it, never stored cut short.  Items written by gearmand 1.1.20 (key
  * "<prefix><function>-<unique>", value = data) are found by replay, given a
  * handle, rewritten in this form and their old key deleted.  Replay lists
  * keys with "lru_crawler metadump all" (memcached 1.4.31+), which sees every
@@ -33,6 +35,8 @@
 
 #define MAGIC "GMQ1"
 #define HEAD_LEN (4 + 1 + 8 + 2)
+#define FUNCTION_MAX 0xFFFFu /* the 2-byte function length */
+#define UNIQUE_MAX 0xFFu     /* the 1-byte unique length */
 
 struct mc {
     memcached_st *m;
@@ -344,10 +348,38 @@ check_batch(struct mc *c, struct expect *ex, size_t nex, char *err, size_t errle
     return r;
 }
 
+/* Returns 0 if every job of the batch fits an item's length fields, or -1
+   with the first that does not named in err (checked before anything is
+   sent, so a refused batch has written nothing). */
+static int
+check_lengths(const struct gm_qrecord *recs, size_t n, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < n; i++) {
+        const struct gm_qrecord *r = &recs[i];
+        if (r->op != GM_QOP_ADD)
+            continue;
+        if (r->function_len > FUNCTION_MAX) {
+            snprintf(err, errlen, "job %.*s: a function name of %u bytes does not fit the "
+                     "memcached queue (at most %u)", (int)r->handle_len, r->handle,
+                     r->function_len, FUNCTION_MAX);
+            return -1;
+        }
+        if (r->unique_len > UNIQUE_MAX) {
+            snprintf(err, errlen, "job %.*s: a unique key of %u bytes does not fit the "
+                     "memcached queue (at most %u)", (int)r->handle_len, r->handle,
+                     r->unique_len, UNIQUE_MAX);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static int
 mc_write_batch(void *state, const struct gm_qrecord *recs, size_t n, char *err, size_t errlen)
 {
     struct mc *c = state;
+    if (check_lengths(recs, n, err, errlen) < 0)
+        return -1;
     struct expect *ex = malloc((n ? n : 1) * sizeof *ex);
     if (!ex) {
         snprintf(err, errlen, "out of memory");

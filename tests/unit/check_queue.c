@@ -235,12 +235,14 @@ expect_row(const struct crow *c, const struct gm_qrecord *q)
                   "handle: got '%s', want '%.*s'", c->handle, (int)q->handle_len, q->handle);
     ck_assert_msg(c->function_len == q->function_len &&
                       memcmp(c->function, q->function, q->function_len) == 0,
-                  "%s: function: got '%s' (%u bytes), want '%.*s'", c->handle, c->function,
-                  c->function_len, (int)q->function_len, q->function);
+                  "%s: function: got '%.80s' (%u bytes), want '%.*s' (%u bytes)", c->handle,
+                  c->function, c->function_len, (int)(q->function_len < 80 ? q->function_len : 80),
+                  q->function, q->function_len);
     ck_assert_msg(c->unique_len == q->unique_len &&
                       (q->unique_len == 0 || memcmp(c->unique, q->unique, q->unique_len) == 0),
-                  "%s: unique: got '%s' (%u bytes), want '%.*s' (%u bytes)", c->handle, c->unique,
-                  c->unique_len, (int)q->unique_len, q->unique ? q->unique : "", q->unique_len);
+                  "%s: unique: got '%.80s' (%u bytes), want '%.*s' (%u bytes)", c->handle,
+                  c->unique, c->unique_len, (int)(q->unique_len < 80 ? q->unique_len : 80),
+                  q->unique ? q->unique : "", q->unique_len);
     ck_assert_msg(c->data_len == q->data_len &&
                       (q->data_len == 0 || memcmp(c->data, q->data, q->data_len) == 0),
                   "%s: data differs: got %u bytes, want %u", c->handle, c->data_len, q->data_len);
@@ -772,6 +774,60 @@ case_handle_counter_is_stored_and_loaded_and_is_no_job(const struct bk *b)
     b->cleanup(&o);
 }
 
+/* A string of n copies of ch (caller frees). */
+static char *
+repeated(char ch, size_t n)
+{
+    char *p = malloc(n + 1);
+    ck_assert_ptr_nonnull(p);
+    memset(p, ch, n);
+    p[n] = '\0';
+    return p;
+}
+
+/* Names longer than a backend's layout holds (a 70,000-byte function name,
+   a 300-byte unique key) come back whole or their batch is refused with a
+   reason and leaves nothing behind; never stored cut short. */
+static void
+case_long_names_are_stored_whole_or_refused(const struct bk *b)
+{
+    char *long_fn = repeated('f', 70000);
+    char *long_unique = repeated('u', 300);
+    struct gm_qrecord longs[] = {
+        rec_add("H:test:2", long_fn, "u2", 2, "data-2", 6, 1, 0),
+        rec_add("H:test:4", "fn", long_unique, 300, "data-4", 6, 1, 0),
+    };
+    for (size_t k = 0; k < sizeof longs / sizeof longs[0]; k++) {
+        struct gm_queue_options o;
+        b->fresh(&o);
+        void *st = bk_open(b, &o);
+        struct gm_qrecord recs[] = {
+            rec_add_s("H:test:1", "fn", "u1", "before", 1),
+            longs[k],
+            rec_add_s("H:test:3", "fn", "u3", "after", 1),
+        };
+        char err[256] = "";
+        int rc = b->be->write_batch(st, recs, 3, err, sizeof err);
+        struct rows rs;
+        st = bk_reopen_replay(b, st, &o, &rs);
+        if (rc == 0) {
+            const char *want[] = {"H:test:1", longs[k].handle, "H:test:3"};
+            expect_handles(&rs, want, 3);
+            for (size_t i = 0; i < 3; i++)
+                expect_row(&rs.r[i], &recs[i]);
+        } else {
+            ck_assert_msg(err[0] != '\0', "%s: a refused batch must say why", b->name);
+            ck_assert_msg(rs.n == 0, "%s: write_batch refused (%s) but %zu rows are stored",
+                          b->name, err, rs.n);
+        }
+        rows_free(&rs);
+        b->be->close(st);
+        b->cleanup(&o);
+    }
+    free(long_fn);
+    free(long_unique);
+}
+
 /* One START_TEST per backend for a generic case. */
 #define BACKEND_CASE(prefix, BK, name)                                         \
     START_TEST(test_##prefix##_##name) { case_##name(&BK); }                   \
@@ -787,6 +843,7 @@ BACKEND_CASE(sqlite, BK_SQLITE, replay_returns_rows_in_insertion_order)
 BACKEND_CASE(sqlite, BK_SQLITE, same_function_and_unique_keep_separate_rows)
 BACKEND_CASE(sqlite, BK_SQLITE, replay_of_an_empty_queue_gives_nothing_and_reopen_keeps_rows)
 BACKEND_CASE(sqlite, BK_SQLITE, handle_counter_is_stored_and_loaded_and_is_no_job)
+BACKEND_CASE(sqlite, BK_SQLITE, long_names_are_stored_whole_or_refused)
 #endif
 #ifdef HAVE_LIBPQ
 BACKEND_CASE(postgres, BK_PG, roundtrip_keeps_every_field)
@@ -798,6 +855,7 @@ BACKEND_CASE(postgres, BK_PG, replay_returns_rows_in_insertion_order)
 BACKEND_CASE(postgres, BK_PG, same_function_and_unique_keep_separate_rows)
 BACKEND_CASE(postgres, BK_PG, replay_of_an_empty_queue_gives_nothing_and_reopen_keeps_rows)
 BACKEND_CASE(postgres, BK_PG, handle_counter_is_stored_and_loaded_and_is_no_job)
+BACKEND_CASE(postgres, BK_PG, long_names_are_stored_whole_or_refused)
 #endif
 #ifdef HAVE_LIBMEMCACHED
 BACKEND_CASE(memcached, BK_MC, roundtrip_keeps_every_field)
@@ -809,6 +867,7 @@ BACKEND_CASE(memcached, BK_MC, replay_returns_rows_in_insertion_order)
 BACKEND_CASE(memcached, BK_MC, same_function_and_unique_keep_separate_rows)
 BACKEND_CASE(memcached, BK_MC, replay_of_an_empty_queue_gives_nothing_and_reopen_keeps_rows)
 BACKEND_CASE(memcached, BK_MC, handle_counter_is_stored_and_loaded_and_is_no_job)
+BACKEND_CASE(memcached, BK_MC, long_names_are_stored_whole_or_refused)
 #endif
 
 /* ------------------------------------------------------------------ */
@@ -1524,6 +1583,54 @@ START_TEST(test_memcached_batch_with_an_item_too_big_writes_nothing)
     gm_queue_memcached.close(st);
 }
 END_TEST
+
+/* An item stores the function name's length in 2 bytes and the unique
+   key's in 1: a record with a longer one is refused (its batch writes
+   nothing, the rest goes through alone), never stored cut short. */
+START_TEST(test_memcached_function_name_over_64_kib_is_refused_not_cut_short)
+{
+    struct gm_queue_options o;
+    mc_fresh(&o);
+    void *st = bk_open(&BK_MC, &o);
+    char *long_fn = repeated('f', 70000);
+    char *longest_fn = repeated('g', 65535);
+    char *long_unique = repeated('u', 256);
+    struct gm_qrecord recs[] = {
+        rec_add_s("H:test:1", "fn", "u1", "before", 1),
+        rec_add("H:test:2", long_fn, "u2", 2, "data-2", 6, 1, 0),
+        rec_add_s("H:test:3", "fn", "u3", "after", 1),
+    };
+    char err[256] = "";
+    int rc = gm_queue_memcached.write_batch(st, recs, 3, err, sizeof err);
+    ck_assert_msg(rc == -1, "a batch with a 70000-byte function name was accepted");
+    ck_assert_msg(strstr(err, "function name") && strstr(err, "H:test:2"),
+                  "the reason should name the record and its function name: %s", err);
+    /* refused alone too; the others go through without it (what the
+       persistence thread does after a refused batch) */
+    ck_assert_int_eq(gm_queue_memcached.write_batch(st, &recs[1], 1, err, sizeof err), -1);
+    struct gm_qrecord rest[] = {
+        recs[0],
+        recs[2],
+        rec_add("H:test:5", longest_fn, "u5", 2, "data-5", 6, 2, 0),
+    };
+    bk_write(&BK_MC, st, rest, 3);
+    struct gm_qrecord bad_unique = rec_add("H:test:6", "fn", long_unique, 256, "d", 1, 1, 0);
+    err[0] = '\0';
+    ck_assert_int_eq(gm_queue_memcached.write_batch(st, &bad_unique, 1, err, sizeof err), -1);
+    ck_assert_msg(strstr(err, "unique"), "the reason should name the unique key: %s", err);
+    struct rows rs;
+    st = bk_reopen_replay(&BK_MC, st, &o, &rs);
+    const char *want[] = {"H:test:1", "H:test:3", "H:test:5"};
+    expect_handles(&rs, want, 3);
+    for (size_t i = 0; i < 3; i++)
+        expect_row(&rs.r[i], &rest[i]);
+    rows_free(&rs);
+    free(long_fn);
+    free(longest_fn);
+    free(long_unique);
+    gm_queue_memcached.close(st);
+}
+END_TEST
 #endif /* HAVE_LIBMEMCACHED */
 
 /* ------------------------------------------------------------------ */
@@ -2043,6 +2150,7 @@ END_TEST
         ADD(s, test_##prefix##_same_function_and_unique_keep_separate_rows);              \
         ADD(s, test_##prefix##_replay_of_an_empty_queue_gives_nothing_and_reopen_keeps_rows); \
         ADD(s, test_##prefix##_handle_counter_is_stored_and_loaded_and_is_no_job);         \
+        ADD(s, test_##prefix##_long_names_are_stored_whole_or_refused);                   \
     } while (0)
 
 #if !defined(HAVE_SQLITE3) || !defined(HAVE_LIBPQ) || !defined(HAVE_LIBMEMCACHED)
@@ -2093,6 +2201,7 @@ queue_suite(void)
     ADD(s, test_memcached_replay_finds_jobs_written_just_before);
     ADD(s, test_memcached_replay_finds_every_job_however_often_it_ran);
     ADD(s, test_memcached_batch_with_an_item_too_big_writes_nothing);
+    ADD(s, test_memcached_function_name_over_64_kib_is_refused_not_cut_short);
     ADD(s, test_memcached_open_with_no_server_fails_with_a_message);
 #endif
 #if !defined(HAVE_SQLITE3) || !defined(HAVE_LIBPQ) || !defined(HAVE_LIBMEMCACHED)
