@@ -52,7 +52,9 @@ struct gm_qrow {
     int64_t when;
 };
 
-/* Called by replay() for each row; return 0 to go on, -1 to stop. */
+/* Called by replay() for each row; returns 0 when the row was replayed, 1
+   when it was not (it stays stored; the callback logs why), -1 to stop
+   (that row not replayed). */
 typedef int (*gm_qrow_cb)(void *arg, const struct gm_qrow *row);
 
 /* Options every backend may read (the gearmand option names). */
@@ -83,7 +85,9 @@ struct gm_queue_backend {
 
     /* Streams every stored job to cb, in the order they were stored.  A row
        that cannot be read is counted in stats->rows_bad, logged and kept.
-       Returns 0, or -1 with a reason in err if the storage cannot be read. */
+       With store_on_shutdown, the rows cb replayed are removed afterwards
+       and only those.  Returns 0, or -1 with a reason in err if the storage
+       cannot be read. */
     int (*replay)(void *state, gm_qrow_cb cb, void *arg, char *err, size_t errlen);
 
     /* Applies a batch atomically: returns 0 if every record is durable, -1

@@ -184,6 +184,7 @@ replay_row(void *arg, const struct gm_qrow *row)
         rc->bad++;
         gm_log(GM_LOG_ERROR, "queue: stored job %.*s (%.*s) not replayed: %s; it stays stored",
                (int)row->handle_len, row->handle, (int)row->function_len, row->function, err);
+        return 1;
     }
     return 0;
 }

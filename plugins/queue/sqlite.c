@@ -235,9 +235,90 @@ text_or_empty(sqlite3_stmt *st, int col, uint32_t *len)
 }
 
 static int
+step_done(struct sq *s, sqlite3_stmt *st)
+{
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? 0 : -1;
+}
+
+/* Rows replay handed over, as runs of consecutive rows in rowid order (a
+   row left stored ends a run): with --store-queue-on-shutdown exactly these
+   are deleted after replay, usually with a single statement. */
+struct runs {
+    sqlite3_int64 (*r)[2]; /* first and last rowid of each run */
+    size_t n, cap;
+    bool open;             /* the last run may still grow */
+};
+
+/* Adds rowid (above every rowid added so far) to the current run, or starts
+   one; returns 0, or -1 if memory is short. */
+static int
+runs_take(struct runs *rs, sqlite3_int64 rowid)
+{
+    if (rs->open) {
+        rs->r[rs->n - 1][1] = rowid;
+        return 0;
+    }
+    if (rs->n == rs->cap) {
+        size_t cap = rs->cap ? rs->cap * 2 : 16;
+        void *r = realloc(rs->r, cap * sizeof *rs->r);
+        if (!r)
+            return -1;
+        rs->r = r;
+        rs->cap = cap;
+    }
+    rs->r[rs->n][0] = rs->r[rs->n][1] = rowid;
+    rs->n++;
+    rs->open = true;
+    return 0;
+}
+
+/* Deletes the rows of every run, in one transaction; returns 0 or -1. */
+static int
+delete_runs(struct sq *s, const struct runs *rs, char *err, size_t errlen)
+{
+    if (rs->n == 0)
+        return 0;
+    char *sql = sqlite3_mprintf("DELETE FROM %s WHERE rowid BETWEEN ?1 AND ?2", s->table);
+    if (!sql) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    sqlite3_stmt *del = NULL;
+    int rc = prepare(s, &del, sql, err, errlen);
+    sqlite3_free(sql);
+    if (rc < 0)
+        return -1;
+    if (step_done(s, s->begin) < 0) {
+        set_err(err, errlen, "BEGIN", s->db);
+        sqlite3_finalize(del);
+        return -1;
+    }
+    for (size_t i = 0; i < rs->n; i++) {
+        sqlite3_bind_int64(del, 1, rs->r[i][0]);
+        sqlite3_bind_int64(del, 2, rs->r[i][1]);
+        if (step_done(s, del) < 0) {
+            set_err(err, errlen, "deleting the replayed rows", s->db);
+            sqlite3_finalize(del);
+            step_done(s, s->rollback);
+            return -1;
+        }
+    }
+    sqlite3_finalize(del);
+    if (step_done(s, s->commit) < 0) {
+        set_err(err, errlen, "COMMIT", s->db);
+        step_done(s, s->rollback);
+        return -1;
+    }
+    return 0;
+}
+
+static int
 sq_replay(void *state, gm_qrow_cb cb, void *arg, char *err, size_t errlen)
 {
     struct sq *s = state;
+    struct runs taken = {NULL, 0, 0, false};
     char *sql = sqlite3_mprintf("SELECT job_handle, unique_key, function_name, priority, data, "
                                 "when_to_run, rowid FROM %s ORDER BY rowid",
                                 s->table);
@@ -256,6 +337,7 @@ sq_replay(void *state, gm_qrow_cb cb, void *arg, char *err, size_t errlen)
             sqlite3_column_type(st, 3) != SQLITE_INTEGER) {
             gm_log(GM_LOG_ERROR, "libsqlite3: row %lld of %s has bad column types; kept, not replayed",
                    rowid, s->table);
+            taken.open = false;
             continue;
         }
         row.handle = text_or_empty(st, 0, &row.handle_len);
@@ -267,26 +349,30 @@ sq_replay(void *state, gm_qrow_cb cb, void *arg, char *err, size_t errlen)
         if (!row.data)
             row.data = "";
         row.when = sqlite3_column_int64(st, 5);
-        if (cb(arg, &row) < 0)
-            break;
+        int r = cb(arg, &row);
+        if (r != 0) {
+            taken.open = false;
+            if (r < 0)
+                break;
+        } else if (s->store_on_shutdown && runs_take(&taken, rowid) < 0) {
+            snprintf(err, errlen, "out of memory");
+            sqlite3_finalize(st);
+            free(taken.r);
+            return -1;
+        }
     }
     sqlite3_finalize(st);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
         set_err(err, errlen, "replay", s->db);
+        free(taken.r);
         return -1;
     }
-    if (s->store_on_shutdown &&
-        exec_fmt(s, err, errlen, "DELETE FROM %s", s->table) < 0) /* rewritten at the next clean stop */
-        return -1;
-    return 0;
-}
-
-static int
-step_done(struct sq *s, sqlite3_stmt *st)
-{
-    int rc = sqlite3_step(st);
-    sqlite3_reset(st);
-    return rc == SQLITE_DONE ? 0 : -1;
+    /* With --store-queue-on-shutdown the replayed jobs are written again at
+       the next clean stop; rows left stored (unreadable, or refused by the
+       server) stay where they are. */
+    int out = delete_runs(s, &taken, err, errlen);
+    free(taken.r);
+    return out;
 }
 
 static int

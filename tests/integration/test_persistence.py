@@ -806,6 +806,40 @@ def test_store_queue_on_shutdown_writes_nothing_while_running_and_everything_at_
 
 
 @per_backend("sqlite")
+def test_store_queue_on_shutdown_keeps_rows_that_could_not_be_replayed(store):
+    # design 9: a row that cannot be replayed is logged and kept; emptying
+    # the table after replay must not take it with the replayed ones
+    s = srv(store).start()
+    stop_ok(s)  # the table, in our layout
+    store.insert(H(1), b"sos-bad", b"good", 1, b"good")
+    store.insert(H(2), b"sos-bad", b"bad", 7, b"priority 7")
+    store.insert(H(3), b"sos-bad", b"good-too", 2, b"good too")
+    s = srv(store, "--store-queue-on-shutdown").start()
+    try:
+        assert "%s (sos-bad) not replayed" % H(2) in s.log_text(), s.log_text()[-3000:]
+        assert handles(store.rows()) == [H(2)], "after replay: %r" % store.rows()
+        c = s.conn()
+        assert status(c, H(1)) == (True, False)
+        assert status(c, H(2)) == (False, False)
+        w = worker(s, "sos-bad")
+        j = grab_uniq(w)
+        assert j[0] == H(1), j
+        w.send_packet("WORK_COMPLETE", j[0], "")
+        sync(w)
+        stop_ok(s)
+        # the unreplayable row is still there, beside the job still queued
+        rows = store.rows()
+        assert sorted(handles(rows)) == [H(2), H(3)], rows
+        bad = [r for r in rows if r.handle == H(2)][0]
+        assert (bad.priority, bad.data) == (7, b"priority 7"), bad
+        # and it survives the next replay too
+        s = srv(store, "--store-queue-on-shutdown").start()
+        assert handles(store.rows()) == [H(2)], store.rows()
+    finally:
+        stop_ok(s)
+
+
+@per_backend("sqlite")
 def test_store_queue_on_shutdown_does_not_reuse_handles_of_completed_jobs(store):
     s = srv(store, "--store-queue-on-shutdown").start()
     try:

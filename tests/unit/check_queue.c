@@ -1062,6 +1062,60 @@ START_TEST(test_sqlite_store_on_shutdown_truncates_the_table_after_replay)
 }
 END_TEST
 
+/* A replay callback that takes every row but one, which it leaves stored
+   (as the server does with a row it cannot replay, e.g. a bad priority). */
+struct declining {
+    struct rows taken;
+    const char *decline; /* this handle is not replayed */
+};
+
+static int
+collect_all_but_one(void *arg, const struct gm_qrow *row)
+{
+    struct declining *dc = arg;
+    if (row->handle_len == strlen(dc->decline) &&
+        memcmp(row->handle, dc->decline, row->handle_len) == 0)
+        return 1;
+    return collect_row(&dc->taken, row);
+}
+
+START_TEST(test_sqlite_store_on_shutdown_keeps_the_rows_replay_did_not_take)
+{
+    struct gm_queue_options o;
+    sqlite_fresh(&o);
+    o.store_on_shutdown = true;
+    void *st = bk_open(&BK_SQLITE, &o);
+    struct gm_qrecord recs[] = {
+        rec_add_s("H:test:1", "f", "a", "one", 1),
+        rec_add_s("H:test:2", "f", "b", "declined", 1),
+        rec_add_s("H:test:4", "f", "d", "four", 1),
+        rec_add_s("H:test:5", "f", "e", "five", 1),
+    };
+    bk_write(&BK_SQLITE, st, recs, 2);
+    sqlite3 *db = sq_db(t_path);
+    sq_exec(db, "INSERT INTO gearman_queue (job_handle, unique_key, function_name, priority, data, "
+                "when_to_run) VALUES ('H:test:3', 'c', 'f', 'not a number', x'00', 0)");
+    sqlite3_close(db);
+    bk_write(&BK_SQLITE, st, &recs[2], 2);
+    gm_queue_sqlite.close(st);
+    st = bk_open(&BK_SQLITE, &o);
+    struct declining dc = {{0}, "H:test:2"};
+    char err[256] = "";
+    ck_assert_msg(gm_queue_sqlite.replay(st, collect_all_but_one, &dc, err, sizeof err) == 0, "%s",
+                  err);
+    const char *want[] = {"H:test:1", "H:test:4", "H:test:5"};
+    expect_handles(&dc.taken, want, 3);
+    rows_free(&dc.taken);
+    /* the replayed rows are gone; the declined one and the unreadable one stay */
+    db = sq_db(t_path);
+    ck_assert_int_eq(sq_int(db, "SELECT count(*) FROM gearman_queue"), 2);
+    ck_assert_int_eq(sq_int(db, "SELECT count(*) FROM gearman_queue WHERE job_handle IN "
+                                "('H:test:2', 'H:test:3')"), 2);
+    sqlite3_close(db);
+    gm_queue_sqlite.close(st);
+}
+END_TEST
+
 START_TEST(test_sqlite_without_store_on_shutdown_replay_keeps_the_rows)
 {
     struct gm_queue_options o;
@@ -2173,6 +2227,7 @@ queue_suite(void)
     ADD(s, test_sqlite_gearmand_1_1_20_table_is_migrated_by_open);
     ADD(s, test_sqlite_gearmand_table_without_when_to_run_is_migrated);
     ADD(s, test_sqlite_store_on_shutdown_truncates_the_table_after_replay);
+    ADD(s, test_sqlite_store_on_shutdown_keeps_the_rows_replay_did_not_take);
     ADD(s, test_sqlite_without_store_on_shutdown_replay_keeps_the_rows);
     ADD(s, test_sqlite_unreadable_row_is_kept_and_the_rest_replays);
     ADD(s, test_sqlite_failed_batch_writes_nothing_and_the_next_one_works);
