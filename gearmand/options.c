@@ -125,9 +125,9 @@ static const struct opt table[] = {
      "Number of workers to wakeup for each job received. The default is to wakeup all "
      "available workers."},
     {"max-packet-size", 0, K_U32, "General", "67108864", O(server.max_packet_size), 1024,
-     UINT32_MAX - 12,
-     "Largest packet payload accepted, in bytes; a bigger packet gets an ERROR and its "
-     "connection is closed."},
+     GM_MAX_PACKET_LIMIT,
+     "Largest packet payload accepted, in bytes (1024 to 1073741824, 1 GiB); a bigger packet "
+     "gets an ERROR and its connection is closed."},
     {"queue-batch-size", 0, K_U32, "General", "4096", O(server.queue_batch_max), 1, 1 << 20,
      "Most background-job records (adds and completions) written to the durable queue in one "
      "transaction."},

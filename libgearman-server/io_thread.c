@@ -50,6 +50,7 @@
 #define WRITE_IOVS 128
 #define OUT_POOL_MAX 4096             /* output nodes kept for reuse */
 #define NEWFD_RING 4096
+#define REPLY_SLACK (4u * 1024)       /* a reply's fields besides the payload it carries */
 
 enum conn_flags {
     CF_DIRTY = 1 << 0,      /* on the dirty list: has output to write */
@@ -66,6 +67,8 @@ struct out_node {
     struct out_node *next;
     struct gm_out msg;
 };
+
+struct in_overflow;
 
 struct conn {
     struct gm_io_thread *t;
@@ -93,6 +96,7 @@ struct conn {
     bool fe_busy;           /* a request is with the dispatcher: parse no further */
     char *fe_acc;           /* reply packet bytes being assembled */
     size_t fe_acc_len, fe_acc_cap;
+    struct in_overflow *close_node; /* reserved for the close notice (see in_push_ctrl) */
     uint16_t port;
     char addr[GM_ADDR_MAX];
 };
@@ -134,6 +138,7 @@ struct gm_io_thread {
     struct conn *lazy;          /* connections whose output may wait (--reply-batch) */
     double lazy_since, lazy_max; /* ev_now() the oldest started waiting; the limit */
     bool iter_active;           /* this loop iteration had activity (a read or a wake-up) */
+    size_t out_limit;           /* unsent bytes that close a connection (see gm_io_new) */
     struct out_node *pool;
     unsigned pool_n;
     struct in_overflow *ovf_head, *ovf_tail; /* open/close notices that met a full ring */
@@ -190,31 +195,28 @@ in_alloc(struct gm_io_thread *t)
     return gm_in_ring_alloc(&t->ch->in);
 }
 
-/* Queues a connection notice; never fails (a full ring spills into a list). */
-static void
-in_push_ctrl(struct gm_io_thread *t, const struct gm_in *m)
+/* Queues a connection notice: in the ring, or when it is full (or notices
+   already wait) on the overflow list, in `spare` if given, else in a new
+   node.  `spare` is used or freed either way.  Returns false only when the
+   ring is full and memory is short (never with a spare): a connection's
+   close notice travels in the node reserved when it opened, so it can
+   always be queued, and nothing here waits for the dispatcher (which may
+   run on this very thread). */
+static bool
+in_push_ctrl(struct gm_io_thread *t, const struct gm_in *m, struct in_overflow *spare)
 {
     if (!t->ovf_head) {
         struct gm_in *slot = gm_in_ring_alloc(&t->ch->in);
         if (slot) {
             *slot = *m;
             gm_in_ring_produce(&t->ch->in);
-            return;
+            free(spare);
+            return true;
         }
     }
-    struct in_overflow *node = malloc(sizeof *node);
-    if (!node) {
-        /* Out of memory: wait for room rather than lose the notice. */
-        flush_refs(t);
-        while (!gm_in_ring_alloc(&t->ch->in)) {
-            gm_in_ring_publish(&t->ch->in);
-            t->wake_disp(t->wake_arg);
-            usleep(1000);
-        }
-        *gm_in_ring_alloc(&t->ch->in) = *m;
-        gm_in_ring_produce(&t->ch->in);
-        return;
-    }
+    struct in_overflow *node = spare ? spare : malloc(sizeof *node);
+    if (!node)
+        return false;
     atomic_store(&t->ch->io_wants_space, 1);
     node->msg = *m;
     node->next = NULL;
@@ -223,6 +225,7 @@ in_push_ctrl(struct gm_io_thread *t, const struct gm_in *m)
     else
         t->ovf_head = node;
     t->ovf_tail = node;
+    return true;
 }
 
 static void
@@ -328,7 +331,7 @@ conn_queue(struct conn *c, const struct gm_out *msg)
         mark_lazy(c);
     else
         mark_dirty(c);
-    if (c->out_bytes > c->t->cfg->max_output) {
+    if (c->out_bytes > c->t->out_limit) {
         conn_close(c, GM_LOG_ERROR, "too much unsent output (slow reader)");
         return false;
     }
@@ -492,29 +495,51 @@ slot_alloc(struct gm_io_thread *t)
 }
 
 static void
+slot_free(struct gm_io_thread *t, uint32_t slot)
+{
+    t->slots[slot].next_free = t->free_head;
+    t->free_head = slot;
+}
+
+static void
 conn_open(struct gm_io_thread *t, const struct gm_new_fd *nf)
 {
     int slot = slot_alloc(t);
     struct conn *c = slot < 0 ? NULL : calloc(1, sizeof *c);
-    if (!c) {
-        if (slot >= 0) {
-            t->slots[slot].next_free = t->free_head;
-            t->free_head = (uint32_t)slot;
-        }
-        gm_log(GM_LOG_ERROR, "out of memory accepting %s:%u", nf->addr, nf->port);
-        close(nf->fd);
-        return;
-    }
-    c->t = t;
-    c->fd = nf->fd;
-    c->slot = (uint32_t)slot;
-    c->gen = t->slots[slot].gen;
-    c->port = nf->port;
-    memcpy(c->addr, nf->addr, sizeof c->addr);
-    if (nf->frontend && t->cfg->frontend && !(c->fe = t->cfg->frontend->conn_new())) {
-        t->slots[slot].next_free = t->free_head;
-        t->free_head = (uint32_t)slot;
+    if (c && !(c->close_node = malloc(sizeof *c->close_node))) {
         free(c);
+        c = NULL;
+    }
+    if (c && nf->frontend && t->cfg->frontend && !(c->fe = t->cfg->frontend->conn_new())) {
+        free(c->close_node);
+        free(c);
+        c = NULL;
+    }
+    struct gm_in m;
+    memset(&m, 0, sizeof m);
+    if (c) {
+        c->t = t;
+        c->fd = nf->fd;
+        c->slot = (uint32_t)slot;
+        c->gen = t->slots[slot].gen;
+        c->port = nf->port;
+        memcpy(c->addr, nf->addr, sizeof c->addr);
+        m.conn = gm_conn_id_make(t->index, c->slot, c->gen);
+        m.kind = GM_IN_OPEN;
+        m.u.open.fd = c->fd;
+        m.u.open.port = c->port;
+        memcpy(m.u.open.addr, c->addr, sizeof m.u.open.addr);
+        if (!in_push_ctrl(t, &m, NULL)) {
+            if (c->fe)
+                t->cfg->frontend->conn_free(c->fe);
+            free(c->close_node);
+            free(c);
+            c = NULL;
+        }
+    }
+    if (!c) {
+        if (slot >= 0)
+            slot_free(t, (uint32_t)slot);
         gm_log(GM_LOG_ERROR, "out of memory accepting %s:%u", nf->addr, nf->port);
         close(nf->fd);
         return;
@@ -526,15 +551,6 @@ conn_open(struct gm_io_thread *t, const struct gm_new_fd *nf)
     c->ww.data = c;
     ev_io_start(t->loop, &c->rw);
     atomic_fetch_add(&t->nconns, 1);
-
-    struct gm_in m;
-    memset(&m, 0, sizeof m);
-    m.conn = gm_conn_id_make(t->index, c->slot, c->gen);
-    m.kind = GM_IN_OPEN;
-    m.u.open.fd = c->fd;
-    m.u.open.port = c->port;
-    memcpy(m.u.open.addr, c->addr, sizeof m.u.open.addr);
-    in_push_ctrl(t, &m);
     gm_log(GM_LOG_INFO, "Accepted connection from %s:%u", c->addr, c->port);
 }
 
@@ -563,6 +579,7 @@ conn_close(struct conn *c, int level, const char *why)
     c->fe = NULL;
     free(c->fe_acc);
     c->fe_acc = NULL;
+    c->fe_acc_len = c->fe_acc_cap = 0;
     while (c->out_head) {
         struct out_node *n = c->out_head;
         c->out_head = n->next;
@@ -584,15 +601,15 @@ conn_close(struct conn *c, int level, const char *why)
     struct slot *s = &t->slots[c->slot];
     s->c = NULL;
     s->gen++;
-    s->next_free = t->free_head;
-    t->free_head = c->slot;
+    slot_free(t, c->slot);
     atomic_fetch_sub(&t->nconns, 1);
 
     struct gm_in m;
     memset(&m, 0, sizeof m);
     m.conn = gm_conn_id_make(t->index, c->slot, c->gen);
     m.kind = GM_IN_CLOSE;
-    in_push_ctrl(t, &m);
+    in_push_ctrl(t, &m, c->close_node);
+    c->close_node = NULL;
 }
 
 static struct conn *
@@ -671,6 +688,7 @@ handle_packet(struct conn *c, struct gm_block *blk, const char *p, bool own)
         struct gm_out msg;
         msg.conn = gm_conn_id_make(t->index, c->slot, c->gen);
         msg.kind = GM_OUT_SEND;
+        msg.flags = 0;
         gm_header_encode((unsigned char *)msg.head, GM_MAGIC_RES, GM_PKT_ECHO_RES, h.size);
         msg.head_len = GM_HEADER_SIZE;
         msg.body.blk = blk;
@@ -726,8 +744,10 @@ handle_line(struct conn *c, const char *p, uint32_t len, bool crlf)
 /* Moves a partial packet too big for the shared blocks into a block of its
    own, sized to what has arrived (it doubles later as more arrives). */
 static bool
-start_big(struct conn *c, uint32_t total)
+start_big(struct conn *c, uint64_t total)
 {
+    if (total > UINT32_MAX)
+        return false;
     uint32_t cap = BIG_FIRST_CAP;
     while (cap < c->in_len * 2u && cap < total)
         cap *= 2;
@@ -739,7 +759,7 @@ start_big(struct conn *c, uint32_t total)
     memcpy(b->data, c->in_ptr, c->in_len);
     c->big = b;
     c->big_have = c->in_len;
-    c->big_total = total;
+    c->big_total = (uint32_t)total;
     gm_block_unref(c->in_blk);
     c->in_blk = NULL;
     c->in_ptr = NULL;
@@ -852,7 +872,7 @@ conn_parse_fe(struct conn *c)
             break;
         }
         if (used == 0) {
-            if (need > BIG_PACKET && need > c->in_len && !start_big(c, (uint32_t)need))
+            if (need > BIG_PACKET && need > c->in_len && !start_big(c, need))
                 close_why = "out of memory for a large request";
             break;
         }
@@ -941,7 +961,7 @@ conn_parse(struct conn *c)
         gm_frame_next(c->in_ptr, c->in_len, cfg->max_packet_size, &f);
         enum packet_result r;
         if (f.kind == GM_FRAME_NEED_MORE) {
-            if (f.need > BIG_PACKET && !start_big(c, (uint32_t)f.need))
+            if (f.need > BIG_PACKET && !start_big(c, f.need))
                 close_why = "out of memory for a large packet";
             break;
         }
@@ -990,7 +1010,12 @@ conn_parse(struct conn *c)
 static void
 conn_finish_big(struct conn *c)
 {
+    /* The packet's reference leaves the connection before it is handed on:
+       handing it on may queue a reply that holds it (ECHO) or an error, and
+       either may close the connection, which must not drop it a second
+       time.  A stall (nothing taken) gives it back. */
     struct gm_block *b = c->big;
+    c->big = NULL;
     if (c->fe) {
         struct gm_fe_req req;
         uint64_t need = 0;
@@ -998,10 +1023,10 @@ conn_finish_big(struct conn *c)
         long used = c->t->cfg->frontend->parse(c->fe, b->data, c->big_have, c->t->cfg->max_packet_size,
                                                &req, &need, &err);
         if (used > 0 && handle_fe_request(c, b, b->data, (uint32_t)used, &req, true) == PKT_STALL) {
+            c->big = b;
             stall(c);
             return;
         }
-        c->big = NULL;
         if (used <= 0) {
             gm_block_unref(b);
             conn_queue_fe_output(c, &err);
@@ -1011,10 +1036,10 @@ conn_finish_big(struct conn *c)
     }
     enum packet_result r = handle_packet(c, b, b->data, true);
     if (r == PKT_STALL) {
+        c->big = b;
         stall(c);
         return;
     }
-    c->big = NULL;
     if (r == PKT_CLOSE)
         close_after_output(c, "bad packet");
 }
@@ -1045,13 +1070,15 @@ static ssize_t
 read_big(struct conn *c)
 {
     if (c->big_have == c->big->cap) {
-        uint32_t cap = c->big->cap * 2 < c->big_total ? c->big->cap * 2 : c->big_total;
-        struct gm_block *b = realloc(c->big, sizeof *b + cap);
+        uint64_t cap = (uint64_t)c->big->cap * 2;
+        if (cap > c->big_total)
+            cap = c->big_total;
+        struct gm_block *b = realloc(c->big, sizeof *b + (size_t)cap);
         if (!b) {
             errno = ENOMEM;
             return -1;
         }
-        b->cap = cap;
+        b->cap = (uint32_t)cap;
         c->big = b;
     }
     ssize_t n = read(c->fd, c->big->data + c->big_have, c->big->cap - c->big_have);
@@ -1364,6 +1391,10 @@ gm_io_new(unsigned index, const struct gm_server_config *cfg, struct gm_channel 
     ev_prepare_start(t->loop, &t->prepare);
     gm_busy_poll_init(&t->poll, cfg->busy_poll_us);
     t->lazy_max = cfg->reply_batch_us / 1e6;
+    /* A slow reader may hold max_output of unsent bytes besides one reply
+       of the largest size, so that a job as big as --max-packet-size can
+       always be delivered. */
+    t->out_limit = cfg->max_output + cfg->max_packet_size + REPLY_SLACK;
     return t;
 }
 
@@ -1385,6 +1416,7 @@ gm_io_free(struct gm_io_thread *t)
         if (c->fe)
             t->cfg->frontend->conn_free(c->fe);
         free(c->fe_acc);
+        free(c->close_node);
         while (c->out_head) {
             struct out_node *n = c->out_head;
             c->out_head = n->next;

@@ -17,6 +17,10 @@
 
 #define GM_DEFAULT_PORT "4730"
 #define GM_DEFAULT_MAX_PACKET (64u << 20)
+/* The largest --max-packet-size: sizes made from a payload (a reply that
+   adds a handle, a function name and a unique key; an HTTP head and its
+   body) then stay far below 4 GiB, so 32-bit sizes cannot wrap. */
+#define GM_MAX_PACKET_LIMIT (1u << 30)
 #define GM_DEFAULT_MAX_OUTPUT (256u << 20)
 #define GM_DEFAULT_BUCKETS 991
 #define GM_DEFAULT_BUSY_POLL_US 200u /* as the kernel's guest halt-polling default */

@@ -376,6 +376,32 @@ def test_slow_reader_does_not_hold_up_other_connections():
 
 
 @test
+def test_slow_reader_of_big_echoes_is_closed_and_the_server_lives():
+    # Issue 12.1: a client that never reads and sends ECHO_REQs of 1 MiB
+    # (each held in a block of its own, answered by reference to it) is
+    # closed once its unsent output passes the limit (256 MiB besides one
+    # reply of --max-packet-size); that close used to free the blocks a
+    # second time and crash the server.
+    with Server() as s:
+        slow = s.conn(timeout=30)
+        slow.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        one = packet("ECHO_REQ", b"e" * (1 << 20))
+        sent = 0
+        try:
+            while sent < 400:
+                slow.send(one)
+                sent += 1
+        except OSError:
+            pass
+        assert sent < 400 or slow.closed(10), "a reader of nothing still connected after 400 MiB"
+        slow.close()
+        assert s.proc.poll() is None, "the server died"
+        with s.conn() as c:
+            echo_ok(c)
+        gmtest.wait_until(lambda: "too much unsent output" in s.log_text(), what="the close logged")
+
+
+@test
 def test_after_everything_the_sentinel_job_completes_and_the_server_exits_0():
     s = server()
     c, w, h = _shared["client"], _shared["worker"], _shared["handle"]

@@ -14,6 +14,7 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -709,6 +710,81 @@ def test_max_packet_size():
         assert b"f\t1\t0\t0\n" in admin(s.port, "status")
     expect_error(["--max-packet-size", "lots"],
                  r"the argument \('lots'\) for option '--max-packet-size' is invalid")
+
+
+def _rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS for %d" % pid)
+
+
+def _recv_exactly(sock, n, timeout=120):
+    """Reads exactly n bytes into one buffer (no quadratic joins: n may be
+    a GiB)."""
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    sock.settimeout(timeout)
+    while got < n:
+        k = sock.recv_into(view[got:], n - got)
+        if not k:
+            raise EOFError("closed after %d of %d bytes" % (got, n))
+        got += k
+    return buf
+
+
+@test
+def test_max_packet_size_ranges_from_1_kib_to_1_gib_and_big_jobs_reach_their_worker():
+    # the low end: 1024 is the smallest, and is exact
+    with Server("--max-packet-size", "1024") as s:
+        with s.conn() as c:
+            c.send_packet("ECHO_REQ", b"e" * 1024)
+            c.expect_packet("ECHO_RES", b"e" * 1024)
+            c.send_packet("ECHO_REQ", b"e" * 1025)
+            assert c.expect("ERROR").fields(2)[0] == b"ARGUMENT_TOO_LARGE"
+    expect_error(["--max-packet-size", "1023"],
+                 r"the argument \('1023'\) for option '--max-packet-size' is invalid")
+    # the high end: above 1 GiB, sizes made from a payload (a reply with a
+    # handle added, an HTTP head and body) could pass 32 bits
+    for v in ("1073741825", "2147483648", "4294967283"):
+        expect_error(["--max-packet-size", v],
+                     r"the argument \('%s'\) for option '--max-packet-size' is invalid" % v)
+    limit = 1 << 30
+    with Server("--max-packet-size", str(limit)) as s:
+        with s.conn() as c:
+            c.send(struct.pack(">4sII", b"\0REQ", 16, limit + 1))
+            assert c.expect("ERROR").fields(2)[0] == b"ARGUMENT_TOO_LARGE"
+        # a packet of exactly the limit is read as its bytes arrive: its
+        # declared size is never allocated up front
+        rss0 = _rss_kib(s.proc.pid)
+        with s.conn() as c:
+            c.send(struct.pack(">4sII", b"\0REQ", 16, limit) + b"e" * (1 << 20))
+            with s.conn() as other:
+                other.send_packet("ECHO_REQ", b"alive")
+                other.expect_packet("ECHO_RES", b"alive")
+            grown = _rss_kib(s.proc.pid) - rss0
+            assert grown < 64 * 1024, "1 MiB of a 1 GiB packet took %d KiB" % grown
+        # a job bigger than the unsent output a slow reader may hold
+        # (256 MiB) still reaches its worker
+        with s.conn(timeout=120) as c, s.conn(timeout=120) as w:
+            n = (300 << 20) - 5
+            data = bytes(range(256)) * (n // 256) + b"t" * (n % 256)
+            c.send(struct.pack(">4sII", b"\0REQ", 7, n + 5) + b"big\0\0" + data)
+            h = c.expect("JOB_CREATED", timeout=120).data
+            w.send_packet("CAN_DO", "big")
+            w.send_packet("GRAB_JOB")
+            head = _recv_exactly(w.sock, 12)
+            magic, ptype, size = struct.unpack(">4sII", head)
+            assert (magic, ptype) == (b"\0RES", 11), head        # JOB_ASSIGN
+            assert size == len(h) + 5 + n, (size, len(h))
+            got = _recv_exactly(w.sock, size)
+            assert got[:len(h) + 5] == h + b"\0big\0", bytes(got[:80])
+            assert got[len(h) + 5:] == data, "the 300 MiB payload arrived changed"
+            del got, data
+            w.send_packet("WORK_COMPLETE", h, "ok")
+            c.expect_packet("WORK_COMPLETE", h, "ok")
 
 
 # ----------------------------------------------------------------------

@@ -1,0 +1,354 @@
+/*
+ * check_io_thread.c: unit tests for the I/O thread (io_thread.c) driven
+ * through its public API: a real I/O thread on its own libev loop, fed
+ * one end of a Unix socket pair per connection, with this test playing
+ * the dispatcher (it reads the connection notices off the inbound ring).
+ *
+ * Unix sockets keep what the kernel buffers small and fixed (no TCP
+ * autotuning), so the server's unsent output, and with it the moment a
+ * slow reader passes the output limit, is under the test's control.
+ *
+ * malloc is wrapped (-Wl,--wrap=malloc): a test can make every malloc of
+ * the I/O thread fail, to prove what the thread does when memory is short.
+ */
+#include "config.h"
+
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "libgearman-server/io_thread.h"
+#include "libgearman-server/log.h"
+#include "libgearman-server/msg.h"
+#include "libgearman-server/protocol.h"
+#include "tests/unit/check_tap.h"
+
+/* ------------------------------------------------------------------ */
+/* malloc failure injection                                            */
+/* ------------------------------------------------------------------ */
+
+void *__real_malloc(size_t size);
+void *__wrap_malloc(size_t size);
+
+static _Atomic int fail_io_malloc;
+static pthread_t io_tid;
+
+/* Fails every malloc of the I/O thread while fail_io_malloc is set. */
+void *
+__wrap_malloc(size_t size)
+{
+    if (atomic_load(&fail_io_malloc) && pthread_equal(pthread_self(), io_tid))
+        return NULL;
+    return __real_malloc(size);
+}
+
+/* ------------------------------------------------------------------ */
+/* Harness                                                             */
+/* ------------------------------------------------------------------ */
+
+struct harness {
+    struct gm_server_config cfg;
+    struct gm_channel ch;
+    struct gm_io_thread *io;
+    pthread_t th;
+};
+
+static void
+no_wake(void *arg)
+{
+    (void)arg;
+}
+
+static void
+harness_start(struct harness *h, size_t in_slots, size_t max_output)
+{
+    memset(h, 0, sizeof *h);
+    gm_server_config_defaults(&h->cfg);
+    h->cfg.max_output = max_output;
+    h->cfg.max_packet_size = 128u << 10;
+    h->cfg.busy_poll_us = 0;
+    h->cfg.reply_batch_us = 0;
+    ck_assert_int_eq(gm_channel_init(&h->ch, in_slots, 1024), 0);
+    h->io = gm_io_new(0, &h->cfg, &h->ch, no_wake, NULL);
+    ck_assert_ptr_nonnull(h->io);
+    ck_assert_int_eq(pthread_create(&h->th, NULL, gm_io_thread_main, h->io), 0);
+    io_tid = h->th;
+}
+
+static void
+harness_stop(struct harness *h)
+{
+    atomic_store(&fail_io_malloc, 0);
+    gm_io_stop(h->io);
+    pthread_join(h->th, NULL);
+    gm_io_free(h->io);
+    gm_channel_destroy(&h->ch);
+}
+
+/* Hands the I/O thread a new connection; returns the test's end (blocking,
+   with 10 s time-outs).  The server's end has a small send buffer. */
+static int
+harness_connect(struct harness *h)
+{
+    int sv[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    int small = 4096;
+    ck_assert_int_eq(setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof small), 0);
+    ck_assert_int_eq(fcntl(sv[0], F_SETFL, O_NONBLOCK), 0);
+    struct timeval tv = {10, 0};
+    setsockopt(sv[1], SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    setsockopt(sv[1], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    struct gm_new_fd nf;
+    memset(&nf, 0, sizeof nf);
+    nf.fd = sv[0];
+    nf.port = 1;
+    snprintf(nf.addr, sizeof nf.addr, "unix-test");
+    ck_assert_int_eq(gm_io_add_fd(h->io, &nf), 0);
+    return sv[1];
+}
+
+/* Waits until the I/O thread holds n connections (5 s at most). */
+static void
+wait_connections(struct harness *h, unsigned n)
+{
+    for (int i = 0; i < 5000 && gm_io_connection_count(h->io) != n; i++)
+        usleep(1000);
+    ck_assert_uint_eq(gm_io_connection_count(h->io), n);
+}
+
+/* Sends a whole buffer; returns false once the server has closed. */
+static bool
+send_all(int fd, const void *p, size_t len)
+{
+    const char *b = p;
+    while (len) {
+        ssize_t n = send(fd, b, len, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return false;
+        b += n;
+        len -= (size_t)n;
+    }
+    return true;
+}
+
+/* Sends one packet with the given magic, type and payload size (payload
+   bytes all 'x'); returns false once the server has closed. */
+static bool
+send_packet(int fd, uint32_t magic, uint32_t type, size_t size)
+{
+    static char buf[GM_HEADER_SIZE + (200u << 10)];
+    ck_assert_uint_le(size, sizeof buf - GM_HEADER_SIZE);
+    gm_header_encode((unsigned char *)buf, magic, type, (uint32_t)size);
+    memset(buf + GM_HEADER_SIZE, 'x', size);
+    return send_all(fd, buf, GM_HEADER_SIZE + size);
+}
+
+/* Reads exactly len bytes (10 s at most); false on EOF, error or time-out. */
+static bool
+recv_all(int fd, void *p, size_t len)
+{
+    char *b = p;
+    while (len) {
+        ssize_t n = recv(fd, b, len, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return false;
+        b += n;
+        len -= (size_t)n;
+    }
+    return true;
+}
+
+/* An ECHO round trip on a fresh connection: the thread still serves. */
+static void
+assert_thread_serves(struct harness *h)
+{
+    int fd = harness_connect(h);
+    static const char req[] = "\0REQ\0\0\0\x10\0\0\0\x05hello";
+    static const char res[] = "\0RES\0\0\0\x11\0\0\0\x05hello";
+    char got[sizeof res - 1];
+    ck_assert(send_all(fd, req, sizeof req - 1));
+    ck_assert_msg(recv_all(fd, got, sizeof got), "no ECHO_RES: the I/O thread is stuck");
+    ck_assert(memcmp(got, res, sizeof got) == 0);
+    close(fd);
+}
+
+/* Takes every published notice off the inbound ring (as the dispatcher
+   would), recording kinds and slots; returns how many were read. */
+static size_t
+drain_notices(struct harness *h, uint8_t *kinds, uint32_t *slots, size_t max)
+{
+    size_t n = 0;
+    struct gm_in *m;
+    while ((m = gm_in_ring_peek(&h->ch.in))) {
+        if (n < max) {
+            kinds[n] = m->kind;
+            slots[n] = gm_conn_slot(m->conn);
+        }
+        n++;
+        gm_block_unref(m->blk);
+        gm_in_ring_consume(&h->ch.in);
+    }
+    gm_in_ring_release(&h->ch.in);
+    if (atomic_exchange(&h->ch.io_wants_space, 0))
+        gm_io_wake(h->io);
+    return n;
+}
+
+/* ------------------------------------------------------------------ */
+/* Slow readers                                                        */
+/* ------------------------------------------------------------------ */
+
+/* A client that never reads and sends big ECHO_REQs (each in a block of
+   its own, answered by reference to that block) is closed when its unsent
+   output passes the limit; the block is released once, and the thread
+   serves on (issue 12.1: this was a double free, a remote crash). */
+START_TEST(test_slow_reader_of_big_echoes_is_closed_and_nothing_is_freed_twice)
+{
+    struct harness h;
+    harness_start(&h, 1024, 1u << 20);
+    int fd = harness_connect(&h);
+    int sent = 0;
+    while (sent < 100 && send_packet(fd, GM_MAGIC_REQ, GM_PKT_ECHO_REQ, 100u << 10))
+        sent++;
+    ck_assert_msg(sent < 100, "not closed after %d ECHOs of 100 KiB (limit about 1.1 MiB)", sent);
+    ck_assert_int_ge(sent, 10);
+    close(fd);
+    wait_connections(&h, 0);
+    assert_thread_serves(&h);
+    harness_stop(&h);
+}
+END_TEST
+
+/* The same limit reached by the ERROR answering a big packet with a
+   response magic (also held in a block of its own): the connection is
+   closed and the packet's block released once (issue 12.1, the error
+   paths of handle_packet). */
+START_TEST(test_error_for_a_big_packet_that_passes_the_output_limit_frees_it_once)
+{
+    struct harness h;
+    harness_start(&h, 1024, 1u << 20);
+    /* A connection is closed when its unsent output passes max_output
+       besides one reply as big as the largest packet.  ECHO replies up to
+       1,000 bytes under that (less what the kernel holds, a few KiB): no
+       ECHO can pass it. */
+    const size_t limit = h.cfg.max_output + h.cfg.max_packet_size;
+    int fd = harness_connect(&h);
+    size_t queued = 0;
+    const size_t big = 100u << 10;
+    while (queued + GM_HEADER_SIZE + big <= limit - 1000) {
+        ck_assert(send_packet(fd, GM_MAGIC_REQ, GM_PKT_ECHO_REQ, big));
+        queued += GM_HEADER_SIZE + big;
+    }
+    size_t last = limit - 1000 - queued - GM_HEADER_SIZE;
+    ck_assert(send_packet(fd, GM_MAGIC_REQ, GM_PKT_ECHO_REQ, last));
+    /* Then big packets with the response magic: each gets an ERROR of 49
+       bytes, one of which passes the limit. */
+    int sent = 0;
+    while (sent < 2000 && send_packet(fd, GM_MAGIC_RES, GM_PKT_ECHO_REQ, big))
+        sent++;
+    ck_assert_msg(sent < 2000, "not closed after %d errors", sent);
+    close(fd);
+    wait_connections(&h, 0);
+    assert_thread_serves(&h);
+    harness_stop(&h);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
+/* Connection notices                                                   */
+/* ------------------------------------------------------------------ */
+
+/* With the inbound ring full and no memory, a new connection is refused
+   (closed, no notice) and a closing one still tells the dispatcher, from
+   the node reserved when it opened; the thread never waits for the
+   dispatcher, which may run on this same thread (issue 12.3: it used to
+   wait for room forever). */
+START_TEST(test_ring_full_and_no_memory_refuses_new_connections_and_still_reports_closes)
+{
+    struct harness h;
+    harness_start(&h, 2, 1u << 20);
+    int a = harness_connect(&h);
+    int b = harness_connect(&h);
+    int c = harness_connect(&h); /* its OPEN waits in the overflow list */
+    wait_connections(&h, 3);
+
+    atomic_store(&fail_io_malloc, 1);
+    int d = harness_connect(&h);
+    char byte;
+    ck_assert_msg(recv(d, &byte, 1, 0) == 0, "a connection accepted without memory was not closed");
+    close(d);
+    close(a);
+    wait_connections(&h, 2);
+    atomic_store(&fail_io_malloc, 0);
+
+    /* b's ECHO is answered by the I/O thread itself: it is not stuck */
+    static const char req[] = "\0REQ\0\0\0\x10\0\0\0\x02ok";
+    static const char res[] = "\0RES\0\0\0\x11\0\0\0\x02ok";
+    char got[sizeof res - 1];
+    ck_assert(send_all(b, req, sizeof req - 1));
+    ck_assert_msg(recv_all(b, got, sizeof got), "no ECHO_RES: the I/O thread is stuck");
+    ck_assert(memcmp(got, res, sizeof got) == 0);
+
+    uint8_t kinds[8];
+    uint32_t slots[8];
+    size_t n = 0;
+    for (int i = 0; i < 5000 && n < 4; i++) {
+        n += drain_notices(&h, kinds + n, slots + n, 8 - n);
+        if (n < 4)
+            usleep(1000);
+    }
+    ck_assert_uint_eq(n, 4);
+    ck_assert_int_eq(kinds[0], GM_IN_OPEN);
+    ck_assert_int_eq(kinds[1], GM_IN_OPEN);
+    ck_assert_int_eq(kinds[2], GM_IN_OPEN);
+    ck_assert_int_eq(kinds[3], GM_IN_CLOSE);
+    ck_assert_uint_eq(slots[3], slots[0]);
+    usleep(20000);
+    ck_assert_uint_eq(drain_notices(&h, kinds, slots, 8), 0); /* nothing about d */
+    close(b);
+    close(c);
+    wait_connections(&h, 0);
+    harness_stop(&h);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
+
+#define ADD(s, t, timeout)                                                     \
+    do {                                                                       \
+        TCase *tc_ = tcase_create(#t);                                         \
+        tcase_add_test(tc_, t);                                                \
+        tcase_set_timeout(tc_, (timeout));                                     \
+        suite_add_tcase((s), tc_);                                             \
+    } while (0)
+
+static Suite *
+io_thread_suite(void)
+{
+    Suite *s = suite_create("io_thread");
+    ADD(s, test_slow_reader_of_big_echoes_is_closed_and_nothing_is_freed_twice, 60);
+    ADD(s, test_error_for_a_big_packet_that_passes_the_output_limit_frees_it_once, 60);
+    ADD(s, test_ring_full_and_no_memory_refuses_new_connections_and_still_reports_closes, 30);
+    return s;
+}
+
+int
+main(void)
+{
+    gm_log_level = GM_LOG_CRITICAL; /* the errors these tests provoke are expected */
+    return gm_check_run_tap(io_thread_suite());
+}
