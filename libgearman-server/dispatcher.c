@@ -516,7 +516,9 @@ static void persist_counter(struct gm_dispatcher *d);
 
 /* Frees a job in any state: unlinks it from queue/worker/heap and indexes,
    detaches its clients, adjusts the function's counts, and tells storage
-   the job is gone if it was stored. */
+   the job is gone if it was stored (or is being stored).  A STORING job's
+   block and waiters stay behind (state GM_JOB_FREED) until its ADD is
+   acknowledged: the pending FIFO still points at it (pending_release). */
 static void
 job_free(struct gm_dispatcher *d, struct gm_job *job)
 {
@@ -530,7 +532,7 @@ job_free(struct gm_dispatcher *d, struct gm_job *job)
         free(job->waiters);
         job->waiters = NULL;
     }
-    if ((job->flags & GM_JOB_PERSISTED) && !d->tearing_down)
+    if ((job->flags & (GM_JOB_PERSISTED | GM_JOB_STORING)) && !d->tearing_down)
         persist_done(d, job);
     gm_list_remove(&job->link);
     heap_remove(d, job);
@@ -540,7 +542,11 @@ job_free(struct gm_dispatcher *d, struct gm_job *job)
     struct gm_list *n, *tmp;
     gm_list_each_safe(n, tmp, &job->clients) detach(gm_container_of(n, struct gm_attach, job_link));
     gm_block_unref(job->data_blk);
-    gm_block_unref(gm_job_block(job));
+    job->data_blk = NULL;
+    if (job->flags & GM_JOB_STORING)
+        job->state = GM_JOB_FREED;
+    else
+        gm_block_unref(gm_job_block(job));
     d->job_count--;
     if (d->graceful && d->job_count == 0)
         gm_disp_request_shutdown(d, GM_STOP_NOW);
@@ -610,7 +616,7 @@ peer_abandon_jobs(struct gm_dispatcher *d, struct gm_peer *p)
         struct gm_attach *a = gm_container_of(n, struct gm_attach, peer_link);
         struct gm_job *job = a->job;
         detach(a);
-        if (job->nclients || (job->flags & GM_JOB_BACKGROUND))
+        if (job->nclients || (job->flags & (GM_JOB_BACKGROUND | GM_JOB_STORING)))
             continue;
         if (job->state == GM_JOB_RUNNING)
             job->flags |= GM_JOB_IGNORED;
@@ -856,9 +862,11 @@ job_create(struct gm_dispatcher *d, struct gm_function *fn, const struct submit 
         hlen = plen + 1 + gm_fmt_u64(made + plen + 1, d->next_handle);
         handle = made;
     }
-    /* Background jobs that may be stored keep a copy of their function's
-       name: the persistence thread reads only the job's own bytes. */
-    bool fn_copy = s->background && (d->persist.active || d->persist.on_shutdown);
+    /* While a durable queue is configured every job keeps a copy of its
+       function's name, since the persistence thread reads only the job's
+       own bytes: a background job is stored, and so is a foreground job
+       that a background submit joins (submit_job). */
+    bool fn_copy = d->persist.active || d->persist.on_shutdown;
     size_t text = hlen + 1 + s->unique_len + 1 + s->reducer_len + 1 +
                   (fn_copy ? fn->name_len + 1 : 0);
     size_t inline_data = own ? 0 : s->data_len;
@@ -1064,6 +1072,56 @@ gm_disp_set_next_handle(struct gm_dispatcher *d, uint64_t next)
         d->persist.handle_hw = next;
 }
 
+/* Answers the background submitters waiting for a job's ADD: JOB_CREATED
+   once it is stored, else ERROR QUEUE_ERROR.  Frees the list. */
+static void
+answer_waiters(struct gm_dispatcher *d, struct gm_job *job, bool stored)
+{
+    struct gm_waiters *w = job->waiters;
+    job->waiters = NULL;
+    for (uint32_t i = 0; w && i < w->n; i++) {
+        if (stored)
+            send_job_created(d, w->conn[i], job, 0);
+        else
+            send_error(d, w->conn[i], "QUEUE_ERROR", "QUEUE_ERROR");
+    }
+    free(w);
+}
+
+/* What is left of a job freed while STORING (job_free) goes once its ADD
+   has an answer. */
+static void
+pending_release(struct gm_dispatcher *d, struct gm_job *job, bool stored)
+{
+    answer_waiters(d, job, stored);
+    gm_block_unref(gm_job_block(job));
+}
+
+/* The ADD of a STORING job (a foreground job a background submit joined)
+   has its answer: stored, it is a stored background job from now on;
+   refused, it stays the foreground job it was, and is dropped if nobody
+   waits for it any more. */
+static void
+storing_acked(struct gm_dispatcher *d, struct gm_job *job, const struct gm_pack *a)
+{
+    job->flags &= (uint8_t)~GM_JOB_STORING;
+    answer_waiters(d, job, a->ok);
+    if (a->ok) {
+        job->flags |= GM_JOB_PERSISTED;
+        if (!(job->flags & GM_JOB_CANCELLED))
+            job->flags |= GM_JOB_BACKGROUND;
+        return;
+    }
+    gm_log(GM_LOG_ERROR, "%s %s not stored for its background submitters: %s", job->fn->name,
+           gm_job_handle(job), a->reason);
+    if (job->nclients || (job->flags & GM_JOB_BACKGROUND))
+        return;
+    if (job->state == GM_JOB_RUNNING)
+        job->flags |= GM_JOB_IGNORED;
+    else
+        job_free(d, job);
+}
+
 /* A batch was written (or refused): the jobs it held go live (or fail). */
 static void
 persist_acked(struct gm_dispatcher *d, const struct gm_pack *a)
@@ -1075,13 +1133,18 @@ persist_acked(struct gm_dispatcher *d, const struct gm_pack *a)
         struct gm_job *job = ps->pend[ps->pend_head].job;
         ps->pend_head = (ps->pend_head + 1) % ps->pend_cap;
         ps->pend_len--;
-        struct gm_waiters *w = job->waiters;
-        job->waiters = NULL;
+        if (job->state == GM_JOB_FREED) {
+            pending_release(d, job, a->ok);
+            continue;
+        }
+        if (job->flags & GM_JOB_STORING) {
+            storing_acked(d, job, a);
+            continue;
+        }
         job->fn->persisting--;
+        answer_waiters(d, job, a->ok);
         if (a->ok) {
             job->flags |= GM_JOB_PERSISTED;
-            for (uint32_t i = 0; w && i < w->n; i++)
-                send_job_created(d, w->conn[i], job, 0);
             if (job->flags & GM_JOB_IGNORED) {
                 job->state = GM_JOB_QUEUED; /* cancelled while being stored */
                 job_free(d, job);
@@ -1095,14 +1158,11 @@ persist_acked(struct gm_dispatcher *d, const struct gm_pack *a)
         } else {
             gm_log(GM_LOG_ERROR, "%s %s not stored: %s", job->fn->name, gm_job_handle(job),
                    a->reason);
-            for (uint32_t i = 0; w && i < w->n; i++)
-                send_error(d, w->conn[i], "QUEUE_ERROR", "QUEUE_ERROR");
             job->fn->failed++;
             tell_clients(d, job, GM_PKT_WORK_FAIL, NULL);
             job->state = GM_JOB_QUEUED;
             job_free(d, job);
         }
-        free(w);
     }
 }
 
@@ -1261,6 +1321,29 @@ gm_disp_replay_row(struct gm_dispatcher *d, const struct gm_qrow *row, char *err
     return 0;
 }
 
+/* A background submit joins a job that is not stored: one on its way to
+   storage (PERSISTING, STORING) gains a waiter; a foreground job starts
+   its way there (STORING), wanted now by a background submitter, so it
+   outlives its clients.  The submitter hears JOB_CREATED after the
+   commit (persist_acked), or an ERROR. */
+static void
+join_unstored(struct gm_dispatcher *d, struct gm_peer *p, struct gm_job *job)
+{
+    if (!waiters_add(&job->waiters, p->id)) {
+        send_error(d, p->id, "QUEUE_ERROR", "MEMORY_ALLOCATION_FAILURE");
+        return;
+    }
+    if (job->state == GM_JOB_PERSISTING || (job->flags & GM_JOB_STORING))
+        return;
+    if (!persist_add(d, job)) {
+        job->waiters->n--;
+        send_error(d, p->id, "QUEUE_ERROR", "MEMORY_ALLOCATION_FAILURE");
+        return;
+    }
+    job->flags |= GM_JOB_STORING;
+    job->flags &= (uint8_t)~GM_JOB_IGNORED;
+}
+
 /* The submission path, in gearmand's order: unique check, function,
    coalescing, maxqueue, create, queue (or timer), wake, attach, reply. */
 static void
@@ -1282,11 +1365,10 @@ submit_job(struct gm_dispatcher *d, struct gm_peer *p, struct gm_in *m, const st
     if (indexed) {
         struct gm_job *old = unique_find(d, fn, data_keyed, key, key_len);
         if (old) {
-            if (old->state == GM_JOB_PERSISTING && s->background) {
-                /* Not stored yet: this submitter hears JOB_CREATED with the
-                   first one, once the job is durable. */
-                if (!waiters_add(&old->waiters, p->id))
-                    send_error(d, p->id, "QUEUE_ERROR", "MEMORY_ALLOCATION_FAILURE");
+            if (s->background && d->persist.active && !(old->flags & GM_JOB_PERSISTED)) {
+                /* Not stored (yet): this submitter hears JOB_CREATED once
+                   the job is durable. */
+                join_unstored(d, p, old);
                 return;
             }
             if (!s->background && !attach_client(old, p)) {
@@ -1343,6 +1425,7 @@ submit_job(struct gm_dispatcher *d, struct gm_peer *p, struct gm_in *m, const st
         if (!waiters_add(&job->waiters, p->id) || !persist_add(d, job)) {
             job_free(d, job);
             send_error(d, p->id, "QUEUE_ERROR", "MEMORY_ALLOCATION_FAILURE");
+            return;
         }
         gm_log(GM_LOG_NOTICE, "accepted,%s,%s,%lld", fn->name, gm_job_unique(job),
                (long long)s->when);
@@ -2070,7 +2153,11 @@ gm_disp_free(struct gm_dispatcher *d)
         struct gm_job *job = d->persist.pend[d->persist.pend_head].job;
         d->persist.pend_head = (d->persist.pend_head + 1) % d->persist.pend_cap;
         d->persist.pend_len--;
-        job_free(d, job);
+        bool husk = job->state == GM_JOB_FREED || (job->flags & GM_JOB_STORING);
+        if (job->state != GM_JOB_FREED)
+            job_free(d, job);
+        if (husk)
+            pending_release(d, job, false);
     }
     free(d->persist.pend);
     while (d->persist.ovf_head) {

@@ -38,7 +38,9 @@ enum gm_job_state {
     GM_JOB_QUEUED = 1, /* in fn->queue[prio], runnable now */
     GM_JOB_FUTURE,     /* in the timer heap until `when` */
     GM_JOB_RUNNING,    /* assigned to reg->peer, in its running list */
-    GM_JOB_PERSISTING  /* background job waiting for its durable write (in the pending FIFO) */
+    GM_JOB_PERSISTING, /* background job waiting for its durable write (in the pending FIFO) */
+    GM_JOB_FREED       /* freed while GM_JOB_STORING: only its block, handle and waiters
+                          remain, for the pending FIFO to answer the waiters */
 };
 
 enum gm_job_flags {
@@ -48,10 +50,14 @@ enum gm_job_flags {
     GM_JOB_DATA_KEYED = 1 << 3, /* unique "-": coalesces on identical data */
     GM_JOB_PERSISTED = 1 << 4,  /* stored in the durable queue [job_queued] */
     GM_JOB_FN_COPY = 1 << 5,    /* text holds a copy of the function name (for storage) */
-    GM_JOB_CANCELLED = 1 << 6   /* cancelled (admin or HTTP) while running or being stored */
+    GM_JOB_CANCELLED = 1 << 6,  /* cancelled (admin or HTTP) while running or being stored */
+    GM_JOB_STORING = 1 << 7     /* a foreground job that a background submit joined: its ADD
+                                   is on the way to storage (in the pending FIFO), the
+                                   background submitters wait in `waiters` */
 };
 
-/* Background submitters waiting for a PERSISTING job's JOB_CREATED. */
+/* Background submitters waiting for a PERSISTING or STORING job's
+   JOB_CREATED. */
 struct gm_waiters {
     uint32_t n, cap;
     gm_conn_id conn[];
@@ -110,10 +116,8 @@ struct gm_job {
     struct gm_hnode by_unique;
     struct gm_list link;         /* fn->queue[prio] when QUEUED; peer->running when RUNNING */
     struct gm_function *fn;
-    union {
-        struct gm_reg *reg;      /* RUNNING: the registration it runs under */
-        struct gm_waiters *waiters; /* PERSISTING: who gets JOB_CREATED on commit */
-    };
+    struct gm_reg *reg;          /* RUNNING: the registration it runs under */
+    struct gm_waiters *waiters;  /* PERSISTING, STORING: who gets JOB_CREATED on commit */
     struct gm_list clients;      /* gm_attach.job_link */
     const char *data;            /* in this job's block, or in data_blk */
     struct gm_block *data_blk;   /* external data block (big payloads), or NULL */
@@ -139,7 +143,8 @@ static inline const char *gm_job_reducer(const struct gm_job *j)
 {
     return j->text + j->handle_len + 1 + j->unique_len + 1;
 }
-/* The function name stored with the job (GM_JOB_FN_COPY jobs only). */
+/* The function name stored with the job (GM_JOB_FN_COPY jobs only: every
+   job while a durable queue is configured). */
 static inline const char *gm_job_fn_copy(const struct gm_job *j)
 {
     return gm_job_reducer(j) + j->reducer_len + 1;

@@ -586,6 +586,127 @@ def test_restart_right_after_submits_replays_every_job(store):
         stop_ok(s)
 
 
+def kill9_and_restart(s, store, *args):
+    """kill -9 (nothing written at exit), then a new server on the same
+    storage."""
+    import signal
+    s.stop(signal.SIGKILL)
+    return srv(store, *args).start()
+
+
+@per_backend(*ALL)
+def test_background_submit_joining_a_foreground_job_is_stored_before_job_created(store):
+    # Issue 12.4: a SUBMIT_JOB_BG with the function and unique key of a
+    # queued or running foreground job used to get JOB_CREATED at once and
+    # no stored record: lost at the next crash.
+    s = srv(store).start()
+    try:
+        fg = s.conn()
+        h_run = submit(fg, "SUBMIT_JOB", "joined", "u-run", "running")
+        h_queued = submit(fg, "SUBMIT_JOB", "joined", "u-queued", "queued")
+        w = worker(s, "joined")
+        j = grab_uniq(w)
+        assert j[0] == h_run, j
+        assert store.rows() == [], "a foreground job was stored: %r" % store.rows()
+        bg = s.conn()
+        assert submit(bg, "SUBMIT_JOB_BG", "joined", "u-run", "running") == h_run
+        assert submit(bg, "SUBMIT_JOB_HIGH_BG", "joined", "u-queued", "queued") == h_queued
+        # JOB_CREATED came after the commit: both are stored now
+        assert sorted(handles(store.rows())) == sorted([h_run, h_queued]), store.rows()
+        # the foreground client leaves: both jobs live on (background now)
+        fg.close()
+        sync(bg)
+        assert status(bg, h_queued) == (True, False)
+        assert status(bg, h_run) == (True, True)
+        w.close()
+        s = kill9_and_restart(s, store)
+        c = s.conn()
+        assert status(c, h_run) == (True, False), "the running job is lost after kill -9"
+        assert status(c, h_queued) == (True, False), "the queued job is lost after kill -9"
+        w = worker(s, "joined")
+        got = sorted(j[0] for j in drain(w))
+        assert got == sorted([h_run, h_queued]), got
+        sync(w)
+        wait_until(lambda: store.rows() == [], timeout=5, what="the completions stored")
+    finally:
+        stop_ok(s)
+
+
+@per_backend(*ALL)
+def test_job_joined_by_a_background_submit_that_completes_before_its_commit_leaves_storage(store):
+    # The worker completes the job while its record is on the way: the
+    # background submitter still hears JOB_CREATED, and the record does
+    # not stay behind to run the job again after a restart.
+    s = srv(store).start()
+    try:
+        fg, bg = s.conn(), s.conn()
+        h = submit(fg, "SUBMIT_JOB", "fast", "u", "d")
+        w = worker(s, "fast")
+        assert grab_uniq(w)[0] == h
+        # the ECHO answer says the submit was taken; JOB_CREATED may come
+        # before or after it (it waits for the commit)
+        bg.send_packet("SUBMIT_JOB_BG", "fast", "u", "d")
+        bg.send_packet("ECHO_REQ", "taken")
+        got = [bg.recv_packet()]
+        if got[0].name == "JOB_CREATED":
+            got.append(bg.recv_packet())
+        assert got[-1].name == "ECHO_RES", got
+        w.send_packet("WORK_COMPLETE", h, "r")
+        fg.expect_packet("WORK_COMPLETE", h, "r")
+        if got[0].name != "JOB_CREATED":
+            got.insert(0, bg.recv_packet())
+        assert got[0].name == "JOB_CREATED" and got[0].data == h.encode(), got
+        sync(w)
+        wait_until(lambda: store.rows() == [], timeout=5, what="the job to leave storage")
+        s = kill9_and_restart(s, store)
+        assert status(s.conn(), h) == (False, False), "a completed job came back"
+    finally:
+        stop_ok(s)
+
+
+@test
+def test_http_background_post_joining_a_foreground_post_is_stored_before_its_answer():
+    # Over HTTP the default unique key "-" (the body) makes the join happen
+    # by accident: a foreground POST, then the same body in the background.
+    import http.client
+    store = SqliteStore()
+    hport = gmtest.free_port()
+    args = ("-r", "http", "--http-port", str(hport))
+    s = srv(store, *args).start()
+    try:
+        wait_until(lambda: _port_open(hport), what="the HTTP port")
+        fg = http.client.HTTPConnection("127.0.0.1", hport, timeout=10)
+        fg.request("POST", "/httpjoin", body=b"same body")
+        w = worker(s, "httpjoin")
+        j = None
+        deadline = time.time() + 5
+        while j is None and time.time() < deadline:
+            j = grab_uniq(w)
+        assert j is not None and j[3] == b"same body", j
+        bg = http.client.HTTPConnection("127.0.0.1", hport, timeout=10)
+        bg.request("POST", "/httpjoin", body=b"same body", headers={"X-Gearman-Background": "true"})
+        r = bg.getresponse()
+        r.read()
+        assert r.status == 200, r.status
+        assert handles(store.rows()) == [j[0]], "answered but not stored: %r" % store.rows()
+        w.close()
+        fg.close()
+        bg.close()
+        s = kill9_and_restart(s, store, *args)
+        assert status(s.conn(), j[0]) == (True, False), "the background job is lost after kill -9"
+    finally:
+        stop_ok(s)
+        store.cleanup()
+
+
+def _port_open(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
 @per_backend(*ALL)
 def test_bad_stored_row_is_logged_kept_and_the_rest_replays(store):
     s = srv(store).start()
