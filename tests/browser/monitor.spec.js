@@ -11,7 +11,7 @@
 // Environment:
 //   GM_HTTP          base URL of the server's HTTP port (http://127.0.0.1:N)
 //   GM_PLAN          JSON: {cancel_handle, cancel_function, running_handle, link_function,
-//                    late_function}
+//                    late_function, proto_functions}
 //   GM_OUT_DIR       where screenshots go
 //   PLAYWRIGHT_DIR   the folder whose node_modules holds playwright-core
 //   CHROMIUM         the browser binary (default /usr/bin/chromium)
@@ -280,6 +280,31 @@ async function waitJobsShown(page, predicate, arg) {
       rate_in: await txt(page, '#rate-in'), rate_out: await txt(page, '#rate-out'),
       spark_points: await page.$$eval('svg.spark polyline',
         (ls) => ls.map((l) => (l.getAttribute('points') || '').split(' ').filter(Boolean).length)),
+      last_update: await txt(page, '#last-update'),
+    };
+  });
+
+  await step('prototype_names', async () => {
+    // functions named like Object.prototype's properties, made the way a
+    // stranger could (a job submitted over HTTP), must be rows like any other
+    await page.click('#tab-functions');
+    const statuses = [];
+    for (const fn of plan.proto_functions) {
+      const resp = await fetch(base + '/' + encodeURIComponent(fn), {
+        method: 'POST', body: 'p', headers: { 'X-Gearman-Background': 'true', 'X-Gearman-Unique': 'proto-1' },
+      });
+      statuses.push(resp.status);
+    }
+    const shownAll = (fns) => {
+      const shown = new Set([...document.querySelectorAll('table#functions td[data-col=name]')].map((td) => td.textContent));
+      return fns.every((f) => shown.has(f));
+    };
+    await page.waitForFunction(shownAll, plan.proto_functions, { timeout: T });
+    await page.waitForTimeout(2200); // two more refreshes: the rows stay, nothing breaks
+    return {
+      statuses, names: await names(page), rows: await rows(page, 'functions'),
+      still_shown: await page.evaluate(shownAll, plan.proto_functions),
+      banner_hidden: await page.isHidden('#banner'),
       last_update: await txt(page, '#last-update'),
     };
   });

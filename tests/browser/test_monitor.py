@@ -14,6 +14,10 @@ given known state through the binary protocol:
   <img src=...> 2 normal queued, no worker: a name that would run script if
                 the page put data into the DOM as HTML
 
+and, late in the run, one background job each (submitted over HTTP) for
+constructor, __proto__, toString, hasOwnProperty and valueOf: names that a
+page keeping rows in a plain object would trip on.
+
 Then tests/browser/monitor.spec.js drives the page in headless Chromium with
 playwright-core (installed once with npm into the build tree, under
 tests/browser/node_modules, and reused) and records what the page shows after
@@ -73,6 +77,8 @@ WORKERS = {  # client id: functions
 }
 FINISHED = {"report.build": (2, 1)}  # completed, failed
 LATE_FN = "late.fn"
+# names of Object.prototype's properties: submitted over HTTP by the page's run
+PROTO_FNS = ["constructor", "__proto__", "toString", "hasOwnProperty", "valueOf"]
 
 _no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -239,7 +245,7 @@ def run_browser():
         if os.path.exists(SCREENSHOT):
             os.unlink(SCREENSHOT)
         plan = {"cancel_handle": R["cancel"], "cancel_function": "thumb", "running_handle": R["running"],
-                "link_function": "img.resize", "late_function": LATE_FN}
+                "link_function": "img.resize", "late_function": LATE_FN, "proto_functions": PROTO_FNS}
         env = dict(os.environ, GM_HTTP="http://127.0.0.1:%d" % R["http_port"], GM_PLAN=json.dumps(plan),
                    GM_OUT_DIR=OUT_DIR, PLAYWRIGHT_DIR=NODE_DIR, CHROMIUM=chromium)
         t0 = time.time()
@@ -507,6 +513,22 @@ def test_page_refreshes_itself():
 
 
 @test
+def test_functions_named_like_object_properties_are_rows():
+    """A function named constructor or __proto__ (one GET /constructor
+    makes one) is a row like any other, and the page goes on refreshing."""
+    d = step("prototype_names")
+    assert d["statuses"] == [200] * len(PROTO_FNS), d["statuses"]
+    for fn in PROTO_FNS:
+        assert d["names"].count(fn) == 1, "%r is not one row: %r" % (fn, d["names"])
+    assert d["still_shown"] and d["banner_hidden"], d
+    assert sorted(d["names"]) == sorted(list(EXPECT) + [LATE_FN] + PROTO_FNS), d["names"]
+    rows = {r["name"]: r for r in d["rows"]}
+    for fn in PROTO_FNS:
+        assert (rows[fn]["queued"], rows[fn]["workers"]) == ("1", "0") and "nowork" in rows[fn]["_class"], rows[fn]
+    assert run_browser()["console"] == [], "errors in the browser console: %r" % run_browser()["console"]
+
+
+@test
 def test_screenshot_saved_in_build_tree():
     step("screenshot")
     with open(SCREENSHOT, "rb") as f:
@@ -527,7 +549,7 @@ def test_page_asks_only_for_its_api():
     assert set(paths) <= allowed, "the page requested %r" % sorted(set(paths) - allowed)
     assert paths.get("POST /api/jobs/cancel") == 2, paths  # the queued job and the running one
     names = sorted(f["name"] for f in api("/api/status")["functions"])
-    assert names == sorted(list(EXPECT) + [LATE_FN]), "functions on the server after the run: %r" % names
+    assert names == sorted(list(EXPECT) + [LATE_FN] + PROTO_FNS), "functions on the server after the run: %r" % names
 
 
 @test
