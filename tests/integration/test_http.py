@@ -2,8 +2,8 @@
 """The HTTP front-end (-r http --http-port N): job submission of every kind,
 keep-alive and pipelining, malformed requests, large bodies, the JSON views
 (/api/status, /api/workers, /api/jobs, POST /api/jobs/cancel), /health,
-/metrics (read by a small Prometheus text-format parser written here) and
-the monitor page.
+/metrics (read by a small Prometheus text-format parser written here), UTF-8
+in both, and the monitor page.
 
 gearmand 1.1.20 (reference section 6) is followed where it works: the
 function is the path, X-Gearman-Unique / -Background / -Priority headers,
@@ -1396,6 +1396,45 @@ def test_metrics_parse_and_match_known_load():
         wait_until(lambda: metrics(s).get("gearman_connections") == 1, what="only the /metrics connection")
         m = metrics(s)
         assert m.get("gearman_workers", function="mx") == 0
+
+
+@test
+def test_json_and_metrics_are_valid_utf8_whatever_the_names():
+    # names and unique keys are bytes; what the server shows of them is
+    # UTF-8, with U+FFFD for what is not (as a browser's decoder does it)
+    names = [b"lead\xf5\x80\x80", b"ff\xff", b"overlong\xe0\x80\xaf", b"overlong2\xc0\xaf",
+             b"surrogate\xed\xa0\x80", b"above\xf4\x90\x80\x80", b"f0over\xf0\x80\x80\x80", b"cut\xe2\x82",
+             b"euro\xe2\x82\xac", b"emoji\xf0\x9f\x98\x80", b'quote"back\\slash\nnewline', b"ctl\x01\x1f\x7f"]
+    shown = {n: n.decode("utf-8", "replace") for n in names}
+    with HttpServer() as s:
+        w = s.conn()
+        for n in names:
+            w.send_packet("CAN_DO", n)
+        sync(w)
+        c = s.conn()
+        for n in names:
+            gmtest.submit(c, "SUBMIT_JOB_BG", n, b"u\xf5" + n[-4:], b"d")
+        for path in ("/api/status", "/api/workers", "/api/jobs?limit=1000", "/metrics"):
+            body = get(s, path).body
+            try:
+                body.decode("utf-8")
+            except UnicodeDecodeError as e:
+                fail("%s is not UTF-8: %s in %r" % (path, e, body[max(0, e.start - 40):e.end + 40]))
+        st = get_json(s, "/api/status")
+        assert sorted(f["name"] for f in st["functions"]) == sorted(shown.values()), st["functions"]
+        wk = get_json(s, "/api/workers")["workers"]
+        assert len(wk) == 1 and sorted(wk[0]["functions"]) == sorted(shown.values()), wk
+        jobs = get_json(s, "/api/jobs?limit=1000")["jobs"]
+        assert {j["function"]: j["unique"] for j in jobs} == {
+            shown[n]: (b"u\xf5" + n[-4:]).decode("utf-8", "replace") for n in names}, jobs
+        m = metrics(s)
+        for family in ("gearman_workers", "gearman_jobs", "gearman_jobs_queued"):
+            got = {dict(k)["function"] for k in m.series(family)}
+            assert got == set(shown.values()), (family, got)
+        # and escaped as the exposition format says: backslash, quote, newline
+        assert 'gearman_workers{function="quote\\"back\\\\slash\\nnewline"} 1\n' in m.text, m.text
+        c.close()
+        w.close()
 
 
 @test

@@ -21,6 +21,7 @@
 #include "plugins/protocol/http/http.h"
 
 #include <ctype.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +31,13 @@
 #include "libgearman-server/protocol.h"
 
 #define HEAD_MAX 65536
+/* The largest response (or request, head and body) a block holds: its
+   capacity is 32 bits. */
+#define WHOLE_MAX ((size_t)UINT32_MAX)
+/* A request's size is returned as a long. */
+#define REQUEST_MAX ((uint64_t)(LONG_MAX < UINT32_MAX ? LONG_MAX : UINT32_MAX))
+/* The joined result of a job: what fits in a response with its head. */
+#define RESULT_MAX (WHOLE_MAX - 4096)
 
 extern const unsigned char gm_monitor_page[];
 extern const size_t gm_monitor_page_len;
@@ -49,11 +57,17 @@ buf_add(struct buf *w, const void *p, size_t n)
 {
     if (w->failed || n == 0)
         return;
+    if (n > WHOLE_MAX - w->len) {
+        w->failed = true;
+        return;
+    }
     size_t cap = w->b ? w->b->cap : 0;
     if (w->len + n > cap) {
         size_t nc = cap ? cap * 2 : 1024;
         while (nc < w->len + n)
             nc *= 2;
+        if (nc > WHOLE_MAX)
+            nc = WHOLE_MAX;
         struct gm_block *b = realloc(w->b, sizeof *b + nc);
         if (!b) {
             w->failed = true;
@@ -103,36 +117,63 @@ buf_fmt(struct buf *w, const char *fmt, ...)
     free(big);
 }
 
-/* JSON string: quotes, escapes, invalid UTF-8 shown as U+FFFD. */
+/* Measures the UTF-8 sequence that starts s[0..n) (n >= 1): returns its
+   length (1 to 4) with *valid set, or, for bytes that are not UTF-8 (a
+   stray continuation byte, C0, C1, F5-FF, an overlong form, a surrogate,
+   a code point above U+10FFFF, a sequence cut short), the length of the
+   longest start of a valid sequence there (at least 1) with *valid false:
+   those bytes stand for one U+FFFD, as in browsers' decoders. */
+static size_t
+utf8_next(const unsigned char *s, size_t n, bool *valid)
+{
+    unsigned char c = s[0], lo = 0x80, hi = 0xbf; /* range of the second byte */
+    size_t len;
+    *valid = false;
+    if (c < 0x80) {
+        *valid = true;
+        return 1;
+    }
+    if (c >= 0xc2 && c <= 0xdf) {
+        len = 2;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        len = 3;
+        lo = c == 0xe0 ? 0xa0 : 0x80;  /* overlong */
+        hi = c == 0xed ? 0x9f : 0xbf;  /* surrogates */
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        len = 4;
+        lo = c == 0xf0 ? 0x90 : 0x80;  /* overlong */
+        hi = c == 0xf4 ? 0x8f : 0xbf;  /* above U+10FFFF */
+    } else {
+        return 1;
+    }
+    for (size_t k = 1; k < len; k++) {
+        if (k >= n || s[k] < lo || s[k] > hi)
+            return k;
+        lo = 0x80;
+        hi = 0xbf;
+    }
+    *valid = true;
+    return len;
+}
+
+/* JSON string: quotes, escapes; what is not UTF-8 is shown as U+FFFD. */
 static void
 buf_json_str(struct buf *w, const char *s, size_t n)
 {
     buf_add(w, "\"", 1);
     for (size_t i = 0; i < n;) {
         unsigned char c = (unsigned char)s[i];
-        if (c == '"' || c == '\\') {
-            char e[2] = {'\\', (char)c};
-            buf_add(w, e, 2);
-            i++;
-        } else if (c < 0x20) {
+        bool valid;
+        size_t k = utf8_next((const unsigned char *)s + i, n - i, &valid);
+        if (!valid)
+            buf_str(w, "\\ufffd");
+        else if (c == '"' || c == '\\')
+            buf_add(w, (const char[]){'\\', (char)c}, 2);
+        else if (c < 0x20)
             buf_fmt(w, "\\u%04x", c);
-            i++;
-        } else if (c < 0x80) {
-            buf_add(w, &s[i], 1);
-            i++;
-        } else {
-            size_t need = c >= 0xf0 && c < 0xf5 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 && c < 0xe0 ? 2 : 0;
-            bool ok = need && i + need <= n;
-            for (size_t k = 1; ok && k < need; k++)
-                ok = ((unsigned char)s[i + k] & 0xc0) == 0x80;
-            if (ok) {
-                buf_add(w, &s[i], need);
-                i += need;
-            } else {
-                buf_str(w, "\\ufffd");
-                i++;
-            }
-        }
+        else
+            buf_add(w, s + i, k);
+        i += k;
     }
     buf_add(w, "\"", 1);
 }
@@ -143,17 +184,24 @@ buf_json_cstr(struct buf *w, const char *s)
     buf_json_str(w, s, strlen(s));
 }
 
-/* Prometheus label value: backslash, quote and newline escaped. */
+/* Prometheus label value: backslash, quote and newline escaped; what is
+   not UTF-8 is written as U+FFFD. */
 static void
 buf_label(struct buf *w, const char *s, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] == '\\' || s[i] == '"')
-            buf_add(w, "\\", 1);
-        if (s[i] == '\n')
+    for (size_t i = 0; i < n;) {
+        unsigned char c = (unsigned char)s[i];
+        bool valid;
+        size_t k = utf8_next((const unsigned char *)s + i, n - i, &valid);
+        if (!valid)
+            buf_str(w, "\xef\xbf\xbd");
+        else if (c == '\\' || c == '"')
+            buf_add(w, (const char[]){'\\', (char)c}, 2);
+        else if (c == '\n')
             buf_str(w, "\\n");
         else
-            buf_add(w, &s[i], 1);
+            buf_add(w, s + i, k);
+        i += k;
     }
 }
 
@@ -200,7 +248,10 @@ respond(int status, uint8_t minor, bool keep_alive, bool head_only, const char *
     struct gm_fe_output o = {0};
     if (w.failed) {
         free(w.b);
-        return o;
+        if (status == 500)
+            return o; /* nothing left to say */
+        static const char why[] = "500 Internal Server Error: the response is too large or memory is short\n";
+        return respond(500, minor, false, false, "text/plain; charset=utf-8", NULL, why, sizeof why - 1);
     }
     o.blk = w.b;
     o.len = w.len;
@@ -211,9 +262,10 @@ respond(int status, uint8_t minor, bool keep_alive, bool head_only, const char *
 static struct gm_fe_output
 respond_error(int status, uint8_t minor, const char *why)
 {
-    char body[256];
+    char body[512];
     int n = snprintf(body, sizeof body, "%d %s: %s\n", status, reason(status), why);
-    return respond(status, minor, false, false, "text/plain; charset=utf-8", NULL, body, (size_t)n);
+    size_t len = n < 0 ? 0 : (size_t)n < sizeof body ? (size_t)n : sizeof body - 1;
+    return respond(status, minor, false, false, "text/plain; charset=utf-8", NULL, body, len);
 }
 
 /* ------------------------------------------------------------------ */
@@ -226,6 +278,7 @@ struct http_conn {
     char handle[GM_HANDLE_MAX];
     char *body;            /* WORK_DATA chunks joined, then WORK_COMPLETE's data */
     size_t body_len, body_cap;
+    bool body_lost;        /* a chunk did not fit (RESULT_MAX or memory): answer 500 */
 };
 
 static void *
@@ -296,34 +349,58 @@ is_serve_path(const char *p, size_t n)
            (n == 3 && memcmp(p, "api", 3) == 0);
 }
 
-static long
-http_parse(void *st, const char *buf, size_t len, uint32_t max_body, struct gm_fe_req *req, uint64_t *need,
-           struct gm_fe_output *err_out)
+/* ------------------------------------------------------------------ */
+/* Parsing a request                                                   */
+/* ------------------------------------------------------------------ */
+
+/* What parse() keeps of a request's header lines. */
+struct head {
+    uint64_t clen;
+    bool has_len, keep_alive;
+};
+
+/* The end of the head (after its blank line) in buf[0..len), or NULL. */
+static const char *
+head_end(const char *buf, size_t len)
 {
-    struct http_conn *h = st;
     size_t look = len < HEAD_MAX ? len : HEAD_MAX;
-    const char *end = NULL;
     for (size_t i = 0; i + 1 < look; i++) {
-        if (buf[i] == '\n' && (buf[i + 1] == '\n' || (i + 2 < look && buf[i + 1] == '\r' && buf[i + 2] == '\n'))) {
-            end = buf + i + (buf[i + 1] == '\n' ? 2 : 3);
-            break;
-        }
+        if (buf[i] == '\n' && (buf[i + 1] == '\n' || (i + 2 < look && buf[i + 1] == '\r' && buf[i + 2] == '\n')))
+            return buf + i + (buf[i + 1] == '\n' ? 2 : 3);
     }
-    if (!end) {
-        if (len >= HEAD_MAX) {
-            *err_out = respond_error(431, 1, "the request head is larger than 64 KiB");
-            return -1;
-        }
-        return 0;
+    return NULL;
+}
+
+/* A Content-Length value: plain decimal digits that fit in 64 bits. */
+static bool
+parse_length(const char *v, size_t n, uint64_t *out)
+{
+    uint64_t x = 0;
+    if (n == 0)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        if (v[i] < '0' || v[i] > '9')
+            return false;
+        uint64_t d = (uint64_t)(v[i] - '0');
+        if (x > (UINT64_MAX - d) / 10)
+            return false;
+        x = x * 10 + d;
     }
-    memset(req, 0, sizeof *req);
-    /* request line: METHOD SP target SP HTTP/1.x */
+    *out = x;
+    return true;
+}
+
+/* The request line (METHOD SP target SP HTTP/1.x) into req; returns the
+   end of the line, or NULL with the error response in *err_out. */
+static const char *
+parse_request_line(const char *buf, const char *end, struct gm_fe_req *req, struct gm_fe_output *err_out)
+{
     const char *line_end = memchr(buf, '\n', (size_t)(end - buf));
     const char *sp1 = memchr(buf, ' ', (size_t)(line_end - buf));
     const char *sp2 = sp1 ? memchr(sp1 + 1, ' ', (size_t)(line_end - sp1 - 1)) : NULL;
     if (!sp1 || !sp2) {
         *err_out = respond_error(400, 1, "malformed request line");
-        return -1;
+        return NULL;
     }
     size_t mlen = (size_t)(sp1 - buf);
     const char *ver = sp2 + 1;
@@ -332,10 +409,9 @@ http_parse(void *st, const char *buf, size_t len, uint32_t max_body, struct gm_f
         vlen--;
     if (vlen != 8 || strncmp(ver, "HTTP/1.", 7) != 0 || (ver[7] != '0' && ver[7] != '1')) {
         *err_out = respond_error(505, 1, "only HTTP/1.0 and HTTP/1.1 are spoken here");
-        return -1;
+        return NULL;
     }
     req->minor = (uint8_t)(ver[7] - '0');
-    bool keep_alive = req->minor == 1;
     if (mlen == 3 && memcmp(buf, "GET", 3) == 0) {
     } else if ((mlen == 4 && memcmp(buf, "POST", 4) == 0) || (mlen == 3 && memcmp(buf, "PUT", 3) == 0) ||
                (mlen == 6 && memcmp(buf, "DELETE", 6) == 0)) {
@@ -344,7 +420,7 @@ http_parse(void *st, const char *buf, size_t len, uint32_t max_body, struct gm_f
         req->flags |= GM_FE_HEAD;
     } else {
         *err_out = respond_error(501, req->minor, "method not supported (GET, HEAD, POST, PUT, DELETE)");
-        return -1;
+        return NULL;
     }
     /* target: leading slashes stripped (as gearmand), query after '?' */
     const char *t = sp1 + 1;
@@ -354,7 +430,7 @@ http_parse(void *st, const char *buf, size_t len, uint32_t max_body, struct gm_f
     const char *path_end = q ? q : sp2;
     if ((size_t)(path_end - buf) > UINT16_MAX || (size_t)(sp2 - buf) > UINT16_MAX) {
         *err_out = respond_error(431, req->minor, "the request line is too long");
-        return -1;
+        return NULL;
     }
     req->path_off = (uint16_t)(t - buf);
     req->path_len = (uint16_t)(path_end - t);
@@ -362,76 +438,110 @@ http_parse(void *st, const char *buf, size_t len, uint32_t max_body, struct gm_f
         req->query_off = (uint16_t)(q + 1 - buf);
         req->query_len = (uint16_t)(sp2 - q - 1);
     }
-    /* headers */
-    uint64_t clen = 0;
-    bool has_len = false;
-    for (const char *l = line_end + 1; l < end;) {
-        const char *e = memchr(l, '\n', (size_t)(end - l));
-        if (!e)
-            break;
-        size_t n;
-        const char *v;
-        if ((v = header_value(l, e, "Content-Length", &n))) {
-            uint64_t this_len = 0;
-            if (n == 0 || n > 12) {
-                *err_out = respond_error(400, req->minor, "bad Content-Length");
-                return -1;
-            }
-            for (size_t i = 0; i < n; i++) {
-                if (!isdigit((unsigned char)v[i])) {
-                    *err_out = respond_error(400, req->minor, "bad Content-Length");
-                    return -1;
-                }
-                this_len = this_len * 10 + (uint64_t)(v[i] - '0');
-            }
-            /* Two different lengths make the framing ambiguous (request
-               smuggling): refuse. */
-            if (has_len && this_len != clen) {
-                *err_out = respond_error(400, req->minor, "conflicting Content-Length headers");
-                return -1;
-            }
-            clen = this_len;
-            has_len = true;
-        } else if ((v = header_value(l, e, "Transfer-Encoding", &n)) && !value_is(v, n, "identity")) {
-            *err_out = respond_error(411, req->minor, "chunked bodies are not supported: send Content-Length");
-            return -1;
-        } else if ((v = header_value(l, e, "X-Gearman-Unique", &n))) {
-            if ((size_t)(v - buf) > UINT16_MAX || n > UINT16_MAX) {
-                *err_out = respond_error(431, req->minor, "X-Gearman-Unique too long");
-                return -1;
-            }
-            req->flags |= GM_FE_HAS_UNIQUE;
-            req->unique_off = (uint16_t)(v - buf);
-            req->unique_len = (uint16_t)n;
-        } else if ((v = header_value(l, e, "X-Gearman-Background", &n))) {
-            if (value_is(v, n, "true"))
-                req->flags |= GM_FE_BACKGROUND;
-        } else if ((v = header_value(l, e, "X-Gearman-Priority", &n))) {
-            if (value_is(v, n, "high"))
-                req->flags |= GM_FE_HIGH;
-            else if (value_is(v, n, "low"))
-                req->flags |= GM_FE_LOW;
-        } else if ((v = header_value(l, e, "Connection", &n))) {
-            if (list_has(v, n, "close"))
-                keep_alive = false;
-            else if (list_has(v, n, "keep-alive"))
-                keep_alive = true;
+    return line_end;
+}
+
+/* One header line into req and *hd; returns 0, or -1 with the error
+   response in *err_out. */
+static int
+parse_header(const char *buf, const char *l, const char *e, struct gm_fe_req *req, struct head *hd,
+             struct gm_fe_output *err_out)
+{
+    size_t n;
+    const char *v;
+    const char *bad = NULL;
+    int status = 400;
+    if ((v = header_value(l, e, "Content-Length", &n))) {
+        uint64_t this_len = 0;
+        if (!parse_length(v, n, &this_len))
+            bad = "bad Content-Length";
+        /* Two different lengths make the framing ambiguous (request
+           smuggling): refuse. */
+        else if (hd->has_len && this_len != hd->clen)
+            bad = "conflicting Content-Length headers";
+        hd->clen = this_len;
+        hd->has_len = true;
+    } else if ((v = header_value(l, e, "Transfer-Encoding", &n)) && !value_is(v, n, "identity")) {
+        bad = "chunked bodies are not supported: send Content-Length";
+        status = 411;
+    } else if ((v = header_value(l, e, "X-Gearman-Unique", &n))) {
+        if ((size_t)(v - buf) > UINT16_MAX || n > UINT16_MAX) {
+            bad = "X-Gearman-Unique too long";
+            status = 431;
         }
-        l = e + 1;
+        req->flags |= GM_FE_HAS_UNIQUE;
+        req->unique_off = (uint16_t)(v - buf);
+        req->unique_len = (uint16_t)n;
+    } else if ((v = header_value(l, e, "X-Gearman-Background", &n))) {
+        if (value_is(v, n, "true"))
+            req->flags |= GM_FE_BACKGROUND;
+    } else if ((v = header_value(l, e, "X-Gearman-Priority", &n))) {
+        if (value_is(v, n, "high"))
+            req->flags |= GM_FE_HIGH;
+        else if (value_is(v, n, "low"))
+            req->flags |= GM_FE_LOW;
+    } else if ((v = header_value(l, e, "Connection", &n))) {
+        if (list_has(v, n, "close"))
+            hd->keep_alive = false;
+        else if (list_has(v, n, "keep-alive"))
+            hd->keep_alive = true;
     }
-    if (clen > max_body) {
+    if (!bad)
+        return 0;
+    *err_out = respond_error(status, req->minor, bad);
+    return -1;
+}
+
+/* Checks what can be checked before the body is in: its size against
+   max_body and what a block holds.  Returns 0, or -1 with the error
+   response in *err_out. */
+static int
+check_head(const struct gm_fe_req *req, const struct head *hd, size_t head, uint32_t max_body,
+           struct gm_fe_output *err_out)
+{
+    if (hd->clen > max_body) {
         *err_out = respond_error(413, req->minor, "the body is larger than --max-packet-size");
         return -1;
     }
-    size_t head = (size_t)(end - buf);
-    if (len < head + clen) {
-        *need = head + clen;
+    if (hd->clen > REQUEST_MAX - head) {
+        *err_out = respond_error(413, req->minor, "the request is larger than 4 GiB");
+        return -1;
+    }
+    return 0;
+}
+
+static long
+http_parse(void *st, const char *buf, size_t len, uint32_t max_body, struct gm_fe_req *req, uint64_t *need,
+           struct gm_fe_output *err_out)
+{
+    struct http_conn *h = st;
+    const char *end = head_end(buf, len);
+    if (!end) {
+        if (len >= HEAD_MAX) {
+            *err_out = respond_error(431, 1, "the request head is larger than 64 KiB");
+            return -1;
+        }
         return 0;
     }
-    (void)has_len;
+    memset(req, 0, sizeof *req);
+    const char *line_end = parse_request_line(buf, end, req, err_out);
+    if (!line_end)
+        return -1;
+    struct head hd = {.keep_alive = req->minor == 1};
+    for (const char *l = line_end + 1, *e; l < end && (e = memchr(l, '\n', (size_t)(end - l))); l = e + 1) {
+        if (parse_header(buf, l, e, req, &hd, err_out) < 0)
+            return -1;
+    }
+    size_t head = (size_t)(end - buf);
+    if (check_head(req, &hd, head, max_body, err_out) < 0)
+        return -1;
+    if (len < head + hd.clen) {
+        *need = head + hd.clen; /* at most REQUEST_MAX: fits 32 bits */
+        return 0;
+    }
     req->body_off = (uint32_t)head;
-    req->body_len = (uint32_t)clen;
-    if (keep_alive)
+    req->body_len = (uint32_t)hd.clen;
+    if (hd.keep_alive)
         req->flags |= GM_FE_KEEP_ALIVE;
     req->kind = is_serve_path(buf + req->path_off, req->path_len) ? GM_FE_SERVE : GM_FE_SUBMIT;
     if (req->kind == GM_FE_SUBMIT && (req->flags & GM_FE_HEAD)) {
@@ -439,26 +549,33 @@ http_parse(void *st, const char *buf, size_t len, uint32_t max_body, struct gm_f
         return -1;
     }
     h->minor = req->minor;
-    h->keep_alive = keep_alive;
+    h->keep_alive = hd.keep_alive;
     h->background = (req->flags & GM_FE_BACKGROUND) != 0;
     h->head_only = (req->flags & GM_FE_HEAD) != 0;
     h->body_len = 0;
+    h->body_lost = false;
     h->handle[0] = '\0';
-    return (long)(head + clen);
+    return (long)(head + hd.clen);
 }
 
 static void
 body_add(struct http_conn *h, const char *p, size_t n)
 {
-    if (n == 0)
+    if (n == 0 || h->body_lost)
         return;
+    if (h->body_len > RESULT_MAX || n > RESULT_MAX - h->body_len) {
+        h->body_lost = true;
+        return;
+    }
     if (h->body_len + n > h->body_cap) {
         size_t cap = h->body_cap ? h->body_cap : 256;
         while (cap < h->body_len + n)
             cap *= 2;
         char *b = realloc(h->body, cap);
-        if (!b)
+        if (!b) {
+            h->body_lost = true;
             return;
+        }
         h->body = b;
         h->body_cap = cap;
     }
@@ -472,9 +589,17 @@ job_response(struct http_conn *h, int status, const char *command, const char *e
     char headers[256];
     snprintf(headers, sizeof headers, "X-Gearman-Job-Handle: %s\r\nX-Gearman-Command: %s\r\n%s", h->handle,
              command, extra ? extra : "");
-    struct gm_fe_output o = respond(status, h->minor, h->keep_alive, false,
-                                    "application/octet-stream", headers, h->body, h->body_len);
+    struct gm_fe_output o;
+    if (h->body_lost) {
+        static const char why[] = "500 Internal Server Error: the job's result is larger than 4 GiB "
+                                  "or memory is short\n";
+        o = respond(500, h->minor, false, false, "text/plain; charset=utf-8", headers, why, sizeof why - 1);
+    } else {
+        o = respond(status, h->minor, h->keep_alive, false, "application/octet-stream", headers, h->body,
+                    h->body_len);
+    }
     h->body_len = 0;
+    h->body_lost = false;
     return o;
 }
 
@@ -487,7 +612,7 @@ http_on_packet(void *st, uint32_t type, const char *payload, uint32_t len, struc
     size_t dlen = (size_t)(payload + len - data);
     switch (type) {
     case GM_PKT_JOB_CREATED:
-        snprintf(h->handle, sizeof h->handle, "%.*s", (int)len, payload);
+        snprintf(h->handle, sizeof h->handle, "%.*s", (int)(len < GM_HANDLE_MAX ? len : GM_HANDLE_MAX), payload);
         if (!h->background)
             return 0;
         h->body_len = 0;
@@ -502,10 +627,12 @@ http_on_packet(void *st, uint32_t type, const char *payload, uint32_t len, struc
         return 1;
     case GM_PKT_WORK_FAIL:
         h->body_len = 0;
+        h->body_lost = false;
         *out = job_response(h, 200, "WORK_FAIL", NULL);
         return 1;
     case GM_PKT_WORK_EXCEPTION:
         h->body_len = 0;
+        h->body_lost = false;
         body_add(h, data, dlen);
         *out = job_response(h, 200, "WORK_EXCEPTION", NULL);
         return 1;

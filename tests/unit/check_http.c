@@ -1,0 +1,234 @@
+/*
+ * check_http.c: unit tests for the HTTP front-end (plugins/protocol/http/):
+ * the sizes parse() accepts and the size of what it answers, where a
+ * 32-bit block must never be asked to hold more than 4 GiB, and the UTF-8
+ * that the JSON and Prometheus encoders write.
+ *
+ * The front-end's source is included, so that its static helpers are
+ * reached as they are; the monitor page is linked as built.  Sizes near
+ * 4 GiB are tested without allocating them: the checks must come first.
+ * Single-threaded.
+ */
+#include "plugins/protocol/http/http.c"
+
+#include <check.h>
+
+#include "tests/unit/check_tap.h"
+
+/* ------------------------------------------------------------------ */
+/* Helpers                                                             */
+/* ------------------------------------------------------------------ */
+
+/* The old upper bound of --max-packet-size: what parse() may be given. */
+#define OLD_MAX_BODY (UINT32_MAX - 12)
+
+static long
+parse_text(const char *text, uint32_t max_body, struct gm_fe_req *req, uint64_t *need,
+           struct gm_fe_output *err)
+{
+    void *st = gm_http_frontend.conn_new();
+    ck_assert_ptr_nonnull(st);
+    memset(err, 0, sizeof *err);
+    *need = 0;
+    long used = gm_http_frontend.parse(st, text, strlen(text), max_body, req, need, err);
+    gm_http_frontend.conn_free(st);
+    return used;
+}
+
+/* The status code of a response (0 if there is none); frees it. */
+static int
+status_of(struct gm_fe_output *o)
+{
+    int status = 0;
+    if (o->blk && o->len > 12 && memcmp(o->blk->data, "HTTP/1.", 7) == 0)
+        status = atoi(o->blk->data + 9);
+    free(o->blk);
+    o->blk = NULL;
+    return status;
+}
+
+/* A POST with this Content-Length value and no body yet. */
+static const char *
+post_with_length(const char *value)
+{
+    static char text[256];
+    snprintf(text, sizeof text, "POST /f HTTP/1.1\r\nHost: localhost\r\nContent-Length: %s\r\n\r\n", value);
+    return text;
+}
+
+/* buf_json_str or buf_label of s[0..n), NUL-terminated in out. */
+static void
+encode(bool json, const char *s, size_t n, char *out, size_t outlen)
+{
+    struct buf w = {0};
+    if (json)
+        buf_json_str(&w, s, n);
+    else
+        buf_label(&w, s, n);
+    ck_assert(!w.failed);
+    ck_assert_uint_lt(w.len, outlen);
+    memcpy(out, w.b ? w.b->data : "", w.len);
+    out[w.len] = '\0';
+    free(w.b);
+}
+
+/* ------------------------------------------------------------------ */
+/* Sizes                                                               */
+/* ------------------------------------------------------------------ */
+
+START_TEST(test_head_and_body_past_4_gib_are_413_before_anything_is_allocated)
+{
+    struct gm_fe_req req;
+    struct gm_fe_output err;
+    uint64_t need;
+    /* head + body = UINT32_MAX exactly: asked for, in one size that fits */
+    char digits[16];
+    size_t head = strlen(post_with_length("4294967000"));
+    snprintf(digits, sizeof digits, "%llu", (unsigned long long)(UINT32_MAX - head));
+    ck_assert_int_eq(parse_text(post_with_length(digits), OLD_MAX_BODY, &req, &need, &err), 0);
+    ck_assert_uint_eq(need, UINT32_MAX);
+    ck_assert_ptr_null(err.blk);
+    /* one byte more, and the old bound's largest body: refused, nothing needed */
+    snprintf(digits, sizeof digits, "%llu", (unsigned long long)(UINT32_MAX - head + 1));
+    ck_assert_int_eq(parse_text(post_with_length(digits), OLD_MAX_BODY, &req, &need, &err), -1);
+    ck_assert_uint_eq(need, 0);
+    ck_assert_int_eq(status_of(&err), 413);
+    snprintf(digits, sizeof digits, "%llu", (unsigned long long)OLD_MAX_BODY);
+    ck_assert_int_eq(parse_text(post_with_length(digits), OLD_MAX_BODY, &req, &need, &err), -1);
+    ck_assert_uint_eq(need, 0);
+    ck_assert_int_eq(status_of(&err), 413);
+    /* above --max-packet-size */
+    ck_assert_int_eq(parse_text(post_with_length("1025"), 1024, &req, &need, &err), -1);
+    ck_assert_int_eq(status_of(&err), 413);
+}
+END_TEST
+
+START_TEST(test_content_length_is_plain_digits_that_fit_in_64_bits)
+{
+    struct gm_fe_req req;
+    struct gm_fe_output err;
+    uint64_t need;
+    static const char *const bad[] = {"18446744073709551616", "99999999999999999999999", "+5", "-0", "0x10",
+                                      "1e3", "5 5", "", " ", "\xd9\xa5"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ck_assert_msg(parse_text(post_with_length(bad[i]), 1024, &req, &need, &err) == -1, "%s", bad[i]);
+        ck_assert_msg(status_of(&err) == 400, "Content-Length: %s", bad[i]);
+    }
+    /* a number that fits but is too large is 413, not 400 */
+    ck_assert_int_eq(parse_text(post_with_length("18446744073709551615"), 1024, &req, &need, &err), -1);
+    ck_assert_int_eq(status_of(&err), 413);
+    /* leading zeros are digits */
+    const char *ok = "POST /f HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0003\r\n\r\nabc";
+    ck_assert_int_eq(parse_text(ok, 1024, &req, &need, &err), (long)strlen(ok));
+    ck_assert_uint_eq(req.body_len, 3);
+    ck_assert_uint_eq(req.body_off, strlen(ok) - 3);
+}
+END_TEST
+
+START_TEST(test_response_buffer_refuses_to_pass_4_gib)
+{
+    struct buf w = {0};
+    w.len = UINT32_MAX - 4; /* as if that much were written */
+    buf_add(&w, "0123456789", 10);
+    ck_assert(w.failed);
+    ck_assert_ptr_null(w.b);
+}
+END_TEST
+
+START_TEST(test_a_result_joined_past_4_gib_is_answered_500_not_cut)
+{
+    struct http_conn *h = gm_http_frontend.conn_new();
+    ck_assert_ptr_nonnull(h);
+    h->minor = 1;
+    h->keep_alive = true;
+    snprintf(h->handle, sizeof h->handle, "H:x:1");
+    h->body_len = UINT32_MAX - 100; /* as if the chunks so far held that much */
+    char chunk[6 + 200] = "H:x:1";
+    memset(chunk + 6, 'd', 200);
+    struct gm_fe_output out = {0};
+    ck_assert_int_eq(gm_http_frontend.on_packet(h, GM_PKT_WORK_DATA, chunk, sizeof chunk, &out), 0);
+    ck_assert_uint_eq(h->body_cap, 0); /* nothing was allocated for it */
+    ck_assert_int_eq(gm_http_frontend.on_packet(h, GM_PKT_WORK_COMPLETE, "H:x:1\0end", 9, &out), 1);
+    ck_assert(out.close);
+    ck_assert_int_eq(status_of(&out), 500);
+    ck_assert_uint_eq(h->body_len, 0);
+    gm_http_frontend.conn_free(h);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
+/* UTF-8                                                               */
+/* ------------------------------------------------------------------ */
+
+#define FFFD "\xef\xbf\xbd"
+
+/* Input, its JSON string, its Prometheus label value. */
+static const struct {
+    const char *in, *json, *label;
+} utf8_cases[] = {
+    {"plain", "\"plain\"", "plain"},
+    {"\xc2\x80|\xdf\xbf", "\"\xc2\x80|\xdf\xbf\"", "\xc2\x80|\xdf\xbf"},                   /* U+0080, U+07FF */
+    {"\xe0\xa0\x80|\xed\x9f\xbf|\xee\x80\x80", "\"\xe0\xa0\x80|\xed\x9f\xbf|\xee\x80\x80\"",  /* U+0800, U+D7FF, */
+     "\xe0\xa0\x80|\xed\x9f\xbf|\xee\x80\x80"},                                            /* U+E000 */
+    {"\xf0\x90\x80\x80|\xf4\x8f\xbf\xbf", "\"\xf0\x90\x80\x80|\xf4\x8f\xbf\xbf\"",           /* U+10000, */
+     "\xf0\x90\x80\x80|\xf4\x8f\xbf\xbf"},                                                 /* U+10FFFF */
+    {"a\xf5\x80\x80" "b", "\"a\\ufffd\\ufffd\\ufffdb\"", "a" FFFD FFFD FFFD "b"},            /* F5: never a lead */
+    {"\xff\xfe", "\"\\ufffd\\ufffd\"", FFFD FFFD},
+    {"\xc0\xaf\xc1\xbf", "\"\\ufffd\\ufffd\\ufffd\\ufffd\"", FFFD FFFD FFFD FFFD},          /* overlong */
+    {"\xe0\x80\xaf", "\"\\ufffd\\ufffd\\ufffd\"", FFFD FFFD FFFD},                          /* overlong */
+    {"\xf0\x8f\xbf\xbf", "\"\\ufffd\\ufffd\\ufffd\\ufffd\"", FFFD FFFD FFFD FFFD},          /* overlong */
+    {"\xed\xa0\x80", "\"\\ufffd\\ufffd\\ufffd\"", FFFD FFFD FFFD},                          /* surrogate */
+    {"\xf4\x90\x80\x80", "\"\\ufffd\\ufffd\\ufffd\\ufffd\"", FFFD FFFD FFFD FFFD},          /* > U+10FFFF */
+    {"cut\xe2\x82", "\"cut\\ufffd\"", "cut" FFFD},                                          /* cut short */
+    {"\xe2\x82" "x\x80", "\"\\ufffdx\\ufffd\"", FFFD "x" FFFD},
+    {"q\"b\\n\nc\x01", "\"q\\\"b\\\\n\\u000ac\\u0001\"", "q\\\"b\\\\n\\nc\x01"},          /* escapes */
+};
+
+START_TEST(test_json_strings_are_utf8_with_u_fffd_for_the_rest)
+{
+    char out[256];
+    for (size_t i = 0; i < sizeof utf8_cases / sizeof utf8_cases[0]; i++) {
+        encode(true, utf8_cases[i].in, strlen(utf8_cases[i].in), out, sizeof out);
+        ck_assert_msg(strcmp(out, utf8_cases[i].json) == 0, "case %zu: %s", i, out);
+    }
+}
+END_TEST
+
+START_TEST(test_prometheus_labels_are_utf8_and_escaped)
+{
+    char out[256];
+    for (size_t i = 0; i < sizeof utf8_cases / sizeof utf8_cases[0]; i++) {
+        encode(false, utf8_cases[i].in, strlen(utf8_cases[i].in), out, sizeof out);
+        ck_assert_msg(strcmp(out, utf8_cases[i].label) == 0, "case %zu: %s", i, out);
+    }
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
+
+#define ADD(s, t)                                                              \
+    do {                                                                       \
+        TCase *tc_ = tcase_create(#t);                                         \
+        tcase_add_test(tc_, t);                                                \
+        tcase_set_timeout(tc_, 60);                                            \
+        suite_add_tcase((s), tc_);                                             \
+    } while (0)
+
+static Suite *
+http_suite(void)
+{
+    Suite *s = suite_create("http");
+    ADD(s, test_head_and_body_past_4_gib_are_413_before_anything_is_allocated);
+    ADD(s, test_content_length_is_plain_digits_that_fit_in_64_bits);
+    ADD(s, test_response_buffer_refuses_to_pass_4_gib);
+    ADD(s, test_a_result_joined_past_4_gib_is_answered_500_not_cut);
+    ADD(s, test_json_strings_are_utf8_with_u_fffd_for_the_rest);
+    ADD(s, test_prometheus_labels_are_utf8_and_escaped);
+    return s;
+}
+
+int
+main(void)
+{
+    return gm_check_run_tap(http_suite());
+}
