@@ -189,6 +189,11 @@ main(int argc, char **argv)
         o.server.frontend = &gm_http_frontend;
         o.server.frontend_port = http_port;
         o.server.frontend_remote_actions = o.http_remote_actions;
+        char why[400];
+        if (gm_http_set_hosts(o.http_hosts, o.server.listen_host, why, sizeof why) < 0) {
+            fprintf(stderr, "%s: --http-host %s\n", prog, why);
+            goto out;
+        }
     }
     if (strcasecmp(o.queue_type, "builtin") != 0) {
         o.server.queue = gm_queue_backend_find(gm_linked_queues, o.queue_type);

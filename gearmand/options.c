@@ -140,6 +140,10 @@ static const struct opt table[] = {
     {"http-allow-remote-actions", 0, K_FLAG, "HTTP", NULL, O(http_remote_actions), 0, 0,
      "Accept state-changing requests (cancelling a job) from other hosts too; by default only "
      "from this host."},
+    {"http-host", 0, K_STR, "HTTP", NULL, O(http_hosts), 0, 0,
+     "Other names of this server, comma-separated, that a request's Host header may give "
+     "besides localhost, the host name, the --listen address and any IP address ('*': any "
+     "name). A request for another name gets 403 (a defence against DNS rebinding)."},
 
     {"port", 'p', K_STR, "Gear", "4730", O(server.port), 0, 0,
      "Port the server should listen on."},

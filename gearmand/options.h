@@ -36,6 +36,7 @@ struct gm_options {
     int verbose;                /* enum gm_log_level */
     unsigned http_port;
     bool http_remote_actions;
+    const char *http_hosts;     /* --http-host */
 
     /* queue plugins (the names gearmand uses) */
     const char *libsqlite3_db;

@@ -13,7 +13,8 @@
  * and only reads what the view gives it.
  *
  * Threads: conn_new/conn_free/parse/on_packet on the connection's I/O
- * thread; serve on the dispatcher thread.  Front-ends keep no global state.
+ * thread; serve on the dispatcher thread.  Front-ends keep no global state
+ * that changes once the server's threads run.
  */
 #ifndef GM_FRONTEND_H
 #define GM_FRONTEND_H

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """The HTTP front-end (-r http --http-port N): job submission of every kind,
 keep-alive and pipelining, malformed requests, large bodies, the JSON views
-(/api/status, /api/workers, /api/jobs, POST /api/jobs/cancel), /health,
-/metrics (read by a small Prometheus text-format parser written here), UTF-8
-in both, and the monitor page.
+(/api/status, /api/workers, /api/jobs, POST /api/jobs/cancel), the Host and
+Origin rules (DNS rebinding, other sites' pages), /health, /metrics (read by
+a small Prometheus text-format parser written here), UTF-8 in both, and the
+monitor page.
 
 gearmand 1.1.20 (reference section 6) is followed where it works: the
 function is the path, X-Gearman-Unique / -Background / -Priority headers,
@@ -175,10 +176,14 @@ class HttpConn(gmtest.Conn):
         return self.response(timeout, head_only=(method == "HEAD"))
 
 
-def build(method, path, headers=(), body=b"", version="HTTP/1.1", length=True):
+def build(method, path, headers=(), body=b"", version="HTTP/1.1", length=True, host="127.0.0.1"):
+    """A request's bytes; an HTTP/1.1 request gets `Host: host` unless it
+    names a Host itself or host is None."""
     if isinstance(body, str):
         body = body.encode()
     lines = ["%s %s %s" % (method, path, version)]
+    if host and version == "HTTP/1.1" and not any(n.lower() == "host" for n, _ in headers):
+        lines.append("Host: %s" % host)
     lines += ["%s: %s" % hv for hv in headers]
     if length and (body or method in ("POST", "PUT")):
         lines.append("Content-Length: %d" % len(body))
@@ -913,6 +918,9 @@ def expect_error(s, data, status, reason, why=None):
     return r
 
 
+POST_OK = b"POST /ok HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+
+
 @test
 def test_malformed_requests_get_an_error_and_the_server_keeps_serving():
     with HttpServer("--max-packet-size", "100000") as s:
@@ -925,14 +933,14 @@ def test_malformed_requests_get_an_error_and_the_server_keeps_serving():
         expect_error(s, b"BREW /coffee HTTP/1.1\r\n\r\n", 501, "Not Implemented")
         expect_error(s, b"get /health HTTP/1.1\r\n\r\n", 501, "Not Implemented")
         expect_error(s, b"TRACE /ok HTTP/1.1\r\n\r\n", 501, "Not Implemented")
-        expect_error(s, b"POST /ok HTTP/1.1\r\nContent-Length: abc\r\n\r\n", 400, "Bad Request", "Content-Length")
-        expect_error(s, b"POST /ok HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400, "Bad Request", "Content-Length")
-        expect_error(s, b"POST /ok HTTP/1.1\r\nContent-Length:\r\n\r\n", 400, "Bad Request", "Content-Length")
-        expect_error(s, b"POST /ok HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n", 400, "Bad Request")
-        expect_error(s, b"POST /ok HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 411,
+        expect_error(s, POST_OK + b"Content-Length: abc\r\n\r\n", 400, "Bad Request", "Content-Length")
+        expect_error(s, POST_OK + b"Content-Length: -1\r\n\r\n", 400, "Bad Request", "Content-Length")
+        expect_error(s, POST_OK + b"Content-Length:\r\n\r\n", 400, "Bad Request", "Content-Length")
+        expect_error(s, POST_OK + b"Content-Length: 99999999999999999999\r\n\r\n", 400, "Bad Request")
+        expect_error(s, POST_OK + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 411,
                      "Length Required")
-        expect_error(s, b"POST /ok HTTP/1.1\r\nContent-Length: 100001\r\n\r\n", 413, "Payload Too Large")
-        expect_error(s, b"HEAD /ok HTTP/1.1\r\n\r\n", 405, "Method Not Allowed")
+        expect_error(s, POST_OK + b"Content-Length: 100001\r\n\r\n", 413, "Payload Too Large")
+        expect_error(s, b"HEAD /ok HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 405, "Method Not Allowed")
         big = b"GET /ok HTTP/1.1\r\nX-Filler: " + b"a" * 65536
         expect_error(s, big[:65536], 431, "Request Header Fields Too Large")
         # a body at the limit goes through; the server still answers everyone
@@ -958,7 +966,8 @@ def test_conflicting_content_lengths_are_rejected():
     with HttpServer() as s:
         w = worker(s, "cl")
         with s.http() as c:
-            c.send(b"POST /cl HTTP/1.1\r\nX-Gearman-Unique: cl\r\nContent-Length: 3\r\nContent-Length: 8\r\n\r\n"
+            c.send(b"POST /cl HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Gearman-Unique: cl\r\n"
+                   b"Content-Length: 3\r\nContent-Length: 8\r\n\r\n"
                    b"abcdefgh")
             try:
                 r = c.response(timeout=1.0)
@@ -1039,7 +1048,7 @@ def test_client_disconnecting_mid_job_does_not_break_the_server():
         wait_until(lambda: admin_status(s, "gone")[0] == 1, what="the queued job")
         c.close()
         c = s.http()
-        c.send(b"POST /gone HTTP/1.1\r\nContent-Length: 100\r\n\r\nonly part")
+        c.send(b"POST /gone HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\nonly part")
         c.close()
         c = s.http()
         c.send(b"GET /heal")
@@ -1241,6 +1250,149 @@ def test_cancel_from_a_non_loopback_peer_needs_the_option():
                 with s.http() as c:                              # loopback may
                     r = c.roundtrip("POST", "/api/jobs/cancel?handle=" + h)
                     assert r.status == 200, r
+
+
+# ----------------------------------------------------------------------
+# Host and Origin: DNS rebinding and other sites' pages
+
+def refused(r, header):
+    """A 403 from the Host or Origin rules, naming the header, closing."""
+    assert r.status_line.endswith(" 403 Forbidden"), r
+    assert r.h("connection") == "close", r
+    assert r.h("content-type").startswith("text/plain"), r
+    assert r.body.startswith(b"403 Forbidden: \"" + header.encode() + b": "), r.body
+    return r
+
+
+def one_request(s, method, path, headers=(), body=b"", version="HTTP/1.1", host="127.0.0.1"):
+    """Sends one request on a fresh connection and reads its answer."""
+    with s.http() as c:
+        c.send(build(method, path, headers, body, version, host=host))
+        return c.response(head_only=(method == "HEAD"))
+
+
+def job_total(s):
+    return get_json(s, "/api/jobs")["total"]
+
+
+@test
+def test_host_must_name_this_server_on_every_path():
+    with HttpServer("--http-host", "gearbox.example, Other.Example.") as s:
+        w = worker(s, "hostfn")
+        paths = ["/", "/index.html", "/health", "/metrics", "/api/status", "/api/workers", "/api/jobs",
+                 "/favicon.ico", "/api/nothing"]
+        for p in paths:
+            for method in ("GET", "HEAD"):
+                r = one_request(s, method, p, host="evil.example")
+                assert r.status == 403 and r.h("connection") == "close", (method, p, r)
+            refused(one_request(s, "GET", p, host="evil.example:%d" % s.http_port), "Host")
+            refused(one_request(s, "GET", p, version="HTTP/1.0", host=None,
+                                headers=[("Host", "rebind.evil.example")]), "Host")
+        # a job submission for a foreign name queues nothing
+        r = refused(one_request(s, "POST", "/hostfn", [("X-Gearman-Background", "true")], b"x",
+                                host="evil.example"), "Host")
+        assert b"--http-host" in r.body, r.body
+        assert job_total(s) == 0 and grab(w) is None
+        # the server's own names, any port, any case; IP addresses
+        ours = ["127.0.0.1:%d" % s.http_port, "127.0.0.1", "localhost", "LocalHost:1", "localhost.",
+                "[::1]:%d" % s.http_port, "[::1]", "10.20.30.40:8080", socket.gethostname(),
+                "gearbox.example", "GEARBOX.example:80", "other.example", "other.example.:%d" % s.http_port]
+        for h in ours:
+            r = one_request(s, "GET", "/api/status", host=h)
+            assert r.status == 200, (h, r)
+        r = one_request(s, "POST", "/hostfn", [("X-Gearman-Background", "true")], b"ok", host="gearbox.example")
+        assert r.status == 200 and r.h("x-gearman-command") == "JOB_CREATED", r
+        # HTTP/1.0 without Host: accepted (gearmand's clients); HTTP/1.1 without Host: 400
+        r = one_request(s, "GET", "/health", version="HTTP/1.0", host=None)
+        assert r.status == 200, r
+        for bad, why in ((None, b"needs a Host"), ("", b"bad Host"), ("a b", b"bad Host"),
+                         ("x:99999", b"bad Host"), ("x:1:2", b"bad Host"), ("[::1", b"bad Host"),
+                         ("user@localhost", b"bad Host")):
+            hdrs = [] if bad is None else [("Host", bad)]
+            with s.http() as c:
+                c.send(build("GET", "/api/status", hdrs, host=None))
+                r = c.response()
+            assert r.status == 400 and why in r.body and r.h("connection") == "close", (bad, r)
+        with s.http() as c:
+            c.send(build("GET", "/api/status", [("Host", "localhost"), ("Host", "evil.example")], host=None))
+            r = c.response()
+            assert r.status == 400 and b"more than one Host" in r.body, r
+        # each refusal is logged once, at WARNING, with its reason
+        log = [ln for ln in s.log_text().splitlines() if "http: refused" in ln]
+        assert len(log) == len(paths) * 4 + 1, "\n".join(log)
+        assert all(ln.startswith("WARNING") for ln in log), log
+        assert "refused POST /hostfn: \"Host: evil.example\"" in log[-1], log[-1]
+        w.close()
+
+
+@test
+def test_http_host_star_accepts_any_name_and_bad_names_are_refused_at_start():
+    with HttpServer("--http-host", "*") as s:
+        assert one_request(s, "GET", "/api/status", host="anything.example").status == 200
+    for bad in ("bad/name", "a b", "x" * 254, ",".join("n%d" % i for i in range(40))):
+        p = subprocess.run([gmtest.GEARMAND, "-p", str(free_port()), "-L", "127.0.0.1", "-l", "stderr",
+                            "-r", "http", "--http-port", str(free_port()), "--http-host", bad],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=10)
+        assert p.returncode == 1 and b"--http-host" in p.stderr, (bad[:40], p.returncode, p.stderr)
+
+
+@test
+def test_requests_that_change_state_from_another_origin_are_refused():
+    with HttpServer() as s:
+        port = s.http_port
+        host = "127.0.0.1:%d" % port
+        own = "http://" + host
+        bg = [("X-Gearman-Background", "true")]
+        # clients that send no Origin or Referer (curl, scripts): as before
+        r = one_request(s, "POST", "/victim", bg + [("X-Gearman-Unique", "v1")], b"1", host=host)
+        assert r.status == 200 and r.h("x-gearman-command") == "JOB_CREATED", r
+        h = r.h("x-gearman-job-handle")
+        cancel = "/api/jobs/cancel?handle=" + h
+        for name, value in (("Origin", "http://evil.example"), ("Origin", "null"),
+                            ("Origin", "http://127.0.0.1:%d" % (port + 1)),   # another port of this host
+                            ("Origin", "http://localhost:%d" % port),          # another name for it
+                            ("Origin", own + "/"), ("Origin", "file://"),
+                            ("Referer", "http://evil.example/page.html"),
+                            ("Referer", "http://127.0.0.1:%d/#jobs" % (port + 1))):
+            r = refused(one_request(s, "POST", cancel, [(name, value)], host=host), name)
+            assert b"another site" in r.body, r.body
+        assert job_total(s) == 1
+        # job submission: any method, also GET (gearmand submits on GET too)
+        for method in ("GET", "POST", "PUT", "DELETE"):
+            refused(one_request(s, method, "/victim", bg + [("Origin", "http://evil.example")], b"2", host=host),
+                    "Origin")
+            refused(one_request(s, method, "/victim", bg + [("Referer", "http://evil.example/")], b"3",
+                                host=host), "Referer")
+        assert job_total(s) == 1 and admin_status(s, "victim")[0] == 1
+        # reading is not changing: another origin may ask (the browser keeps the answer from its page)
+        r = one_request(s, "GET", "/api/jobs", [("Origin", "http://evil.example")], host=host)
+        assert r.status == 200 and r.json()["total"] == 1, r
+        # the server's own page: Origin (or Referer) is the origin the request went to
+        own_pages = [([("Origin", own)], host),
+                     ([("Origin", "HTTP://LOCALHOST:%d" % port)], "localhost:%d" % port),
+                     ([("Origin", "http://localhost")], "localhost:80"),
+                     ([("Origin", "https://localhost")], "localhost"),            # behind a TLS proxy
+                     ([("Referer", own + "/?refresh=1#jobs")], host),
+                     ([("Origin", own), ("Referer", "http://evil.example/")], host)]  # Origin decides
+        for i, (hdrs, vhost) in enumerate(own_pages):
+            r = one_request(s, "POST", "/victim", bg + hdrs + [("X-Gearman-Unique", "own%d" % i)], b"4", host=vhost)
+            assert r.status == 200 and r.h("x-gearman-command") == "JOB_CREATED", (hdrs, r)
+        r = one_request(s, "POST", cancel, [("Origin", own)], host=host)
+        assert r.status == 200 and r.json() == {"ok": True, "cancelled": h}, r
+        # HTTP/1.0 without Host: the Origin's host must be one of the server's, any port
+        r = one_request(s, "POST", "/victim", bg + [("Origin", "http://evil.example")], b"5", version="HTTP/1.0",
+                        host=None)
+        refused(r, "Origin")
+        r = one_request(s, "POST", "/victim", bg + [("Origin", "http://localhost:3000"), ("X-Gearman-Unique", "v9")],
+                        b"5", version="HTTP/1.0", host=None)
+        assert r.status == 200, r
+        with s.http() as c:
+            c.send(build("POST", "/victim", [("Origin", own), ("Origin", "http://evil.example")], b"6", host=host))
+            r = c.response()
+            assert r.status == 400 and b"more than one Origin" in r.body, r
+        log = [ln for ln in s.log_text().splitlines() if "http: refused" in ln]
+        assert len(log) == 8 + 8 + 1, "\n".join(log)
+        assert all(ln.startswith("WARNING") for ln in log), log
 
 
 # ----------------------------------------------------------------------

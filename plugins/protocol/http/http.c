@@ -15,6 +15,11 @@
  * "/<function>": a job (GET, POST, PUT; headers X-Gearman-Unique,
  * X-Gearman-Background: true, X-Gearman-Priority: high|low), answered with
  * X-Gearman-Job-Handle and X-Gearman-Command as gearmand does.
+ *
+ * Every request's Host, and the Origin of those that change state, are
+ * checked by the rules of hosts.c; a refused request is answered 403 by
+ * serve() like any page (parse marks it), so that it is well framed and
+ * logged once.
  */
 #include "config.h"
 
@@ -28,7 +33,9 @@
 #include <string.h>
 #include <strings.h>
 
+#include "libgearman-server/log.h"
 #include "libgearman-server/protocol.h"
+#include "plugins/protocol/http/hosts.h"
 
 #define HEAD_MAX 65536
 /* The largest response (or request, head and body) a block holds: its
@@ -38,6 +45,14 @@
 #define REQUEST_MAX ((uint64_t)(LONG_MAX < UINT32_MAX ? LONG_MAX : UINT32_MAX))
 /* The joined result of a job: what fits in a response with its head. */
 #define RESULT_MAX (WHOLE_MAX - 4096)
+
+/* A request refused by the Host or Origin rules: parse() sends it to
+   serve() as a page with this flag, its path pointing at the header line
+   that was refused.  The bit is not one of frontend.h's flags. */
+#define HTTP_F_REFUSED 0x80
+_Static_assert((HTTP_F_REFUSED & (GM_FE_BACKGROUND | GM_FE_HIGH | GM_FE_LOW | GM_FE_HAS_UNIQUE |
+                                  GM_FE_KEEP_ALIVE | GM_FE_POST | GM_FE_HEAD)) == 0,
+               "HTTP_F_REFUSED collides with a frontend.h flag");
 
 extern const unsigned char gm_monitor_page[];
 extern const size_t gm_monitor_page_len;
@@ -357,6 +372,7 @@ is_serve_path(const char *p, size_t n)
 struct head {
     uint64_t clen;
     bool has_len, keep_alive;
+    struct gm_http_hdr host, origin, referer;
 };
 
 /* The end of the head (after its blank line) in buf[0..len), or NULL. */
@@ -441,6 +457,17 @@ parse_request_line(const char *buf, const char *end, struct gm_fe_req *req, stru
     return line_end;
 }
 
+/* Notes a header the Host and Origin rules read; returns false if it came
+   twice (which of the two would count is then unclear). */
+static bool
+note_header(struct gm_http_hdr *h, const char *line, const char *v, size_t n)
+{
+    h->line = line;
+    h->v = v;
+    h->n = n;
+    return ++h->count == 1;
+}
+
 /* One header line into req and *hd; returns 0, or -1 with the error
    response in *err_out. */
 static int
@@ -464,6 +491,15 @@ parse_header(const char *buf, const char *l, const char *e, struct gm_fe_req *re
     } else if ((v = header_value(l, e, "Transfer-Encoding", &n)) && !value_is(v, n, "identity")) {
         bad = "chunked bodies are not supported: send Content-Length";
         status = 411;
+    } else if ((v = header_value(l, e, "Host", &n))) {
+        if (!note_header(&hd->host, l, v, n))
+            bad = "more than one Host header";
+    } else if ((v = header_value(l, e, "Origin", &n))) {
+        if (!note_header(&hd->origin, l, v, n))
+            bad = "more than one Origin header";
+    } else if ((v = header_value(l, e, "Referer", &n))) {
+        if (!note_header(&hd->referer, l, v, n))
+            bad = "more than one Referer header";
     } else if ((v = header_value(l, e, "X-Gearman-Unique", &n))) {
         if ((size_t)(v - buf) > UINT16_MAX || n > UINT16_MAX) {
             bad = "X-Gearman-Unique too long";
@@ -493,8 +529,8 @@ parse_header(const char *buf, const char *l, const char *e, struct gm_fe_req *re
 }
 
 /* Checks what can be checked before the body is in: its size against
-   max_body and what a block holds.  Returns 0, or -1 with the error
-   response in *err_out. */
+   max_body and what a block holds, and the Host header.  Returns 0, or -1
+   with the error response in *err_out. */
 static int
 check_head(const struct gm_fe_req *req, const struct head *hd, size_t head, uint32_t max_body,
            struct gm_fe_output *err_out)
@@ -507,7 +543,34 @@ check_head(const struct gm_fe_req *req, const struct head *hd, size_t head, uint
         *err_out = respond_error(413, req->minor, "the request is larger than 4 GiB");
         return -1;
     }
+    if (req->minor == 1 && !hd->host.count) {
+        *err_out = respond_error(400, req->minor, "an HTTP/1.1 request needs a Host header");
+        return -1;
+    }
+    if (hd->host.count && !gm_http_host_valid(hd->host.v, hd->host.n)) {
+        *err_out = respond_error(400, req->minor, "bad Host header");
+        return -1;
+    }
     return 0;
+}
+
+/* Marks a request refused by the Host or Origin rules (it goes to serve(),
+   which answers 403) and logs why, once. */
+static void
+refuse(const char *buf, struct gm_fe_req *req, const struct gm_http_hdr *bad)
+{
+    size_t n = (size_t)(bad->v + bad->n - bad->line);
+    if (n > 200)
+        n = 200;
+    char why[400], method[16], path[120];
+    gm_http_refusal_text(bad->line, n, why, sizeof why);
+    gm_http_printable(method, sizeof method, buf, (size_t)((const char *)memchr(buf, ' ', req->path_off) - buf));
+    gm_http_printable(path, sizeof path, buf + req->path_off, req->path_len);
+    gm_log(GM_LOG_WARNING, "http: refused %s /%s: %s", method, path, why);
+    req->kind = GM_FE_SERVE;
+    req->flags |= HTTP_F_REFUSED;
+    req->path_off = (uint16_t)(bad->line - buf);
+    req->path_len = (uint16_t)n;
 }
 
 static long
@@ -548,6 +611,10 @@ http_parse(void *st, const char *buf, size_t len, uint32_t max_body, struct gm_f
         *err_out = respond_error(405, req->minor, "HEAD cannot submit a job");
         return -1;
     }
+    bool changes_state = req->kind == GM_FE_SUBMIT || (req->flags & GM_FE_POST);
+    const struct gm_http_hdr *bad = gm_http_refused_by(&hd.host, &hd.origin, &hd.referer, changes_state);
+    if (bad)
+        refuse(buf, req, bad);
     h->minor = req->minor;
     h->keep_alive = hd.keep_alive;
     h->background = (req->flags & GM_FE_BACKGROUND) != 0;
@@ -878,6 +945,19 @@ path_is(const char *req, const struct gm_fe_req *r, const char *p)
     return r->path_len == strlen(p) && memcmp(req + r->path_off, p, r->path_len) == 0;
 }
 
+/* The 403 for a request parse() refused (its path is the refused header
+   line); the connection closes after it. */
+static struct gm_fe_output
+refusal(const char *request, const struct gm_fe_req *r)
+{
+    char why[400], body[512];
+    gm_http_refusal_text(request + r->path_off, r->path_len, why, sizeof why);
+    int n = snprintf(body, sizeof body, "403 Forbidden: %s\n", why);
+    size_t len = n < 0 ? 0 : (size_t)n < sizeof body ? (size_t)n : sizeof body - 1;
+    return respond(403, r->minor, false, (r->flags & GM_FE_HEAD) != 0, "text/plain; charset=utf-8", NULL, body,
+                   len);
+}
+
 static struct gm_fe_output
 http_serve(const char *request, const struct gm_fe_req *r, bool loopback, bool allow_remote_actions,
            const struct gm_state_view *v)
@@ -888,6 +968,8 @@ http_serve(const char *request, const struct gm_fe_req *r, bool loopback, bool a
     const char *json = "application/json";
     struct buf w = {0};
     struct gm_fe_output o;
+    if (r->flags & HTTP_F_REFUSED)
+        return refusal(request, r);
     if (path_is(request, r, "") || path_is(request, r, "index.html")) {
         if (r->flags & GM_FE_POST)
             return respond(405, r->minor, keep, false, "text/plain", "Allow: GET, HEAD\r\n", "405\n", 4);
