@@ -1312,10 +1312,15 @@ run_hosted_dispatcher(struct gm_io_thread *t)
         size_t n = gm_disp_drain(t->colo, 4096);
         gm_disp_prepare(t->colo);
         bool replies = gm_out_ring_peek(&t->ch->out) != NULL;
-        if (replies) {
+        if (replies)
             drain_outbound(t);
+        /* The drain made room in the inbound ring: the wake-up a dispatcher
+           thread would send the stalled connections is ours to give. */
+        bool resumed = n && t->stalled;
+        if (resumed)
+            retry_stalled(t);
+        if (replies || resumed)
             write_and_publish(t);
-        }
         if (!n && !replies)
             return;
     }

@@ -280,5 +280,23 @@ def test_10000_pipelined_background_jobs_drained_by_two_workers_exactly_once():
         c.nothing(0.2)
 
 
+@test
+def test_100000_requests_pipelined_at_once_are_all_answered():
+    # More requests in one go than the inbound ring holds: the connection
+    # stalls until the dispatcher drains, then resumes.  With one I/O
+    # thread running the dispatcher (the default on 1-2 CPUs), nothing
+    # resumed it: the client waited forever after about 40,000 replies.
+    with srv() as s, s.conn(timeout=60) as c:
+        n = 100000
+        c.send(b"".join(packet("SUBMIT_JOB_BG", "pipe", "p%d" % i, "x") for i in range(n)))
+        got = read_packets(c, n, timeout=60)
+        assert [name for name, _ in got] == ["JOB_CREATED"] * n, collections.Counter(
+            name for name, _ in got)
+        assert len({h for _, h in got}) == n
+        c.send(b"".join(packet("ECHO_REQ", "e%d" % i) for i in range(n)))
+        got = read_packets(c, n, timeout=60)
+        assert got == [("ECHO_RES", b"e%d" % i) for i in range(n)]
+
+
 if __name__ == "__main__":
     gmtest.main()
