@@ -746,7 +746,7 @@ handle_line(struct conn *c, const char *p, uint32_t len, bool crlf)
 static bool
 start_big(struct conn *c, uint64_t total)
 {
-    if (total > UINT32_MAX)
+    if (total > UINT32_MAX || total < c->in_len)
         return false;
     uint32_t cap = BIG_FIRST_CAP;
     while (cap < c->in_len * 2u && cap < total)
@@ -866,6 +866,8 @@ conn_parse_fe(struct conn *c)
         uint64_t need = 0;
         struct gm_fe_output err = {0};
         long used = fe->parse(c->fe, c->in_ptr, c->in_len, c->t->cfg->max_packet_size, &req, &need, &err);
+        if (used > (long)c->in_len)
+            used = -1; /* a front-end bug: the stream cannot be trusted */
         if (used < 0) {
             conn_queue_fe_output(c, &err);
             close_why = "bad request";
