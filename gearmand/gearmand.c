@@ -7,7 +7,8 @@
  * the command line and the config file, answer --check-args / --help /
  * --version, raise the descriptor limit, daemonize (the parent waits until
  * the child listens), open the log, write the pid file, build the server,
- * bind, switch user, tell the parent, serve.
+ * bind, switch user, tell the parent, serve.  SIGTERM, SIGINT, SIGUSR1 and
+ * SIGHUP are held back from the start and acted on once the main loop runs.
  */
 #include "config.h"
 
@@ -34,6 +35,24 @@
 
 static const char *prog = "gearmand";
 static const char *pid_file_written;
+static sigset_t mask_at_start; /* the signal mask main() was started with */
+
+/* Holds back the signals the server handles (SIGTERM, SIGINT, SIGUSR1,
+   SIGHUP) from the start of main: until the main loop takes them over (its
+   signalfd reads what is pending), a signal that arrives during start-up,
+   a long replay included, waits instead of killing the process with its
+   default action.  Threads started later inherit the mask. */
+static void
+defer_server_signals(void)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGUSR1);
+    sigaddset(&set, SIGHUP);
+    sigprocmask(SIG_BLOCK, &set, &mask_at_start);
+}
 
 /* Forks; the parent waits for the child's one-byte "ready" on a pipe and
    exits 0, or with the child's status if the child dies first.  Returns
@@ -48,6 +67,8 @@ daemonize(void)
     if (pid < 0)
         return -1;
     if (pid > 0) {
+        /* the parent only waits: signals act on it as usual */
+        sigprocmask(SIG_SETMASK, &mask_at_start, NULL);
         close(fds[1]);
         char c;
         ssize_t n;
@@ -146,6 +167,7 @@ int
 main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN);
+    defer_server_signals();
     if (argc > 0 && argv[0])
         prog = argv[0];
 

@@ -319,6 +319,7 @@ sq_replay(void *state, gm_qrow_cb cb, void *arg, char *err, size_t errlen)
 {
     struct sq *s = state;
     struct runs taken = {NULL, 0, 0, false};
+    gm_log(GM_LOG_NOTICE, "libsqlite3: replaying table %s", s->table); /* may take a while */
     char *sql = sqlite3_mprintf("SELECT job_handle, unique_key, function_name, priority, data, "
                                 "when_to_run, rowid FROM %s ORDER BY rowid",
                                 s->table);

@@ -17,9 +17,11 @@ import atexit
 import datetime
 import os
 import shutil
+import signal
 import socket
 import sqlite3
 import struct
+import subprocess
 import sys
 import tempfile
 import time
@@ -1000,6 +1002,131 @@ def test_store_queue_on_shutdown_keeps_priorities_and_every_job(store):
         assert [j[3] for j in got] == [b"2"] * 10 + [b"1"] * 10 + [b"0"] * 10, [j[3] for j in got]
     finally:
         stop_ok(s)
+
+
+# ----------------------------------------------------------------------
+# Signals during a long replay (before the main loop runs): handled once
+# the loop runs, never the default action (which killed the server)
+
+BIG = 200000
+_big_queue = {}
+
+
+def big_queue(store):
+    """Puts a queue of BIG jobs (function "replay-fn", handles H(1)..H(BIG))
+    in store's file, in our table layout; built once per run, then copied."""
+    if "path" not in _big_queue:
+        d = tempfile.mkdtemp(prefix="gmtest-big-")
+        atexit.register(shutil.rmtree, d, True)
+        path = os.path.join(d, "big.sqlite")
+        con = sqlite3.connect(path)
+        con.execute("CREATE TABLE gearman_queue (unique_key TEXT, function_name TEXT, "
+                    "priority INTEGER, data BLOB, when_to_run INTEGER, job_handle TEXT PRIMARY KEY)")
+        con.executemany("INSERT INTO gearman_queue VALUES (?, ?, ?, ?, ?, ?)",
+                        (("u%d" % i, "replay-fn", 1, b"data", 0, H(i)) for i in range(1, BIG + 1)))
+        con.commit()
+        con.close()
+        _big_queue["path"] = path
+    shutil.copyfile(_big_queue["path"], store.db)
+
+
+def replay_line(s):
+    """The server's "replayed N jobs" log line, or None before it."""
+    for line in s.log_text().splitlines():
+        if ": replayed " in line:
+            return line
+    return None
+
+
+def signal_during_replay(s, *sigs):
+    """Starts s (without waiting for it to listen), sends sigs once the
+    replay has begun, and checks that the replay had not ended by then."""
+    open(os.path.join(s.dir, "none.conf"), "w").close()
+    s.proc = subprocess.Popen(s.args, env=s.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wait_until(lambda: "replaying table" in s.log_text() or s.proc.poll() is not None,
+               timeout=30, interval=0.002, what="the replay to begin")
+    for sig in sigs:
+        s.proc.send_signal(sig)
+    assert replay_line(s) is None, \
+        "the replay ended before the signals were sent; the test needs a bigger queue"
+
+
+def listening(s):
+    try:
+        socket.create_connection(("127.0.0.1", s.port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+def after(log, first, then):
+    """True if the line containing `then` comes after the one containing `first`."""
+    return first in log and then in log[log.index(first):]
+
+
+@per_backend("sqlite")
+def test_sighup_during_a_long_replay_reopens_the_log_after_it_and_every_job_is_served(store):
+    big_queue(store)
+    s = srv(store)
+    signal_during_replay(s, signal.SIGHUP)
+    try:
+        wait_until(lambda: listening(s) or s.proc.poll() is not None, timeout=60,
+                   what="the server to listen")
+        assert s.proc.poll() is None, "gearmand died during replay (exit status %s)" % s.proc.returncode
+        c = s.conn()
+        assert c.admin("status") == b"replay-fn\t%d\t0\t0\n.\n" % BIG
+        wait_until(lambda: after(s.log_text(), replay_line(s), "SIGHUP, reopening log file"),
+                   what="the log reopened after the replay")
+        w = worker(s, "replay-fn")
+        assert grab_uniq(w)[0] == H(1)
+    finally:
+        rc = s.stop()
+    assert rc == 0, "gearmand exited with %s" % rc
+
+
+@per_backend("sqlite")
+def test_sighup_and_sigusr1_during_a_long_replay_act_once_it_is_done(store):
+    # SIGUSR1 keeps its meaning (graceful: no new connections, stop once no
+    # job is left), taken up once the replay is done, as gearmand does
+    big_queue(store)
+    s = srv(store)
+    signal_during_replay(s, signal.SIGHUP, signal.SIGUSR1)
+    try:
+        wait_until(lambda: "Received SIGUSR1" in s.log_text() or s.proc.poll() is not None,
+                   timeout=60, what="SIGUSR1 to be taken up")
+        assert s.proc.poll() is None, "gearmand died during replay (exit status %s)" % s.proc.returncode
+        log = s.log_text()
+        assert "replayed %d jobs" % BIG in replay_line(s), replay_line(s)
+        assert after(log, replay_line(s), "SIGHUP, reopening log file"), log[-2000:]
+        assert after(log, replay_line(s), "Received SIGUSR1"), log[-2000:]
+        wait_until(lambda: not listening(s), what="the listener to close")
+        time.sleep(0.2)
+        assert s.proc.poll() is None, "gearmand left with %d jobs queued" % BIG
+    finally:
+        rc = s.stop()
+    assert rc == 0, "gearmand exited with %s" % rc
+    assert len(store.rows()) == BIG
+
+
+@per_backend("sqlite")
+def test_sigterm_or_sigint_during_a_long_replay_stops_cleanly_once_it_is_done(store):
+    for sig, args in ((signal.SIGTERM, ("--store-queue-on-shutdown",)), (signal.SIGINT, ())):
+        big_queue(store)
+        s = srv(store, *args)
+        signal_during_replay(s, sig)
+        try:
+            s.proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            s.stop()
+            raise AssertionError("%s during replay: gearmand did not stop" % sig.name)
+        rc = s.proc.returncode
+        log = s.log_text()
+        assert rc == 0, "%s during replay: exit status %s; log:\n%s" % (sig.name, rc, log[-2000:])
+        assert "replayed %d jobs" % BIG in (replay_line(s) or ""), log[-2000:]
+        assert after(log, replay_line(s), "Shutdown complete"), log[-2000:]
+        assert not os.path.exists(s.pidfile), "%s: pid file left behind" % sig.name
+        # nothing lost: with --store-queue-on-shutdown the jobs were written back
+        assert len(store.rows()) == BIG, "%s: %d rows" % (sig.name, len(store.rows()))
 
 
 # ----------------------------------------------------------------------
