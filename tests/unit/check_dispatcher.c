@@ -1316,6 +1316,22 @@ START_TEST(test_sched_job_waits_for_its_next_matching_minute)
 }
 END_TEST
 
+/* Design section 9: the minute now counts; with day and month given, the
+   next match after it would be a year away. */
+START_TEST(test_sched_job_matching_the_current_minute_runs_now)
+{
+    struct tm tm = {.tm_year = 124, .tm_mon = 0, .tm_mday = 1, .tm_hour = 0, .tm_min = 5, .tm_sec = 30};
+    H.now = (int64_t)timegm(&tm) * 1000; /* 2024-01-01 00:05:30 UTC */
+    gm_conn_id c = conn_open("c", 0);
+    gm_conn_id w = conn_open("w", 1);
+    can_do(w, "f");
+    submit_sched(c, "f", "", "5", "0", "1", "1", "", "this minute");
+    EXPECT(c, GM_PKT_JOB_CREATED, "H:test:1");
+    grab(w);
+    EXPECT(w, GM_PKT_JOB_ASSIGN, "H:test:1", "f", "this minute");
+}
+END_TEST
+
 START_TEST(test_sched_job_with_a_bad_or_impossible_schedule_is_refused)
 {
     gm_conn_id c = conn_open("c", 0);
@@ -2428,6 +2444,7 @@ dispatcher_suite(void)
     ADD(s, test_epoch_in_the_past_runs_at_once);
     ADD(s, test_epoch_far_in_the_future_is_not_grabbable);
     ADD(s, test_sched_job_waits_for_its_next_matching_minute);
+    ADD(s, test_sched_job_matching_the_current_minute_runs_now);
     ADD(s, test_sched_job_with_a_bad_or_impossible_schedule_is_refused);
     ADD(s, test_can_do_timeout_expiry_fails_the_job);
     ADD(s, test_can_do_timeout_below_one_second_counts_as_one_second);
