@@ -203,6 +203,25 @@ gm_packet_encode(void *dst, uint32_t magic, uint32_t type, const struct gm_field
     return GM_HEADER_SIZE + size;
 }
 
+const struct gm_name_fault *
+gm_name_check(enum gm_name_kind kind, const char *name, size_t len)
+{
+    static const struct gm_name_fault too_long = {"ARGUMENT_TOO_LARGE",
+                                                  "Function name is longer than 512 bytes"};
+    static const struct gm_name_fault control[] = {
+        [GM_NAME_FUNCTION] = {"INVALID_ARGUMENT", "Function name holds a control character"},
+        [GM_NAME_CLIENT_ID] = {"INVALID_ARGUMENT", "Client id holds a control character"}};
+    _Static_assert(GM_FUNCTION_NAME_MAX == 512, "the too_long text names the limit");
+    if (kind == GM_NAME_FUNCTION && len > GM_FUNCTION_NAME_MAX)
+        return &too_long;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)name[i];
+        if (c < 0x20 || c == 0x7f)
+            return &control[kind];
+    }
+    return NULL;
+}
+
 size_t
 gm_fmt_u64(char *dst, uint64_t v)
 {

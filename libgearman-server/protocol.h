@@ -28,6 +28,8 @@
 #define GM_MAGIC_RES 0x00524553u /* "\0RES" */
 #define GM_UNIQUE_MAX 64         /* longest accepted unique key */
 #define GM_HANDLE_MAX 64         /* longest job handle, bytes */
+#define GM_FUNCTION_NAME_MAX 512 /* longest function name, bytes (libgearman's own limit) */
+#define GM_CLIENT_ID_MAX 127     /* SET_CLIENT_ID keeps this many bytes, as gearmand */
 
 /* Packet types, numbered as on the wire. */
 enum gm_packet_type {
@@ -176,6 +178,26 @@ size_t gm_payload_size(const struct gm_field_ref *fields, size_t n);
    number of bytes written. */
 size_t gm_packet_encode(void *dst, uint32_t magic, uint32_t type,
                         const struct gm_field_ref *fields, size_t n);
+
+/* What a name chosen by a peer will be used as. */
+enum gm_name_kind {
+    GM_NAME_FUNCTION = 0, /* CAN_DO, SUBMIT_*, `create function`, a stored job's function */
+    GM_NAME_CLIENT_ID = 1 /* SET_CLIENT_ID */
+};
+
+/* Why a name is refused, as an ERROR packet says it. */
+struct gm_name_fault {
+    const char *code; /* "INVALID_ARGUMENT" or "ARGUMENT_TOO_LARGE" */
+    const char *text; /* a short sentence, without the name */
+};
+
+/* Checks a name that the `status` and `workers` listings print as it is:
+   returns NULL if name[0..len) holds no ASCII control byte (0x00-0x1f,
+   0x7f: a NUL, TAB or line end would cut or forge a listing line) and,
+   for a function name, is at most GM_FUNCTION_NAME_MAX bytes; otherwise
+   what is wrong with it.  Empty names and spaces are allowed, as in
+   gearmand. */
+const struct gm_name_fault *gm_name_check(enum gm_name_kind kind, const char *name, size_t len);
 
 /* Formats an unsigned number in decimal at dst (no NUL); returns its length
    (at most 20). */

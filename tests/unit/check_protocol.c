@@ -835,6 +835,38 @@ START_TEST(test_atou32_lenient_reads_like_atoi_cast_to_uint32)
 }
 END_TEST
 
+/* Every byte value alone, then the length limits: control bytes are
+   refused in both kinds of name, anything else (spaces, UTF-8) is not;
+   only a function name has a length limit (a client id is cut later). */
+START_TEST(test_name_check_refuses_control_bytes_and_function_names_over_512_bytes)
+{
+    for (int c = 0; c < 256; c++) {
+        char b = (char)c;
+        bool control = c < 0x20 || c == 0x7f;
+        for (int kind = GM_NAME_FUNCTION; kind <= GM_NAME_CLIENT_ID; kind++) {
+            const struct gm_name_fault *f = gm_name_check(kind, &b, 1);
+            ck_assert_msg((f != NULL) == control, "byte 0x%02x in a name of kind %d: %s", c, kind,
+                          f ? f->text : "accepted");
+            if (f)
+                ck_assert_str_eq(f->code, "INVALID_ARGUMENT");
+        }
+    }
+    ck_assert_ptr_null(gm_name_check(GM_NAME_FUNCTION, "", 0));
+    ck_assert_ptr_null(gm_name_check(GM_NAME_FUNCTION, "with space", 10));
+    ck_assert_ptr_nonnull(gm_name_check(GM_NAME_FUNCTION, "ok\0", 3)); /* a NUL counts */
+    char big[1024];
+    memset(big, 'n', sizeof big);
+    ck_assert_ptr_null(gm_name_check(GM_NAME_FUNCTION, big, GM_FUNCTION_NAME_MAX));
+    const struct gm_name_fault *f = gm_name_check(GM_NAME_FUNCTION, big, GM_FUNCTION_NAME_MAX + 1);
+    ck_assert_ptr_nonnull(f);
+    ck_assert_str_eq(f->code, "ARGUMENT_TOO_LARGE");
+    ck_assert_str_eq(f->text, "Function name is longer than 512 bytes");
+    ck_assert_ptr_null(gm_name_check(GM_NAME_CLIENT_ID, big, sizeof big));
+    big[700] = '\n'; /* past any limit, still a control byte */
+    ck_assert_ptr_nonnull(gm_name_check(GM_NAME_CLIENT_ID, big, sizeof big));
+}
+END_TEST
+
 START_TEST(test_fmt_u64_writes_decimal_without_nul)
 {
     static const struct {
@@ -1310,6 +1342,7 @@ protocol_suite(void)
     ADD(s, test_parse_u64_rejects_a_digit_above_a_small_max);
     ADD(s, test_parse_i64_accepts_sign_and_full_range);
     ADD(s, test_atou32_lenient_reads_like_atoi_cast_to_uint32);
+    ADD(s, test_name_check_refuses_control_bytes_and_function_names_over_512_bytes);
     ADD(s, test_fmt_u64_writes_decimal_without_nul);
     ADD(s, test_admin_split_single_and_multiple_spaces);
     ADD(s, test_admin_split_leading_and_trailing_spaces_give_empty_words);
