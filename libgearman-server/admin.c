@@ -136,6 +136,19 @@ err_invalid_arguments(struct gm_dispatcher *d, struct gm_peer *p, const char *co
     reply_send(d, p, &r);
 }
 
+/* `ERR <code> <text>` for a name gm_name_check refused, the text's spaces
+   written as '+' like gearmand's other ERR texts. */
+static void
+err_bad_name(struct gm_dispatcher *d, struct gm_peer *p, const struct gm_name_fault *bad)
+{
+    char line[160];
+    snprintf(line, sizeof line, "ERR %s %s\r\n", bad->code, bad->text);
+    for (char *c = line + 4 + strlen(bad->code) + 1; *c; c++)
+        if (*c == ' ')
+            *c = '+';
+    send_str(d, p, line);
+}
+
 static void
 cmd_workers(struct gm_dispatcher *d, struct gm_peer *asker)
 {
@@ -297,6 +310,11 @@ cmd_create_function(struct gm_dispatcher *d, struct gm_peer *p, const struct wor
 {
     if (w->n != 3 || w->more || !word_is(w, 1, "function")) {
         err_invalid_arguments(d, p, "create");
+        return;
+    }
+    const struct gm_name_fault *bad = gm_name_check(GM_NAME_FUNCTION, w->w[2], w->len[2]);
+    if (bad) {
+        err_bad_name(d, p, bad);
         return;
     }
     if (!gm_disp_function_get(d, w->w[2], w->len[2])) {

@@ -178,6 +178,19 @@ send_error(struct gm_dispatcher *d, gm_conn_id conn, const char *code, const cha
     send_packet(d, conn, GM_PKT_ERROR, f, 2, NULL);
 }
 
+/* A name that would cut or forge the `status` or `workers` listings
+   (gm_name_check) gets an ERROR, and the connection stays: the stream is
+   fine.  Returns true if the name was refused. */
+static bool
+refuse_bad_name(struct gm_dispatcher *d, gm_conn_id conn, enum gm_name_kind kind, const char *name,
+                size_t len)
+{
+    const struct gm_name_fault *bad = gm_name_check(kind, name, len);
+    if (bad)
+        send_error(d, conn, bad->code, bad->text);
+    return bad != NULL;
+}
+
 void
 gm_disp_send_bytes(struct gm_dispatcher *d, gm_conn_id conn, const void *p, size_t len)
 {
@@ -1269,6 +1282,11 @@ gm_disp_replay_row(struct gm_dispatcher *d, const struct gm_qrow *row, char *err
         snprintf(err, errlen, "bad priority %d", row->priority);
         return -1;
     }
+    const struct gm_name_fault *bad = gm_name_check(GM_NAME_FUNCTION, row->function, row->function_len);
+    if (bad) {
+        snprintf(err, errlen, "%s", bad->text);
+        return -1;
+    }
     if (gm_disp_job_by_handle(d, row->handle, row->handle_len))
         return 1;
     struct gm_function *fn = gm_disp_function_get(d, row->function, row->function_len);
@@ -1353,6 +1371,8 @@ submit_job(struct gm_dispatcher *d, struct gm_peer *p, struct gm_in *m, const st
         send_error(d, p->id, "ARGUMENT_TOO_LARGE", "Unique value too large");
         return;
     }
+    if (refuse_bad_name(d, p->id, GM_NAME_FUNCTION, s->fn, s->fn_len))
+        return;
     struct gm_function *fn = gm_disp_function_get(d, s->fn, s->fn_len);
     if (!fn) {
         send_error(d, p->id, "QUEUE_ERROR", "MEMORY_ALLOCATION_FAILURE");
@@ -1542,6 +1562,8 @@ on_can_do(struct gm_dispatcher *d, struct gm_peer *p, struct gm_in *m)
             v = 1000;
         timeout = v > UINT32_MAX ? UINT32_MAX : (uint32_t)v;
     }
+    if (refuse_bad_name(d, p->id, GM_NAME_FUNCTION, name, len))
+        return;
     struct gm_function *fn = gm_disp_function_get(d, name, len);
     if (!fn) {
         send_error(d, p->id, "QUEUE_ERROR", "MEMORY_ALLOCATION_FAILURE");
@@ -1761,8 +1783,10 @@ on_set_client_id(struct gm_dispatcher *d, struct gm_peer *p, struct gm_in *m)
 {
     size_t len;
     const char *id = field(m, 0, &len);
-    if (len > 127)
-        len = 127; /* as gearmand */
+    if (refuse_bad_name(d, p->id, GM_NAME_CLIENT_ID, id, len))
+        return; /* the id stays as it was */
+    if (len > GM_CLIENT_ID_MAX)
+        len = GM_CLIENT_ID_MAX; /* as gearmand */
     char *copy = malloc(len + 1);
     if (!copy) {
         send_error(d, p->id, "QUEUE_ERROR", "MEMORY_ALLOCATION_FAILURE");

@@ -479,6 +479,19 @@ def test_create_function_wrong_argument_count():
 
 
 @test
+def test_create_function_refuses_control_characters_and_names_over_512_bytes():
+    control = b"ERR INVALID_ARGUMENT Function+name+holds+a+control+character\r\n"
+    with Server() as s:
+        for name in (b"a\tb", b"a\rb", b"a\0b", b"a\x1bb", b"a\x7f"):
+            assert once(s, b"create function " + name + b"\r\n") == control, name
+        assert cmd(s, "create function " + "n" * 513) == \
+            b"ERR ARGUMENT_TOO_LARGE Function+name+is+longer+than+512+bytes\r\n"
+        assert cmd(s, "status") == b".\n"
+        assert cmd(s, "create function " + "n" * 512) == OK
+        assert cmd(s, "status") == b"n" * 512 + b"\t0\t0\t0\n.\n"
+
+
+@test
 def test_drop_function():
     with Scenario() as sc:
         assert cmd(sc, "create function newfn") == OK

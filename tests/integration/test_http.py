@@ -477,6 +477,31 @@ def test_function_name_is_the_path_without_leading_slashes():
 
 
 @test
+def test_a_path_that_cannot_name_a_function_gets_400_and_makes_nothing():
+    # the path is the function name: a control character or more than 512
+    # bytes is refused as on the binary protocol (issue 12.7)
+    control = b"INVALID_ARGUMENT: Function name holds a control character\n"
+    too_long = b"ARGUMENT_TOO_LARGE: Function name is longer than 512 bytes\n"
+    with HttpServer() as s:
+        w = worker(s, "ok")
+        with s.http() as c:
+            for path, bg, body in (("/a\tb", True, control), ("/a\x01b", False, control),
+                                   ("/del\x7f", True, control), ("/" + "n" * 513, False, too_long)):
+                hdrs = [("X-Gearman-Background", "true")] if bg else []
+                r = c.roundtrip("POST", path, hdrs, b"x")
+                assert r.status_line == "HTTP/1.1 400 Bad Request", (path[:20], r)
+                assert r.h("x-gearman-error") == body.split(b":")[0].decode(), r
+                assert r.body == body and r.h("connection") == "keep-alive", r
+            # the connection goes on; 512 bytes is a function name
+            r = c.roundtrip("POST", "/" + "n" * 512, [("X-Gearman-Background", "true")], b"x")
+            assert r.status == 200 and r.h("x-gearman-command") == "JOB_CREATED", r
+        with s.conn() as a:
+            assert sorted(a.admin("status").split(b"\n")) == \
+                sorted([b"ok\t0\t0\t1", b"n" * 512 + b"\t1\t0\t0", b".", b""])
+        w.close()
+
+
+@test
 def test_work_data_chunks_are_joined_before_work_complete_data():
     with HttpServer() as s:
         w = worker(s, "chunky")
@@ -1553,10 +1578,12 @@ def test_metrics_parse_and_match_known_load():
 @test
 def test_json_and_metrics_are_valid_utf8_whatever_the_names():
     # names and unique keys are bytes; what the server shows of them is
-    # UTF-8, with U+FFFD for what is not (as a browser's decoder does it)
+    # UTF-8, with U+FFFD for what is not (as a browser's decoder does it).
+    # Function names cannot hold control characters (issue 12.7); unique
+    # keys can, so each unique key carries some.
     names = [b"lead\xf5\x80\x80", b"ff\xff", b"overlong\xe0\x80\xaf", b"overlong2\xc0\xaf",
              b"surrogate\xed\xa0\x80", b"above\xf4\x90\x80\x80", b"f0over\xf0\x80\x80\x80", b"cut\xe2\x82",
-             b"euro\xe2\x82\xac", b"emoji\xf0\x9f\x98\x80", b'quote"back\\slash\nnewline', b"ctl\x01\x1f\x7f"]
+             b"euro\xe2\x82\xac", b"emoji\xf0\x9f\x98\x80", b'quote"back\\slash']
     shown = {n: n.decode("utf-8", "replace") for n in names}
     with HttpServer() as s:
         w = s.conn()
@@ -1565,7 +1592,7 @@ def test_json_and_metrics_are_valid_utf8_whatever_the_names():
         sync(w)
         c = s.conn()
         for n in names:
-            gmtest.submit(c, "SUBMIT_JOB_BG", n, b"u\xf5" + n[-4:], b"d")
+            gmtest.submit(c, "SUBMIT_JOB_BG", n, b"u\xf5\n\x01\x1f\x7f" + n[-4:], b"d")
         for path in ("/api/status", "/api/workers", "/api/jobs?limit=1000", "/metrics"):
             body = get(s, path).body
             try:
@@ -1578,13 +1605,13 @@ def test_json_and_metrics_are_valid_utf8_whatever_the_names():
         assert len(wk) == 1 and sorted(wk[0]["functions"]) == sorted(shown.values()), wk
         jobs = get_json(s, "/api/jobs?limit=1000")["jobs"]
         assert {j["function"]: j["unique"] for j in jobs} == {
-            shown[n]: (b"u\xf5" + n[-4:]).decode("utf-8", "replace") for n in names}, jobs
+            shown[n]: (b"u\xf5\n\x01\x1f\x7f" + n[-4:]).decode("utf-8", "replace") for n in names}, jobs
         m = metrics(s)
         for family in ("gearman_workers", "gearman_jobs", "gearman_jobs_queued"):
             got = {dict(k)["function"] for k in m.series(family)}
             assert got == set(shown.values()), (family, got)
-        # and escaped as the exposition format says: backslash, quote, newline
-        assert 'gearman_workers{function="quote\\"back\\\\slash\\nnewline"} 1\n' in m.text, m.text
+        # and escaped as the exposition format says: backslash, quote
+        assert 'gearman_workers{function="quote\\"back\\\\slash"} 1\n' in m.text, m.text
         c.close()
         w.close()
 

@@ -6,6 +6,7 @@ ALL_YOURS is accepted).  Replies are compared whole, header included."""
 
 import atexit
 import os
+import re
 import struct
 import sys
 import time
@@ -483,6 +484,89 @@ def test_set_client_id_visible_in_workers_list():
         assert any(l.endswith(" 127.0.0.1 a client :") for l in lines), lines
         # connections without an id show "-"
         assert any(l.endswith(" 127.0.0.1 - :") for l in lines), lines
+
+
+# ----------------------------------------------------------------------
+# Names the listings print (issue 12.7): a control character in a function
+# name or client id would cut or forge a `status` or `workers` line.
+
+CONTROL = ("INVALID_ARGUMENT", "Function name holds a control character")
+TOO_LONG = ("ARGUMENT_TOO_LARGE", "Function name is longer than 512 bytes")
+
+# `status`: name TAB total TAB running TAB workers; `workers`: fd, address,
+# client id (these tests use ids without spaces), ":", function names.
+STATUS_LINE = re.compile(rb"^[^\t\n]*\t\d+\t\d+\t\d+$")
+WORKERS_LINE = re.compile(rb"^\d+ 127\.0\.0\.1 \S+ :( \S+)*$")
+
+
+def listings(c):
+    """`status` and `workers`, each checked line by line as a tool parses
+    them; returns them as lists of lines (without the "." line)."""
+    status = c.admin("status").split(b"\n")
+    workers = c.admin("workers").split(b"\n")
+    for lines, form in ((status, STATUS_LINE), (workers, WORKERS_LINE)):
+        assert lines[-2:] == [b".", b""], lines
+        for line in lines[:-2]:
+            assert form.match(line), "a listing line a tool cannot parse: %r in %r" % (line, lines)
+    return status[:-2], workers[:-2]
+
+
+def refused(c, want, ptype, *fields):
+    """Sends ptype with an ECHO_REQ behind it: the answer must be exactly
+    ERROR `want`, and the ECHO's answer must follow (the connection stays)."""
+    c.send(packet(ptype, *fields) + packet("ECHO_REQ", "after"))
+    p = c.recv_packet()
+    assert p.raw() == response("ERROR", *want), \
+        "%s %r: expected ERROR %r, got %r" % (ptype, fields[0][:40], want, p)
+    c.expect_packet("ECHO_RES", "after")
+
+
+@test
+def test_control_characters_in_names_are_refused_and_cannot_forge_listings():
+    with srv() as s:
+        w = worker(s, "real-fn")
+        w.send_packet("SET_CLIENT_ID", "real-worker")
+        bad = [b"evil\tfn", b"x\n99 127.0.0.1 forged : y", b"cr\rfn", b"del\x7f", b"nul\0cut"]
+        a = s.conn()
+        for name in bad:
+            refused(a, CONTROL, "CAN_DO", name)
+            refused(a, ("INVALID_ARGUMENT", "Client id holds a control character"), "SET_CLIENT_ID",
+                    b"id-" + name)
+            if b"\0" in name:
+                continue  # a NUL ends every field but the last
+            refused(a, CONTROL, "CAN_DO_TIMEOUT", name, "1000")
+            for ptype in ("SUBMIT_JOB", "SUBMIT_JOB_BG", "SUBMIT_JOB_HIGH_BG", "SUBMIT_JOB_LOW"):
+                refused(a, CONTROL, ptype, name, "", "data")
+            refused(a, CONTROL, "SUBMIT_JOB_EPOCH", name, "", "0", "data")
+        # a forged status line, in one name
+        refused(a, CONTROL, "SUBMIT_JOB_BG", "fake\t9\t9\t9\nreal-fn", "", "x")
+        echo_ok(w)
+        status, workers = listings(a)
+        assert status == [b"real-fn\t0\t0\t1"], status
+        assert sorted(line.split(b" ", 2)[2] for line in workers) == \
+            [b"- :", b"real-worker : real-fn"], workers
+        a.send_packet("GET_STATUS", "H:test:1")  # no job was made
+        a.expect_packet("STATUS_RES", "H:test:1", "0", "0", "0", "0")
+
+
+@test
+def test_function_name_of_512_bytes_works_and_513_is_refused():
+    with srv() as s:
+        c = s.conn()
+        refused(c, TOO_LONG, "CAN_DO", "n" * 513)
+        refused(c, TOO_LONG, "CAN_DO_TIMEOUT", "n" * 513, "1000")
+        refused(c, TOO_LONG, "SUBMIT_JOB", "n" * 513, "", "data")
+        refused(c, TOO_LONG, "SUBMIT_JOB_BG", "n" * 513, "", "data")
+        assert listings(c)[0] == [], "a refused name made a function"
+        name = "m" * 512
+        w = worker(s, name)
+        c.send_packet("SUBMIT_JOB", name, "", "data")
+        c.expect_packet("JOB_CREATED", H(1))
+        w.send_packet("GRAB_JOB")
+        w.expect_packet("JOB_ASSIGN", H(1), name, "data")
+        w.send_packet("WORK_COMPLETE", H(1), "done")
+        c.expect_packet("WORK_COMPLETE", H(1), "done")
+        assert listings(c)[0] == [name.encode() + b"\t0\t0\t1"]
 
 
 @test
