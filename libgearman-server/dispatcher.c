@@ -1191,8 +1191,15 @@ drain_acks(struct gm_dispatcher *d)
         gm_pack_ring_consume(&d->persist.ch->acks);
         any = true;
     }
-    if (any)
-        gm_pack_ring_release(&d->persist.ch->acks);
+    if (!any)
+        return;
+    gm_pack_ring_release(&d->persist.ch->acks);
+    /* The persistence thread keeps acks that found the ring full: now
+       there is room for them. */
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(&d->persist.ch->persist_wants_space, memory_order_relaxed) &&
+        atomic_exchange(&d->persist.ch->persist_wants_space, 0) && d->persist.wake)
+        d->persist.wake(d->persist.arg);
 }
 
 /* Publishes records (moving overflow into the ring first) and wakes the

@@ -72,6 +72,7 @@ struct gm_view_server {
     uint64_t submitted, completed, failed;
     const char *queue_backend;  /* "builtin" when memory only */
     bool queue_healthy;
+    bool queue_stalled;         /* a call to the backend has not returned for a while */
     uint64_t queue_batches, queue_records, queue_failures, queue_pending;
     uint64_t in_ring_pending, out_ring_pending; /* messages waiting in rings now */
     uint64_t ring_capacity;

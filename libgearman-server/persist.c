@@ -6,6 +6,11 @@
  * backend is down.  Group commit falls out of the loop: while one batch is
  * being made durable (an fsync, a round trip), the next one accumulates in
  * the ring, so the batch size follows the load.
+ *
+ * Nothing here waits for the dispatcher: acks that find the ring full wait
+ * in p->spill, and the dispatcher wakes the thread once it has drained the
+ * ring (persist_wants_space).  The main thread reads busy_since to report a
+ * backend call that does not return (gm_persist_watch, /health).
  */
 #include "config.h"
 
@@ -13,6 +18,7 @@
 
 #include <ev.h>
 #include <stdio.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -36,9 +42,10 @@ struct gm_persist {
     ev_async wake;
     ev_timer retry;
     ev_timer delay;
+    ev_timer held_retry;         /* DONEs refused while the backend is up (a full disk) */
     _Atomic int stop;
     _Atomic int healthy;
-    double backoff;
+    double backoff, held_backoff;
 
     struct gm_prec *batch;       /* records taken from the ring for this batch */
     size_t batch_cap;
@@ -47,14 +54,28 @@ struct gm_persist {
     bool *dropped;               /* batch[i] cancelled by a later DONE */
     struct gm_prec *held;        /* DONEs waiting for the backend to come back */
     size_t nheld, held_cap;
+    struct gm_pack *spill;       /* acks waiting for room in the ring: [spill_head, spill_len) */
+    size_t spill_head, spill_len, spill_cap;
 
     _Atomic uint64_t batches, records, failures;
+    _Atomic uint64_t busy_since; /* monotonic ms a backend call began; 0 = none under way */
+    bool stall_logged;           /* main thread (gm_persist_watch) */
 };
+
+static uint64_t
+mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    return ms ? ms : 1;
+}
 
 int
 gm_persist_channel_init(struct gm_persist_channel *ch, size_t slots)
 {
     atomic_init(&ch->disp_wants_space, 0);
+    atomic_init(&ch->persist_wants_space, 0);
     if (gm_prec_ring_init(&ch->records, slots) < 0)
         return -1;
     if (gm_pack_ring_init(&ch->acks, ACK_SLOTS) < 0) {
@@ -85,10 +106,33 @@ gm_persist_channel_destroy(struct gm_persist_channel *ch)
     gm_pack_ring_destroy(&ch->acks);
 }
 
+uint64_t
+gm_persist_waiting_ms(const struct gm_persist *p)
+{
+    uint64_t since = atomic_load(&((struct gm_persist *)p)->busy_since);
+    return since ? mono_ms() - since : 0;
+}
+
 bool
 gm_persist_healthy(const struct gm_persist *p)
 {
-    return atomic_load(&((struct gm_persist *)p)->healthy) != 0;
+    return atomic_load(&((struct gm_persist *)p)->healthy) != 0 &&
+           gm_persist_waiting_ms(p) <= p->cfg.stall_ms;
+}
+
+void
+gm_persist_watch(struct gm_persist *p)
+{
+    uint64_t waiting = gm_persist_waiting_ms(p);
+    if (waiting > p->cfg.stall_ms && !p->stall_logged) {
+        gm_log(GM_LOG_ERROR, "persistence: the %s backend has not answered for %.1f s; "
+               "background submits wait, /health reports the queue unhealthy",
+               p->be->name, waiting / 1000.0);
+        p->stall_logged = true;
+    } else if (waiting <= p->cfg.stall_ms && p->stall_logged) {
+        gm_log(GM_LOG_NOTICE, "persistence: the %s backend answers again", p->be->name);
+        p->stall_logged = false;
+    }
 }
 
 void
@@ -101,7 +145,68 @@ gm_persist_stats(const struct gm_persist *p, struct gm_queue_stats *out)
     out->failures = atomic_load(&q->failures);
 }
 
-/* Tells the dispatcher about a batch; waits (rarely) for room in the ring. */
+/* Moves waiting acks into the ring while it has room and tells the
+   dispatcher; returns true when none is left waiting.  When some are, the
+   dispatcher is asked to wake this thread once it has drained the ring. */
+static bool
+acks_flush(struct gm_persist *p)
+{
+    bool pushed = false;
+    for (int pass = 0; pass < 2 && p->spill_len; pass++) {
+        while (p->spill_len && gm_pack_ring_push(&p->ch->acks, &p->spill[p->spill_head])) {
+            p->spill_head++;
+            p->spill_len--;
+            pushed = true;
+        }
+        if (!p->spill_len)
+            p->spill_head = 0;
+        else if (pass == 0) {
+            /* Full: ask for a wake-up, then look once more in case the
+               dispatcher drained in between. */
+            atomic_store(&p->ch->persist_wants_space, 1);
+            atomic_thread_fence(memory_order_seq_cst);
+        }
+    }
+    if (pushed) {
+        gm_pack_ring_publish(&p->ch->acks);
+        p->wake_disp(p->wake_arg);
+    }
+    return p->spill_len == 0;
+}
+
+/* Keeps an ack that found the ring full, merged into the last one kept
+   when it gives the same answer (acks are cumulative: "up to seq N").
+   Returns false if memory is short. */
+static bool
+spill_ack(struct gm_persist *p, const struct gm_pack *a)
+{
+    if (p->spill_len) {
+        struct gm_pack *last = &p->spill[p->spill_head + p->spill_len - 1];
+        if (last->ok == a->ok && strcmp(last->reason, a->reason) == 0) {
+            last->upto = a->upto;
+            return true;
+        }
+    }
+    if (p->spill_head + p->spill_len == p->spill_cap) {
+        if (p->spill_head) {
+            memmove(p->spill, p->spill + p->spill_head, p->spill_len * sizeof *p->spill);
+            p->spill_head = 0;
+        } else {
+            size_t cap = p->spill_cap ? p->spill_cap * 2 : 16;
+            struct gm_pack *n = realloc(p->spill, cap * sizeof *n);
+            if (!n)
+                return false;
+            p->spill = n;
+            p->spill_cap = cap;
+        }
+    }
+    p->spill[p->spill_head + p->spill_len++] = *a;
+    return true;
+}
+
+/* Tells the dispatcher about records up to seq `upto`.  Never waits for
+   it: an ack that finds the ring full waits in the spill list (when
+   stopping, the dispatcher is gone and such an ack is dropped). */
 static void
 ack(struct gm_persist *p, uint64_t upto, bool ok, const char *reason)
 {
@@ -111,13 +216,43 @@ ack(struct gm_persist *p, uint64_t upto, bool ok, const char *reason)
     a.ok = ok;
     if (reason)
         snprintf(a.reason, sizeof a.reason, "%s", reason);
-    while (!gm_pack_ring_push(&p->ch->acks, &a)) {
+    if (acks_flush(p) && gm_pack_ring_push(&p->ch->acks, &a)) {
         gm_pack_ring_publish(&p->ch->acks);
         p->wake_disp(p->wake_arg);
+        return;
+    }
+    if (atomic_load(&p->stop))
+        return;
+    while (!spill_ack(p, &a)) {
+        /* no memory to keep it: the dispatcher must hear it, so wait */
+        acks_flush(p);
+        if (gm_pack_ring_push(&p->ch->acks, &a)) {
+            gm_pack_ring_publish(&p->ch->acks);
+            p->wake_disp(p->wake_arg);
+            return;
+        }
         usleep(1000);
     }
-    gm_pack_ring_publish(&p->ch->acks);
-    p->wake_disp(p->wake_arg);
+    acks_flush(p);
+}
+
+/* The backend calls, timed for the stall watch. */
+static int
+be_write(struct gm_persist *p, const struct gm_qrecord *q, size_t n, char *err, size_t errlen)
+{
+    atomic_store(&p->busy_since, mono_ms());
+    int rc = p->be->write_batch(p->state, q, n, err, errlen);
+    atomic_store(&p->busy_since, 0);
+    return rc;
+}
+
+static int
+be_reconnect(struct gm_persist *p, char *err, size_t errlen)
+{
+    atomic_store(&p->busy_since, mono_ms());
+    int rc = p->be->reconnect(p->state, err, errlen);
+    atomic_store(&p->busy_since, 0);
+    return rc;
 }
 
 static void
@@ -198,6 +333,7 @@ hold_done(struct gm_persist *p, const struct gm_prec *r)
 }
 
 static void schedule_retry(struct gm_persist *p);
+static void schedule_held_retry(struct gm_persist *p);
 
 /* Writes the held DONEs on their own; returns true if none is left. */
 static bool
@@ -211,7 +347,7 @@ flush_held(struct gm_persist *p)
         return false;
     for (size_t i = 0; i < p->nheld; i++)
         to_qrecord(&p->held[i], &q[i]);
-    if (p->be->write_batch(p->state, q, p->nheld, err, sizeof err) == 0)
+    if (be_write(p, q, p->nheld, err, sizeof err) == 0)
         p->nheld = 0;
     else
         gm_log(GM_LOG_ERROR, "persistence: cannot remove %zu completed jobs: %s", p->nheld, err);
@@ -266,13 +402,21 @@ write_one_by_one(struct gm_persist *p, size_t n)
         }
         struct gm_qrecord q;
         to_qrecord(&p->batch[i], &q);
-        if (atomic_load(&p->healthy) && p->be->write_batch(p->state, &q, 1, err, sizeof err) == 0) {
+        if (atomic_load(&p->healthy) && be_write(p, &q, 1, err, sizeof err) == 0) {
             atomic_fetch_add(&p->records, 1);
             ack(p, seq, true, NULL);
             continue;
         }
         if (atomic_load(&p->healthy) && p->be->alive(p->state)) {
             gm_log(GM_LOG_ERROR, "persistence: %s refused one record: %s", p->be->name, err);
+            if (p->batch[i].op == GM_QOP_DONE) {
+                /* a completion is never dropped: it is written once the
+                   backend takes it (a full disk that has room again) */
+                if (hold_done(p, &p->batch[i]))
+                    schedule_held_retry(p);
+                else
+                    gm_log(GM_LOG_ERROR, "persistence: out of memory; a completed job may run again after a restart");
+            }
             ack(p, seq, false, err);
             continue;
         }
@@ -316,7 +460,7 @@ write_batch(struct gm_persist *p, size_t n)
     for (size_t i = 0; i < n; i++)
         if (!p->dropped[i])
             to_qrecord(&p->batch[i], &p->recs[m++]);
-    int rc = m ? p->be->write_batch(p->state, p->recs, m, err, sizeof err) : 0;
+    int rc = m ? be_write(p, p->recs, m, err, sizeof err) : 0;
     if (rc == 0) {
         atomic_fetch_add(&p->batches, 1);
         atomic_fetch_add(&p->records, m);
@@ -371,6 +515,8 @@ on_wake(struct ev_loop *loop, ev_async *w, int revents)
 {
     struct gm_persist *p = w->data;
     (void)revents;
+    if (p->spill_len)
+        acks_flush(p);
     if (atomic_load(&p->stop)) {
         run(p, true);
         if (atomic_load(&p->healthy))
@@ -399,6 +545,32 @@ schedule_retry(struct gm_persist *p)
     ev_timer_start(p->loop, &p->retry);
 }
 
+/* Completions the backend refused while up are tried again with backoff,
+   even when no new batch comes to carry them. */
+static void
+schedule_held_retry(struct gm_persist *p)
+{
+    if (ev_is_active(&p->held_retry))
+        return;
+    ev_timer_set(&p->held_retry, p->held_backoff, 0.);
+    ev_timer_start(p->loop, &p->held_retry);
+}
+
+static void
+on_held_retry(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct gm_persist *p = w->data;
+    (void)loop;
+    (void)revents;
+    if (!atomic_load(&p->healthy) || flush_held(p)) {
+        /* written, or the reconnect path will write them */
+        p->held_backoff = BACKOFF_FIRST;
+        return;
+    }
+    p->held_backoff = p->held_backoff * 2 > BACKOFF_MAX ? BACKOFF_MAX : p->held_backoff * 2;
+    schedule_held_retry(p);
+}
+
 static void
 on_retry(struct ev_loop *loop, ev_timer *w, int revents)
 {
@@ -406,7 +578,7 @@ on_retry(struct ev_loop *loop, ev_timer *w, int revents)
     (void)loop;
     (void)revents;
     char err[160] = "";
-    if (p->be->reconnect && p->be->reconnect(p->state, err, sizeof err) == 0) {
+    if (p->be->reconnect && be_reconnect(p, err, sizeof err) == 0) {
         gm_log(GM_LOG_NOTICE, "persistence: %s backend is back", p->be->name);
         atomic_store(&p->healthy, 1);
         p->backoff = BACKOFF_FIRST;
@@ -432,10 +604,13 @@ gm_persist_new(const struct gm_queue_backend *be, void *state, const struct gm_p
     p->cfg = *cfg;
     if (p->cfg.batch_max == 0)
         p->cfg.batch_max = 1;
+    if (p->cfg.stall_ms == 0)
+        p->cfg.stall_ms = GM_PERSIST_STALL_MS;
     p->ch = ch;
     p->wake_disp = wake_disp;
     p->wake_arg = arg;
-    p->backoff = BACKOFF_FIRST;
+    p->backoff = p->held_backoff = BACKOFF_FIRST;
+    atomic_init(&p->busy_since, 0);
     atomic_init(&p->stop, 0);
     atomic_init(&p->healthy, 1);
     atomic_init(&p->batches, 0);
@@ -453,6 +628,8 @@ gm_persist_new(const struct gm_queue_backend *be, void *state, const struct gm_p
     p->retry.data = p;
     ev_timer_init(&p->delay, on_delay, 0., 0.);
     p->delay.data = p;
+    ev_timer_init(&p->held_retry, on_held_retry, 0., 0.);
+    p->held_retry.data = p;
     return p;
 }
 
@@ -467,6 +644,7 @@ gm_persist_free(struct gm_persist *p)
     free(p->recs);
     free(p->dropped);
     free(p->held);
+    free(p->spill);
     ev_loop_destroy(p->loop);
     free(p);
 }

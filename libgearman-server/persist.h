@@ -12,7 +12,13 @@
  *
  * When the backend fails, the thread reconnects with backoff; meanwhile
  * ADDs are refused at once (the submitter gets ERROR QUEUE_ERROR) and DONEs
- * are kept and written when the backend is back.
+ * are kept and written when the backend is back.  A DONE the backend
+ * refuses while it is up (a full disk) is kept too, and retried with
+ * backoff.  The thread never waits for the dispatcher: acks that do not fit
+ * the ring wait in a list of its own (runs of equal answers merged into
+ * one) until the dispatcher has drained the ring.  A backend call that has
+ * not returned for stall_ms makes the queue unhealthy (gm_persist_healthy)
+ * until it does.
  *
  * Threads: gm_persist_new/free by the main thread; gm_persist_thread_main
  * on the persistence thread; wake/stop from any thread.  The rings are the
@@ -62,11 +68,15 @@ struct gm_persist_channel {
     struct gm_prec_ring records;
     struct gm_pack_ring acks;
     _Atomic int disp_wants_space; /* records ring was full */
+    _Atomic int persist_wants_space; /* acks ring was full: wake the thread once drained */
 };
+
+#define GM_PERSIST_STALL_MS 5000 /* a backend call this long makes the queue unhealthy */
 
 struct gm_persist_config {
     uint32_t batch_max;      /* records per transaction */
     uint32_t delay_ms;       /* wait this long for more records before a commit */
+    uint32_t stall_ms;       /* a backend call longer than this is a stall; 0 = the default */
 };
 
 struct gm_persist;
@@ -90,8 +100,18 @@ void gm_persist_wake(struct gm_persist *p);
 /* Any thread: finish the records already queued, then return. */
 void gm_persist_stop(struct gm_persist *p);
 
-/* Any thread: true while the backend is usable (for /health). */
+/* Any thread: true while the backend is usable and answering (for
+   /health): not down, and no call to it waiting longer than stall_ms. */
 bool gm_persist_healthy(const struct gm_persist *p);
+
+/* Any thread: how long the backend call in progress has been waiting, in
+   ms (0 when none is). */
+uint64_t gm_persist_waiting_ms(const struct gm_persist *p);
+
+/* Main thread, about once a second: logs when a backend call has been
+   waiting longer than stall_ms, and when the backend answers again (once
+   per episode each). */
+void gm_persist_watch(struct gm_persist *p);
 
 /* Any thread: counters (approximate). */
 void gm_persist_stats(const struct gm_persist *p, struct gm_queue_stats *out);

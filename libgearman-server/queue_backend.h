@@ -78,6 +78,8 @@ struct gm_queue_backend {
     const char *name;          /* "libsqlite3", "Postgres", "libmemcached" */
     const char *const *aliases;/* NULL-terminated other names for -q */
     bool stores_epoch;         /* false: epoch/sched jobs are refused (QUEUE_ERROR) */
+    bool stores_on_shutdown;   /* honours --store-queue-on-shutdown (gearmand: libsqlite3
+                                  only); other backends store every job as it comes */
 
     /* Connects/opens and prepares storage (creating the table if needed).
        Returns a backend state, or NULL with a reason in err. */

@@ -71,6 +71,7 @@ struct gm_server {
     _Atomic int stop_requested;
     _Atomic int stop_accepting_requested;
     ev_timer accept_resume;
+    ev_timer persist_watch;     /* logs a queue backend that stops answering */
     bool accept_paused;
     bool accept_starved;        /* accept failed for lack of descriptors; logged once */
     bool graceful;
@@ -153,6 +154,7 @@ fill_server_view(void *arg, struct gm_view_server *out)
         struct gm_queue_stats st;
         gm_persist_stats(s->persist, &st);
         out->queue_healthy = gm_persist_healthy(s->persist);
+        out->queue_stalled = gm_persist_waiting_ms(s->persist) > GM_PERSIST_STALL_MS;
         out->queue_batches = st.batches;
         out->queue_records = st.records;
         out->queue_failures = st.failures;
@@ -198,6 +200,14 @@ open_queue(struct gm_server *s)
     struct gm_queue_options opts = cfg->queue_opts;
     if (!opts.handle_prefix)
         opts.handle_prefix = cfg->handle_prefix;
+    if (opts.store_on_shutdown && !cfg->queue->stores_on_shutdown) {
+        /* As in gearmand, where only libsqlite3 offers it: the backend goes
+           on storing every job as it comes, and keeps nothing it replayed
+           twice. */
+        gm_log(GM_LOG_WARNING, "--store-queue-on-shutdown applies to libsqlite3 only; the %s queue "
+               "stores every background job as it comes", cfg->queue->name);
+        opts.store_on_shutdown = false;
+    }
     char err[256] = "";
     void *state = cfg->queue->open(&opts, err, sizeof err);
     if (!state) {
@@ -209,14 +219,14 @@ open_queue(struct gm_server *s)
         return -1;
     }
     s->pch_ready = true;
-    struct gm_persist_config pc = {cfg->queue_batch_max, cfg->queue_batch_delay_ms};
+    struct gm_persist_config pc = {cfg->queue_batch_max, cfg->queue_batch_delay_ms, 0};
     s->persist = gm_persist_new(cfg->queue, state, &pc, &s->pch, wake_dispatcher, s->disp);
     if (!s->persist) {
         cfg->queue->close(state);
         return -1;
     }
     gm_disp_attach_persist(s->disp, &s->pch, wake_persist, s->persist, cfg->queue->stores_epoch,
-                           cfg->queue_opts.store_on_shutdown);
+                           opts.store_on_shutdown);
     /* Replay before anything listens; the persistence thread is not
        running yet, so the backend is ours to use from here. */
     uint64_t next = 0;
@@ -334,6 +344,14 @@ pause_accepting(struct gm_server *s)
         ev_io_stop(s->loop, &s->ls[i].w);
     ev_timer_set(&s->accept_resume, ACCEPT_PAUSE_SECONDS, 0.);
     ev_timer_start(s->loop, &s->accept_resume);
+}
+
+static void
+on_persist_watch(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    gm_persist_watch(w->data);
 }
 
 static void
@@ -671,6 +689,11 @@ gm_server_run(struct gm_server *s)
     ev_async_start(s->loop, &s->control);
     ev_timer_init(&s->accept_resume, on_accept_resume, ACCEPT_PAUSE_SECONDS, 0.);
     s->accept_resume.data = s;
+    if (s->persist) {
+        ev_timer_init(&s->persist_watch, on_persist_watch, 1., 1.);
+        s->persist_watch.data = s->persist;
+        ev_timer_start(s->loop, &s->persist_watch);
+    }
     for (unsigned i = 0; i < s->nls; i++)
         ev_io_start(s->loop, &s->ls[i].w);
     gm_log(GM_LOG_NOTICE, "gearmand %s ready: %u I/O threads", s->cfg->version ? s->cfg->version : "",
@@ -684,6 +707,8 @@ gm_server_run(struct gm_server *s)
     ev_signal_stop(s->loop, &s->sig_usr1);
     ev_signal_stop(s->loop, &s->sig_hup);
     ev_async_stop(s->loop, &s->control);
+    if (s->persist)
+        ev_timer_stop(s->loop, &s->persist_watch);
     stop_threads(s);
     gm_log(GM_LOG_NOTICE, "Shutdown complete");
     return 0;

@@ -474,6 +474,7 @@ const struct gm_queue_backend gm_queue_sqlite = {
     .name = "libsqlite3",
     .aliases = sq_aliases,
     .stores_epoch = true,
+    .stores_on_shutdown = true,
     .open = sq_open,
     .replay = sq_replay,
     .write_batch = sq_write_batch,

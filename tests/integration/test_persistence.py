@@ -1004,6 +1004,147 @@ def test_store_queue_on_shutdown_keeps_priorities_and_every_job(store):
         stop_ok(s)
 
 
+@per_backend("sqlite")
+def test_store_queue_on_shutdown_with_thousands_of_one_record_batches_stops_and_keeps_every_job(store):
+    # Issue 12.5: at a stop the persistence thread acknowledged each batch
+    # and waited for room in the ack ring, which nobody drains once the
+    # dispatcher has made its final flush: more than 4,096 batches (here one
+    # record each) and the server never exited.
+    n = 6000
+    s = srv(store, "--store-queue-on-shutdown", "--queue-batch-size", "1").start()
+    try:
+        c = s.conn(timeout=60)
+        c.send(b"".join(gmtest.packet("SUBMIT_JOB_BG", "many", "m%d" % i, "d") for i in range(n)))
+        got = 0
+        while got < n:
+            assert c.recv_packet().name == "JOB_CREATED"
+            got += 1
+        t0 = time.time()
+        rc = s.stop(timeout=60)
+        assert rc == 0, "exit status %s after %.1fs; log:\n%s" % (rc, time.time() - t0, s.log_text()[-2000:])
+        assert len(store.rows()) == n, len(store.rows())
+        s = srv(store, "--store-queue-on-shutdown").start()
+        assert b"many\t%d\t0\t0\n" % n in s.conn().admin("status")
+    finally:
+        stop_ok(s)
+
+
+@per_backend("postgres", "memcached")
+def test_store_queue_on_shutdown_is_for_sqlite_only_elsewhere_every_job_is_stored_as_it_comes(store):
+    # Issue 12.5: gearmand offers --store-queue-on-shutdown with libsqlite3
+    # only.  PostgreSQL and memcached took it here, wrote at the stop only,
+    # and never cleared what they replayed: every restart replayed every
+    # job ever stored.  Now the option is ignored there, with a warning.
+    s = srv(store, "--store-queue-on-shutdown").start()
+    try:
+        assert "--store-queue-on-shutdown applies to libsqlite3 only" in s.log_text()
+        c = s.conn()
+        h = submit(c, "SUBMIT_JOB_BG", "elsewhere", "e1", "d")
+        assert handles(store.rows()) == [h], "not stored as it came: %r" % store.rows()
+        s = kill9_and_restart(s, store, "--store-queue-on-shutdown")
+        w = worker(s, "elsewhere")
+        assert [j[0] for j in drain(w)] == [h]
+        sync(w)
+        wait_until(lambda: store.rows() == [], timeout=5, what="the completion stored")
+        s = restart(s, store, "--store-queue-on-shutdown")
+        assert status(s.conn(), h) == (False, False), "a completed job came back"
+    finally:
+        stop_ok(s)
+
+
+class Tmpfs:
+    """A small tmpfs of the test's own (root only), to fill the disk."""
+
+    def __init__(self, size):
+        if os.geteuid() != 0:
+            gmtest.skip("mounting a tmpfs needs root (CI runs as root)")
+        self.dir = tempfile.mkdtemp(prefix="gmtest-full-")
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%s" % size, "tmpfs", self.dir],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            fail("cannot mount a tmpfs: %s" % r.stderr)
+
+    def resize(self, size):
+        subprocess.run(["mount", "-o", "remount,size=%s" % size, self.dir], check=True)
+
+    def fill(self):
+        """Takes every free byte with a file of its own."""
+        with open(os.path.join(self.dir, "filler"), "wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError:
+                pass
+
+    def close(self):
+        subprocess.run(["umount", "-l", self.dir])
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@test
+def test_sqlite_on_a_full_disk_refuses_new_jobs_and_holds_completions_until_there_is_room():
+    # Issue 12.5: with SQLite on a full disk the completions (DONE records)
+    # refused by the backend were dropped, so completed jobs ran again after
+    # a restart.  Now they are held and written once there is room.
+    disk = Tmpfs("512k")
+    store = SqliteStore()
+    store.dir, store.db = disk.dir, os.path.join(disk.dir, "queue.sqlite")
+    s = srv(store).start()
+    try:
+        c = s.conn()
+        made = []
+        for i in range(500):
+            c.send_packet("SUBMIT_JOB_BG", "full", "f%d" % i, b"x" * 8000)
+            p = c.recv_packet()
+            if p.name != "JOB_CREATED":
+                assert p.name == "ERROR" and p.fields(2)[0] == b"QUEUE_ERROR", p
+                break
+            made.append(p.data.decode())
+        assert made and len(made) < 500, "the disk never filled (%d jobs)" % len(made)
+        w = worker(s, "full")
+        done = [j[0] for j in drain(w)]
+        assert sorted(done) == sorted(made), (done, made)
+        sync(w)
+        assert len(store.rows()) == len(made), "the disk had room after all"
+        assert "database or disk is full" in s.log_text()
+        disk.resize("16m")
+        wait_until(lambda: store.rows() == [], timeout=20, what="the held completions written")
+        s = kill9_and_restart(s, store)
+        c = s.conn()
+        back = [h for h in made if status(c, h)[0]]
+        assert not back, "completed jobs came back after the restart: %s" % back
+    finally:
+        stop_ok(s)
+        disk.close()
+
+
+@test
+def test_sqlite_stop_with_thousands_of_records_waiting_on_a_full_disk_exits():
+    # Issue 12.5: the final write of a stop, refused by a full disk, was
+    # retried record by record with one ack each; past 4,096 acks the
+    # persistence thread waited for a dispatcher that had already stopped.
+    disk = Tmpfs("1m")
+    store = SqliteStore()
+    store.dir, store.db = disk.dir, os.path.join(disk.dir, "queue.sqlite")
+    s = srv(store, "--queue-batch-delay", "5000").start()
+    try:
+        disk.fill()
+        c = s.conn(timeout=30)
+        n = 5000
+        c.send(b"".join(gmtest.packet("SUBMIT_JOB_BG", "waiting", "w%d" % i, "d") for i in range(n)))
+        c.send_packet("ECHO_REQ", "all in")
+        while c.recv_packet().name != "ECHO_RES":
+            pass
+        t0 = time.time()
+        rc = s.stop(timeout=60)
+        assert rc == 0, "exit status %s after %.1fs; log:\n%s" % (rc, time.time() - t0, s.log_text()[-2000:])
+        assert time.time() - t0 < 30, "the stop took %.1fs" % (time.time() - t0)
+    finally:
+        stop_ok(s)
+        disk.close()
+
+
 # ----------------------------------------------------------------------
 # Signals during a long replay (before the main loop runs): handled once
 # the loop runs, never the default action (which killed the server)

@@ -1691,7 +1691,7 @@ END_TEST
 /* The persistence thread over a fake backend                          */
 /* ------------------------------------------------------------------ */
 
-#define FAKE_MAX 4096
+#define FAKE_MAX 8192
 
 /* What the fake backend was given: one entry per record it wrote, with
    the batch it came in. */
@@ -1703,7 +1703,10 @@ struct fake_rec {
 
 static struct {
     pthread_mutex_t mu;
-    int fail;            /* write_batch fails while set */
+    int fail;            /* write_batch fails while set (the backend is down) */
+    int refuse_dones;    /* a batch with a DONE is refused while set (the backend is up) */
+    int refuse_multi;    /* a batch of more than one record is refused (the backend is up) */
+    int stall;           /* write_batch waits while set */
     int reconnect_ok;    /* reconnect succeeds while set */
     unsigned attempts;   /* write_batch calls */
     unsigned batches;    /* successful write_batch calls */
@@ -1720,9 +1723,22 @@ fake_write(void *state, const struct gm_qrecord *recs, size_t n, char *err, size
     (void)state;
     pthread_mutex_lock(&F.mu);
     F.attempts++;
+    while (F.stall) {
+        pthread_mutex_unlock(&F.mu);
+        sleep_ms(1);
+        pthread_mutex_lock(&F.mu);
+    }
     if (F.fail) {
         pthread_mutex_unlock(&F.mu);
         snprintf(err, errlen, "fake backend is down");
+        return -1;
+    }
+    bool has_done = false;
+    for (size_t i = 0; i < n; i++)
+        has_done |= recs[i].op == GM_QOP_DONE;
+    if ((F.refuse_dones && has_done) || (F.refuse_multi && n > 1)) {
+        pthread_mutex_unlock(&F.mu);
+        snprintf(err, errlen, "fake backend refuses this batch");
         return -1;
     }
     F.batch_size[F.batches] = n;
@@ -1755,6 +1771,16 @@ fake_reconnect(void *state, char *err, size_t errlen)
     return 0;
 }
 
+static bool
+fake_alive(void *state)
+{
+    (void)state;
+    pthread_mutex_lock(&F.mu);
+    bool up = !F.fail;
+    pthread_mutex_unlock(&F.mu);
+    return up;
+}
+
 static void
 fake_close(void *state)
 {
@@ -1769,6 +1795,7 @@ static const struct gm_queue_backend FAKE = {
     .open = NULL,
     .replay = NULL,
     .write_batch = fake_write,
+    .alive = fake_alive,
     .reconnect = fake_reconnect,
     .close = fake_close,
 };
@@ -1790,6 +1817,8 @@ p_wake_disp(void *arg)
     atomic_fetch_add(&P.wakes, 1);
 }
 
+static uint32_t p_stall_ms; /* the next p_start's stall_ms (0: the default) */
+
 static void
 p_start(uint32_t batch_max, uint32_t delay_ms)
 {
@@ -1799,7 +1828,7 @@ p_start(uint32_t batch_max, uint32_t delay_ms)
     F.reconnect_ok = 1;
     memset(&P, 0, sizeof P);
     ck_assert_int_eq(gm_persist_channel_init(&P.ch, 1024), 0);
-    struct gm_persist_config cfg = {batch_max, delay_ms};
+    struct gm_persist_config cfg = {batch_max, delay_ms, p_stall_ms};
     P.p = gm_persist_new(&FAKE, (void *)&F, &cfg, &P.ch, p_wake_disp, NULL);
     ck_assert_ptr_nonnull(P.p);
     ck_assert_int_eq(pthread_create(&P.tid, NULL, gm_persist_thread_main, P.p), 0);
@@ -1875,6 +1904,9 @@ p_ack(double timeout)
             struct gm_pack copy = *a;
             gm_pack_ring_consume(&P.ch.acks);
             gm_pack_ring_release(&P.ch.acks);
+            /* as the dispatcher does: room for acks the thread kept */
+            if (atomic_exchange(&P.ch.persist_wants_space, 0))
+                gm_persist_wake(P.p);
             return copy;
         }
         ck_assert_msg(now_s() < end, "no acknowledgement within %.1fs", timeout);
@@ -2216,6 +2248,117 @@ START_TEST(test_every_queue_backend_is_built)
 END_TEST
 #endif
 
+/* Issue 12.5: a completion the backend refuses while it is up (SQLite on a
+   full disk) is kept and written once the backend takes it, even when no
+   new batch comes along; it used to be dropped, so the job ran again after
+   a restart. */
+START_TEST(test_persist_done_refused_by_a_live_backend_is_held_and_written_later)
+{
+    p_start(4096, 0);
+    uint64_t s = p_push(GM_QOP_ADD, "H:p:1");
+    p_publish();
+    ck_assert(p_ack(5).ok);
+    pthread_mutex_lock(&F.mu);
+    F.refuse_dones = 1;
+    pthread_mutex_unlock(&F.mu);
+    s = p_push(GM_QOP_DONE, "H:p:1");
+    p_publish();
+    struct gm_pack a = p_ack(5);
+    ck_assert_uint_eq(a.upto, s);
+    ck_assert(gm_persist_healthy(P.p)); /* up: only the record was refused */
+    sleep_ms(300);
+    char log[1024];
+    f_log(log, sizeof log);
+    ck_assert_msg(strcmp(log, "+H:p:1 ") == 0, "backend saw: %s", log);
+    pthread_mutex_lock(&F.mu);
+    F.refuse_dones = 0;
+    pthread_mutex_unlock(&F.mu);
+    double end = now_s() + 10;
+    while (f_get(&F.batches) < 2 && now_s() < end)
+        sleep_ms(5);
+    f_log(log, sizeof log);
+    ck_assert_msg(strcmp(log, "+H:p:1 | -H:p:1 ") == 0,
+                  "the refused completion was not written when the backend took it again: %s", log);
+    p_stop();
+}
+END_TEST
+
+/* Issue 12.5: more acknowledgements than the ring holds (one per record
+   when a batch is retried record by record) while the dispatcher does not
+   drain them: the thread goes on writing, keeps the acks (merged), and
+   stops when asked.  It used to spin until the dispatcher drained, and
+   nothing drains after the dispatcher's final flush. */
+START_TEST(test_persist_never_waits_for_room_in_the_ack_ring)
+{
+    p_start(4096, 0);
+    pthread_mutex_lock(&F.mu);
+    F.refuse_multi = 1;
+    pthread_mutex_unlock(&F.mu);
+    const unsigned n = 6000;
+    static char handles[6000][16];
+    for (unsigned i = 0; i < n; i++) {
+        snprintf(handles[i], sizeof handles[i], "H:m:%u", i);
+        double end = now_s() + 10;
+        while (gm_prec_ring_free_space(&P.ch.records) == 0) {
+            p_publish();
+            ck_assert_msg(now_s() < end, "the thread stopped taking records after %u", i);
+            sleep_ms(1);
+        }
+        p_push(GM_QOP_ADD, handles[i]);
+    }
+    p_publish();
+    double end = now_s() + 20;
+    while (f_get(&F.batches) < n && now_s() < end)
+        sleep_ms(5);
+    ck_assert_msg(f_get(&F.batches) == n, "wrote %u of %u records, then waited for the dispatcher",
+                  f_get(&F.batches), n);
+    /* every record is acknowledged, in order, in fewer acks than records */
+    uint64_t upto = 0;
+    unsigned acks = 0;
+    while (upto < n) {
+        struct gm_pack a = p_ack(5);
+        ck_assert_msg(a.ok && a.upto > upto, "ack %u: ok=%d upto=%llu after %llu", acks, a.ok,
+                      (unsigned long long)a.upto, (unsigned long long)upto);
+        upto = a.upto;
+        acks++;
+    }
+    ck_assert_uint_eq(upto, n);
+    ck_assert_uint_lt(acks, n);
+    p_stop();
+}
+END_TEST
+
+/* Issue 12.5: a backend call that does not return (a PostgreSQL that
+   stopped answering, a hung disk) makes the queue unhealthy after stall_ms,
+   and healthy again once it returns. */
+START_TEST(test_persist_backend_call_that_does_not_return_makes_the_queue_unhealthy)
+{
+    p_stall_ms = 100;
+    p_start(4096, 0);
+    p_stall_ms = 0;
+    pthread_mutex_lock(&F.mu);
+    F.stall = 1;
+    pthread_mutex_unlock(&F.mu);
+    uint64_t s = p_push(GM_QOP_ADD, "H:s:1");
+    p_publish();
+    sleep_ms(50);
+    ck_assert(gm_persist_healthy(P.p));
+    sleep_ms(200);
+    ck_assert_msg(!gm_persist_healthy(P.p), "a write waiting %llu ms still counts as healthy",
+                  (unsigned long long)gm_persist_waiting_ms(P.p));
+    ck_assert_uint_ge(gm_persist_waiting_ms(P.p), 200);
+    gm_persist_watch(P.p); /* logs the stall (quietly here) */
+    pthread_mutex_lock(&F.mu);
+    F.stall = 0;
+    pthread_mutex_unlock(&F.mu);
+    struct gm_pack a = p_ack(5);
+    ck_assert(a.ok && a.upto == s);
+    ck_assert(gm_persist_healthy(P.p));
+    ck_assert_uint_eq(gm_persist_waiting_ms(P.p), 0);
+    p_stop();
+}
+END_TEST
+
 static Suite *
 queue_suite(void)
 {
@@ -2270,6 +2413,9 @@ queue_suite(void)
     ADD(s, test_persist_stop_writes_everything_queued_in_a_final_flush);
     ADD(s, test_persist_batch_delay_gathers_records_into_one_batch);
     ADD(s, test_persist_stop_while_the_backend_is_down_refuses_what_is_left);
+    ADD(s, test_persist_done_refused_by_a_live_backend_is_held_and_written_later);
+    ADD(s, test_persist_never_waits_for_room_in_the_ack_ring);
+    ADD(s, test_persist_backend_call_that_does_not_return_makes_the_queue_unhealthy);
     return s;
 }
 

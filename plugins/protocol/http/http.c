@@ -983,7 +983,7 @@ http_serve(const char *request, const struct gm_fe_req *r, bool loopback, bool a
         v->server(v->d, &s);
         bool ready = s.queue_healthy;
         buf_fmt(&w, "{\"live\":true,\"ready\":%s,\"status\":\"%s\",\"queue\":{\"backend\":", ready ? "true" : "false",
-                ready ? "ok" : "queue backend unavailable");
+                ready ? "ok" : s.queue_stalled ? "queue backend not answering" : "queue backend unavailable");
         buf_json_cstr(&w, s.queue_backend);
         buf_fmt(&w, ",\"healthy\":%s}}\n", s.queue_healthy ? "true" : "false");
         o = respond(ready ? 200 : 503, r->minor, keep, head, json, NULL, w.b ? w.b->data : "", w.len);
