@@ -2449,6 +2449,17 @@ expect_records(int line, const uint8_t *ops, size_t n, const char *handle)
     expect_records(__LINE__, (const uint8_t[]){__VA_ARGS__},                                    \
                    sizeof((const uint8_t[]){__VA_ARGS__}), (handle))
 
+/* fg submits job H:test:1 of function f (unique u, data d); w runs it. */
+static void
+run_first_job(gm_conn_id fg, gm_conn_id w)
+{
+    can_do(w, "f");
+    submit(fg, GM_PKT_SUBMIT_JOB, "f", "u", "d");
+    EXPECT(fg, GM_PKT_JOB_CREATED, "H:test:1");
+    grab(w);
+    EXPECT(w, GM_PKT_JOB_ASSIGN, "H:test:1", "f", "d");
+}
+
 /* Issue 12.4: a background submit that joins a queued foreground job makes
    the job durable first: JOB_CREATED only after its ADD is acknowledged;
    the job then outlives its foreground client. */
@@ -2480,11 +2491,7 @@ START_TEST(test_joined_job_completing_before_its_commit_answers_the_waiter_and_i
 {
     durable_attach();
     gm_conn_id fg = conn_open("fg", 0), bg = conn_open("bg", 1), w = conn_open("w", 0);
-    can_do(w, "f");
-    submit(fg, GM_PKT_SUBMIT_JOB, "f", "u", "d");
-    EXPECT(fg, GM_PKT_JOB_CREATED, "H:test:1");
-    grab(w);
-    EXPECT(w, GM_PKT_JOB_ASSIGN, "H:test:1", "f", "d");
+    run_first_job(fg, w);
     submit(bg, GM_PKT_SUBMIT_JOB_BG, "f", "u", "d");
     submit(bg, GM_PKT_SUBMIT_JOB_HIGH_BG, "f", "u", "d"); /* a second waiter, no second ADD */
     work(w, GM_PKT_WORK_COMPLETE, "H:test:1", "r");
@@ -2537,11 +2544,7 @@ START_TEST(test_joined_job_outlives_its_client_and_worker_and_a_stop_before_the_
 {
     durable_attach();
     gm_conn_id fg = conn_open("fg", 0), bg = conn_open("bg", 1), w = conn_open("w", 0);
-    can_do(w, "f");
-    submit(fg, GM_PKT_SUBMIT_JOB, "f", "u", "d");
-    EXPECT(fg, GM_PKT_JOB_CREATED, "H:test:1");
-    grab(w);
-    EXPECT(w, GM_PKT_JOB_ASSIGN, "H:test:1", "f", "d");
+    run_first_job(fg, w);
     submit(bg, GM_PKT_SUBMIT_JOB_BG, "f", "u", "d");
     conn_close(fg);
     conn_close(w);
