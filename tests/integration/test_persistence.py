@@ -1005,6 +1005,25 @@ def test_store_queue_on_shutdown_keeps_priorities_and_every_job(store):
 
 
 @per_backend("sqlite")
+def test_store_queue_on_shutdown_keeps_a_foreground_job_a_background_submit_joined(store):
+    # The joined job became a background job but had no copy of its
+    # function's name, which storage needs: the stop did not write it.
+    s = srv(store, "--store-queue-on-shutdown").start()
+    try:
+        fg, bg = s.conn(), s.conn()
+        h = submit(fg, "SUBMIT_JOB", "sos-join", "j", "d")
+        assert submit(bg, "SUBMIT_JOB_BG", "sos-join", "j", "d") == h
+        fg.close()
+        sync(bg)
+        stop_ok(s)
+        assert [(r.handle, r.function) for r in store.rows()] == [(h, b"sos-join")], store.rows()
+        s = srv(store, "--store-queue-on-shutdown").start()
+        assert status(s.conn(), h) == (True, False)
+    finally:
+        stop_ok(s)
+
+
+@per_backend("sqlite")
 def test_store_queue_on_shutdown_with_thousands_of_one_record_batches_stops_and_keeps_every_job(store):
     # Issue 12.5: at a stop the persistence thread acknowledged each batch
     # and waited for room in the ack ring, which nobody drains once the
