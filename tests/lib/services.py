@@ -8,6 +8,7 @@ free port and is stopped by stop() (or the with-block).
     with services.Postgres() as pg:
         Server("-q", "Postgres", "--libpq-conninfo", pg.conninfo) ...
         pg.restart()          # for reconnect tests
+        pg.pause() ... pg.resume()   # a server that stops answering (SIGSTOP)
     with services.Memcached() as mc:
         Server("-q", "libmemcached", "--libmemcached-servers", mc.servers) ...
 
@@ -17,6 +18,7 @@ When the package is missing, the constructor raises services.Unavailable.
 import glob
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -55,6 +57,7 @@ class Postgres:
             shutil.chown(self.dir, "postgres")
         self.data = os.path.join(self.dir, "data")
         self.conninfo = "host=127.0.0.1 port=%d user=postgres dbname=postgres" % self.port
+        self.paused = []  # pids pause() stopped
         r = _as_postgres([os.path.join(self.bindir, "initdb"), "-D", self.data, "-A", "trust",
                           "-U", "postgres", "--no-sync"])
         if r.returncode != 0:
@@ -78,6 +81,44 @@ class Postgres:
         time.sleep(down_seconds)
         self.start()
 
+    def processes(self):
+        """The postmaster's pid and those of all its children."""
+        with open(os.path.join(self.data, "postmaster.pid")) as f:
+            master = int(f.readline())
+        children = []
+        for stat in glob.glob("/proc/[0-9]*/stat"):
+            try:
+                with open(stat) as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # gone meanwhile
+            if int(fields[1]) == master:
+                children.append(int(stat.split("/")[2]))
+        return [master] + children
+
+    def pause(self):
+        """Stops every process of the server with SIGSTOP: the server then
+        answers nothing (its sockets stay open, and the kernel goes on
+        accepting connections and acknowledging bytes).  The postmaster is
+        stopped first, so it cannot fork a child that escapes.  Call
+        resume() in a finally block: stop() cannot stop a paused server."""
+        master = self.processes()[0]
+        self.paused = [master]
+        os.kill(master, signal.SIGSTOP)
+        children = self.processes()[1:]
+        self.paused += children
+        for pid in children:
+            os.kill(pid, signal.SIGSTOP)
+
+    def resume(self):
+        """Undoes pause() (harmless when not paused)."""
+        for pid in self.paused:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        self.paused = []
+
     def psql(self, sql):
         """Runs SQL with psql; returns stdout as text (raises on error)."""
         r = subprocess.run(["psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1",
@@ -91,6 +132,7 @@ class Postgres:
         return self.start()
 
     def __exit__(self, *a):
+        self.resume()
         self.stop("immediate")
         shutil.rmtree(self.dir, ignore_errors=True)
 
