@@ -9,8 +9,17 @@
  * of every job it finishes, and the handle counter.  They go out in
  * pipeline mode with one Sync, in a single round trip, and the server runs
  * them as one implicit transaction, so the batch is durable (or not) as a
- * whole.  When the server goes away the batch fails; reconnect() resets
- * the connection and prepares the statements again.
+ * whole.
+ *
+ * Every call the persistence thread makes returns within a bounded time
+ * (the deadlines below): the connection is non-blocking, and each request
+ * goes through finish(), which flushes it and waits for its results with
+ * poll() against a deadline.  A server that does not answer in time, or
+ * that cancels a statement for a timeout, fails the batch and marks the
+ * backend down (alive() false); reconnect() then builds a new connection
+ * and prepares the statements again.  Open and replay at start-up wait as
+ * long as they must (a migration or the replay of a big table takes
+ * time), but their connect is bounded by connect_timeout.
  *
  * Table layout: gearmand 1.1.20's columns plus job_handle (the row's
  * identity) and seq (insertion order for replay).  A 1.1.20 table is
@@ -22,13 +31,58 @@
 #include "plugins/queue/sql_ident.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <libpq-fe.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "libgearman-server/log.h"
+
+/*
+ * Deadlines.  A batch normally takes milliseconds; these bound what a
+ * PostgreSQL that stops answering (stopped, partitioned, a lock held on
+ * the table) can cost: the batch is refused (its submitters get
+ * QUEUE_ERROR), and the persistence thread reconnects with its backoff
+ * (0.1 s doubling to 5 s) instead of waiting forever.
+ *
+ * - PG_ANSWER_MS, client side: a request with no complete answer after
+ *   15 s gives the connection up.  It is the only limit for a server that
+ *   says nothing at all (SIGSTOP, a partition: TCP may go on acknowledging,
+ *   and statement_timeout cannot fire).  Longer than statement_timeout, so
+ *   that where the server can cancel a statement itself, it does first and
+ *   the answer says why.
+ * - statement_timeout 10 s, server side, on the persistence thread's
+ *   session only (not the replay at start-up, which can take long on a big
+ *   table): a statement waiting on a lock, or running long, ends in an
+ *   error.  It also covers lock waits, so no separate lock_timeout is set.
+ *   A value chosen for this connection, its role or its database
+ *   (`options` in --libpq-conninfo, PGOPTIONS, ALTER ROLE/DATABASE ... SET)
+ *   is kept; a server-wide one (postgresql.conf) is not.
+ * - connection parameters (pg_conn_defaults): connect_timeout 5 s, as long
+ *   as the longest reconnect backoff; TCP keepalives after 10 s idle, every
+ *   5 s, 3 lost (a dead peer of an idle connection seen in 25 s);
+ *   tcp_user_timeout 15 s (sent data unacknowledged that long closes the
+ *   connection: a partition during a send).  Values given in
+ *   --libpq-conninfo win (and PGCONNECT_TIMEOUT over our connect_timeout).
+ */
+#define PG_ANSWER_MS 15000
+#define PG_STATEMENT_TIMEOUT "10s"
+
+static const struct {
+    const char *key, *value, *env;
+} pg_conn_defaults[] = {
+    {"connect_timeout", "5", "PGCONNECT_TIMEOUT"},
+    {"keepalives", "1", NULL},
+    {"keepalives_idle", "10", NULL},
+    {"keepalives_interval", "5", NULL},
+    {"keepalives_count", "3", NULL},
+    {"tcp_user_timeout", "15000", NULL},
+};
+#define PG_NDEFAULTS (sizeof pg_conn_defaults / sizeof pg_conn_defaults[0])
 
 /* A one-dimensional array parameter in PostgreSQL's binary format, built
    in place and reused from batch to batch. */
@@ -43,7 +97,11 @@ struct pg_array {
 enum { COL_HANDLE, COL_UNIQUE, COL_FUNCTION, COL_PRIORITY, COL_DATA, COL_WHEN, COL_DONE, NCOLS };
 
 struct pg {
-    PGconn *conn;
+    PGconn *conn;         /* non-blocking; NULL once given up, until reconnect() */
+    bool bounded;         /* calls have deadlines: the persistence thread uses it */
+    bool timeouts_set;    /* this session's statement_timeout is settled */
+    bool down;            /* the server cancelled a statement for a timeout, or the
+                             connection is in a state no batch can follow */
     char *counter_name;   /* the handle counter's row in gearmand_meta */
     char *conninfo;
     char *table;      /* quoted identifier */
@@ -64,21 +122,235 @@ struct pg {
 static void
 set_err(char *err, size_t len, const char *what, PGconn *c)
 {
-    const char *msg = c ? PQerrorMessage(c) : "out of memory";
+    const char *msg = c ? PQerrorMessage(c) : "not connected";
     snprintf(err, len, "%s: %.*s", what, (int)strcspn(msg, "\n"), msg);
+}
+
+static uint64_t
+mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Server warnings go to our log, not to stderr (libpq's default). */
+static void
+log_notice(void *arg, const char *message)
+{
+    (void)arg;
+    gm_log(GM_LOG_WARNING, "Postgres: %.*s", (int)strcspn(message, "\n"), message);
+}
+
+/* Connects with our defaults first and the user's conninfo last, expanded
+   as a connection string (libpq keeps the last value of a keyword, so the
+   user's win), and makes the connection non-blocking.  Returns NULL only
+   when memory is short; check PQstatus. */
+static PGconn *
+pg_connect(const char *conninfo)
+{
+    const char *keys[PG_NDEFAULTS + 2], *values[PG_NDEFAULTS + 2];
+    size_t n = 0;
+    for (size_t i = 0; i < PG_NDEFAULTS; i++) {
+        if (pg_conn_defaults[i].env && getenv(pg_conn_defaults[i].env))
+            continue;
+        keys[n] = pg_conn_defaults[i].key;
+        values[n++] = pg_conn_defaults[i].value;
+    }
+    if (*conninfo) {
+        keys[n] = "dbname";
+        values[n++] = conninfo;
+    }
+    keys[n] = values[n] = NULL;
+    PGconn *c = PQconnectdbParams(keys, values, 1);
+    if (c && PQstatus(c) == CONNECTION_OK) {
+        (void)PQsetnonblocking(c, 1); /* fails only when a send is pending: none is */
+        PQsetNoticeProcessor(c, log_notice, NULL);
+    }
+    return c;
+}
+
+/* Closes the connection without waiting for the server (it is
+   non-blocking, so even the goodbye cannot block). */
+static void
+drop_conn(struct pg *p)
+{
+    if (p->conn)
+        PQfinish(p->conn);
+    p->conn = NULL;
+    p->timeouts_set = false;
+}
+
+enum pg_wait { PG_READY, PG_LATE, PG_BROKEN };
+
+/* Waits until the socket is ready for `events`; deadline 0 waits as long
+   as it takes. */
+static enum pg_wait
+wait_socket(PGconn *c, short events, uint64_t deadline)
+{
+    struct pollfd pfd = {.fd = PQsocket(c), .events = events};
+    if (pfd.fd < 0)
+        return PG_BROKEN;
+    for (;;) {
+        int ms = -1;
+        if (deadline) {
+            uint64_t now = mono_ms();
+            if (now >= deadline)
+                return PG_LATE;
+            ms = (int)(deadline - now);
+        }
+        int n = poll(&pfd, 1, ms);
+        if (n > 0)
+            return PG_READY;
+        if (n < 0 && errno != EINTR)
+            return PG_BROKEN;
+    }
+}
+
+/* Sends everything queued on the connection, reading input meanwhile (the
+   server may answer before it has read all of a big batch). */
+static enum pg_wait
+flush_request(PGconn *c, uint64_t deadline)
+{
+    int f;
+    while ((f = PQflush(c)) == 1) {
+        enum pg_wait w = wait_socket(c, POLLIN | POLLOUT, deadline);
+        if (w != PG_READY)
+            return w;
+        if (!PQconsumeInput(c))
+            return PG_BROKEN;
+    }
+    return f == 0 ? PG_READY : PG_BROKEN;
+}
+
+/* Reads input until a result (or the end of one command's results, NULL
+   in *r) can be taken without blocking. */
+static enum pg_wait
+next_result(PGconn *c, uint64_t deadline, PGresult **r)
+{
+    *r = NULL;
+    while (PQisBusy(c)) {
+        enum pg_wait w = wait_socket(c, POLLIN, deadline);
+        if (w != PG_READY)
+            return w;
+        if (!PQconsumeInput(c))
+            return PG_BROKEN;
+    }
+    *r = PQgetResult(c);
+    return PG_READY;
+}
+
+/* The error classes that say the server could not serve us, not that a
+   record was bad: 57 (a statement cancelled: statement_timeout, a shutdown),
+   55P03 (lock_timeout), 08 (connection). */
+static bool
+server_gave_up(const PGresult *r)
+{
+    const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    return state && (strncmp(state, "57", 2) == 0 || strcmp(state, "55P03") == 0 ||
+                     strncmp(state, "08", 2) == 0);
+}
+
+/* Reports a wait that did not end in a result: past the deadline, or a
+   broken connection.  Either way the connection is given up. */
+static int
+lost(struct pg *p, enum pg_wait w, const char *what, char *err, size_t errlen)
+{
+    if (w == PG_LATE)
+        snprintf(err, errlen, "%s: no answer from PostgreSQL within %d s", what, PG_ANSWER_MS / 1000);
+    else
+        set_err(err, errlen, what, p->conn);
+    drop_conn(p);
+    return -1;
+}
+
+/* Takes one result of a request (and frees it, or keeps it in *rows when
+   rows are wanted and all went well so far); rc is the request's outcome
+   so far, and the first error is the one err tells.  Returns the new rc. */
+static int
+take_result(struct pg *p, PGresult *r, PGresult **rows, int rc, const char *what, char *err,
+            size_t errlen)
+{
+    ExecStatusType st = PQresultStatus(r);
+    if (st == PGRES_TUPLES_OK && rows && rc == 0) {
+        PQclear(*rows);
+        *rows = r;
+        return 0;
+    }
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && st != PGRES_PIPELINE_SYNC) {
+        if (rc == 0) {
+            const char *m = PQresultErrorMessage(r);
+            snprintf(err, errlen, "%s: %.*s", what, (int)strcspn(m, "\n"), m);
+        }
+        rc = -1;
+        p->down |= server_gave_up(r);
+    }
+    PQclear(r);
+    return rc;
+}
+
+/*
+ * The one way a request is waited for.  After a PQsend* (`sent` is what it
+ * returned), or a pipeline ended by PQpipelineSync, flushes the request
+ * and reads its results up to the end (of a pipeline: its Sync), within
+ * PG_ANSWER_MS once the connection is bounded.  Returns 0 if every result
+ * succeeded, else -1 with err saying `what` failed and why (the first
+ * error).  *rows, when asked for, gets the last result with rows (NULL on
+ * failure).  Past the deadline, or when the connection breaks, it is
+ * given up (p->conn NULL).
+ */
+static int
+finish(struct pg *p, int sent, bool pipeline, PGresult **rows, const char *what, char *err,
+       size_t errlen)
+{
+    if (rows)
+        *rows = NULL;
+    if (!sent) {
+        set_err(err, errlen, what, p->conn);
+        return -1;
+    }
+    uint64_t deadline = p->bounded ? mono_ms() + PG_ANSWER_MS : 0;
+    enum pg_wait w = flush_request(p->conn, deadline);
+    int rc = 0;
+    bool gap = false; /* a NULL just ended one statement of the pipeline */
+    while (w == PG_READY) {
+        PGresult *r;
+        if ((w = next_result(p->conn, deadline, &r)) != PG_READY)
+            break;
+        bool up = PQstatus(p->conn) == CONNECTION_OK;
+        if (!r && up && pipeline && !gap) {
+            gap = true;
+            continue;
+        }
+        if (!r && (!up || pipeline)) {
+            /* the connection broke, or the pipeline ended without its Sync */
+            if (rc == 0)
+                set_err(err, errlen, what, p->conn);
+            rc = -1;
+            p->down = true;
+        }
+        if (!r)
+            break;
+        gap = false;
+        bool sync = PQresultStatus(r) == PGRES_PIPELINE_SYNC;
+        rc = take_result(p, r, rows, rc, what, err, errlen);
+        if (sync)
+            break;
+    }
+    if (w != PG_READY)
+        rc = lost(p, w, what, err, errlen);
+    if (rc < 0 && rows) {
+        PQclear(*rows);
+        *rows = NULL;
+    }
+    return rc;
 }
 
 /* Runs one command; returns 0 if it succeeded. */
 static int
 run(struct pg *p, const char *sql, char *err, size_t errlen)
 {
-    PGresult *r = PQexec(p->conn, sql);
-    ExecStatusType st = PQresultStatus(r);
-    int rc = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK ? 0 : -1;
-    if (rc < 0)
-        set_err(err, errlen, sql, p->conn);
-    PQclear(r);
-    return rc;
+    return finish(p, PQsendQuery(p->conn, sql), false, NULL, sql, err, errlen);
 }
 
 static char *
@@ -122,12 +394,10 @@ static PGresult *
 query1(struct pg *p, const char *sql, const char *param, const char *what, char *err, size_t errlen)
 {
     const char *params[1] = {param};
-    PGresult *r = PQexecParams(p->conn, sql, 1, NULL, params, NULL, NULL, 0);
-    if (PQresultStatus(r) == PGRES_TUPLES_OK)
-        return r;
-    set_err(err, errlen, what, p->conn);
-    PQclear(r);
-    return NULL;
+    PGresult *r;
+    finish(p, PQsendQueryParams(p->conn, sql, 1, NULL, params, NULL, NULL, 0), false, &r, what, err,
+           errlen);
+    return r;
 }
 
 /* Which columns the table has: 0 no table, 1 ours, 2 gearmand 1.1's, -1 other. */
@@ -161,6 +431,15 @@ table_layout(struct pg *p, char *err, size_t errlen)
     return handle && seq ? 1 : 2;
 }
 
+/* Prepares one named statement; returns 0 if it succeeded. */
+static int
+prepare1(struct pg *p, const char *name, const char *sql, int nparams, char *err, size_t errlen)
+{
+    char what[32];
+    snprintf(what, sizeof what, "prepare %s", name);
+    return finish(p, PQsendPrepare(p->conn, name, sql, nparams, NULL), false, NULL, what, err, errlen);
+}
+
 static int
 prepare(struct pg *p, char *err, size_t errlen)
 {
@@ -174,39 +453,18 @@ prepare(struct pg *p, char *err, size_t errlen)
                     "data = EXCLUDED.data, when_to_run = EXCLUDED.when_to_run",
                     p->table);
     char *done = fmt("DELETE FROM %s WHERE job_handle = ANY($1::text[])", p->table);
-    PGresult *cr = PQprepare(p->conn, "gm_counter",
-                             "INSERT INTO gearmand_meta (name, value) VALUES ($1, $2::bigint) "
-                             "ON CONFLICT (name) DO UPDATE SET value = GREATEST(gearmand_meta.value, EXCLUDED.value)",
-                             2, NULL);
-    if (PQresultStatus(cr) != PGRES_COMMAND_OK) {
-        set_err(err, errlen, "prepare counter", p->conn);
-        PQclear(cr);
-        free(add);
-        free(done);
-        return -1;
-    }
-    PQclear(cr);
     int rc = -1;
-    if (!add || !done) {
+    if (!add || !done)
         snprintf(err, errlen, "out of memory");
-        goto out;
-    }
-    PGresult *r = PQprepare(p->conn, "gm_add", add, 6, NULL);
-    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-        set_err(err, errlen, "prepare add", p->conn);
-        PQclear(r);
-        goto out;
-    }
-    PQclear(r);
-    r = PQprepare(p->conn, "gm_done", done, 1, NULL);
-    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-        set_err(err, errlen, "prepare done", p->conn);
-        PQclear(r);
-        goto out;
-    }
-    PQclear(r);
-    rc = 0;
-out:
+    else
+        rc = prepare1(p, "gm_counter",
+                      "INSERT INTO gearmand_meta (name, value) VALUES ($1, $2::bigint) "
+                      "ON CONFLICT (name) DO UPDATE SET value = GREATEST(gearmand_meta.value, EXCLUDED.value)",
+                      2, err, errlen) < 0 ||
+                     prepare1(p, "gm_add", add, 6, err, errlen) < 0 ||
+                     prepare1(p, "gm_done", done, 1, err, errlen) < 0
+                 ? -1
+                 : 0;
     free(add);
     free(done);
     return rc;
@@ -276,6 +534,45 @@ out:
     return rc;
 }
 
+/* Gives the session its server-side deadline (see PG_STATEMENT_TIMEOUT),
+   unless this connection, its role or its database chose one.  Returns 0,
+   or -1 with err. */
+static int
+set_timeouts(struct pg *p, char *err, size_t errlen)
+{
+    static const char sql[] =
+        "SELECT set_config('statement_timeout', '" PG_STATEMENT_TIMEOUT "', false) FROM pg_settings "
+        "WHERE name = 'statement_timeout' AND source NOT IN ('client', 'user', 'database', 'database user')";
+    if (finish(p, PQsendQuery(p->conn, sql), false, NULL, "setting statement_timeout", err, errlen) < 0)
+        return -1;
+    p->timeouts_set = true;
+    return 0;
+}
+
+/* Connects and makes the table and statements ready; returns 0, or -1
+   with err (the connection, if any, stays for pg_close or reconnect). */
+static int
+start_session(struct pg *p, const char *what, char *err, size_t errlen)
+{
+    drop_conn(p);
+    p->down = false;
+    p->conn = pg_connect(p->conninfo);
+    if (!p->conn) {
+        snprintf(err, errlen, "%s: out of memory", what);
+        return -1;
+    }
+    if (PQstatus(p->conn) != CONNECTION_OK) {
+        set_err(err, errlen, what, p->conn);
+        return -1;
+    }
+    if (p->bounded && set_timeouts(p, err, errlen) < 0)
+        return -1;
+    return run(p, "SET client_min_messages = warning", err, errlen) < 0 ||
+                   setup_table(p, err, errlen) < 0 || prepare(p, err, errlen) < 0
+               ? -1
+               : 0;
+}
+
 static void pg_close(void *state);
 static void *
 pg_open(const struct gm_queue_options *opts, char *err, size_t errlen)
@@ -295,13 +592,7 @@ pg_open(const struct gm_queue_options *opts, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
-    p->conn = PQconnectdb(p->conninfo);
-    if (!p->conn || PQstatus(p->conn) != CONNECTION_OK) {
-        set_err(err, errlen, "cannot connect", p->conn);
-        goto fail;
-    }
-    if (run(p, "SET client_min_messages = warning", err, errlen) < 0 ||
-        setup_table(p, err, errlen) < 0 || prepare(p, err, errlen) < 0)
+    if (start_session(p, "cannot connect", err, errlen) < 0)
         goto fail;
     return p;
 fail:
@@ -324,6 +615,34 @@ be64(const char *p)
     return (int64_t)(hi << 32 | lo);
 }
 
+/* Hands one stored row to cb, or logs it as bad (NULL or odd columns);
+   returns what cb returned (0 for a bad row or a NULL cb). */
+static int
+replay_row(struct pg *p, const PGresult *r, gm_qrow_cb cb, void *arg)
+{
+    if (PQgetisnull(r, 0, 0) || PQgetisnull(r, 0, 2) || PQgetisnull(r, 0, 3) ||
+        PQgetlength(r, 0, 3) != 4 || (!PQgetisnull(r, 0, 5) && PQgetlength(r, 0, 5) != 8)) {
+        gm_log(GM_LOG_ERROR, "Postgres: a row of %s has NULL or odd columns; kept, not replayed",
+               p->table);
+        return 0;
+    }
+    if (!cb)
+        return 0;
+    struct gm_qrow row;
+    memset(&row, 0, sizeof row);
+    row.handle = PQgetvalue(r, 0, 0);
+    row.handle_len = (uint32_t)PQgetlength(r, 0, 0);
+    row.unique = PQgetisnull(r, 0, 1) ? "" : PQgetvalue(r, 0, 1);
+    row.unique_len = (uint32_t)PQgetlength(r, 0, 1);
+    row.function = PQgetvalue(r, 0, 2);
+    row.function_len = (uint32_t)PQgetlength(r, 0, 2);
+    row.priority = (int)(int32_t)be32(PQgetvalue(r, 0, 3));
+    row.data = PQgetisnull(r, 0, 4) ? "" : PQgetvalue(r, 0, 4);
+    row.data_len = (uint32_t)PQgetlength(r, 0, 4);
+    row.when = PQgetisnull(r, 0, 5) ? 0 : be64(PQgetvalue(r, 0, 5));
+    return cb(arg, &row);
+}
+
 static int
 pg_replay(void *state, gm_qrow_cb cb, void *arg, char *err, size_t errlen)
 {
@@ -342,37 +661,24 @@ pg_replay(void *state, gm_qrow_cb cb, void *arg, char *err, size_t errlen)
         set_err(err, errlen, "replay", p->conn);
         return -1;
     }
+    /* Rows are taken one by one as they come.  Replay runs at start-up,
+       before the persistence thread: no deadline (a big table takes time). */
+    enum pg_wait w = flush_request(p->conn, 0);
     int rc = 0;
     PGresult *r;
-    while ((r = PQgetResult(p->conn))) {
+    while (w == PG_READY && (w = next_result(p->conn, 0, &r)) == PG_READY && r) {
         ExecStatusType st = PQresultStatus(r);
         if (st == PGRES_SINGLE_TUPLE) {
-            struct gm_qrow row;
-            memset(&row, 0, sizeof row);
-            if (PQgetisnull(r, 0, 0) || PQgetisnull(r, 0, 2) || PQgetisnull(r, 0, 3) ||
-                PQgetlength(r, 0, 3) != 4 || (!PQgetisnull(r, 0, 5) && PQgetlength(r, 0, 5) != 8)) {
-                gm_log(GM_LOG_ERROR, "Postgres: a row of %s has NULL or odd columns; kept, not replayed",
-                       p->table);
-            } else {
-                row.handle = PQgetvalue(r, 0, 0);
-                row.handle_len = (uint32_t)PQgetlength(r, 0, 0);
-                row.unique = PQgetisnull(r, 0, 1) ? "" : PQgetvalue(r, 0, 1);
-                row.unique_len = (uint32_t)PQgetlength(r, 0, 1);
-                row.function = PQgetvalue(r, 0, 2);
-                row.function_len = (uint32_t)PQgetlength(r, 0, 2);
-                row.priority = (int)(int32_t)be32(PQgetvalue(r, 0, 3));
-                row.data = PQgetisnull(r, 0, 4) ? "" : PQgetvalue(r, 0, 4);
-                row.data_len = (uint32_t)PQgetlength(r, 0, 4);
-                row.when = PQgetisnull(r, 0, 5) ? 0 : be64(PQgetvalue(r, 0, 5));
-                if (rc == 0 && cb(arg, &row) < 0)
-                    rc = 1;
-            }
+            if (replay_row(p, r, rc == 0 ? cb : NULL, arg) < 0)
+                rc = 1; /* cb asked to stop: read the rest, replay no more */
         } else if (st != PGRES_TUPLES_OK) {
             set_err(err, errlen, "replay", p->conn);
             rc = -1;
         }
         PQclear(r);
     }
+    if (w != PG_READY)
+        rc = lost(p, w, "replay", err, errlen);
     return rc < 0 ? -1 : 0;
 }
 
@@ -558,10 +864,13 @@ static int
 pg_write_batch(void *state, const struct gm_qrecord *recs, size_t n, char *err, size_t errlen)
 {
     struct pg *p = state;
+    p->bounded = true;
     if (PQstatus(p->conn) != CONNECTION_OK) {
         snprintf(err, errlen, "not connected");
         return -1;
     }
+    if (!p->timeouts_set && set_timeouts(p, err, errlen) < 0)
+        return -1;
     long long counter;
     if (!mark_last_per_handle(p, recs, n) || !fill_arrays(p, recs, n, &counter)) {
         snprintf(err, errlen, "out of memory");
@@ -571,39 +880,15 @@ pg_write_batch(void *state, const struct gm_qrecord *recs, size_t n, char *err, 
         set_err(err, errlen, "pipeline", p->conn);
         return -1;
     }
-    int rc = 0;
-    if (!send_batch(p, counter)) {
-        set_err(err, errlen, "sending batch", p->conn);
+    /* Every result up to the Sync is read: the server ran the batch as one
+       implicit transaction, so one error means none of it was kept. */
+    int rc = finish(p, send_batch(p, counter), true, NULL, "batch", err, errlen);
+    if (p->conn && !PQexitPipelineMode(p->conn)) {
+        /* a send that failed half-way leaves the pipeline unfinished */
+        if (rc == 0)
+            set_err(err, errlen, "pipeline", p->conn);
         rc = -1;
-    }
-    /* Read every result up to the sync: the server ran the batch as one
-       implicit transaction, so one error means none of it was kept.
-       Results are separated by NULLs; a dead connection ends the loop. */
-    if (rc == 0) {
-        for (;;) {
-            PGresult *r = PQgetResult(p->conn);
-            if (!r) {
-                if (PQstatus(p->conn) != CONNECTION_OK) {
-                    set_err(err, errlen, "batch", p->conn);
-                    rc = -1;
-                    break;
-                }
-                continue;
-            }
-            ExecStatusType st = PQresultStatus(r);
-            if (st != PGRES_COMMAND_OK && st != PGRES_PIPELINE_SYNC && rc == 0) {
-                const char *m = PQresultErrorMessage(r);
-                snprintf(err, errlen, "batch: %.*s", (int)strcspn(m, "\n"), m);
-                rc = -1;
-            }
-            PQclear(r);
-            if (st == PGRES_PIPELINE_SYNC)
-                break;
-        }
-    }
-    if (!PQexitPipelineMode(p->conn) && rc == 0) {
-        set_err(err, errlen, "pipeline", p->conn);
-        rc = -1;
+        p->down = true;
     }
     return rc;
 }
@@ -627,24 +912,18 @@ static bool
 pg_alive(void *state)
 {
     struct pg *p = state;
-    return PQstatus(p->conn) == CONNECTION_OK && PQtransactionStatus(p->conn) == PQTRANS_IDLE;
+    return p->conn && !p->down && PQstatus(p->conn) == CONNECTION_OK &&
+           PQtransactionStatus(p->conn) == PQTRANS_IDLE;
 }
 
+/* Builds a new connection (never PQreset: the old one may be wedged in
+   the middle of a pipeline), bounded like every call of this thread. */
 static int
 pg_reconnect(void *state, char *err, size_t errlen)
 {
     struct pg *p = state;
-    if (PQpipelineStatus(p->conn) != PQ_PIPELINE_OFF)
-        PQexitPipelineMode(p->conn);
-    PQreset(p->conn);
-    if (PQstatus(p->conn) != CONNECTION_OK) {
-        set_err(err, errlen, "reconnect", p->conn);
-        return -1;
-    }
-    if (run(p, "SET client_min_messages = warning", err, errlen) < 0 ||
-        setup_table(p, err, errlen) < 0 || prepare(p, err, errlen) < 0)
-        return -1;
-    return 0;
+    p->bounded = true;
+    return start_session(p, "reconnect", err, errlen);
 }
 
 static void
@@ -653,8 +932,7 @@ pg_close(void *state)
     struct pg *p = state;
     if (!p)
         return;
-    if (p->conn)
-        PQfinish(p->conn);
+    drop_conn(p);
     free(p->conninfo);
     free(p->table);
     free(p->table_raw);

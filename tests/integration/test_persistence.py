@@ -1351,6 +1351,158 @@ def test_postgres_outage_refuses_background_jobs_and_loses_nothing(store):
         stop_ok(s)
 
 
+class OwnPostgresStore(PostgresStore):
+    """A PostgresStore on a PostgreSQL of the test's own: one the test may
+    stop (SIGSTOP) without wedging the other tests."""
+
+    def __init__(self):
+        try:
+            self.pg = services.Postgres().start()
+        except services.Unavailable as e:
+            fail("PostgreSQL is needed (CI installs it): %s" % e)
+        self.table = fresh_name("gmq_")
+
+    def cleanup(self):
+        self.pg.__exit__(None, None, None)  # resumes a paused server first
+
+
+def health(port):
+    """GET /health: (HTTP status, the "status" it reads)."""
+    import http.client
+    import json
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        c.request("GET", "/health")
+        r = c.getresponse()
+        return r.status, json.loads(r.read())["status"]
+    finally:
+        c.close()
+
+
+def foreground_round_trip(s, fn):
+    """A foreground job from submit to WORK_COMPLETE, with a worker."""
+    fg = s.conn()
+    h = submit(fg, "SUBMIT_JOB", fn, "", "fg")
+    w = worker(s, fn)
+    j = grab_uniq(w)
+    assert j is not None and j[0] == h, j
+    w.send_packet("WORK_COMPLETE", h, "fg-done")
+    fg.expect_packet("WORK_COMPLETE", h, "fg-done")
+
+
+def refused_within(c, fn, unique, bound):
+    """Submits a background job and expects ERROR QUEUE_ERROR within
+    `bound` seconds; returns how long it took."""
+    t0 = time.time()
+    c.send_packet("SUBMIT_JOB_BG", fn, unique, unique)
+    p = c.recv_packet(timeout=bound)
+    took = time.time() - t0
+    assert p.name == "ERROR" and p.fields(2)[0] == b"QUEUE_ERROR", "expected QUEUE_ERROR, got %r" % p
+    return took
+
+
+def stored_again_within(c, fn, bound):
+    """Submits background jobs until one is stored (JOB_CREATED, not
+    QUEUE_ERROR), for at most `bound` seconds; returns its handle."""
+    deadline = time.time() + bound
+    while True:
+        c.send_packet("SUBMIT_JOB_BG", fn, "after", "after")
+        p = c.recv_packet(timeout=bound + 20)
+        if p.name == "JOB_CREATED":
+            return p.data.decode()
+        assert p.name == "ERROR" and p.fields(2)[0] == b"QUEUE_ERROR", p
+        assert time.time() < deadline, "background submits still refused %d s after PostgreSQL answered" % bound
+        time.sleep(0.2)
+
+
+@test
+def test_postgres_that_stops_answering_refuses_background_jobs_in_bounded_time_and_recovers():
+    # Issue 12.5: every process of the PostgreSQL is stopped (SIGSTOP): it
+    # accepts bytes (the kernel does) and answers nothing.  The batch
+    # waiting on it used to wait forever: its submitter never heard back,
+    # and /health stayed green.  Now the batch is refused after 15 s (the
+    # client-side deadline), /health says so from the 5th second, and once
+    # PostgreSQL answers again writes resume, with the refused job gone.
+    store = OwnPostgresStore()
+    hport = gmtest.free_port()
+    s = None
+    try:
+        s = srv(store, "-r", "http", "--http-port", str(hport)).start()
+        c = s.conn(timeout=40)
+        first = submit(c, "SUBMIT_JOB_BG", "pgstop", "first", "first")
+        assert handles(store.rows()) == [first]
+        assert health(hport) == (200, "ok")
+        try:
+            store.pg.pause()
+            t0 = time.time()
+            c.send_packet("SUBMIT_JOB_BG", "pgstop", "during", "during")
+            foreground_round_trip(s, "pgstop-fg")
+            wait_until(lambda: health(hport) == (503, "queue backend not answering"), timeout=10,
+                       what="/health to report the stall")
+            wait_until(lambda: "has not answered" in s.log_text(), timeout=5, what="the stall in the log")
+            p = c.recv_packet(timeout=30 - (time.time() - t0))
+            took = time.time() - t0
+            assert p.name == "ERROR" and p.fields(2)[0] == b"QUEUE_ERROR", p
+            assert took >= 10, "refused after %.1f s, before PostgreSQL could have answered" % took
+            assert health(hport)[0] == 503
+            # down now: the next submit is refused without waiting for a
+            # batch (at most for a reconnect attempt: connect_timeout, 5 s)
+            assert refused_within(c, "pgstop", "down", 10) < 7
+            foreground_round_trip(s, "pgstop-fg")
+        finally:
+            store.pg.resume()
+        after = stored_again_within(c, "pgstop", 20)
+        wait_until(lambda: health(hport) == (200, "ok"), timeout=5, what="/health to be green again")
+        # the refused job is not stored (even though its batch reached the
+        # server before it stopped), the first is stored once
+        wait_until(lambda: handles(store.rows()) == [first, after], timeout=10,
+                   what="storage to hold exactly the first job and the last (has %r)" % store.rows())
+        s = restart(s, store)
+        got = sorted(j[0] for j in drain(worker(s, "pgstop")))
+        assert got == sorted([first, after]), got
+    finally:
+        if s:
+            stop_ok(s)
+        store.cleanup()
+
+
+@per_backend("postgres")
+def test_postgres_table_lock_refuses_background_jobs_in_bounded_time_and_writes_resume(store):
+    # Issue 12.5: a session holds an ACCESS EXCLUSIVE lock on the queue
+    # table.  The batch used to wait for it forever; now statement_timeout
+    # (10 s) ends it: the submitter gets QUEUE_ERROR, and once the lock is
+    # released background submits are stored again.
+    hport = gmtest.free_port()
+    s = srv(store, "-r", "http", "--http-port", str(hport)).start()
+    locker = None
+    try:
+        c = s.conn(timeout=40)
+        first = submit(c, "SUBMIT_JOB_BG", "pglock", "first", "first")
+        pg = store.pg
+        locker = subprocess.Popen(["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(pg.port),
+                                   "-U", "postgres", "-d", "postgres"],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        locker.stdin.write(b"BEGIN;\nLOCK TABLE %s IN ACCESS EXCLUSIVE MODE;\nSELECT 'locked';\n" % store.table.encode())
+        locker.stdin.flush()
+        assert b"locked" in locker.stdout.readline(), "psql could not lock the table"
+        took = refused_within(c, "pglock", "during", 30)
+        assert took >= 5, "refused after %.1f s: the lock did not hold the batch" % took
+        assert "has not answered" in s.log_text()
+        assert health(hport)[0] == 503
+        foreground_round_trip(s, "pglock-fg")
+        locker.stdin.write(b"ROLLBACK;\n\\q\n")
+        locker.stdin.close()
+        locker.wait(timeout=10)
+        after = stored_again_within(c, "pglock", 20)
+        wait_until(lambda: health(hport) == (200, "ok"), timeout=5, what="/health to be green again")
+        assert handles(store.rows()) == [first, after], store.rows()
+    finally:
+        if locker and locker.poll() is None:
+            locker.kill()
+            locker.wait()
+        stop_ok(s)
+
+
 def _refused_alone(store, bad_submit, bad_what):
     """A job the backend cannot store gets QUEUE_ERROR; another client's job
     sent at the same moment is stored as usual.  Returns the bad job's

@@ -1484,6 +1484,91 @@ START_TEST(test_postgres_open_with_no_server_fails_with_a_message)
     ck_assert_msg(err[0] != '\0', "no message");
 }
 END_TEST
+/* Opens the backend on a fresh table with `extra` added to the conninfo. */
+static void *
+pg_open_with(struct gm_queue_options *o, char *conninfo, size_t len, const char *extra)
+{
+    pg_fresh(o);
+    snprintf(conninfo, len, "%s %s", pg_conninfo(), extra);
+    o->pg_conninfo = conninfo;
+    return bk_open(&BK_PG, o);
+}
+
+/* Writes one job while another session holds an ACCESS EXCLUSIVE lock on
+   the table; *took gets how long write_batch took, err why it failed.
+   Returns what write_batch returned and, in *alive, what alive() said. */
+static int
+pg_write_under_lock(void *st, const struct gm_queue_options *o, double *took, bool *alive, char *err,
+                    size_t errlen)
+{
+    PGconn *admin = pg_admin();
+    char sql[160];
+    snprintf(sql, sizeof sql, "LOCK TABLE \"%s\" IN ACCESS EXCLUSIVE MODE", o->pg_table);
+    pg_exec(admin, "BEGIN");
+    pg_exec(admin, sql);
+    struct gm_qrecord during = rec_add_s("H:test:2", "f", "b", "during", 1);
+    double t0 = now_s();
+    int rc = gm_queue_postgres.write_batch(st, &during, 1, err, errlen);
+    *took = now_s() - t0;
+    *alive = gm_queue_postgres.alive(st);
+    pg_exec(admin, "ROLLBACK");
+    PQfinish(admin);
+    return rc;
+}
+
+/* Issue 12.5: a lock held on the queue table used to make write_batch
+   wait for as long as it was held.  statement_timeout (10 s) now ends the
+   batch; the backend is down (a lock is no bad record: retrying the batch
+   record by record would wait as long again for each), and reconnect()
+   restores it once the lock is gone. */
+START_TEST(test_postgres_write_waiting_on_a_table_lock_fails_at_statement_timeout_and_reconnect_restores_it)
+{
+    struct gm_queue_options o;
+    pg_fresh(&o);
+    void *st = bk_open(&BK_PG, &o);
+    struct gm_qrecord before = rec_add_s("H:test:1", "f", "a", "before", 1);
+    bk_write(&BK_PG, st, &before, 1);
+    double took;
+    bool alive;
+    char err[256] = "", err_rc[256] = "";
+    int rc = pg_write_under_lock(st, &o, &took, &alive, err, sizeof err);
+    ck_assert_msg(rc == -1, "write_batch succeeded under the lock");
+    ck_assert_msg(took > 8.0 && took < 14.0, "write_batch failed after %.1f s", took);
+    ck_assert_msg(strstr(err, "statement timeout") != NULL, "reason: %s", err);
+    ck_assert_msg(!alive, "alive() after a statement timeout");
+    ck_assert_msg(gm_queue_postgres.reconnect(st, err_rc, sizeof err_rc) == 0, "reconnect: %s", err_rc);
+    struct gm_qrecord after = rec_add_s("H:test:3", "f", "c", "after", 1);
+    bk_write(&BK_PG, st, &after, 1);
+    struct rows rs;
+    st = bk_reopen_replay(&BK_PG, st, &o, &rs);
+    const char *want[] = {"H:test:1", "H:test:3"};
+    expect_handles(&rs, want, 2);
+    rows_free(&rs);
+    gm_queue_postgres.close(st);
+    pg_cleanup(&o);
+}
+END_TEST
+
+/* A statement_timeout given in --libpq-conninfo is kept (ours is only the
+   default).  A guard on that rule: it holds before issue 12.5 too. */
+START_TEST(test_postgres_statement_timeout_given_in_the_conninfo_wins)
+{
+    struct gm_queue_options o;
+    char conninfo[512];
+    void *st = pg_open_with(&o, conninfo, sizeof conninfo, "options='-c statement_timeout=1s'");
+    struct gm_qrecord before = rec_add_s("H:test:1", "f", "a", "before", 1);
+    bk_write(&BK_PG, st, &before, 1);
+    double took;
+    bool alive;
+    char err[256] = "";
+    int rc = pg_write_under_lock(st, &o, &took, &alive, err, sizeof err);
+    ck_assert_msg(rc == -1, "write_batch succeeded under the lock");
+    ck_assert_msg(took < 5.0, "write_batch failed after %.1f s, not at the 1 s asked for", took);
+    ck_assert_msg(strstr(err, "statement timeout") != NULL, "reason: %s", err);
+    gm_queue_postgres.close(st);
+    pg_cleanup(&o);
+}
+END_TEST
 #endif /* HAVE_LIBPQ */
 
 /* ------------------------------------------------------------------ */
@@ -2391,6 +2476,8 @@ queue_suite(void)
         suite_add_tcase(s, tc);
     }
     ADD(s, test_postgres_open_with_no_server_fails_with_a_message);
+    ADD(s, test_postgres_write_waiting_on_a_table_lock_fails_at_statement_timeout_and_reconnect_restores_it);
+    ADD(s, test_postgres_statement_timeout_given_in_the_conninfo_wins);
 #endif
 #ifdef HAVE_LIBMEMCACHED
     ADD(s, test_memcached_open_succeeds_against_a_running_server);
