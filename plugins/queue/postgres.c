@@ -102,6 +102,9 @@ struct pg {
     bool timeouts_set;    /* this session's statement_timeout is settled */
     bool down;            /* the server cancelled a statement for a timeout, or the
                              connection is in a state no batch can follow */
+    char server_start[64];/* pg_postmaster_start_time() of this session's server */
+    int orphan_pid;       /* backend of a connection given up, maybe still running */
+    char orphan_start[64];/* ... on the server that started then */
     char *counter_name;   /* the handle counter's row in gearmand_meta */
     char *conninfo;
     char *table;      /* quoted identifier */
@@ -260,6 +263,12 @@ lost(struct pg *p, enum pg_wait w, const char *what, char *err, size_t errlen)
         snprintf(err, errlen, "%s: no answer from PostgreSQL within %d s", what, PG_ANSWER_MS / 1000);
     else
         set_err(err, errlen, what, p->conn);
+    if (p->timeouts_set && !p->orphan_pid) {
+        /* its backend may still run a batch it was sent: see end_orphan()
+           (a session given up before that one ended wrote no job) */
+        p->orphan_pid = PQbackendPID(p->conn);
+        memcpy(p->orphan_start, p->server_start, sizeof p->orphan_start);
+    }
     drop_conn(p);
     return -1;
 }
@@ -535,17 +544,63 @@ out:
 }
 
 /* Gives the session its server-side deadline (see PG_STATEMENT_TIMEOUT),
-   unless this connection, its role or its database chose one.  Returns 0,
-   or -1 with err. */
+   unless this connection, its role or its database chose one, and notes
+   which server it is on.  Returns 0, or -1 with err. */
 static int
 set_timeouts(struct pg *p, char *err, size_t errlen)
 {
     static const char sql[] =
-        "SELECT set_config('statement_timeout', '" PG_STATEMENT_TIMEOUT "', false) FROM pg_settings "
-        "WHERE name = 'statement_timeout' AND source NOT IN ('client', 'user', 'database', 'database user')";
-    if (finish(p, PQsendQuery(p->conn, sql), false, NULL, "setting statement_timeout", err, errlen) < 0)
+        "SELECT pg_postmaster_start_time()::text, (SELECT set_config('statement_timeout', '"
+        PG_STATEMENT_TIMEOUT "', false) FROM pg_settings WHERE name = 'statement_timeout' "
+        "AND source NOT IN ('client', 'user', 'database', 'database user'))";
+    PGresult *r;
+    if (finish(p, PQsendQuery(p->conn, sql), false, &r, "setting statement_timeout", err, errlen) < 0)
         return -1;
+    snprintf(p->server_start, sizeof p->server_start, "%s", PQntuples(r) == 1 ? PQgetvalue(r, 0, 0) : "");
+    PQclear(r);
     p->timeouts_set = true;
+    return 0;
+}
+
+#define ORPHAN_SQL(terminate_args)                                                              \
+    "SELECT pg_terminate_backend(pid" terminate_args ") FROM pg_stat_activity WHERE pid = $1::int " \
+    "AND pid <> pg_backend_pid() AND pg_postmaster_start_time()::text = $2"
+
+/*
+ * A connection given up in the middle of a batch leaves a backend that may
+ * still run it, and commit it, once the server answers again: a batch whose
+ * submitters were told QUEUE_ERROR.  The persistence thread removes such
+ * jobs by writing their DONEs after reconnect(), so the old backend must be
+ * gone first.  Ends it (pg_terminate_backend, waiting up to 5 s for it to
+ * exit where the server can wait: 14 and later) if it is still there, on
+ * the same server (same start time).  Returns 0 when it is gone, -1 with
+ * err while it is not (reconnect() fails, and is tried again).
+ */
+static int
+end_orphan(struct pg *p, char *err, size_t errlen)
+{
+    if (!p->orphan_pid)
+        return 0;
+    bool waits = PQserverVersion(p->conn) >= 140000;
+    const char *sql = waits ? ORPHAN_SQL(", 5000") : ORPHAN_SQL("");
+    char pid[16];
+    snprintf(pid, sizeof pid, "%d", p->orphan_pid);
+    const char *v[2] = {pid, p->orphan_start};
+    PGresult *r;
+    if (finish(p, PQsendQueryParams(p->conn, sql, 2, NULL, v, NULL, NULL, 0), false, &r,
+               "ending the connection given up", err, errlen) < 0)
+        return -1;
+    bool found = PQntuples(r) == 1;
+    bool gone = !found || (waits && strcmp(PQgetvalue(r, 0, 0), "t") == 0);
+    PQclear(r);
+    if (!gone) {
+        snprintf(err, errlen, "the connection given up (backend %d) has not ended yet", p->orphan_pid);
+        return -1;
+    }
+    if (found)
+        gm_log(GM_LOG_NOTICE, "Postgres: ended backend %d, of the connection given up, before writing on",
+               p->orphan_pid);
+    p->orphan_pid = 0;
     return 0;
 }
 
@@ -565,7 +620,7 @@ start_session(struct pg *p, const char *what, char *err, size_t errlen)
         set_err(err, errlen, what, p->conn);
         return -1;
     }
-    if (p->bounded && set_timeouts(p, err, errlen) < 0)
+    if (p->bounded && (set_timeouts(p, err, errlen) < 0 || end_orphan(p, err, errlen) < 0))
         return -1;
     return run(p, "SET client_min_messages = warning", err, errlen) < 0 ||
                    setup_table(p, err, errlen) < 0 || prepare(p, err, errlen) < 0

@@ -30,6 +30,7 @@
 #include <errno.h>
 #include <ftw.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -1484,6 +1485,36 @@ START_TEST(test_postgres_open_with_no_server_fails_with_a_message)
     ck_assert_msg(err[0] != '\0', "no message");
 }
 END_TEST
+/* The pid of the one backend whose application_name is `app`. */
+static int
+pg_backend_pid_of(const char *app)
+{
+    PGconn *c = pg_admin();
+    const char *v[1] = {app};
+    PGresult *r = PQexecParams(c, "SELECT pid FROM pg_stat_activity WHERE application_name = $1", 1, NULL, v,
+                               NULL, NULL, 0);
+    ck_assert_msg(PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1, "%d backends named %s: %s",
+                  PQntuples(r), app, PQerrorMessage(c));
+    int pid = atoi(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    PQfinish(c);
+    return pid;
+}
+
+/* In the parent, after a case that stops a backend: every backend of the
+   server runs again whatever happened. */
+static void
+pg_resume_backends(void)
+{
+    const char *ci = getenv("GM_TEST_PG_CONNINFO");
+    PGconn *c = PQconnectdb(ci ? ci : "");
+    PGresult *r = PQexec(c, "SELECT pid FROM pg_stat_activity");
+    for (int i = 0; PQresultStatus(r) == PGRES_TUPLES_OK && i < PQntuples(r); i++)
+        kill(atoi(PQgetvalue(r, i, 0)), SIGCONT);
+    PQclear(r);
+    PQfinish(c);
+}
+
 /* Opens the backend on a fresh table with `extra` added to the conninfo. */
 static void *
 pg_open_with(struct gm_queue_options *o, char *conninfo, size_t len, const char *extra)
@@ -1493,6 +1524,64 @@ pg_open_with(struct gm_queue_options *o, char *conninfo, size_t len, const char 
     o->pg_conninfo = conninfo;
     return bk_open(&BK_PG, o);
 }
+
+/* Issue 12.5: the backend serving the queue stops answering in the middle
+   of a batch (SIGSTOP: the kernel still takes the bytes).  write_batch used
+   to wait for it forever.  Now it fails within the deadline (15 s) and the
+   backend is down.  The old backend, woken up later, must not commit the
+   refused batch after the DONEs that remove its jobs were written (the job
+   would be replayed though its submitter got QUEUE_ERROR). */
+START_TEST(test_postgres_write_to_a_backend_that_stops_answering_fails_in_bounded_time_and_never_commits_later)
+{
+    struct gm_queue_options o;
+    char conninfo[512], app[64];
+    snprintf(app, sizeof app, "gm_stall_%d", (int)getpid());
+    char extra[96];
+    snprintf(extra, sizeof extra, "application_name=%s", app);
+    void *st = pg_open_with(&o, conninfo, sizeof conninfo, extra);
+    struct gm_qrecord before = rec_add_s("H:test:1", "f", "a", "before", 1);
+    bk_write(&BK_PG, st, &before, 1);
+    int pid = pg_backend_pid_of(app);
+
+    /* Everything below runs before any assertion, so the backend runs
+       again even when ours misbehaves (pg_resume_backends runs after the
+       case too).  It does what the persistence thread does: after the
+       failed batch, reconnect with backoff, and once connected write the
+       DONEs of the refused jobs. */
+    char err_w[256] = "", err_rc[256] = "", err_done[256] = "";
+    ck_assert_int_eq(kill(pid, SIGSTOP), 0);
+    struct gm_qrecord during = rec_add_s("H:test:2", "f", "b", "during", 1);
+    double t0 = now_s();
+    int rc_w = gm_queue_postgres.write_batch(st, &during, 1, err_w, sizeof err_w);
+    double took = now_s() - t0;
+    bool alive = gm_queue_postgres.alive(st);
+    struct gm_qrecord done = rec_done("H:test:2");
+    int rc_rc = gm_queue_postgres.reconnect(st, err_rc, sizeof err_rc); /* the old backend still stopped */
+    int rc_done = rc_rc == 0 ? gm_queue_postgres.write_batch(st, &done, 1, err_done, sizeof err_done) : 1;
+    kill(pid, SIGCONT);
+    for (int i = 0; i < 50 && rc_rc != 0; i++) {
+        sleep_ms(100);
+        rc_rc = gm_queue_postgres.reconnect(st, err_rc, sizeof err_rc);
+    }
+    if (rc_done == 1 && rc_rc == 0)
+        rc_done = gm_queue_postgres.write_batch(st, &done, 1, err_done, sizeof err_done);
+    sleep_ms(300); /* the old backend, running again, does what it does */
+
+    ck_assert_msg(rc_w == -1, "write_batch succeeded with the backend stopped");
+    ck_assert_msg(took < 20.0, "write_batch took %.1f s to fail", took);
+    ck_assert_msg(strstr(err_w, "no answer from PostgreSQL") != NULL, "reason: %s", err_w);
+    ck_assert_msg(!alive, "alive() after a batch with no answer");
+    ck_assert_msg(rc_rc == 0, "reconnect failed: %s", err_rc);
+    ck_assert_msg(rc_done == 0, "writing the DONE after reconnect failed: %s", err_done);
+    struct rows rs;
+    st = bk_reopen_replay(&BK_PG, st, &o, &rs);
+    const char *want[] = {"H:test:1"}; /* the refused job was not committed after its DONE */
+    expect_handles(&rs, want, 1);
+    rows_free(&rs);
+    gm_queue_postgres.close(st);
+    pg_cleanup(&o);
+}
+END_TEST
 
 /* Writes one job while another session holds an ACCESS EXCLUSIVE lock on
    the table; *took gets how long write_batch took, err why it failed.
@@ -2476,6 +2565,13 @@ queue_suite(void)
         suite_add_tcase(s, tc);
     }
     ADD(s, test_postgres_open_with_no_server_fails_with_a_message);
+    {
+        TCase *tc = tcase_create("test_postgres_write_to_a_backend_that_stops_answering_fails_in_bounded_time_and_never_commits_later");
+        tcase_add_unchecked_fixture(tc, NULL, pg_resume_backends);
+        tcase_add_test(tc, test_postgres_write_to_a_backend_that_stops_answering_fails_in_bounded_time_and_never_commits_later);
+        tcase_set_timeout(tc, 60);
+        suite_add_tcase(s, tc);
+    }
     ADD(s, test_postgres_write_waiting_on_a_table_lock_fails_at_statement_timeout_and_reconnect_restores_it);
     ADD(s, test_postgres_statement_timeout_given_in_the_conninfo_wins);
 #endif
