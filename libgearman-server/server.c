@@ -22,7 +22,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/utsname.h>
 #include <unistd.h>
 
 #include "libgearman-server/dispatcher.h"
@@ -77,30 +76,6 @@ struct gm_server {
     bool graceful;
     unsigned next_io;
 };
-
-void
-gm_server_config_defaults(struct gm_server_config *c)
-{
-    memset(c, 0, sizeof *c);
-    c->port = GM_DEFAULT_PORT;
-    c->backlog = 32;
-    c->io_threads = 0;
-    c->busy_poll_us = GM_DEFAULT_BUSY_POLL_US;
-    c->reply_batch_us = GM_DEFAULT_REPLY_BATCH_US;
-    c->max_packet_size = GM_DEFAULT_MAX_PACKET;
-    c->max_output = GM_DEFAULT_MAX_OUTPUT;
-    c->hashtable_buckets = GM_DEFAULT_BUCKETS;
-    c->queue_batch_max = 4096;
-    c->keepalive_idle = c->keepalive_interval = c->keepalive_count = -1;
-    struct utsname u;
-    const char *node = uname(&u) == 0 ? u.nodename : "localhost";
-    /* Long host names are cut so that "<prefix>:<n>" always fits a handle. */
-    size_t len = strnlen(node, GM_PREFIX_MAX - 2);
-    c->handle_prefix[0] = 'H';
-    c->handle_prefix[1] = ':';
-    memcpy(c->handle_prefix + 2, node, len);
-    c->handle_prefix[2 + len] = '\0';
-}
 
 /* ------------------------------------------------------------------ */
 /* Wiring the threads together                                         */
