@@ -2589,14 +2589,7 @@ END_TEST
 
 /* ------------------------------------------------------------------ */
 
-#define ADD(s, t)                                                              \
-    do {                                                                       \
-        TCase *tc_ = tcase_create(#t);                                         \
-        tcase_add_checked_fixture(tc_, setup, teardown);                       \
-        tcase_add_test(tc_, t);                                                \
-        tcase_set_timeout(tc_, 60);                                            \
-        suite_add_tcase((s), tc_);                                             \
-    } while (0)
+#define ADD(s, t) gm_check_add((s), #t, t, 60, setup, teardown)
 
 static Suite *
 dispatcher_suite(void)

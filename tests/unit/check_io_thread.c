@@ -328,13 +328,7 @@ END_TEST
 
 /* ------------------------------------------------------------------ */
 
-#define ADD(s, t, timeout)                                                     \
-    do {                                                                       \
-        TCase *tc_ = tcase_create(#t);                                         \
-        tcase_add_test(tc_, t);                                                \
-        tcase_set_timeout(tc_, (timeout));                                     \
-        suite_add_tcase((s), tc_);                                             \
-    } while (0)
+#define ADD(s, t, timeout) gm_check_add((s), #t, t, (timeout), NULL, NULL)
 
 static Suite *
 io_thread_suite(void)

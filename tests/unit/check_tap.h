@@ -9,6 +9,20 @@
 #include <check.h>
 #include <stdio.h>
 
+/* Adds test t to suite s as a test case of its own, named name (so the TAP
+   line carries the test's name), with a time-out in seconds and an
+   optional checked fixture (setup and teardown may be NULL). */
+static inline void
+gm_check_add(Suite *s, const char *name, const TTest *t, double timeout, SFun setup, SFun teardown)
+{
+    TCase *tc = tcase_create(name);
+    if (setup || teardown)
+        tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, t);
+    tcase_set_timeout(tc, timeout);
+    suite_add_tcase(s, tc);
+}
+
 /* Runs every test of suite s; prints "1..N" and "ok"/"not ok" lines.
    Returns 0 (the TAP lines carry the verdict). */
 static inline int
