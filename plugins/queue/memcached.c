@@ -29,6 +29,7 @@
 #include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "libgearman-server/log.h"
 #include "libgearman-server/protocol.h"
@@ -451,8 +452,13 @@ hexval(int ch)
     return ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10 : -1;
 }
 
+#define METADUMP_BUSY (-2)
+#define METADUMP_TRIES 250   /* 5 ms apart: a crawl of its own waits up to about 1.25 s */
+
 /* Lists every key of one server with "lru_crawler metadump all"; returns 0,
-   or -1 if the server does not support it (or cannot be reached). */
+   METADUMP_BUSY if the crawler is running for somebody else (the LRU
+   maintainer, another client), or -1 if the server does not support it (or
+   cannot be reached). */
 static int
 metadump(const char *host, const char *port, struct keylist *kl)
 {
@@ -486,8 +492,12 @@ metadump(const char *host, const char *port, struct keylist *kl)
                 rc = 0;
                 goto done;
             }
+            if (ll >= 4 && memcmp(buf, "BUSY", 4) == 0) {
+                rc = METADUMP_BUSY;
+                goto done;
+            }
             if ((ll >= 5 && memcmp(buf, "ERROR", 5) == 0) || (ll >= 6 && memcmp(buf, "CLIENT", 6) == 0) ||
-                (ll >= 6 && memcmp(buf, "SERVER", 6) == 0) || (ll >= 4 && memcmp(buf, "BUSY", 4) == 0))
+                (ll >= 6 && memcmp(buf, "SERVER", 6) == 0))
                 goto done;
             if (ll > 4 && memcmp(buf, "key=", 4) == 0) {
                 char key[1024];
@@ -524,6 +534,25 @@ done:
     return rc;
 }
 
+/* metadump(), tried again while the crawler is busy with somebody else's
+   crawl: falling back to cachedump then would miss every item in the WARM
+   and COLD LRUs, so a replay could find nothing at all. */
+static int
+metadump_retrying(const char *host, const char *port, struct keylist *kl)
+{
+    int rc = METADUMP_BUSY;
+    for (int i = 0; i < METADUMP_TRIES && rc == METADUMP_BUSY; i++) {
+        if (i) {
+            struct timespec ts = {0, 5000000};
+            nanosleep(&ts, NULL);
+        }
+        rc = metadump(host, port, kl);
+    }
+    if (rc == METADUMP_BUSY)
+        gm_log(GM_LOG_WARNING, "libmemcached: the LRU crawler of %s:%s stayed busy", host, port);
+    return rc;
+}
+
 /* Lists the keys of every server; falls back to cachedump. */
 static void
 list_keys(struct mc *c, struct keylist *kl)
@@ -549,8 +578,7 @@ list_keys(struct mc *c, struct keylist *kl)
            LRU segments meanwhile can be missed by one pass.  Two passes;
            mc_replay drops the keys seen twice. */
         for (int pass = 0; pass < 2 && ok; pass++)
-            if (metadump(host, port, kl) < 0)
-                ok = false;
+            ok = metadump_retrying(host, port, kl) == 0;
         p = end ? end + 1 : p + len;
     }
     if (ok)

@@ -1778,6 +1778,96 @@ START_TEST(test_memcached_replay_finds_every_job_however_often_it_ran)
 }
 END_TEST
 
+/* Keeps memcached's LRU crawler busy: metadump after metadump on a
+   connection of its own, until told to stop. */
+static _Atomic int crawl_stop;
+
+static void *
+keep_crawler_busy(void *arg)
+{
+    const char *servers = arg;
+    char host[64] = "127.0.0.1", port[16] = "11211";
+    const char *colon = strrchr(servers, ':');
+    if (colon) {
+        snprintf(host, sizeof host, "%.*s", (int)(colon - servers), servers);
+        snprintf(port, sizeof port, "%s", colon + 1);
+    }
+    struct sockaddr_in sa = {0};
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)atoi(port));
+    inet_pton(AF_INET, host, &sa.sin_addr);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0)
+        return NULL;
+    char buf[65536];
+    while (!atomic_load(&crawl_stop)) {
+        static const char cmd[] = "lru_crawler metadump all\r\n";
+        if (send(fd, cmd, sizeof cmd - 1, MSG_NOSIGNAL) < 0)
+            break;
+        size_t have = 0;
+        for (;;) { /* up to END (or BUSY) */
+            ssize_t r = recv(fd, buf + have, sizeof buf - have - 1, 0);
+            if (r <= 0)
+                goto out;
+            have += (size_t)r;
+            buf[have] = '\0';
+            if (strstr(buf, "END\r\n") || strstr(buf, "BUSY"))
+                break;
+            if (have > sizeof buf / 2) { /* keep the tail only */
+                memmove(buf, buf + have - 16, 16);
+                have = 16;
+            }
+        }
+    }
+out:
+    close(fd);
+    return NULL;
+}
+
+/* While somebody else keeps the LRU crawler busy, replay still lists every
+   job: a BUSY answer to "lru_crawler metadump" is waited out, not taken
+   for "unsupported" (whose fallback, cachedump, misses the items already
+   read twice: a replay found none of them). */
+START_TEST(test_memcached_replay_waits_out_a_busy_lru_crawler)
+{
+    struct gm_queue_options o;
+    mc_fresh(&o);
+    void *st = bk_open(&BK_MC, &o);
+    char h[10][24];
+    struct gm_qrecord r[10];
+    for (int i = 0; i < 10; i++) {
+        snprintf(h[i], sizeof h[i], "H:test:%d", i + 1);
+        r[i] = rec_add_s(h[i], "f", h[i], "data", 1);
+    }
+    bk_write(&BK_MC, st, r, 10);
+    struct rows rs;
+    for (int round = 0; round < 2; round++) { /* read twice: WARM, where cachedump does not look */
+        st = bk_reopen_replay(&BK_MC, st, &o, &rs);
+        ck_assert_uint_eq(rs.n, 10);
+        rows_free(&rs);
+        sleep_ms(300);
+    }
+    atomic_store(&crawl_stop, 0);
+    pthread_t busy[2];
+    for (int i = 0; i < 2; i++)
+        ck_assert_int_eq(pthread_create(&busy[i], NULL, keep_crawler_busy, (void *)o.mc_servers), 0);
+    sleep_ms(50);
+    size_t found[5];
+    for (int round = 0; round < 5; round++) {
+        st = bk_reopen_replay(&BK_MC, st, &o, &rs);
+        found[round] = rs.n;
+        rows_free(&rs);
+    }
+    atomic_store(&crawl_stop, 1);
+    for (int i = 0; i < 2; i++)
+        pthread_join(busy[i], NULL);
+    for (int round = 0; round < 5; round++)
+        ck_assert_msg(found[round] == 10, "replay %d beside a busy crawler found %zu of 10 jobs", round,
+                      found[round]);
+    gm_queue_memcached.close(st);
+}
+END_TEST
+
 /* memcached refuses items over its item size limit (1 MiB by default); a
    batch holding one must still be all or nothing. */
 START_TEST(test_memcached_batch_with_an_item_too_big_writes_nothing)
@@ -2575,6 +2665,7 @@ queue_suite(void)
     ADD(s, test_memcached_gearmand_1_1_20_items_are_migrated_by_replay);
     ADD(s, test_memcached_replay_finds_jobs_written_just_before);
     ADD(s, test_memcached_replay_finds_every_job_however_often_it_ran);
+    ADD(s, test_memcached_replay_waits_out_a_busy_lru_crawler);
     ADD(s, test_memcached_batch_with_an_item_too_big_writes_nothing);
     ADD(s, test_memcached_function_name_over_64_kib_is_refused_not_cut_short);
     ADD(s, test_memcached_open_with_no_server_fails_with_a_message);
