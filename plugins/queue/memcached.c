@@ -14,9 +14,13 @@
  * batch with it, never stored cut short.  Items written by gearmand 1.1.20 (key
  * "<prefix><function>-<unique>", value = data) are found by replay, given a
  * handle, rewritten in this form and their old key deleted.  Replay lists
- * keys with "lru_crawler metadump all" (memcached 1.4.31+), which sees every
- * item, falling back to libmemcached's cachedump listing (which misses items
- * in memcached's HOT LRU) on servers without it.
+ * keys with "lru_crawler metadump hash" (memcached 1.6.9+), a walk of the
+ * hash table that sees every item however memcached moves it between its
+ * LRUs meanwhile; on older servers with "lru_crawler metadump all"
+ * (1.4.31+), a walk of the LRUs, done twice since an item moved between
+ * LRUs during one walk can be missed by it; and on servers without either
+ * with libmemcached's cachedump listing (which misses items in memcached's
+ * HOT LRU).
  */
 #include "config.h"
 
@@ -453,14 +457,16 @@ hexval(int ch)
 }
 
 #define METADUMP_BUSY (-2)
+#define METADUMP_NO_MODE (-3) /* the server has no such walk (older memcached) */
 #define METADUMP_TRIES 250   /* 5 ms apart: a crawl of its own waits up to about 1.25 s */
 
-/* Lists every key of one server with "lru_crawler metadump all"; returns 0,
-   METADUMP_BUSY if the crawler is running for somebody else (the LRU
-   maintainer, another client), or -1 if the server does not support it (or
-   cannot be reached). */
+/* Lists every key of one server with "lru_crawler metadump <mode>" (mode
+   "hash" or "all"); returns 0, METADUMP_BUSY if the crawler is running for
+   somebody else (the LRU maintainer, another client), METADUMP_NO_MODE if
+   the server does not know that mode, or -1 if it has no metadump at all
+   (or cannot be reached). */
 static int
-metadump(const char *host, const char *port, struct keylist *kl)
+metadump(const char *host, const char *port, const char *mode, struct keylist *kl)
 {
     struct addrinfo hints = {0}, *res;
     hints.ai_socktype = SOCK_STREAM;
@@ -474,8 +480,9 @@ metadump(const char *host, const char *port, struct keylist *kl)
         return -1;
     }
     freeaddrinfo(res);
-    static const char cmd[] = "lru_crawler metadump all\r\n";
-    if (send(fd, cmd, sizeof cmd - 1, MSG_NOSIGNAL) < 0) {
+    char cmd[64];
+    int cl = snprintf(cmd, sizeof cmd, "lru_crawler metadump %s\r\n", mode);
+    if (send(fd, cmd, (size_t)cl, MSG_NOSIGNAL) < 0) {
         close(fd);
         return -1;
     }
@@ -494,6 +501,10 @@ metadump(const char *host, const char *port, struct keylist *kl)
             }
             if (ll >= 4 && memcmp(buf, "BUSY", 4) == 0) {
                 rc = METADUMP_BUSY;
+                goto done;
+            }
+            if (ll >= 8 && memcmp(buf, "BADCLASS", 8) == 0) {
+                rc = METADUMP_NO_MODE;
                 goto done;
             }
             if ((ll >= 5 && memcmp(buf, "ERROR", 5) == 0) || (ll >= 6 && memcmp(buf, "CLIENT", 6) == 0) ||
@@ -538,7 +549,7 @@ done:
    crawl: falling back to cachedump then would miss every item in the WARM
    and COLD LRUs, so a replay could find nothing at all. */
 static int
-metadump_retrying(const char *host, const char *port, struct keylist *kl)
+metadump_retrying(const char *host, const char *port, const char *mode, struct keylist *kl)
 {
     int rc = METADUMP_BUSY;
     for (int i = 0; i < METADUMP_TRIES && rc == METADUMP_BUSY; i++) {
@@ -546,7 +557,7 @@ metadump_retrying(const char *host, const char *port, struct keylist *kl)
             struct timespec ts = {0, 5000000};
             nanosleep(&ts, NULL);
         }
-        rc = metadump(host, port, kl);
+        rc = metadump(host, port, mode, kl);
     }
     if (rc == METADUMP_BUSY)
         gm_log(GM_LOG_WARNING, "libmemcached: the LRU crawler of %s:%s stayed busy", host, port);
@@ -574,11 +585,14 @@ list_keys(struct mc *c, struct keylist *kl)
         host[hl] = '\0';
         if (colon)
             snprintf(port, sizeof port, "%.*s", (int)(len - hl - 1), colon + 1);
-        /* The LRU crawler is no snapshot: an item memcached moves between
-           LRU segments meanwhile can be missed by one pass.  Two passes;
-           mc_replay drops the keys seen twice. */
-        for (int pass = 0; pass < 2 && ok; pass++)
-            ok = metadump_retrying(host, port, kl) == 0;
+        /* The hash walk sees every item.  A walk of the LRUs is no
+           snapshot: an item memcached moves between LRU segments meanwhile
+           (reads make it do so, asynchronously) can be missed by one pass.
+           Two passes then; mc_replay drops the keys seen twice. */
+        int rc = metadump_retrying(host, port, "hash", kl);
+        if (rc == METADUMP_NO_MODE && (rc = metadump_retrying(host, port, "all", kl)) == 0)
+            rc = metadump_retrying(host, port, "all", kl);
+        ok = rc == 0;
         p = end ? end + 1 : p + len;
     }
     if (ok)

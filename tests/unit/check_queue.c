@@ -1778,14 +1778,10 @@ START_TEST(test_memcached_replay_finds_every_job_however_often_it_ran)
 }
 END_TEST
 
-/* Keeps memcached's LRU crawler busy: metadump after metadump on a
-   connection of its own, until told to stop. */
-static _Atomic int crawl_stop;
-
-static void *
-keep_crawler_busy(void *arg)
+/* A TCP connection to the memcached "host:port" of servers, or -1. */
+static int
+connect_to(const char *servers)
 {
-    const char *servers = arg;
     char host[64] = "127.0.0.1", port[16] = "11211";
     const char *colon = strrchr(servers, ':');
     if (colon) {
@@ -1797,7 +1793,22 @@ keep_crawler_busy(void *arg)
     sa.sin_port = htons((uint16_t)atoi(port));
     inet_pton(AF_INET, host, &sa.sin_addr);
     int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0)
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+        close(fd);
+        fd = -1;
+    }
+    return fd;
+}
+
+/* Keeps memcached's LRU crawler busy: metadump after metadump on a
+   connection of its own, until told to stop. */
+static _Atomic int crawl_stop;
+
+static void *
+keep_crawler_busy(void *arg)
+{
+    int fd = connect_to(arg);
+    if (fd < 0)
         return NULL;
     char buf[65536];
     while (!atomic_load(&crawl_stop)) {
@@ -1864,6 +1875,91 @@ START_TEST(test_memcached_replay_waits_out_a_busy_lru_crawler)
     for (int round = 0; round < 5; round++)
         ck_assert_msg(found[round] == 10, "replay %d beside a busy crawler found %zu of 10 jobs", round,
                       found[round]);
+    gm_queue_memcached.close(st);
+}
+END_TEST
+
+/* Reads keys[0..n) over and over on a connection of its own, until told
+   to stop: every read may make memcached move the item between its LRU
+   segments (HOT, WARM, COLD), as other clients of a shared memcached do. */
+struct reader_args {
+    const char *servers;
+    char keys[10][64];
+    int n;
+};
+
+static void *
+keep_reading(void *arg)
+{
+    struct reader_args *a = arg;
+    int fd = connect_to(a->servers);
+    if (fd < 0)
+        return NULL;
+    char buf[4096];
+    while (!atomic_load(&crawl_stop)) {
+        char cmd[1024] = "get";
+        for (int i = 0; i < a->n; i++)
+            snprintf(cmd + strlen(cmd), sizeof cmd - strlen(cmd), " %s", a->keys[i]);
+        snprintf(cmd + strlen(cmd), sizeof cmd - strlen(cmd), "\r\n");
+        if (send(fd, cmd, strlen(cmd), MSG_NOSIGNAL) < 0)
+            break;
+        size_t have = 0;
+        for (;;) { /* up to END */
+            ssize_t r = recv(fd, buf + have, sizeof buf - have - 1, 0);
+            if (r <= 0)
+                goto out;
+            have += (size_t)r;
+            buf[have] = '\0';
+            if (have >= 5 && strcmp(buf + have - 5, "END\r\n") == 0)
+                break;
+            if (have > sizeof buf / 2) { /* keep the tail only */
+                memmove(buf, buf + have - 16, 16);
+                have = 16;
+            }
+        }
+    }
+out:
+    close(fd);
+    return NULL;
+}
+
+/* Replay lists every job while other clients keep reading them, so that
+   memcached keeps moving the items between its LRU segments: a walk of the
+   LRUs ("lru_crawler metadump all") misses an item moved from one not yet
+   walked to one already walked, and a replay lost jobs that way. */
+START_TEST(test_memcached_replay_finds_every_job_while_other_clients_read_them)
+{
+    struct gm_queue_options o;
+    mc_fresh(&o);
+    void *st = bk_open(&BK_MC, &o);
+    static struct reader_args ra;
+    ra.servers = o.mc_servers;
+    ra.n = 10;
+    char h[10][24];
+    struct gm_qrecord r[10];
+    for (int i = 0; i < 10; i++) {
+        snprintf(h[i], sizeof h[i], "H:test:%d", i + 1);
+        r[i] = rec_add_s(h[i], "f", h[i], "data", 1);
+        snprintf(ra.keys[i], sizeof ra.keys[i], "%s%s", o.mc_prefix, h[i]);
+    }
+    bk_write(&BK_MC, st, r, 10);
+    atomic_store(&crawl_stop, 0);
+    pthread_t readers[2];
+    for (int i = 0; i < 2; i++)
+        ck_assert_int_eq(pthread_create(&readers[i], NULL, keep_reading, &ra), 0);
+    enum { ROUNDS = 40 };
+    size_t found[ROUNDS];
+    for (int round = 0; round < ROUNDS; round++) {
+        struct rows rs;
+        st = bk_reopen_replay(&BK_MC, st, &o, &rs);
+        found[round] = rs.n;
+        rows_free(&rs);
+    }
+    atomic_store(&crawl_stop, 1);
+    for (int i = 0; i < 2; i++)
+        pthread_join(readers[i], NULL);
+    for (int round = 0; round < ROUNDS; round++)
+        ck_assert_msg(found[round] == 10, "replay %d beside readers found %zu of 10 jobs", round, found[round]);
     gm_queue_memcached.close(st);
 }
 END_TEST
@@ -2666,6 +2762,7 @@ queue_suite(void)
     ADD(s, test_memcached_replay_finds_jobs_written_just_before);
     ADD(s, test_memcached_replay_finds_every_job_however_often_it_ran);
     ADD(s, test_memcached_replay_waits_out_a_busy_lru_crawler);
+    ADD(s, test_memcached_replay_finds_every_job_while_other_clients_read_them);
     ADD(s, test_memcached_batch_with_an_item_too_big_writes_nothing);
     ADD(s, test_memcached_function_name_over_64_kib_is_refused_not_cut_short);
     ADD(s, test_memcached_open_with_no_server_fails_with_a_message);
