@@ -46,7 +46,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "libgearman-server/protocol.h"
+#include "libgearman-server/proto/protocol.h"
 
 struct cfg {
     const char *host, *port, *mode;

@@ -2,7 +2,7 @@
  * bin/client.h: the small client module behind the `gearman` and
  * `gearadmin` tools: a blocking connection to one of a list of job
  * servers (fail-over to the next), binary packets through the server's
- * own codec (libgearman-server/protocol.h), admin text commands read to
+ * own codec (libgearman-server/proto/protocol.h), admin text commands read to
  * their terminating line, and timeouts on every wait.
  *
  * Single-threaded: one struct gmc belongs to one thread.
@@ -14,7 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "libgearman-server/protocol.h"
+#include "libgearman-server/proto/protocol.h"
 
 #define GMC_MAX_SERVERS 32
 

@@ -1,6 +1,6 @@
 /*
  * gearmand.c: the daemon's main: options and config file, log, daemonizing,
- * pid file, user switch, then the server (libgearman-server/server.h).
+ * pid file, user switch, then the server (libgearman-server/server/server.h).
  *
  * Runs on the main thread, which after start-up becomes the server's main
  * loop (accepting connections and handling signals).  Start-up order: parse
@@ -30,8 +30,8 @@
 #include "gearmand/options.h"
 #include "gearmand/queues.h"
 #include "plugins/protocol/http/http.h"
-#include "libgearman-server/log.h"
-#include "libgearman-server/server.h"
+#include "libgearman-server/base/log.h"
+#include "libgearman-server/server/server.h"
 
 static const char *prog = "gearmand";
 static const char *pid_file_written;

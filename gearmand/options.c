@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "libgearman-server/log.h"
+#include "libgearman-server/base/log.h"
 
 #ifndef GM_LOCALSTATEDIR
 #define GM_LOCALSTATEDIR "/var"

@@ -5,7 +5,7 @@
 #ifndef GM_GEARMAND_QUEUES_H
 #define GM_GEARMAND_QUEUES_H
 
-#include "libgearman-server/queue_backend.h"
+#include "libgearman-server/persist/queue_backend.h"
 
 /* NULL-terminated; "builtin" (memory only) is not in it: it is no backend. */
 extern const struct gm_queue_backend *const gm_linked_queues[];

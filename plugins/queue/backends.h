@@ -1,13 +1,13 @@
 /*
  * plugins/queue/backends.h: the durable queue backends this folder
- * provides, each implementing libgearman-server/queue_backend.h.  Which
+ * provides, each implementing libgearman-server/persist/queue_backend.h.  Which
  * ones are linked depends on the libraries configure found; gearmand/
  * lists them in one table.
  */
 #ifndef GM_PLUGINS_QUEUE_BACKENDS_H
 #define GM_PLUGINS_QUEUE_BACKENDS_H
 
-#include "libgearman-server/queue_backend.h"
+#include "libgearman-server/persist/queue_backend.h"
 
 /* Where -q libsqlite3 keeps its queue when --libsqlite3-db is not given:
    a file in the working directory. */

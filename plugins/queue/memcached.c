@@ -35,8 +35,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "libgearman-server/log.h"
-#include "libgearman-server/protocol.h"
+#include "libgearman-server/base/log.h"
+#include "libgearman-server/proto/protocol.h"
 
 #define MAGIC "GMQ1"
 #define HEAD_LEN (4 + 1 + 8 + 2)

@@ -40,7 +40,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "libgearman-server/log.h"
+#include "libgearman-server/base/log.h"
 
 /*
  * Deadlines.  A batch normally takes milliseconds; these bound what a

@@ -24,7 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "libgearman-server/log.h"
+#include "libgearman-server/base/log.h"
 
 struct sq {
     sqlite3 *db;

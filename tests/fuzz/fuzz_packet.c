@@ -11,8 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "libgearman-server/admin.h"
-#include "libgearman-server/protocol.h"
+#include "libgearman-server/proto/admin_split.h"
+#include "libgearman-server/proto/protocol.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

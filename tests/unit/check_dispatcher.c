@@ -27,16 +27,16 @@
 #include <string.h>
 #include <time.h>
 
-#include "libgearman-server/admin.h"
-#include "libgearman-server/block.h"
-#include "libgearman-server/dispatcher.h"
-#include "libgearman-server/dispatcher_int.h"
-#include "libgearman-server/jobs.h"
-#include "libgearman-server/log.h"
-#include "libgearman-server/msg.h"
-#include "libgearman-server/persist.h"
-#include "libgearman-server/protocol.h"
-#include "libgearman-server/server_config.h"
+#include "libgearman-server/proto/admin_split.h"
+#include "libgearman-server/base/block.h"
+#include "libgearman-server/dispatch/dispatcher.h"
+#include "libgearman-server/dispatch/dispatcher_int.h"
+#include "libgearman-server/dispatch/jobs.h"
+#include "libgearman-server/base/log.h"
+#include "libgearman-server/proto/msg.h"
+#include "libgearman-server/persist/persist.h"
+#include "libgearman-server/proto/protocol.h"
+#include "libgearman-server/server/server_config.h"
 #include "tests/unit/check_tap.h"
 
 /* ------------------------------------------------------------------ */

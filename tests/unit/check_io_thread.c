@@ -27,10 +27,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "libgearman-server/io_thread.h"
-#include "libgearman-server/log.h"
-#include "libgearman-server/msg.h"
-#include "libgearman-server/protocol.h"
+#include "libgearman-server/io/io_thread.h"
+#include "libgearman-server/base/log.h"
+#include "libgearman-server/proto/msg.h"
+#include "libgearman-server/proto/protocol.h"
 #include "tests/unit/check_tap.h"
 
 /* ------------------------------------------------------------------ */

@@ -1,6 +1,6 @@
 /*
  * check_protocol.c: unit tests for the codec (protocol.h), the admin line
- * splitter (admin.h) and the schedule of SUBMIT_JOB_SCHED (sched.h).
+ * splitter (admin_split.h) and the schedule of SUBMIT_JOB_SCHED (sched.h).
  *
  * Pure functions only: every packet type encoded and parsed back under both
  * magics, the framer fed every prefix of a mixed binary/text stream (each
@@ -18,9 +18,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "libgearman-server/admin.h"
-#include "libgearman-server/protocol.h"
-#include "libgearman-server/sched.h"
+#include "libgearman-server/proto/admin_split.h"
+#include "libgearman-server/proto/protocol.h"
+#include "libgearman-server/proto/sched.h"
 #include "tests/unit/check_tap.h"
 
 /* ------------------------------------------------------------------ */

@@ -1,6 +1,6 @@
 /*
  * check_queue.c: unit tests for the durable queue backends (through their
- * vtables, libgearman-server/queue_backend.h, against real storage) and for
+ * vtables, libgearman-server/persist/queue_backend.h, against real storage) and for
  * the persistence thread (persist.h) over a fake in-memory backend.
  *
  * Backends: gm_queue_sqlite needs nothing but a temporary directory;
@@ -55,9 +55,9 @@
 #include <libmemcached/memcached.h>
 #endif
 
-#include "libgearman-server/log.h"
-#include "libgearman-server/persist.h"
-#include "libgearman-server/queue_backend.h"
+#include "libgearman-server/base/log.h"
+#include "libgearman-server/persist/persist.h"
+#include "libgearman-server/persist/queue_backend.h"
 #include "plugins/queue/backends.h"
 #include "tests/unit/check_tap.h"
 

@@ -20,7 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "libgearman-server/ring.h"
+#include "libgearman-server/base/ring.h"
 #include "tests/unit/check_tap.h"
 
 GM_RING_DEFINE(u64_ring, uint64_t)

@@ -3,7 +3,7 @@
  * gearmand-compatible job submission, the built-in web monitor, JSON
  * views, Prometheus /metrics and /health.
  *
- * Implements libgearman-server/frontend.h.  parse() and on_packet() run on
+ * Implements libgearman-server/proto/frontend.h.  parse() and on_packet() run on
  * the connection's I/O thread and touch only that connection's state
  * (struct http_conn); serve() runs on the dispatcher thread and reads the
  * server only through the state view it is given.  HTTP/1.1 with
@@ -33,8 +33,8 @@
 #include <string.h>
 #include <strings.h>
 
-#include "libgearman-server/log.h"
-#include "libgearman-server/protocol.h"
+#include "libgearman-server/base/log.h"
+#include "libgearman-server/proto/protocol.h"
 #include "plugins/protocol/http/hosts.h"
 
 #define HEAD_MAX 65536

@@ -1,6 +1,6 @@
 /*
  * plugins/protocol/http/http.h: the HTTP front-end (see http.c), an
- * implementation of libgearman-server/frontend.h that gearmand/ wires in
+ * implementation of libgearman-server/proto/frontend.h that gearmand/ wires in
  * for -r http.
  */
 #ifndef GM_PLUGINS_HTTP_H
@@ -8,7 +8,7 @@
 
 #include <stddef.h>
 
-#include "libgearman-server/frontend.h"
+#include "libgearman-server/proto/frontend.h"
 
 extern const struct gm_frontend gm_http_frontend;
 

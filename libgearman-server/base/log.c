@@ -7,7 +7,7 @@
  */
 #include "config.h"
 
-#include "libgearman-server/log.h"
+#include "libgearman-server/base/log.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -18,9 +18,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "libgearman-server/frontend.h"
-#include "libgearman-server/msg.h"
-#include "libgearman-server/server_config.h"
+#include "libgearman-server/proto/frontend.h"
+#include "libgearman-server/proto/msg.h"
+#include "libgearman-server/server/server_config.h"
 
 struct gm_dispatcher;
 

@@ -4,7 +4,7 @@
  */
 #include "config.h"
 
-#include "libgearman-server/queue_backend.h"
+#include "libgearman-server/persist/queue_backend.h"
 
 #include <strings.h>
 

@@ -23,7 +23,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "libgearman-server/block.h"
+#include "libgearman-server/base/block.h"
 
 enum gm_fe_kind {
     GM_FE_SUBMIT = 1, /* run a job: function, unique, priority, background, data */

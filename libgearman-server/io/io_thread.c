@@ -26,8 +26,8 @@
  */
 #include "config.h"
 
-#include "libgearman-server/io_thread.h"
-#include "libgearman-server/busy_poll.h"
+#include "libgearman-server/io/io_thread.h"
+#include "libgearman-server/base/busy_poll.h"
 
 #include <errno.h>
 #include <ev.h>
@@ -38,9 +38,9 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include "libgearman-server/admin.h"
-#include "libgearman-server/dispatcher.h"
-#include "libgearman-server/log.h"
+#include "libgearman-server/proto/admin_split.h"
+#include "libgearman-server/dispatch/dispatcher.h"
+#include "libgearman-server/base/log.h"
 
 #define READ_BLOCK_SIZE (64u * 1024)
 #define READ_MIN_SPACE (4u * 1024)    /* start a new block when less room is left */

@@ -1,5 +1,5 @@
 /*
- * admin.h: the admin text protocol's line parsing (I/O thread side).
+ * admin_split.h: the admin text protocol's line parsing (I/O thread side).
  *
  * A connection's message whose first byte is not NUL is a text line ending
  * in "\n" (an optional "\r" before it is dropped).  The I/O thread splits it
@@ -12,7 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "libgearman-server/msg.h"
+#include "libgearman-server/proto/msg.h"
 
 /* Splits line[0..len) (no end-of-line bytes; len < GM_TEXT_LINE_MAX) at
    spaces; a run of spaces is one separator, tabs are not separators, and an

@@ -3,11 +3,11 @@
  */
 #include "config.h"
 
-#include "libgearman-server/sched.h"
+#include "libgearman-server/proto/sched.h"
 
 #include <time.h>
 
-#include "libgearman-server/protocol.h"
+#include "libgearman-server/proto/protocol.h"
 
 static int
 parse_field(const char *p, size_t len, int lo, int hi, int *out)

@@ -31,10 +31,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "libgearman-server/block.h"
-#include "libgearman-server/protocol.h"
-#include "libgearman-server/queue_backend.h"
-#include "libgearman-server/ring.h"
+#include "libgearman-server/base/block.h"
+#include "libgearman-server/proto/protocol.h"
+#include "libgearman-server/persist/queue_backend.h"
+#include "libgearman-server/base/ring.h"
 
 /* dispatcher -> persistence: one record.  ADD points into the job's block
    (and data_blk when the data lives apart), for which it holds references;

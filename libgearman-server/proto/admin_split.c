@@ -1,10 +1,10 @@
 /*
- * admin_parse.c: splitting admin text lines into words (see admin.h).
+ * admin_split.c: splitting admin text lines into words (see admin_split.h).
  * Runs on I/O threads (and in the fuzzer); no state.
  */
 #include "config.h"
 
-#include "libgearman-server/admin.h"
+#include "libgearman-server/proto/admin_split.h"
 
 #include <string.h>
 

@@ -12,8 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "libgearman-server/frontend.h"
-#include "libgearman-server/queue_backend.h"
+#include "libgearman-server/proto/frontend.h"
+#include "libgearman-server/persist/queue_backend.h"
 
 #define GM_DEFAULT_PORT "4730"
 #define GM_DEFAULT_MAX_PACKET (64u << 20)

@@ -8,7 +8,7 @@
  */
 #include "config.h"
 
-#include "libgearman-server/server.h"
+#include "libgearman-server/server/server.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -24,10 +24,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "libgearman-server/dispatcher.h"
-#include "libgearman-server/io_thread.h"
-#include "libgearman-server/log.h"
-#include "libgearman-server/persist.h"
+#include "libgearman-server/dispatch/dispatcher.h"
+#include "libgearman-server/io/io_thread.h"
+#include "libgearman-server/base/log.h"
+#include "libgearman-server/persist/persist.h"
 
 #define PERSIST_RING_SLOTS 65536
 #define IN_RING_SLOTS 16384

@@ -13,7 +13,7 @@
  */
 #include "config.h"
 
-#include "libgearman-server/dispatcher_int.h"
+#include "libgearman-server/dispatch/dispatcher_int.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -21,8 +21,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "libgearman-server/log.h"
-#include "libgearman-server/sched.h"
+#include "libgearman-server/base/log.h"
+#include "libgearman-server/proto/sched.h"
 
 #define DRAIN_BURST 64      /* messages taken from one ring before visiting the next */
 #define LOOP_BUDGET 4096    /* messages per loop iteration before timers and flushing */

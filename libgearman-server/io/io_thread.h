@@ -17,8 +17,8 @@
 #ifndef GM_IO_THREAD_H
 #define GM_IO_THREAD_H
 
-#include "libgearman-server/msg.h"
-#include "libgearman-server/server_config.h"
+#include "libgearman-server/proto/msg.h"
+#include "libgearman-server/server/server_config.h"
 
 struct gm_io_thread;
 

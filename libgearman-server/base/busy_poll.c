@@ -4,7 +4,7 @@
  */
 #include "config.h"
 
-#include "libgearman-server/busy_poll.h"
+#include "libgearman-server/base/busy_poll.h"
 
 #include <sched.h>
 

@@ -10,10 +10,10 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
-#include "libgearman-server/busy_poll.h"
-#include "libgearman-server/dispatcher.h"
-#include "libgearman-server/jobs.h"
-#include "libgearman-server/persist.h"
+#include "libgearman-server/base/busy_poll.h"
+#include "libgearman-server/dispatch/dispatcher.h"
+#include "libgearman-server/dispatch/jobs.h"
+#include "libgearman-server/persist/persist.h"
 
 /* A reply that did not fit in a full outbound ring. */
 struct gm_out_overflow {

@@ -3,7 +3,7 @@
  */
 #include "config.h"
 
-#include "libgearman-server/hashtab.h"
+#include "libgearman-server/base/hashtab.h"
 
 #include <stdlib.h>
 

@@ -16,9 +16,9 @@
 #include <strings.h>
 #include <unistd.h>
 
-#include "libgearman-server/admin.h"
-#include "libgearman-server/dispatcher_int.h"
-#include "libgearman-server/log.h"
+#include "libgearman-server/proto/admin_split.h"
+#include "libgearman-server/dispatch/dispatcher_int.h"
+#include "libgearman-server/base/log.h"
 
 /* A reply under construction: a block that grows until it is sent. */
 struct reply {

@@ -18,10 +18,10 @@
 
 #include <stdint.h>
 
-#include "libgearman-server/block.h"
-#include "libgearman-server/frontend.h"
-#include "libgearman-server/protocol.h"
-#include "libgearman-server/ring.h"
+#include "libgearman-server/base/block.h"
+#include "libgearman-server/proto/frontend.h"
+#include "libgearman-server/proto/protocol.h"
+#include "libgearman-server/base/ring.h"
 
 /* (thread:8, slot:24, generation:32) */
 typedef uint64_t gm_conn_id;

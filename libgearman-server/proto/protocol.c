@@ -5,7 +5,7 @@
  */
 #include "config.h"
 
-#include "libgearman-server/protocol.h"
+#include "libgearman-server/proto/protocol.h"
 
 #include <string.h>
 

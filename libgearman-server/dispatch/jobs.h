@@ -25,10 +25,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "libgearman-server/block.h"
-#include "libgearman-server/hashtab.h"
-#include "libgearman-server/list.h"
-#include "libgearman-server/msg.h"
+#include "libgearman-server/base/block.h"
+#include "libgearman-server/base/hashtab.h"
+#include "libgearman-server/base/list.h"
+#include "libgearman-server/proto/msg.h"
 
 enum gm_priority { GM_PRIO_HIGH = 0, GM_PRIO_NORMAL = 1, GM_PRIO_LOW = 2, GM_PRIO_COUNT = 3 };
 

@@ -14,7 +14,7 @@
  */
 #include "config.h"
 
-#include "libgearman-server/persist.h"
+#include "libgearman-server/persist/persist.h"
 
 #include <ev.h>
 #include <stdio.h>
@@ -23,8 +23,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "libgearman-server/hashtab.h"
-#include "libgearman-server/log.h"
+#include "libgearman-server/base/hashtab.h"
+#include "libgearman-server/base/log.h"
 
 #define ACK_SLOTS 4096
 #define BACKOFF_FIRST 0.1
