@@ -25,6 +25,16 @@
  * Threads: name_init/name_destroy by the owner before/after both sides run;
  * alloc/produce/push/publish/free_space only by the producer; peek/consume/
  * release/pending only by the consumer.
+ *
+ * GM_SPILL_DEFINE(name, ring, T) declares a producer's spill list for a
+ * ring `ring` of T: a producer that must not wait for the consumer keeps
+ * what finds the ring full in order on the list (struct name), and moves it
+ * into the ring later (name_move).  While anything waits on the list new
+ * values go behind it, so order is kept.  The wants-space handshake: a
+ * producer that finds the ring full sets the consumer's flag `wants` (the
+ * consumer wakes the producer once it has drained the ring), then looks
+ * once more, in case the consumer drained in between.  Producer thread
+ * only.
  */
 #ifndef GM_RING_H
 #define GM_RING_H
@@ -171,6 +181,106 @@
     {                                                                              \
         r->tail_cache = atomic_load_explicit(&r->tail, memory_order_acquire);      \
         return r->tail_cache - r->head_local;                                      \
+    }
+
+#define GM_SPILL_DEFINE(name, ring, T)                                             \
+    struct name##_node {                                                           \
+        struct name##_node *next;                                                  \
+        T v;                                                                       \
+    };                                                                             \
+    struct name {                                                                  \
+        struct name##_node *head, *tail;                                           \
+    };                                                                             \
+                                                                                   \
+    /* A ring slot for one value, if nothing waits on the list and the ring has \
+       room; else NULL.  With wants, a full ring sets it and is tried again. */  \
+    static inline T *name##_slot(struct name *s, struct ring *r, _Atomic int *wants) \
+    {                                                                              \
+        if (s->head)                                                               \
+            return NULL;                                                           \
+        T *slot = ring##_alloc(r);                                                 \
+        if (slot || !wants)                                                        \
+            return slot;                                                           \
+        atomic_store(wants, 1);                                                    \
+        atomic_thread_fence(memory_order_seq_cst);                                 \
+        return ring##_alloc(r);                                                    \
+    }                                                                              \
+                                                                                   \
+    /* Puts node (its value filled in) at the end of the list. */                \
+    static inline void name##_append(struct name *s, struct name##_node *n)        \
+    {                                                                              \
+        n->next = NULL;                                                            \
+        if (s->tail)                                                               \
+            s->tail->next = n;                                                     \
+        else                                                                       \
+            s->head = n;                                                           \
+        s->tail = n;                                                               \
+    }                                                                              \
+                                                                                   \
+    /* Copies *v into the ring (produced, not yet published) if nothing waits \
+       and there is room: returns 1 (spare, if any, is freed).  Else onto the   \
+       list, in spare or a new node: returns 0; -1 if memory is short (never    \
+       with a spare). */                                                         \
+    static inline int name##_put(struct name *s, struct ring *r, const T *v,       \
+                                 struct name##_node *spare)                        \
+    {                                                                              \
+        T *slot = name##_slot(s, r, NULL);                                         \
+        if (slot) {                                                                \
+            *slot = *v;                                                            \
+            ring##_produce(r);                                                     \
+            free(spare);                                                           \
+            return 1;                                                              \
+        }                                                                          \
+        struct name##_node *n = spare ? spare : malloc(sizeof *n);                 \
+        if (!n)                                                                    \
+            return -1;                                                             \
+        n->v = *v;                                                                 \
+        name##_append(s, n);                                                       \
+        return 0;                                                                  \
+    }                                                                              \
+                                                                                   \
+    /* Moves waiting values into the ring, in order, while it has room (the     \
+       handshake on wants when it is full); returns true if it moved any. */     \
+    static inline bool name##_move(struct name *s, struct ring *r, _Atomic int *wants) \
+    {                                                                              \
+        bool moved = false;                                                        \
+        while (s->head) {                                                          \
+            T *slot = ring##_alloc(r);                                             \
+            if (!slot) {                                                           \
+                atomic_store(wants, 1);                                            \
+                atomic_thread_fence(memory_order_seq_cst);                         \
+                if (!(slot = ring##_alloc(r)))                                     \
+                    break;                                                         \
+            }                                                                      \
+            struct name##_node *n = s->head;                                       \
+            *slot = n->v;                                                          \
+            ring##_produce(r);                                                     \
+            moved = true;                                                          \
+            s->head = n->next;                                                     \
+            if (!s->head)                                                          \
+                s->tail = NULL;                                                    \
+            free(n);                                                               \
+        }                                                                          \
+        return moved;                                                              \
+    }                                                                              \
+                                                                                   \
+    /* The last value waiting on the list (to merge into), or NULL. */           \
+    static inline T *name##_last(struct name *s)                                   \
+    {                                                                              \
+        return s->tail ? &s->tail->v : NULL;                                       \
+    }                                                                              \
+                                                                                   \
+    /* Empties the list, passing each value to drop (if not NULL) first. */      \
+    static inline void name##_clear(struct name *s, void (*drop)(T *))             \
+    {                                                                              \
+        while (s->head) {                                                          \
+            struct name##_node *n = s->head;                                       \
+            s->head = n->next;                                                     \
+            if (drop)                                                              \
+                drop(&n->v);                                                       \
+            free(n);                                                               \
+        }                                                                          \
+        s->tail = NULL;                                                            \
     }
 
 #endif /* GM_RING_H */

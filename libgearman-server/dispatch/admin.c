@@ -17,7 +17,7 @@
 #include <unistd.h>
 
 #include "libgearman-server/proto/admin_split.h"
-#include "libgearman-server/dispatch/dispatcher_int.h"
+#include "libgearman-server/dispatch/handlers.h"
 #include "libgearman-server/base/log.h"
 
 /* A reply under construction: a block that grows until it is sent. */
@@ -205,31 +205,6 @@ cmd_status(struct gm_dispatcher *d, struct gm_peer *p, bool by_priority)
 }
 
 /* Jobs in handle order (creation order for handles of one prefix). */
-static int
-cmp_job_handle(const void *a, const void *b)
-{
-    const struct gm_job *x = *(const struct gm_job *const *)a;
-    const struct gm_job *y = *(const struct gm_job *const *)b;
-    if (x->handle_len != y->handle_len)
-        return x->handle_len < y->handle_len ? -1 : 1;
-    return memcmp(gm_job_handle(x), gm_job_handle(y), x->handle_len);
-}
-
-struct gm_job **
-gm_disp_jobs_sorted(struct gm_dispatcher *d, size_t *count)
-{
-    size_t n = d->by_handle.count, k = 0;
-    struct gm_job **v = malloc((n ? n : 1) * sizeof *v);
-    if (!v)
-        return NULL;
-    for (uint32_t b = 0; b <= d->by_handle.mask; b++)
-        for (struct gm_hnode *h = d->by_handle.buckets[b]; h && k < n; h = h->next)
-            v[k++] = gm_container_of(h, struct gm_job, by_handle);
-    qsort(v, k, sizeof *v, cmp_job_handle);
-    *count = k;
-    return v;
-}
-
 static void
 cmd_show_jobs(struct gm_dispatcher *d, struct gm_peer *p, bool unique)
 {

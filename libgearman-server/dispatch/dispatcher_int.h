@@ -1,7 +1,9 @@
 /*
- * dispatcher_int.h: the dispatcher's state, shared by the files that make up
- * the dispatcher (dispatcher.c: requests and job flow; admin.c: the text
- * commands).  Dispatcher thread only; nothing here is visible to I/O threads.
+ * dispatcher_int.h: the dispatcher's state and its model layer, shared by
+ * the files that make up the dispatcher (see dispatcher.c for the list).
+ * The model files call only each other, bottom up in the order declared
+ * here; the handlers (handlers.h) call the model; dispatcher.c calls both.
+ * Dispatcher thread only; nothing here is visible to I/O threads.
  */
 #ifndef GM_DISPATCHER_INT_H
 #define GM_DISPATCHER_INT_H
@@ -11,22 +13,17 @@
 #include <stdbool.h>
 
 #include "libgearman-server/base/busy_poll.h"
+#include "libgearman-server/base/heap.h"
 #include "libgearman-server/dispatch/dispatcher.h"
 #include "libgearman-server/dispatch/jobs.h"
 #include "libgearman-server/persist/persist.h"
-
-/* A reply that did not fit in a full outbound ring. */
-struct gm_out_overflow {
-    struct gm_out_overflow *next;
-    struct gm_out msg;
-};
 
 /* The dispatcher's side of one I/O thread. */
 struct gm_disp_port {
     struct gm_channel *ch;
     struct gm_peer **peers;      /* by connection slot */
     uint32_t npeers;             /* size of peers[] */
-    struct gm_out_overflow *ovf_head, *ovf_tail;
+    struct gm_out_spill spill;   /* replies that found the ring full, in order */
     bool produced;               /* replies produced since the last publish */
 };
 
@@ -34,11 +31,6 @@ struct gm_disp_port {
 struct gm_pending {
     uint64_t seq;
     struct gm_job *job;
-};
-
-struct gm_prec_overflow {
-    struct gm_prec_overflow *next;
-    struct gm_prec rec;
 };
 
 /* The dispatcher's side of the persistence thread. */
@@ -52,16 +44,14 @@ struct gm_disp_persist {
     uint64_t seq;                /* last sequence number given to a record */
     uint64_t handle_hw;          /* handle numbers below this are covered by a stored counter */
     bool produced;               /* records produced since the last publish */
-    struct gm_prec_overflow *ovf_head, *ovf_tail;
+    struct gm_prec_spill spill;  /* records that found the ring full, in order */
     struct gm_pending *pend;     /* FIFO ring of jobs waiting for their ack */
     uint32_t pend_head, pend_len, pend_cap;
 };
 
-struct gm_timer_entry {
-    int64_t due_ms;
-    struct gm_job *job;
-};
-
+/* Owner: the dispatcher thread writes and reads every field, except
+   stop_flag and graceful_flag, atomics that any thread sets (gm_disp_stop,
+   gm_disp_request_graceful) and the dispatcher reads and clears. */
 struct gm_dispatcher {
     const struct gm_server_config *cfg;
     struct gm_disp_hooks hooks;
@@ -77,8 +67,7 @@ struct gm_dispatcher {
     uint64_t job_count;          /* jobs in existence (queued, future, running) */
     uint64_t peer_count;
 
-    struct gm_timer_entry *heap; /* min-heap on due_ms: future jobs and running-job deadlines */
-    uint32_t heap_len, heap_cap;
+    struct gm_heap timers;       /* gm_job by due time: future jobs and running-job deadlines */
 
     struct gm_disp_persist persist;
 
@@ -105,33 +94,131 @@ struct gm_dispatcher {
     _Atomic int graceful_flag;
 };
 
-/* Shared helpers (dispatcher.c) used by admin.c. */
-struct gm_peer *gm_disp_peer(struct gm_dispatcher *d, gm_conn_id id);
-struct gm_function *gm_disp_function_find(struct gm_dispatcher *d, const char *name, size_t len);
-struct gm_function *gm_disp_function_get(struct gm_dispatcher *d, const char *name, size_t len);
-void gm_disp_function_drop(struct gm_dispatcher *d, struct gm_function *fn);
-struct gm_job *gm_disp_job_by_handle(struct gm_dispatcher *d, const char *h, size_t len);
-/* Cancels a job as `cancel job` does: clients get WORK_FAIL, a queued job is
-   freed, a running one is marked ignored. */
-void gm_disp_job_cancel(struct gm_dispatcher *d, struct gm_job *job);
+/* A job submission, from a packet, a front-end request or a replayed row. */
+struct submit {
+    const char *handle; size_t handle_len; /* replay: the stored handle; else NULL */
+    const char *fn; size_t fn_len;
+    const char *unique; size_t unique_len;
+    const char *reducer; size_t reducer_len;
+    const char *data; size_t data_len;
+    uint8_t prio;
+    bool background;
+    int64_t when;          /* 0 = now */
+};
+
+/* The time, in ms.  Inside gm_disp_drain it is the time the drain began:
+   one clock read per batch of packets rather than one per job. */
+static inline int64_t
+now_ms(struct gm_dispatcher *d)
+{
+    return d->drain_now_ms ? d->drain_now_ms : d->hooks.now_ms(d->hooks.arg);
+}
+
+/* reply.c: replies queued for a connection's I/O thread. */
+
+/* Replies at least this big are written at once: copying their bytes costs
+   more than the write, and holding them would only add delay (measured:
+   64 KiB foreground jobs lost 14 % when they waited). */
+#define BATCH_REPLY_MAX 4096
+
+/* Queues one packet: the fields are copied, `body` (if any) is appended as
+   the last field by reference (a new reference is taken). */
+void send_packet_flagged(struct gm_dispatcher *d, gm_conn_id conn, uint32_t type,
+                         const struct gm_field_ref *f, size_t n, const struct gm_slice *body,
+                         uint8_t flags);
+void send_packet(struct gm_dispatcher *d, gm_conn_id conn, uint32_t type, const struct gm_field_ref *f,
+                 size_t n, const struct gm_slice *body);
+void send_simple(struct gm_dispatcher *d, gm_conn_id conn, uint32_t type);
+/* ERROR code text (and a log line). */
+void send_error(struct gm_dispatcher *d, gm_conn_id conn, const char *code, const char *text);
+/* ERROR for a name gm_name_check refuses; true if it was refused. */
+bool refuse_bad_name(struct gm_dispatcher *d, gm_conn_id conn, enum gm_name_kind kind, const char *name,
+                     size_t len);
+void send_job_created(struct gm_dispatcher *d, gm_conn_id conn, const struct gm_job *job, uint8_t flags);
+/* GM_OUT_F_MAY_WAIT if the client waits on another job besides this one. */
+uint8_t more_replies_coming(const struct gm_peer *p);
 /* Queues bytes for a connection by copying them (admin replies). */
 void gm_disp_send_bytes(struct gm_dispatcher *d, gm_conn_id conn, const void *p, size_t len);
 /* Queues a block's bytes by reference (takes over the caller's reference). */
 void gm_disp_send_block(struct gm_dispatcher *d, gm_conn_id conn, struct gm_block *b, size_t len);
+/* Queues a front-end's answer, raw bytes of a block (takes over the
+   reference; released if it cannot be queued); false if it could not. */
+bool send_raw(struct gm_dispatcher *d, gm_conn_id conn, struct gm_block *b, size_t len);
 /* Asks the I/O thread to close the connection after what is queued. */
 void gm_disp_send_close(struct gm_dispatcher *d, gm_conn_id conn);
+
+/* functions.c: the function table. */
+uint32_t gm_disp_name_hash(const char *name, size_t len);
+struct gm_function *gm_disp_function_find(struct gm_dispatcher *d, const char *name, size_t len);
+/* Finds or creates; NULL if memory is short. */
+struct gm_function *gm_disp_function_get(struct gm_dispatcher *d, const char *name, size_t len);
+
+/* sleepers.c: workers asleep on their functions. */
+void peer_join_sleepers(struct gm_peer *p);
+void peer_leave_sleepers(struct gm_peer *p);
+bool peer_in_sleepers(const struct gm_peer *p);
+/* NOOP to sleeping workers of fn: every one, or -w N of them. */
+void wake_workers(struct gm_dispatcher *d, struct gm_function *fn);
+
+/* records.c: records to the persistence thread. */
+/* Adds a connection to a waiting list (grown as needed). */
+bool waiters_add(struct gm_waiters **w, gm_conn_id conn);
+/* The job's ADD, tracked in the pending FIFO until acknowledged. */
+bool persist_add(struct gm_dispatcher *d, struct gm_job *job);
+void persist_done(struct gm_dispatcher *d, struct gm_job *job);
+void persist_counter(struct gm_dispatcher *d);
+/* Publishes records (moving spilled ones into the ring first) and wakes
+   the persistence thread. */
+void persist_flush(struct gm_dispatcher *d);
+void persist_store_all(struct gm_dispatcher *d);
+
+/* job_store.c: the jobs. */
+struct gm_job *job_create(struct gm_dispatcher *d, struct gm_function *fn, const struct submit *s,
+                          struct gm_block *own);
+/* The job's unique key as submitted: false if it has none to index
+   (empty, or "-" with empty data); else the key (the unique key, or the
+   data for "-") and whether it is the data. */
+bool submit_unique_key(const struct submit *s, bool *data_keyed, const char **key, size_t *len);
+struct gm_job *job_unique_find(struct gm_dispatcher *d, const struct gm_function *fn, bool data_keyed,
+                               const char *key, size_t len);
+void job_index_unique(struct gm_dispatcher *d, struct gm_job *job, bool data_keyed, const char *key,
+                      size_t len);
+void job_enqueue(struct gm_dispatcher *d, struct gm_job *job, bool at_head);
+/* A queued job goes to the timer heap if its time is to come, else to
+   its queue.  False only if the heap had no memory for it (then nothing
+   is done unless or_now: it is queued now). */
+bool job_place(struct gm_dispatcher *d, struct gm_job *job, bool or_now);
+bool job_attach_client(struct gm_job *job, struct gm_peer *p);
+void job_detach(struct gm_attach *a);
+void job_tell_clients(struct gm_dispatcher *d, struct gm_job *job, uint32_t type, const struct gm_slice *body);
+void job_free(struct gm_dispatcher *d, struct gm_job *job);
+void job_requeue(struct gm_dispatcher *d, struct gm_job *job, const char *why);
+struct gm_job *gm_disp_job_by_handle(struct gm_dispatcher *d, const char *h, size_t len);
+/* Cancels a job as `cancel job` does: clients get WORK_FAIL, a queued job is
+   freed, a running one is marked ignored. */
+void gm_disp_job_cancel(struct gm_dispatcher *d, struct gm_job *job);
+/* Sorted list of every job (handle order); caller frees; NULL if memory is
+   short.  Shared by `show jobs` and the view. */
+struct gm_job **gm_disp_jobs_sorted(struct gm_dispatcher *d, size_t *count);
+/* Fails the function's queued and future jobs, then frees it. */
+void gm_disp_function_drop(struct gm_dispatcher *d, struct gm_function *fn);
 /* Passes a stop request (enum gm_stop_how) to the server; GM_STOP_NOW only
    once. */
 void gm_disp_request_shutdown(struct gm_dispatcher *d, int how);
 
-/* view.c: sets up d->view. */
-void gm_disp_view_init(struct gm_dispatcher *d);
+/* acks.c: acknowledgements from the persistence thread. */
+void drain_acks(struct gm_dispatcher *d);
+/* What is left of a job freed while STORING goes once its ADD is answered. */
+void pending_release(struct gm_dispatcher *d, struct gm_job *job, bool stored);
 
-/* Sorted list of every job (handle order); caller frees; NULL if memory is
-   short.  Shared by `show jobs` and the view. */
-struct gm_job **gm_disp_jobs_sorted(struct gm_dispatcher *d, size_t *count);
+/* workers.c: the worker registry. */
+struct gm_job *pick_job(struct gm_peer *p, struct gm_reg **reg_out, uint32_t *idx_out);
+void add_reg(struct gm_dispatcher *d, struct gm_peer *p, struct gm_function *fn, uint32_t timeout_ms);
+void remove_reg(struct gm_dispatcher *d, struct gm_peer *p, uint32_t i);
 
-/* admin.c: runs one text command for peer p. */
-void gm_admin_execute(struct gm_dispatcher *d, struct gm_peer *p, const struct gm_in *m);
+/* peers.c: the peers. */
+struct gm_peer *gm_disp_peer(struct gm_dispatcher *d, gm_conn_id id);
+void peer_open(struct gm_dispatcher *d, const struct gm_in *m);
+void peer_close(struct gm_dispatcher *d, gm_conn_id id);
 
 #endif /* GM_DISPATCHER_INT_H */

@@ -12,7 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "libgearman-server/dispatch/dispatcher_int.h"
+#include "libgearman-server/dispatch/handlers.h"
 
 static int64_t
 view_now(struct gm_dispatcher *d)

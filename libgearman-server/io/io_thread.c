@@ -68,8 +68,6 @@ struct out_node {
     struct gm_out msg;
 };
 
-struct in_overflow;
-
 struct conn {
     struct gm_io_thread *t;
     int fd;
@@ -96,7 +94,7 @@ struct conn {
     bool fe_busy;           /* a request is with the dispatcher: parse no further */
     char *fe_acc;           /* reply packet bytes being assembled */
     size_t fe_acc_len, fe_acc_cap;
-    struct in_overflow *close_node; /* reserved for the close notice (see in_push_ctrl) */
+    struct gm_in_spill_node *close_node; /* reserved for the close notice (see in_push_ctrl) */
     uint16_t port;
     char addr[GM_ADDR_MAX];
 };
@@ -105,11 +103,6 @@ struct slot {
     struct conn *c;
     uint32_t gen;
     uint32_t next_free;
-};
-
-struct in_overflow {
-    struct in_overflow *next;
-    struct gm_in msg;
 };
 
 struct gm_io_thread {
@@ -141,7 +134,7 @@ struct gm_io_thread {
     size_t out_limit;           /* unsent bytes that close a connection (see gm_io_new) */
     struct out_node *pool;
     unsigned pool_n;
-    struct in_overflow *ovf_head, *ovf_tail; /* open/close notices that met a full ring */
+    struct gm_in_spill spill;   /* open/close notices that met a full ring, in order */
     struct gm_dispatcher *colo;   /* the dispatcher this thread also runs, or NULL */
     char name[16];
 };
@@ -179,74 +172,33 @@ take_ref(struct gm_io_thread *t, struct gm_block *b)
 /* ------------------------------------------------------------------ */
 
 /* Returns a slot for a request, or NULL when the ring is full (the caller
-   stalls).  Requests wait while control notices are in the overflow. */
+   stalls).  Requests wait while control notices are on the spill list. */
 static struct gm_in *
 in_alloc(struct gm_io_thread *t)
 {
-    if (t->ovf_head)
-        return NULL;
-    struct gm_in *m = gm_in_ring_alloc(&t->ch->in);
-    if (m)
-        return m;
-    /* Full: ask the dispatcher to wake us once it has drained, then look
-       once more in case it drained in between. */
-    atomic_store(&t->ch->io_wants_space, 1);
-    atomic_thread_fence(memory_order_seq_cst);
-    return gm_in_ring_alloc(&t->ch->in);
+    return gm_in_spill_slot(&t->spill, &t->ch->in, &t->ch->io_wants_space);
 }
 
 /* Queues a connection notice: in the ring, or when it is full (or notices
-   already wait) on the overflow list, in `spare` if given, else in a new
+   already wait) on the spill list, in `spare` if given, else in a new
    node.  `spare` is used or freed either way.  Returns false only when the
    ring is full and memory is short (never with a spare): a connection's
    close notice travels in the node reserved when it opened, so it can
    always be queued, and nothing here waits for the dispatcher (which may
    run on this very thread). */
 static bool
-in_push_ctrl(struct gm_io_thread *t, const struct gm_in *m, struct in_overflow *spare)
+in_push_ctrl(struct gm_io_thread *t, const struct gm_in *m, struct gm_in_spill_node *spare)
 {
-    if (!t->ovf_head) {
-        struct gm_in *slot = gm_in_ring_alloc(&t->ch->in);
-        if (slot) {
-            *slot = *m;
-            gm_in_ring_produce(&t->ch->in);
-            free(spare);
-            return true;
-        }
-    }
-    struct in_overflow *node = spare ? spare : malloc(sizeof *node);
-    if (!node)
-        return false;
-    atomic_store(&t->ch->io_wants_space, 1);
-    node->msg = *m;
-    node->next = NULL;
-    if (t->ovf_tail)
-        t->ovf_tail->next = node;
-    else
-        t->ovf_head = node;
-    t->ovf_tail = node;
-    return true;
+    int rc = gm_in_spill_put(&t->spill, &t->ch->in, m, spare);
+    if (rc == 0)
+        atomic_store(&t->ch->io_wants_space, 1);
+    return rc >= 0;
 }
 
 static void
 in_flush_overflow(struct gm_io_thread *t)
 {
-    while (t->ovf_head) {
-        struct gm_in *slot = gm_in_ring_alloc(&t->ch->in);
-        if (!slot) {
-            atomic_store(&t->ch->io_wants_space, 1);
-            atomic_thread_fence(memory_order_seq_cst);
-            if (!(slot = gm_in_ring_alloc(&t->ch->in)))
-                return;
-        }
-        struct in_overflow *node = t->ovf_head;
-        *slot = node->msg;
-        gm_in_ring_produce(&t->ch->in);
-        t->ovf_head = node->next;
-        if (!t->ovf_head)
-            t->ovf_tail = NULL;
-        free(node);
-    }
+    gm_in_spill_move(&t->spill, &t->ch->in, &t->ch->io_wants_space);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1441,11 +1393,7 @@ gm_io_free(struct gm_io_thread *t)
         t->pool = n->next;
         free(n);
     }
-    while (t->ovf_head) {
-        struct in_overflow *n = t->ovf_head;
-        t->ovf_head = n->next;
-        free(n);
-    }
+    gm_in_spill_clear(&t->spill, NULL);
     struct gm_new_fd nf;
     gm_fd_ring_publish(&t->newfds);
     while (gm_fd_ring_pop(&t->newfds, &nf))

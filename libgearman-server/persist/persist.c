@@ -54,8 +54,7 @@ struct gm_persist {
     bool *dropped;               /* batch[i] cancelled by a later DONE */
     struct gm_prec *held;        /* DONEs waiting for the backend to come back */
     size_t nheld, held_cap;
-    struct gm_pack *spill;       /* acks waiting for room in the ring: [spill_head, spill_len) */
-    size_t spill_head, spill_len, spill_cap;
+    struct gm_pack_spill spill;  /* acks waiting for room in the ring, in order */
 
     _Atomic uint64_t batches, records, failures;
     _Atomic uint64_t busy_since; /* monotonic ms a backend call began; 0 = none under way */
@@ -151,27 +150,11 @@ gm_persist_stats(const struct gm_persist *p, struct gm_queue_stats *out)
 static bool
 acks_flush(struct gm_persist *p)
 {
-    bool pushed = false;
-    for (int pass = 0; pass < 2 && p->spill_len; pass++) {
-        while (p->spill_len && gm_pack_ring_push(&p->ch->acks, &p->spill[p->spill_head])) {
-            p->spill_head++;
-            p->spill_len--;
-            pushed = true;
-        }
-        if (!p->spill_len)
-            p->spill_head = 0;
-        else if (pass == 0) {
-            /* Full: ask for a wake-up, then look once more in case the
-               dispatcher drained in between. */
-            atomic_store(&p->ch->persist_wants_space, 1);
-            atomic_thread_fence(memory_order_seq_cst);
-        }
-    }
-    if (pushed) {
+    if (gm_pack_spill_move(&p->spill, &p->ch->acks, &p->ch->persist_wants_space)) {
         gm_pack_ring_publish(&p->ch->acks);
         p->wake_disp(p->wake_arg);
     }
-    return p->spill_len == 0;
+    return p->spill.head == NULL;
 }
 
 /* Keeps an ack that found the ring full, merged into the last one kept
@@ -180,27 +163,16 @@ acks_flush(struct gm_persist *p)
 static bool
 spill_ack(struct gm_persist *p, const struct gm_pack *a)
 {
-    if (p->spill_len) {
-        struct gm_pack *last = &p->spill[p->spill_head + p->spill_len - 1];
-        if (last->ok == a->ok && strcmp(last->reason, a->reason) == 0) {
-            last->upto = a->upto;
-            return true;
-        }
+    struct gm_pack *last = gm_pack_spill_last(&p->spill);
+    if (last && last->ok == a->ok && strcmp(last->reason, a->reason) == 0) {
+        last->upto = a->upto;
+        return true;
     }
-    if (p->spill_head + p->spill_len == p->spill_cap) {
-        if (p->spill_head) {
-            memmove(p->spill, p->spill + p->spill_head, p->spill_len * sizeof *p->spill);
-            p->spill_head = 0;
-        } else {
-            size_t cap = p->spill_cap ? p->spill_cap * 2 : 16;
-            struct gm_pack *n = realloc(p->spill, cap * sizeof *n);
-            if (!n)
-                return false;
-            p->spill = n;
-            p->spill_cap = cap;
-        }
-    }
-    p->spill[p->spill_head + p->spill_len++] = *a;
+    struct gm_pack_spill_node *n = malloc(sizeof *n);
+    if (!n)
+        return false;
+    n->v = *a;
+    gm_pack_spill_append(&p->spill, n);
     return true;
 }
 
@@ -515,7 +487,7 @@ on_wake(struct ev_loop *loop, ev_async *w, int revents)
 {
     struct gm_persist *p = w->data;
     (void)revents;
-    if (p->spill_len)
+    if (p->spill.head)
         acks_flush(p);
     if (atomic_load(&p->stop)) {
         run(p, true);
@@ -644,7 +616,7 @@ gm_persist_free(struct gm_persist *p)
     free(p->recs);
     free(p->dropped);
     free(p->held);
-    free(p->spill);
+    gm_pack_spill_clear(&p->spill, NULL);
     ev_loop_destroy(p->loop);
     free(p);
 }

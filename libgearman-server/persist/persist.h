@@ -63,6 +63,8 @@ struct gm_pack {
 
 GM_RING_DEFINE(gm_prec_ring, struct gm_prec)
 GM_RING_DEFINE(gm_pack_ring, struct gm_pack)
+GM_SPILL_DEFINE(gm_prec_spill, gm_prec_ring, struct gm_prec)
+GM_SPILL_DEFINE(gm_pack_spill, gm_pack_ring, struct gm_pack)
 
 struct gm_persist_channel {
     struct gm_prec_ring records;

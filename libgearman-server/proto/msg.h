@@ -115,6 +115,8 @@ struct gm_new_fd {
 
 GM_RING_DEFINE(gm_in_ring, struct gm_in)
 GM_RING_DEFINE(gm_out_ring, struct gm_out)
+GM_SPILL_DEFINE(gm_in_spill, gm_in_ring, struct gm_in)
+GM_SPILL_DEFINE(gm_out_spill, gm_out_ring, struct gm_out)
 GM_RING_DEFINE(gm_fd_ring, struct gm_new_fd)
 
 /* The pair of rings between one I/O thread and the dispatcher, plus the two

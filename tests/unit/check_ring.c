@@ -9,6 +9,8 @@
  * varying size and the consumer checks that each arrives exactly once and
  * in order.  GM_RING_STRESS_ITEMS (default 10000000) sets the item count of
  * the big stress test, so that ThreadSanitizer builds can use fewer.
+ * Then the spill list (GM_SPILL_DEFINE), which every producer that must
+ * not wait uses, by hand and with a consumer thread.
  */
 #include "config.h"
 
@@ -35,6 +37,7 @@ GM_RING_DEFINE(item_ring, struct item)
 /* A pointer type goes through a typedef: the macro writes `const T *`. */
 typedef uint64_t *u64_ptr;
 GM_RING_DEFINE(ptr_ring, u64_ptr)
+GM_SPILL_DEFINE(u64_spill, u64_ring, uint64_t)
 
 /* ------------------------------------------------------------------ */
 /* Single thread                                                       */
@@ -508,6 +511,141 @@ END_TEST
 
 /* ------------------------------------------------------------------ */
 
+/* ------------------------------------------------------------------ */
+/* The spill list                                                      */
+/* ------------------------------------------------------------------ */
+
+/* Values go to the ring while it has room, then onto the list; once
+   something waits on the list, new values go behind it even when the ring
+   has room again, and move() brings them over in order. */
+START_TEST(test_spill_keeps_order_across_a_full_ring)
+{
+    struct u64_ring r;
+    ck_assert_int_eq(u64_ring_init(&r, 4), 0);
+    struct u64_spill s = {0};
+    _Atomic int wants = 0;
+    for (uint64_t v = 0; v < 10; v++)
+        ck_assert_int_eq(u64_spill_put(&s, &r, &v, NULL), v < 4 ? 1 : 0);
+    ck_assert_ptr_null(u64_spill_slot(&s, &r, &wants)); /* values wait: no slot */
+    ck_assert_int_eq(atomic_load(&wants), 0);
+    u64_ring_publish(&r);
+    uint64_t got, next = 0;
+    for (int i = 0; i < 2; i++) { /* the consumer drains two */
+        ck_assert(u64_ring_pop(&r, &got));
+        ck_assert_uint_eq(got, next++);
+    }
+    u64_ring_release(&r);
+    uint64_t v = 10;
+    ck_assert_int_eq(u64_spill_put(&s, &r, &v, NULL), 0); /* room, but 4..9 wait first */
+    ck_assert(u64_spill_move(&s, &r, &wants));           /* 4 and 5 fit */
+    ck_assert_int_eq(atomic_load(&wants), 1);            /* full again: wake me */
+    ck_assert_uint_eq(*u64_spill_last(&s), 10);
+    while (s.head) {
+        u64_ring_publish(&r);
+        while (u64_ring_pop(&r, &got))
+            ck_assert_uint_eq(got, next++);
+        u64_ring_release(&r);
+        atomic_store(&wants, 0);
+        u64_spill_move(&s, &r, &wants);
+    }
+    u64_ring_publish(&r);
+    while (u64_ring_pop(&r, &got))
+        ck_assert_uint_eq(got, next++);
+    ck_assert_uint_eq(next, 11);
+    ck_assert_ptr_null(u64_spill_last(&s));
+    ck_assert(!u64_spill_move(&s, &r, &wants));
+    u64_ring_destroy(&r);
+}
+END_TEST
+
+/* A spare node is used when the ring is full and freed when it is not
+   needed (ASan reports a leak otherwise); clear() hands every waiting
+   value to drop. */
+static uint64_t dropped_sum;
+
+static void
+drop_u64(uint64_t *v)
+{
+    dropped_sum += *v;
+}
+
+START_TEST(test_spill_spare_node_and_clear)
+{
+    struct u64_ring r;
+    ck_assert_int_eq(u64_ring_init(&r, 2), 0);
+    struct u64_spill s = {0};
+    uint64_t v = 1;
+    ck_assert_int_eq(u64_spill_put(&s, &r, &v, malloc(sizeof(struct u64_spill_node))), 1);
+    v = 2;
+    ck_assert_int_eq(u64_spill_put(&s, &r, &v, NULL), 1);
+    struct u64_spill_node *spare = malloc(sizeof *spare);
+    v = 3;
+    ck_assert_int_eq(u64_spill_put(&s, &r, &v, spare), 0);
+    ck_assert_ptr_eq(s.head, spare);
+    v = 4;
+    ck_assert_int_eq(u64_spill_put(&s, &r, &v, NULL), 0);
+    dropped_sum = 0;
+    u64_spill_clear(&s, drop_u64);
+    ck_assert_uint_eq(dropped_sum, 7);
+    ck_assert_ptr_null(s.head);
+    ck_assert_ptr_null(s.tail);
+    u64_ring_destroy(&r);
+}
+END_TEST
+
+/* One producer that never waits (put, then move on every turn) and one
+   consumer that wakes it through the wants flag: every value arrives once,
+   in order, through a two-slot ring. */
+struct spill_pair {
+    struct u64_ring r;
+    _Atomic int wants;
+    uint64_t n;
+};
+
+static void *
+spill_consumer(void *arg)
+{
+    struct spill_pair *sp = arg;
+    uint64_t next = 0, got;
+    while (next < sp->n) {
+        if (!u64_ring_pop(&sp->r, &got)) {
+            sched_yield();
+            continue;
+        }
+        if (got != next)
+            return (void *)1;
+        next++;
+        u64_ring_release(&sp->r);
+        atomic_store(&sp->wants, 0);
+    }
+    return NULL;
+}
+
+START_TEST(test_spill_producer_never_waits_and_loses_nothing)
+{
+    struct spill_pair sp = {.n = 200000};
+    ck_assert_int_eq(u64_ring_init(&sp.r, 2), 0);
+    atomic_init(&sp.wants, 0);
+    struct u64_spill s = {0};
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, spill_consumer, &sp), 0);
+    for (uint64_t v = 0; v < sp.n; v++) {
+        u64_spill_move(&s, &sp.r, &sp.wants);
+        ck_assert_int_ge(u64_spill_put(&s, &sp.r, &v, NULL), 0);
+        u64_ring_publish(&sp.r);
+    }
+    while (s.head) {
+        u64_spill_move(&s, &sp.r, &sp.wants);
+        u64_ring_publish(&sp.r);
+        sched_yield();
+    }
+    void *rc;
+    pthread_join(th, &rc);
+    ck_assert_ptr_null(rc);
+    u64_ring_destroy(&sp.r);
+}
+END_TEST
+
 #define ADD(s, t, timeout) gm_check_add((s), #t, t, (timeout), NULL, NULL)
 
 static Suite *
@@ -525,6 +663,9 @@ ring_suite(void)
     ADD(s, test_two_threads_move_ten_million_items_in_order, 120);
     ADD(s, test_two_threads_through_a_two_slot_ring, 120);
     ADD(s, test_two_threads_pass_pointers_to_written_memory, 120);
+    ADD(s, test_spill_keeps_order_across_a_full_ring, 10);
+    ADD(s, test_spill_spare_node_and_clear, 10);
+    ADD(s, test_spill_producer_never_waits_and_loses_nothing, 120);
     return s;
 }
 

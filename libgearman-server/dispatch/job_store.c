@@ -1,0 +1,428 @@
+/*
+ * job_store.c: the jobs (model layer of the dispatcher): their handle and
+ * unique-key indexes, creation, placing (queue or timer heap), the ends of
+ * a job (done, failed, requeued, cancelled), the timers, dropping a
+ * function with its jobs, and the graceful stop that waits for the last
+ * job.  Dispatcher thread only; owns every struct gm_job.
+ */
+#include "config.h"
+
+#include "libgearman-server/dispatch/dispatcher_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "libgearman-server/base/log.h"
+
+static uint32_t
+job_unique_hash(const struct gm_function *fn, bool data_keyed, const char *key, size_t len)
+{
+    uint64_t h = gm_hash_bytes(GM_HASH_SEED, &fn, sizeof fn);
+    h = gm_hash_bytes(h, &data_keyed, 1);
+    return gm_hash_fold(gm_hash_bytes(h, key, len));
+}
+
+struct gm_job *
+job_unique_find(struct gm_dispatcher *d, const struct gm_function *fn, bool data_keyed,
+            const char *key, size_t len)
+{
+    uint32_t h = job_unique_hash(fn, data_keyed, key, len);
+    for (struct gm_hnode *n = gm_htab_bucket(&d->by_unique, h); n; n = n->next) {
+        if (n->hash != h)
+            continue;
+        struct gm_job *j = gm_container_of(n, struct gm_job, by_unique);
+        if (j->fn != fn || !!(j->flags & GM_JOB_DATA_KEYED) != data_keyed)
+            continue;
+        if (data_keyed) {
+            if (j->data_len == len && memcmp(j->data, key, len) == 0)
+                return j;
+        } else if (j->unique_len == len && memcmp(gm_job_unique(j), key, len) == 0) {
+            return j;
+        }
+    }
+    return NULL;
+}
+
+/* The by-handle index's hash: a handle that ends in a number (ours all do:
+   prefix, then the job counter) hashes to that number, so consecutive jobs
+   sit in consecutive buckets.  A queue of millions of jobs then fills and
+   empties its buckets in order, one cache miss per cache line of buckets
+   instead of one per job.  Other handles hash by their bytes. */
+static uint32_t
+handle_hash(const char *h, size_t len)
+{
+    uint64_t number = 0, scale = 1;
+    size_t digits = 0;
+    while (digits < len && digits < 19 && h[len - 1 - digits] >= '0' && h[len - 1 - digits] <= '9') {
+        number += (uint64_t)(h[len - 1 - digits] - '0') * scale;
+        scale *= 10;
+        digits++;
+    }
+    return digits ? (uint32_t)number : gm_disp_name_hash(h, len);
+}
+
+struct gm_job *
+gm_disp_job_by_handle(struct gm_dispatcher *d, const char *h, size_t len)
+{
+    uint32_t hash = handle_hash(h, len);
+    for (struct gm_hnode *n = gm_htab_bucket(&d->by_handle, hash); n; n = n->next) {
+        struct gm_job *j = gm_container_of(n, struct gm_job, by_handle);
+        if (n->hash == hash && j->handle_len == len && memcmp(gm_job_handle(j), h, len) == 0)
+            return j;
+    }
+    return NULL;
+}
+
+bool
+submit_unique_key(const struct submit *s, bool *data_keyed, const char **key, size_t *len)
+{
+    *data_keyed = s->unique_len == 1 && s->unique[0] == '-';
+    *key = *data_keyed ? s->data : s->unique;
+    *len = *data_keyed ? s->data_len : s->unique_len;
+    return s->unique_len > 0 && !(*data_keyed && s->data_len == 0);
+}
+
+void
+job_index_unique(struct gm_dispatcher *d, struct gm_job *job, bool data_keyed, const char *key, size_t len)
+{
+    job->flags |= GM_JOB_UNIQUE_INDEXED | (data_keyed ? GM_JOB_DATA_KEYED : 0);
+    gm_htab_insert(&d->by_unique, &job->by_unique, job_unique_hash(job->fn, data_keyed, key, len));
+}
+
+void
+job_enqueue(struct gm_dispatcher *d, struct gm_job *job, bool at_head)
+{
+    job->state = GM_JOB_QUEUED;
+    if (at_head)
+        gm_list_push_front(&job->fn->queue[job->prio], &job->link);
+    else
+        gm_list_push_back(&job->fn->queue[job->prio], &job->link);
+    wake_workers(d, job->fn);
+}
+
+bool
+job_place(struct gm_dispatcher *d, struct gm_job *job, bool or_now)
+{
+    if (job->when > 0 && job->when * 1000 > now_ms(d)) {
+        if (gm_heap_push(&d->timers, job, job->when * 1000)) {
+            job->state = GM_JOB_FUTURE;
+            return true;
+        }
+        if (!or_now)
+            return false;
+    }
+    job_enqueue(d, job, false);
+    return true;
+}
+
+void
+job_detach(struct gm_attach *a)
+{
+    gm_list_remove(&a->job_link);
+    gm_list_remove(&a->peer_link);
+    a->job->nclients--;
+    free(a);
+}
+
+/* Frees a job in any state: unlinks it from queue/worker/heap and indexes,
+   detaches its clients, adjusts the function's counts, and tells storage
+   the job is gone if it was stored (or is being stored).  A STORING job's
+   block and waiters stay behind (state GM_JOB_FREED) until its ADD is
+   acknowledged: the pending FIFO still points at it (pending_release). */
+void
+job_free(struct gm_dispatcher *d, struct gm_job *job)
+{
+    struct gm_function *fn = job->fn;
+    if (job->state == GM_JOB_RUNNING)
+        fn->running--;
+    else
+        fn->queued[job->prio]--;
+    if (job->state == GM_JOB_PERSISTING) {
+        fn->persisting--;
+        free(job->waiters);
+        job->waiters = NULL;
+    }
+    if ((job->flags & (GM_JOB_PERSISTED | GM_JOB_STORING)) && !d->tearing_down)
+        persist_done(d, job);
+    gm_list_remove(&job->link);
+    gm_heap_remove(&d->timers, job);
+    gm_htab_remove(&d->by_handle, &job->by_handle);
+    if (job->flags & GM_JOB_UNIQUE_INDEXED)
+        gm_htab_remove(&d->by_unique, &job->by_unique);
+    struct gm_list *n, *tmp;
+    gm_list_each_safe(n, tmp, &job->clients) job_detach(gm_container_of(n, struct gm_attach, job_link));
+    gm_block_unref(job->data_blk);
+    job->data_blk = NULL;
+    if (job->flags & GM_JOB_STORING)
+        job->state = GM_JOB_FREED;
+    else
+        gm_block_unref(gm_job_block(job));
+    d->job_count--;
+    if (d->graceful && d->job_count == 0)
+        gm_disp_request_shutdown(d, GM_STOP_NOW);
+}
+
+/* Sends a packet made of the job handle (plus an optional body) to every
+   attached client, in attach order. */
+void
+job_tell_clients(struct gm_dispatcher *d, struct gm_job *job, uint32_t type, const struct gm_slice *body)
+{
+    struct gm_field_ref h = {gm_job_handle(job), job->handle_len};
+    struct gm_list *n;
+    gm_list_each(n, &job->clients)
+    {
+        struct gm_attach *a = gm_container_of(n, struct gm_attach, job_link);
+        send_packet(d, a->peer->id, type, &h, 1, body);
+    }
+}
+
+/* Ends a job that did not complete: WORK_FAIL to its clients, then free. */
+static void
+job_fail(struct gm_dispatcher *d, struct gm_job *job)
+{
+    job->fn->failed++;
+    job_tell_clients(d, job, GM_PKT_WORK_FAIL, NULL);
+    job_free(d, job);
+}
+
+/* Takes a running job away from its worker (the worker died, dropped the
+   function, or timed out): back to the head of its queue, or failed when it
+   has used its -j attempts. */
+void
+job_requeue(struct gm_dispatcher *d, struct gm_job *job, const char *why)
+{
+    struct gm_function *fn = job->fn;
+    gm_list_remove(&job->link);
+    gm_heap_remove(&d->timers, job);
+    job->reg = NULL;
+    job->numerator = job->denominator = 0;
+    if (job->retries < UINT8_MAX)
+        job->retries++;
+    fn->running--;
+    fn->queued[job->prio]++;
+    job->state = GM_JOB_QUEUED;
+    if (job->flags & GM_JOB_IGNORED) {
+        job_free(d, job);
+        return;
+    }
+    if (d->cfg->job_retries && job->retries >= d->cfg->job_retries) {
+        gm_log(GM_LOG_NOTICE, "Dropped job due to max retry count: %s %s (%s)", fn->name,
+               gm_job_handle(job), why);
+        job_fail(d, job);
+        return;
+    }
+    gm_log(GM_LOG_WARNING, "requeueing %s %s: %s", fn->name, gm_job_handle(job), why);
+    job_enqueue(d, job, true);
+}
+
+void
+gm_disp_job_cancel(struct gm_dispatcher *d, struct gm_job *job)
+{
+    job_tell_clients(d, job, GM_PKT_WORK_FAIL, NULL);
+    struct gm_list *n, *tmp;
+    gm_list_each_safe(n, tmp, &job->clients) job_detach(gm_container_of(n, struct gm_attach, job_link));
+    job->fn->failed++;
+    if (job->state == GM_JOB_RUNNING || job->state == GM_JOB_PERSISTING) {
+        /* It runs on unheard (or, not yet stored, is dropped once it is);
+           new submissions of its unique key start a new job rather than
+           join a cancelled one. */
+        job->flags |= GM_JOB_IGNORED | GM_JOB_CANCELLED;
+        job->flags &= (uint8_t)~GM_JOB_BACKGROUND;
+        if (job->flags & GM_JOB_UNIQUE_INDEXED) {
+            gm_htab_remove(&d->by_unique, &job->by_unique);
+            job->flags &= (uint8_t)~GM_JOB_UNIQUE_INDEXED;
+        }
+    } else {
+        job_free(d, job);
+    }
+}
+
+bool
+job_attach_client(struct gm_job *job, struct gm_peer *p)
+{
+    struct gm_attach *a = malloc(sizeof *a);
+    if (!a)
+        return false;
+    a->job = job;
+    a->peer = p;
+    gm_list_push_back(&job->clients, &a->job_link);
+    gm_list_push_back(&p->waits, &a->peer_link);
+    job->nclients++;
+    return true;
+}
+
+/* Builds a new job (not yet queued or indexed by unique).  Small data is
+   copied next to the job; data in a block of its own (`own`, a big packet)
+   is kept by reference.  Returns NULL if memory is short. */
+struct gm_job *
+job_create(struct gm_dispatcher *d, struct gm_function *fn, const struct submit *s,
+           struct gm_block *own)
+{
+    char made[GM_HANDLE_MAX];
+    const char *handle = s->handle;
+    size_t hlen = s->handle_len;
+    if (!handle) {
+        size_t plen = strlen(d->cfg->handle_prefix);
+        memcpy(made, d->cfg->handle_prefix, plen);
+        made[plen] = ':';
+        hlen = plen + 1 + gm_fmt_u64(made + plen + 1, d->next_handle);
+        handle = made;
+    }
+    /* While a durable queue is configured every job keeps a copy of its
+       function's name, since the persistence thread reads only the job's
+       own bytes: a background job is stored, and so is a foreground job
+       that a background submit joins (submit_job). */
+    bool fn_copy = d->persist.active || d->persist.on_shutdown;
+    size_t text = hlen + 1 + s->unique_len + 1 + s->reducer_len + 1 +
+                  (fn_copy ? fn->name_len + 1 : 0);
+    size_t inline_data = own ? 0 : s->data_len;
+    struct gm_block *b = gm_block_new(sizeof(struct gm_job) + text + inline_data);
+    if (!b)
+        return NULL;
+    if (!s->handle) {
+        d->next_handle++;
+        if (d->persist.active && d->next_handle >= d->persist.handle_hw)
+            persist_counter(d);
+    }
+    struct gm_job *job = (struct gm_job *)(void *)b->data;
+    memset(job, 0, sizeof *job);
+    job->fn = fn;
+    gm_list_init(&job->link);
+    gm_list_init(&job->clients);
+    job->heap_idx = GM_HEAP_NONE;
+    job->prio = s->prio;
+    job->when = s->when;
+    job->created_s = (uint32_t)((now_ms(d) - d->start_ms) / 1000);
+    job->handle_len = (uint8_t)hlen;
+    job->unique_len = (uint8_t)s->unique_len;
+    job->reducer_len = (uint16_t)s->reducer_len;
+    char *t = job->text;
+    memcpy(t, handle, hlen);
+    t[hlen] = '\0';
+    t += hlen + 1;
+    if (s->unique_len)
+        memcpy(t, s->unique, s->unique_len);
+    t[s->unique_len] = '\0';
+    t += s->unique_len + 1;
+    if (s->reducer_len)
+        memcpy(t, s->reducer, s->reducer_len);
+    t[s->reducer_len] = '\0';
+    t += s->reducer_len + 1;
+    if (fn_copy) {
+        memcpy(t, fn->name, fn->name_len + 1);
+        t += fn->name_len + 1;
+        job->flags |= GM_JOB_FN_COPY;
+    }
+    if (own) {
+        job->data = s->data;
+        job->data_blk = own;
+    } else {
+        if (s->data_len)
+            memcpy(t, s->data, s->data_len);
+        job->data = t;
+    }
+    job->data_len = (uint32_t)s->data_len;
+    if (s->background)
+        job->flags |= GM_JOB_BACKGROUND;
+    gm_htab_insert(&d->by_handle, &job->by_handle, handle_hash(handle, hlen));
+    d->job_count++;
+    return job;
+}
+
+uint64_t
+gm_disp_job_count(const struct gm_dispatcher *d)
+{
+    return d->job_count;
+}
+
+int64_t
+gm_disp_run_timers(struct gm_dispatcher *d, int64_t now)
+{
+    struct gm_job *job;
+    while ((job = gm_heap_top(&d->timers)) && gm_heap_top_due(&d->timers) <= now) {
+        gm_heap_remove(&d->timers, job);
+        if (job->state == GM_JOB_FUTURE) {
+            job_enqueue(d, job, false);
+        } else if (job->state == GM_JOB_RUNNING) {
+            /* CAN_DO_TIMEOUT: the protocol says the job fails. */
+            gm_log(GM_LOG_WARNING, "Worker timeout reached on job %s, failing it",
+                   gm_job_handle(job));
+            if (job->flags & GM_JOB_IGNORED)
+                job_free(d, job);
+            else
+                job_fail(d, job);
+        }
+    }
+    return gm_heap_top_due(&d->timers);
+}
+
+void
+gm_disp_function_drop(struct gm_dispatcher *d, struct gm_function *fn)
+{
+    for (int prio = 0; prio < GM_PRIO_COUNT; prio++) {
+        struct gm_list *jn, *jt;
+        gm_list_each_safe(jn, jt, &fn->queue[prio])
+        {
+            struct gm_job *job = gm_container_of(jn, struct gm_job, link);
+            job_tell_clients(d, job, GM_PKT_WORK_FAIL, NULL);
+            job_free(d, job);
+        }
+    }
+    for (uint32_t i = d->timers.len; i-- > 0;) {
+        struct gm_job *job = d->timers.e[i].item;
+        if (job->fn == fn && job->state == GM_JOB_FUTURE) {
+            job_tell_clients(d, job, GM_PKT_WORK_FAIL, NULL);
+            job_free(d, job);
+            i = d->timers.len; /* the heap moved; rescan (drops are rare) */
+        }
+    }
+    gm_htab_remove(&d->functions, &fn->hnode);
+    gm_list_remove(&fn->link);
+    d->function_count--;
+    free(fn);
+}
+
+void
+gm_disp_request_shutdown(struct gm_dispatcher *d, int how)
+{
+    if (d->shutdown_requested)
+        return;
+    if (how == GM_STOP_NOW)
+        d->shutdown_requested = true;
+    if (d->hooks.request_shutdown)
+        d->hooks.request_shutdown(d->hooks.arg, how);
+}
+
+void
+gm_disp_begin_graceful(struct gm_dispatcher *d)
+{
+    d->graceful = true;
+    if (d->job_count == 0)
+        gm_disp_request_shutdown(d, GM_STOP_NOW);
+}
+
+static int
+cmp_job_handle(const void *a, const void *b)
+{
+    const struct gm_job *x = *(const struct gm_job *const *)a;
+    const struct gm_job *y = *(const struct gm_job *const *)b;
+    if (x->handle_len != y->handle_len)
+        return x->handle_len < y->handle_len ? -1 : 1;
+    return memcmp(gm_job_handle(x), gm_job_handle(y), x->handle_len);
+}
+
+struct gm_job **
+gm_disp_jobs_sorted(struct gm_dispatcher *d, size_t *count)
+{
+    size_t n = d->by_handle.count, k = 0;
+    struct gm_job **v = malloc((n ? n : 1) * sizeof *v);
+    if (!v)
+        return NULL;
+    for (uint32_t b = 0; b <= d->by_handle.mask; b++)
+        for (struct gm_hnode *h = d->by_handle.buckets[b]; h && k < n; h = h->next)
+            v[k++] = gm_container_of(h, struct gm_job, by_handle);
+    qsort(v, k, sizeof *v, cmp_job_handle);
+    *count = k;
+    return v;
+}

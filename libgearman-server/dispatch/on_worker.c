@@ -1,0 +1,185 @@
+/*
+ * on_worker.c: worker requests (handler layer of the dispatcher): CAN_DO,
+ * CANT_DO, RESET_ABILITIES, PRE_SLEEP, GRAB_JOB and the WORK_* results,
+ * forwarded to the job's clients by reference.  Dispatcher thread only.
+ */
+#include "config.h"
+
+#include "libgearman-server/dispatch/dispatcher_int.h"
+
+#include "libgearman-server/dispatch/handlers.h"
+
+#include <string.h>
+
+void
+on_can_do(struct gm_dispatcher *d, struct gm_peer *p, struct gm_in *m)
+{
+    size_t len;
+    const char *name = field(m, 0, &len);
+    uint32_t timeout = 0;
+    if (m->type == GM_PKT_CAN_DO_TIMEOUT) {
+        size_t tl;
+        const char *ts = field(m, 1, &tl);
+        int64_t v = 0;
+        if (!gm_parse_i64(ts, tl, &v) || v < 0) {
+            v = 0; /* gearmand reads junk as 0: no timeout */
+        }
+        if (v > 0 && v < 1000)
+            v = 1000;
+        timeout = v > UINT32_MAX ? UINT32_MAX : (uint32_t)v;
+    }
+    if (refuse_bad_name(d, p->id, GM_NAME_FUNCTION, name, len))
+        return;
+    struct gm_function *fn = gm_disp_function_get(d, name, len);
+    if (!fn) {
+        send_error(d, p->id, "QUEUE_ERROR", "MEMORY_ALLOCATION_FAILURE");
+        return;
+    }
+    add_reg(d, p, fn, timeout);
+}
+
+void
+on_cant_do(struct gm_dispatcher *d, struct gm_peer *p, struct gm_in *m)
+{
+    size_t len;
+    const char *name = field(m, 0, &len);
+    for (uint32_t i = p->nregs; i-- > 0;) {
+        struct gm_function *fn = p->regs[i]->fn;
+        if (fn->name_len == len && memcmp(fn->name, name, len) == 0)
+            remove_reg(d, p, i);
+    }
+}
+
+void
+on_reset_abilities(struct gm_dispatcher *d, struct gm_peer *p, struct gm_in *m)
+{
+    (void)m;
+    while (p->nregs)
+        remove_reg(d, p, p->nregs - 1);
+}
+
+void
+on_pre_sleep(struct gm_dispatcher *d, struct gm_peer *p, struct gm_in *m)
+{
+    (void)m;
+    struct gm_reg *reg;
+    uint32_t idx;
+    if (pick_job(p, &reg, &idx)) {
+        send_simple(d, p->id, GM_PKT_NOOP);
+        p->sleeping = true;
+        p->noop_sent = true;
+        peer_leave_sleepers(p);
+        return;
+    }
+    p->sleeping = true;
+    p->noop_sent = false;
+    peer_join_sleepers(p);
+}
+
+void
+on_grab(struct gm_dispatcher *d, struct gm_peer *p, struct gm_in *m)
+{
+    if (peer_in_sleepers(p))
+        peer_leave_sleepers(p);
+    p->sleeping = false;
+    p->noop_sent = false;
+    struct gm_reg *reg;
+    uint32_t idx;
+    struct gm_job *job = pick_job(p, &reg, &idx);
+    if (!job) {
+        send_simple(d, p->id, GM_PKT_NO_JOB);
+        return;
+    }
+    struct gm_function *fn = job->fn;
+    p->rr = p->nregs ? (idx + 1) % p->nregs : 0;
+    gm_list_remove(&job->link);
+    fn->queued[job->prio]--;
+    fn->running++;
+    job->state = GM_JOB_RUNNING;
+    job->reg = reg;
+    gm_list_push_back(&p->running, &job->link);
+    if (reg->timeout_ms)
+        gm_heap_push(&d->timers, job, now_ms(d) + reg->timeout_ms);
+
+    struct gm_field_ref f[4];
+    size_t n = 0;
+    uint32_t type = GM_PKT_JOB_ASSIGN;
+    f[n++] = (struct gm_field_ref){gm_job_handle(job), job->handle_len};
+    f[n++] = (struct gm_field_ref){fn->name, fn->name_len};
+    if (m->type == GM_PKT_GRAB_JOB_UNIQ || m->type == GM_PKT_GRAB_JOB_ALL) {
+        type = GM_PKT_JOB_ASSIGN_UNIQ;
+        f[n++] = (struct gm_field_ref){gm_job_unique(job), job->unique_len};
+        if (m->type == GM_PKT_GRAB_JOB_ALL && job->reducer_len) {
+            type = GM_PKT_JOB_ASSIGN_ALL;
+            f[n++] = (struct gm_field_ref){gm_job_reducer(job), job->reducer_len};
+        }
+    }
+    struct gm_slice body = {job->data_blk ? job->data_blk : gm_job_block(job), job->data,
+                            job->data_len};
+    send_packet(d, p->id, type, f, n, &body);
+}
+
+/* Finds the job a WORK_* packet names, if this worker holds it. */
+static struct gm_job *
+worker_job(struct gm_dispatcher *d, struct gm_peer *p, struct gm_in *m)
+{
+    size_t len;
+    const char *h = field(m, 0, &len);
+    struct gm_job *job = gm_disp_job_by_handle(d, h, len);
+    if (!job || job->state != GM_JOB_RUNNING || job->reg->peer != p)
+        return NULL;
+    return job;
+}
+
+void
+on_work(struct gm_dispatcher *d, struct gm_peer *p, struct gm_in *m)
+{
+    struct gm_job *job = worker_job(d, p, m);
+    if (!job) {
+        const char *text = "Job given in work result not found";
+        if (m->type == GM_PKT_WORK_DATA || m->type == GM_PKT_WORK_WARNING)
+            text = "Job does not exist on server";
+        else if (m->type == GM_PKT_WORK_EXCEPTION)
+            text = "An exception was received for a job that does not exist";
+        send_error(d, p->id, "JOB_NOT_FOUND", text);
+        return;
+    }
+    if (m->type == GM_PKT_WORK_STATUS) {
+        size_t nl, dl;
+        const char *num = field(m, 1, &nl);
+        const char *den = field(m, 2, &dl);
+        job->numerator = gm_atou32_lenient(num, nl);
+        job->denominator = gm_atou32_lenient(den, dl);
+    }
+    /* Forward the worker's packet verbatim: same type, same payload bytes,
+       by reference. */
+    struct gm_slice whole = {m->blk, m->payload, m->len};
+    struct gm_list *n;
+    gm_list_each(n, &job->clients)
+    {
+        struct gm_attach *a = gm_container_of(n, struct gm_attach, job_link);
+        uint8_t flags = m->len < BATCH_REPLY_MAX ? more_replies_coming(a->peer) : 0;
+        if (m->type == GM_PKT_WORK_EXCEPTION && !a->peer->exceptions) {
+            struct gm_field_ref h = {gm_job_handle(job), job->handle_len};
+            send_packet_flagged(d, a->peer->id, GM_PKT_WORK_FAIL, &h, 1, NULL, flags);
+        } else {
+            send_packet_flagged(d, a->peer->id, m->type, NULL, 0, &whole, flags);
+        }
+    }
+    switch (m->type) {
+    case GM_PKT_WORK_COMPLETE:
+    case GM_PKT_WORK_FAIL:
+    case GM_PKT_WORK_EXCEPTION:
+        /* a cancelled job was already counted as failed */
+        if (!(job->flags & GM_JOB_CANCELLED)) {
+            if (m->type == GM_PKT_WORK_COMPLETE)
+                job->fn->completed++;
+            else
+                job->fn->failed++;
+        }
+        job_free(d, job);
+        break;
+    default:
+        break;
+    }
+}

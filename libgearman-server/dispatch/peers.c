@@ -1,0 +1,117 @@
+/*
+ * peers.c: the dispatcher's side of each connection (model layer): a peer
+ * comes with GM_IN_OPEN and goes with GM_IN_CLOSE, taking its
+ * registrations, running jobs and waits with it.  Dispatcher thread only;
+ * owns every struct gm_peer, found by connection id in its port's table.
+ */
+#include "config.h"
+
+#include "libgearman-server/dispatch/dispatcher_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "libgearman-server/base/log.h"
+
+struct gm_peer *
+gm_disp_peer(struct gm_dispatcher *d, gm_conn_id id)
+{
+    unsigned t = gm_conn_thread(id);
+    uint32_t slot = gm_conn_slot(id);
+    if (t >= d->nports || slot >= d->ports[t].npeers)
+        return NULL;
+    struct gm_peer *p = d->ports[t].peers[slot];
+    return p && p->id == id ? p : NULL;
+}
+
+static bool
+addr_is_loopback(const char *addr)
+{
+    return strncmp(addr, "127.", 4) == 0 || strcmp(addr, "::1") == 0 ||
+           strncmp(addr, "::ffff:127.", 11) == 0;
+}
+
+void
+peer_open(struct gm_dispatcher *d, const struct gm_in *m)
+{
+    unsigned t = gm_conn_thread(m->conn);
+    uint32_t slot = gm_conn_slot(m->conn);
+    if (t >= d->nports)
+        return;
+    struct gm_disp_port *port = &d->ports[t];
+    if (slot >= port->npeers) {
+        uint32_t n = port->npeers ? port->npeers : 64;
+        while (n <= slot)
+            n *= 2;
+        struct gm_peer **np = realloc(port->peers, n * sizeof *np);
+        if (!np) {
+            gm_log(GM_LOG_ERROR, "out of memory for connection %s:%u", m->u.open.addr,
+                   m->u.open.port);
+            gm_disp_send_close(d, m->conn);
+            return;
+        }
+        memset(np + port->npeers, 0, (n - port->npeers) * sizeof *np);
+        port->peers = np;
+        port->npeers = n;
+    }
+    struct gm_peer *p = calloc(1, sizeof *p);
+    if (!p) {
+        gm_log(GM_LOG_ERROR, "out of memory for connection %s:%u", m->u.open.addr, m->u.open.port);
+        gm_disp_send_close(d, m->conn);
+        return;
+    }
+    p->id = m->conn;
+    p->fd = m->u.open.fd;
+    p->port = m->u.open.port;
+    memcpy(p->addr, m->u.open.addr, sizeof p->addr);
+    p->addr[sizeof p->addr - 1] = '\0';
+    p->is_loopback = addr_is_loopback(p->addr);
+    p->exceptions = d->cfg->exceptions;
+    gm_list_init(&p->running);
+    gm_list_init(&p->waits);
+    port->peers[slot] = p;
+    d->peer_count++;
+}
+
+/* Detaches a leaving client from its jobs; a foreground job nobody waits
+   for any more is dropped if queued, or left to finish unheard if running. */
+static void
+peer_abandon_jobs(struct gm_dispatcher *d, struct gm_peer *p)
+{
+    struct gm_list *n, *tmp;
+    gm_list_each_safe(n, tmp, &p->waits)
+    {
+        struct gm_attach *a = gm_container_of(n, struct gm_attach, peer_link);
+        struct gm_job *job = a->job;
+        job_detach(a);
+        if (job->nclients || (job->flags & (GM_JOB_BACKGROUND | GM_JOB_STORING)))
+            continue;
+        if (job->state == GM_JOB_RUNNING)
+            job->flags |= GM_JOB_IGNORED;
+        else
+            job_free(d, job);
+    }
+}
+
+void
+peer_close(struct gm_dispatcher *d, gm_conn_id id)
+{
+    struct gm_peer *p = gm_disp_peer(d, id);
+    if (!p)
+        return;
+    /* Out of the sleepers first, so requeued jobs wake somebody else. */
+    if (peer_in_sleepers(p))
+        peer_leave_sleepers(p);
+    p->sleeping = false;
+    struct gm_list *n, *tmp;
+    gm_list_each_safe(n, tmp, &p->running)
+        job_requeue(d, gm_container_of(n, struct gm_job, link), "worker disconnected");
+    while (p->nregs)
+        remove_reg(d, p, p->nregs - 1);
+    peer_abandon_jobs(d, p);
+    d->ports[gm_conn_thread(id)].peers[gm_conn_slot(id)] = NULL;
+    free(p->regs);
+    free(p->client_id);
+    free(p);
+    d->peer_count--;
+}
