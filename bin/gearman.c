@@ -299,17 +299,48 @@ out_data(const struct opts *o, FILE *f, const struct job *j, const char *d, size
     fflush(f);
 }
 
-static int
-run_client(struct opts *o, struct gmc *c)
+/* The client's jobs and what their replies have shown so far. */
+struct client_run {
+    const struct opts *o;
+    struct job *jobs;
+    size_t n, cap;
+    size_t next_created;    /* the next job a JOB_CREATED (or ERROR) answers */
+    size_t remaining;       /* jobs not done yet */
+    bool option_answered;   /* the server has answered OPTION_REQ */
+    int status;             /* the exit status so far */
+};
+
+/* Adds one job per line of input for function fn (-n; -N strips the
+   newline).  Returns false when out of memory. */
+static bool
+add_line_jobs(struct client_run *r, const char *fn, const char *input, size_t len)
 {
-    struct job *jobs = NULL;
-    size_t n = 0, cap = 0;
+    const struct opts *o = r->o;
+    bool ok = true;
+    size_t pos = 0;
+    while (pos < len && ok) {
+        const char *nl = memchr(input + pos, '\n', len - pos);
+        size_t end = nl ? (size_t)(nl - input) + 1 : len;
+        size_t l = end - pos;
+        if (o->strip_newline && nl)
+            l--;
+        ok = add_job(&r->jobs, &r->n, &r->cap, fn, input + pos, l, o->unique);
+        pos = end;
+    }
+    return ok;
+}
+
+/* Builds the job list: for each function, one job per argument, or else
+   one from standard input (one per line with -n/-N; none read with -s).
+   Returns 0, or 1 after printing why not. */
+static int
+collect_jobs(struct client_run *r)
+{
+    const struct opts *o = r->o;
     bool ok = true;
     for (size_t f = 0; f < o->nfunctions && ok; f++) {
-        if (o->nrest > 0) {
-            for (int i = 0; i < o->nrest && ok; i++)
-                ok = add_job(&jobs, &n, &cap, o->functions[f], o->rest[i], strlen(o->rest[i]), o->unique);
-        }
+        for (int i = 0; i < o->nrest && ok; i++)
+            ok = add_job(&r->jobs, &r->n, &r->cap, o->functions[f], o->rest[i], strlen(o->rest[i]), o->unique);
     }
     if (o->nrest == 0) {
         size_t len = 0;
@@ -319,20 +350,10 @@ run_client(struct opts *o, struct gmc *c)
             return 1;
         }
         for (size_t f = 0; f < o->nfunctions && ok; f++) {
-            if (o->per_line) {
-                size_t pos = 0;
-                while (pos < len && ok) {
-                    const char *nl = memchr(input + pos, '\n', len - pos);
-                    size_t end = nl ? (size_t)(nl - input) + 1 : len;
-                    size_t l = end - pos;
-                    if (o->strip_newline && nl)
-                        l--;
-                    ok = add_job(&jobs, &n, &cap, o->functions[f], input + pos, l, o->unique);
-                    pos = end;
-                }
-            } else {
-                ok = add_job(&jobs, &n, &cap, o->functions[f], input ? input : "", len, o->unique);
-            }
+            if (o->per_line)
+                ok = add_line_jobs(r, o->functions[f], input, len);
+            else
+                ok = add_job(&r->jobs, &r->n, &r->cap, o->functions[f], input ? input : "", len, o->unique);
         }
         free(input);
     }
@@ -340,127 +361,168 @@ run_client(struct opts *o, struct gmc *c)
         fprintf(stderr, "%s: out of memory\n", prog);
         return 1;
     }
-    int status = 0;
-    if (gmc_connect(c) < 0) {
-        fprintf(stderr, "%s: %s\n", prog, c->err);
-        status = 1;
-        goto out;
-    }
+    return 0;
+}
+
+/* Sends OPTION_REQ "exceptions", then submits every job.  Returns 0, or
+   -1 with c->err set. */
+static int
+submit_jobs(struct gmc *c, const struct client_run *r)
+{
     /* Ask for WORK_EXCEPTION so that exception text can be shown. */
     struct gm_field_ref opt = {"exceptions", 10};
     if (gmc_send(c, GM_PKT_OPTION_REQ, &opt, 1) < 0)
-        goto fail;
-    uint32_t type = submit_type(o);
-    for (size_t i = 0; i < n; i++) {
-        struct gm_field_ref f[3] = {{jobs[i].function, strlen(jobs[i].function)},
-                                    {jobs[i].unique, strlen(jobs[i].unique)},
-                                    {jobs[i].data, jobs[i].len}};
+        return -1;
+    uint32_t type = submit_type(r->o);
+    for (size_t i = 0; i < r->n; i++) {
+        const struct job *j = &r->jobs[i];
+        struct gm_field_ref f[3] = {{j->function, strlen(j->function)},
+                                    {j->unique, strlen(j->unique)},
+                                    {j->data, j->len}};
         if (gmc_send(c, type, f, 3) < 0)
-            goto fail;
+            return -1;
     }
-    size_t next_created = 0, remaining = n;
-    bool option_answered = false;
-    while (remaining) {
-        struct gmc_packet p;
-        int r = gmc_recv(c, &p, -1);
-        if (r == 0) {
-            fprintf(stderr, "%s: timed out waiting for the server\n", prog);
-            status = 1;
-            goto out;
+    return 0;
+}
+
+/* JOB_CREATED answers the oldest submit not yet answered; a background job
+   is done with it. */
+static void
+on_job_created(struct client_run *r, const char *h, size_t hl)
+{
+    if (r->next_created == r->n)
+        return;
+    struct job *j = &r->jobs[r->next_created++];
+    j->created = true;
+    snprintf(j->handle, sizeof j->handle, "%.*s", (int)hl, h);
+    if (r->o->verbose)
+        printf("Task created: %s\n", j->handle);
+    if (r->o->background) {
+        j->done = true;
+        r->remaining--;
+    }
+}
+
+/* An ERROR fails the oldest submit not yet answered, except the
+   UNKNOWN_OPTION of an old server to our OPTION_REQ. */
+static void
+on_server_error(struct client_run *r, const struct gmc_packet *p)
+{
+    size_t cl, tl;
+    const char *code = gmc_field(p, 0, &cl);
+    const char *text = gmc_field(p, 1, &tl);
+    if (!r->option_answered && cl == 14 && memcmp(code, "UNKNOWN_OPTION", 14) == 0) {
+        r->option_answered = true; /* an old server: carry on without exceptions */
+        return;
+    }
+    fprintf(stderr, "%s: server error %.*s: %.*s\n", prog, (int)cl, code, (int)tl, text);
+    r->status = 1;
+    if (r->next_created < r->n) { /* the error answers the oldest submit */
+        r->jobs[r->next_created++].done = true;
+        r->remaining--;
+    }
+}
+
+/* Shows a WORK_* reply to job j; COMPLETE, EXCEPTION and FAIL end the job
+   (the last two with exit status 1). */
+static void
+on_work_reply(struct client_run *r, const struct gmc_packet *p, struct job *j)
+{
+    const struct opts *o = r->o;
+    size_t dl;
+    const char *d = gmc_field(p, 1, &dl);
+    if (p->type == GM_PKT_WORK_DATA) {
+        out_data(o, stdout, j, d, dl);
+    } else if (p->type == GM_PKT_WORK_WARNING) {
+        out_data(o, stderr, j, d, dl);
+    } else if (p->type == GM_PKT_WORK_STATUS) {
+        size_t nl2, dl2;
+        const char *num = gmc_field(p, 1, &nl2);
+        const char *den = gmc_field(p, 2, &dl2);
+        unsigned long long a = strtoull(num, NULL, 10), b = strtoull(den, NULL, 10);
+        if (o->prefix)
+            printf("%s: ", j->function);
+        printf("%llu%% Complete\n", b ? a * 100 / b : 0);
+        fflush(stdout);
+    } else {
+        if (p->type == GM_PKT_WORK_COMPLETE) {
+            out_data(o, stdout, j, d, dl);
+        } else if (p->type == GM_PKT_WORK_EXCEPTION) {
+            out_data(o, stderr, j, d, dl);
+            fputc('\n', stderr);
+            fprintf(stderr, "Job failed\n");
+            r->status = 1;
+        } else {
+            fprintf(stderr, "Job failed\n");
+            r->status = 1;
         }
-        if (r < 0)
-            goto fail;
+        j->done = true;
+        r->remaining--;
+    }
+}
+
+/* Reads replies until every job is done, or the server stays silent past
+   the timeout (status 1).  Returns 0, or -1 with c->err set. */
+static int
+await_replies(struct gmc *c, struct client_run *r)
+{
+    r->remaining = r->n;
+    while (r->remaining) {
+        struct gmc_packet p;
+        int rc = gmc_recv(c, &p, -1);
+        if (rc == 0) {
+            fprintf(stderr, "%s: timed out waiting for the server\n", prog);
+            r->status = 1;
+            return 0;
+        }
+        if (rc < 0)
+            return -1;
         size_t hl;
         const char *h = gmc_field(&p, 0, &hl);
         struct job *j;
         switch (p.type) {
         case GM_PKT_OPTION_RES:
-            option_answered = true;
+            r->option_answered = true;
             break;
         case GM_PKT_JOB_CREATED:
-            if (next_created == n)
-                break;
-            j = &jobs[next_created++];
-            j->created = true;
-            snprintf(j->handle, sizeof j->handle, "%.*s", (int)hl, h);
-            if (o->verbose)
-                printf("Task created: %s\n", j->handle);
-            if (o->background) {
-                j->done = true;
-                remaining--;
-            }
+            on_job_created(r, h, hl);
             break;
-        case GM_PKT_ERROR: {
-            size_t cl, tl;
-            const char *code = gmc_field(&p, 0, &cl);
-            const char *text = gmc_field(&p, 1, &tl);
-            if (!option_answered && cl == 14 && memcmp(code, "UNKNOWN_OPTION", 14) == 0) {
-                option_answered = true; /* an old server: carry on without exceptions */
-                break;
-            }
-            fprintf(stderr, "%s: server error %.*s: %.*s\n", prog, (int)cl, code, (int)tl, text);
-            status = 1;
-            if (next_created < n) { /* the error answers the oldest submit */
-                jobs[next_created++].done = true;
-                remaining--;
-            }
+        case GM_PKT_ERROR:
+            on_server_error(r, &p);
             break;
-        }
         case GM_PKT_WORK_DATA:
         case GM_PKT_WORK_WARNING:
         case GM_PKT_WORK_COMPLETE:
         case GM_PKT_WORK_EXCEPTION:
         case GM_PKT_WORK_FAIL:
-        case GM_PKT_WORK_STATUS: {
-            j = find_job(jobs, n, h, hl);
-            if (!j)
-                break;
-            size_t dl;
-            const char *d = gmc_field(&p, 1, &dl);
-            if (p.type == GM_PKT_WORK_DATA) {
-                out_data(o, stdout, j, d, dl);
-            } else if (p.type == GM_PKT_WORK_WARNING) {
-                out_data(o, stderr, j, d, dl);
-            } else if (p.type == GM_PKT_WORK_STATUS) {
-                size_t nl2, dl2;
-                const char *num = gmc_field(&p, 1, &nl2);
-                const char *den = gmc_field(&p, 2, &dl2);
-                unsigned long long a = strtoull(num, NULL, 10), b = strtoull(den, NULL, 10);
-                if (o->prefix)
-                    printf("%s: ", j->function);
-                printf("%llu%% Complete\n", b ? a * 100 / b : 0);
-                fflush(stdout);
-            } else {
-                if (p.type == GM_PKT_WORK_COMPLETE) {
-                    out_data(o, stdout, j, d, dl);
-                } else if (p.type == GM_PKT_WORK_EXCEPTION) {
-                    out_data(o, stderr, j, d, dl);
-                    fputc('\n', stderr);
-                    fprintf(stderr, "Job failed\n");
-                    status = 1;
-                } else {
-                    fprintf(stderr, "Job failed\n");
-                    status = 1;
-                }
-                j->done = true;
-                remaining--;
-            }
+        case GM_PKT_WORK_STATUS:
+            j = find_job(r->jobs, r->n, h, hl);
+            if (j)
+                on_work_reply(r, &p, j);
             break;
-        }
         default:
             break;
         }
     }
-    goto out;
-fail:
-    fprintf(stderr, "%s: %s\n", prog, c->err);
-    status = 1;
-out:
-    for (size_t i = 0; i < n; i++)
-        free(jobs[i].data);
-    free(jobs);
+    return 0;
+}
+
+/* Submits the jobs and prints their results; returns the exit status. */
+static int
+run_client(struct opts *o, struct gmc *c)
+{
+    struct client_run r = {.o = o};
+    if (collect_jobs(&r) != 0) {
+        r.status = 1;
+    } else if (gmc_connect(c) < 0 || submit_jobs(c, &r) < 0 || await_replies(c, &r) < 0) {
+        fprintf(stderr, "%s: %s\n", prog, c->err);
+        r.status = 1;
+    }
+    for (size_t i = 0; i < r.n; i++)
+        free(r.jobs[i].data);
+    free(r.jobs);
     fflush(stdout);
-    return status;
+    return r.status;
 }
 
 /* ------------------------------------------------------------------ */
