@@ -91,27 +91,94 @@ print_reply(const char *r, size_t len)
     return true;
 }
 
-int
-main(int argc, char **argv)
+/* What the command line asks for. */
+struct admin_opts {
+    const char *host, *port;
+    int timeout;            /* milliseconds, for each reply */
+    bool graceful;          /* --shutdown waits for queued and running jobs */
+    struct todo todo[64];   /* the commands, in the order given */
+    size_t ntodo;
+};
+
+/* The value of option --name taken from the next argument (*i moves on to
+   it).  Returns it, or NULL after printing that it is missing. */
+static const char *
+next_value(int argc, char **argv, int *i, const char *name)
 {
-    const char *host = "localhost", *port = "4730";
-    int timeout = 10000;
-    bool graceful = false;
-    struct todo todo[64];
-    size_t ntodo = 0;
+    if (*i + 1 >= argc) {
+        fprintf(stderr, "gearadmin: the required argument for option '--%s' is missing\n", name);
+        return NULL;
+    }
+    return argv[++*i];
+}
+
+/* Adds the command of "--<name>[=val]" (len: the name's length) to the
+   list, taking its value from the next argument if it needs one.  Returns
+   0, or -1 after printing why not. */
+static int
+add_action(struct admin_opts *o, const char *a, size_t len, const char *val, int argc, char **argv, int *i)
+{
+    const struct action *act = NULL;
+    for (size_t k = 0; k < NACTIONS; k++)
+        if (strlen(actions[k].option) == len && strncmp(actions[k].option, a + 2, len) == 0)
+            act = &actions[k];
+    if (!act) {
+        fprintf(stderr, "gearadmin: unrecognised option '%s'\n", a);
+        return -1;
+    }
+    if (act->kind == A_VALUE && !val && !(val = next_value(argc, argv, i, act->option)))
+        return -1;
+    if (act->kind == A_NONE && val) {
+        fprintf(stderr, "gearadmin: option '--%s' does not take an argument\n", act->option);
+        return -1;
+    }
+    if (o->ntodo == sizeof o->todo / sizeof o->todo[0]) {
+        fprintf(stderr, "gearadmin: too many commands\n");
+        return -1;
+    }
+    o->todo[o->ntodo++] = (struct todo){act, val};
+    return 0;
+}
+
+/* Sets the connection option which ("host", "port" or "timeout") to val.
+   Returns 0, or -1 after printing why not. */
+static int
+set_connection_option(struct admin_opts *o, const char *which, const char *val)
+{
+    if (which[0] == 'h') {
+        o->host = val;
+    } else if (which[0] == 'p') {
+        o->port = val;
+    } else {
+        char *end;
+        long t = strtol(val, &end, 10);
+        if (*end || t < 1 || t > 3600000) {
+            fprintf(stderr, "gearadmin: the argument ('%s') for option '--timeout' is invalid\n", val);
+            return -1;
+        }
+        o->timeout = (int)t;
+    }
+    return 0;
+}
+
+/* Returns 0 with *o filled, 1 when help was printed (exit 0), -1 on error
+   or when no command was given (exit 1). */
+static int
+parse(int argc, char **argv, struct admin_opts *o)
+{
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *val = NULL;
         if (strcmp(a, "--help") == 0) {
             usage(stdout);
-            return 0;
+            return 1;
         }
         if (strcmp(a, "-S") == 0 || strcmp(a, "--ssl") == 0) {
             fprintf(stderr, "gearadmin: SSL is not supported by this build\n");
-            return 1;
+            return -1;
         }
         if (strcmp(a, "--graceful") == 0) {
-            graceful = true;
+            o->graceful = true;
             continue;
         }
         /* -h/-p/-t with a separate or attached value; --host/--port/--timeout */
@@ -128,87 +195,47 @@ main(int argc, char **argv)
             if (eq)
                 val = eq + 1;
             if (!which) {
-                const struct action *act = NULL;
-                for (size_t k = 0; k < NACTIONS; k++)
-                    if (strlen(actions[k].option) == len && strncmp(actions[k].option, a + 2, len) == 0)
-                        act = &actions[k];
-                if (!act) {
-                    fprintf(stderr, "gearadmin: unrecognised option '%s'\n", a);
-                    return 1;
-                }
-                if (act->kind == A_VALUE && !val) {
-                    if (i + 1 >= argc) {
-                        fprintf(stderr, "gearadmin: the required argument for option '--%s' is missing\n",
-                                act->option);
-                        return 1;
-                    }
-                    val = argv[++i];
-                }
-                if (act->kind == A_NONE && val) {
-                    fprintf(stderr, "gearadmin: option '--%s' does not take an argument\n", act->option);
-                    return 1;
-                }
-                if (ntodo == sizeof todo / sizeof todo[0]) {
-                    fprintf(stderr, "gearadmin: too many commands\n");
-                    return 1;
-                }
-                todo[ntodo++] = (struct todo){act, val};
+                if (add_action(o, a, len, val, argc, argv, &i) < 0)
+                    return -1;
                 continue;
             }
         } else {
             fprintf(stderr, "gearadmin: unrecognised option '%s'\n", a);
-            return 1;
+            return -1;
         }
-        if (!val) {
-            if (i + 1 >= argc) {
-                fprintf(stderr, "gearadmin: the required argument for option '--%s' is missing\n", which);
-                return 1;
-            }
-            val = argv[++i];
-        }
-        if (which[0] == 'h') {
-            host = val;
-        } else if (which[0] == 'p') {
-            port = val;
-        } else {
-            char *end;
-            long t = strtol(val, &end, 10);
-            if (*end || t < 1 || t > 3600000) {
-                fprintf(stderr, "gearadmin: the argument ('%s') for option '--timeout' is invalid\n", val);
-                return 1;
-            }
-            timeout = (int)t;
-        }
+        if (!val && !(val = next_value(argc, argv, &i, which)))
+            return -1;
+        if (set_connection_option(o, which, val) < 0)
+            return -1;
     }
-    if (ntodo == 0) {
+    if (o->ntodo == 0) {
         printf("No option execution operation given.\n\n");
         usage(stdout);
-        return 1;
+        return -1;
     }
-    struct gmc c;
-    gmc_init(&c);
-    c.timeout_ms = timeout;
-    char server[320];
-    snprintf(server, sizeof server, strchr(host, ':') && host[0] != '[' ? "[%s]:%s" : "%s:%s", host, port);
-    if (gmc_add_servers(&c, server, port) < 0 || gmc_connect(&c) < 0) {
-        fprintf(stderr, "Error: %s\n", c.err);
-        gmc_free(&c);
-        return 1;
-    }
+    return 0;
+}
+
+/* Runs the commands in order over the connection c, printing each reply.
+   Returns 0, or 1 if one was answered ERR or the connection failed (the
+   commands after that are not run). */
+static int
+run_commands(struct gmc *c, const struct admin_opts *o)
+{
     int status = 0;
-    for (size_t i = 0; i < ntodo; i++) {
-        const struct action *a = todo[i].a;
+    for (size_t i = 0; i < o->ntodo; i++) {
+        const struct action *a = o->todo[i].a;
         char line[8192];
         if (a->kind == A_VALUE)
-            snprintf(line, sizeof line, "%s %s", a->command, todo[i].value);
-        else if (strcmp(a->command, "shutdown") == 0 && graceful)
+            snprintf(line, sizeof line, "%s %s", a->command, o->todo[i].value);
+        else if (strcmp(a->command, "shutdown") == 0 && o->graceful)
             snprintf(line, sizeof line, "shutdown graceful");
         else
             snprintf(line, sizeof line, "%s", a->command);
         char *reply;
         size_t len;
-        if (gmc_admin(&c, line, a->list, &reply, &len) < 0) {
-            fprintf(stderr, "Error: %s\n", c.err);
+        if (gmc_admin(c, line, a->list, &reply, &len) < 0) {
+            fprintf(stderr, "Error: %s\n", c->err);
             status = 1;
             break;
         }
@@ -216,6 +243,38 @@ main(int argc, char **argv)
             status = 1;
         free(reply);
     }
+    return status;
+}
+
+/* Connects c to the server of -h and -p.  Returns 0, or -1 after printing
+   why not (c is then freed). */
+static int
+open_connection(struct gmc *c, const struct admin_opts *o)
+{
+    gmc_init(c);
+    c->timeout_ms = o->timeout;
+    char server[320];
+    snprintf(server, sizeof server, strchr(o->host, ':') && o->host[0] != '[' ? "[%s]:%s" : "%s:%s", o->host,
+             o->port);
+    if (gmc_add_servers(c, server, o->port) < 0 || gmc_connect(c) < 0) {
+        fprintf(stderr, "Error: %s\n", c->err);
+        gmc_free(c);
+        return -1;
+    }
+    return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+    struct admin_opts o = {.host = "localhost", .port = "4730", .timeout = 10000};
+    int r = parse(argc, argv, &o);
+    if (r != 0)
+        return r > 0 ? 0 : 1;
+    struct gmc c;
+    if (open_connection(&c, &o) < 0)
+        return 1;
+    int status = run_commands(&c, &o);
     fflush(stdout);
     gmc_free(&c);
     return status;
