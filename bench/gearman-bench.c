@@ -926,8 +926,10 @@ usage(void)
             "       [--priority high|normal|low] [--threads N]\n");
 }
 
-int
-main(int argc, char **argv)
+/* Reads the options into C.  Returns 0, 1 when --help was asked for (exit
+   0), or -1 for a bad option or value (exit 2); both print the usage. */
+static int
+parse_options(int argc, char **argv)
 {
     static struct option opts[] = {
         {"host", 1, 0, 'H'}, {"port", 1, 0, 'p'}, {"mode", 1, 0, 'm'}, {"clients", 1, 0, 'c'},
@@ -954,13 +956,123 @@ main(int argc, char **argv)
         case 'D': C.drain = false; break;
         case 'r': C.priority = strcmp(optarg, "high") == 0 ? 0 : strcmp(optarg, "low") == 0 ? 2 : 1; break;
         case 'T': C.threads = atoi(optarg); break;
-        default: usage(); return ch == 'h' ? 0 : 2;
+        default: usage(); return ch == 'h' ? 1 : -1;
         }
     }
     if (C.clients < 1 || C.depth < 1 || C.functions < 1 || C.workers < 0 || C.threads < 1 || C.idle_workers < 0) {
         usage();
-        return 2;
+        return -1;
     }
+    return 0;
+}
+
+/* What the measured phase saw, for the report. */
+struct result {
+    long done;              /* jobs (or echoes) the clients saw answered */
+    struct lat all;         /* their latencies, in seconds */
+    double span, cpu;       /* the measured span, and the server's CPU seconds in it */
+    double self_cpu_s;      /* the generator's CPU seconds in it */
+    long rss_before, rss_loaded;
+    long drained;           /* jobs the drain phase's workers took */
+    double drain_rate;
+};
+
+/* Phase 1: the clients (and, for fg, the workers) run until every client
+   is finished; fills in everything in *res but the drain figures. */
+static void
+run_clients(bool fg, bool echo, struct result *res)
+{
+    int nw = fg ? C.workers : 0, n = nw + C.clients;
+    struct conn **conns = calloc((size_t)n, sizeof *conns);
+    for (int i = 0; i < nw; i++)
+        conns[i] = conn_new(ROLE_WORKER, i);
+    enum role client_role = fg ? ROLE_CLIENT_FG : echo ? ROLE_CLIENT_ECHO : ROLE_CLIENT_BG;
+    for (int i = 0; i < C.clients; i++)
+        conns[nw + i] = conn_new(client_role, i);
+    res->rss_before = proc_rss_kb(C.pid);
+    atomic_store(&clients_left, C.clients);
+    double cpu0 = proc_cpu(C.pid), t0 = now(), self0 = self_cpu();
+    t_end = t0 + C.seconds;
+    for (int i = nw; i < n; i++)
+        conn_begin(conns[i]);
+    run_phase(conns, n, clients_finished);
+    double t1 = atomic_load(&clients_done_at);
+    if (t1 <= t0)
+        t1 = now();
+    double cpu1 = proc_cpu(C.pid);
+    res->self_cpu_s = self_cpu() - self0;
+    res->rss_loaded = proc_rss_kb(C.pid);
+    for (int i = nw; i < n; i++) {
+        res->done += conns[i]->done;
+        for (size_t k = 0; k < conns[i]->lat.n; k++)
+            lat_add(&res->all, conns[i]->lat.v[k]);
+    }
+    for (int i = 0; i < n; i++)
+        conn_free(conns[i]);
+    free(conns);
+    res->span = t1 - t0;
+    res->cpu = cpu1 - cpu0;
+}
+
+/* Phase 2 (bg, drain, rss): workers drain every acknowledged job, checking
+   each; in drain mode this phase is the one measured. */
+static void
+run_drain(bool drain, struct result *res)
+{
+    int nd = C.workers ? C.workers : 1;
+    struct conn **ws = calloc((size_t)nd, sizeof *ws);
+    for (int i = 0; i < nd; i++)
+        ws[i] = conn_new(ROLE_WORKER, i);
+    atomic_store(&worker_jobs, 0);
+    drain_target = res->done;
+    double d0 = now(), dc0 = proc_cpu(C.pid), ds0 = self_cpu();
+    run_phase(ws, nd, drain_finished);
+    double d1 = atomic_load(&drained_at);
+    if (d1 <= d0)
+        d1 = now();
+    res->drained = atomic_load(&worker_jobs);
+    res->drain_rate = res->drained / (d1 - d0);
+    if (drain) {
+        res->span = d1 - d0;
+        res->cpu = proc_cpu(C.pid) - dc0;
+        res->self_cpu_s = self_cpu() - ds0;
+    }
+    if (res->drained != res->done)
+        fail("drained a different number of jobs than were acknowledged");
+    for (int i = 0; i < nd; i++)
+        conn_free(ws[i]);
+    free(ws);
+}
+
+/* Prints the key=value line on stdout and the summary on stderr. */
+static void
+report(bool drain, bool rss, struct result *res)
+{
+    struct lat *all = &res->all;
+    qsort(all->v, all->n, sizeof *all->v, cmp_double);
+    double p50 = all->n ? all->v[all->n / 2] : 0, p99 = all->n ? all->v[(size_t)(all->n * 0.99)] : 0;
+    double p999 = all->n ? all->v[(size_t)(all->n * 0.999)] : 0;
+    double span = res->span, cpu = res->cpu;
+    double rate = drain ? res->drain_rate : res->done / span;
+    long ops = drain ? res->drained : res->done;
+    long rss_before = res->rss_before, rss_loaded = res->rss_loaded;
+    printf("mode=%s ops=%ld secs=%.3f rate=%.0f p50_us=%.0f p99_us=%.0f p999_us=%.0f server_cpu_s=%.3f "
+           "ops_per_cpu_s=%.0f gen_cpu_s=%.3f rss_before_kb=%ld rss_kb=%ld rss_per_job_b=%.0f drained=%ld "
+           "drain_rate=%.0f errors=%ld\n",
+           C.mode, ops, span, rate, p50 * 1e6, p99 * 1e6, p999 * 1e6, cpu, cpu > 0 ? ops / cpu : 0,
+           res->self_cpu_s, rss_before, rss_loaded,
+           rss && res->done ? (rss_loaded - rss_before) * 1024.0 / res->done : 0, res->drained, res->drain_rate,
+           (long)atomic_load(&errors));
+    fprintf(stderr, "%s: %ld ops in %.2fs = %.0f/s; latency p50 %.0f us, p99 %.0f us; server cpu %.2fs; generator cpu %.2fs; errors %ld\n",
+            C.mode, ops, span, rate, p50 * 1e6, p99 * 1e6, cpu, res->self_cpu_s, (long)atomic_load(&errors));
+}
+
+int
+main(int argc, char **argv)
+{
+    int r = parse_options(argc, argv);
+    if (r != 0)
+        return r > 0 ? 0 : 2;
     bool fg = strcmp(C.mode, "fg") == 0, bg = strcmp(C.mode, "bg") == 0, echo = strcmp(C.mode, "echo") == 0;
     bool drain = strcmp(C.mode, "drain") == 0, rss = strcmp(C.mode, "rss") == 0;
     if (strcmp(C.mode, "conns") == 0)
@@ -974,85 +1086,16 @@ main(int argc, char **argv)
     per_client_count = C.count ? (C.count + C.clients - 1) / C.clients : 0;
 
     int *idle_fds = open_idle_workers(C.idle_workers);
-
-    /* phase 1: the clients (and, for fg, the workers) */
-    int nw = fg ? C.workers : 0, n = nw + C.clients;
-    struct conn **conns = calloc((size_t)n, sizeof *conns);
-    for (int i = 0; i < nw; i++)
-        conns[i] = conn_new(ROLE_WORKER, i);
-    enum role client_role = fg ? ROLE_CLIENT_FG : echo ? ROLE_CLIENT_ECHO : ROLE_CLIENT_BG;
-    for (int i = 0; i < C.clients; i++)
-        conns[nw + i] = conn_new(client_role, i);
-    long rss_before = proc_rss_kb(C.pid);
-    atomic_store(&clients_left, C.clients);
-    double cpu0 = proc_cpu(C.pid), t0 = now(), self0 = self_cpu();
-    t_end = t0 + C.seconds;
-    for (int i = nw; i < n; i++)
-        conn_begin(conns[i]);
-    run_phase(conns, n, clients_finished);
-    double t1 = atomic_load(&clients_done_at);
-    if (t1 <= t0)
-        t1 = now();
-    double cpu1 = proc_cpu(C.pid), self_cpu_s = self_cpu() - self0;
-    long rss_loaded = proc_rss_kb(C.pid);
-    long done = 0;
-    struct lat all = {0};
-    for (int i = nw; i < n; i++) {
-        done += conns[i]->done;
-        for (size_t k = 0; k < conns[i]->lat.n; k++)
-            lat_add(&all, conns[i]->lat.v[k]);
-    }
-    for (int i = 0; i < n; i++)
-        conn_free(conns[i]);
-    free(conns);
-    double span = t1 - t0, cpu = cpu1 - cpu0;
-
-    /* phase 2 (bg, drain, rss): workers drain every acknowledged job, checking each */
-    double drain_rate = 0;
-    long drained = 0;
-    if ((bg || drain || rss) && (C.drain || drain)) {
-        int nd = C.workers ? C.workers : 1;
-        struct conn **ws = calloc((size_t)nd, sizeof *ws);
-        for (int i = 0; i < nd; i++)
-            ws[i] = conn_new(ROLE_WORKER, i);
-        atomic_store(&worker_jobs, 0);
-        drain_target = done;
-        double d0 = now(), dc0 = proc_cpu(C.pid), ds0 = self_cpu();
-        run_phase(ws, nd, drain_finished);
-        double d1 = atomic_load(&drained_at);
-        if (d1 <= d0)
-            d1 = now();
-        drained = atomic_load(&worker_jobs);
-        drain_rate = drained / (d1 - d0);
-        if (drain) {
-            span = d1 - d0;
-            cpu = proc_cpu(C.pid) - dc0;
-            self_cpu_s = self_cpu() - ds0;
-        }
-        if (drained != done)
-            fail("drained a different number of jobs than were acknowledged");
-        for (int i = 0; i < nd; i++)
-            conn_free(ws[i]);
-        free(ws);
-    }
+    struct result res = {0};
+    run_clients(fg, echo, &res);
+    if ((bg || drain || rss) && (C.drain || drain))
+        run_drain(drain, &res);
     for (int i = 0; i < C.idle_workers; i++)
         if (idle_fds[i] >= 0)
             close(idle_fds[i]);
     free(idle_fds);
 
-    qsort(all.v, all.n, sizeof *all.v, cmp_double);
-    double p50 = all.n ? all.v[all.n / 2] : 0, p99 = all.n ? all.v[(size_t)(all.n * 0.99)] : 0;
-    double p999 = all.n ? all.v[(size_t)(all.n * 0.999)] : 0;
-    double rate = drain ? drain_rate : done / span;
-    long ops = drain ? drained : done;
-    printf("mode=%s ops=%ld secs=%.3f rate=%.0f p50_us=%.0f p99_us=%.0f p999_us=%.0f server_cpu_s=%.3f "
-           "ops_per_cpu_s=%.0f gen_cpu_s=%.3f rss_before_kb=%ld rss_kb=%ld rss_per_job_b=%.0f drained=%ld "
-           "drain_rate=%.0f errors=%ld\n",
-           C.mode, ops, span, rate, p50 * 1e6, p99 * 1e6, p999 * 1e6, cpu, cpu > 0 ? ops / cpu : 0, self_cpu_s,
-           rss_before, rss_loaded, rss && done ? (rss_loaded - rss_before) * 1024.0 / done : 0, drained, drain_rate,
-           (long)atomic_load(&errors));
-    fprintf(stderr, "%s: %ld ops in %.2fs = %.0f/s; latency p50 %.0f us, p99 %.0f us; server cpu %.2fs; generator cpu %.2fs; errors %ld\n",
-            C.mode, ops, span, rate, p50 * 1e6, p99 * 1e6, cpu, self_cpu_s, (long)atomic_load(&errors));
-    free(all.v);
+    report(drain, rss, &res);
+    free(res.all.v);
     return atomic_load(&errors) ? 1 : 0;
 }
