@@ -163,6 +163,127 @@ open_log(const struct gm_options *o)
     gm_log_open("stderr");
 }
 
+/* Reads the command line, then the config file, validates them, and
+   applies GEARMAND_PORT.  Returns 0, or -1 after printing why not. */
+static int
+load_options(struct gm_options *o, int argc, char **argv)
+{
+    if (gm_options_parse_argv(o, argc, argv, stderr) < 0 ||
+        gm_options_read_config(o, prog, stderr) < 0 || gm_options_validate(o, prog, stderr) < 0)
+        return -1;
+    /* gearmand's environment override: only when -p was not given. */
+    const char *env_port = getenv("GEARMAND_PORT");
+    if (env_port && *env_port && !gm_options_given(o, "port"))
+        o->server.port = env_port;
+    return 0;
+}
+
+/* Answers --check-args, --help or --version; returns true if one was given
+   (the process then exits 0 without serving). */
+static bool
+answer_without_serving(const struct gm_options *o)
+{
+    if (o->check_args)
+        return true;
+    if (o->help) {
+        gm_options_help(stdout);
+        return true;
+    }
+    if (o->version) {
+        printf("\ngearmand %s - %s\n", PACKAGE_VERSION, PACKAGE_BUGREPORT);
+        return true;
+    }
+    return false;
+}
+
+/* Refuses --ssl and an unknown -r protocol; sets up the HTTP front-end for
+   -r http.  Returns 0, or -1 after printing why not. */
+static int
+configure_frontend(struct gm_options *o)
+{
+    static char http_port[16]; /* the server keeps pointing at it */
+    if (o->ssl) {
+        fprintf(stderr, "%s: --ssl is not supported by this build\n", prog);
+        return -1;
+    }
+    if (o->protocol && strcasecmp(o->protocol, "http") != 0) {
+        fprintf(stderr, "%s: Unknown protocol module : %s\n", prog, o->protocol);
+        return -1;
+    }
+    if (o->protocol) {
+        snprintf(http_port, sizeof http_port, "%u", o->http_port);
+        o->server.frontend = &gm_http_frontend;
+        o->server.frontend_port = http_port;
+        o->server.frontend_remote_actions = o->http_remote_actions;
+        char why[400];
+        if (gm_http_set_hosts(o->http_hosts, o->server.listen_host, why, sizeof why) < 0) {
+            fprintf(stderr, "%s: --http-host %s\n", prog, why);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Sets the descriptor limit to --file-descriptors, if given.  Returns 0,
+   or -1 after printing why not. */
+static int
+raise_fd_limit(const struct gm_options *o)
+{
+    if (o->file_descriptors <= 0)
+        return 0;
+    struct rlimit rl = {(rlim_t)o->file_descriptors, (rlim_t)o->file_descriptors};
+    if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
+        fprintf(stderr, "%s: Could not set the file descriptor limit to %ld: %s\n", prog, o->file_descriptors,
+                strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* Tells the waiting parent of a daemon that the server listens, then
+   stops writing to the terminal. */
+static void
+tell_parent_ready(int ready_fd)
+{
+    if (write(ready_fd, "R", 1) != 1) {
+        /* the parent is gone; carry on */
+    }
+    close(ready_fd);
+    detach_stderr();
+}
+
+/* Daemonizes (-d), opens the log, writes the pid file, builds the server
+   in *server (the caller frees it), binds, switches user (-u), tells a
+   waiting parent, and serves until shut down.  Returns the exit status. */
+static int
+start_and_serve(struct gm_options *o, struct gm_server **server)
+{
+    int ready_fd = -1;
+    if (o->daemon && (ready_fd = daemonize()) < 0) {
+        fprintf(stderr, "%s: Could not daemonize: %s\n", prog, strerror(errno));
+        return 1;
+    }
+    open_log(o);
+    /* A pid file the user named must be written; the default one may fail
+       quietly (an unprivileged user running a quick test). */
+    if (write_pid_file(o->pid_file, gm_options_given(o, "pid-file")) < 0)
+        return 1;
+
+    *server = gm_server_new(&o->server);
+    if (!*server)
+        return 1;
+    if (gm_server_listen(*server) < 0) {
+        fprintf(stderr, "%s: could not listen on %s:%s (see the log)\n", prog,
+                o->server.listen_host ? o->server.listen_host : "*", o->server.port);
+        return 1;
+    }
+    if (o->user && switch_user(o->user) < 0)
+        return 1;
+    if (ready_fd >= 0)
+        tell_parent_ready(ready_fd);
+    return gm_server_run(*server);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -174,49 +295,15 @@ main(int argc, char **argv)
     static struct gm_options o;
     gm_options_defaults(&o);
     int status = 1;
-    int ready_fd = -1;
     struct gm_server *server = NULL;
-    if (gm_options_parse_argv(&o, argc, argv, stderr) < 0 ||
-        gm_options_read_config(&o, prog, stderr) < 0 || gm_options_validate(&o, prog, stderr) < 0)
+    if (load_options(&o, argc, argv) < 0)
         goto out;
-    /* gearmand's environment override: only when -p was not given. */
-    const char *env_port = getenv("GEARMAND_PORT");
-    if (env_port && *env_port && !gm_options_given(&o, "port"))
-        o.server.port = env_port;
-    if (o.check_args) {
+    if (answer_without_serving(&o)) {
         status = 0;
         goto out;
     }
-    if (o.help) {
-        gm_options_help(stdout);
-        status = 0;
+    if (configure_frontend(&o) < 0)
         goto out;
-    }
-    if (o.version) {
-        printf("\ngearmand %s - %s\n", PACKAGE_VERSION, PACKAGE_BUGREPORT);
-        status = 0;
-        goto out;
-    }
-    if (o.ssl) {
-        fprintf(stderr, "%s: --ssl is not supported by this build\n", prog);
-        goto out;
-    }
-    if (o.protocol && strcasecmp(o.protocol, "http") != 0) {
-        fprintf(stderr, "%s: Unknown protocol module : %s\n", prog, o.protocol);
-        goto out;
-    }
-    char http_port[16];
-    if (o.protocol) {
-        snprintf(http_port, sizeof http_port, "%u", o.http_port);
-        o.server.frontend = &gm_http_frontend;
-        o.server.frontend_port = http_port;
-        o.server.frontend_remote_actions = o.http_remote_actions;
-        char why[400];
-        if (gm_http_set_hosts(o.http_hosts, o.server.listen_host, why, sizeof why) < 0) {
-            fprintf(stderr, "%s: --http-host %s\n", prog, why);
-            goto out;
-        }
-    }
     if (strcasecmp(o.queue_type, "builtin") != 0) {
         o.server.queue = gm_queue_backend_find(gm_linked_queues, o.queue_type);
         if (!o.server.queue) {
@@ -232,43 +319,9 @@ main(int argc, char **argv)
         q->mc_servers = o.libmemcached_servers;
         q->mc_prefix = o.libmemcached_prefix;
     }
-    if (o.file_descriptors > 0) {
-        struct rlimit rl = {(rlim_t)o.file_descriptors, (rlim_t)o.file_descriptors};
-        if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
-            fprintf(stderr, "%s: Could not set the file descriptor limit to %ld: %s\n", prog,
-                    o.file_descriptors, strerror(errno));
-            goto out;
-        }
-    }
-    if (o.daemon && (ready_fd = daemonize()) < 0) {
-        fprintf(stderr, "%s: Could not daemonize: %s\n", prog, strerror(errno));
+    if (raise_fd_limit(&o) < 0)
         goto out;
-    }
-    open_log(&o);
-    /* A pid file the user named must be written; the default one may fail
-       quietly (an unprivileged user running a quick test). */
-    if (write_pid_file(o.pid_file, gm_options_given(&o, "pid-file")) < 0)
-        goto out;
-
-    server = gm_server_new(&o.server);
-    if (!server)
-        goto out;
-    if (gm_server_listen(server) < 0) {
-        fprintf(stderr, "%s: could not listen on %s:%s (see the log)\n", prog,
-                o.server.listen_host ? o.server.listen_host : "*", o.server.port);
-        goto out;
-    }
-    if (o.user && switch_user(o.user) < 0)
-        goto out;
-    if (ready_fd >= 0) {
-        if (write(ready_fd, "R", 1) != 1) {
-            /* the parent is gone; carry on */
-        }
-        close(ready_fd);
-        ready_fd = -1;
-        detach_stderr();
-    }
-    status = gm_server_run(server);
+    status = start_and_serve(&o, &server);
 out:
     gm_server_free(server);
     if (pid_file_written)
