@@ -1,17 +1,21 @@
 #!/bin/sh
-# tests/unit/check_queue.sh: runs the queue backend unit tests
-# (tests/unit/check_queue) with a throwaway PostgreSQL and memcached, which
+# tests/unit/run_with_services.sh PROGRAM: runs the unit test program
+# tests/unit/PROGRAM with a throwaway PostgreSQL and memcached, which
 # tests/lib/with_services.py starts, names in GM_TEST_PG_CONNINFO,
 # GM_TEST_PG_STOP, GM_TEST_PG_START and GM_TEST_MEMCACHED, and stops after.
+# Each unit test that needs the services is a one-line .sh named after its
+# program that calls this one (check_queue_postgres.sh,
+# check_queue_memcached.sh), so that automake runs it as a test of its own.
 # The program prints TAP; so does this script when it cannot run it.
 top_srcdir=${TOP_SRCDIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 top_builddir=${TOP_BUILDDIR:-$top_srcdir}
-prog="$top_builddir/tests/unit/check_queue"
+name=${1:?usage: run_with_services.sh PROGRAM}
+prog="$top_builddir/tests/unit/$name"
 python=${PYTHON3:-python3}
 
 if [ ! -x "$prog" ]; then
     echo "1..1"
-    echo "not ok 1 - check_queue is built ($prog missing)"
+    echo "not ok 1 - $name is built ($prog missing)"
     exit 0
 fi
 if ! command -v "$python" >/dev/null 2>&1; then
