@@ -14,6 +14,11 @@
 
 #include "libgearman-server/dispatch/handlers.h"
 
+/* Adds a function's counters (frontend.h: GM_VIEW_FUNCTION_COUNTERS), those
+   of `fn` in scope, into dst: a struct gm_view_function or the server's
+   totals. */
+#define VIEW_ADD_COUNTER(dst, field, json, metric, help) (dst)->field += fn->field;
+
 static int64_t
 view_now(struct gm_dispatcher *d)
 {
@@ -38,9 +43,7 @@ view_server(void *arg, struct gm_view_server *out)
         struct gm_function *fn = gm_container_of(n, struct gm_function, link);
         out->queued += fn->queued[0] + fn->queued[1] + fn->queued[2];
         out->running += fn->running;
-        out->submitted += fn->submitted;
-        out->completed += fn->completed;
-        out->failed += fn->failed;
+        GM_VIEW_FUNCTION_COUNTERS(VIEW_ADD_COUNTER, out)
     }
     for (unsigned t = 0; t < d->nports; t++) {
         struct gm_disp_port *port = &d->ports[t];
@@ -77,9 +80,7 @@ view_each_function(void *arg, void (*cb)(void *, const struct gm_view_function *
         }
         v.running = fn->running;
         v.workers = fn->worker_count;
-        v.submitted = fn->submitted;
-        v.completed = fn->completed;
-        v.failed = fn->failed;
+        GM_VIEW_FUNCTION_COUNTERS(VIEW_ADD_COUNTER, &v)
         /* The head of each queue is its oldest job (requeued ones go back
            to the head, and are older still). */
         v.oldest_queued_ms = -1;

@@ -61,21 +61,93 @@ struct gm_fe_output {
 
 /* ---- the state view (dispatcher thread) ---- */
 
+/*
+ * The statistics of the view, each named once.  Both lists are X-macros:
+ * a user defines X and expands the list, once for each use.  They give the
+ * members of struct gm_view_server and struct gm_view_function below, the
+ * counting that dispatch/view.c does for every function counter, and the
+ * HTTP front-end's JSON (/api/status) and Prometheus text (/metrics).  A new
+ * statistic is one line in a list, plus the code that counts it.  A
+ * Prometheus name that ends in "_total" is a counter, any other a gauge.
+ *
+ * GM_VIEW_FUNCTION_COUNTERS(X, arg) calls X(arg, field, json, metric, help)
+ * for each counter a function keeps, in the order the JSON and /metrics
+ * show them: its member of struct gm_view_function (uint64_t) and of the
+ * dispatcher's struct gm_function, its key in a function's JSON object, and
+ * its Prometheus counter (labelled with the function) with that counter's
+ * help.  `arg` is handed to X untouched; the server list below uses it to
+ * have each counter's sum over all functions as a server total too.
+ */
+#define GM_VIEW_FUNCTION_COUNTERS(X, arg) \
+    X(arg, submitted, "submitted", "gearman_jobs_submitted_total", "Jobs of the function submitted.") \
+    X(arg, completed, "completed", "gearman_jobs_completed_total", "Jobs of the function that completed.") \
+    X(arg, failed, "failed", "gearman_jobs_failed_total", "Jobs of the function that failed, threw or were cancelled.")
+
+/*
+ * GM_VIEW_SERVER_STATS(X) calls X(kind, field, json, metric) for each
+ * statistic of the server:
+ *   kind   how the member is typed and written: STR (const char *; as a
+ *          metric an info sample, worth 1), BOOL (true/false; as a metric
+ *          1/0), U64, I64, MS (int64_t milliseconds, written as seconds
+ *          with three decimals);
+ *   field  its member of struct gm_view_server;
+ *   json   its dotted path in /api/status ("server.queue.pending"), or
+ *          NULL; the list is in the order of the JSON;
+ *   metric GM_NO_METRIC, or a sample of /metrics: GM_METRIC(place, name,
+ *          help), or GM_METRIC_LABEL(place, name, label, help) with label
+ *          GM_LABEL(name, "value") or GM_LABEL_FROM(name, member), whose
+ *          value is that string member.  /metrics keeps an order of its
+ *          own: the server's samples go by their places (1, 2, ...), the
+ *          strings' before the functions' families and the others after
+ *          them; HELP and TYPE open a family, and a sample named as the one
+ *          before it joins that family.
+ */
+#define GM_VIEW_SERVER_STATS(X) \
+    X(STR, version, "server.version", GM_METRIC_LABEL(1, "gearman_version_info", GM_LABEL_FROM("version", version), "The job server's version.")) \
+    X(I64, pid, "server.pid", GM_NO_METRIC) \
+    X(MS, uptime_ms, "server.uptime_s", GM_METRIC(3, "gearman_uptime_seconds", "Seconds since the server started.")) \
+    X(U64, io_threads, "server.io_threads", GM_NO_METRIC) \
+    X(U64, connections, "server.connections", GM_METRIC(2, "gearman_connections", "Open connections (clients, workers, admin, http).")) \
+    X(STR, queue_backend, "server.queue.backend", GM_NO_METRIC) /* "builtin" when memory only */ \
+    X(BOOL, queue_healthy, "server.queue.healthy", GM_METRIC_LABEL(5, "gearman_queue_healthy", GM_LABEL_FROM("backend", queue_backend), "Whether the durable queue backend is usable.")) \
+    X(U64, queue_batches, "server.queue.batches", GM_METRIC(6, "gearman_queue_batches_total", "Transactions written to the durable queue.")) \
+    X(U64, queue_records, "server.queue.records", GM_METRIC(7, "gearman_queue_records_total", "Job records (adds and removals) written to the durable queue.")) \
+    X(U64, queue_failures, "server.queue.failures", GM_METRIC(8, "gearman_queue_failures_total", "Batches the durable queue refused.")) \
+    X(U64, queue_pending, "server.queue.pending", GM_METRIC(9, "gearman_queue_pending_jobs", "Background jobs waiting for their durable write (the lag).")) \
+    X(U64, jobs, "totals.jobs", GM_METRIC(4, "gearman_jobs_total_in_memory", "Jobs the server holds (queued, scheduled, running).")) \
+    X(U64, queued, "totals.queued", GM_NO_METRIC) \
+    X(U64, running, "totals.running", GM_NO_METRIC) \
+    X(U64, functions, "totals.functions", GM_NO_METRIC) \
+    X(U64, workers, "totals.workers", GM_NO_METRIC) \
+    GM_VIEW_FUNCTION_COUNTERS(GM_VIEW_TOTAL, X) \
+    X(BOOL, queue_stalled, NULL, GM_NO_METRIC) /* a call to the backend has not returned for a while */ \
+    X(U64, in_ring_pending, NULL, GM_METRIC_LABEL(10, "gearman_ring_messages", GM_LABEL("direction", "in"), "Messages waiting in the thread rings.")) \
+    X(U64, out_ring_pending, NULL, GM_METRIC_LABEL(11, "gearman_ring_messages", GM_LABEL("direction", "out"), NULL)) \
+    X(U64, ring_capacity, NULL, GM_METRIC(12, "gearman_ring_capacity", "Slots in all thread rings."))
+
+/* A function counter's sum over all functions, as a server statistic. */
+#define GM_VIEW_TOTAL(X, field, json, metric, help) X(U64, field, "totals." json, GM_NO_METRIC)
+
+/* What a `metric` of GM_VIEW_SERVER_STATS stands for, in this order: place,
+   name, help, label name, label value, and the offset of the member that
+   holds the label's value (GM_VIEW_NO_MEMBER when it is given). */
+#define GM_VIEW_NO_MEMBER ((size_t)-1)
+#define GM_LABEL(name, value) name, value, GM_VIEW_NO_MEMBER
+#define GM_LABEL_FROM(name, member) name, NULL, offsetof(struct gm_view_server, member)
+#define GM_METRIC_LABEL(place, name, label, help) place, name, help, label
+#define GM_METRIC(place, name, help) GM_METRIC_LABEL(place, name, GM_LABEL(NULL, NULL), help)
+#define GM_NO_METRIC GM_METRIC(0, NULL, NULL)
+
+#define GM_VIEW_CTYPE_STR const char *
+#define GM_VIEW_CTYPE_BOOL bool
+#define GM_VIEW_CTYPE_U64 uint64_t
+#define GM_VIEW_CTYPE_I64 int64_t
+#define GM_VIEW_CTYPE_MS int64_t
+#define GM_VIEW_SERVER_MEMBER(kind, field, json, metric) GM_VIEW_CTYPE_##kind field;
+#define GM_VIEW_COUNTER_MEMBER(type, field, json, metric, help) type field;
+
 struct gm_view_server {
-    const char *version;
-    long pid;
-    int64_t uptime_ms;
-    unsigned io_threads;
-    uint64_t connections;
-    uint64_t jobs, functions, workers;
-    uint64_t queued, running;
-    uint64_t submitted, completed, failed;
-    const char *queue_backend;  /* "builtin" when memory only */
-    bool queue_healthy;
-    bool queue_stalled;         /* a call to the backend has not returned for a while */
-    uint64_t queue_batches, queue_records, queue_failures, queue_pending;
-    uint64_t in_ring_pending, out_ring_pending; /* messages waiting in rings now */
-    uint64_t ring_capacity;
+    GM_VIEW_SERVER_STATS(GM_VIEW_SERVER_MEMBER)
 };
 
 struct gm_view_function {
@@ -84,7 +156,7 @@ struct gm_view_function {
     uint32_t queued[3];        /* high, normal, low (future jobs included) */
     uint32_t running, workers;
     uint32_t max_queue[3];
-    uint64_t submitted, completed, failed;
+    GM_VIEW_FUNCTION_COUNTERS(GM_VIEW_COUNTER_MEMBER, uint64_t)
     int64_t oldest_queued_ms;  /* age of the oldest runnable queued job; -1 if none */
 };
 

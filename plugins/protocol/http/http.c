@@ -767,6 +767,220 @@ param_u64(const char *q, size_t qlen, const char *name, uint64_t dflt, uint64_t 
 
 static const char *const prio_name[3] = {"high", "normal", "low"};
 
+/* ---- the server's statistics (frontend.h: GM_VIEW_SERVER_STATS) ---- */
+
+enum stat_kind { STAT_STR, STAT_BOOL, STAT_U64, STAT_I64, STAT_MS };
+
+/* One statistic of struct gm_view_server: where it is and how it shows. */
+struct server_stat {
+    enum stat_kind kind;
+    size_t off;                 /* its member */
+    const char *json;           /* dotted path in /api/status, or NULL */
+    unsigned place;             /* its place among the server's samples of /metrics; 0: none */
+    const char *metric, *help;
+    const char *label;          /* label name, or NULL */
+    const char *label_value;    /* the label's value, or NULL: */
+    size_t label_off;           /* the string member that holds it */
+};
+
+#define SERVER_STAT(kind, field, json, metric) \
+    {STAT_##kind, offsetof(struct gm_view_server, field), json, metric},
+static const struct server_stat server_stats[] = {GM_VIEW_SERVER_STATS(SERVER_STAT)};
+#undef SERVER_STAT
+#define NSTATS (sizeof server_stats / sizeof server_stats[0])
+
+/* The string member of s at off. */
+static const char *
+stat_str(const struct gm_view_server *s, size_t off)
+{
+    return *(const char *const *)((const char *)s + off);
+}
+
+/* A statistic's value: in JSON (a string quoted, a bool true or false) or,
+   with prom, as a Prometheus sample's (a string 1, a bool 1 or 0). */
+static void
+stat_value(struct buf *w, const struct server_stat *st, const struct gm_view_server *s, bool prom)
+{
+    const void *p = (const char *)s + st->off;
+    switch (st->kind) {
+    case STAT_STR:
+        if (prom)
+            buf_str(w, "1");
+        else
+            buf_json_cstr(w, stat_str(s, st->off));
+        break;
+    case STAT_BOOL:
+        buf_str(w, *(const bool *)p ? (prom ? "1" : "true") : (prom ? "0" : "false"));
+        break;
+    case STAT_U64:
+        buf_fmt(w, "%llu", (unsigned long long)*(const uint64_t *)p);
+        break;
+    case STAT_I64:
+        buf_fmt(w, "%lld", (long long)*(const int64_t *)p);
+        break;
+    case STAT_MS:
+        buf_fmt(w, "%.3f", *(const int64_t *)p / 1000.0);
+        break;
+    }
+}
+
+/* How many objects a dotted JSON path opens (its dots). */
+static size_t
+path_depth(const char *path)
+{
+    size_t n = 0;
+    for (; *path; path++)
+        n += *path == '.';
+    return n;
+}
+
+/* How many leading objects two dotted paths share. */
+static size_t
+path_common(const char *a, const char *b)
+{
+    size_t n = 0;
+    for (size_t i = 0; a[i] && a[i] == b[i]; i++)
+        n += a[i] == '.';
+    return n;
+}
+
+/* The server's statistics as the members "server":{...},"totals":{...} of
+   /api/status: each at its dotted path, in the list's order, the objects
+   of the paths opened and closed as they go. */
+static void
+server_json(struct buf *w, const struct gm_view_server *s)
+{
+    const char *prev = NULL; /* the path written last */
+    for (size_t i = 0; i < NSTATS; i++) {
+        const struct server_stat *st = &server_stats[i];
+        if (!st->json)
+            continue;
+        size_t common = prev ? path_common(prev, st->json) : 0;
+        for (size_t k = prev ? path_depth(prev) : 0; k > common; k--)
+            buf_str(w, "}");
+        if (prev)
+            buf_str(w, ",");
+        const char *c = st->json;
+        for (size_t k = 0; k < common; k++)
+            c = strchr(c, '.') + 1;
+        for (const char *dot; (dot = strchr(c, '.')); c = dot + 1)
+            buf_fmt(w, "\"%.*s\":{", (int)(dot - c), c);
+        buf_fmt(w, "\"%s\":", c);
+        stat_value(w, st, s, false);
+        prev = st->json;
+    }
+    for (size_t k = prev ? path_depth(prev) : 0; k > 0; k--)
+        buf_str(w, "}");
+}
+
+/* The HELP and TYPE lines that open a family of /metrics: a name that ends
+   in "_total" is a counter's, any other a gauge's. */
+static void
+family_head(struct buf *w, const char *name, const char *help)
+{
+    size_t n = strlen(name);
+    bool counter = n >= 6 && strcmp(name + n - 6, "_total") == 0;
+    buf_fmt(w, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, counter ? "counter" : "gauge");
+}
+
+/* One server sample of /metrics, after its family's head unless prev, the
+   sample before it, is of the same family. */
+static void
+server_sample(struct buf *w, const struct server_stat *st, const struct server_stat *prev,
+              const struct gm_view_server *s)
+{
+    if (!prev || strcmp(prev->metric, st->metric) != 0)
+        family_head(w, st->metric, st->help);
+    buf_str(w, st->metric);
+    if (st->label) {
+        const char *v = st->label_value ? st->label_value : stat_str(s, st->label_off);
+        buf_fmt(w, "{%s=\"", st->label);
+        buf_label(w, v, strlen(v));
+        buf_str(w, "\"}");
+    }
+    buf_str(w, " ");
+    stat_value(w, st, s, true);
+    buf_str(w, "\n");
+}
+
+/* The server's samples of /metrics by their places: the strings' (info
+   samples) with strings, else the others. */
+static void
+server_samples(struct buf *w, const struct gm_view_server *s, bool strings)
+{
+    unsigned last = 0;
+    for (size_t i = 0; i < NSTATS; i++)
+        if (server_stats[i].place > last)
+            last = server_stats[i].place;
+    const struct server_stat *prev = NULL;
+    for (unsigned place = 1; place <= last; place++) {
+        for (size_t i = 0; i < NSTATS; i++) {
+            const struct server_stat *st = &server_stats[i];
+            if (st->place != place || (st->kind == STAT_STR) != strings)
+                continue;
+            server_sample(w, st, prev, s);
+            prev = st;
+        }
+    }
+}
+
+/* ---- a function's statistics ---- */
+
+static uint64_t
+fn_queued(const struct gm_view_function *f)
+{
+    return (uint64_t)f->queued[0] + f->queued[1] + f->queued[2];
+}
+
+static uint64_t
+fn_total(const struct gm_view_function *f)
+{
+    return fn_queued(f) + f->running;
+}
+
+static uint64_t
+fn_running(const struct gm_view_function *f)
+{
+    return f->running;
+}
+
+static uint64_t
+fn_workers(const struct gm_view_function *f)
+{
+    return f->workers;
+}
+
+/* A family of /metrics with a sample for each function: a gauge computed
+   by value(), or a counter of frontend.h's GM_VIEW_FUNCTION_COUNTERS, the
+   uint64_t member at off, which the function's JSON object shows too. */
+struct fn_family {
+    const char *metric, *help;
+    uint64_t (*value)(const struct gm_view_function *f); /* NULL for a counter */
+    size_t off;         /* a counter's member */
+    const char *json;   /* a counter's key in the function's JSON object, else NULL */
+    bool by_priority;   /* a sample for each priority, of queued[] */
+};
+
+#define FN_COUNTER(unused, field, json, metric, help) \
+    {metric, help, NULL, offsetof(struct gm_view_function, field), json, false},
+/* The functions' families in the order of /metrics. */
+static const struct fn_family fn_families[] = {
+    {"gearman_jobs", "Jobs of the function, queued and running.", fn_total, 0, NULL, false},
+    {"gearman_jobs_running", "Jobs of the function a worker runs now.", fn_running, 0, NULL, false},
+    {"gearman_jobs_waiting", "Jobs of the function waiting for a worker.", fn_queued, 0, NULL, false},
+    {"gearman_workers", "Workers registered for the function.", fn_workers, 0, NULL, false},
+    GM_VIEW_FUNCTION_COUNTERS(FN_COUNTER, 0)
+    {"gearman_jobs_queued", "Jobs of the function waiting, by priority.", NULL, 0, NULL, true},
+};
+#undef FN_COUNTER
+#define NFAMILIES (sizeof fn_families / sizeof fn_families[0])
+
+static uint64_t
+fn_value(const struct fn_family *fam, const struct gm_view_function *f)
+{
+    return fam->value ? fam->value(f) : *(const uint64_t *)((const char *)f + fam->off);
+}
+
 static void
 add_function_json(void *arg, const struct gm_view_function *f)
 {
@@ -775,40 +989,20 @@ add_function_json(void *arg, const struct gm_view_function *f)
         buf_str(w, ",");
     buf_str(w, "{\"name\":");
     buf_json_str(w, f->name, f->name_len);
-    uint64_t queued = (uint64_t)f->queued[0] + f->queued[1] + f->queued[2];
     buf_fmt(w,
             ",\"total\":%llu,\"queued\":%llu,\"running\":%u,\"workers\":%u,"
             "\"queued_by_priority\":{\"high\":%u,\"normal\":%u,\"low\":%u},"
-            "\"maxqueue\":{\"high\":%u,\"normal\":%u,\"low\":%u},"
-            "\"submitted\":%llu,\"completed\":%llu,\"failed\":%llu,\"oldest_queued_age_s\":",
-            (unsigned long long)(queued + f->running), (unsigned long long)queued, f->running, f->workers,
-            f->queued[0], f->queued[1], f->queued[2], f->max_queue[0], f->max_queue[1], f->max_queue[2],
-            (unsigned long long)f->submitted, (unsigned long long)f->completed,
-            (unsigned long long)f->failed);
+            "\"maxqueue\":{\"high\":%u,\"normal\":%u,\"low\":%u}",
+            (unsigned long long)fn_total(f), (unsigned long long)fn_queued(f), f->running, f->workers,
+            f->queued[0], f->queued[1], f->queued[2], f->max_queue[0], f->max_queue[1], f->max_queue[2]);
+    for (size_t i = 0; i < NFAMILIES; i++)
+        if (fn_families[i].json)
+            buf_fmt(w, ",\"%s\":%llu", fn_families[i].json, (unsigned long long)fn_value(&fn_families[i], f));
+    buf_str(w, ",\"oldest_queued_age_s\":");
     if (f->oldest_queued_ms < 0)
         buf_str(w, "null}");
     else
         buf_fmt(w, "%.3f}", f->oldest_queued_ms / 1000.0);
-}
-
-static void
-server_json(struct buf *w, const struct gm_view_server *s)
-{
-    buf_str(w, "\"server\":{\"version\":");
-    buf_json_cstr(w, s->version);
-    buf_fmt(w, ",\"pid\":%ld,\"uptime_s\":%.3f,\"io_threads\":%u,\"connections\":%llu,\"queue\":{\"backend\":",
-            s->pid, s->uptime_ms / 1000.0, s->io_threads, (unsigned long long)s->connections);
-    buf_json_cstr(w, s->queue_backend);
-    buf_fmt(w, ",\"healthy\":%s,\"batches\":%llu,\"records\":%llu,\"failures\":%llu,\"pending\":%llu}},",
-            s->queue_healthy ? "true" : "false", (unsigned long long)s->queue_batches,
-            (unsigned long long)s->queue_records, (unsigned long long)s->queue_failures,
-            (unsigned long long)s->queue_pending);
-    buf_fmt(w,
-            "\"totals\":{\"jobs\":%llu,\"queued\":%llu,\"running\":%llu,\"functions\":%llu,\"workers\":%llu,"
-            "\"submitted\":%llu,\"completed\":%llu,\"failed\":%llu}",
-            (unsigned long long)s->jobs, (unsigned long long)s->queued, (unsigned long long)s->running,
-            (unsigned long long)s->functions, (unsigned long long)s->workers, (unsigned long long)s->submitted,
-            (unsigned long long)s->completed, (unsigned long long)s->failed);
 }
 
 static void
@@ -855,30 +1049,25 @@ add_job_json(void *arg, const struct gm_view_job *j)
 
 struct metrics_ctx {
     struct buf *w;
-    int pass;
+    const struct fn_family *fam;
 };
 
+/* The sample (or, by priority, the samples) of one function in a family. */
 static void
 metric_fn(void *arg, const struct gm_view_function *f)
 {
     struct metrics_ctx *m = arg;
     struct buf *w = m->w;
-    uint64_t queued = (uint64_t)f->queued[0] + f->queued[1] + f->queued[2];
-    const char *names[] = {"gearman_jobs", "gearman_jobs_running", "gearman_jobs_waiting", "gearman_workers",
-                           "gearman_jobs_submitted_total", "gearman_jobs_completed_total",
-                           "gearman_jobs_failed_total"};
-    unsigned long long values[] = {queued + f->running, f->running, queued, f->workers, f->submitted,
-                                   f->completed, f->failed};
-    if (m->pass < 7) {
-        buf_fmt(w, "%s{function=\"", names[m->pass]);
+    if (!m->fam->by_priority) {
+        buf_fmt(w, "%s{function=\"", m->fam->metric);
         buf_label(w, f->name, f->name_len);
-        buf_fmt(w, "\"} %llu\n", values[m->pass]);
-    } else {
-        for (int p = 0; p < 3; p++) {
-            buf_str(w, "gearman_jobs_queued{function=\"");
-            buf_label(w, f->name, f->name_len);
-            buf_fmt(w, "\",priority=\"%s\"} %u\n", prio_name[p], f->queued[p]);
-        }
+        buf_fmt(w, "\"} %llu\n", (unsigned long long)fn_value(m->fam, f));
+        return;
+    }
+    for (int p = 0; p < 3; p++) {
+        buf_fmt(w, "%s{function=\"", m->fam->metric);
+        buf_label(w, f->name, f->name_len);
+        buf_fmt(w, "\",priority=\"%s\"} %u\n", prio_name[p], f->queued[p]);
     }
 }
 
@@ -888,55 +1077,14 @@ metrics(struct buf *w, const struct gm_state_view *v)
     struct gm_view_server s;
     v->server(v->d, &s);
     buf_str(w, "# HELP gearman_up Whether the job server answers.\n# TYPE gearman_up gauge\ngearman_up 1\n");
-    buf_str(w, "# HELP gearman_version_info The job server's version.\n# TYPE gearman_version_info gauge\n"
-               "gearman_version_info{version=\"");
-    buf_label(w, s.version, strlen(s.version));
-    buf_str(w, "\"} 1\n");
-    static const char *const help[][3] = {
-        {"gearman_jobs", "gauge", "Jobs of the function, queued and running."},
-        {"gearman_jobs_running", "gauge", "Jobs of the function a worker runs now."},
-        {"gearman_jobs_waiting", "gauge", "Jobs of the function waiting for a worker."},
-        {"gearman_workers", "gauge", "Workers registered for the function."},
-        {"gearman_jobs_submitted_total", "counter", "Jobs of the function submitted."},
-        {"gearman_jobs_completed_total", "counter", "Jobs of the function that completed."},
-        {"gearman_jobs_failed_total", "counter", "Jobs of the function that failed, threw or were cancelled."},
-        {"gearman_jobs_queued", "gauge", "Jobs of the function waiting, by priority."},
-    };
-    for (int pass = 0; pass < 8; pass++) {
-        buf_fmt(w, "# HELP %s %s\n# TYPE %s %s\n", help[pass][0], help[pass][2], help[pass][0], help[pass][1]);
-        struct metrics_ctx m = {w, pass};
+    server_samples(w, &s, true);
+    for (size_t i = 0; i < NFAMILIES; i++) {
+        const struct fn_family *fam = &fn_families[i];
+        family_head(w, fam->metric, fam->help);
+        struct metrics_ctx m = {w, fam};
         v->each_function(v->d, metric_fn, &m);
     }
-    buf_fmt(w,
-            "# HELP gearman_connections Open connections (clients, workers, admin, http).\n"
-            "# TYPE gearman_connections gauge\ngearman_connections %llu\n"
-            "# HELP gearman_uptime_seconds Seconds since the server started.\n"
-            "# TYPE gearman_uptime_seconds gauge\ngearman_uptime_seconds %.3f\n"
-            "# HELP gearman_jobs_total_in_memory Jobs the server holds (queued, scheduled, running).\n"
-            "# TYPE gearman_jobs_total_in_memory gauge\ngearman_jobs_total_in_memory %llu\n",
-            (unsigned long long)s.connections, s.uptime_ms / 1000.0, (unsigned long long)s.jobs);
-    buf_str(w, "# HELP gearman_queue_healthy Whether the durable queue backend is usable.\n"
-               "# TYPE gearman_queue_healthy gauge\ngearman_queue_healthy{backend=\"");
-    buf_label(w, s.queue_backend, strlen(s.queue_backend));
-    buf_fmt(w,
-            "\"} %d\n"
-            "# HELP gearman_queue_batches_total Transactions written to the durable queue.\n"
-            "# TYPE gearman_queue_batches_total counter\ngearman_queue_batches_total %llu\n"
-            "# HELP gearman_queue_records_total Job records (adds and removals) written to the durable queue.\n"
-            "# TYPE gearman_queue_records_total counter\ngearman_queue_records_total %llu\n"
-            "# HELP gearman_queue_failures_total Batches the durable queue refused.\n"
-            "# TYPE gearman_queue_failures_total counter\ngearman_queue_failures_total %llu\n"
-            "# HELP gearman_queue_pending_jobs Background jobs waiting for their durable write (the lag).\n"
-            "# TYPE gearman_queue_pending_jobs gauge\ngearman_queue_pending_jobs %llu\n"
-            "# HELP gearman_ring_messages Messages waiting in the thread rings.\n"
-            "# TYPE gearman_ring_messages gauge\ngearman_ring_messages{direction=\"in\"} %llu\n"
-            "gearman_ring_messages{direction=\"out\"} %llu\n"
-            "# HELP gearman_ring_capacity Slots in all thread rings.\n"
-            "# TYPE gearman_ring_capacity gauge\ngearman_ring_capacity %llu\n",
-            s.queue_healthy ? 1 : 0, (unsigned long long)s.queue_batches, (unsigned long long)s.queue_records,
-            (unsigned long long)s.queue_failures, (unsigned long long)s.queue_pending,
-            (unsigned long long)s.in_ring_pending, (unsigned long long)s.out_ring_pending,
-            (unsigned long long)s.ring_capacity);
+    server_samples(w, &s, false);
 }
 
 static bool
