@@ -18,6 +18,7 @@
 #define GM_BLOCK_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -76,5 +77,26 @@ struct gm_slice {
     const char *ptr;
     uint32_t len;
 };
+
+/* Grows *b, a block nobody else holds a reference to yet, to at least need
+   bytes: its capacity doubles (from first_cap when *b is NULL, which makes
+   a new block with one reference) and stops at max (need <= max <=
+   UINT32_MAX).  The bytes are kept.  False, *b unchanged, if memory is
+   short. */
+bool gm_block_grow(struct gm_block **b, size_t need, size_t first_cap, size_t max);
+
+/* Bytes being built in a block that grows as they come, then handed on
+   whole (the builder's reference goes with it).  Zero-initialised it is
+   empty; max, if not 0, caps its length.  Once an addition fails (memory,
+   or max) the builder stays failed and adds nothing more. */
+struct gm_bytes {
+    struct gm_block *b;
+    size_t len;
+    size_t max;
+    bool failed;
+};
+
+void gm_bytes_add(struct gm_bytes *w, const void *p, size_t n);
+void gm_bytes_str(struct gm_bytes *w, const char *s);
 
 #endif /* GM_BLOCK_H */

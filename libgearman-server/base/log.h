@@ -33,8 +33,6 @@ extern int gm_log_level;
             gm_log_write((level), __VA_ARGS__);                                \
     } while (0)
 
-#define gm_log_enabled(level) ((level) <= gm_log_level)
-
 /* Formats and writes one record; use gm_log() so the level is tested first. */
 void gm_log_write(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

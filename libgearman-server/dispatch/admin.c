@@ -20,62 +20,15 @@
 #include "libgearman-server/dispatch/handlers.h"
 #include "libgearman-server/base/log.h"
 
-/* A reply under construction: a block that grows until it is sent. */
-struct reply {
-    struct gm_block *b;
-    size_t len;
-    bool failed;
-};
-
 static void
-reply_reserve(struct reply *r, size_t more)
-{
-    if (r->failed)
-        return;
-    size_t cap = r->b ? r->b->cap : 0;
-    if (r->len + more <= cap)
-        return;
-    size_t n = cap ? cap * 2 : 256;
-    while (n < r->len + more)
-        n *= 2;
-    struct gm_block *b = realloc(r->b, sizeof *b + n);
-    if (!b) {
-        r->failed = true;
-        return;
-    }
-    if (!r->b)
-        atomic_init(&b->refs, 1);
-    b->cap = (uint32_t)n;
-    r->b = b;
-}
-
-static void
-reply_add(struct reply *r, const void *p, size_t len)
-{
-    if (len == 0)
-        return;
-    reply_reserve(r, len);
-    if (r->failed)
-        return;
-    memcpy(r->b->data + r->len, p, len);
-    r->len += len;
-}
-
-static void
-reply_str(struct reply *r, const char *s)
-{
-    reply_add(r, s, strlen(s));
-}
-
-static void
-reply_u64(struct reply *r, uint64_t v)
+reply_u64(struct gm_bytes *r, uint64_t v)
 {
     char buf[20];
-    reply_add(r, buf, gm_fmt_u64(buf, v));
+    gm_bytes_add(r, buf, gm_fmt_u64(buf, v));
 }
 
 static void
-reply_send(struct gm_dispatcher *d, struct gm_peer *p, struct reply *r)
+reply_send(struct gm_dispatcher *d, struct gm_peer *p, struct gm_bytes *r)
 {
     if (r->failed || !r->b) {
         free(r->b);
@@ -119,20 +72,20 @@ word_atol(const struct words *w, unsigned i)
 static void
 err_unknown_command(struct gm_dispatcher *d, struct gm_peer *p, const struct words *w)
 {
-    struct reply r = {0};
-    reply_str(&r, "ERR UNKNOWN_COMMAND Unknown+server+command");
-    reply_add(&r, w->w[0], w->len[0]);
-    reply_str(&r, "\r\n");
+    struct gm_bytes r = {0};
+    gm_bytes_str(&r, "ERR UNKNOWN_COMMAND Unknown+server+command");
+    gm_bytes_add(&r, w->w[0], w->len[0]);
+    gm_bytes_str(&r, "\r\n");
     reply_send(d, p, &r);
 }
 
 static void
 err_invalid_arguments(struct gm_dispatcher *d, struct gm_peer *p, const char *command)
 {
-    struct reply r = {0};
-    reply_str(&r, "ERR INVALID_ARGUMENTS An+incomplete+set+of+arguments+was+sent+to+this+command+");
-    reply_str(&r, command);
-    reply_str(&r, "\r\n");
+    struct gm_bytes r = {0};
+    gm_bytes_str(&r, "ERR INVALID_ARGUMENTS An+incomplete+set+of+arguments+was+sent+to+this+command+");
+    gm_bytes_str(&r, command);
+    gm_bytes_str(&r, "\r\n");
     reply_send(d, p, &r);
 }
 
@@ -152,7 +105,7 @@ err_bad_name(struct gm_dispatcher *d, struct gm_peer *p, const struct gm_name_fa
 static void
 cmd_workers(struct gm_dispatcher *d, struct gm_peer *asker)
 {
-    struct reply r = {0};
+    struct gm_bytes r = {0};
     for (unsigned t = 0; t < d->nports; t++) {
         struct gm_disp_port *port = &d->ports[t];
         for (uint32_t s = 0; s < port->npeers; s++) {
@@ -160,47 +113,47 @@ cmd_workers(struct gm_dispatcher *d, struct gm_peer *asker)
             if (!p)
                 continue;
             reply_u64(&r, (uint64_t)(p->fd < 0 ? 0 : p->fd));
-            reply_str(&r, " ");
-            reply_str(&r, p->addr);
-            reply_str(&r, " ");
-            reply_str(&r, p->client_id ? p->client_id : "-");
-            reply_str(&r, " :");
+            gm_bytes_str(&r, " ");
+            gm_bytes_str(&r, p->addr);
+            gm_bytes_str(&r, " ");
+            gm_bytes_str(&r, p->client_id ? p->client_id : "-");
+            gm_bytes_str(&r, " :");
             for (uint32_t i = p->nregs; i-- > 0;) {
-                reply_str(&r, " ");
-                reply_add(&r, p->regs[i]->fn->name, p->regs[i]->fn->name_len);
+                gm_bytes_str(&r, " ");
+                gm_bytes_add(&r, p->regs[i]->fn->name, p->regs[i]->fn->name_len);
             }
-            reply_str(&r, "\n");
+            gm_bytes_str(&r, "\n");
         }
     }
-    reply_str(&r, ".\n");
+    gm_bytes_str(&r, ".\n");
     reply_send(d, asker, &r);
 }
 
 static void
 cmd_status(struct gm_dispatcher *d, struct gm_peer *p, bool by_priority)
 {
-    struct reply r = {0};
+    struct gm_bytes r = {0};
     struct gm_list *n;
     gm_list_each(n, &d->function_list)
     {
         struct gm_function *fn = gm_container_of(n, struct gm_function, link);
-        reply_add(&r, fn->name, fn->name_len);
-        reply_str(&r, "\t");
+        gm_bytes_add(&r, fn->name, fn->name_len);
+        gm_bytes_str(&r, "\t");
         if (by_priority) {
             for (int prio = 0; prio < GM_PRIO_COUNT; prio++) {
                 reply_u64(&r, fn->queued[prio]);
-                reply_str(&r, "\t");
+                gm_bytes_str(&r, "\t");
             }
         } else {
             reply_u64(&r, gm_function_total(fn));
-            reply_str(&r, "\t");
+            gm_bytes_str(&r, "\t");
             reply_u64(&r, fn->running);
-            reply_str(&r, "\t");
+            gm_bytes_str(&r, "\t");
         }
         reply_u64(&r, fn->worker_count);
-        reply_str(&r, "\n");
+        gm_bytes_str(&r, "\n");
     }
-    reply_str(&r, ".\n");
+    gm_bytes_str(&r, ".\n");
     reply_send(d, p, &r);
 }
 
@@ -214,24 +167,24 @@ cmd_show_jobs(struct gm_dispatcher *d, struct gm_peer *p, bool unique)
         send_str(d, p, "ERR UNKNOWN_ERROR\r\n");
         return;
     }
-    struct reply r = {0};
+    struct gm_bytes r = {0};
     for (size_t i = 0; i < n; i++) {
         struct gm_job *job = v[i];
         if (unique) {
-            reply_add(&r, gm_job_unique(job), job->unique_len);
-            reply_str(&r, "\n");
+            gm_bytes_add(&r, gm_job_unique(job), job->unique_len);
+            gm_bytes_str(&r, "\n");
             continue;
         }
-        reply_add(&r, gm_job_handle(job), job->handle_len);
-        reply_str(&r, "\t");
+        gm_bytes_add(&r, gm_job_handle(job), job->handle_len);
+        gm_bytes_str(&r, "\t");
         reply_u64(&r, job->retries);
-        reply_str(&r, (job->flags & GM_JOB_IGNORED) ? "\t1\t" : "\t0\t");
+        gm_bytes_str(&r, (job->flags & GM_JOB_IGNORED) ? "\t1\t" : "\t0\t");
         /* gearmand's job_queued: set for background jobs (even with the
            memory queue), cleared for foreground ones. */
-        reply_str(&r, (job->flags & GM_JOB_BACKGROUND) ? "1\n" : "0\n");
+        gm_bytes_str(&r, (job->flags & GM_JOB_BACKGROUND) ? "1\n" : "0\n");
     }
     free(v);
-    reply_str(&r, ".\n");
+    gm_bytes_str(&r, ".\n");
     reply_send(d, p, &r);
 }
 
@@ -293,10 +246,10 @@ cmd_create_function(struct gm_dispatcher *d, struct gm_peer *p, const struct wor
         return;
     }
     if (!gm_disp_function_get(d, w->w[2], w->len[2])) {
-        struct reply r = {0};
-        reply_str(&r, "ERR CREATE_FUNCTION ");
-        reply_add(&r, w->w[2], w->len[2]);
-        reply_str(&r, "\r\n");
+        struct gm_bytes r = {0};
+        gm_bytes_str(&r, "ERR CREATE_FUNCTION ");
+        gm_bytes_add(&r, w->w[2], w->len[2]);
+        gm_bytes_str(&r, "\r\n");
         reply_send(d, p, &r);
         return;
     }
@@ -389,22 +342,22 @@ gm_admin_execute(struct gm_dispatcher *d, struct gm_peer *p, const struct gm_in 
     } else if (word_is(&w, 0, "maxqueue")) {
         cmd_maxqueue(d, p, &w);
     } else if (word_is(&w, 0, "version")) {
-        struct reply r = {0};
-        reply_str(&r, "OK ");
-        reply_str(&r, d->cfg->version ? d->cfg->version : PACKAGE_VERSION);
-        reply_str(&r, "\n");
+        struct gm_bytes r = {0};
+        gm_bytes_str(&r, "OK ");
+        gm_bytes_str(&r, d->cfg->version ? d->cfg->version : PACKAGE_VERSION);
+        gm_bytes_str(&r, "\n");
         reply_send(d, p, &r);
     } else if (word_is(&w, 0, "getpid")) {
-        struct reply r = {0};
-        reply_str(&r, "OK ");
+        struct gm_bytes r = {0};
+        gm_bytes_str(&r, "OK ");
         reply_u64(&r, (uint64_t)getpid());
-        reply_str(&r, "\n");
+        gm_bytes_str(&r, "\n");
         reply_send(d, p, &r);
     } else if (word_is(&w, 0, "verbose")) {
-        struct reply r = {0};
-        reply_str(&r, "OK ");
-        reply_str(&r, gm_log_level_name(gm_log_level));
-        reply_str(&r, "\n");
+        struct gm_bytes r = {0};
+        gm_bytes_str(&r, "OK ");
+        gm_bytes_str(&r, gm_log_level_name(gm_log_level));
+        gm_bytes_str(&r, "\n");
         reply_send(d, p, &r);
     } else if (word_is(&w, 0, "shutdown")) {
         cmd_shutdown(d, p, &w);

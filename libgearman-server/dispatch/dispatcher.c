@@ -291,7 +291,7 @@ gm_disp_free(struct gm_dispatcher *d)
     gm_htab_destroy(&d->by_handle);
     gm_htab_destroy(&d->by_unique);
     free(d->ports);
-    if (d->loop && !d->loop_shared)
+    if (d->loop && !d->hosted)
         ev_loop_destroy(d->loop);
     free(d);
 }
@@ -326,7 +326,7 @@ on_wake(struct ev_loop *loop, ev_async *w, int revents)
     (void)loop;
     (void)revents;
     if (atomic_load(&d->stop_flag)) {
-        if (!d->loop_shared) {
+        if (!d->hosted) {
             gm_disp_final(d);
             ev_break(d->loop, EVBREAK_ALL);
         }
@@ -375,10 +375,10 @@ on_timer(struct ev_loop *loop, ev_timer *w, int revents)
 }
 
 int
-gm_disp_loop_init(struct gm_dispatcher *d, struct ev_loop *shared)
+gm_disp_loop_init(struct gm_dispatcher *d, struct ev_loop *host)
 {
-    d->loop_shared = shared != NULL;
-    d->loop = shared ? shared : ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
+    d->hosted = host != NULL;
+    d->loop = host ? host : ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
     if (!d->loop)
         return -1;
     ev_async_init(&d->wake, on_wake);
@@ -386,14 +386,14 @@ gm_disp_loop_init(struct gm_dispatcher *d, struct ev_loop *shared)
     ev_async_start(d->loop, &d->wake);
     ev_prepare_init(&d->prepare, on_prepare);
     d->prepare.data = d;
-    if (!shared) /* a host loop calls gm_disp_prepare itself, in its own order */
+    if (!host) /* a host loop calls gm_disp_prepare itself, in its own order */
         ev_prepare_start(d->loop, &d->prepare);
     ev_timer_init(&d->timer, on_timer, 0., 0.);
     d->timer.data = d;
     ev_idle_init(&d->more, on_more);
     d->more.data = d;
-    gm_busy_poll_init(&d->poll, shared ? 0 : d->cfg->busy_poll_us);
-    if (shared)
+    gm_busy_poll_init(&d->poll, host ? 0 : d->cfg->busy_poll_us);
+    if (host)
         ev_idle_start(d->loop, &d->more); /* work may be waiting already */
     return 0;
 }

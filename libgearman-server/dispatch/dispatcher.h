@@ -90,13 +90,13 @@ uint64_t gm_disp_job_count(const struct gm_dispatcher *d);
 
 struct ev_loop;
 
-/* Thread side: sets up the libev watchers on a loop of its own (shared ==
-   NULL: run it with gm_disp_thread_main) or on a host's loop (the single
-   I/O thread's), whose prepare step then calls gm_disp_prepare.  Returns 0
-   or -1. */
-int gm_disp_loop_init(struct gm_dispatcher *d, struct ev_loop *shared);
+/* Thread side: sets up the libev watchers on a loop of its own (host ==
+   NULL: run it with gm_disp_thread_main) or, hosted (one I/O thread, -t 1),
+   on the I/O thread's loop, whose prepare step then calls gm_disp_prepare.
+   Returns 0 or -1. */
+int gm_disp_loop_init(struct gm_dispatcher *d, struct ev_loop *host);
 
-/* Host loop only: end of an iteration (publish replies, arm the timer). */
+/* Hosted only: end of an iteration (publish replies, arm the timer). */
 void gm_disp_prepare(struct gm_dispatcher *d);
 
 /* Host loop only, at stop: what the dispatcher does before it stops (write

@@ -88,7 +88,7 @@ struct gm_dispatcher {
     ev_prepare prepare;
     ev_timer timer;
     ev_idle more;                /* runs while the rings hold more than one budget */
-    bool loop_shared;            /* runs on an I/O thread's loop (one I/O thread) */
+    bool hosted;                 /* hosted: runs on the one I/O thread's loop (-t 1) */
     struct gm_busy_poll poll;    /* --busy-poll on its own loop (a shared loop's thread polls) */
     _Atomic int stop_flag;
     _Atomic int graceful_flag;

@@ -49,8 +49,8 @@ void gm_io_stop(struct gm_io_thread *t);
 struct gm_dispatcher;
 struct ev_loop;
 
-/* Before the thread starts: this (single) I/O thread also runs the
-   dispatcher, whose watchers are on this thread's loop; requests and
+/* Before the thread starts: this (single) I/O thread hosts the dispatcher
+   (one-thread mode, -t 1), whose watchers are on this thread's loop; requests and
    replies still go through the rings, without thread hand-offs. */
 void gm_io_host_dispatcher(struct gm_io_thread *t, struct gm_dispatcher *d);
 

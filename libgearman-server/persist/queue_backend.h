@@ -71,7 +71,6 @@ struct gm_queue_options {
 
 struct gm_queue_stats {
     uint64_t batches, records, failures;
-    uint64_t rows_replayed, rows_bad;
 };
 
 struct gm_queue_backend {
@@ -86,7 +85,7 @@ struct gm_queue_backend {
     void *(*open)(const struct gm_queue_options *opts, char *err, size_t errlen);
 
     /* Streams every stored job to cb, in the order they were stored.  A row
-       that cannot be read is counted in stats->rows_bad, logged and kept.
+       that cannot be read is logged and kept.
        With store_on_shutdown, the rows cb replayed are removed afterwards
        and only those.  Returns 0, or -1 with a reason in err if the storage
        cannot be read. */

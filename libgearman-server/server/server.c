@@ -105,18 +105,6 @@ dispatcher_wants_stop(void *arg, int how)
     ev_async_send(s->loop, &s->control);
 }
 
-unsigned
-gm_server_io_threads(const struct gm_server *s)
-{
-    return s->nthreads;
-}
-
-unsigned
-gm_server_port(const struct gm_server *s)
-{
-    return s->port;
-}
-
 /* Dispatcher thread (through its hook): what only the server knows. */
 static void
 fill_server_view(void *arg, struct gm_view_server *out)

@@ -21,9 +21,6 @@ struct gm_server *gm_server_new(const struct gm_server_config *cfg);
    (address in use, bad host, ...). */
 int gm_server_listen(struct gm_server *s);
 
-/* Port actually bound (useful with port 0), or 0 before gm_server_listen. */
-unsigned gm_server_port(const struct gm_server *s);
-
 /* Starts the threads and serves until SIGTERM/SIGINT, a graceful stop
    (SIGUSR1 or `shutdown graceful`) with no jobs left, or `shutdown`.
    Returns 0 on a clean stop, 1 if the threads could not start. */
@@ -31,8 +28,5 @@ int gm_server_run(struct gm_server *s);
 
 /* Frees everything (after gm_server_run returned, or instead of it). */
 void gm_server_free(struct gm_server *s);
-
-/* Number of I/O threads the server will run (after -t 0 is resolved). */
-unsigned gm_server_io_threads(const struct gm_server *s);
 
 #endif /* GM_SERVER_H */
