@@ -395,9 +395,11 @@ write_one_by_one(struct gm_persist *p, size_t n)
         /* the connection went meanwhile: the rest waits for the backend */
         if (p->batch[i].op != GM_QOP_COUNTER)
             hold_done(p, &p->batch[i]);
-        ack(p, seq, false, err[0] ? err : "the queue backend is unavailable");
+        /* unhealthy before the refusal is heard: a submitter that asks
+           /health on its QUEUE_ERROR finds the queue down */
         if (atomic_exchange(&p->healthy, 0))
             schedule_retry(p);
+        ack(p, seq, false, err[0] ? err : "the queue backend is unavailable");
     }
     atomic_fetch_add(&p->batches, 1);
 }
@@ -456,9 +458,9 @@ write_batch(struct gm_persist *p, size_t n)
     for (size_t i = 0; i < n; i++)
         if (!p->dropped[i] && p->batch[i].op != GM_QOP_COUNTER)
             hold_done(p, &p->batch[i]);
-    ack(p, upto, false, err);
-    atomic_store(&p->healthy, 0);
+    atomic_store(&p->healthy, 0); /* before the refusal is heard (see write_one_by_one) */
     schedule_retry(p);
+    ack(p, upto, false, err);
 }
 
 /* Writes everything waiting, batch by batch (all in one batch when
