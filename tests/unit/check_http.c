@@ -60,7 +60,7 @@ post_with_length(const char *value)
 static void
 encode(bool json, const char *s, size_t n, char *out, size_t outlen)
 {
-    struct buf w = {0};
+    struct gm_bytes w = {0};
     if (json)
         buf_json_str(&w, s, n);
     else
@@ -127,9 +127,9 @@ END_TEST
 
 START_TEST(test_response_buffer_refuses_to_pass_4_gib)
 {
-    struct buf w = {0};
+    struct gm_bytes w = {0};
     w.len = UINT32_MAX - 4; /* as if that much were written */
-    buf_add(&w, "0123456789", 10);
+    gm_bytes_add(&w, "0123456789", 10);
     ck_assert(w.failed);
     ck_assert_ptr_null(w.b);
 }

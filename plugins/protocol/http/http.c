@@ -58,56 +58,15 @@ extern const unsigned char gm_monitor_page[];
 extern const size_t gm_monitor_page_len;
 
 /* ------------------------------------------------------------------ */
-/* A growing response buffer (a block, handed over when done)          */
+/* Responses are built in a gm_bytes (block.h): a block, handed over    */
+/* when done.                                                          */
 /* ------------------------------------------------------------------ */
 
-struct buf {
-    struct gm_block *b;
-    size_t len;
-    bool failed;
-};
+static void
+buf_fmt(struct gm_bytes *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static void
-buf_add(struct buf *w, const void *p, size_t n)
-{
-    if (w->failed || n == 0)
-        return;
-    if (n > WHOLE_MAX - w->len) {
-        w->failed = true;
-        return;
-    }
-    size_t cap = w->b ? w->b->cap : 0;
-    if (w->len + n > cap) {
-        size_t nc = cap ? cap * 2 : 1024;
-        while (nc < w->len + n)
-            nc *= 2;
-        if (nc > WHOLE_MAX)
-            nc = WHOLE_MAX;
-        struct gm_block *b = realloc(w->b, sizeof *b + nc);
-        if (!b) {
-            w->failed = true;
-            return;
-        }
-        if (!w->b)
-            atomic_init(&b->refs, 1);
-        b->cap = (uint32_t)nc;
-        w->b = b;
-    }
-    memcpy(w->b->data + w->len, p, n);
-    w->len += n;
-}
-
-static void
-buf_str(struct buf *w, const char *s)
-{
-    buf_add(w, s, strlen(s));
-}
-
-static void
-buf_fmt(struct buf *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void
-buf_fmt(struct buf *w, const char *fmt, ...)
+buf_fmt(struct gm_bytes *w, const char *fmt, ...)
 {
     char tmp[512];
     va_list ap;
@@ -117,7 +76,7 @@ buf_fmt(struct buf *w, const char *fmt, ...)
     if (n < 0)
         return;
     if ((size_t)n < sizeof tmp) {
-        buf_add(w, tmp, (size_t)n);
+        gm_bytes_add(w, tmp, (size_t)n);
         return;
     }
     char *big = malloc((size_t)n + 1);
@@ -128,7 +87,7 @@ buf_fmt(struct buf *w, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(big, (size_t)n + 1, fmt, ap);
     va_end(ap);
-    buf_add(w, big, (size_t)n);
+    gm_bytes_add(w, big, (size_t)n);
     free(big);
 }
 
@@ -173,28 +132,28 @@ utf8_next(const unsigned char *s, size_t n, bool *valid)
 
 /* JSON string: quotes, escapes; what is not UTF-8 is shown as U+FFFD. */
 static void
-buf_json_str(struct buf *w, const char *s, size_t n)
+buf_json_str(struct gm_bytes *w, const char *s, size_t n)
 {
-    buf_add(w, "\"", 1);
+    gm_bytes_add(w, "\"", 1);
     for (size_t i = 0; i < n;) {
         unsigned char c = (unsigned char)s[i];
         bool valid;
         size_t k = utf8_next((const unsigned char *)s + i, n - i, &valid);
         if (!valid)
-            buf_str(w, "\\ufffd");
+            gm_bytes_str(w, "\\ufffd");
         else if (c == '"' || c == '\\')
-            buf_add(w, (const char[]){'\\', (char)c}, 2);
+            gm_bytes_add(w, (const char[]){'\\', (char)c}, 2);
         else if (c < 0x20)
             buf_fmt(w, "\\u%04x", c);
         else
-            buf_add(w, s + i, k);
+            gm_bytes_add(w, s + i, k);
         i += k;
     }
-    buf_add(w, "\"", 1);
+    gm_bytes_add(w, "\"", 1);
 }
 
 static void
-buf_json_cstr(struct buf *w, const char *s)
+buf_json_cstr(struct gm_bytes *w, const char *s)
 {
     buf_json_str(w, s, strlen(s));
 }
@@ -202,20 +161,20 @@ buf_json_cstr(struct buf *w, const char *s)
 /* Prometheus label value: backslash, quote and newline escaped; what is
    not UTF-8 is written as U+FFFD. */
 static void
-buf_label(struct buf *w, const char *s, size_t n)
+buf_label(struct gm_bytes *w, const char *s, size_t n)
 {
     for (size_t i = 0; i < n;) {
         unsigned char c = (unsigned char)s[i];
         bool valid;
         size_t k = utf8_next((const unsigned char *)s + i, n - i, &valid);
         if (!valid)
-            buf_str(w, "\xef\xbf\xbd");
+            gm_bytes_str(w, "\xef\xbf\xbd");
         else if (c == '\\' || c == '"')
-            buf_add(w, (const char[]){'\\', (char)c}, 2);
+            gm_bytes_add(w, (const char[]){'\\', (char)c}, 2);
         else if (c == '\n')
-            buf_str(w, "\\n");
+            gm_bytes_str(w, "\\n");
         else
-            buf_add(w, s + i, k);
+            gm_bytes_add(w, s + i, k);
         i += k;
     }
 }
@@ -250,16 +209,16 @@ static struct gm_fe_output
 respond(int status, uint8_t minor, bool keep_alive, bool head_only, const char *type, const char *extra,
         const void *body, size_t len)
 {
-    struct buf w = {0};
+    struct gm_bytes w = {0};
     buf_fmt(&w, "HTTP/1.%u %d %s\r\n", minor, status, reason(status));
     if (extra)
-        buf_str(&w, extra);
+        gm_bytes_str(&w, extra);
     if (type)
         buf_fmt(&w, "Content-Type: %s\r\n", type);
     buf_fmt(&w, "Content-Length: %zu\r\nServer: gearmand-c/%s\r\nConnection: %s\r\n\r\n", len,
             PACKAGE_VERSION, keep_alive ? "keep-alive" : "close");
     if (!head_only && len)
-        buf_add(&w, body, len);
+        gm_bytes_add(&w, body, len);
     struct gm_fe_output o = {0};
     if (w.failed) {
         free(w.b);
@@ -799,18 +758,18 @@ stat_str(const struct gm_view_server *s, size_t off)
 /* A statistic's value: in JSON (a string quoted, a bool true or false) or,
    with prom, as a Prometheus sample's (a string 1, a bool 1 or 0). */
 static void
-stat_value(struct buf *w, const struct server_stat *st, const struct gm_view_server *s, bool prom)
+stat_value(struct gm_bytes *w, const struct server_stat *st, const struct gm_view_server *s, bool prom)
 {
     const void *p = (const char *)s + st->off;
     switch (st->kind) {
     case STAT_STR:
         if (prom)
-            buf_str(w, "1");
+            gm_bytes_str(w, "1");
         else
             buf_json_cstr(w, stat_str(s, st->off));
         break;
     case STAT_BOOL:
-        buf_str(w, *(const bool *)p ? (prom ? "1" : "true") : (prom ? "0" : "false"));
+        gm_bytes_str(w, *(const bool *)p ? (prom ? "1" : "true") : (prom ? "0" : "false"));
         break;
     case STAT_U64:
         buf_fmt(w, "%llu", (unsigned long long)*(const uint64_t *)p);
@@ -848,7 +807,7 @@ path_common(const char *a, const char *b)
    /api/status: each at its dotted path, in the list's order, the objects
    of the paths opened and closed as they go. */
 static void
-server_json(struct buf *w, const struct gm_view_server *s)
+server_json(struct gm_bytes *w, const struct gm_view_server *s)
 {
     const char *prev = NULL; /* the path written last */
     for (size_t i = 0; i < NSTATS; i++) {
@@ -857,9 +816,9 @@ server_json(struct buf *w, const struct gm_view_server *s)
             continue;
         size_t common = prev ? path_common(prev, st->json) : 0;
         for (size_t k = prev ? path_depth(prev) : 0; k > common; k--)
-            buf_str(w, "}");
+            gm_bytes_str(w, "}");
         if (prev)
-            buf_str(w, ",");
+            gm_bytes_str(w, ",");
         const char *c = st->json;
         for (size_t k = 0; k < common; k++)
             c = strchr(c, '.') + 1;
@@ -870,13 +829,13 @@ server_json(struct buf *w, const struct gm_view_server *s)
         prev = st->json;
     }
     for (size_t k = prev ? path_depth(prev) : 0; k > 0; k--)
-        buf_str(w, "}");
+        gm_bytes_str(w, "}");
 }
 
 /* The HELP and TYPE lines that open a family of /metrics: a name that ends
    in "_total" is a counter's, any other a gauge's. */
 static void
-family_head(struct buf *w, const char *name, const char *help)
+family_head(struct gm_bytes *w, const char *name, const char *help)
 {
     size_t n = strlen(name);
     bool counter = n >= 6 && strcmp(name + n - 6, "_total") == 0;
@@ -886,27 +845,27 @@ family_head(struct buf *w, const char *name, const char *help)
 /* One server sample of /metrics, after its family's head unless prev, the
    sample before it, is of the same family. */
 static void
-server_sample(struct buf *w, const struct server_stat *st, const struct server_stat *prev,
+server_sample(struct gm_bytes *w, const struct server_stat *st, const struct server_stat *prev,
               const struct gm_view_server *s)
 {
     if (!prev || strcmp(prev->metric, st->metric) != 0)
         family_head(w, st->metric, st->help);
-    buf_str(w, st->metric);
+    gm_bytes_str(w, st->metric);
     if (st->label) {
         const char *v = st->label_value ? st->label_value : stat_str(s, st->label_off);
         buf_fmt(w, "{%s=\"", st->label);
         buf_label(w, v, strlen(v));
-        buf_str(w, "\"}");
+        gm_bytes_str(w, "\"}");
     }
-    buf_str(w, " ");
+    gm_bytes_str(w, " ");
     stat_value(w, st, s, true);
-    buf_str(w, "\n");
+    gm_bytes_str(w, "\n");
 }
 
 /* The server's samples of /metrics by their places: the strings' (info
    samples) with strings, else the others. */
 static void
-server_samples(struct buf *w, const struct gm_view_server *s, bool strings)
+server_samples(struct gm_bytes *w, const struct gm_view_server *s, bool strings)
 {
     unsigned last = 0;
     for (size_t i = 0; i < NSTATS; i++)
@@ -984,10 +943,10 @@ fn_value(const struct fn_family *fam, const struct gm_view_function *f)
 static void
 add_function_json(void *arg, const struct gm_view_function *f)
 {
-    struct buf *w = arg;
+    struct gm_bytes *w = arg;
     if (w->len && w->b->data[w->len - 1] == '}')
-        buf_str(w, ",");
-    buf_str(w, "{\"name\":");
+        gm_bytes_str(w, ",");
+    gm_bytes_str(w, "{\"name\":");
     buf_json_str(w, f->name, f->name_len);
     buf_fmt(w,
             ",\"total\":%llu,\"queued\":%llu,\"running\":%u,\"workers\":%u,"
@@ -998,9 +957,9 @@ add_function_json(void *arg, const struct gm_view_function *f)
     for (size_t i = 0; i < NFAMILIES; i++)
         if (fn_families[i].json)
             buf_fmt(w, ",\"%s\":%llu", fn_families[i].json, (unsigned long long)fn_value(&fn_families[i], f));
-    buf_str(w, ",\"oldest_queued_age_s\":");
+    gm_bytes_str(w, ",\"oldest_queued_age_s\":");
     if (f->oldest_queued_ms < 0)
-        buf_str(w, "null}");
+        gm_bytes_str(w, "null}");
     else
         buf_fmt(w, "%.3f}", f->oldest_queued_ms / 1000.0);
 }
@@ -1008,38 +967,38 @@ add_function_json(void *arg, const struct gm_view_function *f)
 static void
 add_worker_json(void *arg, const struct gm_view_worker *wk)
 {
-    struct buf *w = arg;
+    struct gm_bytes *w = arg;
     if (w->len && w->b->data[w->len - 1] == '}')
-        buf_str(w, ",");
+        gm_bytes_str(w, ",");
     buf_fmt(w, "{\"fd\":%d,\"address\":", wk->fd);
     buf_json_cstr(w, wk->addr);
     buf_fmt(w, ",\"port\":%u,\"client_id\":", wk->port);
     buf_json_cstr(w, wk->client_id);
-    buf_str(w, ",\"functions\":[");
+    gm_bytes_str(w, ",\"functions\":[");
     for (uint32_t i = 0; i < wk->nfunctions; i++) {
         if (i)
-            buf_str(w, ",");
+            gm_bytes_str(w, ",");
         buf_json_cstr(w, wk->functions[i]);
     }
-    buf_str(w, "],\"current_job\":");
+    gm_bytes_str(w, "],\"current_job\":");
     if (wk->current_job)
         buf_json_cstr(w, wk->current_job);
     else
-        buf_str(w, "null");
+        gm_bytes_str(w, "null");
     buf_fmt(w, ",\"running\":%u,\"sleeping\":%s}", wk->running, wk->sleeping ? "true" : "false");
 }
 
 static void
 add_job_json(void *arg, const struct gm_view_job *j)
 {
-    struct buf *w = arg;
+    struct gm_bytes *w = arg;
     if (w->len && w->b->data[w->len - 1] == '}')
-        buf_str(w, ",");
-    buf_str(w, "{\"handle\":");
+        gm_bytes_str(w, ",");
+    gm_bytes_str(w, "{\"handle\":");
     buf_json_cstr(w, j->handle);
-    buf_str(w, ",\"function\":");
+    gm_bytes_str(w, ",\"function\":");
     buf_json_cstr(w, j->function);
-    buf_str(w, ",\"unique\":");
+    gm_bytes_str(w, ",\"unique\":");
     buf_json_str(w, j->unique, j->unique_len);
     buf_fmt(w, ",\"priority\":\"%s\",\"state\":\"%s\",\"age_s\":%.3f,\"run_at\":%lld,\"retries\":%u,"
                "\"clients\":%u,\"background\":%s,\"cancelled\":%s}",
@@ -1048,7 +1007,7 @@ add_job_json(void *arg, const struct gm_view_job *j)
 }
 
 struct metrics_ctx {
-    struct buf *w;
+    struct gm_bytes *w;
     const struct fn_family *fam;
 };
 
@@ -1057,7 +1016,7 @@ static void
 metric_fn(void *arg, const struct gm_view_function *f)
 {
     struct metrics_ctx *m = arg;
-    struct buf *w = m->w;
+    struct gm_bytes *w = m->w;
     if (!m->fam->by_priority) {
         buf_fmt(w, "%s{function=\"", m->fam->metric);
         buf_label(w, f->name, f->name_len);
@@ -1072,11 +1031,11 @@ metric_fn(void *arg, const struct gm_view_function *f)
 }
 
 static void
-metrics(struct buf *w, const struct gm_state_view *v)
+metrics(struct gm_bytes *w, const struct gm_state_view *v)
 {
     struct gm_view_server s;
     v->server(v->d, &s);
-    buf_str(w, "# HELP gearman_up Whether the job server answers.\n# TYPE gearman_up gauge\ngearman_up 1\n");
+    gm_bytes_str(w, "# HELP gearman_up Whether the job server answers.\n# TYPE gearman_up gauge\ngearman_up 1\n");
     server_samples(w, &s, true);
     for (size_t i = 0; i < NFAMILIES; i++) {
         const struct fn_family *fam = &fn_families[i];
@@ -1114,7 +1073,7 @@ http_serve(const char *request, const struct gm_fe_req *r, bool loopback, bool a
     const char *q = request + r->query_off;
     size_t qlen = r->query_len;
     const char *json = "application/json";
-    struct buf w = {0};
+    struct gm_bytes w = {0};
     struct gm_fe_output o;
     if (r->flags & HTTP_F_REFUSED)
         return refusal(request, r);
@@ -1148,15 +1107,15 @@ http_serve(const char *request, const struct gm_fe_req *r, bool loopback, bool a
     if (path_is(request, r, "api/status")) {
         struct gm_view_server s;
         v->server(v->d, &s);
-        buf_str(&w, "{");
+        gm_bytes_str(&w, "{");
         server_json(&w, &s);
-        buf_str(&w, ",\"functions\":[");
+        gm_bytes_str(&w, ",\"functions\":[");
         v->each_function(v->d, add_function_json, &w);
-        buf_str(&w, "]}\n");
+        gm_bytes_str(&w, "]}\n");
     } else if (path_is(request, r, "api/workers")) {
-        buf_str(&w, "{\"workers\":[");
+        gm_bytes_str(&w, "{\"workers\":[");
         v->each_worker(v->d, add_worker_json, &w);
-        buf_str(&w, "]}\n");
+        gm_bytes_str(&w, "]}\n");
     } else if (path_is(request, r, "api/jobs")) {
         char fn[512], state[32];
         bool has_fn = param(q, qlen, "function", fn, sizeof fn) && *fn;
@@ -1164,7 +1123,7 @@ http_serve(const char *request, const struct gm_fe_req *r, bool loopback, bool a
             state[0] = '\0';
         uint64_t offset = param_u64(q, qlen, "offset", 0, UINT64_MAX);
         uint64_t limit = param_u64(q, qlen, "limit", 100, 1000);
-        buf_str(&w, "{\"jobs\":[");
+        gm_bytes_str(&w, "{\"jobs\":[");
         uint64_t total = v->jobs(v->d, has_fn ? fn : NULL, has_fn ? strlen(fn) : 0, state, offset, limit,
                                  add_job_json, &w);
         buf_fmt(&w, "],\"total\":%llu,\"offset\":%llu,\"limit\":%llu}\n", (unsigned long long)total,
@@ -1185,16 +1144,16 @@ http_serve(const char *request, const struct gm_fe_req *r, bool loopback, bool a
             return respond(400, r->minor, keep, head, json, NULL, e, strlen(e));
         }
         if (v->cancel(v->d, handle, strlen(handle)) < 0) {
-            buf_str(&w, "{\"error\":\"unknown job\",\"handle\":");
+            gm_bytes_str(&w, "{\"error\":\"unknown job\",\"handle\":");
             buf_json_cstr(&w, handle);
-            buf_str(&w, "}\n");
+            gm_bytes_str(&w, "}\n");
             o = respond(404, r->minor, keep, head, json, NULL, w.b ? w.b->data : "", w.len);
             free(w.b);
             return o;
         }
-        buf_str(&w, "{\"ok\":true,\"cancelled\":");
+        gm_bytes_str(&w, "{\"ok\":true,\"cancelled\":");
         buf_json_cstr(&w, handle);
-        buf_str(&w, "}\n");
+        gm_bytes_str(&w, "}\n");
     } else {
         const char *e = "{\"error\":\"not found\"}\n";
         return respond(404, r->minor, keep, head, json, NULL, e, strlen(e));
