@@ -30,6 +30,13 @@
 #define BACKOFF_FIRST 0.1
 #define BACKOFF_MAX 5.0
 
+/* Owner: the persistence thread writes and reads every field, except: stop
+   (set by any thread through gm_persist_stop); healthy, batches, records,
+   failures and busy_since (atomics it writes and others read: the
+   dispatcher's view through gm_persist_healthy, gm_persist_stats and
+   gm_persist_waiting_ms; the main thread through gm_persist_watch);
+   stall_logged (the main thread's own); and what gm_persist_new sets
+   before the thread starts. */
 struct gm_persist {
     const struct gm_queue_backend *be;
     void *state;

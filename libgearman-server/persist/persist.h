@@ -36,6 +36,18 @@
 #include "libgearman-server/persist/queue_backend.h"
 #include "libgearman-server/base/ring.h"
 
+/* One stored job has four shapes, one per hop:
+     gm_prec   dispatcher -> persistence thread, on the records ring: refers
+               to the job's bytes by block reference, no copy (this file);
+     gm_pack   persistence thread -> dispatcher, on the acks ring: "records
+               up to seq N are stored, or refused" (this file);
+     gm_qrecord persistence thread -> backend (queue_backend.h): the fields
+               a backend writes, as plain pointers, no blocks;
+     gm_qrow   backend -> replay at start-up (queue_backend.h): a row read
+               back, valid during the callback only.
+   The ring types hold what a hop needs and nothing the next hop has no use
+   for (sequence numbers, block references). */
+
 /* dispatcher -> persistence: one record.  ADD points into the job's block
    (and data_blk when the data lives apart), for which it holds references;
    DONE carries a copy of the handle. */
@@ -66,11 +78,16 @@ GM_RING_DEFINE(gm_pack_ring, struct gm_pack)
 GM_SPILL_DEFINE(gm_prec_spill, gm_prec_ring, struct gm_prec)
 GM_SPILL_DEFINE(gm_pack_spill, gm_pack_ring, struct gm_pack)
 
+/* The rings between the dispatcher and the persistence thread.  Owner: set
+   up by the main thread before either side runs; otherwise each field as
+   marked. */
 struct gm_persist_channel {
-    struct gm_prec_ring records;
-    struct gm_pack_ring acks;
-    _Atomic int disp_wants_space; /* records ring was full */
-    _Atomic int persist_wants_space; /* acks ring was full: wake the thread once drained */
+    struct gm_prec_ring records;  /* producer: the dispatcher; consumer: the persistence thread */
+    struct gm_pack_ring acks;     /* producer: the persistence thread; consumer: the dispatcher */
+    _Atomic int disp_wants_space; /* records ring was full: set by the dispatcher, cleared by
+                                     the persistence thread, which then wakes it */
+    _Atomic int persist_wants_space; /* acks ring was full: set by the persistence thread,
+                                        cleared by the dispatcher, which then wakes it */
 };
 
 #define GM_PERSIST_STALL_MS 5000 /* a backend call this long makes the queue unhealthy */

@@ -19,7 +19,7 @@
 #include <stdint.h>
 
 #include "libgearman-server/base/block.h"
-#include "libgearman-server/proto/frontend.h"
+#include "libgearman-server/proto/fe_request.h"
 #include "libgearman-server/proto/protocol.h"
 #include "libgearman-server/base/ring.h"
 
@@ -122,14 +122,16 @@ GM_RING_DEFINE(gm_fd_ring, struct gm_new_fd)
 /* The pair of rings between one I/O thread and the dispatcher, plus the two
    flags each side raises when it is waiting for the other to make room:
    the I/O thread stops reading sockets while `in` is full and sets
-   io_wants_space; the dispatcher parks replies in an overflow list while
-   `out` is full and sets disp_wants_space.  Whoever drains the ring clears
-   the flag and wakes the waiter. */
+   io_wants_space; the dispatcher parks replies in a spill list while
+   `out` is full and sets disp_wants_space (GM_SPILL_DEFINE, ring.h).
+   Whoever drains the ring clears the flag and wakes the waiter.
+   Owner: set up and torn down by the server's main thread while neither
+   side runs; otherwise each field as marked. */
 struct gm_channel {
     struct gm_in_ring in;    /* producer: the I/O thread; consumer: the dispatcher */
     struct gm_out_ring out;  /* producer: the dispatcher; consumer: the I/O thread */
-    _Atomic int io_wants_space;
-    _Atomic int disp_wants_space;
+    _Atomic int io_wants_space;   /* set by the I/O thread; cleared by the dispatcher */
+    _Atomic int disp_wants_space; /* set by the dispatcher; cleared by the I/O thread */
 };
 
 /* Sizes the rings; returns 0 or -1 if memory is short. */

@@ -43,6 +43,12 @@ struct listener {
     struct gm_server *s;
 };
 
+/* Owner: the main thread (the accept loop) writes and reads every field,
+   except stop_requested and stop_accepting_requested, atomics the
+   dispatcher sets through its request_shutdown hook (then wakes `control`),
+   and cfg and persist, set before the threads start and only read after:
+   the dispatcher's view hook (fill_server_view) reads them.  The other
+   threads get their own pieces (channels, config) before they start. */
 struct gm_server {
     const struct gm_server_config *cfg;
     unsigned nthreads;
