@@ -311,13 +311,13 @@ main(int argc, char **argv)
             goto out;
         }
         struct gm_queue_options *q = &o.server.queue_opts;
-        q->sqlite_db = o.libsqlite3_db;
-        q->sqlite_table = o.libsqlite3_table;
         q->store_on_shutdown = o.store_queue_on_shutdown;
-        q->pg_conninfo = o.libpq_conninfo;
-        q->pg_table = o.libpq_table;
-        q->mc_servers = o.libmemcached_servers;
-        q->mc_prefix = o.libmemcached_prefix;
+        gm_queue_opt_set(q, "libsqlite3-db", o.libsqlite3_db);
+        gm_queue_opt_set(q, "libsqlite3-table", o.libsqlite3_table);
+        gm_queue_opt_set(q, "libpq-conninfo", o.libpq_conninfo);
+        gm_queue_opt_set(q, "libpq-table", o.libpq_table);
+        gm_queue_opt_set(q, "libmemcached-servers", o.libmemcached_servers);
+        gm_queue_opt_set(q, "libmemcached-prefix", o.libmemcached_prefix);
     }
     if (raise_fd_limit(&o) < 0)
         goto out;

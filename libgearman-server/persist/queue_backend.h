@@ -57,17 +57,31 @@ struct gm_qrow {
    (that row not replayed). */
 typedef int (*gm_qrow_cb)(void *arg, const struct gm_qrow *row);
 
-/* Options every backend may read (the gearmand option names). */
+#define GM_QUEUE_OPTS_MAX 16
+
+/* What a backend is opened with: the core's own settings, and the
+   backend's options as name/value pairs named as gearmand's options are
+   without their dashes ("libsqlite3-db"), so the core names no backend:
+   gearmand/ fills them, each backend reads its own (gm_queue_opt). */
 struct gm_queue_options {
-    const char *sqlite_db;          /* --libsqlite3-db */
-    const char *sqlite_table;       /* --libsqlite3-table */
     bool store_on_shutdown;         /* --store-queue-on-shutdown */
-    const char *pg_conninfo;        /* --libpq-conninfo */
-    const char *pg_table;           /* --libpq-table */
-    const char *mc_servers;         /* --libmemcached-servers */
-    const char *mc_prefix;          /* --libmemcached-prefix */
     const char *handle_prefix;      /* for handles given to migrated rows */
+    struct {
+        const char *name, *value;
+    } opt[GM_QUEUE_OPTS_MAX];
+    unsigned nopt;
 };
+
+/* The value of backend option name, or NULL if it was not given. */
+const char *gm_queue_opt(const struct gm_queue_options *o, const char *name);
+
+/* The value of backend option name, or dflt if it was not given or is
+   empty. */
+const char *gm_queue_opt_or(const struct gm_queue_options *o, const char *name, const char *dflt);
+
+/* Sets backend option name (a later value replaces an earlier one; value
+   NULL removes it); returns -1 if the table is full. */
+int gm_queue_opt_set(struct gm_queue_options *o, const char *name, const char *value);
 
 struct gm_queue_stats {
     uint64_t batches, records, failures;

@@ -85,8 +85,9 @@ mc_open(const struct gm_queue_options *opts, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    const char *servers = opts->mc_servers && *opts->mc_servers ? opts->mc_servers : "127.0.0.1:11211";
-    c->prefix = strdup(opts->mc_prefix ? opts->mc_prefix : "gear_");
+    const char *servers = gm_queue_opt_or(opts, "libmemcached-servers", "127.0.0.1:11211");
+    const char *prefix = gm_queue_opt(opts, "libmemcached-prefix");
+    c->prefix = strdup(prefix ? prefix : "gear_");
     c->servers = strdup(servers);
     c->handle_prefix = strdup(opts->handle_prefix ? opts->handle_prefix : "H:migrated");
     c->m = memcached_create(NULL);

@@ -637,8 +637,8 @@ pg_open(const struct gm_queue_options *opts, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    const char *t = opts->pg_table && *opts->pg_table ? opts->pg_table : "queue";
-    p->conninfo = strdup(opts->pg_conninfo ? opts->pg_conninfo : "");
+    const char *t = gm_queue_opt_or(opts, "libpq-table", "queue");
+    p->conninfo = strdup(gm_queue_opt_or(opts, "libpq-conninfo", ""));
     p->table = gm_sql_quote_ident(t);
     p->table_raw = strdup(t);
     p->prefix = strdup(opts->handle_prefix ? opts->handle_prefix : "H:migrated");

@@ -160,15 +160,15 @@ prepare(struct sq *s, sqlite3_stmt **st, const char *sql, char *err, size_t errl
 static void *
 sq_open(const struct gm_queue_options *opts, char *err, size_t errlen)
 {
-    const char *path = opts->sqlite_db && *opts->sqlite_db ? opts->sqlite_db : GM_SQLITE_DEFAULT_DB;
+    const char *path = gm_queue_opt_or(opts, "libsqlite3-db", GM_SQLITE_DEFAULT_DB);
     struct sq *s = calloc(1, sizeof *s);
     if (!s) {
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
     s->store_on_shutdown = opts->store_on_shutdown;
-    s->table = gm_sql_quote_ident(opts->sqlite_table && *opts->sqlite_table ? opts->sqlite_table
-                                                                     : "gearman_queue");
+    const char *table = gm_queue_opt_or(opts, "libsqlite3-table", "gearman_queue");
+    s->table = gm_sql_quote_ident(table);
     if (!s->table) {
         snprintf(err, errlen, "out of memory");
         goto fail;
@@ -193,9 +193,7 @@ sq_open(const struct gm_queue_options *opts, char *err, size_t errlen)
     if (exec_sql(s, "CREATE TABLE IF NOT EXISTS gearmand_meta (name TEXT PRIMARY KEY, value INTEGER)", err,
                  errlen) < 0)
         goto fail;
-    s->counter_name = sqlite3_mprintf("next_handle:%s", opts->sqlite_table && *opts->sqlite_table
-                                                            ? opts->sqlite_table
-                                                            : "gearman_queue");
+    s->counter_name = sqlite3_mprintf("next_handle:%s", table);
     if (!s->counter_name) {
         snprintf(err, errlen, "out of memory");
         goto fail;

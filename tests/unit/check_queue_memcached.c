@@ -49,8 +49,8 @@ mc_fresh(struct gm_queue_options *o)
 {
     fresh_common(o);
     snprintf(t_prefix, sizeof t_prefix, "gmq%d_%u_", (int)getpid(), name_seq);
-    o->mc_servers = mc_servers();
-    o->mc_prefix = t_prefix;
+    gm_queue_opt_set(o, "libmemcached-servers", mc_servers());
+    gm_queue_opt_set(o, "libmemcached-prefix", t_prefix);
 }
 
 static void
@@ -86,8 +86,8 @@ START_TEST(test_memcached_open_with_no_server_fails_with_a_message)
     fresh_common(&o);
     char servers[64];
     snprintf(servers, sizeof servers, "127.0.0.1:%d", closed_port());
-    o.mc_servers = servers;
-    o.mc_prefix = "gear_";
+    gm_queue_opt_set(&o, "libmemcached-servers", servers);
+    gm_queue_opt_set(&o, "libmemcached-prefix", "gear_");
     char err[256] = "";
     double t0 = now_s();
     void *st = gm_queue_memcached.open(&o, err, sizeof err);
@@ -306,7 +306,7 @@ START_TEST(test_memcached_replay_waits_out_a_busy_lru_crawler)
         sleep_ms(300);
     }
     size_t found[5];
-    st = replay_beside_peers(st, &o, keep_crawler_busy, (void *)o.mc_servers, 50, found, 5);
+    st = replay_beside_peers(st, &o, keep_crawler_busy, (void *)gm_queue_opt(&o, "libmemcached-servers"), 50, found, 5);
     for (int round = 0; round < 5; round++)
         ck_assert_msg(found[round] == 10, "replay %d beside a busy crawler found %zu of 10 jobs", round,
                       found[round]);
@@ -359,10 +359,10 @@ START_TEST(test_memcached_replay_finds_every_job_while_other_clients_read_them)
     struct gm_queue_options o;
     void *st = open_with_ten_jobs(&o);
     static struct reader_args ra;
-    ra.servers = o.mc_servers;
+    ra.servers = gm_queue_opt(&o, "libmemcached-servers");
     ra.n = 10;
     for (int i = 0; i < 10; i++)
-        snprintf(ra.keys[i], sizeof ra.keys[i], "%sH:test:%d", o.mc_prefix, i + 1);
+        snprintf(ra.keys[i], sizeof ra.keys[i], "%sH:test:%d", gm_queue_opt(&o, "libmemcached-prefix"), i + 1);
     enum { ROUNDS = 40 };
     size_t found[ROUNDS];
     st = replay_beside_peers(st, &o, keep_reading, &ra, 0, found, ROUNDS);

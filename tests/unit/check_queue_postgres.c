@@ -81,8 +81,8 @@ pg_fresh(struct gm_queue_options *o)
     snprintf(sql, sizeof sql, "DROP TABLE IF EXISTS \"%s\"", t_table);
     pg_exec(c, sql);
     PQfinish(c);
-    o->pg_conninfo = pg_conninfo();
-    o->pg_table = t_table;
+    gm_queue_opt_set(o, "libpq-conninfo", pg_conninfo());
+    gm_queue_opt_set(o, "libpq-table", t_table);
 }
 
 static void
@@ -90,7 +90,7 @@ pg_cleanup(const struct gm_queue_options *o)
 {
     PGconn *c = pg_admin();
     char sql[128];
-    snprintf(sql, sizeof sql, "DROP TABLE IF EXISTS \"%s\"", o->pg_table);
+    snprintf(sql, sizeof sql, "DROP TABLE IF EXISTS \"%s\"", gm_queue_opt(o, "libpq-table"));
     pg_exec(c, sql);
     PQfinish(c);
 }
@@ -301,7 +301,7 @@ START_TEST(test_postgres_open_with_no_server_fails_with_a_message)
     char ci[128];
     snprintf(ci, sizeof ci, "host=127.0.0.1 port=%d user=postgres dbname=postgres connect_timeout=5",
              closed_port());
-    o.pg_conninfo = ci;
+    gm_queue_opt_set(&o, "libpq-conninfo", ci);
     char err[256] = "";
     void *st = gm_queue_postgres.open(&o, err, sizeof err);
     ck_assert_msg(st == NULL, "open with nothing listening succeeded");
@@ -344,7 +344,7 @@ pg_open_with(struct gm_queue_options *o, char *conninfo, size_t len, const char 
 {
     pg_fresh(o);
     snprintf(conninfo, len, "%s %s", pg_conninfo(), extra);
-    o->pg_conninfo = conninfo;
+    gm_queue_opt_set(o, "libpq-conninfo", conninfo);
     return bk_open(&BK_PG, o);
 }
 
@@ -411,7 +411,7 @@ pg_write_under_lock(void *st, const struct gm_queue_options *o, double *took, bo
 {
     PGconn *admin = pg_admin();
     char sql[160];
-    snprintf(sql, sizeof sql, "LOCK TABLE \"%s\" IN ACCESS EXCLUSIVE MODE", o->pg_table);
+    snprintf(sql, sizeof sql, "LOCK TABLE \"%s\" IN ACCESS EXCLUSIVE MODE", gm_queue_opt(o, "libpq-table"));
     pg_exec(admin, "BEGIN");
     pg_exec(admin, sql);
     struct gm_qrecord during = rec_add_s("H:test:2", "f", "b", "during", 1);

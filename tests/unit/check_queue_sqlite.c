@@ -36,7 +36,7 @@ sqlite_fresh(struct gm_queue_options *o)
     snprintf(t_dir, sizeof t_dir, "%s/sq-%d-%u", base_dir, (int)getpid(), name_seq);
     ck_assert_msg(mkdir(t_dir, 0700) == 0, "mkdir %s: %s", t_dir, strerror(errno));
     snprintf(t_path, sizeof t_path, "%s/queue.sqlite", t_dir);
-    o->sqlite_db = t_path;
+    gm_queue_opt_set(o, "libsqlite3-db", t_path);
 }
 
 static void
@@ -143,7 +143,7 @@ START_TEST(test_sqlite_table_option_names_the_table)
 {
     struct gm_queue_options o;
     sqlite_fresh(&o);
-    o.sqlite_table = "my \"odd\" queue";
+    gm_queue_opt_set(&o, "libsqlite3-table", "my \"odd\" queue");
     void *st = bk_open(&BK_SQLITE, &o);
     struct gm_qrecord a = rec_add_s("H:test:1", "f", "u", "d", 2);
     bk_write(&BK_SQLITE, st, &a, 1);
@@ -369,13 +369,13 @@ START_TEST(test_sqlite_open_of_an_unwritable_path_fails_with_a_message)
     sqlite_fresh(&o);
     char path[600];
     snprintf(path, sizeof path, "%s/no-such-dir/queue.sqlite", t_dir);
-    o.sqlite_db = path;
+    gm_queue_opt_set(&o, "libsqlite3-db", path);
     char err[256] = "";
     void *st = gm_queue_sqlite.open(&o, err, sizeof err);
     ck_assert_msg(st == NULL, "open of %s succeeded", path);
     ck_assert_msg(err[0] != '\0', "no message for %s", path);
     /* a directory is no database either (root ignores permissions) */
-    o.sqlite_db = t_dir;
+    gm_queue_opt_set(&o, "libsqlite3-db", t_dir);
     err[0] = '\0';
     st = gm_queue_sqlite.open(&o, err, sizeof err);
     ck_assert_msg(st == NULL, "open of the directory %s succeeded", t_dir);
