@@ -28,6 +28,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "libgearman-server/base/clock.h"
 #include "libgearman-server/base/log.h"
 
 #define DRAIN_BURST 64      /* messages taken from one ring before visiting the next */
@@ -192,9 +193,7 @@ static int64_t
 wall_clock_ms(void *arg)
 {
     (void)arg;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return gm_wall_ms();
 }
 
 struct gm_dispatcher *

@@ -15,6 +15,7 @@
 #include "config.h"
 
 #include "libgearman-server/persist/persist.h"
+#include "libgearman-server/base/clock.h"
 
 #include <ev.h>
 #include <stdio.h>
@@ -68,15 +69,6 @@ struct gm_persist {
     bool stall_logged;           /* main thread (gm_persist_watch) */
 };
 
-static uint64_t
-mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    uint64_t ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-    return ms ? ms : 1;
-}
-
 int
 gm_persist_channel_init(struct gm_persist_channel *ch, size_t slots)
 {
@@ -116,7 +108,7 @@ uint64_t
 gm_persist_waiting_ms(const struct gm_persist *p)
 {
     uint64_t since = atomic_load(&((struct gm_persist *)p)->busy_since);
-    return since ? mono_ms() - since : 0;
+    return since ? gm_mono_ms() - since : 0;
 }
 
 bool
@@ -219,7 +211,7 @@ ack(struct gm_persist *p, uint64_t upto, bool ok, const char *reason)
 static int
 be_write(struct gm_persist *p, const struct gm_qrecord *q, size_t n, char *err, size_t errlen)
 {
-    atomic_store(&p->busy_since, mono_ms());
+    atomic_store(&p->busy_since, gm_mono_ms());
     int rc = p->be->write_batch(p->state, q, n, err, errlen);
     atomic_store(&p->busy_since, 0);
     return rc;
@@ -228,7 +220,7 @@ be_write(struct gm_persist *p, const struct gm_qrecord *q, size_t n, char *err, 
 static int
 be_reconnect(struct gm_persist *p, char *err, size_t errlen)
 {
-    atomic_store(&p->busy_since, mono_ms());
+    atomic_store(&p->busy_since, gm_mono_ms());
     int rc = p->be->reconnect(p->state, err, errlen);
     atomic_store(&p->busy_since, 0);
     return rc;

@@ -40,6 +40,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "libgearman-server/base/clock.h"
 #include "libgearman-server/base/log.h"
 
 /*
@@ -129,14 +130,6 @@ set_err(char *err, size_t len, const char *what, PGconn *c)
     snprintf(err, len, "%s: %.*s", what, (int)strcspn(msg, "\n"), msg);
 }
 
-static uint64_t
-mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 /* Server warnings go to our log, not to stderr (libpq's default). */
 static void
 log_notice(void *arg, const char *message)
@@ -197,7 +190,7 @@ wait_socket(PGconn *c, short events, uint64_t deadline)
     for (;;) {
         int ms = -1;
         if (deadline) {
-            uint64_t now = mono_ms();
+            uint64_t now = gm_mono_ms();
             if (now >= deadline)
                 return PG_LATE;
             ms = (int)(deadline - now);
@@ -318,7 +311,7 @@ finish(struct pg *p, int sent, bool pipeline, PGresult **rows, const char *what,
         set_err(err, errlen, what, p->conn);
         return -1;
     }
-    uint64_t deadline = p->bounded ? mono_ms() + PG_ANSWER_MS : 0;
+    uint64_t deadline = p->bounded ? gm_mono_ms() + PG_ANSWER_MS : 0;
     enum pg_wait w = flush_request(p->conn, deadline);
     int rc = 0;
     bool gap = false; /* a NULL just ended one statement of the pipeline */
