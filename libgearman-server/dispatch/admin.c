@@ -233,13 +233,21 @@ cmd_cancel(struct gm_dispatcher *d, struct gm_peer *p, const struct words *w)
     send_str(d, p, "OK\r\n");
 }
 
+/* "<command> function NAME": true if w is that, else answers the error. */
+static bool
+function_command(struct gm_dispatcher *d, struct gm_peer *p, const struct words *w, const char *command)
+{
+    if (w->n == 3 && !w->more && word_is(w, 1, "function"))
+        return true;
+    err_invalid_arguments(d, p, command);
+    return false;
+}
+
 static void
 cmd_create_function(struct gm_dispatcher *d, struct gm_peer *p, const struct words *w)
 {
-    if (w->n != 3 || w->more || !word_is(w, 1, "function")) {
-        err_invalid_arguments(d, p, "create");
+    if (!function_command(d, p, w, "create"))
         return;
-    }
     const struct gm_name_fault *bad = gm_name_check(GM_NAME_FUNCTION, w->w[2], w->len[2]);
     if (bad) {
         err_bad_name(d, p, bad);
@@ -259,10 +267,8 @@ cmd_create_function(struct gm_dispatcher *d, struct gm_peer *p, const struct wor
 static void
 cmd_drop_function(struct gm_dispatcher *d, struct gm_peer *p, const struct words *w)
 {
-    if (w->n != 3 || w->more || !word_is(w, 1, "function")) {
-        err_invalid_arguments(d, p, "drop");
+    if (!function_command(d, p, w, "drop"))
         return;
-    }
     struct gm_list *n;
     gm_list_each(n, &d->function_list)
     {

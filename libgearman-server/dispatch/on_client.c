@@ -229,21 +229,37 @@ on_submit(struct gm_dispatcher *d, struct gm_peer *p, struct gm_in *m)
     submit_job(d, p, m, &s);
 }
 
+/* The fields of STATUS_RES (the first five) and STATUS_RES_UNIQUE (all
+   six): the key asked about, known, running, numerator, denominator, and
+   the number of clients waiting; zeros for an unknown job. */
+struct status_reply {
+    struct gm_field_ref f[6];
+    char num[20], den[20], cnt[20];
+};
+
+static void
+status_fill(struct status_reply *r, const char *key, size_t len, const struct gm_job *job)
+{
+    r->f[0] = (struct gm_field_ref){key, len};
+    for (int i = 1; i < 6; i++)
+        r->f[i] = (struct gm_field_ref){"0", 1};
+    if (!job)
+        return;
+    r->f[1].ptr = "1";
+    r->f[2].ptr = job->state == GM_JOB_RUNNING ? "1" : "0";
+    r->f[3] = (struct gm_field_ref){r->num, gm_fmt_u64(r->num, job->numerator)};
+    r->f[4] = (struct gm_field_ref){r->den, gm_fmt_u64(r->den, job->denominator)};
+    r->f[5] = (struct gm_field_ref){r->cnt, gm_fmt_u64(r->cnt, job->nclients)};
+}
+
 void
 on_get_status(struct gm_dispatcher *d, struct gm_peer *p, struct gm_in *m)
 {
     size_t len;
     const char *h = field(m, 0, &len);
-    struct gm_job *job = gm_disp_job_by_handle(d, h, len);
-    char num[20], den[20];
-    struct gm_field_ref f[5] = {{h, len}, {"0", 1}, {"0", 1}, {"0", 1}, {"0", 1}};
-    if (job) {
-        f[1].ptr = "1";
-        f[2].ptr = job->state == GM_JOB_RUNNING ? "1" : "0";
-        f[3] = (struct gm_field_ref){num, gm_fmt_u64(num, job->numerator)};
-        f[4] = (struct gm_field_ref){den, gm_fmt_u64(den, job->denominator)};
-    }
-    send_packet(d, p->id, GM_PKT_STATUS_RES, f, 5, NULL);
+    struct status_reply r;
+    status_fill(&r, h, len, gm_disp_job_by_handle(d, h, len));
+    send_packet(d, p->id, GM_PKT_STATUS_RES, r.f, 5, NULL);
 }
 
 void
@@ -261,16 +277,9 @@ on_get_status_unique(struct gm_dispatcher *d, struct gm_peer *p, struct gm_in *m
                 break;
         }
     }
-    char num[20], den[20], cnt[20];
-    struct gm_field_ref f[6] = {{u, len}, {"0", 1}, {"0", 1}, {"0", 1}, {"0", 1}, {"0", 1}};
-    if (job) {
-        f[1].ptr = "1";
-        f[2].ptr = job->state == GM_JOB_RUNNING ? "1" : "0";
-        f[3] = (struct gm_field_ref){num, gm_fmt_u64(num, job->numerator)};
-        f[4] = (struct gm_field_ref){den, gm_fmt_u64(den, job->denominator)};
-        f[5] = (struct gm_field_ref){cnt, gm_fmt_u64(cnt, job->nclients)};
-    }
-    send_packet(d, p->id, GM_PKT_STATUS_RES_UNIQUE, f, 6, NULL);
+    struct status_reply r;
+    status_fill(&r, u, len, job);
+    send_packet(d, p->id, GM_PKT_STATUS_RES_UNIQUE, r.f, 6, NULL);
 }
 
 void

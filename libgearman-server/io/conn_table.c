@@ -40,12 +40,23 @@ take_ref(struct gm_io_thread *t, struct gm_block *b)
     t->ref_n++;
 }
 
-/* Returns a slot for a request, or NULL when the ring is full (the caller
-   stalls).  Requests wait while control notices are on the spill list. */
+/* Requests wait while control notices are on the spill list. */
 struct gm_in *
-in_alloc(struct gm_io_thread *t)
+in_begin(struct conn *c, uint8_t kind, uint8_t flags, uint16_t type, uint32_t len, const char *payload,
+         struct gm_block *blk)
 {
-    return gm_in_spill_slot(&t->spill, &t->ch->in, &t->ch->io_wants_space);
+    struct gm_io_thread *t = c->t;
+    struct gm_in *m = gm_in_spill_slot(&t->spill, &t->ch->in, &t->ch->io_wants_space);
+    if (!m)
+        return NULL;
+    m->conn = gm_conn_id_make(t->index, c->slot, c->gen);
+    m->kind = kind;
+    m->flags = flags;
+    m->type = type;
+    m->len = len;
+    m->payload = payload;
+    m->blk = blk;
+    return m;
 }
 
 /* Queues a connection notice: in the ring, or when it is full (or notices

@@ -18,16 +18,9 @@ handle_fe_request(struct conn *c, struct gm_block *blk, const char *p, uint32_t 
                   const struct gm_fe_req *req, bool own)
 {
     struct gm_io_thread *t = c->t;
-    struct gm_in *m = in_alloc(t);
+    struct gm_in *m = in_begin(c, GM_IN_FRONTEND, own ? GM_IN_OWN_BLOCK : 0, 0, len, p, blk);
     if (!m)
         return PKT_STALL;
-    m->conn = gm_conn_id_make(t->index, c->slot, c->gen);
-    m->kind = GM_IN_FRONTEND;
-    m->flags = own ? GM_IN_OWN_BLOCK : 0;
-    m->type = 0;
-    m->len = len;
-    m->payload = p;
-    m->blk = blk;
     m->u.fe = *req;
     if (!own)
         take_ref(t, blk);

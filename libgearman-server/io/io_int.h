@@ -154,8 +154,11 @@ enum packet_result {
    connection, publishing the ring) flushes first. */
 void flush_refs(struct gm_io_thread *t);
 void take_ref(struct gm_io_thread *t, struct gm_block *b);
-/* A ring slot for a request, or NULL when the ring is full (stall). */
-struct gm_in *in_alloc(struct gm_io_thread *t);
+/* A ring slot for a request of connection c, its conn, kind, flags, type,
+   length, payload and block filled in, or NULL when the ring is full
+   (stall).  The caller fills the rest, then gm_in_ring_produce(). */
+struct gm_in *in_begin(struct conn *c, uint8_t kind, uint8_t flags, uint16_t type, uint32_t len,
+                       const char *payload, struct gm_block *blk);
 /* A connection notice: never waits (the spill list); false only if memory
    is short and no spare node was given. */
 bool in_push_ctrl(struct gm_io_thread *t, const struct gm_in *m, struct gm_in_spill_node *spare);
@@ -179,6 +182,7 @@ void mark_dirty(struct conn *c);
 bool conn_queue(struct conn *c, const struct gm_out *msg);
 void conn_send_error(struct conn *c, const char *code, const char *text);
 void conn_flush(struct conn *c);
+void flush_dirty(struct gm_io_thread *t);
 void flush_lazy(struct gm_io_thread *t);
 void close_after_output(struct conn *c, const char *why);
 void send_line_too_long(struct conn *c);

@@ -175,13 +175,7 @@ on_wake(struct ev_loop *loop, ev_async *w, int revents)
         if (t->hosted)
             gm_disp_final(t->hosted);
         drain_outbound(t);
-        while (t->dirty) {
-            struct conn *c = t->dirty;
-            t->dirty = c->dirty_next;
-            c->flags &= ~CF_DIRTY;
-            if (!(c->flags & CF_DEAD))
-                conn_flush(c);
-        }
+        flush_dirty(t);
         flush_lazy(t);
         ev_break(loop, EVBREAK_ALL);
         return;
@@ -200,13 +194,7 @@ write_and_publish(struct gm_io_thread *t)
 {
     flush_refs(t);
     in_flush_overflow(t);
-    while (t->dirty) {
-        struct conn *c = t->dirty;
-        t->dirty = c->dirty_next;
-        c->flags &= ~CF_DIRTY;
-        if (!(c->flags & CF_DEAD))
-            conn_flush(c);
-    }
+    flush_dirty(t);
     if (t->lazy && (!ev_is_active(&t->poll.idle) || !t->iter_active ||
                     ev_now(t->loop) - t->lazy_since >= t->lazy_max))
         flush_lazy(t);

@@ -69,16 +69,10 @@ handle_packet(struct conn *c, struct gm_block *blk, const char *p, bool own)
         conn_queue(c, &msg);
         return PKT_DONE;
     }
-    struct gm_in *m = in_alloc(t);
+    struct gm_in *m =
+        in_begin(c, GM_IN_PACKET, own ? GM_IN_OWN_BLOCK : 0, (uint16_t)h.type, h.size, payload, blk);
     if (!m)
         return PKT_STALL;
-    m->conn = gm_conn_id_make(t->index, c->slot, c->gen);
-    m->kind = GM_IN_PACKET;
-    m->flags = own ? GM_IN_OWN_BLOCK : 0;
-    m->type = (uint16_t)h.type;
-    m->len = h.size;
-    m->payload = payload;
-    m->blk = blk;
     m->u.fields = f;
     give_ref(c, blk, own);
     gm_in_ring_produce(&t->ch->in);
@@ -95,16 +89,9 @@ static enum packet_result
 handle_line(struct conn *c, const char *p, uint32_t len, bool crlf)
 {
     struct gm_io_thread *t = c->t;
-    struct gm_in *m = in_alloc(t);
+    struct gm_in *m = in_begin(c, GM_IN_TEXT, crlf ? GM_IN_CRLF : 0, GM_PKT_TEXT, len, p, c->in_blk);
     if (!m)
         return PKT_STALL;
-    m->conn = gm_conn_id_make(t->index, c->slot, c->gen);
-    m->kind = GM_IN_TEXT;
-    m->flags = crlf ? GM_IN_CRLF : 0;
-    m->type = GM_PKT_TEXT;
-    m->len = len;
-    m->payload = p;
-    m->blk = c->in_blk;
     gm_admin_split(p, len, &m->u.words);
     take_ref(t, c->in_blk);
     gm_in_ring_produce(&t->ch->in);

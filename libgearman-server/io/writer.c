@@ -185,6 +185,19 @@ conn_flush(struct conn *c)
     }
 }
 
+/* Writes the output of every connection on the dirty list. */
+void
+flush_dirty(struct gm_io_thread *t)
+{
+    while (t->dirty) {
+        struct conn *c = t->dirty;
+        t->dirty = c->dirty_next;
+        c->flags &= ~CF_DIRTY;
+        if (!(c->flags & CF_DEAD))
+            conn_flush(c);
+    }
+}
+
 void
 flush_lazy(struct gm_io_thread *t)
 {

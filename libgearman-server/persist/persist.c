@@ -509,13 +509,20 @@ on_wake(struct ev_loop *loop, ev_async *w, int revents)
         run(p, false);
 }
 
+/* Arms a retry timer unless it is armed already. */
+static void
+schedule(struct gm_persist *p, ev_timer *t, double after)
+{
+    if (ev_is_active(t))
+        return;
+    ev_timer_set(t, after, 0.);
+    ev_timer_start(p->loop, t);
+}
+
 static void
 schedule_retry(struct gm_persist *p)
 {
-    if (ev_is_active(&p->retry))
-        return;
-    ev_timer_set(&p->retry, p->backoff, 0.);
-    ev_timer_start(p->loop, &p->retry);
+    schedule(p, &p->retry, p->backoff);
 }
 
 /* Completions the backend refused while up are tried again with backoff,
@@ -523,10 +530,7 @@ schedule_retry(struct gm_persist *p)
 static void
 schedule_held_retry(struct gm_persist *p)
 {
-    if (ev_is_active(&p->held_retry))
-        return;
-    ev_timer_set(&p->held_retry, p->held_backoff, 0.);
-    ev_timer_start(p->loop, &p->held_retry);
+    schedule(p, &p->held_retry, p->held_backoff);
 }
 
 static void

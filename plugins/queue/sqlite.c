@@ -240,6 +240,17 @@ step_done(struct sq *s, sqlite3_stmt *st)
     return rc == SQLITE_DONE ? 0 : -1;
 }
 
+/* Ends the transaction: COMMIT, or ROLLBACK if that fails (0 or -1). */
+static int
+commit(struct sq *s, char *err, size_t errlen)
+{
+    if (step_done(s, s->commit) == 0)
+        return 0;
+    set_err(err, errlen, "COMMIT", s->db);
+    step_done(s, s->rollback);
+    return -1;
+}
+
 /* Rows replay handed over, as runs of consecutive rows in rowid order (a
    row left stored ends a run): with --store-queue-on-shutdown exactly these
    are deleted after replay, usually with a single statement. */
@@ -304,12 +315,7 @@ delete_runs(struct sq *s, const struct runs *rs, char *err, size_t errlen)
         }
     }
     sqlite3_finalize(del);
-    if (step_done(s, s->commit) < 0) {
-        set_err(err, errlen, "COMMIT", s->db);
-        step_done(s, s->rollback);
-        return -1;
-    }
-    return 0;
+    return commit(s, err, errlen);
 }
 
 static int
@@ -406,12 +412,7 @@ sq_write_batch(void *state, const struct gm_qrecord *recs, size_t n, char *err, 
         }
         sqlite3_clear_bindings(st);
     }
-    if (step_done(s, s->commit) < 0) {
-        set_err(err, errlen, "COMMIT", s->db);
-        step_done(s, s->rollback);
-        return -1;
-    }
-    return 0;
+    return commit(s, err, errlen);
 }
 
 static int
