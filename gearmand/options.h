@@ -12,7 +12,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 
-#include "libgearman-server/server/server_config.h"
+#include "libgearman-server/config/server_config.h"
 
 #define GM_OPT_SLOTS 96
 

@@ -20,7 +20,7 @@
 
 #include "libgearman-server/proto/frontend.h"
 #include "libgearman-server/proto/msg.h"
-#include "libgearman-server/server/server_config.h"
+#include "libgearman-server/config/server_config.h"
 
 struct gm_dispatcher;
 

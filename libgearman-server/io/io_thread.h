@@ -18,7 +18,7 @@
 #define GM_IO_THREAD_H
 
 #include "libgearman-server/proto/msg.h"
-#include "libgearman-server/server/server_config.h"
+#include "libgearman-server/config/server_config.h"
 
 struct gm_io_thread;
 

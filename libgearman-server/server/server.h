@@ -9,7 +9,7 @@
 #ifndef GM_SERVER_H
 #define GM_SERVER_H
 
-#include "libgearman-server/server/server_config.h"
+#include "libgearman-server/config/server_config.h"
 
 struct gm_server;
 

@@ -7,7 +7,7 @@
  */
 #include "config.h"
 
-#include "libgearman-server/server/server_config.h"
+#include "libgearman-server/config/server_config.h"
 
 #include <string.h>
 #include <sys/utsname.h>
