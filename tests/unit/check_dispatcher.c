@@ -36,7 +36,7 @@
 #include "libgearman-server/proto/msg.h"
 #include "libgearman-server/persist/persist.h"
 #include "libgearman-server/proto/protocol.h"
-#include "libgearman-server/server/server_config.h"
+#include "libgearman-server/config/server_config.h"
 #include "tests/unit/check_tap.h"
 
 /* ------------------------------------------------------------------ */
