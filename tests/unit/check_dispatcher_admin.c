@@ -1,0 +1,293 @@
+/*
+ * check_dispatcher_admin.c: unit tests for what the admin listings show and
+ * the admin commands set: names that would cut or forge a `status` or
+ * `workers` line (control characters, over 512 bytes) refused by CAN_DO,
+ * the submits, SET_CLIENT_ID, `create function` and replay (issue 12,
+ * item 7), and maxqueue limits per function and priority.  The harness
+ * (disp_harness.h) plays the I/O threads.
+ */
+#include "config.h"
+
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tests/unit/disp_harness.h"
+
+/* ------------------------------------------------------------------ */
+/* Names the listings print (issue 12, item 7)                         */
+/* ------------------------------------------------------------------ */
+
+/* Names holding a byte that would cut or forge a `status` or `workers`
+   line, each with its length (so a NUL counts).  A NUL can only be in a
+   packet's last field (CAN_DO's name): elsewhere it ends the field. */
+static const struct gm_field_ref bad_names[] = {
+    {"a\nb", 3}, {"a\tb", 3}, {"a\rb", 3}, {"a\0b", 3}, {"\x01", 1}, {"x\x1f", 2}, {"del\x7f", 4},
+    {"f\t9\t9\t9\nforged", 15}};
+#define NBAD (sizeof bad_names / sizeof bad_names[0])
+
+static bool
+has_nul(const struct gm_field_ref *f)
+{
+    return memchr(f->ptr, '\0', f->len) != NULL;
+}
+#define CONTROL_TEXT "Function name holds a control character"
+#define TOO_LONG_TEXT "Function name is longer than 512 bytes"
+
+/* A name of n bytes 'n' (NUL-terminated in buf). */
+static const char *
+long_name(char *buf, size_t n)
+{
+    memset(buf, 'n', n);
+    buf[n] = '\0';
+    return buf;
+}
+
+/* The admin listing `cmd` on adm, whole. */
+static void
+expect_listing(gm_conn_id adm, const char *cmd, const char *want)
+{
+    admin(adm, cmd);
+    EXPECT_TEXT(adm, want);
+    EXPECT_NOTHING(adm);
+}
+
+START_TEST(test_can_do_with_a_control_character_in_the_name_is_refused)
+{
+    gm_conn_id w = conn_open("w", 1);
+    gm_conn_id adm = conn_open("admin", 0);
+    for (size_t i = 0; i < NBAD; i++) {
+        send_pkt(w, GM_PKT_CAN_DO, &bad_names[i], 1);
+        EXPECT(w, GM_PKT_ERROR, "INVALID_ARGUMENT", CONTROL_TEXT);
+        if (has_nul(&bad_names[i]))
+            continue;
+        struct gm_field_ref f[2] = {bad_names[i], FR("1000")};
+        send_pkt(w, GM_PKT_CAN_DO_TIMEOUT, f, 2);
+        EXPECT(w, GM_PKT_ERROR, "INVALID_ARGUMENT", CONTROL_TEXT);
+    }
+    EXPECT_NOTHING(w);
+    ck_assert_uint_eq(must_find(w)->closes, 0); /* the stream is fine: it stays */
+    expect_listing(adm, "status", ".\n");
+    expect_listing(adm, "workers", "101 127.0.0.1 - :\n101 127.0.0.1 - :\n.\n");
+    can_do(w, "after");
+    EXPECT_NOTHING(w);
+    expect_listing(adm, "status", "after\t0\t0\t1\n.\n");
+}
+END_TEST
+
+START_TEST(test_submit_with_a_control_character_in_the_function_name_creates_no_job)
+{
+    static const uint32_t types[] = {GM_PKT_SUBMIT_JOB,        GM_PKT_SUBMIT_JOB_BG,   GM_PKT_SUBMIT_JOB_HIGH,
+                                     GM_PKT_SUBMIT_JOB_HIGH_BG, GM_PKT_SUBMIT_JOB_LOW, GM_PKT_SUBMIT_JOB_LOW_BG};
+    gm_conn_id c = conn_open("c", 0);
+    gm_conn_id adm = conn_open("admin", 1);
+    for (size_t i = 0; i < NBAD; i++) {
+        if (has_nul(&bad_names[i]))
+            continue;
+        for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
+            struct gm_field_ref f[3] = {bad_names[i], FR("u"), FR("d")};
+            send_pkt(c, types[t], f, 3);
+            EXPECT(c, GM_PKT_ERROR, "INVALID_ARGUMENT", CONTROL_TEXT);
+        }
+        struct gm_field_ref e[4] = {bad_names[i], FR("u"), FR("0"), FR("d")};
+        send_pkt(c, GM_PKT_SUBMIT_JOB_EPOCH, e, 4);
+        EXPECT(c, GM_PKT_ERROR, "INVALID_ARGUMENT", CONTROL_TEXT);
+        struct gm_field_ref sc[8] = {bad_names[i], FR("u"), FR(""), FR(""), FR(""), FR(""), FR(""), FR("d")};
+        send_pkt(c, GM_PKT_SUBMIT_JOB_SCHED, sc, 8);
+        EXPECT(c, GM_PKT_ERROR, "INVALID_ARGUMENT", CONTROL_TEXT);
+        struct gm_field_ref r[5] = {bad_names[i], FR("u"), FR("red"), FR(""), FR("d")};
+        send_pkt(c, GM_PKT_SUBMIT_REDUCE_JOB, r, 5);
+        EXPECT(c, GM_PKT_ERROR, "INVALID_ARGUMENT", CONTROL_TEXT);
+        send_pkt(c, GM_PKT_SUBMIT_REDUCE_JOB_BACKGROUND, r, 5);
+        EXPECT(c, GM_PKT_ERROR, "INVALID_ARGUMENT", CONTROL_TEXT);
+    }
+    EXPECT_NOTHING(c);
+    ck_assert_uint_eq(must_find(c)->closes, 0);
+    expect_listing(adm, "status", ".\n");
+    expect_listing(adm, "show jobs", ".\n");
+    SUBMITTED(c, GM_PKT_SUBMIT_JOB_BG, "f", "", "d", "H:test:1"); /* the refusals used no handle */
+}
+END_TEST
+
+START_TEST(test_function_name_of_512_bytes_is_accepted_and_513_refused)
+{
+    char name[514];
+    gm_conn_id c = conn_open("c", 0);
+    gm_conn_id w = conn_open("w", 1);
+    gm_conn_id adm = conn_open("admin", 0);
+    can_do(w, long_name(name, 513));
+    EXPECT(w, GM_PKT_ERROR, "ARGUMENT_TOO_LARGE", TOO_LONG_TEXT);
+    can_do_timeout(w, name, "1000");
+    EXPECT(w, GM_PKT_ERROR, "ARGUMENT_TOO_LARGE", TOO_LONG_TEXT);
+    submit(c, GM_PKT_SUBMIT_JOB_BG, name, "", "d");
+    EXPECT(c, GM_PKT_ERROR, "ARGUMENT_TOO_LARGE", TOO_LONG_TEXT);
+    admin(adm, "create function nnnnn"); /* a short one, to see status */
+    EXPECT_TEXT(adm, "OK\r\n");
+    expect_listing(adm, "status", "nnnnn\t0\t0\t0\n.\n");
+    can_do(w, long_name(name, 512));
+    EXPECT_NOTHING(w);
+    SUBMITTED(c, GM_PKT_SUBMIT_JOB, name, "", "d", "H:test:1");
+    GRABBED(w, "H:test:1", name, "d");
+    ck_assert_ptr_nonnull(gm_disp_function_find(H.d, name, 512));
+    ck_assert_ptr_null(gm_disp_function_find(H.d, name, 511));
+}
+END_TEST
+
+START_TEST(test_set_client_id_with_a_control_character_is_refused_and_keeps_the_id)
+{
+    gm_conn_id w = conn_open("w", 0);
+    gm_conn_id adm = conn_open("admin", 1);
+    send1(w, GM_PKT_SET_CLIENT_ID, "w1 with spaces");
+    EXPECT_NOTHING(w);
+    static const struct gm_field_ref bad_ids[] = {
+        {"x\n1 10.0.0.1 forged : f", 23}, {"x\ty", 3}, {"x\0y", 3}, {"x\ry", 3}, {"\x7f", 1}};
+    for (size_t i = 0; i < sizeof bad_ids / sizeof bad_ids[0]; i++) {
+        send_pkt(w, GM_PKT_SET_CLIENT_ID, &bad_ids[i], 1);
+        EXPECT(w, GM_PKT_ERROR, "INVALID_ARGUMENT", "Client id holds a control character");
+    }
+    ck_assert_uint_eq(must_find(w)->closes, 0);
+    expect_listing(adm, "workers", "101 127.0.0.1 w1 with spaces :\n101 127.0.0.1 - :\n.\n");
+    char id[201];
+    send1(w, GM_PKT_SET_CLIENT_ID, long_name(id, 200)); /* cut to 127 bytes, as gearmand */
+    EXPECT_NOTHING(w);
+    char want[256];
+    snprintf(want, sizeof want, "101 127.0.0.1 %.127s :\n101 127.0.0.1 - :\n.\n", id);
+    expect_listing(adm, "workers", want);
+}
+END_TEST
+
+START_TEST(test_create_function_with_a_control_character_or_over_512_bytes_is_refused)
+{
+    gm_conn_id adm = conn_open("admin", 0);
+    admin(adm, "create function a\tb");
+    EXPECT_TEXT(adm, "ERR INVALID_ARGUMENT Function+name+holds+a+control+character\r\n");
+    admin(adm, "create function a\rb\x7f");
+    EXPECT_TEXT(adm, "ERR INVALID_ARGUMENT Function+name+holds+a+control+character\r\n");
+    char line[600], name[514];
+    snprintf(line, sizeof line, "create function %s", long_name(name, 513));
+    admin(adm, line);
+    EXPECT_TEXT(adm, "ERR ARGUMENT_TOO_LARGE Function+name+is+longer+than+512+bytes\r\n");
+    expect_listing(adm, "status", ".\n");
+    snprintf(line, sizeof line, "create function %s", long_name(name, 512));
+    admin(adm, line);
+    EXPECT_TEXT(adm, "OK\r\n");
+    char want[600];
+    snprintf(want, sizeof want, "%s\t0\t0\t0\n.\n", name);
+    expect_listing(adm, "status", want);
+}
+END_TEST
+
+START_TEST(test_replayed_row_with_a_bad_function_name_is_kept_unreplayed)
+{
+    char name[514];
+    long_name(name, 513);
+    struct gm_qrow row = {.handle = "H:old:1", .unique = "", .data = "d", .handle_len = 7, .data_len = 1,
+                          .priority = 1};
+    char err[128];
+    for (size_t i = 0; i < NBAD; i++) {
+        row.function = bad_names[i].ptr;
+        row.function_len = (uint32_t)bad_names[i].len;
+        ck_assert_int_eq(gm_disp_replay_row(H.d, &row, err, sizeof err), -1);
+        ck_assert_str_eq(err, CONTROL_TEXT);
+    }
+    row.function = name;
+    row.function_len = 513;
+    ck_assert_int_eq(gm_disp_replay_row(H.d, &row, err, sizeof err), -1);
+    ck_assert_str_eq(err, TOO_LONG_TEXT);
+    ck_assert_uint_eq(gm_disp_job_count(H.d), 0);
+    gm_conn_id adm = conn_open("admin", 0);
+    expect_listing(adm, "status", ".\n");
+    row.function_len = 512;
+    ck_assert_int_eq(gm_disp_replay_row(H.d, &row, err, sizeof err), 0);
+    ck_assert_uint_eq(gm_disp_job_count(H.d), 1);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
+/* maxqueue                                                            */
+/* ------------------------------------------------------------------ */
+
+START_TEST(test_maxqueue_full_gives_queue_error)
+{
+    gm_conn_id c = conn_open("c", 0);
+    gm_conn_id c2 = conn_open("c2", 0);
+    gm_conn_id adm = conn_open("admin", 1);
+    gm_conn_id w = conn_open("w", 1);
+    can_do(w, "f");
+    SUBMITTED(c, GM_PKT_SUBMIT_JOB, "f", "u1", "1", "H:test:1");
+    admin(adm, "maxqueue f 1");
+    EXPECT_TEXT(adm, "OK\r\n");
+    submit(c, GM_PKT_SUBMIT_JOB, "f", "u2", "2");
+    EXPECT(c, GM_PKT_ERROR, "QUEUE_ERROR", "Job queue is full");
+    submit(c, GM_PKT_SUBMIT_JOB_HIGH_BG, "f", "u2", "2");
+    EXPECT(c, GM_PKT_ERROR, "QUEUE_ERROR", "Job queue is full");
+    /* coalescing onto the existing job is never refused */
+    SUBMITTED(c2, GM_PKT_SUBMIT_JOB, "f", "u1", "1", "H:test:1");
+    /* a running job still counts */
+    GRABBED(w, "H:test:1", "f", "1");
+    submit(c, GM_PKT_SUBMIT_JOB, "f", "u3", "3");
+    EXPECT(c, GM_PKT_ERROR, "QUEUE_ERROR", "Job queue is full");
+    work(w, GM_PKT_WORK_COMPLETE, "H:test:1", "r");
+    EXPECT(c, GM_PKT_WORK_COMPLETE, "H:test:1", "r");
+    EXPECT(c2, GM_PKT_WORK_COMPLETE, "H:test:1", "r");
+    SUBMITTED(c, GM_PKT_SUBMIT_JOB, "f", "u4", "4", "H:test:2"); /* refusals used no handle */
+    EXPECT_NOTHING(c);
+    /* "maxqueue f" alone lifts the limit */
+    admin(adm, "maxqueue f");
+    EXPECT_TEXT(adm, "OK\r\n");
+    SUBMITTED(c, GM_PKT_SUBMIT_JOB, "f", "u5", "5", "H:test:3");
+}
+END_TEST
+
+START_TEST(test_maxqueue_on_an_unknown_function_changes_nothing)
+{
+    gm_conn_id c = conn_open("c", 0);
+    gm_conn_id adm = conn_open("admin", 1);
+    admin(adm, "maxqueue g 1");
+    EXPECT_TEXT(adm, "OK\r\n");
+    SUBMITTED(c, GM_PKT_SUBMIT_JOB_BG, "g", "", "1", "H:test:1");
+    SUBMITTED(c, GM_PKT_SUBMIT_JOB_BG, "g", "", "2", "H:test:2");
+}
+END_TEST
+
+START_TEST(test_maxqueue_limits_each_priority_against_the_function_total)
+{
+    gm_conn_id c = conn_open("c", 0);
+    gm_conn_id adm = conn_open("admin", 1);
+    SUBMITTED(c, GM_PKT_SUBMIT_JOB_BG, "f", "", "n1", "H:test:1");
+    admin(adm, "maxqueue f 0 2 1"); /* HIGH unlimited, NORMAL 2, LOW 1 */
+    EXPECT_TEXT(adm, "OK\r\n");
+    struct gm_function *fn = gm_disp_function_find(H.d, "f", 1);
+    ck_assert_ptr_nonnull(fn);
+    ck_assert_uint_eq(fn->max_queue[GM_PRIO_HIGH], 0);
+    ck_assert_uint_eq(fn->max_queue[GM_PRIO_NORMAL], 2);
+    ck_assert_uint_eq(fn->max_queue[GM_PRIO_LOW], 1);
+    submit(c, GM_PKT_SUBMIT_JOB_LOW_BG, "f", "", "l1"); /* total 1 >= 1 */
+    EXPECT(c, GM_PKT_ERROR, "QUEUE_ERROR", "Job queue is full");
+    SUBMITTED(c, GM_PKT_SUBMIT_JOB_BG, "f", "", "n2", "H:test:2"); /* total 1 < 2 */
+    submit(c, GM_PKT_SUBMIT_JOB_BG, "f", "", "n3"); /* total 2 */
+    EXPECT(c, GM_PKT_ERROR, "QUEUE_ERROR", "Job queue is full");
+    SUBMITTED(c, GM_PKT_SUBMIT_JOB_HIGH_BG, "f", "", "h1", "H:test:3");
+    /* set directly through the function: HIGH limited to 3 now */
+    fn->max_queue[GM_PRIO_HIGH] = 3;
+    submit(c, GM_PKT_SUBMIT_JOB_HIGH, "f", "", "h2");
+    EXPECT(c, GM_PKT_ERROR, "QUEUE_ERROR", "Job queue is full");
+}
+END_TEST
+
+int
+main(void)
+{
+    Suite *s = suite_create("dispatcher_admin");
+    DISP_ADD(s, test_can_do_with_a_control_character_in_the_name_is_refused);
+    DISP_ADD(s, test_submit_with_a_control_character_in_the_function_name_creates_no_job);
+    DISP_ADD(s, test_function_name_of_512_bytes_is_accepted_and_513_refused);
+    DISP_ADD(s, test_set_client_id_with_a_control_character_is_refused_and_keeps_the_id);
+    DISP_ADD(s, test_create_function_with_a_control_character_or_over_512_bytes_is_refused);
+    DISP_ADD(s, test_replayed_row_with_a_bad_function_name_is_kept_unreplayed);
+    DISP_ADD(s, test_maxqueue_full_gives_queue_error);
+    DISP_ADD(s, test_maxqueue_on_an_unknown_function_changes_nothing);
+    DISP_ADD(s, test_maxqueue_limits_each_priority_against_the_function_total);
+    return gm_check_run_tap(s);
+}
