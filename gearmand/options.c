@@ -113,8 +113,8 @@ static const struct opt table[] = {
      "--busy-poll. 0 writes every reply at once."},
     {"threads", 't', K_UINT, "General", "0", O(server.io_threads), 0, 255,
      "Number of I/O threads to use; 0 (the default) means one per CPU besides the "
-     "dispatcher's (CPUs - 1), and one on 1-2 CPUs. With one, the dispatcher runs on "
-     "that thread instead of a thread of its own."},
+     "dispatcher's (CPUs - 1), and one on 1-2 CPUs. With one, that thread hosts the "
+     "dispatcher instead of a thread of its own (hosted mode)."},
     {"user", 'u', K_STR, "General", NULL, O(user), 0, 0,
      "Switch to given user after startup."},
     {"verbose", 0, K_VERBOSE, "General", "ERROR", O(verbose), 0, 0,
