@@ -4,14 +4,20 @@
  * 32-bit block must never be asked to hold more than 4 GiB, and the UTF-8
  * that the JSON and Prometheus encoders write.
  *
- * The front-end's source is included, so that its static helpers are
- * reached as they are; the monitor page is linked as built.  Sizes near
- * 4 GiB are tested without allocating them: the checks must come first.
- * Single-threaded.
+ * The front-end is linked as built (libgm-http.a) and its parts reached
+ * through its internal header, http_int.h.  Sizes near 4 GiB are tested
+ * without allocating them: the checks must come first.  Single-threaded.
  */
-#include "plugins/protocol/http/http.c"
+#include "config.h"
 
 #include <check.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "plugins/protocol/http/http.h"
+#include "plugins/protocol/http/http_int.h"
 
 #include "tests/unit/check_tap.h"
 
@@ -56,15 +62,15 @@ post_with_length(const char *value)
     return text;
 }
 
-/* buf_json_str or buf_label of s[0..n), NUL-terminated in out. */
+/* http_json_str or http_label of s[0..n), NUL-terminated in out. */
 static void
 encode(bool json, const char *s, size_t n, char *out, size_t outlen)
 {
     struct gm_bytes w = {0};
     if (json)
-        buf_json_str(&w, s, n);
+        http_json_str(&w, s, n);
     else
-        buf_label(&w, s, n);
+        http_label(&w, s, n);
     ck_assert(!w.failed);
     ck_assert_uint_lt(w.len, outlen);
     memcpy(out, w.b ? w.b->data : "", w.len);
@@ -142,16 +148,16 @@ START_TEST(test_a_result_joined_past_4_gib_is_answered_500_not_cut)
     h->minor = 1;
     h->keep_alive = true;
     snprintf(h->handle, sizeof h->handle, "H:x:1");
-    h->body_len = UINT32_MAX - 100; /* as if the chunks so far held that much */
+    h->body.len = UINT32_MAX - 100; /* as if the chunks so far held that much */
     char chunk[6 + 200] = "H:x:1";
     memset(chunk + 6, 'd', 200);
     struct gm_fe_output out = {0};
     ck_assert_int_eq(gm_http_frontend.on_packet(h, GM_PKT_WORK_DATA, chunk, sizeof chunk, &out), 0);
-    ck_assert_uint_eq(h->body_cap, 0); /* nothing was allocated for it */
+    ck_assert_ptr_null(h->body.b); /* nothing was allocated for it */
     ck_assert_int_eq(gm_http_frontend.on_packet(h, GM_PKT_WORK_COMPLETE, "H:x:1\0end", 9, &out), 1);
     ck_assert(out.close);
     ck_assert_int_eq(status_of(&out), 500);
-    ck_assert_uint_eq(h->body_len, 0);
+    ck_assert_uint_eq(h->body.len, 0);
     gm_http_frontend.conn_free(h);
 }
 END_TEST

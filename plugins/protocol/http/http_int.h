@@ -1,0 +1,104 @@
+/*
+ * plugins/protocol/http/http_int.h: what the files of the HTTP front-end
+ * share, internal to the plugin (others use http.h).
+ *
+ *   http.c        the gm_frontend vtable and a connection's state
+ *   http_parse.c  cutting requests out of the bytes read (I/O thread)
+ *   http_reply.c  a submitted job's reply packets into a response (I/O thread)
+ *   http_serve.c  routes, the monitor page, JSON, health (dispatcher thread)
+ *   http_stats.c  the view's statistics in /api/status and /metrics
+ *                 (dispatcher thread)
+ *   http_resp.c   building responses and encoding text in them (pure; both)
+ *   hosts.c       the Host and Origin rules (hosts.h)
+ *
+ * Nothing here is global state: every function works on what it is given.
+ */
+#ifndef GM_PLUGINS_HTTP_INT_H
+#define GM_PLUGINS_HTTP_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "libgearman-server/base/block.h"
+#include "libgearman-server/proto/frontend.h"
+#include "libgearman-server/proto/protocol.h"
+
+/* The largest response (or request, head and body) a block holds: its
+   capacity is 32 bits. */
+#define WHOLE_MAX ((size_t)UINT32_MAX)
+/* The joined result of a job: what fits in a response with its head. */
+#define RESULT_MAX (WHOLE_MAX - 4096)
+
+/* A request refused by the Host or Origin rules: parse() sends it to
+   serve() as a page with this flag, its path pointing at the header line
+   that was refused.  The bit is not one of frontend.h's flags. */
+#define HTTP_F_REFUSED 0x80
+_Static_assert((HTTP_F_REFUSED & (GM_FE_BACKGROUND | GM_FE_HIGH | GM_FE_LOW | GM_FE_HAS_UNIQUE |
+                                  GM_FE_KEEP_ALIVE | GM_FE_POST | GM_FE_HEAD)) == 0,
+               "HTTP_F_REFUSED collides with a frontend.h flag");
+
+/* A connection's state, owned by its I/O thread: what parse() learnt of
+   the request in progress, and the reply of its job as it comes
+   (http_reply.c). */
+struct http_conn {
+    uint8_t minor;
+    bool keep_alive, background, head_only;
+    char handle[GM_HANDLE_MAX];
+    /* WORK_DATA chunks joined, then WORK_COMPLETE's data; its max is
+       RESULT_MAX, and failed says a chunk did not fit (or memory was
+       short): the answer is a 500. */
+    struct gm_bytes body;
+};
+
+/* ---- http_resp.c: responses and the text in them ---- */
+
+/* Appends printf-style text to w. */
+void http_fmt(struct gm_bytes *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* A JSON string of s[0..n) (or of the C string s): quoted, escaped, with
+   U+FFFD for what is not UTF-8. */
+void http_json_str(struct gm_bytes *w, const char *s, size_t n);
+void http_json_cstr(struct gm_bytes *w, const char *s);
+
+/* The comma before an object of a JSON array, unless it is the first
+   (w does not end with one yet). */
+void http_json_sep(struct gm_bytes *w);
+
+/* A Prometheus label value of s[0..n): backslash, quote and newline
+   escaped, U+FFFD for what is not UTF-8. */
+void http_label(struct gm_bytes *w, const char *s, size_t n);
+
+/* A whole response; extra = more header lines ("Name: value\r\n"...).
+   One that does not fit (or memory short) becomes a 500 that closes. */
+struct gm_fe_output http_respond(int status, uint8_t minor, bool keep_alive, bool head_only, const char *type,
+                                 const char *extra, const void *body, size_t len);
+
+/* A plain-text error response ("<status> <reason>: why") that closes. */
+struct gm_fe_output http_respond_error(int status, uint8_t minor, const char *why);
+
+/* ---- the gm_frontend members (http.c's vtable) ---- */
+
+/* http_parse.c */
+long http_parse(void *st, const char *buf, size_t len, uint32_t max_body, struct gm_fe_req *req, uint64_t *need,
+                struct gm_fe_output *err_out);
+
+/* http_reply.c */
+int http_on_packet(void *st, uint32_t type, const char *payload, uint32_t len, struct gm_fe_output *out);
+
+/* http_serve.c */
+struct gm_fe_output http_serve(const char *request, const struct gm_fe_req *r, bool loopback,
+                               bool allow_remote_actions, const struct gm_state_view *v);
+
+/* ---- http_stats.c: the view's statistics (dispatcher thread) ---- */
+
+/* The names of the priorities 0, 1, 2. */
+extern const char *const http_prio_name[3];
+
+/* The body of /api/status: the server's statistics and the functions'. */
+void http_status_json(struct gm_bytes *w, const struct gm_state_view *v);
+
+/* The body of /metrics (Prometheus text). */
+void http_metrics(struct gm_bytes *w, const struct gm_state_view *v);
+
+#endif /* GM_PLUGINS_HTTP_INT_H */

@@ -1,0 +1,96 @@
+/*
+ * plugins/protocol/http/http_reply.c: the HTTP front-end's on_packet():
+ * turns the reply packets of a connection's submitted job into its HTTP
+ * response, as gearmand does (X-Gearman-Job-Handle, X-Gearman-Command).
+ *
+ * Runs on the connection's I/O thread and touches only that connection's
+ * state (struct http_conn): a background job is answered at JOB_CREATED;
+ * a foreground one joins its WORK_DATA chunks and WORK_COMPLETE's data
+ * into the body (at most RESULT_MAX bytes, else a 500), and is answered
+ * when it completes, fails or throws.  An ERROR packet is a 400, or 503
+ * for QUEUE_ERROR.
+ */
+#include "config.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "plugins/protocol/http/http_int.h"
+
+/* Empties the body being joined (its block is kept for the next). */
+static void
+body_empty(struct http_conn *h)
+{
+    h->body.len = 0;
+    h->body.failed = false;
+}
+
+/* The response to the job, with its handle and the reply's command; the
+   body joined so far is sent (or, lost, a 500 that closes) and emptied. */
+static struct gm_fe_output
+job_response(struct http_conn *h, int status, const char *command, const char *extra)
+{
+    char headers[256];
+    snprintf(headers, sizeof headers, "X-Gearman-Job-Handle: %s\r\nX-Gearman-Command: %s\r\n%s", h->handle,
+             command, extra ? extra : "");
+    struct gm_fe_output o;
+    if (h->body.failed) {
+        static const char why[] = "500 Internal Server Error: the job's result is larger than 4 GiB "
+                                  "or memory is short\n";
+        o = http_respond(500, h->minor, false, false, "text/plain; charset=utf-8", headers, why, sizeof why - 1);
+    } else {
+        o = http_respond(status, h->minor, h->keep_alive, false, "application/octet-stream", headers,
+                         h->body.b ? h->body.b->data : NULL, h->body.len);
+    }
+    body_empty(h);
+    return o;
+}
+
+/* frontend.h's on_packet(). */
+int
+http_on_packet(void *st, uint32_t type, const char *payload, uint32_t len, struct gm_fe_output *out)
+{
+    struct http_conn *h = st;
+    const char *nul = memchr(payload, '\0', len);
+    const char *data = nul ? nul + 1 : payload + len;
+    size_t dlen = (size_t)(payload + len - data);
+    switch (type) {
+    case GM_PKT_JOB_CREATED:
+        snprintf(h->handle, sizeof h->handle, "%.*s", (int)(len < GM_HANDLE_MAX ? len : GM_HANDLE_MAX), payload);
+        if (!h->background)
+            return 0;
+        h->body.len = 0;
+        *out = job_response(h, 200, "JOB_CREATED", NULL);
+        return 1;
+    case GM_PKT_WORK_DATA:
+        gm_bytes_add(&h->body, data, dlen);
+        return 0;
+    case GM_PKT_WORK_COMPLETE:
+        gm_bytes_add(&h->body, data, dlen);
+        *out = job_response(h, 200, "WORK_COMPLETE", NULL);
+        return 1;
+    case GM_PKT_WORK_FAIL:
+        body_empty(h);
+        *out = job_response(h, 200, "WORK_FAIL", NULL);
+        return 1;
+    case GM_PKT_WORK_EXCEPTION:
+        body_empty(h);
+        gm_bytes_add(&h->body, data, dlen);
+        *out = job_response(h, 200, "WORK_EXCEPTION", NULL);
+        return 1;
+    case GM_PKT_ERROR: {
+        size_t clen = nul ? (size_t)(nul - payload) : len;
+        int status = clen == 11 && memcmp(payload, "QUEUE_ERROR", 11) == 0 ? 503 : 400;
+        char extra[128];
+        snprintf(extra, sizeof extra, "X-Gearman-Error: %.*s\r\n", (int)(clen < 64 ? clen : 64), payload);
+        char body[320];
+        int n = snprintf(body, sizeof body, "%.*s: %.*s\n", (int)(clen < 64 ? clen : 64), payload,
+                         (int)(dlen < 200 ? dlen : 200), data);
+        *out = http_respond(status, h->minor, h->keep_alive, false, "text/plain; charset=utf-8", extra, body,
+                            (size_t)n);
+        return 1;
+    }
+    default:
+        return 0; /* WORK_STATUS, WORK_WARNING: nothing to show in a response */
+    }
+}

@@ -1,0 +1,200 @@
+/*
+ * plugins/protocol/http/http_resp.c: building the HTTP front-end's
+ * responses (status line, headers, body) in a gm_bytes (block.h), a block
+ * handed over when done, and the encoders of the text put in them: JSON
+ * strings and Prometheus label values, whatever bytes they are given.
+ *
+ * Pure functions with no state: they run on the thread that calls them,
+ * the I/O thread (parse errors, job replies) or the dispatcher (pages).
+ */
+#include "config.h"
+
+#include "plugins/protocol/http/http_int.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void
+http_fmt(struct gm_bytes *w, const char *fmt, ...)
+{
+    char tmp[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    if ((size_t)n < sizeof tmp) {
+        gm_bytes_add(w, tmp, (size_t)n);
+        return;
+    }
+    char *big = malloc((size_t)n + 1);
+    if (!big) {
+        w->failed = true;
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(big, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    gm_bytes_add(w, big, (size_t)n);
+    free(big);
+}
+
+/* ------------------------------------------------------------------ */
+/* Text: JSON strings and Prometheus label values                      */
+/* ------------------------------------------------------------------ */
+
+/* Measures the UTF-8 sequence that starts s[0..n) (n >= 1): returns its
+   length (1 to 4) with *valid set, or, for bytes that are not UTF-8 (a
+   stray continuation byte, C0, C1, F5-FF, an overlong form, a surrogate,
+   a code point above U+10FFFF, a sequence cut short), the length of the
+   longest start of a valid sequence there (at least 1) with *valid false:
+   those bytes stand for one U+FFFD, as in browsers' decoders. */
+static size_t
+utf8_next(const unsigned char *s, size_t n, bool *valid)
+{
+    unsigned char c = s[0], lo = 0x80, hi = 0xbf; /* range of the second byte */
+    size_t len;
+    *valid = false;
+    if (c < 0x80) {
+        *valid = true;
+        return 1;
+    }
+    if (c >= 0xc2 && c <= 0xdf) {
+        len = 2;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        len = 3;
+        lo = c == 0xe0 ? 0xa0 : 0x80;  /* overlong */
+        hi = c == 0xed ? 0x9f : 0xbf;  /* surrogates */
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        len = 4;
+        lo = c == 0xf0 ? 0x90 : 0x80;  /* overlong */
+        hi = c == 0xf4 ? 0x8f : 0xbf;  /* above U+10FFFF */
+    } else {
+        return 1;
+    }
+    for (size_t k = 1; k < len; k++) {
+        if (k >= n || s[k] < lo || s[k] > hi)
+            return k;
+        lo = 0x80;
+        hi = 0xbf;
+    }
+    *valid = true;
+    return len;
+}
+
+/* s[0..n) escaped for a JSON string (json) or a Prometheus label value:
+   both escape backslash and quote; JSON writes other control bytes as
+   \uXXXX and what is not UTF-8 as the escape \ufffd, a label escapes only
+   newline and writes U+FFFD itself. */
+static void
+escape(struct gm_bytes *w, const char *s, size_t n, bool json)
+{
+    for (size_t i = 0; i < n;) {
+        unsigned char c = (unsigned char)s[i];
+        bool valid;
+        size_t k = utf8_next((const unsigned char *)s + i, n - i, &valid);
+        if (!valid)
+            gm_bytes_str(w, json ? "\\ufffd" : "\xef\xbf\xbd");
+        else if (c == '"' || c == '\\')
+            gm_bytes_add(w, (const char[]){'\\', (char)c}, 2);
+        else if (json && c < 0x20)
+            http_fmt(w, "\\u%04x", c);
+        else if (!json && c == '\n')
+            gm_bytes_str(w, "\\n");
+        else
+            gm_bytes_add(w, s + i, k);
+        i += k;
+    }
+}
+
+void
+http_json_str(struct gm_bytes *w, const char *s, size_t n)
+{
+    gm_bytes_add(w, "\"", 1);
+    escape(w, s, n, true);
+    gm_bytes_add(w, "\"", 1);
+}
+
+void
+http_json_cstr(struct gm_bytes *w, const char *s)
+{
+    http_json_str(w, s, strlen(s));
+}
+
+void
+http_json_sep(struct gm_bytes *w)
+{
+    if (w->len && w->b->data[w->len - 1] == '}')
+        gm_bytes_str(w, ",");
+}
+
+void
+http_label(struct gm_bytes *w, const char *s, size_t n)
+{
+    escape(w, s, n, false);
+}
+
+/* ------------------------------------------------------------------ */
+/* Responses                                                           */
+/* ------------------------------------------------------------------ */
+
+static const char *
+reason(int status)
+{
+    switch (status) {
+    case 200: return "OK";
+    case 204: return "No Content";
+    case 400: return "Bad Request";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 411: return "Length Required";
+    case 413: return "Payload Too Large";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 503: return "Service Unavailable";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Unknown";
+    }
+}
+
+struct gm_fe_output
+http_respond(int status, uint8_t minor, bool keep_alive, bool head_only, const char *type, const char *extra,
+             const void *body, size_t len)
+{
+    struct gm_bytes w = {0};
+    http_fmt(&w, "HTTP/1.%u %d %s\r\n", minor, status, reason(status));
+    if (extra)
+        gm_bytes_str(&w, extra);
+    if (type)
+        http_fmt(&w, "Content-Type: %s\r\n", type);
+    http_fmt(&w, "Content-Length: %zu\r\nServer: gearmand-c/%s\r\nConnection: %s\r\n\r\n", len,
+             PACKAGE_VERSION, keep_alive ? "keep-alive" : "close");
+    if (!head_only && len)
+        gm_bytes_add(&w, body, len);
+    struct gm_fe_output o = {0};
+    if (w.failed) {
+        free(w.b);
+        if (status == 500)
+            return o; /* nothing left to say */
+        static const char why[] = "500 Internal Server Error: the response is too large or memory is short\n";
+        return http_respond(500, minor, false, false, "text/plain; charset=utf-8", NULL, why, sizeof why - 1);
+    }
+    o.blk = w.b;
+    o.len = w.len;
+    o.close = !keep_alive;
+    return o;
+}
+
+struct gm_fe_output
+http_respond_error(int status, uint8_t minor, const char *why)
+{
+    char body[512];
+    int n = snprintf(body, sizeof body, "%d %s: %s\n", status, reason(status), why);
+    size_t len = n < 0 ? 0 : (size_t)n < sizeof body ? (size_t)n : sizeof body - 1;
+    return http_respond(status, minor, false, false, "text/plain; charset=utf-8", NULL, body, len);
+}

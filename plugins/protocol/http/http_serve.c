@@ -1,0 +1,283 @@
+/*
+ * plugins/protocol/http/http_serve.c: the HTTP front-end's serve(): the
+ * requests that are not job submissions, answered from the dispatcher's
+ * state view.
+ *
+ * Routes: "/" (and "/index.html") the monitor page; "/favicon.ico" (none);
+ * "/health"; "/metrics"; "/api/status", "/api/workers", "/api/jobs"
+ * (?function= &state= &offset= &limit=); POST "/api/jobs/cancel"
+ * (handle=, from this host unless --http-allow-remote-actions); any other
+ * "/api..." is 404.  Anything else is "/<function>", a job submission,
+ * which parse() (http_parse.c) does not send here.  A request the Host or
+ * Origin rules refused (HTTP_F_REFUSED) is answered 403 here.
+ *
+ * Runs on the dispatcher thread: it only reads the view it is given (and
+ * cancels through it), and keeps no state.
+ */
+#include "config.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "plugins/protocol/http/hosts.h"
+#include "plugins/protocol/http/http_int.h"
+
+extern const unsigned char gm_monitor_page[];
+extern const size_t gm_monitor_page_len;
+
+/* ------------------------------------------------------------------ */
+/* Query parameters, and the workers' and jobs' JSON                   */
+/* ------------------------------------------------------------------ */
+
+/* Value of a query (or form body) parameter, percent-decoded into out. */
+static bool
+param(const char *q, size_t qlen, const char *name, char *out, size_t outlen)
+{
+    size_t nlen = strlen(name);
+    const char *p = q, *end = q + qlen;
+    while (p < end) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *e = amp ? amp : end;
+        if ((size_t)(e - p) > nlen && memcmp(p, name, nlen) == 0 && p[nlen] == '=') {
+            size_t o = 0;
+            for (const char *s = p + nlen + 1; s < e && o + 1 < outlen; s++) {
+                if (*s == '%' && e - s >= 3 && isxdigit((unsigned char)s[1]) && isxdigit((unsigned char)s[2])) {
+                    char hex[3] = {s[1], s[2], 0};
+                    out[o++] = (char)strtol(hex, NULL, 16);
+                    s += 2;
+                } else {
+                    out[o++] = *s == '+' ? ' ' : *s;
+                }
+            }
+            out[o] = '\0';
+            return true;
+        }
+        p = e + 1;
+    }
+    return false;
+}
+
+/* A whole-number parameter: dflt if absent, empty or not a number; at
+   most max. */
+static uint64_t
+param_u64(const char *q, size_t qlen, const char *name, uint64_t dflt, uint64_t max)
+{
+    char v[32];
+    if (!param(q, qlen, name, v, sizeof v) || !*v)
+        return dflt;
+    char *e;
+    unsigned long long x = strtoull(v, &e, 10);
+    if (*e)
+        return dflt;
+    return x > max ? max : x;
+}
+
+/* A worker's object in the "workers" array of /api/workers. */
+static void
+add_worker_json(void *arg, const struct gm_view_worker *wk)
+{
+    struct gm_bytes *w = arg;
+    http_json_sep(w);
+    http_fmt(w, "{\"fd\":%d,\"address\":", wk->fd);
+    http_json_cstr(w, wk->addr);
+    http_fmt(w, ",\"port\":%u,\"client_id\":", wk->port);
+    http_json_cstr(w, wk->client_id);
+    gm_bytes_str(w, ",\"functions\":[");
+    for (uint32_t i = 0; i < wk->nfunctions; i++) {
+        if (i)
+            gm_bytes_str(w, ",");
+        http_json_cstr(w, wk->functions[i]);
+    }
+    gm_bytes_str(w, "],\"current_job\":");
+    if (wk->current_job)
+        http_json_cstr(w, wk->current_job);
+    else
+        gm_bytes_str(w, "null");
+    http_fmt(w, ",\"running\":%u,\"sleeping\":%s}", wk->running, wk->sleeping ? "true" : "false");
+}
+
+/* A job's object in the "jobs" array of /api/jobs. */
+static void
+add_job_json(void *arg, const struct gm_view_job *j)
+{
+    struct gm_bytes *w = arg;
+    http_json_sep(w);
+    gm_bytes_str(w, "{\"handle\":");
+    http_json_cstr(w, j->handle);
+    gm_bytes_str(w, ",\"function\":");
+    http_json_cstr(w, j->function);
+    gm_bytes_str(w, ",\"unique\":");
+    http_json_str(w, j->unique, j->unique_len);
+    http_fmt(w, ",\"priority\":\"%s\",\"state\":\"%s\",\"age_s\":%.3f,\"run_at\":%lld,\"retries\":%u,"
+                "\"clients\":%u,\"background\":%s,\"cancelled\":%s}",
+             http_prio_name[j->priority % 3], j->state, j->age_ms / 1000.0, (long long)j->run_at, j->retries,
+             j->clients, j->background ? "true" : "false", j->cancelled ? "true" : "false");
+}
+
+/* ------------------------------------------------------------------ */
+/* Routes                                                              */
+/* ------------------------------------------------------------------ */
+
+/* Whether the request's path (leading slashes stripped) is p. */
+static bool
+path_is(const char *req, const struct gm_fe_req *r, const char *p)
+{
+    return r->path_len == strlen(p) && memcmp(req + r->path_off, p, r->path_len) == 0;
+}
+
+/* The 403 for a request parse() refused (its path is the refused header
+   line); the connection closes after it. */
+static struct gm_fe_output
+refusal(const char *request, const struct gm_fe_req *r)
+{
+    char why[400], body[512];
+    gm_http_refusal_text(request + r->path_off, r->path_len, why, sizeof why);
+    int n = snprintf(body, sizeof body, "403 Forbidden: %s\n", why);
+    size_t len = n < 0 ? 0 : (size_t)n < sizeof body ? (size_t)n : sizeof body - 1;
+    return http_respond(403, r->minor, false, (r->flags & GM_FE_HEAD) != 0, "text/plain; charset=utf-8", NULL,
+                        body, len);
+}
+
+/* The response of status whose body is what *w holds (freed here), kept
+   alive and HEAD as r asks. */
+static struct gm_fe_output
+serve_bytes(int status, const struct gm_fe_req *r, const char *type, const char *extra, struct gm_bytes *w)
+{
+    struct gm_fe_output o = http_respond(status, r->minor, (r->flags & GM_FE_KEEP_ALIVE) != 0,
+                                         (r->flags & GM_FE_HEAD) != 0, type, extra, w->b ? w->b->data : "", w->len);
+    free(w->b);
+    return o;
+}
+
+/* A JSON answer of the API, the short text e. */
+static struct gm_fe_output
+serve_text(int status, const struct gm_fe_req *r, const char *extra, const char *e)
+{
+    return http_respond(status, r->minor, (r->flags & GM_FE_KEEP_ALIVE) != 0, (r->flags & GM_FE_HEAD) != 0,
+                        "application/json", extra, e, strlen(e));
+}
+
+/* The 200 of the API with the JSON in *w (freed here), or a 500 that
+   closes if building it failed. */
+static struct gm_fe_output
+serve_json(const struct gm_fe_req *r, struct gm_bytes *w)
+{
+    if (w->failed) {
+        free(w->b);
+        return http_respond_error(500, r->minor, "out of memory");
+    }
+    return serve_bytes(200, r, "application/json", "Cache-Control: no-cache\r\n", w);
+}
+
+/* /health: 200 when the server can take jobs (its queue backend is
+   usable), else 503. */
+static struct gm_fe_output
+serve_health(const struct gm_fe_req *r, const struct gm_state_view *v)
+{
+    struct gm_bytes w = {0};
+    struct gm_view_server s;
+    v->server(v->d, &s);
+    bool ready = s.queue_healthy;
+    http_fmt(&w, "{\"live\":true,\"ready\":%s,\"status\":\"%s\",\"queue\":{\"backend\":", ready ? "true" : "false",
+             ready ? "ok" : s.queue_stalled ? "queue backend not answering" : "queue backend unavailable");
+    http_json_cstr(&w, s.queue_backend);
+    http_fmt(&w, ",\"healthy\":%s}}\n", s.queue_healthy ? "true" : "false");
+    return serve_bytes(ready ? 200 : 503, r, "application/json", NULL, &w);
+}
+
+/* /api/jobs's body: the jobs the query (q[0..qlen)) asks for. */
+static void
+serve_jobs(struct gm_bytes *w, const char *q, size_t qlen, const struct gm_state_view *v)
+{
+    char fn[512], state[32];
+    bool has_fn = param(q, qlen, "function", fn, sizeof fn) && *fn;
+    if (!param(q, qlen, "state", state, sizeof state))
+        state[0] = '\0';
+    uint64_t offset = param_u64(q, qlen, "offset", 0, UINT64_MAX);
+    uint64_t limit = param_u64(q, qlen, "limit", 100, 1000);
+    gm_bytes_str(w, "{\"jobs\":[");
+    uint64_t total =
+        v->jobs(v->d, has_fn ? fn : NULL, has_fn ? strlen(fn) : 0, state, offset, limit, add_job_json, w);
+    http_fmt(w, "],\"total\":%llu,\"offset\":%llu,\"limit\":%llu}\n", (unsigned long long)total,
+             (unsigned long long)offset, (unsigned long long)limit);
+}
+
+/* POST /api/jobs/cancel: cancels the job handle= names (in the query or
+   the form body). */
+static struct gm_fe_output
+serve_cancel(const char *request, const struct gm_fe_req *r, bool loopback, bool allow_remote_actions,
+             const struct gm_state_view *v)
+{
+    if (!(r->flags & GM_FE_POST))
+        return serve_text(405, r, "Allow: POST\r\n", "{\"error\":\"use POST\"}\n");
+    if (!loopback && !allow_remote_actions)
+        return serve_text(403, r, NULL,
+                          "{\"error\":\"actions are accepted only from this host "
+                          "(see --http-allow-remote-actions)\"}\n");
+    char handle[GM_HANDLE_MAX + 1];
+    if (!param(request + r->query_off, r->query_len, "handle", handle, sizeof handle) &&
+        !param(request + r->body_off, r->body_len, "handle", handle, sizeof handle))
+        return serve_text(400, r, NULL, "{\"error\":\"give handle=<job handle>\"}\n");
+    struct gm_bytes w = {0};
+    if (v->cancel(v->d, handle, strlen(handle)) < 0) {
+        gm_bytes_str(&w, "{\"error\":\"unknown job\",\"handle\":");
+        http_json_cstr(&w, handle);
+        gm_bytes_str(&w, "}\n");
+        return serve_bytes(404, r, "application/json", NULL, &w);
+    }
+    gm_bytes_str(&w, "{\"ok\":true,\"cancelled\":");
+    http_json_cstr(&w, handle);
+    gm_bytes_str(&w, "}\n");
+    return serve_json(r, &w);
+}
+
+/* The paths under api/. */
+static struct gm_fe_output
+serve_api(const char *request, const struct gm_fe_req *r, bool loopback, bool allow_remote_actions,
+          const struct gm_state_view *v)
+{
+    struct gm_bytes w = {0};
+    if (path_is(request, r, "api/status")) {
+        http_status_json(&w, v);
+    } else if (path_is(request, r, "api/workers")) {
+        gm_bytes_str(&w, "{\"workers\":[");
+        v->each_worker(v->d, add_worker_json, &w);
+        gm_bytes_str(&w, "]}\n");
+    } else if (path_is(request, r, "api/jobs")) {
+        serve_jobs(&w, request + r->query_off, r->query_len, v);
+    } else if (path_is(request, r, "api/jobs/cancel")) {
+        return serve_cancel(request, r, loopback, allow_remote_actions, v);
+    } else {
+        return serve_text(404, r, NULL, "{\"error\":\"not found\"}\n");
+    }
+    return serve_json(r, &w);
+}
+
+/* frontend.h's serve(). */
+struct gm_fe_output
+http_serve(const char *request, const struct gm_fe_req *r, bool loopback, bool allow_remote_actions,
+           const struct gm_state_view *v)
+{
+    bool keep = (r->flags & GM_FE_KEEP_ALIVE) != 0, head = (r->flags & GM_FE_HEAD) != 0;
+    if (r->flags & HTTP_F_REFUSED)
+        return refusal(request, r);
+    if (path_is(request, r, "") || path_is(request, r, "index.html")) {
+        if (r->flags & GM_FE_POST)
+            return http_respond(405, r->minor, keep, false, "text/plain", "Allow: GET, HEAD\r\n", "405\n", 4);
+        return http_respond(200, r->minor, keep, head, "text/html; charset=utf-8", "Cache-Control: no-cache\r\n",
+                            gm_monitor_page, gm_monitor_page_len);
+    }
+    if (path_is(request, r, "favicon.ico"))
+        return http_respond(204, r->minor, keep, head, NULL, "Cache-Control: max-age=86400\r\n", "", 0);
+    if (path_is(request, r, "health"))
+        return serve_health(r, v);
+    if (path_is(request, r, "metrics")) {
+        struct gm_bytes w = {0};
+        http_metrics(&w, v);
+        return serve_bytes(200, r, "text/plain; version=0.0.4; charset=utf-8", NULL, &w);
+    }
+    return serve_api(request, r, loopback, allow_remote_actions, v);
+}
+
