@@ -214,24 +214,27 @@ class MemcachedStore:
                 "--libmemcached-prefix", self.prefix]
 
     def keys(self):
-        # The LRU crawler is no snapshot: an item memcached is moving between
-        # its LRU segments at that moment can be missed by one pass (seen with
-        # an item stored and read back a moment before, even over two
-        # passes).  Passes are united until two in a row add nothing.
-        keys = set()
-        quiet = 0
-        for _ in range(8):
-            before = len(keys)
-            out = mc_command(self.mc.servers, b"lru_crawler metadump all\r\n")
-            for line in out.decode(errors="replace").splitlines():
-                if line.startswith("key="):
-                    k = urllib.parse.unquote(line.split()[0][4:])
-                    # "<prefix>__next_handle" is the server's handle counter, not a job
-                    if k.startswith(self.prefix) and not k.startswith(self.prefix + "__"):
-                        keys.add(k[len(self.prefix):])
-            quiet = quiet + 1 if len(keys) == before else 0
-            if quiet == 2:
+        # "lru_crawler metadump hash" walks memcached's hash table, which
+        # items moving between LRU segments cannot make it miss (a walk of
+        # the LRUs, "metadump all", missed items stored and read back a
+        # moment before).  A crawler busy with somebody else's crawl (the
+        # server's replay, memcached's own maintainer) answers BUSY: waited
+        # out.  Metadump lines end in "\n"; only the last (END, BUSY, ERROR)
+        # in "\r\n".
+        deadline = time.time() + 10
+        while True:
+            out = mc_command(self.mc.servers, b"lru_crawler metadump hash\r\n", until=(b"\r\n",))
+            if not out.startswith(b"BUSY") or time.time() > deadline:
                 break
+            time.sleep(0.01)
+        assert out.endswith(b"END\r\n"), "metadump failed: %r" % out[-200:]
+        keys = set()
+        for line in out.decode(errors="replace").splitlines():
+            if line.startswith("key="):
+                k = urllib.parse.unquote(line.split()[0][4:])
+                # "<prefix>__next_handle" is the server's handle counter, not a job
+                if k.startswith(self.prefix) and not k.startswith(self.prefix + "__"):
+                    keys.add(k[len(self.prefix):])
         return list(keys)
 
     def rows(self):
