@@ -1102,9 +1102,13 @@ def test_user_option_switches_to_the_user_after_binding():
         skip("needs root")
     nobody = pwd.getpwnam("nobody")
     with Server("-u", "nobody") as s:
-        with open("/proc/%d/status" % s.proc.pid) as f:
-            uids = [l for l in f if l.startswith("Uid:")][0].split()[1:]
-        assert all(int(u) == nobody.pw_uid for u in uids), uids
+        def uids():
+            with open("/proc/%d/status" % s.proc.pid) as f:
+                return [l for l in f if l.startswith("Uid:")][0].split()[1:]
+        # the port answers from the moment it is bound, a moment before the
+        # switch (seen under AddressSanitizer): wait for it
+        wait_until(lambda: all(int(u) == nobody.pw_uid for u in uids()), timeout=10,
+                   what="the switch to nobody")
         assert admin(s.port, "status") == b".\n"
 
 
