@@ -128,6 +128,10 @@ static const struct opt table[] = {
      GM_MAX_PACKET_LIMIT,
      "Largest packet payload accepted, in bytes (1024 to 1073741824, 1 GiB); a bigger packet "
      "gets an ERROR and its connection is closed."},
+    {"max-output-size", 0, K_U32, "General", "67108864", O(server.max_output), 1 << 20, UINT32_MAX,
+     "Most unsent output, in bytes, a client that does not read may leave queued besides one "
+     "reply (1048576 to 4294967295): such a client is no longer read from once 4 MiB wait (its "
+     "requests wait in its socket), and at this limit it is closed and the log says so."},
     {"queue-batch-size", 0, K_U32, "General", "4096", O(server.queue_batch_max), 1, 1 << 20,
      "Most background-job records (adds and completions) written to the durable queue in one "
      "transaction."},

@@ -21,7 +21,10 @@
    adds a handle, a function name and a unique key; an HTTP head and its
    body) then stay far below 4 GiB, so 32-bit sizes cannot wrap. */
 #define GM_MAX_PACKET_LIMIT (1u << 30)
-#define GM_DEFAULT_MAX_OUTPUT (256u << 20)
+#define GM_DEFAULT_MAX_OUTPUT (64u << 20)
+/* Unsent output over which a connection is no longer read from (resumed
+   below half of it); at most half of max_output. */
+#define GM_OUTPUT_SOFT_LIMIT (4u << 20)
 #define GM_DEFAULT_BUCKETS 991
 #define GM_DEFAULT_BUSY_POLL_US 200u /* as the kernel's guest halt-polling default */
 #define GM_DEFAULT_REPLY_BATCH_US 1000u
@@ -35,7 +38,9 @@ struct gm_server_config {
     unsigned busy_poll_us;        /* --busy-poll: longest polling window after activity; 0 = off */
     unsigned reply_batch_us;      /* --reply-batch: longest a reply to a pipelining client waits; 0 = off */
     uint32_t max_packet_size;     /* --max-packet-size: largest payload accepted */
-    size_t max_output;            /* unsent bytes per connection before it is closed */
+    uint32_t max_output;          /* --max-output-size: unsent bytes (besides one reply) that close a connection */
+    uint32_t output_soft;         /* unsent bytes that pause reading; 0 = GM_OUTPUT_SOFT_LIMIT (no option:
+                                     the unit tests set it to reach max_output) */
     unsigned job_retries;         /* -j: attempts before a job fails; 0 = unlimited */
     unsigned worker_wakeup;       /* -w: NOOPs per new job; 0 = every sleeping worker */
     bool round_robin;             /* -R: accepted; functions always take turns here */

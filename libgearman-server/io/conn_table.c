@@ -159,6 +159,13 @@ stall(struct conn *c)
 }
 
 void
+conn_resume_reading(struct conn *c)
+{
+    if (!(c->flags & (CF_STALLED | CF_OUT_FULL | CF_FE_PAUSED | CF_CLOSING | CF_DEAD)))
+        ev_io_start(c->t->loop, &c->rw);
+}
+
+void
 conn_release(struct conn *c)
 {
     struct gm_io_thread *t = c->t;

@@ -47,7 +47,6 @@
 #define WRITE_IOVS 128
 #define OUT_POOL_MAX 4096             /* output nodes kept for reuse */
 #define NEWFD_RING 4096
-#define REPLY_SLACK (4u * 1024)       /* a reply's fields besides the payload it carries */
 
 enum conn_flags {
     CF_DIRTY = 1 << 0,      /* on the dirty list: has output to write */
@@ -57,7 +56,8 @@ enum conn_flags {
     CF_WRITING = 1 << 4,    /* write watcher armed */
     CF_DEAD = 1 << 5,       /* closed; freed at the end of the iteration */
     CF_FE_PAUSED = 1 << 6,  /* front-end: reading paused while a request is answered */
-    CF_LAZY = 1 << 7        /* on the lazy list: its output may wait (see flush_lazy) */
+    CF_LAZY = 1 << 7,       /* on the lazy list: its output may wait (see flush_lazy) */
+    CF_OUT_FULL = 1 << 8    /* unsent output over out_soft: reading paused until below half */
 };
 
 struct out_node {
@@ -133,7 +133,8 @@ struct gm_io_thread {
     struct conn *lazy;          /* connections whose output may wait (--reply-batch) */
     double lazy_since, lazy_max; /* ev_now() the oldest started waiting; the limit */
     bool iter_active;           /* this loop iteration had activity (a read or a wake-up) */
-    size_t out_limit;           /* unsent bytes that close a connection (see gm_io_new) */
+    size_t out_limit;           /* unsent bytes past which a new reply closes the connection */
+    size_t out_soft;            /* unsent bytes that pause reading (CF_OUT_FULL) */
     struct out_node *pool;
     unsigned pool_n;
     struct gm_in_spill spill;   /* open/close notices that met a full ring, in order */
@@ -170,6 +171,9 @@ void slot_free(struct gm_io_thread *t, uint32_t slot);
 struct conn *conn_lookup(struct gm_io_thread *t, gm_conn_id id);
 /* Pauses reading until the inbound ring has room (retry_stalled). */
 void stall(struct conn *c);
+/* Reads again unless something still pauses it (a full ring, unsent
+   output, a front-end request in flight, a close under way). */
+void conn_resume_reading(struct conn *c);
 /* Frees what the connection holds: socket, buffers, front-end state,
    queued output. */
 void conn_release(struct conn *c);

@@ -135,7 +135,7 @@ drain_outbound(struct gm_io_thread *t)
                     conn_parse(c); /* the next request was waiting */
                 if (!c->fe_busy && (c->flags & CF_FE_PAUSED) && !(c->flags & (CF_DEAD | CF_CLOSING))) {
                     c->flags &= ~CF_FE_PAUSED;
-                    ev_io_start(t->loop, &c->rw);
+                    conn_resume_reading(c);
                 }
             }
         } else {
@@ -297,10 +297,15 @@ gm_io_new(unsigned index, const struct gm_server_config *cfg, struct gm_channel 
     ev_prepare_start(t->loop, &t->prepare);
     gm_busy_poll_init(&t->poll, cfg->busy_poll_us);
     t->lazy_max = cfg->reply_batch_us / 1e6;
-    /* A slow reader may hold max_output of unsent bytes besides one reply
-       of the largest size, so that a job as big as --max-packet-size can
-       always be delivered. */
-    t->out_limit = cfg->max_output + cfg->max_packet_size + REPLY_SLACK;
+    /* A slow reader may hold max_output of unsent bytes besides the reply
+       that crosses it (conn_queue), so that a job as big as
+       --max-packet-size can always be delivered. */
+    t->out_limit = cfg->max_output;
+    /* Past out_soft (4 MiB, at most half the limit) the connection is not
+       read from until its output is below half of that. */
+    t->out_soft = cfg->output_soft ? cfg->output_soft : GM_OUTPUT_SOFT_LIMIT;
+    if (!cfg->output_soft && t->out_soft > cfg->max_output / 2)
+        t->out_soft = cfg->max_output / 2;
     return t;
 }
 

@@ -117,7 +117,7 @@ void
 conn_read(struct conn *c)
 {
     for (int round = 0; round < READS_PER_EVENT; round++) {
-        if (c->flags & (CF_DEAD | CF_CLOSING | CF_STALLED))
+        if (c->flags & (CF_DEAD | CF_CLOSING | CF_STALLED | CF_OUT_FULL))
             return;
         if (c->fe && c->fe_busy) {
             /* One request at a time: what the client sends meanwhile waits
@@ -160,10 +160,8 @@ retry_stalled(struct gm_io_thread *t)
             conn_finish_big(c);
         else
             conn_parse(c);
-        if (!(c->flags & (CF_STALLED | CF_DEAD | CF_CLOSING))) {
-            ev_io_start(t->loop, &c->rw);
-            /* Data may be waiting in the kernel already; level-triggered
-               epoll reports it on the next iteration. */
-        }
+        /* Data may be waiting in the kernel already; level-triggered
+           epoll reports it on the next iteration. */
+        conn_resume_reading(c);
     }
 }

@@ -47,7 +47,9 @@ mark_lazy(struct conn *c)
 
 /* Appends a message to the connection's output (the node takes over the
    message's body reference).  Returns false if the connection was closed
-   instead (memory, or too much unsent output). */
+   instead (memory, or output already over --max-output-size: a client that
+   reads nothing holds at most that besides one reply).  Past out_soft the
+   connection is not read from until its output is down to half of it. */
 bool
 conn_queue(struct conn *c, const struct gm_out *msg)
 {
@@ -64,14 +66,22 @@ conn_queue(struct conn *c, const struct gm_out *msg)
     else
         c->out_head = n;
     c->out_tail = n;
+    size_t before = c->out_bytes;
     c->out_bytes += msg->head_len + msg->body.len;
     if ((msg->flags & GM_OUT_F_MAY_WAIT) && c->t->lazy_max > 0)
         mark_lazy(c);
     else
         mark_dirty(c);
-    if (c->out_bytes > c->t->out_limit) {
+    if (before > c->t->out_limit) {
+        /* the node is queued first: closing frees it with the rest */
         conn_close(c, GM_LOG_ERROR, "too much unsent output (slow reader)");
         return false;
+    }
+    if (c->out_bytes > c->t->out_soft && !(c->flags & CF_OUT_FULL)) {
+        /* Backpressure: a client that does not read its replies is not
+           read from either; its requests wait in its own socket. */
+        c->flags |= CF_OUT_FULL;
+        ev_io_stop(c->t->loop, &c->rw);
     }
     return true;
 }
@@ -167,6 +177,10 @@ conn_flush(struct conn *c)
             c->out_tail = NULL;
         if ((size_t)w < want)
             break; /* the socket is full */
+    }
+    if ((c->flags & CF_OUT_FULL) && c->out_bytes <= t->out_soft / 2) {
+        c->flags &= ~CF_OUT_FULL;
+        conn_resume_reading(c);
     }
     if (!c->out_head) {
         c->out_tail = NULL;

@@ -69,12 +69,15 @@ no_wake(void *arg)
     (void)arg;
 }
 
+/* output_soft: where reading pauses (0: the server's default;
+   UINT32_MAX: never, so the tests can reach max_output). */
 static void
-harness_start(struct harness *h, size_t in_slots, size_t max_output)
+harness_start(struct harness *h, size_t in_slots, uint32_t max_output, uint32_t output_soft)
 {
     memset(h, 0, sizeof *h);
     gm_server_config_defaults(&h->cfg);
     h->cfg.max_output = max_output;
+    h->cfg.output_soft = output_soft;
     h->cfg.max_packet_size = 128u << 10;
     h->cfg.busy_poll_us = 0;
     h->cfg.reply_batch_us = 0;
@@ -215,16 +218,17 @@ drain_notices(struct harness *h, uint8_t *kinds, uint32_t *slots, size_t max)
 /* A client that never reads and sends big ECHO_REQs (each in a block of
    its own, answered by reference to that block) is closed when its unsent
    output passes the limit; the block is released once, and the thread
-   serves on (issue 12.1: this was a double free, a remote crash). */
+   serves on (issue 12.1: this was a double free, a remote crash).  Reading
+   does not pause here (output_soft UINT32_MAX), so the ECHOs reach the limit. */
 START_TEST(test_slow_reader_of_big_echoes_is_closed_and_nothing_is_freed_twice)
 {
     struct harness h;
-    harness_start(&h, 1024, 1u << 20);
+    harness_start(&h, 1024, 1u << 20, UINT32_MAX);
     int fd = harness_connect(&h);
     int sent = 0;
     while (sent < 100 && send_packet(fd, GM_MAGIC_REQ, GM_PKT_ECHO_REQ, 100u << 10))
         sent++;
-    ck_assert_msg(sent < 100, "not closed after %d ECHOs of 100 KiB (limit about 1.1 MiB)", sent);
+    ck_assert_msg(sent < 100, "not closed after %d ECHOs of 100 KiB (limit 1 MiB)", sent);
     ck_assert_int_ge(sent, 10);
     close(fd);
     wait_connections(&h, 0);
@@ -240,12 +244,11 @@ END_TEST
 START_TEST(test_error_for_a_big_packet_that_passes_the_output_limit_frees_it_once)
 {
     struct harness h;
-    harness_start(&h, 1024, 1u << 20);
-    /* A connection is closed when its unsent output passes max_output
-       besides one reply as big as the largest packet.  ECHO replies up to
-       1,000 bytes under that (less what the kernel holds, a few KiB): no
-       ECHO can pass it. */
-    const size_t limit = h.cfg.max_output + h.cfg.max_packet_size;
+    harness_start(&h, 1024, 1u << 20, UINT32_MAX);
+    /* A connection is closed when a reply comes while its unsent output
+       is over max_output.  ECHO replies up to 1,000 bytes under that (less
+       what the kernel holds, a few KiB): no ECHO finds it over. */
+    const size_t limit = h.cfg.max_output;
     int fd = harness_connect(&h);
     size_t queued = 0;
     const size_t big = 100u << 10;
@@ -268,6 +271,62 @@ START_TEST(test_error_for_a_big_packet_that_passes_the_output_limit_frees_it_onc
 }
 END_TEST
 
+/* Backpressure (issue 14.1): a client that does not read is no longer
+   read from once its unsent output passes the soft limit (half of a 1 MiB
+   limit here), so its requests wait in its own socket; it is not closed,
+   the thread serves others, and once it reads, everything it sent is
+   answered.  Before, the thread read on until the limit and closed it. */
+START_TEST(test_slow_reader_is_not_read_from_until_it_reads_and_loses_nothing)
+{
+    struct harness h;
+    harness_start(&h, 1024, 1u << 20, 0);
+    int fd = harness_connect(&h);
+    struct timeval tv = {1, 0};
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    static char pkt[GM_HEADER_SIZE + (100u << 10)];
+    gm_header_encode((unsigned char *)pkt, GM_MAGIC_REQ, GM_PKT_ECHO_REQ, 100u << 10);
+    memset(pkt + GM_HEADER_SIZE, 'x', 100u << 10);
+    size_t total = 0;
+    int blocked_errno = 0;
+    for (int round = 0; round < 200 && !blocked_errno; round++) {
+        for (size_t off = 0; off < sizeof pkt;) {
+            ssize_t n = send(fd, pkt + off, sizeof pkt - off, MSG_NOSIGNAL);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n <= 0) {
+                blocked_errno = n < 0 ? errno : EPIPE;
+                break;
+            }
+            off += (size_t)n;
+            total += (size_t)n;
+        }
+    }
+    ck_assert_msg(blocked_errno == EAGAIN || blocked_errno == EWOULDBLOCK,
+                  "the server kept reading (%zu bytes of ECHO sent), or closed: %s", total,
+                  strerror(blocked_errno));
+    ck_assert_msg(total < (4u << 20), "%zu bytes taken from a client that does not read", total);
+    ck_assert_uint_eq(gm_io_connection_count(h.io), 1); /* paused, not closed */
+    assert_thread_serves(&h);
+    wait_connections(&h, 1);
+    size_t whole = total / sizeof pkt, part = total % sizeof pkt;
+    static char got[sizeof pkt];
+    char want[GM_HEADER_SIZE];
+    gm_header_encode((unsigned char *)want, GM_MAGIC_RES, GM_PKT_ECHO_RES, 100u << 10);
+    for (size_t i = 0; i <= whole; i++) {
+        if (i == whole) { /* the server reads again: the rest of the last one */
+            tv.tv_sec = 10;
+            setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+            ck_assert(send_all(fd, pkt + part, sizeof pkt - part));
+        }
+        ck_assert_msg(recv_all(fd, got, sizeof got), "reply %zu of %zu missing", i + 1, whole + 1);
+        ck_assert(memcmp(got, want, GM_HEADER_SIZE) == 0);
+    }
+    close(fd);
+    wait_connections(&h, 0);
+    harness_stop(&h);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ */
 /* Connection notices                                                   */
 /* ------------------------------------------------------------------ */
@@ -280,7 +339,7 @@ END_TEST
 START_TEST(test_ring_full_and_no_memory_refuses_new_connections_and_still_reports_closes)
 {
     struct harness h;
-    harness_start(&h, 2, 1u << 20);
+    harness_start(&h, 2, 1u << 20, 0);
     int a = harness_connect(&h);
     int b = harness_connect(&h);
     int c = harness_connect(&h); /* its OPEN waits in the overflow list */
@@ -336,6 +395,7 @@ io_thread_suite(void)
     Suite *s = suite_create("io_thread");
     ADD(s, test_slow_reader_of_big_echoes_is_closed_and_nothing_is_freed_twice, 60);
     ADD(s, test_error_for_a_big_packet_that_passes_the_output_limit_frees_it_once, 60);
+    ADD(s, test_slow_reader_is_not_read_from_until_it_reads_and_loses_nothing, 60);
     ADD(s, test_ring_full_and_no_memory_refuses_new_connections_and_still_reports_closes, 30);
     return s;
 }
