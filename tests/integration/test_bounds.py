@@ -80,7 +80,9 @@ def test_client_that_never_reads_its_results_is_paused_not_grown():
             last = sent[0]
         grown = rss_kib(s.proc.pid) - base
         assert sent[0] < n // 2, "%d submits taken from a client that reads nothing" % sent[0]
-        assert grown < 40 * 1024, "the server grew by %d KiB for a client that reads nothing" % grown
+        # 124 MiB before; 4.4 MiB now, about 40 under AddressSanitizer, whose
+        # quarantine keeps freed blocks
+        assert grown < 64 * 1024, "the server grew by %d KiB for a client that reads nothing" % grown
         # another client is served at once, on the same function, HIGH
         with s.conn() as other:
             t0 = time.time()
