@@ -12,15 +12,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 
 import gmtest  # noqa: E402
-from gmtest import Server, packet, test, wait_until  # noqa: E402
-
-
-def rss_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS for %d" % pid)
+from gmtest import Server, packet, rss_kib, test, wait_until  # noqa: E402
 
 
 def echo_worker(port, function, stop, pad=0):

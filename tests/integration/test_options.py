@@ -712,14 +712,6 @@ def test_max_packet_size():
                  r"the argument \('lots'\) for option '--max-packet-size' is invalid")
 
 
-def _rss_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS for %d" % pid)
-
-
 def _recv_exactly(sock, n, timeout=120):
     """Reads exactly n bytes into one buffer (no quadratic joins: n may be
     a GiB)."""
@@ -758,13 +750,13 @@ def test_max_packet_size_ranges_from_1_kib_to_1_gib_and_big_jobs_reach_their_wor
             assert c.expect("ERROR").fields(2)[0] == b"ARGUMENT_TOO_LARGE"
         # a packet of exactly the limit is read as its bytes arrive: its
         # declared size is never allocated up front
-        rss0 = _rss_kib(s.proc.pid)
+        rss0 = gmtest.rss_kib(s.proc.pid)
         with s.conn() as c:
             c.send(struct.pack(">4sII", b"\0REQ", 16, limit) + b"e" * (1 << 20))
             with s.conn() as other:
                 other.send_packet("ECHO_REQ", b"alive")
                 other.expect_packet("ECHO_RES", b"alive")
-            grown = _rss_kib(s.proc.pid) - rss0
+            grown = gmtest.rss_kib(s.proc.pid) - rss0
             assert grown < 64 * 1024, "1 MiB of a 1 GiB packet took %d KiB" % grown
         # a job bigger than the unsent output a slow reader may hold
         # (256 MiB) still reaches its worker

@@ -98,6 +98,15 @@ def response(ptype, *fields):
     return packet(ptype, *fields, magic=RES)
 
 
+def rss_kib(pid):
+    """The resident set size of process pid, in KiB."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS for %d" % pid)
+
+
 def wait_until(pred, timeout=5.0, interval=0.02, what="condition"):
     """Polls pred() until it returns a true value (returned), or fails the
     test after `timeout` seconds."""
