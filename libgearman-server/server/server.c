@@ -3,8 +3,12 @@
  *
  * Runs on the main thread, which owns the listening sockets and the signal
  * watchers.  Accepted sockets are handed to I/O threads in turn over each
- * thread's socket ring.  Running out of descriptors pauses accepting for a
- * moment instead of spinning on a listener that stays readable.
+ * thread's socket ring.  Running out of descriptors does not clog the
+ * listen queue: a spare descriptor, held for the purpose, is given up for a
+ * moment to accept each waiting connection and close it at once (counted,
+ * logged once per episode), so a connection that arrives once a descriptor
+ * is free again is served at once.  Out of memory (or without a spare)
+ * accepting pauses for a moment instead of spinning on a readable listener.
  */
 #include "config.h"
 
@@ -12,6 +16,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <ev.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -79,6 +84,8 @@ struct gm_server {
     ev_timer persist_watch;     /* logs a queue backend that stops answering */
     bool accept_paused;
     bool accept_starved;        /* accept failed for lack of descriptors; logged once */
+    int spare_fd;               /* held to accept and close while the table is full */
+    unsigned long turned_away;  /* connections closed at once in this episode */
     bool graceful;
     unsigned next_io;
 };
@@ -238,6 +245,7 @@ gm_server_new(const struct gm_server_config *cfg)
     s->nthreads = n;
     for (unsigned i = 0; i < MAX_LISTENERS; i++)
         s->ls[i].fd = -1;
+    s->spare_fd = -1;
     s->loop = ev_default_loop(EVFLAG_AUTO | EVFLAG_SIGNALFD);
     s->chans = calloc(n, sizeof *s->chans);
     s->io = calloc(n, sizeof *s->io);
@@ -287,6 +295,8 @@ gm_server_free(struct gm_server *s)
         ev_io_stop(s->loop, &s->ls[i].w);
         close(s->ls[i].fd);
     }
+    if (s->spare_fd >= 0)
+        close(s->spare_fd);
     for (unsigned i = 0; s->io && i < s->nthreads; i++)
         gm_io_free(s->io[i]);
     gm_disp_free(s->disp);
@@ -356,6 +366,34 @@ peer_name(const struct sockaddr_storage *ss, char *addr, size_t len, uint16_t *p
     }
 }
 
+/* Takes the spare descriptor back (a duplicate of a listener, which needs
+   no file system); -1 while none is free. */
+static void
+spare_take(struct gm_server *s)
+{
+    if (s->spare_fd < 0 && s->nls > 0)
+        s->spare_fd = fcntl(s->ls[0].fd, F_DUPFD_CLOEXEC, 0);
+}
+
+/* The descriptor table is full: gives up the spare to accept the next
+   waiting connection of l and close it at once, then takes the spare back.
+   Returns false when nothing was waiting or no spare is held. */
+static bool
+turn_away(struct gm_server *s, struct listener *l)
+{
+    if (s->spare_fd < 0)
+        return false;
+    close(s->spare_fd);
+    s->spare_fd = -1;
+    int fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
+    if (fd >= 0) {
+        close(fd);
+        s->turned_away++;
+    }
+    spare_take(s);
+    return fd >= 0;
+}
+
 static void
 on_accept(struct ev_loop *loop, ev_io *w, int revents)
 {
@@ -370,9 +408,17 @@ on_accept(struct ev_loop *loop, ev_io *w, int revents)
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
-            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-                /* Out of descriptors (or memory): pause instead of spinning on a
-                   listener that stays readable, and say so once per episode. */
+            if (errno == EMFILE || errno == ENFILE) {
+                if (!s->accept_starved)
+                    gm_log(GM_LOG_ERROR,
+                           "accept: %s; closing new connections at once until a descriptor is free",
+                           strerror(errno));
+                s->accept_starved = true;
+                if (turn_away(s, l))
+                    continue;
+                if (s->spare_fd < 0)
+                    pause_accepting(s);
+            } else if (errno == ENOBUFS || errno == ENOMEM) {
                 if (!s->accept_starved)
                     gm_log(GM_LOG_ERROR, "accept: %s; pausing new connections until it passes",
                            strerror(errno));
@@ -383,8 +429,12 @@ on_accept(struct ev_loop *loop, ev_io *w, int revents)
         }
         if (s->accept_starved) {
             s->accept_starved = false;
-            gm_log(GM_LOG_NOTICE, "accepting connections again");
+            gm_log(GM_LOG_NOTICE,
+                   "accepting connections again; %lu turned away while out of descriptors",
+                   s->turned_away);
+            s->turned_away = 0;
         }
+        spare_take(s);
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
@@ -663,6 +713,7 @@ gm_server_run(struct gm_server *s)
         s->persist_watch.data = s->persist;
         ev_timer_start(s->loop, &s->persist_watch);
     }
+    spare_take(s);
     for (unsigned i = 0; i < s->nls; i++)
         ev_io_start(s->loop, &s->ls[i].w);
     gm_log(GM_LOG_NOTICE, "gearmand %s ready: %u I/O threads", s->cfg->version ? s->cfg->version : "",
