@@ -16,7 +16,6 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <ev.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -26,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -366,13 +366,14 @@ peer_name(const struct sockaddr_storage *ss, char *addr, size_t len, uint16_t *p
     }
 }
 
-/* Takes the spare descriptor back (a duplicate of a listener, which needs
-   no file system); -1 while none is free. */
+/* Takes the spare descriptor back (an eventfd: no file system needed, and
+   unlike a duplicate of a listener it keeps no socket listening); -1 while
+   none is free. */
 static void
 spare_take(struct gm_server *s)
 {
-    if (s->spare_fd < 0 && s->nls > 0)
-        s->spare_fd = fcntl(s->ls[0].fd, F_DUPFD_CLOEXEC, 0);
+    if (s->spare_fd < 0)
+        s->spare_fd = eventfd(0, EFD_CLOEXEC);
 }
 
 /* The descriptor table is full: gives up the spare to accept the next
