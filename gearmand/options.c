@@ -132,6 +132,9 @@ static const struct opt table[] = {
      "Most unsent output, in bytes, a client that does not read may leave queued besides one "
      "reply (1048576 to 4294967295): such a client is no longer read from once 4 MiB wait (its "
      "requests wait in its socket), and at this limit it is closed and the log says so."},
+    {"packet-timeout", 0, K_UINT, "General", "300", O(server.packet_timeout_s), 0, 86400,
+     "Seconds a packet begun but not complete may go without a byte before its connection is "
+     "closed (0: no limit). Between packets there is no limit: idle workers are normal."},
     {"queue-batch-size", 0, K_U32, "General", "4096", O(server.queue_batch_max), 1, 1 << 20,
      "Most background-job records (adds and completions) written to the durable queue in one "
      "transaction."},
@@ -141,6 +144,9 @@ static const struct opt table[] = {
     {"check-args", 0, K_FLAG, NULL, NULL, O(check_args), 0, 0, NULL},
 
     {"http-port", 0, K_UINT, "HTTP", "8080", O(http_port), 0, 65535, "Port to listen on."},
+    {"http-timeout", 0, K_UINT, "HTTP", "30", O(server.http_timeout_s), 0, 86400,
+     "Seconds an HTTP connection may take to send a complete request, counted from its "
+     "accept or its previous response (0: no limit); past it the connection is closed."},
     {"http-allow-remote-actions", 0, K_FLAG, "HTTP", NULL, O(http_remote_actions), 0, 0,
      "Accept state-changing requests (cancelling a job) from other hosts too; by default only "
      "from this host."},

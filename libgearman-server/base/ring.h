@@ -103,6 +103,14 @@
         return &r->slots[r->tail_local & r->mask];                                 \
     }                                                                              \
                                                                                    \
+    /* Producer: whether the consumer has taken every value produced so far   \
+       (published or not). */                                                    \
+    static inline bool name##_drained(struct name *r)                              \
+    {                                                                              \
+        r->head_cache = atomic_load_explicit(&r->head, memory_order_acquire);      \
+        return r->head_cache == r->tail_local;                                     \
+    }                                                                              \
+                                                                                   \
     /* Producer: commits the slot returned by the last name_alloc(); it stays   \
        invisible to the consumer until name_publish(). */                        \
     static inline void name##_produce(struct name *r)                              \
@@ -190,6 +198,7 @@
     };                                                                             \
     struct name {                                                                  \
         struct name##_node *head, *tail;                                           \
+        size_t len;         /* values waiting on the list */                       \
     };                                                                             \
                                                                                    \
     /* A ring slot for one value, if nothing waits on the list and the ring has \
@@ -215,6 +224,7 @@
         else                                                                       \
             s->head = n;                                                           \
         s->tail = n;                                                               \
+        s->len++;                                                                  \
     }                                                                              \
                                                                                    \
     /* Copies *v into the ring (produced, not yet published) if nothing waits \
@@ -257,6 +267,7 @@
             ring##_produce(r);                                                     \
             moved = true;                                                          \
             s->head = n->next;                                                     \
+            s->len--;                                                              \
             if (!s->head)                                                          \
                 s->tail = NULL;                                                    \
             free(n);                                                               \
@@ -281,6 +292,7 @@
             free(n);                                                               \
         }                                                                          \
         s->tail = NULL;                                                            \
+        s->len = 0;                                                                \
     }
 
 #endif /* GM_RING_H */

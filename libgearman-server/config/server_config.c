@@ -23,6 +23,8 @@ gm_server_config_defaults(struct gm_server_config *c)
     c->reply_batch_us = GM_DEFAULT_REPLY_BATCH_US;
     c->max_packet_size = GM_DEFAULT_MAX_PACKET;
     c->max_output = GM_DEFAULT_MAX_OUTPUT;
+    c->packet_timeout_s = GM_DEFAULT_PACKET_TIMEOUT;
+    c->http_timeout_s = GM_DEFAULT_HTTP_TIMEOUT;
     c->hashtable_buckets = GM_DEFAULT_BUCKETS;
     c->queue_batch_max = 4096;
     c->keepalive_idle = c->keepalive_interval = c->keepalive_count = -1;
@@ -34,4 +36,12 @@ gm_server_config_defaults(struct gm_server_config *c)
     c->handle_prefix[1] = ':';
     memcpy(c->handle_prefix + 2, node, len);
     c->handle_prefix[2 + len] = '\0';
+}
+
+uint32_t
+gm_server_config_output_soft(const struct gm_server_config *c)
+{
+    if (c->output_soft)
+        return c->output_soft;
+    return GM_OUTPUT_SOFT_LIMIT < c->max_output / 2 ? GM_OUTPUT_SOFT_LIMIT : c->max_output / 2;
 }

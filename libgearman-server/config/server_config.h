@@ -23,8 +23,12 @@
 #define GM_MAX_PACKET_LIMIT (1u << 30)
 #define GM_DEFAULT_MAX_OUTPUT (64u << 20)
 /* Unsent output over which a connection is no longer read from (resumed
-   below half of it); at most half of max_output. */
+   below half of it), and the most listing bytes the dispatcher queues for
+   one connection before its I/O thread has taken them; at most half of
+   max_output (gm_server_config_output_soft). */
 #define GM_OUTPUT_SOFT_LIMIT (4u << 20)
+#define GM_DEFAULT_PACKET_TIMEOUT 300u
+#define GM_DEFAULT_HTTP_TIMEOUT 30u
 #define GM_DEFAULT_BUCKETS 991
 #define GM_DEFAULT_BUSY_POLL_US 200u /* as the kernel's guest halt-polling default */
 #define GM_DEFAULT_REPLY_BATCH_US 1000u
@@ -41,6 +45,9 @@ struct gm_server_config {
     uint32_t max_output;          /* --max-output-size: unsent bytes (besides one reply) that close a connection */
     uint32_t output_soft;         /* unsent bytes that pause reading; 0 = GM_OUTPUT_SOFT_LIMIT (no option:
                                      the unit tests set it to reach max_output) */
+    unsigned packet_timeout_s;    /* --packet-timeout: an incomplete packet with no byte for this long closes; 0 = none */
+    unsigned http_timeout_s;      /* --http-timeout: an HTTP request not complete this long after the
+                                     connection was ready for it closes; 0 = none */
     unsigned job_retries;         /* -j: attempts before a job fails; 0 = unlimited */
     unsigned worker_wakeup;       /* -w: NOOPs per new job; 0 = every sleeping worker */
     bool round_robin;             /* -R: accepted; functions always take turns here */
@@ -65,5 +72,9 @@ struct gm_server_config {
 
 /* Fills c with gearmand's defaults (prefix from uname's nodename). */
 void gm_server_config_defaults(struct gm_server_config *c);
+
+/* The soft output limit in force: output_soft if set, else
+   GM_OUTPUT_SOFT_LIMIT, at most half of max_output. */
+uint32_t gm_server_config_output_soft(const struct gm_server_config *c);
 
 #endif /* GM_SERVER_CONFIG_H */

@@ -4,6 +4,15 @@
  * the handler of each message (a table by packet type), flushing replies
  * and records, and the libev glue (its own loop, or one I/O thread's).
  *
+ * Replies are bounded before they exist: a peer whose listings (admin
+ * text replies, front-end responses) queued since its I/O thread last took
+ * every reply pass round_limit gets its next admin line, and everything
+ * after it, held back in order until the I/O thread has taken them
+ * (hold_request); and no request is taken while a port's spill list holds
+ * SPILL_MAX replies.  A client that pipelines `status` lines and never
+ * reads thus costs the dispatcher one round's worth at a time, and the I/O
+ * thread closes it at --max-output-size.
+ *
  * Runs on the dispatcher thread only (the unit tests drive it by hand).
  * The files of the dispatcher, from the bottom up:
  *   model:    reply.c, functions.c, sleepers.c, records.c, job_store.c,
@@ -33,6 +42,9 @@
 
 #define DRAIN_BURST 64      /* messages taken from one ring before visiting the next */
 #define LOOP_BUDGET 4096    /* messages per loop iteration before timers and flushing */
+/* Replies waiting off a full outbound ring past which no request is taken
+   until the I/O thread has taken some: the spill list stays bounded. */
+#define SPILL_MAX 65536
 
 /* The handler of each packet type a peer may send.  The I/O thread
    answers types a client may not send; anything else without a handler is
@@ -135,13 +147,143 @@ handle_in(struct gm_dispatcher *d, struct gm_in *m)
     release_in(d, m->blk);
 }
 
+/* Holds m back behind p's other held requests (taking over its block
+   reference); false if memory is short (it is handled now instead). */
+static bool
+hold_request(struct gm_dispatcher *d, struct gm_peer *p, const struct gm_in *m)
+{
+    struct gm_held *h = malloc(sizeof *h);
+    if (!h)
+        return false;
+    h->next = NULL;
+    h->m = *m;
+    if (p->held_tail)
+        p->held_tail->next = h;
+    else
+        p->held_head = h;
+    p->held_tail = h;
+    if (!gm_list_linked(&p->held_link)) {
+        gm_list_push_back(&d->held_peers, &p->held_link);
+        d->ports[gm_conn_thread(p->id)].held++;
+    }
+    return true;
+}
+
+static void
+unlist_held(struct gm_dispatcher *d, struct gm_peer *p)
+{
+    if (gm_list_linked(&p->held_link)) {
+        gm_list_remove(&p->held_link);
+        d->ports[gm_conn_thread(p->id)].held--;
+    }
+}
+
+/* Teardown: p's held requests go unanswered. */
+static void
+drop_held(struct gm_dispatcher *d, struct gm_peer *p)
+{
+    while (p->held_head) {
+        struct gm_held *h = p->held_head;
+        p->held_head = h->next;
+        release_in(d, h->m.blk);
+        free(h);
+    }
+    p->held_tail = NULL;
+    unlist_held(d, p);
+}
+
+/* Hands p's held requests to their handlers in order: while its round
+   allows listings, or all of them when it is leaving (leaving: its admin
+   lines and front-end requests are dropped, since nobody will read their
+   answers; its packets still count: a submit is a submit). */
+static void
+run_held(struct gm_dispatcher *d, struct gm_peer *p, bool leaving)
+{
+    size_t dropped = 0;
+    while (p->held_head) {
+        struct gm_held *h = p->held_head;
+        bool listing = h->m.kind == GM_IN_TEXT || h->m.kind == GM_IN_FRONTEND;
+        if (!leaving && h->m.kind == GM_IN_TEXT && over_round(d, p))
+            break;
+        p->held_head = h->next;
+        if (!p->held_head)
+            p->held_tail = NULL;
+        if (leaving && listing) {
+            release_in(d, h->m.blk);
+            dropped++;
+        } else {
+            handle_in(d, &h->m);
+        }
+        free(h);
+    }
+    if (dropped)
+        gm_log(GM_LOG_WARNING, "%s:%u left with %zu requests unanswered (its replies were not read)",
+               p->addr, (unsigned)p->port, dropped);
+    if (!p->held_head)
+        unlist_held(d, p);
+}
+
+/* One inbound message: to its handler, or held back behind its peer's
+   held requests, or (an admin line of a peer over its round) held first. */
+static void
+take_in(struct gm_dispatcher *d, struct gm_in *m)
+{
+    if (m->kind != GM_IN_OPEN) {
+        struct gm_peer *p = gm_disp_peer(d, m->conn);
+        if (p && p->held_head) {
+            if (m->kind == GM_IN_CLOSE)
+                run_held(d, p, true);
+            else if (hold_request(d, p, m))
+                return;
+        } else if (p && m->kind == GM_IN_TEXT && over_round(d, p) && hold_request(d, p, m)) {
+            return;
+        }
+    }
+    handle_in(d, m);
+}
+
+/* Starts a new round on each port whose I/O thread has taken every reply
+   queued so far, and runs the held requests of its peers. */
+static void
+next_rounds(struct gm_dispatcher *d)
+{
+    for (unsigned t = 0; t < d->nports; t++) {
+        struct gm_disp_port *port = &d->ports[t];
+        if (!port->spill.head && gm_out_ring_drained(&port->ch->out))
+            port->round++;
+    }
+    struct gm_list *n, *tmp;
+    gm_list_each_safe(n, tmp, &d->held_peers)
+        run_held(d, gm_container_of(n, struct gm_peer, held_link), false);
+}
+
+/* Whether a port's spill list is full (after moving what fits into its
+   ring): then no request is taken until its I/O thread takes replies. */
+static bool
+spill_full(struct gm_dispatcher *d)
+{
+    for (unsigned t = 0; t < d->nports; t++) {
+        struct gm_disp_port *port = &d->ports[t];
+        if (port->spill.len < SPILL_MAX)
+            continue;
+        if (gm_out_spill_move(&port->spill, &port->ch->out, &port->ch->disp_wants_space))
+            port->produced = true;
+        if (port->spill.len >= SPILL_MAX)
+            return true;
+    }
+    return false;
+}
+
 size_t
 gm_disp_drain(struct gm_dispatcher *d, size_t budget)
 {
     size_t done = 0;
     bool any = true;
+    if (spill_full(d))
+        return 0;
     drain_acks(d);
     d->drain_now_ms = d->hooks.now_ms(d->hooks.arg);
+    next_rounds(d);
     while (any && done < budget) {
         any = false;
         for (unsigned t = 0; t < d->nports; t++) {
@@ -150,7 +292,7 @@ gm_disp_drain(struct gm_dispatcher *d, size_t budget)
                 struct gm_in *m = gm_in_ring_peek(r);
                 if (!m)
                     break;
-                handle_in(d, m);
+                take_in(d, m);
                 gm_in_ring_consume(r);
                 done++;
                 any = true;
@@ -180,7 +322,11 @@ gm_disp_flush(struct gm_dispatcher *d)
             port->produced = false;
             wake = true;
         }
+        if (port->held)
+            atomic_store(&ch->disp_wants_space, 1);
         atomic_thread_fence(memory_order_seq_cst);
+        if (port->held && gm_out_ring_drained(&ch->out) && d->loop)
+            gm_disp_wake(d); /* taken already: the I/O thread may not have seen the flag */
         if (atomic_load_explicit(&ch->io_wants_space, memory_order_relaxed) &&
             atomic_exchange(&ch->io_wants_space, 0))
             wake = true;
@@ -211,6 +357,8 @@ gm_disp_new(const struct gm_server_config *cfg, struct gm_channel *chans, unsign
     d->nports = n;
     d->next_handle = 1;
     gm_list_init(&d->function_list);
+    gm_list_init(&d->held_peers);
+    d->round_limit = gm_server_config_output_soft(cfg);
     gm_heap_init(&d->timers, offsetof(struct gm_job, heap_idx));
     atomic_init(&d->stop_flag, 0);
     atomic_init(&d->graceful_flag, 0);
@@ -251,8 +399,10 @@ gm_disp_free(struct gm_dispatcher *d)
     for (unsigned t = 0; d->ports && t < d->nports; t++) {
         struct gm_disp_port *port = &d->ports[t];
         for (uint32_t s = 0; s < port->npeers; s++)
-            if (port->peers[s])
+            if (port->peers[s]) {
+                drop_held(d, port->peers[s]);
                 peer_close(d, port->peers[s]->id);
+            }
         free(port->peers);
         gm_out_spill_clear(&port->spill, drop_reply);
     }

@@ -25,6 +25,14 @@ struct gm_disp_port {
     uint32_t npeers;             /* size of peers[] */
     struct gm_out_spill spill;   /* replies that found the ring full, in order */
     bool produced;               /* replies produced since the last publish */
+    uint32_t round;              /* advances each time its I/O thread has taken every reply */
+    uint32_t held;               /* its peers with requests held back */
+};
+
+/* A request of a peer held back, in order (dispatcher.c). */
+struct gm_held {
+    struct gm_held *next;
+    struct gm_in m;
 };
 
 /* A background job waiting for its ADD to be acknowledged. */
@@ -70,6 +78,9 @@ struct gm_dispatcher {
     struct gm_heap timers;       /* gm_job by due time: future jobs and running-job deadlines */
 
     struct gm_disp_persist persist;
+
+    struct gm_list held_peers;   /* gm_peer.held_link: peers with requests held back */
+    uint64_t round_limit;        /* listing bytes a peer may have queued in one round */
 
     struct gm_block *unref_blk;  /* references released in batches (see release_in) */
     uint32_t unref_n;
@@ -215,6 +226,12 @@ void pending_release(struct gm_dispatcher *d, struct gm_job *job, bool stored);
 struct gm_job *pick_job(struct gm_peer *p, struct gm_reg **reg_out, uint32_t *idx_out);
 void add_reg(struct gm_dispatcher *d, struct gm_peer *p, struct gm_function *fn, uint32_t timeout_ms);
 void remove_reg(struct gm_dispatcher *d, struct gm_peer *p, uint32_t i);
+
+/* reply.c: counts len bytes of a listing or response queued for conn in
+   its peer's round (dispatcher.c holds a peer's requests past round_limit). */
+void charge_reply(struct gm_dispatcher *d, gm_conn_id conn, size_t len);
+/* Whether peer p has queued round_limit listing bytes in this round. */
+bool over_round(const struct gm_dispatcher *d, const struct gm_peer *p);
 
 /* peers.c: the peers. */
 struct gm_peer *gm_disp_peer(struct gm_dispatcher *d, gm_conn_id id);

@@ -79,6 +79,7 @@ struct gm_function {
 };
 
 struct gm_peer;
+struct gm_held;
 
 struct gm_reg {
     struct gm_function *fn;
@@ -101,6 +102,11 @@ struct gm_peer {
     uint32_t rr;                 /* where the next GRAB starts looking */
     struct gm_list running;      /* gm_job.link of jobs this worker holds */
     struct gm_list waits;        /* gm_attach.peer_link: jobs this client waits on */
+    /* Requests held back while its listings are not taken (dispatcher.c) */
+    struct gm_held *held_head, *held_tail;
+    struct gm_list held_link;    /* in the dispatcher's held_peers while held_head */
+    uint64_t round_bytes;        /* listing bytes queued for it in its port's round */
+    uint32_t round;              /* the round round_bytes counts */
     char addr[GM_ADDR_MAX];
 };
 

@@ -69,6 +69,7 @@ peer_open(struct gm_dispatcher *d, const struct gm_in *m)
     p->exceptions = d->cfg->exceptions;
     gm_list_init(&p->running);
     gm_list_init(&p->waits);
+    gm_list_init(&p->held_link);
     port->peers[slot] = p;
     d->peer_count++;
 }

@@ -7,6 +7,8 @@
  * on the port's spill list until gm_disp_flush moves it into the ring.
  * Packets are built in the message's inline space, or in a block of their
  * own when the head is bigger; bodies go by reference, never copied.
+ * Listings and front-end responses (the replies that can be much bigger
+ * than their request) are counted per peer and round (charge_reply).
  */
 #include "config.h"
 
@@ -193,9 +195,30 @@ gm_disp_send_bytes(struct gm_dispatcher *d, gm_conn_id conn, const void *p, size
 }
 
 void
+charge_reply(struct gm_dispatcher *d, gm_conn_id conn, size_t len)
+{
+    struct gm_peer *p = gm_disp_peer(d, conn);
+    if (!p)
+        return;
+    uint32_t round = d->ports[gm_conn_thread(conn)].round;
+    if (p->round != round) {
+        p->round = round;
+        p->round_bytes = 0;
+    }
+    p->round_bytes += len;
+}
+
+bool
+over_round(const struct gm_dispatcher *d, const struct gm_peer *p)
+{
+    return p->round == d->ports[gm_conn_thread(p->id)].round && p->round_bytes >= d->round_limit;
+}
+
+void
 gm_disp_send_block(struct gm_dispatcher *d, gm_conn_id conn, struct gm_block *b, size_t len)
 {
     struct out_ctx o;
+    charge_reply(d, conn, len);
     if (!out_begin(d, conn, &o)) {
         gm_block_unref(b);
         return;
@@ -210,6 +233,7 @@ bool
 send_raw(struct gm_dispatcher *d, gm_conn_id conn, struct gm_block *b, size_t len)
 {
     struct out_ctx o;
+    charge_reply(d, conn, len);
     if (!out_begin(d, conn, &o)) {
         gm_block_unref(b);
         return false;

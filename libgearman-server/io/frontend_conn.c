@@ -72,6 +72,7 @@ fe_reply(struct conn *c, struct gm_out *m)
     if (m->flags & GM_OUT_F_RAW) {
         conn_queue(c, m);
         c->fe_busy = false;
+        conn_mark_ready(c);
         return;
     }
     size_t add = m->head_len + m->body.len;
@@ -110,6 +111,7 @@ fe_reply(struct conn *c, struct gm_out *m)
         if (done) {
             conn_queue_fe_output(c, &out);
             c->fe_busy = false;
+            conn_mark_ready(c);
             if (out.close) {
                 c->flags |= CF_CLOSING;
                 ev_io_stop(c->t->loop, &c->rw);

@@ -23,8 +23,12 @@
  * Waiting: after activity the thread keeps polling for a while instead of
  * sleeping (--busy-poll, an adaptive window; see busy_poll.h).
  *
+ * Timing: a packet begun and left incomplete, or an HTTP request not sent
+ * in time, closes its connection; a small partial packet left waiting in
+ * a block the thread moved past gets a block of its own (deadlines.c).
+ *
  * The files, from the bottom up: conn_table.c, writer.c, parser.c,
- * frontend_conn.c, reader.c, io_thread.c.
+ * frontend_conn.c, reader.c, deadlines.c, io_thread.c.
  */
 #ifndef GM_IO_INT_H
 #define GM_IO_INT_H
@@ -92,6 +96,8 @@ struct conn {
     char *fe_acc;           /* reply packet bytes being assembled */
     size_t fe_acc_len, fe_acc_cap;
     struct gm_in_spill_node *close_node; /* reserved for the close notice (see in_push_ctrl) */
+    double last_read;       /* ev_now() of the last bytes read (--packet-timeout) */
+    double ready_since;     /* front-end: ev_now() it became ready for a request (--http-timeout) */
     uint16_t port;
     char addr[GM_ADDR_MAX];
 };
@@ -139,6 +145,7 @@ struct gm_io_thread {
     unsigned pool_n;
     struct gm_in_spill spill;   /* open/close notices that met a full ring, in order */
     struct gm_dispatcher *hosted; /* the dispatcher this thread also runs (one-thread mode), or NULL */
+    ev_timer sweep;             /* once a second: deadlines.c */
     char name[16];
 };
 
@@ -204,6 +211,12 @@ void packet_finish_big(struct conn *c, struct gm_block *b);
 void fe_parse(struct conn *c);
 void fe_finish_big(struct conn *c, struct gm_block *b);
 void fe_reply(struct conn *c, struct gm_out *m);
+
+/* deadlines.c */
+/* Stamps: bytes were read; a front-end connection is ready for a request. */
+void conn_mark_read(struct conn *c);
+void conn_mark_ready(struct conn *c);
+void deadlines_start(struct gm_io_thread *t);
 
 /* reader.c */
 void conn_read(struct conn *c);

@@ -109,6 +109,8 @@ conn_open(struct gm_io_thread *t, const struct gm_new_fd *nf)
     ev_io_init(&c->ww, on_conn_write, c->fd, EV_WRITE);
     c->ww.data = c;
     ev_io_start(t->loop, &c->rw);
+    conn_mark_read(c);
+    conn_mark_ready(c);
     atomic_fetch_add(&t->nconns, 1);
     gm_log(GM_LOG_INFO, "Accepted connection from %s:%u", c->addr, c->port);
 }
@@ -296,6 +298,7 @@ gm_io_new(unsigned index, const struct gm_server_config *cfg, struct gm_channel 
     t->prepare.data = t;
     ev_prepare_start(t->loop, &t->prepare);
     gm_busy_poll_init(&t->poll, cfg->busy_poll_us);
+    deadlines_start(t);
     t->lazy_max = cfg->reply_batch_us / 1e6;
     /* A slow reader may hold max_output of unsent bytes besides the reply
        that crosses it (conn_queue), so that a job as big as
@@ -303,9 +306,7 @@ gm_io_new(unsigned index, const struct gm_server_config *cfg, struct gm_channel 
     t->out_limit = cfg->max_output;
     /* Past out_soft (4 MiB, at most half the limit) the connection is not
        read from until its output is below half of that. */
-    t->out_soft = cfg->output_soft ? cfg->output_soft : GM_OUTPUT_SOFT_LIMIT;
-    if (!cfg->output_soft && t->out_soft > cfg->max_output / 2)
-        t->out_soft = cfg->max_output / 2;
+    t->out_soft = gm_server_config_output_soft(cfg);
     return t;
 }
 

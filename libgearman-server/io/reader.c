@@ -141,6 +141,7 @@ conn_read(struct conn *c)
                        errno == ENOMEM ? "out of memory reading" : "read failed");
             return;
         }
+        conn_mark_read(c);
         if (!c->big && (size_t)n < room)
             return; /* the socket is drained */
     }

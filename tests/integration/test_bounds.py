@@ -12,7 +12,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 
 import gmtest  # noqa: E402
-from gmtest import Server, packet, rss_kib, test, wait_until  # noqa: E402
+from gmtest import Server, free_port, packet, rss_kib, test, wait_until  # noqa: E402
 
 
 def echo_worker(port, function, stop, pad=0):
@@ -132,6 +132,110 @@ def test_client_whose_results_pass_max_output_size_is_closed_and_logged():
         stop.set()
         wt.join(10)
 
+
+
+def _peak_rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmHWM for %d" % pid)
+
+
+@test
+def test_pipelined_status_lines_from_a_client_that_never_reads_cost_one_round_at_a_time():
+    # 200 functions with 500-byte names make `status` about 100 KB; one
+    # client pipelines 3,000 `status` lines in one write and reads nothing.
+    # The dispatcher used to build all 3,000 replies at once (300 MB);
+    # now it builds the next ones only once the I/O thread has taken the
+    # last, and the I/O thread closes the client at --max-output-size
+    # (16 MiB here), so the server's peak memory grows by tens of MiB.
+    with Server("--max-output-size", str(16 << 20)) as s:
+        w = gmtest.Conn(s.port)
+        for i in range(200):
+            w.send_packet("CAN_DO", "%0500d" % i)
+        w.send_packet("ECHO_REQ", "sync")
+        w.expect("ECHO_RES")
+        base = _peak_rss_kib(s.proc.pid)
+        slow = socket.create_connection(("127.0.0.1", s.port), timeout=30)
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow.sendall(b"status\n" * 3000)
+        wait_until(lambda: "too much unsent output" in s.log_text(), timeout=60,
+                   what="the client that does not read closed at --max-output-size")
+        with s.conn() as other:
+            other.send_packet("ECHO_REQ", "alive")
+            other.expect("ECHO_RES")
+        grown = _peak_rss_kib(s.proc.pid) - base
+        assert grown < 120 << 10, "peak memory grew by %d MiB" % (grown >> 10)
+        slow.close()
+
+
+def _closed_within(sock, seconds, trickle=None):
+    """Whether the server closes sock within `seconds`; trickle, if given,
+    is sent a byte at a time every 0.3 s meanwhile (a slowloris)."""
+    deadline = time.time() + seconds
+    sock.settimeout(0.3)
+    i = 0
+    while time.time() < deadline:
+        try:
+            if trickle is not None:
+                sock.send(trickle[i % len(trickle):i % len(trickle) + 1])
+                i += 1
+            if sock.recv(4096) == b"":
+                return True
+        except socket.timeout:
+            continue
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+    return False
+
+
+@test
+def test_http_request_trickled_or_never_sent_is_cut_off_at_http_timeout():
+    # slowloris on the HTTP port: one connection sends a header a byte every
+    # 0.3 s, never finishing it; another sends nothing.  Both are closed at
+    # --http-timeout (2 s here) from their accept, however the bytes
+    # trickle; a normal request on a third is answered meanwhile, and its
+    # keep-alive connection is closed once idle that long.
+    port = free_port()
+    with Server("-r", "http", "--http-port", str(port), "--http-timeout", "2") as s:
+        wait_until(lambda: _http_up(port), timeout=10, what="the HTTP port")
+        slow = socket.create_connection(("127.0.0.1", port), timeout=5)
+        slow.sendall(b"GET /status HTTP/1.1\r\nHost: localhost\r\n")
+        silent = socket.create_connection(("127.0.0.1", port), timeout=5)
+        ok = socket.create_connection(("127.0.0.1", port), timeout=5)
+        ok.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        assert ok.recv(4096).startswith(b"HTTP/1.1 200"), "a normal request was not answered"
+        assert _closed_within(slow, 8, trickle=b"X-Slow: y\r\n"), "the trickling request was never cut off"
+        assert _closed_within(silent, 3), "a connection that sent nothing was never closed"
+        assert _closed_within(ok, 4), "an idle keep-alive connection was never closed"
+        assert s.proc.poll() is None
+
+
+@test
+def test_gear_packet_left_incomplete_is_closed_at_packet_timeout_idle_worker_is_not():
+    with Server("--packet-timeout", "2") as s:
+        partial = socket.create_connection(("127.0.0.1", s.port), timeout=5)
+        partial.sendall(packet("CAN_DO", "f")[:7])
+        worker = gmtest.Conn(s.port, timeout=10)
+        worker.send_packet("CAN_DO", "f")
+        worker.send_packet("PRE_SLEEP")
+        assert _closed_within(partial, 8), "a packet left incomplete was never timed out"
+        time.sleep(2.5)
+        # the idle worker is still there: a job wakes it
+        c = gmtest.Conn(s.port, timeout=10)
+        c.send_packet("SUBMIT_JOB_BG", "f", "", b"x")
+        assert c.recv_packet().name == "JOB_CREATED"
+        assert worker.recv_packet().name == "NOOP"
+        assert "incomplete packet: no byte within --packet-timeout" in s.log_text()
+
+
+def _http_up(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
 
 if __name__ == "__main__":
     gmtest.main()

@@ -276,10 +276,102 @@ START_TEST(test_maxqueue_limits_each_priority_against_the_function_total)
 }
 END_TEST
 
+/* ------------------------------------------------------------------ */
+/* Listings for a client that does not read (issue 14.2)               */
+/* ------------------------------------------------------------------ */
+
+/* Registers 200 functions of 500-byte names: `status` is about 100 KB. */
+static void
+many_long_functions(void)
+{
+    gm_conn_id w = conn_open("w", 0);
+    char name[501];
+    for (int i = 0; i < 200; i++) {
+        snprintf(name, sizeof name, "%0500d", i);
+        can_do(w, name);
+    }
+}
+
+/* Listings (ending "\n.\n") c has received. */
+static unsigned
+listings(gm_conn_id c)
+{
+    struct tconn *tc = must_find(c);
+    unsigned n = 0;
+    for (size_t i = 2; i < tc->len; i++)
+        if (tc->buf[i] == '\n' && tc->buf[i - 1] == '.' && tc->buf[i - 2] == '\n')
+            n++;
+    return n;
+}
+
+/* 50 pipelined `status` lines in one drain: the dispatcher queues one
+   round's worth (here 64 KiB, so one listing) until the I/O thread has
+   taken it, then the next; a packet sent after them waits its turn.  Each
+   listing used to be built at once: 50 x 100 KB for a client that may
+   never read. */
+START_TEST(test_pipelined_listings_are_built_only_as_the_io_thread_takes_them)
+{
+    H.d->round_limit = 64u << 10;
+    many_long_functions();
+    gm_conn_id a = conn_open("a", 1);
+    for (int i = 0; i < 50; i++) {
+        struct gm_in m;
+        text_in(&m, a, "status");
+        push_in(&m);
+    }
+    struct gm_field_ref f = {"f", 1};
+    send_nopump(a, GM_PKT_ECHO_REQ, &f, 1);
+    gm_disp_drain(H.d, 1u << 20);
+    collect();
+    ck_assert_uint_eq(listings(a), 1);
+    for (int i = 2; i <= 50; i++) {
+        ck_assert(!next_is(a, GM_PKT_ECHO_RES));
+        pump();
+        ck_assert_uint_eq(listings(a), (unsigned)i);
+    }
+    pump();
+    /* the 50 listings, whole and in order, then the ECHO */
+    struct tconn *tc = must_find(a);
+    for (int i = 0; i < 50; i++) {
+        char *end = memmem(tc->buf + tc->off, tc->len - tc->off, "\n.\n", 3);
+        ck_assert_ptr_nonnull(end);
+        tc->off = (size_t)(end + 3 - tc->buf);
+    }
+    EXPECT(a, GM_PKT_ECHO_RES, "f");
+    EXPECT_NOTHING(a);
+}
+END_TEST
+
+/* A client that leaves with requests held back: its admin lines go
+   unanswered (nobody would read them), its packets are still handled. */
+START_TEST(test_client_leaving_with_held_requests_keeps_its_submits)
+{
+    H.d->round_limit = 64u << 10;
+    many_long_functions();
+    gm_conn_id a = conn_open("a", 1);
+    for (int i = 0; i < 50; i++) {
+        struct gm_in m;
+        text_in(&m, a, "status");
+        push_in(&m);
+    }
+    struct gm_field_ref f[3] = {{"later", 5}, {"u1", 2}, {"data", 4}};
+    send_nopump(a, GM_PKT_SUBMIT_JOB_BG, f, 3);
+    gm_disp_drain(H.d, 1u << 20);
+    collect();
+    ck_assert_uint_eq(listings(a), 1);
+    uint64_t jobs = gm_disp_job_count(H.d);
+    conn_close(a); /* the drain before the close may run one more */
+    ck_assert_uint_le(listings(a), 2);
+    ck_assert_uint_eq(gm_disp_job_count(H.d), jobs + 1);
+}
+END_TEST
+
 int
 main(void)
 {
     Suite *s = suite_create("dispatcher_admin");
+    DISP_ADD(s, test_pipelined_listings_are_built_only_as_the_io_thread_takes_them);
+    DISP_ADD(s, test_client_leaving_with_held_requests_keeps_its_submits);
     DISP_ADD(s, test_can_do_with_a_control_character_in_the_name_is_refused);
     DISP_ADD(s, test_submit_with_a_control_character_in_the_function_name_creates_no_job);
     DISP_ADD(s, test_function_name_of_512_bytes_is_accepted_and_513_refused);

@@ -308,10 +308,40 @@ START_TEST(test_handles_ending_in_the_same_number_are_told_apart)
 }
 END_TEST
 
+/* A dispatcher whose I/O thread takes no replies stops taking requests
+   once SPILL_MAX replies wait off the full outbound ring (issue 14.2: the
+   list used to grow without bound); every reply arrives once the thread
+   takes them. */
+START_TEST(test_overflow_list_is_bounded_and_requests_wait_in_the_ring)
+{
+    gm_conn_id a = conn_open("a", 1);
+    struct gm_field_ref f = {"e", 1};
+    size_t sent = 0;
+    for (; sent < 200000; sent++) {
+        struct gm_in m;
+        packet_in(&m, a, GM_PKT_ECHO_REQ, &f, 1);
+        if (!offer_in(&m)) {
+            gm_block_unref(m.blk);
+            break;
+        }
+    }
+    ck_assert_msg(sent < 200000, "the dispatcher took every request: nothing bounds its overflow list");
+    ck_assert_uint_le(H.d->ports[1].spill.len, 65536 + gm_in_ring_capacity(&H.ch[1].in));
+    /* the I/O thread takes them: everything sent is answered, in order */
+    for (int i = 0; i < 1000 && gm_in_ring_peek(&H.ch[1].in); i++)
+        pump();
+    pump();
+    struct tconn *tc = must_find(a);
+    ck_assert_uint_eq(tc->len - tc->off, sent * (GM_HEADER_SIZE + 1));
+    tc->off = tc->len;
+}
+END_TEST
+
 int
 main(void)
 {
     Suite *s = suite_create("dispatcher_messages");
+    DISP_ADD(s, test_overflow_list_is_bounded_and_requests_wait_in_the_ring);
     DISP_ADD(s, test_handles_ending_in_the_same_number_are_told_apart);
     DISP_ADD(s, test_echo_req_is_answered_with_the_same_bytes);
     DISP_ADD(s, test_response_type_from_a_peer_gives_invalid_command);

@@ -72,7 +72,7 @@ no_wake(void *arg)
 /* output_soft: where reading pauses (0: the server's default;
    UINT32_MAX: never, so the tests can reach max_output). */
 static void
-harness_start(struct harness *h, size_t in_slots, uint32_t max_output, uint32_t output_soft)
+harness_config(struct harness *h, uint32_t max_output, uint32_t output_soft)
 {
     memset(h, 0, sizeof *h);
     gm_server_config_defaults(&h->cfg);
@@ -81,11 +81,24 @@ harness_start(struct harness *h, size_t in_slots, uint32_t max_output, uint32_t 
     h->cfg.max_packet_size = 128u << 10;
     h->cfg.busy_poll_us = 0;
     h->cfg.reply_batch_us = 0;
+}
+
+/* Starts the I/O thread with h->cfg (set before: the thread reads it). */
+static void
+harness_launch(struct harness *h, size_t in_slots)
+{
     ck_assert_int_eq(gm_channel_init(&h->ch, in_slots, 1024), 0);
     h->io = gm_io_new(0, &h->cfg, &h->ch, no_wake, NULL);
     ck_assert_ptr_nonnull(h->io);
     ck_assert_int_eq(pthread_create(&h->th, NULL, gm_io_thread_main, h->io), 0);
     io_tid = h->th;
+}
+
+static void
+harness_start(struct harness *h, size_t in_slots, uint32_t max_output, uint32_t output_soft)
+{
+    harness_config(h, max_output, output_soft);
+    harness_launch(h, in_slots);
 }
 
 static void
@@ -389,6 +402,127 @@ END_TEST
 
 #define ADD(s, t, timeout) gm_check_add((s), #t, t, (timeout), NULL, NULL)
 
+/* ------------------------------------------------------------------ */
+/* Deadlines                                                           */
+/* ------------------------------------------------------------------ */
+
+/* Waits up to 5 s for the server to close fd (EOF); true if it did. */
+static bool
+closed_by_server(int fd)
+{
+    struct timeval tv = {5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char b;
+    return recv(fd, &b, 1, 0) == 0;
+}
+
+/* A packet begun and left incomplete closes its connection after
+   --packet-timeout without a byte; a connection idle between packets (a
+   worker waiting for work) is never timed (issue 14.4). */
+START_TEST(test_incomplete_packet_times_out_but_an_idle_connection_does_not)
+{
+    struct harness h;
+    harness_config(&h, 64u << 20, 0);
+    h.cfg.packet_timeout_s = 1;
+    harness_launch(&h, 1024);
+    int partial = harness_connect(&h);
+    int idle = harness_connect(&h);
+    wait_connections(&h, 2);
+    ck_assert(send_all(partial, "\0REQ\0", 5));
+    ck_assert_msg(closed_by_server(partial), "a 5-byte partial packet was never timed out");
+    wait_connections(&h, 1);
+    sleep(2); /* twice the limit: the idle one is still served */
+    static const char req[] = "\0REQ\0\0\0\x10\0\0\0\x02hi";
+    char got[sizeof req - 1];
+    ck_assert(send_all(idle, req, sizeof req - 1));
+    ck_assert_msg(recv_all(idle, got, sizeof got), "the idle connection was closed");
+    close(partial);
+    close(idle);
+    wait_connections(&h, 0);
+    harness_stop(&h);
+}
+END_TEST
+
+/* Writes a CAN_DO for the one-letter function fn into buf; returns its size. */
+static size_t
+can_do(char *buf, char fn)
+{
+    gm_header_encode((unsigned char *)buf, GM_MAGIC_REQ, GM_PKT_CAN_DO, 1);
+    buf[GM_HEADER_SIZE] = fn;
+    return GM_HEADER_SIZE + 1;
+}
+
+/* The next packet on the inbound ring (notices skipped), 5 s at most. */
+static struct gm_in
+next_packet(struct harness *h)
+{
+    for (int i = 0; i < 5000; i++) {
+        struct gm_in *m = gm_in_ring_peek(&h->ch.in);
+        if (!m) {
+            usleep(1000);
+            continue;
+        }
+        struct gm_in copy = *m;
+        gm_in_ring_consume(&h->ch.in);
+        gm_in_ring_release(&h->ch.in);
+        if (copy.kind == GM_IN_PACKET)
+            return copy;
+        gm_block_unref(copy.blk);
+    }
+    ck_abort_msg("no packet reached the dispatcher");
+    struct gm_in none = {0};
+    return none;
+}
+
+/* A one-byte partial packet left in a read block the thread has moved
+   past gets a block of its own after a second, so the 64 KiB block is
+   freed (issue 14.4: each such byte pinned a whole block); the packet is
+   whole once the rest arrives. */
+START_TEST(test_partial_packet_lets_go_of_the_shared_read_block)
+{
+    struct harness h;
+    harness_start(&h, 1024, 64u << 20, 0);
+    int x = harness_connect(&h);
+    int y = harness_connect(&h);
+    wait_connections(&h, 2);
+    /* CAN_DO "f" and the first byte of CAN_DO "g", in one read */
+    char buf[64], g[16];
+    size_t n = can_do(buf, 'f');
+    size_t gn = can_do(g, 'g');
+    buf[n++] = g[0];
+    ck_assert(send_all(x, buf, n));
+    struct gm_in f = next_packet(&h);
+    ck_assert_int_eq(f.type, GM_PKT_CAN_DO);
+    ck_assert(f.len == 1 && f.payload[0] == 'f');
+    struct gm_block *shared = f.blk; /* we keep this reference */
+    /* y fills the rest of that block (a big ECHO), then reads into a new one */
+    ck_assert(send_packet(y, GM_MAGIC_REQ, GM_PKT_ECHO_REQ, 100u << 10));
+    static char echo[GM_HEADER_SIZE + (100u << 10)];
+    ck_assert(recv_all(y, echo, sizeof echo));
+    ck_assert(send_packet(y, GM_MAGIC_REQ, GM_PKT_ECHO_REQ, 10));
+    ck_assert(recv_all(y, echo, GM_HEADER_SIZE + 10));
+    /* x's byte is the block's only other holder, until it moves out */
+    unsigned refs = 0;
+    for (int i = 0; i < 5000; i++) {
+        refs = atomic_load(&shared->refs);
+        if (refs == 1)
+            break;
+        usleep(1000);
+    }
+    ck_assert_msg(refs == 1, "the partial packet still holds the 64 KiB block (%u refs)", refs);
+    ck_assert(send_all(x, g + 1, gn - 1));
+    struct gm_in pg = next_packet(&h);
+    ck_assert_int_eq(pg.type, GM_PKT_CAN_DO);
+    ck_assert(pg.len == 1 && pg.payload[0] == 'g');
+    gm_block_unref(pg.blk);
+    gm_block_unref(shared);
+    close(x);
+    close(y);
+    wait_connections(&h, 0);
+    harness_stop(&h);
+}
+END_TEST
+
 static Suite *
 io_thread_suite(void)
 {
@@ -397,6 +531,8 @@ io_thread_suite(void)
     ADD(s, test_error_for_a_big_packet_that_passes_the_output_limit_frees_it_once, 60);
     ADD(s, test_slow_reader_is_not_read_from_until_it_reads_and_loses_nothing, 60);
     ADD(s, test_ring_full_and_no_memory_refuses_new_connections_and_still_reports_closes, 30);
+    ADD(s, test_incomplete_packet_times_out_but_an_idle_connection_does_not, 30);
+    ADD(s, test_partial_packet_lets_go_of_the_shared_read_block, 30);
     return s;
 }
 

@@ -149,17 +149,27 @@ disp_teardown(void)
     memset(&H, 0, sizeof H);
 }
 
-/* Pushes one inbound message (making room by draining if the ring is full). */
-void
-push_in(const struct gm_in *m)
+/* Pushes one inbound message, draining once (without collecting) if the
+   ring is full; false if it is still full (the dispatcher took nothing). */
+bool
+offer_in(const struct gm_in *m)
 {
     struct gm_in_ring *r = &H.ch[gm_conn_thread(m->conn)].in;
     if (!gm_in_ring_push(r, m)) {
         gm_in_ring_publish(r);
         gm_disp_drain(H.d, 1u << 20);
-        ck_assert(gm_in_ring_push(r, m));
+        if (!gm_in_ring_push(r, m))
+            return false;
     }
     gm_in_ring_publish(r);
+    return true;
+}
+
+/* Pushes one inbound message (making room by draining if the ring is full). */
+void
+push_in(const struct gm_in *m)
+{
+    ck_assert(offer_in(m));
 }
 
 struct tconn *
@@ -211,27 +221,34 @@ conn_close(gm_conn_id c)
 }
 
 /* Builds a request packet in a block of its own, as an I/O thread does for
-   a packet it read alone, and pushes it without running the dispatcher.
-   Returns the block (whose one reference the message holds). */
-struct gm_block *
-send_nopump(gm_conn_id c, uint32_t type, const struct gm_field_ref *f, size_t n)
+   a packet it read alone. */
+void
+packet_in(struct gm_in *m, gm_conn_id c, uint32_t type, const struct gm_field_ref *f, size_t n)
 {
     size_t size = gm_payload_size(f, n);
     struct gm_block *b = gm_block_new(GM_HEADER_SIZE + size);
     ck_assert_ptr_nonnull(b);
     gm_packet_encode(b->data, GM_MAGIC_REQ, type, f, n);
+    memset(m, 0, sizeof *m);
+    m->conn = c;
+    m->kind = GM_IN_PACKET;
+    m->flags = GM_IN_OWN_BLOCK;
+    m->type = (uint16_t)type;
+    m->len = (uint32_t)size;
+    m->payload = b->data + GM_HEADER_SIZE;
+    m->blk = b;
+    ck_assert_int_eq(gm_fields_split(type, m->payload, m->len, &m->u.fields), GM_PARSE_OK);
+}
+
+/* Pushes a request packet without running the dispatcher; returns its
+   block (whose one reference the message holds). */
+struct gm_block *
+send_nopump(gm_conn_id c, uint32_t type, const struct gm_field_ref *f, size_t n)
+{
     struct gm_in m;
-    memset(&m, 0, sizeof m);
-    m.conn = c;
-    m.kind = GM_IN_PACKET;
-    m.flags = GM_IN_OWN_BLOCK;
-    m.type = (uint16_t)type;
-    m.len = (uint32_t)size;
-    m.payload = b->data + GM_HEADER_SIZE;
-    m.blk = b;
-    ck_assert_int_eq(gm_fields_split(type, m.payload, m.len, &m.u.fields), GM_PARSE_OK);
+    packet_in(&m, c, type, f, n);
     push_in(&m);
-    return b;
+    return m.blk;
 }
 
 void
@@ -317,23 +334,29 @@ work(gm_conn_id w, uint32_t type, const char *handle, const char *data)
 
 /* Sends an admin text line (without its end of line). */
 void
-admin(gm_conn_id c, const char *line)
+text_in(struct gm_in *m, gm_conn_id c, const char *line)
 {
     size_t len = strlen(line);
     struct gm_block *b = gm_block_new(len + 2);
     ck_assert_ptr_nonnull(b);
     memcpy(b->data, line, len);
     memcpy(b->data + len, "\r\n", 2);
+    memset(m, 0, sizeof *m);
+    m->conn = c;
+    m->kind = GM_IN_TEXT;
+    m->flags = GM_IN_CRLF;
+    m->type = GM_PKT_TEXT;
+    m->len = (uint32_t)len;
+    m->payload = b->data;
+    m->blk = b;
+    gm_admin_split(m->payload, len, &m->u.words);
+}
+
+void
+admin(gm_conn_id c, const char *line)
+{
     struct gm_in m;
-    memset(&m, 0, sizeof m);
-    m.conn = c;
-    m.kind = GM_IN_TEXT;
-    m.flags = GM_IN_CRLF;
-    m.type = GM_PKT_TEXT;
-    m.len = (uint32_t)len;
-    m.payload = b->data;
-    m.blk = b;
-    gm_admin_split(m.payload, len, &m.u.words);
+    text_in(&m, c, line);
     push_in(&m);
     pump();
 }

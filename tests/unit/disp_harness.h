@@ -80,6 +80,12 @@ size_t collect(void);
 void pump(void);
 /* Pushes one inbound message (making room by draining if the ring is full). */
 void push_in(const struct gm_in *m);
+/* Pushes one inbound message, draining once (without collecting) if the
+   ring is full; false if it is still full: the dispatcher took nothing. */
+bool offer_in(const struct gm_in *m);
+/* Builds an inbound packet / admin line (its block is the message's). */
+void packet_in(struct gm_in *m, gm_conn_id c, uint32_t type, const struct gm_field_ref *f, size_t n);
+void text_in(struct gm_in *m, gm_conn_id c, const char *line);
 /* Makes c a connection the test reads, without announcing it. */
 struct tconn *conn_register(const char *name, gm_conn_id id);
 /* Announces a connection with an explicit id (GM_IN_OPEN). */
