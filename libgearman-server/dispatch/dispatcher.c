@@ -118,10 +118,10 @@ release_flush(struct gm_dispatcher *d)
     d->unref_n = 0;
 }
 
+/* One message to its handler; p is its peer (NULL: none, or an OPEN). */
 static void
-handle_in(struct gm_dispatcher *d, struct gm_in *m)
+handle_in(struct gm_dispatcher *d, struct gm_peer *p, struct gm_in *m)
 {
-    struct gm_peer *p;
     switch (m->kind) {
     case GM_IN_OPEN:
         peer_open(d, m);
@@ -130,15 +130,15 @@ handle_in(struct gm_dispatcher *d, struct gm_in *m)
         peer_close(d, m->conn);
         break;
     case GM_IN_PACKET:
-        if ((p = gm_disp_peer(d, m->conn)))
+        if (p)
             on_packet(d, p, m);
         break;
     case GM_IN_TEXT:
-        if ((p = gm_disp_peer(d, m->conn)))
+        if (p)
             gm_admin_execute(d, p, m);
         break;
     case GM_IN_FRONTEND:
-        if ((p = gm_disp_peer(d, m->conn)))
+        if (p)
             on_frontend(d, p, m);
         break;
     default:
@@ -212,7 +212,7 @@ run_held(struct gm_dispatcher *d, struct gm_peer *p, bool leaving)
             release_in(d, h->m.blk);
             dropped++;
         } else {
-            handle_in(d, &h->m);
+            handle_in(d, p, &h->m);
         }
         free(h);
     }
@@ -228,18 +228,16 @@ run_held(struct gm_dispatcher *d, struct gm_peer *p, bool leaving)
 static void
 take_in(struct gm_dispatcher *d, struct gm_in *m)
 {
-    if (m->kind != GM_IN_OPEN) {
-        struct gm_peer *p = gm_disp_peer(d, m->conn);
-        if (p && p->held_head) {
-            if (m->kind == GM_IN_CLOSE)
-                run_held(d, p, true);
-            else if (hold_request(d, p, m))
-                return;
-        } else if (p && m->kind == GM_IN_TEXT && over_round(d, p) && hold_request(d, p, m)) {
+    struct gm_peer *p = m->kind == GM_IN_OPEN ? NULL : gm_disp_peer(d, m->conn);
+    if (p && p->held_head) {
+        if (m->kind == GM_IN_CLOSE)
+            run_held(d, p, true);
+        else if (hold_request(d, p, m))
             return;
-        }
+    } else if (p && m->kind == GM_IN_TEXT && over_round(d, p) && hold_request(d, p, m)) {
+        return;
     }
-    handle_in(d, m);
+    handle_in(d, p, m);
 }
 
 /* Starts a new round on each port whose I/O thread has taken every reply
