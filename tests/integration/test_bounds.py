@@ -12,7 +12,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 
 import gmtest  # noqa: E402
-from gmtest import Server, free_port, packet, rss_kib, test, wait_until  # noqa: E402
+from gmtest import Server, free_port, packet, port_open, rss_kib, test, wait_until  # noqa: E402
 
 
 def echo_worker(port, function, stop, pad=0):
@@ -134,14 +134,6 @@ def test_client_whose_results_pass_max_output_size_is_closed_and_logged():
 
 
 
-def _peak_rss_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmHWM for %d" % pid)
-
-
 @test
 def test_pipelined_status_lines_from_a_client_that_never_reads_cost_one_round_at_a_time():
     # 200 functions with 500-byte names make `status` about 100 KB; one
@@ -156,7 +148,7 @@ def test_pipelined_status_lines_from_a_client_that_never_reads_cost_one_round_at
             w.send_packet("CAN_DO", "%0500d" % i)
         w.send_packet("ECHO_REQ", "sync")
         w.expect("ECHO_RES")
-        base = _peak_rss_kib(s.proc.pid)
+        base = rss_kib(s.proc.pid, "VmHWM")
         slow = socket.create_connection(("127.0.0.1", s.port), timeout=30)
         slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         slow.sendall(b"status\n" * 3000)
@@ -165,7 +157,7 @@ def test_pipelined_status_lines_from_a_client_that_never_reads_cost_one_round_at
         with s.conn() as other:
             other.send_packet("ECHO_REQ", "alive")
             other.expect("ECHO_RES")
-        grown = _peak_rss_kib(s.proc.pid) - base
+        grown = rss_kib(s.proc.pid, "VmHWM") - base
         assert grown < 120 << 10, "peak memory grew by %d MiB" % (grown >> 10)
         slow.close()
 
@@ -199,7 +191,7 @@ def test_http_request_trickled_or_never_sent_is_cut_off_at_http_timeout():
     # keep-alive connection is closed once idle that long.
     port = free_port()
     with Server("-r", "http", "--http-port", str(port), "--http-timeout", "2") as s:
-        wait_until(lambda: _http_up(port), timeout=10, what="the HTTP port")
+        wait_until(lambda: port_open(port), timeout=10, what="the HTTP port")
         slow = socket.create_connection(("127.0.0.1", port), timeout=5)
         slow.sendall(b"GET /status HTTP/1.1\r\nHost: localhost\r\n")
         silent = socket.create_connection(("127.0.0.1", port), timeout=5)
@@ -228,14 +220,6 @@ def test_gear_packet_left_incomplete_is_closed_at_packet_timeout_idle_worker_is_
         assert c.recv_packet().name == "JOB_CREATED"
         assert worker.recv_packet().name == "NOOP"
         assert "incomplete packet: no byte within --packet-timeout" in s.log_text()
-
-
-def _http_up(port):
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-        return True
-    except OSError:
-        return False
 
 if __name__ == "__main__":
     gmtest.main()

@@ -679,7 +679,7 @@ def test_http_background_post_joining_a_foreground_post_is_stored_before_its_ans
     args = ("-r", "http", "--http-port", str(hport))
     s = srv(store, *args).start()
     try:
-        wait_until(lambda: _port_open(hport), what="the HTTP port")
+        wait_until(lambda: gmtest.port_open(hport), what="the HTTP port")
         fg = http.client.HTTPConnection("127.0.0.1", hport, timeout=10)
         fg.request("POST", "/httpjoin", body=b"same body")
         w = worker(s, "httpjoin")
@@ -702,14 +702,6 @@ def test_http_background_post_joining_a_foreground_post_is_stored_before_its_ans
     finally:
         stop_ok(s)
         store.cleanup()
-
-
-def _port_open(port):
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-        return True
-    except OSError:
-        return False
 
 
 @per_backend(*ALL)

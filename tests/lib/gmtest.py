@@ -98,13 +98,23 @@ def response(ptype, *fields):
     return packet(ptype, *fields, magic=RES)
 
 
-def rss_kib(pid):
-    """The resident set size of process pid, in KiB."""
+def rss_kib(pid, field="VmRSS"):
+    """The resident set size of process pid, in KiB (field="VmHWM": its
+    peak so far)."""
     with open("/proc/%d/status" % pid) as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
-    raise AssertionError("no VmRSS for %d" % pid)
+    raise AssertionError("no %s for %d" % (field, pid))
+
+
+def port_open(port, host="127.0.0.1"):
+    """Whether something accepts TCP connections on port."""
+    try:
+        socket.create_connection((host, port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
 
 
 def wait_until(pred, timeout=5.0, interval=0.02, what="condition"):

@@ -292,6 +292,17 @@ many_long_functions(void)
     }
 }
 
+/* Pipelines n `status` lines from c, without running the dispatcher. */
+static void
+pipeline_status(gm_conn_id c, int n)
+{
+    for (int i = 0; i < n; i++) {
+        struct gm_in m;
+        text_in(&m, c, "status");
+        push_in(&m);
+    }
+}
+
 /* Listings (ending "\n.\n") c has received. */
 static unsigned
 listings(gm_conn_id c)
@@ -314,11 +325,7 @@ START_TEST(test_pipelined_listings_are_built_only_as_the_io_thread_takes_them)
     H.d->round_limit = 64u << 10;
     many_long_functions();
     gm_conn_id a = conn_open("a", 1);
-    for (int i = 0; i < 50; i++) {
-        struct gm_in m;
-        text_in(&m, a, "status");
-        push_in(&m);
-    }
+    pipeline_status(a, 50);
     struct gm_field_ref f = {"f", 1};
     send_nopump(a, GM_PKT_ECHO_REQ, &f, 1);
     gm_disp_drain(H.d, 1u << 20);
@@ -349,11 +356,7 @@ START_TEST(test_client_leaving_with_held_requests_keeps_its_submits)
     H.d->round_limit = 64u << 10;
     many_long_functions();
     gm_conn_id a = conn_open("a", 1);
-    for (int i = 0; i < 50; i++) {
-        struct gm_in m;
-        text_in(&m, a, "status");
-        push_in(&m);
-    }
+    pipeline_status(a, 50);
     struct gm_field_ref f[3] = {{"later", 5}, {"u1", 2}, {"data", 4}};
     send_nopump(a, GM_PKT_SUBMIT_JOB_BG, f, 3);
     gm_disp_drain(H.d, 1u << 20);
