@@ -1,13 +1,16 @@
 /*
  * log.c: the log writer (see log.h).
  *
- * Owns the log descriptor, its path and the syslog switch.  Records are
- * formatted on the caller's stack and written with one write(2), so lines
- * from different threads never interleave.
+ * Owns the log descriptor, its path and the syslog switch, and each
+ * thread's budget for records about connections (thread-local, so no
+ * locks).  Records are formatted on the caller's stack and written with one
+ * write(2), so lines from different threads never interleave.
  */
 #include "config.h"
 
 #include "libgearman-server/base/log.h"
+
+#include "libgearman-server/base/clock.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -26,6 +29,9 @@ static int log_fd = STDERR_FILENO;  /* -1: nowhere */
 static char *log_path;              /* NULL unless logging to a named file */
 static bool log_syslog;
 static _Thread_local char thread_tag[16] = "main";
+/* All the connections of this thread together (gm_log_peer) */
+static _Thread_local struct gm_log_limit thread_limit;
+static uint64_t (*log_clock)(void) = gm_mono_ms;
 
 static const char *const level_names[GM_LOG_LEVEL_COUNT] = {
     "FATAL", "ALERT", "CRITICAL", "ERROR", "WARNING", "NOTICE", "INFO", "DEBUG",
@@ -137,8 +143,8 @@ gm_log_close(void)
     log_syslog = false;
 }
 
-void
-gm_log_write(int level, const char *fmt, ...)
+static void
+log_vwrite(int level, const char *fmt, va_list ap)
 {
     char line[2048];
     struct timeval tv;
@@ -149,10 +155,7 @@ gm_log_write(int level, const char *fmt, ...)
                      gm_log_level_name(level), tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
                      tm.tm_hour, tm.tm_min, tm.tm_sec, (long)tv.tv_usec, thread_tag);
     size_t head = n > 0 ? (size_t)n : 0;
-    va_list ap;
-    va_start(ap, fmt);
     int m = vsnprintf(line + head, sizeof line - head - 1, fmt, ap);
-    va_end(ap);
     size_t len = head + (m < 0 ? 0 : (size_t)m);
     if (len > sizeof line - 2)
         len = sizeof line - 2;
@@ -163,4 +166,108 @@ gm_log_write(int level, const char *fmt, ...)
     }
     if (log_syslog && level >= 0 && level < GM_LOG_LEVEL_COUNT)
         syslog(syslog_priority[level], "%.*s", (int)(len - 1 - head), line + head);
+}
+
+void
+gm_log_write(int level, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    log_vwrite(level, fmt, ap);
+    va_end(ap);
+}
+
+bool
+gm_log_limit_take(struct gm_log_limit *l, uint64_t now, uint32_t max, uint32_t window_ms, int level)
+{
+    /* now < window_start (a clock set back by a test) also starts one */
+    if (!l->window_start || now - l->window_start >= window_ms) {
+        l->window_start = now;
+        l->lines = 0;
+    }
+    if (l->lines < max) {
+        l->lines++;
+        return true;
+    }
+    if (!l->suppressed || level < l->worst)
+        l->worst = level;
+    l->suppressed++;
+    return false;
+}
+
+/* The line that says what the thread's budget held back, if anything. */
+static void
+report_thread(void)
+{
+    if (!thread_limit.suppressed)
+        return;
+    gm_log_write(thread_limit.worst,
+                 "%llu more lines about connections suppressed (over %u in %u s on this thread)",
+                 (unsigned long long)thread_limit.suppressed, GM_LOG_THREAD_LINES,
+                 GM_LOG_WINDOW_MS / 1000);
+    thread_limit.suppressed = 0;
+}
+
+/* The line that says what a connection's budget held back. */
+static void
+report_peer(struct gm_log_limit *lim, const char *addr, unsigned port)
+{
+    gm_log_write(lim->worst, "%s:%u: %llu more lines suppressed (over %u in %u s from one connection)",
+                 addr, port, (unsigned long long)lim->suppressed, GM_LOG_PEER_LINES,
+                 GM_LOG_WINDOW_MS / 1000);
+    lim->suppressed = 0;
+}
+
+void
+gm_log_peer_write(struct gm_log_limit *lim, const char *addr, unsigned port, int level,
+                  const char *fmt, ...)
+{
+    if (level <= GM_LOG_LIMITED) {
+        uint64_t now = log_clock();
+        if (lim && !gm_log_limit_take(lim, now, GM_LOG_PEER_LINES, GM_LOG_WINDOW_MS, level))
+            return;
+        if (!gm_log_limit_take(&thread_limit, now, GM_LOG_THREAD_LINES, GM_LOG_WINDOW_MS, level))
+            return;
+        report_thread();
+        if (lim && lim->suppressed)
+            report_peer(lim, addr, port);
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    log_vwrite(level, fmt, ap);
+    va_end(ap);
+}
+
+void
+gm_log_peer_close(struct gm_log_limit *lim, const char *addr, unsigned port)
+{
+    bool mine = lim && lim->suppressed && lim->worst <= gm_log_level;
+    if (!mine && !thread_limit.suppressed)
+        return;
+    uint64_t now = log_clock();
+    if (!mine) {
+        /* The thread's count, once its window is over, need not wait for
+           the next line: any connection's close says it. */
+        if (now - thread_limit.window_start >= GM_LOG_WINDOW_MS &&
+            gm_log_limit_take(&thread_limit, now, GM_LOG_THREAD_LINES, GM_LOG_WINDOW_MS,
+                              thread_limit.worst))
+            report_thread();
+        return;
+    }
+    if (!gm_log_limit_take(&thread_limit, now, GM_LOG_THREAD_LINES, GM_LOG_WINDOW_MS, lim->worst)) {
+        /* the report itself is held back: the thread's count takes over
+           the lines it would have counted (one of them counted already) */
+        thread_limit.suppressed += lim->suppressed - 1;
+        lim->suppressed = 0;
+        return;
+    }
+    report_thread();
+    report_peer(lim, addr, port);
+}
+
+void
+gm_log_set_clock(uint64_t (*now_ms)(void))
+{
+    log_clock = now_ms ? now_ms : gm_mono_ms;
+    memset(&thread_limit, 0, sizeof thread_limit);
 }

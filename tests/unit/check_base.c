@@ -2,19 +2,24 @@
  * check_base.c: unit tests for the generic pieces of base/ that more than
  * one part of the server uses: the timer heap (heap.h: the dispatcher's
  * future jobs and deadlines) and growing blocks and the byte builder
- * (block.h: admin replies, HTTP responses, big packets being read).  The
- * ring and its spill list have check_ring.c.
+ * (block.h: admin replies, HTTP responses, big packets being read), and
+ * the budgets of log lines about connections (log.h: gm_log_peer, used by
+ * the dispatcher and the I/O threads).  The ring and its spill list have
+ * check_ring.c.
  */
 #include "config.h"
 
 #include <check.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "libgearman-server/base/block.h"
 #include "libgearman-server/base/heap.h"
+#include "libgearman-server/base/log.h"
 #include "tests/unit/check_tap.h"
 
 /* ------------------------------------------------------------------ */
@@ -154,7 +159,204 @@ START_TEST(test_bytes_builder_appends_and_fails_for_good_past_max)
 }
 END_TEST
 
+
+/* ------------------------------------------------------------------ */
+/* Budgets of log lines about connections                              */
+/* ------------------------------------------------------------------ */
+
+/* max lines per window go through; the rest are counted, with the most
+   severe level among them; the first line after the window ends opens a
+   new one (the count stays until its owner reports it). */
+START_TEST(test_log_limit_lets_max_lines_per_window_through_and_counts_the_rest)
+{
+    struct gm_log_limit l = {0};
+    for (int i = 0; i < 3; i++)
+        ck_assert(gm_log_limit_take(&l, 1000 + (uint64_t)i, 3, 100, GM_LOG_ERROR));
+    ck_assert(!gm_log_limit_take(&l, 1010, 3, 100, GM_LOG_WARNING));
+    ck_assert_int_eq(l.worst, GM_LOG_WARNING);
+    ck_assert(!gm_log_limit_take(&l, 1050, 3, 100, GM_LOG_ERROR));
+    ck_assert(!gm_log_limit_take(&l, 1099, 3, 100, GM_LOG_WARNING));
+    ck_assert_uint_eq(l.suppressed, 3);
+    ck_assert_int_eq(l.worst, GM_LOG_ERROR);
+    /* 100 ms after the window began: a new one */
+    ck_assert(gm_log_limit_take(&l, 1100, 3, 100, GM_LOG_ERROR));
+    ck_assert_uint_eq(l.lines, 1);
+    ck_assert_uint_eq(l.suppressed, 3);
+    ck_assert(gm_log_limit_take(&l, 1101, 3, 100, GM_LOG_ERROR));
+    ck_assert(gm_log_limit_take(&l, 1102, 3, 100, GM_LOG_ERROR));
+    ck_assert(!gm_log_limit_take(&l, 1199, 3, 100, GM_LOG_ERROR));
+    ck_assert_uint_eq(l.suppressed, 4);
+    /* a long silence: the next window begins at the next line, not on a grid */
+    ck_assert(gm_log_limit_take(&l, 5555, 3, 100, GM_LOG_ERROR));
+    ck_assert_uint_eq(l.window_start, 5555);
+}
+END_TEST
+
+static uint64_t fake_now = 1;
+
+static uint64_t
+fake_clock(void)
+{
+    return fake_now;
+}
+
+static char log_path[64];
+
+/* Logging to a fresh file with the hand-driven clock; level ERROR. */
+static void
+log_setup(void)
+{
+    snprintf(log_path, sizeof log_path, "/tmp/check_base_log_XXXXXX");
+    int fd = mkstemp(log_path);
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+    ck_assert_int_eq(gm_log_open(log_path), 0);
+    gm_log_level = GM_LOG_ERROR;
+    fake_now = 1;
+    gm_log_set_clock(fake_clock);
+}
+
+static void
+log_teardown(void)
+{
+    gm_log_set_clock(NULL);
+    gm_log_close();
+    unlink(log_path);
+}
+
+/* The lines written so far: how many contain `what` (NULL: all); the last
+   one that does is copied to last (if given). */
+static int
+log_count(const char *what, char *last, size_t last_size)
+{
+    FILE *f = fopen(log_path, "r");
+    ck_assert_ptr_nonnull(f);
+    char line[4096];
+    int n = 0;
+    while (fgets(line, sizeof line, f)) {
+        if (what && !strstr(line, what))
+            continue;
+        n++;
+        if (last)
+            snprintf(last, last_size, "%s", line);
+    }
+    fclose(f);
+    return n;
+}
+
+/* One connection's flood: ten lines, then one line that says how many
+   were held back, at the next line after the window (or at its close). */
+START_TEST(test_log_peer_holds_back_a_flood_and_says_how_many)
+{
+    struct gm_log_limit a = {0};
+    char last[4096];
+    gm_log_level = GM_LOG_WARNING;
+    for (int i = 0; i < 1000; i++)
+        gm_log_peer(&a, "10.0.0.1", 4000, GM_LOG_ERROR, "bad request %d", i);
+    ck_assert_int_eq(log_count(NULL, NULL, 0), GM_LOG_PEER_LINES);
+    ck_assert_int_eq(log_count("bad request 9\n", NULL, 0), 1);
+    ck_assert_int_eq(log_count("bad request 10\n", NULL, 0), 0);
+    /* the window is over: the count, then the line */
+    fake_now += GM_LOG_WINDOW_MS;
+    gm_log_peer(&a, "10.0.0.1", 4000, GM_LOG_WARNING, "bad request %d", 1000);
+    ck_assert_int_eq(log_count("suppressed", last, sizeof last), 1);
+    ck_assert_ptr_nonnull(strstr(last, "10.0.0.1:4000: 990 more lines suppressed"));
+    ck_assert(strncmp(last, "  ERROR", 7) == 0); /* the worst level held back */
+    ck_assert_int_eq(log_count(NULL, last, sizeof last), GM_LOG_PEER_LINES + 2);
+    ck_assert_ptr_nonnull(strstr(last, "bad request 1000\n"));
+    /* nothing held back since: the close says nothing */
+    gm_log_peer_close(&a, "10.0.0.1", 4000);
+    ck_assert_int_eq(log_count(NULL, NULL, 0), GM_LOG_PEER_LINES + 2);
+    /* a flood that ends with the connection: the close says how many */
+    for (int i = 0; i < 20; i++)
+        gm_log_peer(&a, "10.0.0.1", 4000, GM_LOG_WARNING, "late %d", i);
+    gm_log_peer_close(&a, "10.0.0.1", 4000);
+    ck_assert_int_eq(log_count("late", NULL, 0), GM_LOG_PEER_LINES - 1);
+    ck_assert_int_eq(log_count("suppressed", last, sizeof last), 2);
+    ck_assert_ptr_nonnull(strstr(last, "10.0.0.1:4000: 11 more lines suppressed"));
+    ck_assert(strncmp(last, "WARNING", 7) == 0);
+}
+END_TEST
+
+/* Another connection's lines in the same window still go through. */
+START_TEST(test_log_peer_budgets_are_per_connection)
+{
+    struct gm_log_limit a = {0}, b = {0};
+    for (int i = 0; i < 500; i++)
+        gm_log_peer(&a, "10.0.0.1", 4000, GM_LOG_ERROR, "from a");
+    gm_log_peer(&b, "10.0.0.2", 5000, GM_LOG_ERROR, "from b");
+    gm_log_peer(NULL, NULL, 0, GM_LOG_ERROR, "from nobody in particular");
+    ck_assert_int_eq(log_count("from a", NULL, 0), GM_LOG_PEER_LINES);
+    ck_assert_int_eq(log_count("from b", NULL, 0), 1);
+    ck_assert_int_eq(log_count("from nobody", NULL, 0), 1);
+    gm_log_peer_close(&b, "10.0.0.2", 5000);
+    gm_log_peer_close(&a, "10.0.0.1", 4000);
+    ck_assert_int_eq(log_count("suppressed", NULL, 0), 1);
+    ck_assert_int_eq(log_count("10.0.0.1:4000: 490 more lines suppressed", NULL, 0), 1);
+}
+END_TEST
+
+/* Many connections together: the thread's budget caps them, and its count
+   (with the counts of connections that closed meanwhile) comes in one line,
+   before the next line or at the next close once the window is over. */
+START_TEST(test_log_peer_thread_budget_caps_many_connections)
+{
+    enum { N = 300 };
+    static struct gm_log_limit peers[N];
+    memset(peers, 0, sizeof peers);
+    for (int i = 0; i < N; i++)
+        gm_log_peer(&peers[i], "10.0.0.9", (unsigned)i, GM_LOG_ERROR, "one each");
+    ck_assert_int_eq(log_count(NULL, NULL, 0), GM_LOG_THREAD_LINES);
+    /* one connection over its own budget too, then closed: its report is
+       itself held back and joins the thread's count */
+    for (int i = 0; i < 15; i++)
+        gm_log_peer(&peers[0], "10.0.0.9", 0, GM_LOG_ERROR, "more");
+    gm_log_peer_close(&peers[0], "10.0.0.9", 0);
+    ck_assert_int_eq(log_count(NULL, NULL, 0), GM_LOG_THREAD_LINES);
+    /* a close in the window (of a connection with nothing held back)
+       says nothing; the first line after it comes after the count */
+    gm_log_peer_close(&peers[1], "10.0.0.9", 1);
+    ck_assert_int_eq(log_count(NULL, NULL, 0), GM_LOG_THREAD_LINES);
+    fake_now += GM_LOG_WINDOW_MS;
+    char last[4096];
+    gm_log_peer(&peers[1], "10.0.0.9", 1, GM_LOG_ERROR, "after");
+    ck_assert_int_eq(log_count("suppressed", last, sizeof last), 1);
+    /* 200 single lines, and 15 of peer 0 (its own budget held back 6 of
+       them, the thread's the other 9, in the thread's count both) */
+    ck_assert_ptr_nonnull(strstr(last, "215 more lines about connections suppressed"));
+    ck_assert_int_eq(log_count(NULL, NULL, 0), GM_LOG_THREAD_LINES + 2);
+    /* or, when no line comes, the first close after the window */
+    for (int i = 0; i < 150; i++)
+        gm_log_peer(&peers[i + 100], "10.0.0.9", (unsigned)i + 100, GM_LOG_ERROR, "again");
+    ck_assert_int_eq(log_count("again", NULL, 0), GM_LOG_THREAD_LINES - 1);
+    fake_now += GM_LOG_WINDOW_MS;
+    gm_log_peer_close(&peers[2], "10.0.0.9", 2);
+    ck_assert_int_eq(log_count("suppressed", last, sizeof last), 2);
+    ck_assert_ptr_nonnull(strstr(last, "51 more lines about connections suppressed"));
+    ck_assert_int_eq(log_count(NULL, NULL, 0), 2 * GM_LOG_THREAD_LINES + 2);
+}
+END_TEST
+
+/* NOTICE, INFO and DEBUG (asked for with -v) are not limited; records
+   below the level are not counted either. */
+START_TEST(test_log_peer_does_not_limit_what_verbose_asks_for)
+{
+    struct gm_log_limit a = {0};
+    for (int i = 0; i < 50; i++)
+        gm_log_peer(&a, "10.0.0.1", 4000, GM_LOG_INFO, "info");
+    ck_assert_int_eq(log_count(NULL, NULL, 0), 0);
+    ck_assert_uint_eq(a.lines + a.suppressed, 0);
+    gm_log_level = GM_LOG_DEBUG;
+    for (int i = 0; i < 50; i++)
+        gm_log_peer(&a, "10.0.0.1", 4000, GM_LOG_INFO, "info");
+    ck_assert_int_eq(log_count("info", NULL, 0), 50);
+    gm_log_peer_close(&a, "10.0.0.1", 4000);
+    ck_assert_int_eq(log_count(NULL, NULL, 0), 50);
+}
+END_TEST
+
 #define ADD(s, t) gm_check_add((s), #t, t, 30, NULL, NULL)
+#define ADD_LOG(s, t) gm_check_add((s), #t, t, 30, log_setup, log_teardown)
 
 static Suite *
 base_suite(void)
@@ -164,6 +366,11 @@ base_suite(void)
     ADD(s, test_heap_removes_any_item_and_keeps_positions);
     ADD(s, test_block_grow_doubles_keeps_bytes_and_stops_at_max);
     ADD(s, test_bytes_builder_appends_and_fails_for_good_past_max);
+    ADD(s, test_log_limit_lets_max_lines_per_window_through_and_counts_the_rest);
+    ADD_LOG(s, test_log_peer_holds_back_a_flood_and_says_how_many);
+    ADD_LOG(s, test_log_peer_budgets_are_per_connection);
+    ADD_LOG(s, test_log_peer_thread_budget_caps_many_connections);
+    ADD_LOG(s, test_log_peer_does_not_limit_what_verbose_asks_for);
     return s;
 }
 
