@@ -140,7 +140,7 @@ void send_packet_flagged(struct gm_dispatcher *d, gm_conn_id conn, uint32_t type
 void send_packet(struct gm_dispatcher *d, gm_conn_id conn, uint32_t type, const struct gm_field_ref *f,
                  size_t n, const struct gm_slice *body);
 void send_simple(struct gm_dispatcher *d, gm_conn_id conn, uint32_t type);
-/* ERROR code text (and a log line). */
+/* ERROR code text (and a log line, limited per connection: gm_log_peer). */
 void send_error(struct gm_dispatcher *d, gm_conn_id conn, const char *code, const char *text);
 /* ERROR for a name gm_name_check refuses; true if it was refused. */
 bool refuse_bad_name(struct gm_dispatcher *d, gm_conn_id conn, enum gm_name_kind kind, const char *name,

@@ -28,6 +28,7 @@
 #include "libgearman-server/base/block.h"
 #include "libgearman-server/base/hashtab.h"
 #include "libgearman-server/base/list.h"
+#include "libgearman-server/base/log.h"
 #include "libgearman-server/proto/msg.h"
 
 enum gm_priority { GM_PRIO_HIGH = 0, GM_PRIO_NORMAL = 1, GM_PRIO_LOW = 2, GM_PRIO_COUNT = 3 };
@@ -107,6 +108,7 @@ struct gm_peer {
     struct gm_list held_link;    /* in the dispatcher's held_peers while held_head */
     uint64_t round_bytes;        /* listing bytes queued for it in its port's round */
     uint32_t round;              /* the round round_bytes counts */
+    struct gm_log_limit log_limit; /* the lines it causes (gm_log_peer) */
     char addr[GM_ADDR_MAX];
 };
 

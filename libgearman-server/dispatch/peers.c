@@ -111,6 +111,7 @@ peer_close(struct gm_dispatcher *d, gm_conn_id id)
         remove_reg(d, p, p->nregs - 1);
     peer_abandon_jobs(d, p);
     d->ports[gm_conn_thread(id)].peers[gm_conn_slot(id)] = NULL;
+    gm_log_peer_close(&p->log_limit, p->addr, p->port);
     free(p->regs);
     free(p->client_id);
     free(p);

@@ -151,7 +151,13 @@ void
 send_error(struct gm_dispatcher *d, gm_conn_id conn, const char *code, const char *text)
 {
     struct gm_field_ref f[2] = {{code, strlen(code)}, {text, strlen(text)}};
-    gm_log(GM_LOG_ERROR, "GEARMAN_%s:%s", code, text);
+    /* (while gm_disp_free tears down, the peer tables are gone) */
+    struct gm_peer *p = d->tearing_down ? NULL : gm_disp_peer(d, conn);
+    if (p)
+        gm_log_peer(&p->log_limit, p->addr, p->port, GM_LOG_ERROR, "GEARMAN_%s:%s (%s:%u)", code, text,
+                    p->addr, p->port);
+    else
+        gm_log_peer(NULL, NULL, 0, GM_LOG_ERROR, "GEARMAN_%s:%s", code, text);
     send_packet(d, conn, GM_PKT_ERROR, f, 2, NULL);
 }
 

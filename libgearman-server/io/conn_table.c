@@ -202,7 +202,8 @@ conn_close(struct conn *c, int level, const char *why)
         return;
     struct gm_io_thread *t = c->t;
     flush_refs(t);
-    gm_log(level, "Disconnected %s:%u: %s", c->addr, c->port, why);
+    gm_log_peer(&c->log_limit, c->addr, c->port, level, "Disconnected %s:%u: %s", c->addr, c->port, why);
+    gm_log_peer_close(&c->log_limit, c->addr, c->port);
     conn_release(c);
     if (c->flags & CF_STALLED) {
         struct conn **pp = &t->stalled;

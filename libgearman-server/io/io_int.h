@@ -39,6 +39,7 @@
 
 #include "libgearman-server/base/block.h"
 #include "libgearman-server/base/busy_poll.h"
+#include "libgearman-server/base/log.h"
 #include "libgearman-server/io/io_thread.h"
 #include "libgearman-server/proto/msg.h"
 #include "libgearman-server/proto/protocol.h"
@@ -98,6 +99,7 @@ struct conn {
     struct gm_in_spill_node *close_node; /* reserved for the close notice (see in_push_ctrl) */
     double last_read;       /* ev_now() of the last bytes read (--packet-timeout) */
     double ready_since;     /* front-end: ev_now() it became ready for a request (--http-timeout) */
+    struct gm_log_limit log_limit; /* the lines it causes (gm_log_peer) */
     uint16_t port;
     char addr[GM_ADDR_MAX];
 };

@@ -111,7 +111,8 @@ void
 conn_send_error(struct conn *c, const char *code, const char *text)
 {
     struct gm_field_ref f[2] = {{code, strlen(code)}, {text, strlen(text)}};
-    gm_log(GM_LOG_ERROR, "GEARMAN_%s:%s (%s:%u)", code, text, c->addr, c->port);
+    gm_log_peer(&c->log_limit, c->addr, c->port, GM_LOG_ERROR, "GEARMAN_%s:%s (%s:%u)", code, text,
+                c->addr, c->port);
     conn_send_packet(c, GM_PKT_ERROR, f, 2);
 }
 
@@ -235,7 +236,8 @@ close_after_output(struct conn *c, const char *why)
     if (!c->out_head)
         conn_close(c, GM_LOG_ERROR, why);
     else
-        gm_log(GM_LOG_ERROR, "closing %s:%u after an error: %s", c->addr, c->port, why);
+        gm_log_peer(&c->log_limit, c->addr, c->port, GM_LOG_ERROR, "closing %s:%u after an error: %s",
+                    c->addr, c->port, why);
 }
 
 void

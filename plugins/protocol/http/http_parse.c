@@ -290,7 +290,8 @@ refuse(const char *buf, struct gm_fe_req *req, const struct gm_http_hdr *bad)
     gm_http_refusal_text(bad->line, n, why, sizeof why);
     gm_http_printable(method, sizeof method, buf, (size_t)((const char *)memchr(buf, ' ', req->path_off) - buf));
     gm_http_printable(path, sizeof path, buf + req->path_off, req->path_len);
-    gm_log(GM_LOG_WARNING, "http: refused %s /%s: %s", method, path, why);
+    /* a refusal closes the connection: only the thread's budget applies */
+    gm_log_peer(NULL, NULL, 0, GM_LOG_WARNING, "http: refused %s /%s: %s", method, path, why);
     req->kind = GM_FE_SERVE;
     req->flags |= HTTP_F_REFUSED;
     req->path_off = (uint16_t)(bad->line - buf);
