@@ -2,7 +2,7 @@
  * check_http.c: unit tests for the HTTP front-end (plugins/protocol/http/):
  * the sizes parse() accepts and the size of what it answers, where a
  * 32-bit block must never be asked to hold more than 4 GiB, and the UTF-8
- * that the JSON and Prometheus encoders write.
+ * that the JSON and Prometheus encoders write, and what they cost.
  *
  * The front-end is linked as built (libgm-http.a) and its parts reached
  * through its internal header, http_int.h.  Sizes near 4 GiB are tested
@@ -11,6 +11,7 @@
 #include "config.h"
 
 #include <check.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +25,19 @@
 /* ------------------------------------------------------------------ */
 /* Helpers                                                             */
 /* ------------------------------------------------------------------ */
+
+/* vsnprintf is wrapped (-Wl,--wrap=vsnprintf, include.am): the calls the
+   front-end makes are counted. */
+int __real_vsnprintf(char *s, size_t n, const char *fmt, va_list ap);
+int __wrap_vsnprintf(char *s, size_t n, const char *fmt, va_list ap);
+static unsigned long vsnprintf_calls;
+
+int
+__wrap_vsnprintf(char *s, size_t n, const char *fmt, va_list ap)
+{
+    vsnprintf_calls++;
+    return __real_vsnprintf(s, n, fmt, ap);
+}
 
 /* The old upper bound of --max-packet-size: what parse() may be given. */
 #define OLD_MAX_BODY (UINT32_MAX - 12)
@@ -210,6 +224,55 @@ START_TEST(test_prometheus_labels_are_utf8_and_escaped)
 }
 END_TEST
 
+/* Every byte value, and every byte value after each escape, many times
+   over: the encoders' output is what one byte at a time would give, and
+   they call no printf for it (they used to call one per control byte). */
+START_TEST(test_escaping_is_byte_exact_and_calls_no_printf)
+{
+    enum { ROUNDS = 64 };
+    char in[ROUNDS * 512];
+    size_t n = 0;
+    for (int r = 0; r < ROUNDS; r++)
+        for (int c = 0; c < 256; c++) {
+            in[n++] = (char)c;
+            in[n++] = (char)(r % 2 ? '"' : 'a');
+        }
+    for (int json = 0; json < 2; json++) {
+        /* what one byte at a time gives (each byte alone: one that is not
+           ASCII is not UTF-8 alone, and none here starts a sequence with
+           the next, 'a' or '"') */
+        struct gm_bytes want = {0};
+        if (json)
+            gm_bytes_str(&want, "\"");
+        for (size_t i = 0; i < n; i++) {
+            struct gm_bytes one = {0};
+            if (json)
+                http_json_str(&one, in + i, 1); /* its quotes are left out below */
+            else
+                http_label(&one, in + i, 1);
+            ck_assert(!one.failed);
+            gm_bytes_add(&want, one.b->data + json, one.len - 2 * (size_t)json);
+            free(one.b);
+        }
+        if (json)
+            gm_bytes_str(&want, "\"");
+        ck_assert(!want.failed);
+        vsnprintf_calls = 0;
+        struct gm_bytes w = {0};
+        if (json)
+            http_json_str(&w, in, n);
+        else
+            http_label(&w, in, n);
+        ck_assert_uint_eq(vsnprintf_calls, 0);
+        ck_assert(!w.failed);
+        ck_assert_uint_eq(w.len, want.len);
+        ck_assert(memcmp(w.b->data, want.b->data, w.len) == 0);
+        free(w.b);
+        free(want.b);
+    }
+}
+END_TEST
+
 /* ------------------------------------------------------------------ */
 
 #define ADD(s, t) gm_check_add((s), #t, t, 60, NULL, NULL)
@@ -224,6 +287,7 @@ http_suite(void)
     ADD(s, test_a_result_joined_past_4_gib_is_answered_500_not_cut);
     ADD(s, test_json_strings_are_utf8_with_u_fffd_for_the_rest);
     ADD(s, test_prometheus_labels_are_utf8_and_escaped);
+    ADD(s, test_escaping_is_byte_exact_and_calls_no_printf);
     return s;
 }
 

@@ -88,26 +88,50 @@ utf8_next(const unsigned char *s, size_t n, bool *valid)
 /* s[0..n) escaped for a JSON string (json) or a Prometheus label value:
    both escape backslash and quote; JSON writes other control bytes as
    \uXXXX and what is not UTF-8 as the escape \ufffd, a label escapes only
-   newline and writes U+FFFD itself. */
+   newline and writes U+FFFD itself.  Linear and cheap: the bytes that stay
+   as they are go to w in runs, one addition a run, and an escape is a few
+   bytes written directly (no printf); a builder that has failed stops the
+   walk. */
 static void
 escape(struct gm_bytes *w, const char *s, size_t n, bool json)
 {
-    for (size_t i = 0; i < n;) {
-        unsigned char c = (unsigned char)s[i];
-        bool valid;
-        size_t k = utf8_next((const unsigned char *)s + i, n - i, &valid);
-        if (!valid)
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *p = (const unsigned char *)s, *end = p + n;
+    const unsigned char *run = p; /* the bytes from run to p stay as they are */
+    if (w->failed)
+        return;
+    while (p < end) {
+        unsigned char c = *p;
+        if (c >= 0x80) {
+            bool valid;
+            size_t k = utf8_next(p, (size_t)(end - p), &valid);
+            if (valid) {
+                p += k;
+                continue;
+            }
+            gm_bytes_add(w, run, (size_t)(p - run));
             gm_bytes_str(w, json ? "\\ufffd" : "\xef\xbf\xbd");
-        else if (c == '"' || c == '\\')
+            run = p += k;
+        } else if (c == '"' || c == '\\') {
+            gm_bytes_add(w, run, (size_t)(p - run));
             gm_bytes_add(w, (const char[]){'\\', (char)c}, 2);
-        else if (json && c < 0x20)
-            http_fmt(w, "\\u%04x", c);
-        else if (!json && c == '\n')
-            gm_bytes_str(w, "\\n");
-        else
-            gm_bytes_add(w, s + i, k);
-        i += k;
+            run = ++p;
+        } else if (json && c < 0x20) {
+            gm_bytes_add(w, run, (size_t)(p - run));
+            gm_bytes_add(w, (const char[]){'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]}, 6);
+            run = ++p;
+        } else if (!json && c == '\n') {
+            gm_bytes_add(w, run, (size_t)(p - run));
+            gm_bytes_add(w, "\\n", 2);
+            run = ++p;
+        } else {
+            p++;
+            continue;
+        }
+        if (w->failed)
+            return;
     }
+    gm_bytes_add(w, run, (size_t)(p - run));
 }
 
 void
