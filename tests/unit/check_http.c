@@ -176,6 +176,45 @@ START_TEST(test_a_result_joined_past_4_gib_is_answered_500_not_cut)
 }
 END_TEST
 
+/* A foreground job's WORK_DATA and WORK_COMPLETE data are its body, sent
+   whole; the connection then holds no block (it used to keep the one the
+   result was joined in, as large as the largest result, for as long as the
+   connection stayed open). */
+START_TEST(test_a_job_result_is_answered_whole_and_its_block_not_kept)
+{
+    struct http_conn *h = gm_http_frontend.conn_new();
+    ck_assert_ptr_nonnull(h);
+    h->minor = 1;
+    h->keep_alive = true;
+    enum { CHUNK = 256 << 10 };
+    char *chunk = malloc(6 + CHUNK);
+    ck_assert_ptr_nonnull(chunk);
+    memcpy(chunk, "H:x:1", 6);
+    struct gm_fe_output out = {0};
+    ck_assert_int_eq(gm_http_frontend.on_packet(h, GM_PKT_JOB_CREATED, "H:x:1", 5, &out), 0);
+    for (int i = 0; i < 4; i++) {
+        memset(chunk + 6, 'a' + i, CHUNK);
+        ck_assert_int_eq(gm_http_frontend.on_packet(h, GM_PKT_WORK_DATA, chunk, 6 + CHUNK, &out), 0);
+    }
+    ck_assert_int_eq(gm_http_frontend.on_packet(h, GM_PKT_WORK_COMPLETE, "H:x:1\0end", 9, &out), 1);
+    ck_assert(!out.close);
+    ck_assert_ptr_null(h->body.b);
+    ck_assert_uint_eq(h->body.len, 0);
+    const char *end = memmem(out.blk->data, out.len, "\r\n\r\n", 4);
+    ck_assert_ptr_nonnull(end);
+    const char *body = end + 4;
+    ck_assert_uint_eq(out.len - (size_t)(body - out.blk->data), 4 * CHUNK + 3);
+    static const char length[] = "Content-Length: 1048579\r\n";
+    ck_assert(memmem(out.blk->data, (size_t)(body - out.blk->data), length, sizeof length - 1));
+    for (int i = 0; i < 4; i++)
+        ck_assert(body[i * CHUNK] == 'a' + i && body[(i + 1) * CHUNK - 1] == 'a' + i);
+    ck_assert(memcmp(body + 4 * CHUNK, "end", 3) == 0);
+    ck_assert_int_eq(status_of(&out), 200);
+    free(chunk);
+    gm_http_frontend.conn_free(h);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ */
 /* UTF-8                                                               */
 /* ------------------------------------------------------------------ */
@@ -285,6 +324,7 @@ http_suite(void)
     ADD(s, test_content_length_is_plain_digits_that_fit_in_64_bits);
     ADD(s, test_response_buffer_refuses_to_pass_4_gib);
     ADD(s, test_a_result_joined_past_4_gib_is_answered_500_not_cut);
+    ADD(s, test_a_job_result_is_answered_whole_and_its_block_not_kept);
     ADD(s, test_json_strings_are_utf8_with_u_fffd_for_the_rest);
     ADD(s, test_prometheus_labels_are_utf8_and_escaped);
     ADD(s, test_escaping_is_byte_exact_and_calls_no_printf);

@@ -74,6 +74,13 @@ void http_label(struct gm_bytes *w, const char *s, size_t n);
 struct gm_fe_output http_respond(int status, uint8_t minor, bool keep_alive, bool head_only, const char *type,
                                  const char *extra, const void *body, size_t len);
 
+/* The same with the body built in *body, whose block is taken: the head
+   is written in front of the body in that block, so a large body is not
+   copied, and *body is left empty (its max kept).  A body whose building
+   failed gives the 500. */
+struct gm_fe_output http_respond_take(int status, uint8_t minor, bool keep_alive, bool head_only, const char *type,
+                                      const char *extra, struct gm_bytes *body);
+
 /* A plain-text error response ("<status> <reason>: why") that closes. */
 struct gm_fe_output http_respond_error(int status, uint8_t minor, const char *why);
 

@@ -13,37 +13,38 @@
 #include "config.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "plugins/protocol/http/http_int.h"
 
-/* Empties the body being joined (its block is kept for the next). */
+/* Empties the body being joined (its block is freed: a connection keeps
+   no block between jobs). */
 static void
 body_empty(struct http_conn *h)
 {
+    free(h->body.b);
+    h->body.b = NULL;
     h->body.len = 0;
     h->body.failed = false;
 }
 
-/* The response to the job, with its handle and the reply's command; the
-   body joined so far is sent (or, lost, a 500 that closes) and emptied. */
+/* The response to the job, with its handle and the reply's command: the
+   body joined so far is sent (its block handed on, not copied), or, lost,
+   a 500 that closes; the body is left empty. */
 static struct gm_fe_output
 job_response(struct http_conn *h, int status, const char *command, const char *extra)
 {
     char headers[256];
     snprintf(headers, sizeof headers, "X-Gearman-Job-Handle: %s\r\nX-Gearman-Command: %s\r\n%s", h->handle,
              command, extra ? extra : "");
-    struct gm_fe_output o;
     if (h->body.failed) {
         static const char why[] = "500 Internal Server Error: the job's result is larger than 4 GiB "
                                   "or memory is short\n";
-        o = http_respond(500, h->minor, false, false, "text/plain; charset=utf-8", headers, why, sizeof why - 1);
-    } else {
-        o = http_respond(status, h->minor, h->keep_alive, false, "application/octet-stream", headers,
-                         h->body.b ? h->body.b->data : NULL, h->body.len);
+        body_empty(h);
+        return http_respond(500, h->minor, false, false, "text/plain; charset=utf-8", headers, why, sizeof why - 1);
     }
-    body_empty(h);
-    return o;
+    return http_respond_take(status, h->minor, h->keep_alive, false, "application/octet-stream", headers, &h->body);
 }
 
 /* frontend.h's on_packet(). */
@@ -59,7 +60,7 @@ http_on_packet(void *st, uint32_t type, const char *payload, uint32_t len, struc
         snprintf(h->handle, sizeof h->handle, "%.*s", (int)(len < GM_HANDLE_MAX ? len : GM_HANDLE_MAX), payload);
         if (!h->background)
             return 0;
-        h->body.len = 0;
+        body_empty(h);
         *out = job_response(h, 200, "JOB_CREATED", NULL);
         return 1;
     case GM_PKT_WORK_DATA:

@@ -186,32 +186,78 @@ reason(int status)
     }
 }
 
-struct gm_fe_output
-http_respond(int status, uint8_t minor, bool keep_alive, bool head_only, const char *type, const char *extra,
-             const void *body, size_t len)
+/* The status line and headers of a response whose body is len bytes. */
+static void
+head(struct gm_bytes *w, int status, uint8_t minor, bool keep_alive, const char *type, const char *extra,
+     size_t len)
 {
-    struct gm_bytes w = {0};
-    http_fmt(&w, "HTTP/1.%u %d %s\r\n", minor, status, reason(status));
+    http_fmt(w, "HTTP/1.%u %d %s\r\n", minor, status, reason(status));
     if (extra)
-        gm_bytes_str(&w, extra);
+        gm_bytes_str(w, extra);
     if (type)
-        http_fmt(&w, "Content-Type: %s\r\n", type);
-    http_fmt(&w, "Content-Length: %zu\r\nServer: gearmand-c/%s\r\nConnection: %s\r\n\r\n", len,
+        http_fmt(w, "Content-Type: %s\r\n", type);
+    http_fmt(w, "Content-Length: %zu\r\nServer: gearmand-c/%s\r\nConnection: %s\r\n\r\n", len,
              PACKAGE_VERSION, keep_alive ? "keep-alive" : "close");
-    if (!head_only && len)
-        gm_bytes_add(&w, body, len);
+}
+
+/* The whole response in *w handed over, or, if building it failed, the
+   500 that closes (its block freed). */
+static struct gm_fe_output
+finish(struct gm_bytes *w, int status, uint8_t minor, bool keep_alive)
+{
     struct gm_fe_output o = {0};
-    if (w.failed) {
-        free(w.b);
+    if (w->failed) {
+        free(w->b);
         if (status == 500)
             return o; /* nothing left to say */
         static const char why[] = "500 Internal Server Error: the response is too large or memory is short\n";
         return http_respond(500, minor, false, false, "text/plain; charset=utf-8", NULL, why, sizeof why - 1);
     }
-    o.blk = w.b;
-    o.len = w.len;
+    o.blk = w->b;
+    o.len = w->len;
     o.close = !keep_alive;
     return o;
+}
+
+struct gm_fe_output
+http_respond(int status, uint8_t minor, bool keep_alive, bool head_only, const char *type, const char *extra,
+             const void *body, size_t len)
+{
+    struct gm_bytes w = {0};
+    head(&w, status, minor, keep_alive, type, extra, len);
+    if (!head_only && len)
+        gm_bytes_add(&w, body, len);
+    return finish(&w, status, minor, keep_alive);
+}
+
+struct gm_fe_output
+http_respond_take(int status, uint8_t minor, bool keep_alive, bool head_only, const char *type,
+                  const char *extra, struct gm_bytes *body)
+{
+    struct gm_bytes b = *body, w = {0};
+    body->b = NULL;
+    body->len = 0;
+    body->failed = false;
+    if (b.failed)
+        return finish(&b, status, minor, keep_alive);
+    head(&w, status, minor, keep_alive, type, extra, b.len);
+    if (head_only || !b.len || w.failed) {
+        free(b.b);
+        return finish(&w, status, minor, keep_alive);
+    }
+    /* the head goes in front of the body, in the body's block: grown to
+       exactly what it needs, the bytes moved up, none copied elsewhere */
+    size_t need = w.len + b.len;
+    if (need > UINT32_MAX || !gm_block_grow(&b.b, need, 0, need)) {
+        free(w.b);
+        b.failed = true;
+        return finish(&b, status, minor, keep_alive);
+    }
+    memmove(b.b->data + w.len, b.b->data, b.len);
+    memcpy(b.b->data, w.b->data, w.len);
+    b.len = need;
+    free(w.b);
+    return finish(&b, status, minor, keep_alive);
 }
 
 struct gm_fe_output

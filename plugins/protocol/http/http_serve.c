@@ -140,15 +140,13 @@ refusal(const char *request, const struct gm_fe_req *r)
                         body, len);
 }
 
-/* The response of status whose body is what *w holds (freed here), kept
-   alive and HEAD as r asks. */
+/* The response of status whose body is what *w holds (its block taken),
+   kept alive and HEAD as r asks. */
 static struct gm_fe_output
 serve_bytes(int status, const struct gm_fe_req *r, const char *type, const char *extra, struct gm_bytes *w)
 {
-    struct gm_fe_output o = http_respond(status, r->minor, (r->flags & GM_FE_KEEP_ALIVE) != 0,
-                                         (r->flags & GM_FE_HEAD) != 0, type, extra, w->b ? w->b->data : "", w->len);
-    free(w->b);
-    return o;
+    return http_respond_take(status, r->minor, (r->flags & GM_FE_KEEP_ALIVE) != 0, (r->flags & GM_FE_HEAD) != 0,
+                             type, extra, w);
 }
 
 /* A JSON answer of the API, the short text e. */
