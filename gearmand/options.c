@@ -131,7 +131,9 @@ static const struct opt table[] = {
     {"max-output-size", 0, K_U32, "General", "67108864", O(server.max_output), 1 << 20, UINT32_MAX,
      "Most unsent output, in bytes, a client that does not read may leave queued besides one "
      "reply (1048576 to 4294967295): such a client is no longer read from once 4 MiB wait (its "
-     "requests wait in its socket), and at this limit it is closed and the log says so."},
+     "requests wait in its socket), and at this limit it is closed and the log says so.  Also the "
+     "most an HTTP job's result may hold (or --max-packet-size if larger): past it the request "
+     "gets 502."},
     {"packet-timeout", 0, K_UINT, "General", "300", O(server.packet_timeout_s), 0, 86400,
      "Seconds a packet begun but not complete may go without a byte before its connection is "
      "closed (0: no limit). Between packets there is no limit: idle workers are normal."},

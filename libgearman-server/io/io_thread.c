@@ -60,6 +60,14 @@ on_conn_write(struct ev_loop *loop, ev_io *w, int revents)
     conn_flush(w->data);
 }
 
+/* The most a front-end connection holds of one job's reply (an HTTP job's
+   joined result): --max-output-size, or one packet if that is larger. */
+static size_t
+fe_max_reply(const struct gm_server_config *cfg)
+{
+    return cfg->max_output > cfg->max_packet_size ? cfg->max_output : cfg->max_packet_size;
+}
+
 static void
 conn_open(struct gm_io_thread *t, const struct gm_new_fd *nf)
 {
@@ -69,7 +77,7 @@ conn_open(struct gm_io_thread *t, const struct gm_new_fd *nf)
         free(c);
         c = NULL;
     }
-    if (c && nf->frontend && t->cfg->frontend && !(c->fe = t->cfg->frontend->conn_new())) {
+    if (c && nf->frontend && t->cfg->frontend && !(c->fe = t->cfg->frontend->conn_new(fe_max_reply(t->cfg)))) {
         free(c->close_node);
         free(c);
         c = NULL;

@@ -178,7 +178,10 @@ struct gm_frontend {
     const char *name;
     const char *default_unique;   /* unique key of a submission that gives none */
 
-    void *(*conn_new)(void);
+    /* A connection's state; max_reply is the most it may hold of one job's
+       reply packets for a request (a front-end that joins them answers
+       with an error past it; 0: no limit of the server's). */
+    void *(*conn_new)(size_t max_reply);
     void (*conn_free)(void *st);
 
     /* Cuts the next request out of buf[0..len).  Returns the bytes it uses

@@ -1054,6 +1054,59 @@ def test_eight_mib_body_through_a_worker_and_back():
         w.close()
 
 
+def small_quarantine():
+    """The environment of a server whose RSS a test measures: under
+    AddressSanitizer, a quarantine of 4 MiB instead of 256 (freed blocks
+    wait there, and would count as growth); nothing changes otherwise."""
+    asan = os.environ.get("ASAN_OPTIONS", "")
+    return {"ASAN_OPTIONS": (asan + ":" if asan else "") + "quarantine_size_mb=4"}
+
+
+@test
+def test_a_streamed_result_past_max_output_size_is_answered_502_and_the_server_stays_small():
+    # A worker streams WORK_DATA to an HTTP foreground job and never
+    # completes.  The server used to join the whole stream into the
+    # response (up to 4 GiB); now, past --max-output-size (2 MiB here, with
+    # --max-packet-size 1 MiB), the request is answered 502 at once and its
+    # connection closes, the server does not grow with the stream, and the
+    # worker goes on: it ends the job and runs the next one.
+    cap, chunk, stream = 2 << 20, 64 << 10, 96 << 20
+    with HttpServer("--max-output-size", str(cap), "--max-packet-size", str(1 << 20),
+                    env=small_quarantine()) as s:
+        w = worker(s, "stream")
+        w.timeout = 60.0
+        c = s.http(timeout=30.0)
+        c.request("GET", "/stream")
+        h, _, _ = grab_wait(w)
+        base = gmtest.rss_kib(s.proc.pid)
+        data = b"s" * chunk
+        for i in range(stream // chunk):
+            w.send_packet("WORK_DATA", h, data)
+            if i % 64 == 63:
+                sync(w)
+        # 96 MiB streamed: the server grew by 97 MiB before, 3 MiB now (12
+        # under AddressSanitizer with a small quarantine)
+        grown = gmtest.rss_kib(s.proc.pid) - base
+        assert grown < 32 * 1024, "the server grew by %d KiB while a worker streamed %d MiB" % (grown, stream >> 20)
+        r = c.response(timeout=10.0)
+        assert r.status == 502 and r.reason == "Bad Gateway", r
+        assert r.h("x-gearman-job-handle") == h and r.h("x-gearman-command") == "WORK_DATA", r
+        assert r.h("connection") == "close" and c.closed(), r
+        assert b"passed %d bytes" % cap in r.body and b"--max-output-size" in r.body, r.body
+        # the worker is not hurt: it ends the job, which nobody waits for now,
+        # and runs the next
+        w.send_packet("WORK_COMPLETE", h, "end")
+        sync(w)
+        assert admin_status(s, "stream") == (0, 0, 1)
+        with s.http() as c2:
+            c2.request("POST", "/stream", [("X-Gearman-Unique", "next")], "next")
+            h2, _, d = grab_wait(w)
+            assert d == b"next" and h2 != h, (h2, d)
+            w.send_packet("WORK_COMPLETE", h2, "done")
+            check_job_response(c2.response(), h2, "WORK_COMPLETE", b"done")
+        w.close()
+
+
 @test
 def test_client_disconnecting_mid_job_does_not_break_the_server():
     with HttpServer() as s:

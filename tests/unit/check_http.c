@@ -46,7 +46,7 @@ static long
 parse_text(const char *text, uint32_t max_body, struct gm_fe_req *req, uint64_t *need,
            struct gm_fe_output *err)
 {
-    void *st = gm_http_frontend.conn_new();
+    void *st = gm_http_frontend.conn_new(0);
     ck_assert_ptr_nonnull(st);
     memset(err, 0, sizeof *err);
     *need = 0;
@@ -155,24 +155,112 @@ START_TEST(test_response_buffer_refuses_to_pass_4_gib)
 }
 END_TEST
 
-START_TEST(test_a_result_joined_past_4_gib_is_answered_500_not_cut)
+/* A reply packet of job "H:x:1" whose data is n bytes of fill (in a
+   static buffer). */
+static const char *
+job_packet(char fill, size_t n, uint32_t *len)
 {
-    struct http_conn *h = gm_http_frontend.conn_new();
+    static char p[6 + 4096] = "H:x:1";
+    ck_assert_uint_le(n, 4096);
+    memset(p + 6, fill, n);
+    *len = (uint32_t)(6 + n);
+    return p;
+}
+
+/* Whether the response o holds the text t. */
+static bool
+holds(const struct gm_fe_output *o, const char *t)
+{
+    return o->blk && memmem(o->blk->data, o->len, t, strlen(t)) != NULL;
+}
+
+START_TEST(test_a_result_that_would_pass_4_gib_is_answered_502_at_once_not_cut)
+{
+    struct http_conn *h = gm_http_frontend.conn_new(0); /* no limit of the server's: RESULT_MAX */
     ck_assert_ptr_nonnull(h);
+    ck_assert_uint_eq(h->body.max, RESULT_MAX);
     h->minor = 1;
     h->keep_alive = true;
     snprintf(h->handle, sizeof h->handle, "H:x:1");
-    h->body.len = UINT32_MAX - 100; /* as if the chunks so far held that much */
-    char chunk[6 + 200] = "H:x:1";
-    memset(chunk + 6, 'd', 200);
+    h->body.len = RESULT_MAX - 100; /* as if the chunks so far held that much */
+    uint32_t len;
+    const char *chunk = job_packet('d', 200, &len);
     struct gm_fe_output out = {0};
-    ck_assert_int_eq(gm_http_frontend.on_packet(h, GM_PKT_WORK_DATA, chunk, sizeof chunk, &out), 0);
+    ck_assert_int_eq(gm_http_frontend.on_packet(h, GM_PKT_WORK_DATA, chunk, len, &out), 1);
     ck_assert_ptr_null(h->body.b); /* nothing was allocated for it */
-    ck_assert_int_eq(gm_http_frontend.on_packet(h, GM_PKT_WORK_COMPLETE, "H:x:1\0end", 9, &out), 1);
-    ck_assert(out.close);
-    ck_assert_int_eq(status_of(&out), 500);
     ck_assert_uint_eq(h->body.len, 0);
+    ck_assert(out.close);
+    ck_assert_int_eq(status_of(&out), 502);
+    /* the job's end is not answered again */
+    ck_assert_int_eq(gm_http_frontend.on_packet(h, GM_PKT_WORK_COMPLETE, "H:x:1\0end", 9, &out), 0);
+    ck_assert_ptr_null(out.blk);
     gm_http_frontend.conn_free(h);
+}
+END_TEST
+
+/* A worker that streams WORK_DATA and never completes: past the limit the
+   connection was given (--max-output-size) the request is answered 502 at
+   once and closes, the body is freed, and the job's later packets are
+   ignored.  A result of exactly the limit is answered whole. */
+START_TEST(test_a_result_past_its_limit_is_answered_502_at_once_and_the_rest_ignored)
+{
+    enum { LIMIT = 1000 };
+    struct gm_fe_output out = {0};
+    uint32_t len;
+    for (int complete = 0; complete < 2; complete++) {
+        /* exactly the limit: in chunks, or in WORK_COMPLETE alone */
+        struct http_conn *h = gm_http_frontend.conn_new(LIMIT);
+        ck_assert_ptr_nonnull(h);
+        h->minor = 1;
+        h->keep_alive = true;
+        ck_assert_int_eq(gm_http_frontend.on_packet(h, GM_PKT_JOB_CREATED, "H:x:1", 5, &out), 0);
+        if (!complete) {
+            const char *p = job_packet('a', 600, &len);
+            ck_assert_int_eq(gm_http_frontend.on_packet(h, GM_PKT_WORK_DATA, p, len, &out), 0);
+            p = job_packet('b', 400, &len);
+            ck_assert_int_eq(gm_http_frontend.on_packet(h, GM_PKT_WORK_DATA, p, len, &out), 0);
+            p = job_packet('c', 0, &len);
+            ck_assert_int_eq(gm_http_frontend.on_packet(h, GM_PKT_WORK_COMPLETE, p, len, &out), 1);
+        } else {
+            const char *p = job_packet('c', LIMIT, &len);
+            ck_assert_int_eq(gm_http_frontend.on_packet(h, GM_PKT_WORK_COMPLETE, p, len, &out), 1);
+        }
+        ck_assert(!out.close);
+        ck_assert(holds(&out, "\r\nContent-Length: 1000\r\n"));
+        ck_assert_int_eq(status_of(&out), 200);
+        gm_http_frontend.conn_free(h);
+    }
+    for (int complete = 0; complete < 2; complete++) {
+        /* one byte more: at the chunk, or at WORK_COMPLETE, that passes it */
+        struct http_conn *h = gm_http_frontend.conn_new(LIMIT);
+        ck_assert_ptr_nonnull(h);
+        h->minor = 1;
+        h->keep_alive = true;
+        ck_assert_int_eq(gm_http_frontend.on_packet(h, GM_PKT_JOB_CREATED, "H:x:1", 5, &out), 0);
+        const char *p = job_packet('a', 1000, &len);
+        ck_assert_int_eq(gm_http_frontend.on_packet(h, GM_PKT_WORK_DATA, p, len, &out), 0);
+        ck_assert_ptr_nonnull(h->body.b);
+        p = job_packet('b', 1, &len);
+        ck_assert_int_eq(gm_http_frontend.on_packet(h, complete ? GM_PKT_WORK_COMPLETE : GM_PKT_WORK_DATA, p, len,
+                                                    &out), 1);
+        ck_assert(out.close);
+        ck_assert_ptr_null(h->body.b);
+        ck_assert(holds(&out, "\r\nX-Gearman-Job-Handle: H:x:1\r\n"));
+        ck_assert(holds(&out, complete ? "\r\nX-Gearman-Command: WORK_COMPLETE\r\n"
+                                       : "\r\nX-Gearman-Command: WORK_DATA\r\n"));
+        ck_assert(holds(&out, "Connection: close\r\n"));
+        ck_assert(holds(&out, "the job's result passed 1000 bytes"));
+        ck_assert_int_eq(status_of(&out), 502);
+        /* the stream goes on: nothing is joined or answered any more */
+        for (int i = 0; i < 3; i++) {
+            p = job_packet('z', 4096, &len);
+            ck_assert_int_eq(gm_http_frontend.on_packet(h, GM_PKT_WORK_DATA, p, len, &out), 0);
+        }
+        ck_assert_int_eq(gm_http_frontend.on_packet(h, GM_PKT_WORK_COMPLETE, "H:x:1\0end", 9, &out), 0);
+        ck_assert_ptr_null(out.blk);
+        ck_assert_ptr_null(h->body.b);
+        gm_http_frontend.conn_free(h);
+    }
 }
 END_TEST
 
@@ -182,7 +270,7 @@ END_TEST
    connection stayed open). */
 START_TEST(test_a_job_result_is_answered_whole_and_its_block_not_kept)
 {
-    struct http_conn *h = gm_http_frontend.conn_new();
+    struct http_conn *h = gm_http_frontend.conn_new(0);
     ck_assert_ptr_nonnull(h);
     h->minor = 1;
     h->keep_alive = true;
@@ -323,7 +411,8 @@ http_suite(void)
     ADD(s, test_head_and_body_past_4_gib_are_413_before_anything_is_allocated);
     ADD(s, test_content_length_is_plain_digits_that_fit_in_64_bits);
     ADD(s, test_response_buffer_refuses_to_pass_4_gib);
-    ADD(s, test_a_result_joined_past_4_gib_is_answered_500_not_cut);
+    ADD(s, test_a_result_that_would_pass_4_gib_is_answered_502_at_once_not_cut);
+    ADD(s, test_a_result_past_its_limit_is_answered_502_at_once_and_the_rest_ignored);
     ADD(s, test_a_job_result_is_answered_whole_and_its_block_not_kept);
     ADD(s, test_json_strings_are_utf8_with_u_fffd_for_the_rest);
     ADD(s, test_prometheus_labels_are_utf8_and_escaped);

@@ -30,11 +30,11 @@
 #include "plugins/protocol/http/http_int.h"
 
 static void *
-http_conn_new(void)
+http_conn_new(size_t max_reply)
 {
     struct http_conn *h = calloc(1, sizeof *h);
     if (h)
-        h->body.max = RESULT_MAX;
+        h->body.max = max_reply && max_reply < RESULT_MAX ? max_reply : RESULT_MAX;
     return h;
 }
 

@@ -45,10 +45,15 @@ struct http_conn {
     uint8_t minor;
     bool keep_alive, background, head_only;
     char handle[GM_HANDLE_MAX];
-    /* WORK_DATA chunks joined, then WORK_COMPLETE's data; its max is
-       RESULT_MAX, and failed says a chunk did not fit (or memory was
-       short): the answer is a 500. */
+    /* WORK_DATA chunks joined, then WORK_COMPLETE's data; its max is what
+       conn_new() was given (--max-output-size, or --max-packet-size if
+       larger), at most RESULT_MAX: past it the request is answered 502 at
+       once and the connection closes.  failed says memory was short: the
+       answer is a 500 when the job ends. */
     struct gm_bytes body;
+    /* Answered before its job ended (its result passed body.max): the
+       job's later packets are ignored until the connection closes. */
+    bool answered;
 };
 
 /* ---- http_resp.c: responses and the text in them ---- */

@@ -6,8 +6,11 @@
  * Runs on the connection's I/O thread and touches only that connection's
  * state (struct http_conn): a background job is answered at JOB_CREATED;
  * a foreground one joins its WORK_DATA chunks and WORK_COMPLETE's data
- * into the body (at most RESULT_MAX bytes, else a 500), and is answered
- * when it completes, fails or throws.  An ERROR packet is a 400, or 503
+ * into the body, and is answered when it completes, fails or throws.  A
+ * result that passes the body's limit (--max-output-size, or
+ * --max-packet-size if larger: a worker that streams WORK_DATA and never
+ * completes) is answered 502 at once, the connection closing after it;
+ * the job goes on without this request.  An ERROR packet is a 400, or 503
  * for QUEUE_ERROR.
  */
 #include "config.h"
@@ -47,11 +50,37 @@ job_response(struct http_conn *h, int status, const char *command, const char *e
     return http_respond_take(status, h->minor, h->keep_alive, false, "application/octet-stream", headers, &h->body);
 }
 
+/* Joins data[0..len) to the job's body.  Returns 0, or 1 with the 502
+   that closes in *out if the body would pass its limit (the body is then
+   freed and the job's later packets ignored). */
+static int
+join(struct http_conn *h, const char *command, const char *data, size_t len, struct gm_fe_output *out)
+{
+    if (len <= h->body.max - h->body.len) {
+        gm_bytes_add(&h->body, data, len); /* memory short: failed, a 500 when the job ends */
+        return 0;
+    }
+    char headers[256], why[320];
+    snprintf(headers, sizeof headers, "X-Gearman-Job-Handle: %s\r\nX-Gearman-Command: %s\r\n", h->handle,
+             command);
+    int n = snprintf(why, sizeof why,
+                     "502 Bad Gateway: the job's result passed %zu bytes, the most the server holds for one "
+                     "response (--max-output-size, or --max-packet-size if larger)%s\n",
+                     h->body.max, strcmp(command, "WORK_DATA") == 0 ? "; the job goes on without this request" : "");
+    body_empty(h);
+    h->answered = true;
+    *out = http_respond(502, h->minor, false, false, "text/plain; charset=utf-8", headers, why,
+                        n < 0 ? 0 : (size_t)n < sizeof why ? (size_t)n : sizeof why - 1);
+    return 1;
+}
+
 /* frontend.h's on_packet(). */
 int
 http_on_packet(void *st, uint32_t type, const char *payload, uint32_t len, struct gm_fe_output *out)
 {
     struct http_conn *h = st;
+    if (h->answered)
+        return 0;
     const char *nul = memchr(payload, '\0', len);
     const char *data = nul ? nul + 1 : payload + len;
     size_t dlen = (size_t)(payload + len - data);
@@ -64,10 +93,10 @@ http_on_packet(void *st, uint32_t type, const char *payload, uint32_t len, struc
         *out = job_response(h, 200, "JOB_CREATED", NULL);
         return 1;
     case GM_PKT_WORK_DATA:
-        gm_bytes_add(&h->body, data, dlen);
-        return 0;
+        return join(h, "WORK_DATA", data, dlen, out);
     case GM_PKT_WORK_COMPLETE:
-        gm_bytes_add(&h->body, data, dlen);
+        if (join(h, "WORK_COMPLETE", data, dlen, out))
+            return 1;
         *out = job_response(h, 200, "WORK_COMPLETE", NULL);
         return 1;
     case GM_PKT_WORK_FAIL:
@@ -76,7 +105,8 @@ http_on_packet(void *st, uint32_t type, const char *payload, uint32_t len, struc
         return 1;
     case GM_PKT_WORK_EXCEPTION:
         body_empty(h);
-        gm_bytes_add(&h->body, data, dlen);
+        if (join(h, "WORK_EXCEPTION", data, dlen, out))
+            return 1;
         *out = job_response(h, 200, "WORK_EXCEPTION", NULL);
         return 1;
     case GM_PKT_ERROR: {
