@@ -133,7 +133,7 @@ static const struct opt table[] = {
      "reply (1048576 to 4294967295): such a client is no longer read from once 4 MiB wait (its "
      "requests wait in its socket), and at this limit it is closed and the log says so.  Also the "
      "most an HTTP job's result may hold (or --max-packet-size if larger): past it the request "
-     "gets 502."},
+     "gets 502; and the most an HTTP page (/metrics, /api/...) may hold: its list is cut there."},
     {"packet-timeout", 0, K_UINT, "General", "300", O(server.packet_timeout_s), 0, 86400,
      "Seconds a packet begun but not complete may go without a byte before its connection is "
      "closed (0: no limit). Between packets there is no limit: idle workers are normal."},

@@ -352,7 +352,7 @@ on_frontend(struct gm_dispatcher *d, struct gm_peer *p, struct gm_in *m)
         return;
     }
     struct gm_fe_output o = fe->serve(m->payload, r, p->is_loopback, d->cfg->frontend_remote_actions,
-                                      &d->view);
+                                      d->cfg->max_output, &d->view);
     if (!o.blk || !send_raw(d, p->id, o.blk, o.len)) {
         gm_disp_send_close(d, p->id);
         return;

@@ -200,9 +200,13 @@ struct gm_frontend {
 
     /* Dispatcher thread: answers a GM_FE_SERVE request from the view;
        `loopback` says whether the peer is on this host (state-changing
-       actions may require it).  Returns the whole response. */
+       actions may require it); `max_response` (--max-output-size) is the
+       most a response built from the view may hold, which bounds what one
+       request costs (lists past it are cut; 0: no limit of the server's).
+       Returns the whole response. */
     struct gm_fe_output (*serve)(const char *request, const struct gm_fe_req *req, bool loopback,
-                                 bool allow_remote_actions, const struct gm_state_view *view);
+                                 bool allow_remote_actions, size_t max_response,
+                                 const struct gm_state_view *view);
 };
 
 #endif /* GM_FRONTEND_H */

@@ -1013,7 +1013,7 @@ def test_an_error_after_good_pipelined_requests_comes_after_their_answers():
         parts = out.split(b"HTTP/1.1 ")
         assert parts[0] == b"" and len(parts) == 4, out
         assert parts[1].startswith(b"200 OK\r\n") and b'"live":true' in parts[1], out
-        assert parts[2].startswith(b"200 OK\r\n") and b'{"workers":[]}' in parts[2], out
+        assert parts[2].startswith(b"200 OK\r\n") and b'{"workers":[],"truncated":false}' in parts[2], out
         assert parts[3].startswith(b"501 Not Implemented\r\n") and b"Connection: close\r\n" in parts[3], out
 
 
@@ -1667,6 +1667,62 @@ def test_json_and_metrics_are_valid_utf8_whatever_the_names():
         assert 'gearman_workers{function="quote\\"back\\\\slash"} 1\n' in m.text, m.text
         c.close()
         w.close()
+
+
+@test
+def test_pages_stay_within_max_output_size_whatever_the_functions():
+    # 2,000 functions whose 512-byte names are quotes (twice as long
+    # escaped), 20 workers of 100 of them each, and 1,000 jobs with unique
+    # keys of control bytes (six times as long escaped): /metrics was 21 MB,
+    # /api/status 2.5 MB, /api/workers 2.0 MB, /api/jobs 1.6 MB.  With
+    # --max-output-size 1 MiB each page stops at 1 MiB with the items that
+    # fit, whole and in order, and says it was cut; /metrics lists the same
+    # functions in every family.
+    page, n = 1 << 20, 2000
+    names = [b'"' * 506 + b"%06d" % i for i in range(n)]
+    with HttpServer("--max-output-size", str(page)) as s:
+        workers = []
+        for k in range(20):
+            w = s.conn()
+            w.send(b"".join(gmtest.packet("CAN_DO", x) for x in names[k * 100:(k + 1) * 100]))
+            sync(w)
+            workers.append(w)
+        c = s.conn()
+        c.send(b"".join(gmtest.packet("SUBMIT_JOB_BG", names[i], b"\x01" * 60 + b"%04d" % i, b"d")
+                        for i in range(1000)))
+        for _ in range(1000):
+            c.expect("JOB_CREATED")
+        for path in ("/metrics", "/api/status", "/api/workers", "/api/jobs?limit=1000"):
+            r = get(s, path)
+            assert r.status == 200, r
+            assert len(r.body) <= page, "%s: %d bytes past --max-output-size %d" % (path, len(r.body), page)
+            assert len(r.body) > page // 2, "%s: cut at %d bytes, far short of %d" % (path, len(r.body), page)
+        m = metrics(s)
+        assert m.get("gearman_metrics_truncated") == 1
+        listed = {dict(k)["function"] for k in m.series("gearman_jobs")}
+        assert 0 < len(listed) < n, len(listed)
+        assert listed == {x.decode() for x in names[:len(listed)]}, "not the first functions, in order"
+        for family in ("gearman_jobs_running", "gearman_jobs_waiting", "gearman_workers",
+                       "gearman_jobs_submitted_total", "gearman_jobs_completed_total", "gearman_jobs_failed_total",
+                       "gearman_jobs_queued"):
+            assert {dict(k)["function"] for k in m.series(family)} == listed, family
+        assert "\n# %d of %d functions listed: this page stops at --max-output-size (%d bytes)\n" % (
+            len(listed), n, page) in m.text
+        assert m.get("gearman_connections") >= 21  # the server's own samples after the cut are there
+        st = get_json(s, "/api/status")
+        assert st["truncated"] is True and st["totals"]["functions"] == n, st["totals"]
+        assert 0 < len(st["functions"]) < n, len(st["functions"])
+        assert [f["name"] for f in st["functions"]] == [x.decode() for x in names[:len(st["functions"])]]
+        ws = get_json(s, "/api/workers")
+        assert ws["truncated"] is True and 0 < len(ws["workers"]) < 20, len(ws["workers"])
+        assert all(len(x["functions"]) == 100 for x in ws["workers"]), "a worker was cut in the middle"
+        js = get_json(s, "/api/jobs?limit=1000")
+        assert js["truncated"] is True and js["total"] == 1000 and 0 < len(js["jobs"]) < 1000, len(js["jobs"])
+        # a page that fits is whole and says so
+        js = get_json(s, "/api/jobs?limit=10")
+        assert js["truncated"] is False and len(js["jobs"]) == 10, js
+        for x in workers + [c]:
+            x.close()
 
 
 @test

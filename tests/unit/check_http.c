@@ -304,6 +304,122 @@ START_TEST(test_a_job_result_is_answered_whole_and_its_block_not_kept)
 END_TEST
 
 /* ------------------------------------------------------------------ */
+/* Pages kept within their limit                                       */
+/* ------------------------------------------------------------------ */
+
+/* A state view of fake_functions functions, each named with 500 quotes
+   (which escape to twice their size) and its number. */
+static uint32_t fake_functions;
+
+static void
+fake_server(void *d, struct gm_view_server *out)
+{
+    (void)d;
+    memset(out, 0, sizeof *out);
+    out->version = "test";
+    out->queue_backend = "builtin";
+    out->queue_healthy = true;
+    out->functions = fake_functions;
+}
+
+static void
+fake_each_function(void *d, void (*cb)(void *arg, const struct gm_view_function *f), void *arg)
+{
+    (void)d;
+    char name[512];
+    memset(name, '"', 500);
+    for (uint32_t i = 0; i < fake_functions; i++) {
+        struct gm_view_function f;
+        memset(&f, 0, sizeof f);
+        f.name = name;
+        f.name_len = 500 + (uint32_t)snprintf(name + 500, sizeof name - 500, "%06u", i);
+        f.queued[0] = i;
+        f.queued[1] = i + 1;
+        f.queued[2] = i + 2;
+        f.workers = 1;
+        f.oldest_queued_ms = -1;
+        cb(arg, &f);
+    }
+}
+
+static const struct gm_state_view fake_view = {.server = fake_server, .each_function = fake_each_function};
+
+/* How many times t occurs in w. */
+static size_t
+count(const struct gm_bytes *w, const char *t)
+{
+    size_t n = 0, tl = strlen(t);
+    for (const char *p = w->b->data, *end = p + w->len; (p = memmem(p, (size_t)(end - p), t, tl)); p += tl)
+        n++;
+    return n;
+}
+
+/* The families of a function's samples in /metrics, each at a line's start. */
+static const char *const fn_metrics[] = {"\ngearman_jobs{", "\ngearman_jobs_running{", "\ngearman_jobs_waiting{",
+                                         "\ngearman_workers{", "\ngearman_jobs_submitted_total{",
+                                         "\ngearman_jobs_completed_total{", "\ngearman_jobs_failed_total{"};
+
+/* 5,000 functions of 506-byte names would make /metrics 50 MB (and
+   /api/status 5 MB): given a page of 1 MiB, each lists the functions that
+   fit, in order, the same ones in every family, and says the page was
+   cut.  They used to build it all (here: fail at the builder's max). */
+START_TEST(test_metrics_and_status_stay_within_the_page_and_say_they_were_cut)
+{
+    enum { PAGE = 1 << 20 };
+    fake_functions = 5000;
+    struct gm_bytes w = {.max = PAGE};
+    http_metrics(&w, &fake_view);
+    ck_assert(!w.failed);
+    ck_assert_uint_le(w.len, PAGE);
+    ck_assert_uint_gt(w.len, PAGE / 10 * 9); /* not cut far short of it either */
+    size_t k = count(&w, fn_metrics[0]);
+    ck_assert_uint_gt(k, 0);
+    ck_assert_uint_lt(k, 5000);
+    for (size_t i = 1; i < sizeof fn_metrics / sizeof fn_metrics[0]; i++)
+        ck_assert_uint_eq(count(&w, fn_metrics[i]), k);
+    ck_assert_uint_eq(count(&w, "\ngearman_jobs_queued{"), 3 * k);
+    char line[160];
+    snprintf(line, sizeof line, "\n# %zu of 5000 functions listed: this page stops at --max-output-size (%d bytes)\n",
+             k, PAGE);
+    ck_assert_uint_eq(count(&w, line), 1);
+    ck_assert_uint_eq(count(&w, "\ngearman_metrics_truncated 1\n"), 1);
+    /* the last function listed is whole, in every family, and the next is not there */
+    snprintf(line, sizeof line, "\\\"%06zu\",priority=\"low\"} %zu\n", k - 1, k + 1);
+    ck_assert_uint_eq(count(&w, line), 1);
+    snprintf(line, sizeof line, "\\\"%06zu\"", k);
+    ck_assert_uint_eq(count(&w, line), 0);
+    free(w.b);
+
+    w = (struct gm_bytes){.max = PAGE};
+    http_status_json(&w, &fake_view);
+    ck_assert(!w.failed);
+    ck_assert_uint_le(w.len, PAGE);
+    k = count(&w, "{\"name\":");
+    ck_assert_uint_gt(k, 0);
+    ck_assert_uint_lt(k, 5000);
+    static const char end[] = "null}],\"truncated\":true}\n";
+    ck_assert(w.len > sizeof end && memcmp(w.b->data + w.len - (sizeof end - 1), end, sizeof end - 1) == 0);
+    free(w.b);
+
+    /* a few functions: all of them, and not cut */
+    fake_functions = 10;
+    w = (struct gm_bytes){.max = PAGE};
+    http_metrics(&w, &fake_view);
+    ck_assert(!w.failed);
+    for (size_t i = 0; i < sizeof fn_metrics / sizeof fn_metrics[0]; i++)
+        ck_assert_uint_eq(count(&w, fn_metrics[i]), 10);
+    ck_assert_uint_eq(count(&w, "\ngearman_metrics_truncated 0\n"), 1);
+    ck_assert_uint_eq(count(&w, " functions listed"), 0);
+    free(w.b);
+    w = (struct gm_bytes){.max = PAGE};
+    http_status_json(&w, &fake_view);
+    ck_assert_uint_eq(count(&w, "{\"name\":"), 10);
+    ck_assert_uint_eq(count(&w, "],\"truncated\":false}\n"), 1);
+    free(w.b);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
 /* UTF-8                                                               */
 /* ------------------------------------------------------------------ */
 
@@ -414,6 +530,7 @@ http_suite(void)
     ADD(s, test_a_result_that_would_pass_4_gib_is_answered_502_at_once_not_cut);
     ADD(s, test_a_result_past_its_limit_is_answered_502_at_once_and_the_rest_ignored);
     ADD(s, test_a_job_result_is_answered_whole_and_its_block_not_kept);
+    ADD(s, test_metrics_and_status_stay_within_the_page_and_say_they_were_cut);
     ADD(s, test_json_strings_are_utf8_with_u_fffd_for_the_rest);
     ADD(s, test_prometheus_labels_are_utf8_and_escaped);
     ADD(s, test_escaping_is_byte_exact_and_calls_no_printf);

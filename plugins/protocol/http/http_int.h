@@ -27,8 +27,12 @@
 /* The largest response (or request, head and body) a block holds: its
    capacity is 32 bits. */
 #define WHOLE_MAX ((size_t)UINT32_MAX)
-/* The joined result of a job: what fits in a response with its head. */
+/* The joined result of a job, or a page built from the view: what fits
+   in a response with its head. */
 #define RESULT_MAX (WHOLE_MAX - 4096)
+/* What a page keeps free after its lists for what follows them (the ends
+   of its JSON, /metrics's family heads and last samples). */
+#define PAGE_ROOM (16u << 10)
 
 /* A request refused by the Host or Origin rules: parse() sends it to
    serve() as a page with this flag, its path pointing at the header line
@@ -74,6 +78,25 @@ void http_json_sep(struct gm_bytes *w);
    escaped, U+FFFD for what is not UTF-8. */
 void http_label(struct gm_bytes *w, const char *s, size_t n);
 
+/* A list of a page (a JSON array, the functions of /metrics) kept within
+   the page's limit, w->max (which must be set, and more than PAGE_ROOM):
+   each item is added whole or not at all.  An item that takes the page
+   past w->max - PAGE_ROOM (or fails for memory) is taken back, and the
+   list ends there, cut: what one request costs is bounded by the limit,
+   whatever the number and size of the items. */
+struct http_list {
+    struct gm_bytes *w;
+    size_t mark;     /* w->len where the item being added starts */
+    uint64_t shown;  /* items kept */
+    bool cut;        /* an item did not fit: the rest are left out */
+};
+
+/* Starts an item: false once the list is cut (leave the item out). */
+bool http_item_begin(struct http_list *l);
+
+/* Ends the item started: kept, or taken back and the list cut. */
+void http_item_end(struct http_list *l);
+
 /* A whole response; extra = more header lines ("Name: value\r\n"...).
    One that does not fit (or memory short) becomes a 500 that closes. */
 struct gm_fe_output http_respond(int status, uint8_t minor, bool keep_alive, bool head_only, const char *type,
@@ -100,17 +123,22 @@ int http_on_packet(void *st, uint32_t type, const char *payload, uint32_t len, s
 
 /* http_serve.c */
 struct gm_fe_output http_serve(const char *request, const struct gm_fe_req *r, bool loopback,
-                               bool allow_remote_actions, const struct gm_state_view *v);
+                               bool allow_remote_actions, size_t max_response, const struct gm_state_view *v);
 
 /* ---- http_stats.c: the view's statistics (dispatcher thread) ---- */
 
 /* The names of the priorities 0, 1, 2. */
 extern const char *const http_prio_name[3];
 
-/* The body of /api/status: the server's statistics and the functions'. */
+/* The body of /api/status: the server's statistics and the functions',
+   as many functions as fit in w->max (set by the caller), "truncated"
+   saying whether some were left out. */
 void http_status_json(struct gm_bytes *w, const struct gm_state_view *v);
 
-/* The body of /metrics (Prometheus text). */
+/* The body of /metrics (Prometheus text): the functions' samples for as
+   many functions as fit in w->max (set by the caller), the same functions
+   in every family; gearman_metrics_truncated says whether some were left
+   out. */
 void http_metrics(struct gm_bytes *w, const struct gm_state_view *v);
 
 #endif /* GM_PLUGINS_HTTP_INT_H */

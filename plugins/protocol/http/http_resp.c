@@ -4,6 +4,8 @@
  * handed over when done, and the encoders of the text put in them: JSON
  * strings and Prometheus label values, whatever bytes they are given.
  *
+ * Also the lists of a page kept within its limit (struct http_list).
+ *
  * Pure functions with no state: they run on the thread that calls them,
  * the I/O thread (parse errors, job replies) or the dispatcher (pages).
  */
@@ -159,6 +161,35 @@ void
 http_label(struct gm_bytes *w, const char *s, size_t n)
 {
     escape(w, s, n, false);
+}
+
+/* ------------------------------------------------------------------ */
+/* Lists kept within a page's limit                                    */
+/* ------------------------------------------------------------------ */
+
+bool
+http_item_begin(struct http_list *l)
+{
+    if (l->cut || l->w->failed)
+        return false;
+    l->mark = l->w->len;
+    return true;
+}
+
+void
+http_item_end(struct http_list *l)
+{
+    struct gm_bytes *w = l->w;
+    size_t max = w->max ? w->max : UINT32_MAX;
+    if (!w->failed && w->len <= max - PAGE_ROOM) {
+        l->shown++;
+        return;
+    }
+    /* the builder's block is intact up to mark: a failed addition (past
+       w->max, or memory) adds nothing */
+    w->len = l->mark;
+    w->failed = false;
+    l->cut = true;
 }
 
 /* ------------------------------------------------------------------ */

@@ -11,6 +11,11 @@
  * which parse() (http_parse.c) does not send here.  A request the Host or
  * Origin rules refused (HTTP_F_REFUSED) is answered 403 here.
  *
+ * A page built from the view holds at most --max-output-size (serve()'s
+ * max_response): its lists (functions, workers, jobs) end where the next
+ * item would pass it, and say so ("truncated"; /metrics:
+ * gearman_metrics_truncated), so one request costs at most that much.
+ *
  * Runs on the dispatcher thread: it only reads the view it is given (and
  * cancels through it), and keeps no state.
  */
@@ -74,11 +79,15 @@ param_u64(const char *q, size_t qlen, const char *name, uint64_t dflt, uint64_t 
     return x > max ? max : x;
 }
 
-/* A worker's object in the "workers" array of /api/workers. */
+/* A worker's object in the "workers" array of /api/workers (a list of
+   the page). */
 static void
 add_worker_json(void *arg, const struct gm_view_worker *wk)
 {
-    struct gm_bytes *w = arg;
+    struct http_list *l = arg;
+    struct gm_bytes *w = l->w;
+    if (!http_item_begin(l))
+        return;
     http_json_sep(w);
     http_fmt(w, "{\"fd\":%d,\"address\":", wk->fd);
     http_json_cstr(w, wk->addr);
@@ -96,13 +105,17 @@ add_worker_json(void *arg, const struct gm_view_worker *wk)
     else
         gm_bytes_str(w, "null");
     http_fmt(w, ",\"running\":%u,\"sleeping\":%s}", wk->running, wk->sleeping ? "true" : "false");
+    http_item_end(l);
 }
 
-/* A job's object in the "jobs" array of /api/jobs. */
+/* A job's object in the "jobs" array of /api/jobs (a list of the page). */
 static void
 add_job_json(void *arg, const struct gm_view_job *j)
 {
-    struct gm_bytes *w = arg;
+    struct http_list *l = arg;
+    struct gm_bytes *w = l->w;
+    if (!http_item_begin(l))
+        return;
     http_json_sep(w);
     gm_bytes_str(w, "{\"handle\":");
     http_json_cstr(w, j->handle);
@@ -114,6 +127,7 @@ add_job_json(void *arg, const struct gm_view_job *j)
                 "\"clients\":%u,\"background\":%s,\"cancelled\":%s}",
              http_prio_name[j->priority % 3], j->state, j->age_ms / 1000.0, (long long)j->run_at, j->retries,
              j->clients, j->background ? "true" : "false", j->cancelled ? "true" : "false");
+    http_item_end(l);
 }
 
 /* ------------------------------------------------------------------ */
@@ -196,10 +210,11 @@ serve_jobs(struct gm_bytes *w, const char *q, size_t qlen, const struct gm_state
     uint64_t offset = param_u64(q, qlen, "offset", 0, UINT64_MAX);
     uint64_t limit = param_u64(q, qlen, "limit", 100, 1000);
     gm_bytes_str(w, "{\"jobs\":[");
+    struct http_list l = {.w = w};
     uint64_t total =
-        v->jobs(v->d, has_fn ? fn : NULL, has_fn ? strlen(fn) : 0, state, offset, limit, add_job_json, w);
-    http_fmt(w, "],\"total\":%llu,\"offset\":%llu,\"limit\":%llu}\n", (unsigned long long)total,
-             (unsigned long long)offset, (unsigned long long)limit);
+        v->jobs(v->d, has_fn ? fn : NULL, has_fn ? strlen(fn) : 0, state, offset, limit, add_job_json, &l);
+    http_fmt(w, "],\"total\":%llu,\"offset\":%llu,\"limit\":%llu,\"truncated\":%s}\n", (unsigned long long)total,
+             (unsigned long long)offset, (unsigned long long)limit, l.cut ? "true" : "false");
 }
 
 /* POST /api/jobs/cancel: cancels the job handle= names (in the query or
@@ -231,18 +246,18 @@ serve_cancel(const char *request, const struct gm_fe_req *r, bool loopback, bool
     return serve_json(r, &w);
 }
 
-/* The paths under api/. */
+/* The paths under api/; w is the page, its max set. */
 static struct gm_fe_output
 serve_api(const char *request, const struct gm_fe_req *r, bool loopback, bool allow_remote_actions,
-          const struct gm_state_view *v)
+          struct gm_bytes w, const struct gm_state_view *v)
 {
-    struct gm_bytes w = {0};
     if (path_is(request, r, "api/status")) {
         http_status_json(&w, v);
     } else if (path_is(request, r, "api/workers")) {
         gm_bytes_str(&w, "{\"workers\":[");
-        v->each_worker(v->d, add_worker_json, &w);
-        gm_bytes_str(&w, "]}\n");
+        struct http_list l = {.w = &w};
+        v->each_worker(v->d, add_worker_json, &l);
+        http_fmt(&w, "],\"truncated\":%s}\n", l.cut ? "true" : "false");
     } else if (path_is(request, r, "api/jobs")) {
         serve_jobs(&w, request + r->query_off, r->query_len, v);
     } else if (path_is(request, r, "api/jobs/cancel")) {
@@ -256,9 +271,14 @@ serve_api(const char *request, const struct gm_fe_req *r, bool loopback, bool al
 /* frontend.h's serve(). */
 struct gm_fe_output
 http_serve(const char *request, const struct gm_fe_req *r, bool loopback, bool allow_remote_actions,
-           const struct gm_state_view *v)
+           size_t max_response, const struct gm_state_view *v)
 {
     bool keep = (r->flags & GM_FE_KEEP_ALIVE) != 0, head = (r->flags & GM_FE_HEAD) != 0;
+    /* a page built from the view: at most max_response, room for its lists */
+    struct gm_bytes page = {0};
+    page.max = max_response && max_response < RESULT_MAX ? max_response : RESULT_MAX;
+    if (page.max < 2 * PAGE_ROOM)
+        page.max = 2 * PAGE_ROOM;
     if (r->flags & HTTP_F_REFUSED)
         return refusal(request, r);
     if (path_is(request, r, "") || path_is(request, r, "index.html")) {
@@ -272,10 +292,9 @@ http_serve(const char *request, const struct gm_fe_req *r, bool loopback, bool a
     if (path_is(request, r, "health"))
         return serve_health(r, v);
     if (path_is(request, r, "metrics")) {
-        struct gm_bytes w = {0};
-        http_metrics(&w, v);
-        return serve_bytes(200, r, "text/plain; version=0.0.4; charset=utf-8", NULL, &w);
+        http_metrics(&page, v);
+        return serve_bytes(200, r, "text/plain; version=0.0.4; charset=utf-8", NULL, &page);
     }
-    return serve_api(request, r, loopback, allow_remote_actions, v);
+    return serve_api(request, r, loopback, allow_remote_actions, page, v);
 }
 

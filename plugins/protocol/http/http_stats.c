@@ -8,9 +8,15 @@
  * GM_VIEW_FUNCTION_COUNTERS), laid out here as tables: a statistic added
  * there shows in both without code here.  Runs on the dispatcher thread,
  * inside serve() (http_serve.c), and only reads the view it is given.
+ *
+ * Both stay within the page's limit (w->max, --max-output-size): they list
+ * the functions that fit, in the view's order, and say whether some were
+ * left out.  /metrics escapes each function's name once and copies it
+ * into the function's ten samples.
  */
 #include "config.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "plugins/protocol/http/http_int.h"
@@ -231,11 +237,15 @@ fn_value(const struct fn_family *fam, const struct gm_view_function *f)
     return fam->value ? fam->value(f) : *(const uint64_t *)((const char *)f + fam->off);
 }
 
-/* A function's object in the "functions" array of /api/status. */
+/* A function's object in the "functions" array of /api/status (a list of
+   the page). */
 static void
 add_function_json(void *arg, const struct gm_view_function *f)
 {
-    struct gm_bytes *w = arg;
+    struct http_list *l = arg;
+    struct gm_bytes *w = l->w;
+    if (!http_item_begin(l))
+        return;
     http_json_sep(w);
     gm_bytes_str(w, "{\"name\":");
     http_json_str(w, f->name, f->name_len);
@@ -253,30 +263,119 @@ add_function_json(void *arg, const struct gm_view_function *f)
         gm_bytes_str(w, "null}");
     else
         http_fmt(w, "%.3f}", f->oldest_queued_ms / 1000.0);
+    http_item_end(l);
+}
+
+/* /metrics's functions: those that fit in the page, the first n in the
+   view's order, with their label values escaped once, each as its length
+   (uint32_t) then its bytes, in labels. */
+struct fn_fit {
+    struct gm_bytes labels;
+    size_t left;      /* bytes the functions' samples may still take */
+    size_t fixed;     /* what a function's samples take besides their labels, at most */
+    size_t samples;   /* samples per function */
+    uint64_t n;
+    bool cut;         /* a function did not fit: it and the rest are left out */
+};
+
+/* The sample of /metrics before its label value, and after it up to its
+   value (the priority's label, if any, between). */
+#define SAMPLE_OPEN "{function=\""
+#define SAMPLE_CLOSE "\"} "
+#define SAMPLE_PRIO "\",priority=\""
+
+/* Sets fit's fixed and samples from the families. */
+static void
+sample_cost(struct fn_fit *fit)
+{
+    size_t longest_prio = 0;
+    for (int p = 0; p < 3; p++)
+        if (strlen(http_prio_name[p]) > longest_prio)
+            longest_prio = strlen(http_prio_name[p]);
+    for (size_t i = 0; i < NFAMILIES; i++) {
+        size_t k = fn_families[i].by_priority ? 3 : 1;
+        size_t one = strlen(fn_families[i].metric) + strlen(SAMPLE_OPEN) + strlen(SAMPLE_CLOSE) +
+                     20 /* a uint64_t's digits */ + 1 /* newline */;
+        if (fn_families[i].by_priority)
+            one += strlen(SAMPLE_PRIO) + longest_prio;
+        fit->fixed += k * one;
+        fit->samples += k;
+    }
+}
+
+/* Pass one: whether the function's samples fit in what is left; its label
+   value escaped into fit->labels if they do, else the list is cut. */
+static void
+fit_function(void *arg, const struct gm_view_function *f)
+{
+    struct fn_fit *fit = arg;
+    struct gm_bytes *b = &fit->labels;
+    if (fit->cut)
+        return;
+    size_t mark = b->len;
+    uint32_t len = 0;
+    gm_bytes_add(b, &len, sizeof len);
+    http_label(b, f->name, f->name_len);
+    size_t esc = b->len - mark - sizeof len;
+    size_t cost = fit->fixed + fit->samples * esc;
+    if (b->failed || cost > fit->left) {
+        b->len = mark; /* nothing past mark is kept */
+        b->failed = false;
+        fit->cut = true;
+        return;
+    }
+    len = (uint32_t)esc;
+    memcpy(b->b->data + mark, &len, sizeof len);
+    fit->left -= cost;
+    fit->n++;
 }
 
 struct metrics_ctx {
     struct gm_bytes *w;
     const struct fn_family *fam;
+    const struct fn_fit *fit;
+    size_t at;    /* the next function's label in fit->labels */
+    uint64_t i;   /* functions written in this family */
 };
 
-/* The sample (or, by priority, the samples) of one function in a family. */
+/* One sample: the family's name, the function's label value (escaped),
+   the priority's (NULL: none), the value. */
+static void
+sample(struct gm_bytes *w, const char *metric, const char *label, uint32_t len, const char *prio, uint64_t v)
+{
+    char num[24];
+    size_t k = gm_fmt_u64(num, v);
+    num[k++] = '\n';
+    gm_bytes_str(w, metric);
+    gm_bytes_str(w, SAMPLE_OPEN);
+    gm_bytes_add(w, label, len);
+    if (prio) {
+        gm_bytes_str(w, SAMPLE_PRIO);
+        gm_bytes_str(w, prio);
+    }
+    gm_bytes_str(w, SAMPLE_CLOSE);
+    gm_bytes_add(w, num, k);
+}
+
+/* Pass two, for each family: the sample (or, by priority, the samples) of
+   one function, if it is among those that fit. */
 static void
 metric_fn(void *arg, const struct gm_view_function *f)
 {
     struct metrics_ctx *m = arg;
-    struct gm_bytes *w = m->w;
+    if (m->i == m->fit->n)
+        return;
+    m->i++;
+    const char *at = m->fit->labels.b->data + m->at;
+    uint32_t len;
+    memcpy(&len, at, sizeof len);
+    m->at += sizeof len + len;
     if (!m->fam->by_priority) {
-        http_fmt(w, "%s{function=\"", m->fam->metric);
-        http_label(w, f->name, f->name_len);
-        http_fmt(w, "\"} %llu\n", (unsigned long long)fn_value(m->fam, f));
+        sample(m->w, m->fam->metric, at + sizeof len, len, NULL, fn_value(m->fam, f));
         return;
     }
-    for (int p = 0; p < 3; p++) {
-        http_fmt(w, "%s{function=\"", m->fam->metric);
-        http_label(w, f->name, f->name_len);
-        http_fmt(w, "\",priority=\"%s\"} %u\n", http_prio_name[p], f->queued[p]);
-    }
+    for (int p = 0; p < 3; p++)
+        sample(m->w, m->fam->metric, at + sizeof len, len, http_prio_name[p], f->queued[p]);
 }
 
 void
@@ -286,13 +385,28 @@ http_metrics(struct gm_bytes *w, const struct gm_state_view *v)
     v->server(v->d, &s);
     gm_bytes_str(w, "# HELP gearman_up Whether the job server answers.\n# TYPE gearman_up gauge\ngearman_up 1\n");
     server_samples(w, &s, true);
+    /* the functions that fit, within the page's limit less its room for
+       the family heads and the samples after */
+    size_t max = w->max ? w->max : UINT32_MAX;
+    struct fn_fit fit = {0};
+    fit.labels.max = max;
+    sample_cost(&fit);
+    fit.left = w->len < max - PAGE_ROOM ? max - PAGE_ROOM - w->len : 0;
+    v->each_function(v->d, fit_function, &fit);
     for (size_t i = 0; i < NFAMILIES; i++) {
         const struct fn_family *fam = &fn_families[i];
         family_head(w, fam->metric, fam->help);
-        struct metrics_ctx m = {w, fam};
+        struct metrics_ctx m = {w, fam, &fit, 0, 0};
         v->each_function(v->d, metric_fn, &m);
     }
+    free(fit.labels.b);
     server_samples(w, &s, false);
+    if (fit.cut)
+        http_fmt(w, "# %llu of %llu functions listed: this page stops at --max-output-size (%zu bytes)\n",
+                 (unsigned long long)fit.n, (unsigned long long)s.functions, max);
+    family_head(w, "gearman_metrics_truncated",
+                "Whether this page leaves functions out to stay within --max-output-size.");
+    gm_bytes_str(w, fit.cut ? "gearman_metrics_truncated 1\n" : "gearman_metrics_truncated 0\n");
 }
 
 void
@@ -303,6 +417,7 @@ http_status_json(struct gm_bytes *w, const struct gm_state_view *v)
     gm_bytes_str(w, "{");
     server_json(w, &s);
     gm_bytes_str(w, ",\"functions\":[");
-    v->each_function(v->d, add_function_json, w);
-    gm_bytes_str(w, "]}\n");
+    struct http_list l = {.w = w};
+    v->each_function(v->d, add_function_json, &l);
+    http_fmt(w, "],\"truncated\":%s}\n", l.cut ? "true" : "false");
 }
