@@ -42,30 +42,81 @@ gm_sched_parse(const char *const field[5], const size_t len[5], struct gm_sched 
 }
 
 static int
-day_matches(const struct gm_sched *s, const struct tm *tm)
+is_leap(int year)
 {
-    if (s->month >= 0 && s->month != tm->tm_mon + 1)
-        return 0;
-    int dom = s->mday < 0 || s->mday == tm->tm_mday;
-    int dow = s->wday < 0 || s->wday == tm->tm_wday;
-    if (s->mday >= 0 && s->wday >= 0)
-        return s->mday == tm->tm_mday || s->wday == tm->tm_wday;
-    return dom && dow;
+    return (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
 }
 
-int64_t
-gm_sched_next(const struct gm_sched *s, int64_t now)
+/* Days in month `mon` (1-12) of `year`. */
+static int
+month_days(int year, int mon)
 {
+    static const int days[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    return mon == 2 && is_leap(year) ? 29 : days[mon - 1];
+}
+
+/* A day as the walk sees it: the civil date and its weekday, stepped by
+   arithmetic rather than a timegm/gmtime pair per day. */
+struct day {
+    int year, mon, mday, wday; /* mon 1-12, wday 0-6 (Sunday = 0) */
+};
+
+static int
+day_matches(const struct gm_sched *s, const struct day *d)
+{
+    if (s->month >= 0 && s->month != d->mon)
+        return 0;
+    if (s->mday >= 0 && s->wday >= 0)
+        return s->mday == d->mday || s->wday == d->wday;
+    return (s->mday < 0 || s->mday == d->mday) && (s->wday < 0 || s->wday == d->wday);
+}
+
+/* Moves d forward by n days, n at most to the first of the next month. */
+static void
+day_advance(struct day *d, int n)
+{
+    d->wday = (d->wday + n) % 7;
+    d->mday += n;
+    if (d->mday > month_days(d->year, d->mon)) {
+        d->mday = 1;
+        if (++d->mon > 12) {
+            d->mon = 1;
+            d->year++;
+        }
+    }
+}
+
+#define SCHED_DAYS (366 * 8) /* how far the walk looks: 29 February 2096, then 2104 */
+
+int64_t
+gm_sched_next_counted(const struct gm_sched *s, int64_t now, uint32_t *steps)
+{
+    uint32_t nsteps = 0;
+    int64_t result = -1;
+    /* With no day of week to fall back on, a fixed month that lacks the day
+       never matches (29 February does, in leap years). */
+    static const int max_mday[12] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    if (s->wday < 0 && s->month >= 1 && s->month <= 12 && s->mday > max_mday[s->month - 1])
+        goto out;
     /* Start at the minute now is in: a job whose fields match it runs now
        (design section 9), not at the next match, which with day and month
        given is a year away. */
     time_t t = (time_t)(now - (now % 60 + 60) % 60);
     struct tm tm;
     if (!gmtime_r(&t, &tm))
-        return -1;
+        goto out;
+    struct day d = {tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_wday};
     int first_hour = tm.tm_hour, first_min = tm.tm_min;
-    for (int day = 0; day < 366 * 8; day++) {
-        if (day_matches(s, &tm)) {
+    /* Each step is one day, or the rest of a month that is not the one
+       asked for: at most SCHED_DAYS steps, fewer than 400 with a month. */
+    for (int day = 0; day < SCHED_DAYS; nsteps++) {
+        if (s->month >= 0 && s->month != d.mon) {
+            int rest = month_days(d.year, d.mon) - d.mday + 1;
+            day_advance(&d, rest);
+            day += rest;
+            continue;
+        }
+        if (day_matches(s, &d)) {
             for (int h = day ? 0 : first_hour; h < 24; h++) {
                 if (s->hour >= 0 && s->hour != h)
                     continue;
@@ -73,19 +124,25 @@ gm_sched_next(const struct gm_sched *s, int64_t now)
                 for (int m = m0; m < 60; m++) {
                     if (s->minute >= 0 && s->minute != m)
                         continue;
-                    struct tm hit = tm;
-                    hit.tm_hour = h;
-                    hit.tm_min = m;
-                    hit.tm_sec = 0;
-                    return (int64_t)timegm(&hit);
+                    struct tm hit = {.tm_year = d.year - 1900, .tm_mon = d.mon - 1, .tm_mday = d.mday,
+                                     .tm_hour = h, .tm_min = m};
+                    result = (int64_t)timegm(&hit);
+                    nsteps++;
+                    goto out;
                 }
             }
         }
-        tm.tm_mday++;
-        tm.tm_hour = tm.tm_min = tm.tm_sec = 0;
-        time_t next = timegm(&tm);
-        if (!gmtime_r(&next, &tm))
-            return -1;
+        day_advance(&d, 1);
+        day++;
     }
-    return -1;
+out:
+    if (steps)
+        *steps = nsteps;
+    return result;
+}
+
+int64_t
+gm_sched_next(const struct gm_sched *s, int64_t now)
+{
+    return gm_sched_next_counted(s, now, NULL);
 }

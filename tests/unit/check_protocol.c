@@ -1309,6 +1309,60 @@ START_TEST(test_sched_next_is_the_first_matching_whole_minute)
 }
 END_TEST
 
+/* Issue 14.5: a schedule that can never match costs no walk at all (it
+   walked 2,928 days, a timegm and a gmtime each), and the longest walk that
+   finds a match (29 February, from 2096 to 2104) steps a month at a time
+   outside February. */
+START_TEST(test_sched_next_impossible_schedule_is_answered_without_walking)
+{
+    static const char *const never[][2] = {{"30", "2"}, {"31", "2"}, {"31", "4"}, {"31", "6"},
+                                           {"31", "9"}, {"31", "11"}};
+    uint32_t steps = 12345;
+    for (size_t i = 0; i < sizeof never / sizeof never[0]; i++) {
+        struct gm_sched s = sched("0", "0", never[i][0], never[i][1], "");
+        ck_assert_int_eq(gm_sched_next_counted(&s, utc(2024, 1, 1, 0, 0, 0), &steps), -1);
+        ck_assert_msg(steps == 0, "%s/%s walked %u steps", never[i][0], never[i][1], steps);
+    }
+    /* with a day of week the day of month is only one way to match */
+    struct gm_sched s = sched("0", "0", "30", "2", "3");
+    ck_assert_int_eq(gm_sched_next_counted(&s, utc(2024, 3, 1, 0, 0, 0), &steps), utc(2025, 2, 5, 0, 0, 0));
+    ck_assert_uint_lt(steps, 400);
+    /* the longest wait there is: 2100 is not a leap year */
+    s = sched("0", "0", "29", "2", "");
+    ck_assert_int_eq(gm_sched_next_counted(&s, utc(2096, 3, 1, 0, 0, 0), &steps), utc(2104, 2, 29, 0, 0, 0));
+    ck_assert_uint_lt(steps, 400);
+    /* a fixed month and day: at most a year of months and a month of days */
+    s = sched("0", "0", "10", "3", "");
+    ck_assert_int_eq(gm_sched_next_counted(&s, utc(2024, 3, 11, 0, 0, 0), &steps), utc(2025, 3, 10, 0, 0, 0));
+    ck_assert_uint_lt(steps, 12 + 31);
+}
+END_TEST
+
+/* Days 29 to 31 with and without a month: the answer is -1 exactly when no
+   day in eight years matches, else the first matching day. */
+START_TEST(test_sched_next_late_days_match_the_first_such_day)
+{
+    for (int mon = 0; mon <= 12; mon++) {
+        for (int dom = 28; dom <= 31; dom++) {
+            char d[4], m[4] = "";
+            snprintf(d, sizeof d, "%d", dom);
+            if (mon)
+                snprintf(m, sizeof m, "%d", mon);
+            struct gm_sched s = sched("0", "0", d, m, "");
+            int64_t now = utc(2023, 5, 17, 0, 0, 1);
+            int64_t want = -1;
+            for (int64_t t = now - now % 86400 + 86400; t < now + 366 * 8 * INT64_C(86400); t += 86400)
+                if (day_matches_at(&s, t)) {
+                    want = t;
+                    break;
+                }
+            ck_assert_msg(gm_sched_next(&s, now) == want, "day %d month %d: %lld, want %lld", dom, mon,
+                          (long long)gm_sched_next(&s, now), (long long)want);
+        }
+    }
+}
+END_TEST
+
 /* ------------------------------------------------------------------ */
 
 #define ADD(s, t) gm_check_add((s), #t, t, 60, NULL, NULL)
@@ -1351,6 +1405,8 @@ protocol_suite(void)
     ADD(s, test_sched_next_impossible_date_never_matches);
     ADD(s, test_sched_next_day_of_month_or_day_of_week_as_cron);
     ADD(s, test_sched_next_is_the_first_matching_whole_minute);
+    ADD(s, test_sched_next_impossible_schedule_is_answered_without_walking);
+    ADD(s, test_sched_next_late_days_match_the_first_such_day);
     return s;
 }
 
