@@ -70,10 +70,14 @@ struct gm_dispatcher {
     struct gm_list function_list;/* creation order, for `status` */
     uint32_t function_count;
     struct gm_htab by_handle;    /* gm_job.by_handle */
-    struct gm_htab by_unique;    /* gm_job.by_unique, keyed by (function, unique or data) */
+    struct gm_htab by_unique;    /* gm_job.by_unique, keyed by (function, unique or data), and
+                                    each unique key's newest job by the key alone (job_store.c) */
     uint64_t next_handle;
     uint64_t job_count;          /* jobs in existence (queued, future, running) */
     uint64_t peer_count;
+    uint64_t visits;             /* entries looked at by the searches whose length depends on
+                                    the state (the unique index, a worker's registrations, job
+                                    listings): tests pin their bounds with it */
 
     struct gm_heap timers;       /* gm_job by due time: future jobs and running-job deadlines */
 
@@ -194,6 +198,9 @@ struct gm_job *job_unique_find(struct gm_dispatcher *d, const struct gm_function
                                const char *key, size_t len);
 void job_index_unique(struct gm_dispatcher *d, struct gm_job *job, bool data_keyed, const char *key,
                       size_t len);
+/* The newest job holding this (not data-keyed) unique key in any function,
+   or NULL: what GET_STATUS_UNIQUE reports, as gearmand's first hash hit. */
+struct gm_job *job_unique_head(struct gm_dispatcher *d, const char *key, size_t len);
 void job_enqueue(struct gm_dispatcher *d, struct gm_job *job, bool at_head);
 /* A queued job goes to the timer heap if its time is to come, else to
    its queue.  False only if the heap had no memory for it (then nothing

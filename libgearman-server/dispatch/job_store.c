@@ -15,20 +15,76 @@
 
 #include "libgearman-server/base/log.h"
 
-static uint32_t
-job_unique_hash(const struct gm_function *fn, bool data_keyed, const char *key, size_t len)
+/* The unique-key index (d->by_unique) holds every indexed job under one of
+   two hashes, told apart by their top bit:
+   - (function, key), top bit clear: the job of that function holding the
+     key, found by job_unique_find when a submit may coalesce;
+   - the key alone, top bit set: the head, the newest job holding a (not
+     data-keyed) key in any function.  GET_STATUS_UNIQUE finds it in one
+     bucket, not one lookup per function.
+   The jobs that hold one key in several functions form a ring (same_key),
+   newest first from the head; when the head goes, the next one heads.
+   The bucket is chosen by the low bits, so the top bit costs nothing. */
+#define UNIQUE_HEAD_BIT 0x80000000u
+
+static uint64_t
+unique_key_hash(const char *key, size_t len)
 {
-    uint64_t h = gm_hash_bytes(GM_HASH_SEED, &fn, sizeof fn);
-    h = gm_hash_bytes(h, &data_keyed, 1);
-    return gm_hash_fold(gm_hash_bytes(h, key, len));
+    return gm_hash_bytes(GM_HASH_SEED, key, len);
+}
+
+static uint32_t
+unique_head_hash(uint64_t key_hash)
+{
+    return gm_hash_fold(key_hash) | UNIQUE_HEAD_BIT;
+}
+
+static uint32_t
+unique_fn_hash(uint64_t key_hash, const struct gm_function *fn, bool data_keyed)
+{
+    uint64_t h = gm_hash_bytes(key_hash, &data_keyed, 1);
+    return gm_hash_fold(gm_hash_bytes(h, &fn, sizeof fn)) & ~UNIQUE_HEAD_BIT;
+}
+
+static bool
+unique_is_head(const struct gm_job *j)
+{
+    return (j->by_unique.hash & UNIQUE_HEAD_BIT) != 0;
+}
+
+static struct gm_job *
+unique_head_find(struct gm_dispatcher *d, const char *key, size_t len, uint64_t key_hash)
+{
+    uint32_t h = unique_head_hash(key_hash);
+    for (struct gm_hnode *n = gm_htab_bucket(&d->by_unique, h); n; n = n->next) {
+        d->visits++;
+        struct gm_job *j = gm_container_of(n, struct gm_job, by_unique);
+        if (n->hash == h && j->unique_len == len && memcmp(gm_job_unique(j), key, len) == 0)
+            return j;
+    }
+    return NULL;
+}
+
+struct gm_job *
+job_unique_head(struct gm_dispatcher *d, const char *key, size_t len)
+{
+    return unique_head_find(d, key, len, unique_key_hash(key, len));
 }
 
 struct gm_job *
 job_unique_find(struct gm_dispatcher *d, const struct gm_function *fn, bool data_keyed,
             const char *key, size_t len)
 {
-    uint32_t h = job_unique_hash(fn, data_keyed, key, len);
+    uint64_t kh = unique_key_hash(key, len);
+    if (!data_keyed) {
+        /* no head: no function holds the key */
+        struct gm_job *head = unique_head_find(d, key, len, kh);
+        if (!head || head->fn == fn)
+            return head;
+    }
+    uint32_t h = unique_fn_hash(kh, fn, data_keyed);
     for (struct gm_hnode *n = gm_htab_bucket(&d->by_unique, h); n; n = n->next) {
+        d->visits++;
         if (n->hash != h)
             continue;
         struct gm_job *j = gm_container_of(n, struct gm_job, by_unique);
@@ -87,7 +143,37 @@ void
 job_index_unique(struct gm_dispatcher *d, struct gm_job *job, bool data_keyed, const char *key, size_t len)
 {
     job->flags |= GM_JOB_UNIQUE_INDEXED | (data_keyed ? GM_JOB_DATA_KEYED : 0);
-    gm_htab_insert(&d->by_unique, &job->by_unique, job_unique_hash(job->fn, data_keyed, key, len));
+    gm_list_init(&job->same_key);
+    uint64_t kh = unique_key_hash(key, len);
+    if (data_keyed) {
+        gm_htab_insert(&d->by_unique, &job->by_unique, unique_fn_hash(kh, job->fn, true));
+        return;
+    }
+    struct gm_job *head = unique_head_find(d, key, len, kh);
+    if (head) {
+        /* the new job heads the ring; the old head stays under its function */
+        gm_htab_remove(&d->by_unique, &head->by_unique);
+        gm_htab_insert(&d->by_unique, &head->by_unique, unique_fn_hash(kh, head->fn, false));
+        gm_list_insert_between(&job->same_key, head->same_key.prev, &head->same_key);
+    }
+    gm_htab_insert(&d->by_unique, &job->by_unique, unique_head_hash(kh));
+}
+
+/* Takes a job out of the unique-key index: a head hands its place to the
+   next newest job holding the key. */
+static void
+job_unindex_unique(struct gm_dispatcher *d, struct gm_job *job)
+{
+    if (!(job->flags & GM_JOB_UNIQUE_INDEXED))
+        return;
+    job->flags &= (uint8_t)~GM_JOB_UNIQUE_INDEXED;
+    gm_htab_remove(&d->by_unique, &job->by_unique);
+    if (unique_is_head(job) && gm_list_linked(&job->same_key)) {
+        struct gm_job *next = gm_container_of(job->same_key.next, struct gm_job, same_key);
+        gm_htab_remove(&d->by_unique, &next->by_unique);
+        gm_htab_insert(&d->by_unique, &next->by_unique, job->by_unique.hash);
+    }
+    gm_list_remove(&job->same_key);
 }
 
 void
@@ -148,8 +234,7 @@ job_free(struct gm_dispatcher *d, struct gm_job *job)
     gm_list_remove(&job->link);
     gm_heap_remove(&d->timers, job);
     gm_htab_remove(&d->by_handle, &job->by_handle);
-    if (job->flags & GM_JOB_UNIQUE_INDEXED)
-        gm_htab_remove(&d->by_unique, &job->by_unique);
+    job_unindex_unique(d, job);
     struct gm_list *n, *tmp;
     gm_list_each_safe(n, tmp, &job->clients) job_detach(gm_container_of(n, struct gm_attach, job_link));
     gm_block_unref(job->data_blk);
@@ -229,10 +314,7 @@ gm_disp_job_cancel(struct gm_dispatcher *d, struct gm_job *job)
            join a cancelled one. */
         job->flags |= GM_JOB_IGNORED | GM_JOB_CANCELLED;
         job->flags &= (uint8_t)~GM_JOB_BACKGROUND;
-        if (job->flags & GM_JOB_UNIQUE_INDEXED) {
-            gm_htab_remove(&d->by_unique, &job->by_unique);
-            job->flags &= (uint8_t)~GM_JOB_UNIQUE_INDEXED;
-        }
+        job_unindex_unique(d, job);
     } else {
         job_free(d, job);
     }

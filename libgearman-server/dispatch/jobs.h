@@ -121,7 +121,9 @@ struct gm_attach {
 
 struct gm_job {
     struct gm_hnode by_handle;
-    struct gm_hnode by_unique;
+    struct gm_hnode by_unique;   /* see job_store.c: under (function, key), or the key's head */
+    struct gm_list same_key;     /* UNIQUE_INDEXED, not data-keyed: the ring of jobs holding
+                                    this unique key in other functions */
     struct gm_list link;         /* fn->queue[prio] when QUEUED; peer->running when RUNNING */
     struct gm_function *fn;
     struct gm_reg *reg;          /* RUNNING: the registration it runs under */

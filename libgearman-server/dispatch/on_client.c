@@ -267,16 +267,7 @@ on_get_status_unique(struct gm_dispatcher *d, struct gm_peer *p, struct gm_in *m
 {
     size_t len;
     const char *u = field(m, 0, &len);
-    struct gm_job *job = NULL;
-    if (len) {
-        struct gm_list *n;
-        gm_list_each(n, &d->function_list)
-        {
-            job = job_unique_find(d, gm_container_of(n, struct gm_function, link), false, u, len);
-            if (job)
-                break;
-        }
-    }
+    struct gm_job *job = len ? job_unique_head(d, u, len) : NULL;
     struct status_reply r;
     status_fill(&r, u, len, job);
     send_packet(d, p->id, GM_PKT_STATUS_RES_UNIQUE, r.f, 6, NULL);

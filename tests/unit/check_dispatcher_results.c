@@ -104,6 +104,76 @@ START_TEST(test_get_status_unique_reports_the_attached_client_count)
 }
 END_TEST
 
+/* Issue 14.5: GET_STATUS_UNIQUE looked the key up in every function, one
+   hash lookup each; it now reads the key's head, whatever the number of
+   functions. */
+START_TEST(test_get_status_unique_looks_in_one_place_whatever_the_functions)
+{
+    gm_conn_id c = conn_open("c", 0);
+    char fn[16], u[16];
+    for (int i = 0; i < 2000; i++) {
+        snprintf(fn, sizeof fn, "f%d", i);
+        snprintf(u, sizeof u, "u%d", i);
+        submit(c, GM_PKT_SUBMIT_JOB_BG, fn, u, "d");
+        EXPECT(c, GM_PKT_JOB_CREATED, ANY);
+    }
+    uint64_t before = H.d->visits;
+    send1(c, GM_PKT_GET_STATUS_UNIQUE, "nope");
+    EXPECT(c, GM_PKT_STATUS_RES_UNIQUE, "nope", "0", "0", "0", "0", "0");
+    send1(c, GM_PKT_GET_STATUS_UNIQUE, "u1999");
+    EXPECT(c, GM_PKT_STATUS_RES_UNIQUE, "u1999", "1", "0", "0", "0", "0");
+    ck_assert_uint_le(H.d->visits - before, 20); /* was about 4,000 */
+}
+END_TEST
+
+/* One unique key in several functions: as gearmand's first hash hit, the
+   newest job holding it answers; when it ends, the next newest does.
+   Coalescing stays per function. */
+START_TEST(test_get_status_unique_of_a_key_in_several_functions_is_the_newest_job)
+{
+    gm_conn_id c1 = conn_open("c1", 0);
+    gm_conn_id c2 = conn_open("c2", 0);
+    gm_conn_id w = conn_open("w", 1);
+    SUBMITTED(c1, GM_PKT_SUBMIT_JOB, "a", "k", "d", "H:test:1");
+    SUBMITTED(c2, GM_PKT_SUBMIT_JOB, "a", "k", "d", "H:test:1");
+    SUBMITTED(c1, GM_PKT_SUBMIT_JOB_BG, "b", "k", "d", "H:test:2");
+    SUBMITTED(c1, GM_PKT_SUBMIT_JOB, "c", "k", "d", "H:test:3");
+    send1(c2, GM_PKT_GET_STATUS_UNIQUE, "k");
+    EXPECT(c2, GM_PKT_STATUS_RES_UNIQUE, "k", "1", "0", "0", "0", "1"); /* c's job */
+    /* a's job is still found for coalescing, with c's job at the head */
+    SUBMITTED(c2, GM_PKT_SUBMIT_JOB, "a", "k", "d", "H:test:1");
+    can_do(w, "c");
+    GRABBED(w, "H:test:3", "c", "d");
+    send1(c2, GM_PKT_GET_STATUS_UNIQUE, "k");
+    EXPECT(c2, GM_PKT_STATUS_RES_UNIQUE, "k", "1", "1", "0", "0", "1");
+    work(w, GM_PKT_WORK_COMPLETE, "H:test:3", "r");
+    EXPECT(c1, GM_PKT_WORK_COMPLETE, "H:test:3", "r");
+    send1(c2, GM_PKT_GET_STATUS_UNIQUE, "k");
+    EXPECT(c2, GM_PKT_STATUS_RES_UNIQUE, "k", "1", "0", "0", "0", "0"); /* b's job */
+    can_do(w, "b");
+    GRABBED(w, "H:test:2", "b", "d");
+    work(w, GM_PKT_WORK_COMPLETE, "H:test:2", "r");
+    send1(c2, GM_PKT_GET_STATUS_UNIQUE, "k");
+    EXPECT(c2, GM_PKT_STATUS_RES_UNIQUE, "k", "1", "0", "0", "0", "3"); /* a's, 3 clients */
+    /* a new job in b heads again; cancelling it hands the head back */
+    SUBMITTED(c1, GM_PKT_SUBMIT_JOB_BG, "b", "k", "d", "H:test:4");
+    send1(c2, GM_PKT_GET_STATUS_UNIQUE, "k");
+    EXPECT(c2, GM_PKT_STATUS_RES_UNIQUE, "k", "1", "0", "0", "0", "0");
+    admin(c2, "cancel job H:test:4");
+    EXPECT_TEXT(c2, "OK\r\n");
+    send1(c2, GM_PKT_GET_STATUS_UNIQUE, "k");
+    EXPECT(c2, GM_PKT_STATUS_RES_UNIQUE, "k", "1", "0", "0", "0", "3");
+    conn_close(c1);
+    conn_close(c2); /* a's job loses its last client and goes */
+    gm_conn_id c3 = conn_open("c3", 0);
+    send1(c3, GM_PKT_GET_STATUS_UNIQUE, "k");
+    EXPECT(c3, GM_PKT_STATUS_RES_UNIQUE, "k", "0", "0", "0", "0", "0");
+    SUBMITTED(c3, GM_PKT_SUBMIT_JOB_BG, "a", "k", "d", "H:test:5");
+    send1(c3, GM_PKT_GET_STATUS_UNIQUE, "k");
+    EXPECT(c3, GM_PKT_STATUS_RES_UNIQUE, "k", "1", "0", "0", "0", "0");
+}
+END_TEST
+
 START_TEST(test_work_exception_is_a_plain_work_fail_without_the_exceptions_option)
 {
     gm_conn_id plain = conn_open("plain", 0);
@@ -319,6 +389,8 @@ main(void)
     DISP_ADD(s, test_work_packets_reach_every_attached_client_in_order);
     DISP_ADD(s, test_get_status_reports_known_running_and_progress);
     DISP_ADD(s, test_get_status_unique_reports_the_attached_client_count);
+    DISP_ADD(s, test_get_status_unique_looks_in_one_place_whatever_the_functions);
+    DISP_ADD(s, test_get_status_unique_of_a_key_in_several_functions_is_the_newest_job);
     DISP_ADD(s, test_work_exception_is_a_plain_work_fail_without_the_exceptions_option);
     DISP_ADD(s, test_exceptions_setting_forwards_work_exception_to_every_client);
     DISP_ADD(s, test_option_req_echoes_the_name_as_sent);
