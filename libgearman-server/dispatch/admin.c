@@ -118,9 +118,12 @@ cmd_workers(struct gm_dispatcher *d, struct gm_peer *asker)
             gm_bytes_str(&r, " ");
             gm_bytes_str(&r, p->client_id ? p->client_id : "-");
             gm_bytes_str(&r, " :");
+            /* newest first, a function as often as it was registered */
             for (uint32_t i = p->nregs; i-- > 0;) {
-                gm_bytes_str(&r, " ");
-                gm_bytes_add(&r, p->regs[i]->fn->name, p->regs[i]->fn->name_len);
+                for (uint32_t k = 0; k < p->regs[i]->count; k++) {
+                    gm_bytes_str(&r, " ");
+                    gm_bytes_add(&r, p->regs[i]->fn->name, p->regs[i]->fn->name_len);
+                }
             }
             gm_bytes_str(&r, "\n");
         }

@@ -230,8 +230,14 @@ void drain_acks(struct gm_dispatcher *d);
 void pending_release(struct gm_dispatcher *d, struct gm_job *job, bool stored);
 
 /* workers.c: the worker registry. */
-struct gm_job *pick_job(struct gm_peer *p, struct gm_reg **reg_out, uint32_t *idx_out);
-void add_reg(struct gm_dispatcher *d, struct gm_peer *p, struct gm_function *fn, uint32_t timeout_ms);
+struct gm_job *pick_job(struct gm_dispatcher *d, struct gm_peer *p, struct gm_reg **reg_out,
+                        uint32_t *idx_out);
+/* The worker's registration of fn (and its index), or NULL. */
+struct gm_reg *find_reg(struct gm_dispatcher *d, const struct gm_peer *p, const struct gm_function *fn,
+                        uint32_t *idx);
+/* Registers fn for the worker, or counts a repeat; false if the worker has
+   GM_WORKER_REGS_MAX registrations and fn is not one of them. */
+bool add_reg(struct gm_dispatcher *d, struct gm_peer *p, struct gm_function *fn, uint32_t timeout_ms);
 void remove_reg(struct gm_dispatcher *d, struct gm_peer *p, uint32_t i);
 
 /* reply.c: counts len bytes of a listing or response queued for conn in

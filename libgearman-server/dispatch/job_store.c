@@ -220,9 +220,10 @@ void
 job_free(struct gm_dispatcher *d, struct gm_job *job)
 {
     struct gm_function *fn = job->fn;
-    if (job->state == GM_JOB_RUNNING)
+    if (job->state == GM_JOB_RUNNING) {
         fn->running--;
-    else
+        job->reg->peer->nrunning--;
+    } else
         fn->queued[job->prio]--;
     if (job->state == GM_JOB_PERSISTING) {
         fn->persisting--;
@@ -280,6 +281,7 @@ job_requeue(struct gm_dispatcher *d, struct gm_job *job, const char *why)
     struct gm_function *fn = job->fn;
     gm_list_remove(&job->link);
     gm_heap_remove(&d->timers, job);
+    job->reg->peer->nrunning--;
     job->reg = NULL;
     job->numerator = job->denominator = 0;
     if (job->retries < UINT8_MAX)

@@ -16,7 +16,8 @@
  *                list of registrations whose worker is asleep.
  *   gm_job       one per job: handle, unique, data, priority, state.
  *   gm_peer      one per connection (client, worker, admin or all three).
- *   gm_reg       one per CAN_DO (a worker may register a name twice).
+ *   gm_reg       one per (worker, function), counting repeated CAN_DOs
+ *                [one worker record per CAN_DO].
  *   gm_attach    one per (foreground client, job) [client record].
  */
 #ifndef GM_JOBS_H
@@ -82,11 +83,18 @@ struct gm_function {
 struct gm_peer;
 struct gm_held;
 
+/* A worker's registrations, repeats included (gearmand: unlimited).  Past
+   it a CAN_DO of a new function is refused with an ERROR; a repeat is
+   accepted but no longer counted. */
+#define GM_WORKER_REGS_MAX 10000
+
 struct gm_reg {
     struct gm_function *fn;
     struct gm_peer *peer;
-    uint32_t timeout_ms;         /* CAN_DO_TIMEOUT; 0 = none */
+    uint32_t timeout_ms;         /* CAN_DO_TIMEOUT (the latest given); 0 = none */
+    uint32_t count;              /* CAN_DOs of fn, repeats included (gearmand keeps each) */
     struct gm_list sleep_link;   /* in fn->sleepers while the peer sleeps */
+    struct gm_list running;      /* gm_job.link of the jobs taken through it */
 };
 
 struct gm_peer {
@@ -98,10 +106,11 @@ struct gm_peer {
     bool exceptions;    /* receives WORK_EXCEPTION (OPTION_REQ exceptions) */
     bool is_loopback;   /* peer address is 127.0.0.0/8 or ::1 */
     char *client_id;    /* SET_CLIENT_ID; NULL shows as "-" */
-    struct gm_reg **regs;        /* registrations in CAN_DO order */
+    struct gm_reg **regs;        /* one per function, in order of its first CAN_DO */
     uint32_t nregs, regs_cap;
+    uint32_t nreg_total;         /* CAN_DOs counted: the sum of regs[i]->count */
     uint32_t rr;                 /* where the next GRAB starts looking */
-    struct gm_list running;      /* gm_job.link of jobs this worker holds */
+    uint32_t nrunning;           /* jobs this worker holds (on its regs' running lists) */
     struct gm_list waits;        /* gm_attach.peer_link: jobs this client waits on */
     /* Requests held back while its listings are not taken (dispatcher.c) */
     struct gm_held *held_head, *held_tail;
@@ -124,7 +133,7 @@ struct gm_job {
     struct gm_hnode by_unique;   /* see job_store.c: under (function, key), or the key's head */
     struct gm_list same_key;     /* UNIQUE_INDEXED, not data-keyed: the ring of jobs holding
                                     this unique key in other functions */
-    struct gm_list link;         /* fn->queue[prio] when QUEUED; peer->running when RUNNING */
+    struct gm_list link;         /* fn->queue[prio] when QUEUED; reg->running when RUNNING */
     struct gm_function *fn;
     struct gm_reg *reg;          /* RUNNING: the registration it runs under */
     struct gm_waiters *waiters;  /* PERSISTING, STORING: who gets JOB_CREATED on commit */

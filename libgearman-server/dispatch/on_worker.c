@@ -35,7 +35,9 @@ on_can_do(struct gm_dispatcher *d, struct gm_peer *p, struct gm_in *m)
         send_error(d, p->id, "QUEUE_ERROR", "MEMORY_ALLOCATION_FAILURE");
         return;
     }
-    add_reg(d, p, fn, timeout);
+    _Static_assert(GM_WORKER_REGS_MAX == 10000, "the error text names the limit");
+    if (!add_reg(d, p, fn, timeout))
+        send_error(d, p->id, "ARGUMENT_TOO_LARGE", "Worker has 10000 registrations already");
 }
 
 void
@@ -43,11 +45,10 @@ on_cant_do(struct gm_dispatcher *d, struct gm_peer *p, struct gm_in *m)
 {
     size_t len;
     const char *name = field(m, 0, &len);
-    for (uint32_t i = p->nregs; i-- > 0;) {
-        struct gm_function *fn = p->regs[i]->fn;
-        if (fn->name_len == len && memcmp(fn->name, name, len) == 0)
-            remove_reg(d, p, i);
-    }
+    struct gm_function *fn = gm_disp_function_find(d, name, len);
+    uint32_t i;
+    if (fn && find_reg(d, p, fn, &i))
+        remove_reg(d, p, i); /* every CAN_DO of it, as gearmand */
 }
 
 void
@@ -64,7 +65,7 @@ on_pre_sleep(struct gm_dispatcher *d, struct gm_peer *p, struct gm_in *m)
     (void)m;
     struct gm_reg *reg;
     uint32_t idx;
-    if (pick_job(p, &reg, &idx)) {
+    if (pick_job(d, p, &reg, &idx)) {
         send_simple(d, p->id, GM_PKT_NOOP);
         p->sleeping = true;
         p->noop_sent = true;
@@ -85,7 +86,7 @@ on_grab(struct gm_dispatcher *d, struct gm_peer *p, struct gm_in *m)
     p->noop_sent = false;
     struct gm_reg *reg;
     uint32_t idx;
-    struct gm_job *job = pick_job(p, &reg, &idx);
+    struct gm_job *job = pick_job(d, p, &reg, &idx);
     if (!job) {
         send_simple(d, p->id, GM_PKT_NO_JOB);
         return;
@@ -97,7 +98,8 @@ on_grab(struct gm_dispatcher *d, struct gm_peer *p, struct gm_in *m)
     fn->running++;
     job->state = GM_JOB_RUNNING;
     job->reg = reg;
-    gm_list_push_back(&p->running, &job->link);
+    gm_list_push_back(&reg->running, &job->link);
+    p->nrunning++;
     if (reg->timeout_ms)
         gm_heap_push(&d->timers, job, now_ms(d) + reg->timeout_ms);
 

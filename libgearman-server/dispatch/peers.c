@@ -67,7 +67,6 @@ peer_open(struct gm_dispatcher *d, const struct gm_in *m)
     p->addr[sizeof p->addr - 1] = '\0';
     p->is_loopback = addr_is_loopback(p->addr);
     p->exceptions = d->cfg->exceptions;
-    gm_list_init(&p->running);
     gm_list_init(&p->waits);
     gm_list_init(&p->held_link);
     port->peers[slot] = p;
@@ -104,9 +103,11 @@ peer_close(struct gm_dispatcher *d, gm_conn_id id)
     if (peer_in_sleepers(p))
         peer_leave_sleepers(p);
     p->sleeping = false;
-    struct gm_list *n, *tmp;
-    gm_list_each_safe(n, tmp, &p->running)
-        job_requeue(d, gm_container_of(n, struct gm_job, link), "worker disconnected");
+    for (uint32_t i = 0; i < p->nregs; i++) {
+        struct gm_list *n;
+        while ((n = gm_list_first(&p->regs[i]->running)))
+            job_requeue(d, gm_container_of(n, struct gm_job, link), "worker disconnected");
+    }
     while (p->nregs)
         remove_reg(d, p, p->nregs - 1);
     peer_abandon_jobs(d, p);

@@ -109,15 +109,23 @@ view_each_worker(void *arg, void (*cb)(void *, const struct gm_view_worker *), v
             struct gm_peer *p = port->peers[s];
             if (!p || !p->nregs)
                 continue; /* clients and admin connections are not workers */
-            if (p->nregs > cap) {
-                const char **nn = realloc(names, p->nregs * sizeof *nn);
+            if (p->nreg_total > cap) {
+                const char **nn = realloc(names, p->nreg_total * sizeof *nn);
                 if (!nn)
                     continue;
                 names = nn;
-                cap = p->nregs;
+                cap = p->nreg_total;
             }
-            for (uint32_t i = 0; i < p->nregs; i++)
-                names[i] = p->regs[i]->fn->name;
+            /* a function as often as it was registered, as `workers` */
+            uint32_t k = 0;
+            const struct gm_job *current = NULL;
+            for (uint32_t i = 0; i < p->nregs; i++) {
+                for (uint32_t c = 0; c < p->regs[i]->count; c++)
+                    names[k++] = p->regs[i]->fn->name;
+                struct gm_list *first = gm_list_first(&p->regs[i]->running);
+                if (first && !current)
+                    current = gm_container_of(first, struct gm_job, link);
+            }
             struct gm_view_worker w;
             memset(&w, 0, sizeof w);
             w.fd = p->fd;
@@ -125,11 +133,9 @@ view_each_worker(void *arg, void (*cb)(void *, const struct gm_view_worker *), v
             w.port = p->port;
             w.client_id = p->client_id ? p->client_id : "-";
             w.functions = names;
-            w.nfunctions = p->nregs;
-            struct gm_list *first = gm_list_first(&p->running);
-            w.current_job = first ? gm_job_handle(gm_container_of(first, struct gm_job, link)) : NULL;
-            struct gm_list *n;
-            gm_list_each(n, &p->running) w.running++;
+            w.nfunctions = k;
+            w.current_job = current ? gm_job_handle(current) : NULL;
+            w.running = p->nrunning;
             w.sleeping = p->sleeping;
             cb(cb_arg, &w);
         }

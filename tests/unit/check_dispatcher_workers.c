@@ -220,6 +220,143 @@ START_TEST(test_registering_a_function_with_work_wakes_a_sleeping_worker)
 }
 END_TEST
 
+/* ------------------------------------------------------------------ */
+/* What a worker's registrations cost (issue 14.5)                     */
+/* ------------------------------------------------------------------ */
+
+/* n CAN_DOs of each name in turn (a b a b ...), pushed as one burst. */
+static void
+can_do_interleaved(gm_conn_id w, const char *a, const char *b, int n)
+{
+    for (int i = 0; i < n; i++) {
+        struct gm_field_ref fa = FR(a), fb = FR(b);
+        send_nopump(w, GM_PKT_CAN_DO, &fa, 1);
+        send_nopump(w, GM_PKT_CAN_DO, &fb, 1);
+    }
+    pump();
+}
+
+/* The status line of one function. */
+static void
+expect_status_line(gm_conn_id adm, const char *want)
+{
+    admin(adm, "status");
+    struct tconn *tc = must_find(adm);
+    const char *text = tc->buf + tc->off;
+    size_t len = tc->len - tc->off;
+    ck_assert_msg(memmem(text, len, want, strlen(want)) != NULL, "no \"%s\" in status:\n%.*s", want,
+                  (int)len, text);
+    tc->off = tc->len;
+}
+
+/* Repeated CAN_DOs are counted, as gearmand shows them, but stored once:
+   GRAB_JOB and CANT_DO cost what the worker's functions cost (it was
+   O(registrations) per GRAB and O(n^2) memmove for an interleaved
+   CANT_DO). */
+START_TEST(test_repeated_can_do_is_counted_not_stored)
+{
+    gm_conn_id c = conn_open("c", 0);
+    gm_conn_id w = conn_open("w", 1);
+    gm_conn_id adm = conn_open("adm", 0);
+    can_do_interleaved(w, "a", "b", 3000);
+    EXPECT_NOTHING(w);
+    expect_status_line(adm, "a\t0\t0\t3000\n");
+    expect_status_line(adm, "b\t0\t0\t3000\n");
+    uint64_t before = H.d->visits;
+    grab(w);
+    EXPECT0(w, GM_PKT_NO_JOB);
+    ck_assert_uint_le(H.d->visits - before, 4); /* was 18,000 */
+    SUBMITTED(c, GM_PKT_SUBMIT_JOB, "b", "", "x", "H:test:1");
+    before = H.d->visits;
+    cant_do(w, "a");
+    ck_assert_uint_le(H.d->visits - before, 4);
+    GRABBED(w, "H:test:1", "b", "x");
+    expect_status_line(adm, "a\t0\t0\t0\n");
+    expect_status_line(adm, "b\t1\t1\t3000\n");
+    /* `workers` still names b as often as it was registered */
+    admin(adm, "workers");
+    struct tconn *tc = must_find(adm);
+    char *line = memmem(tc->buf + tc->off, tc->len - tc->off, "- : b b", 7);
+    ck_assert_ptr_nonnull(line);
+    size_t names = 0;
+    for (char *q = line + 3; *q == ' ' && q[1] == 'b'; q += 2)
+        names++;
+    ck_assert_uint_eq(names, 3000);
+    tc->off = tc->len;
+}
+END_TEST
+
+/* A worker holds at most GM_WORKER_REGS_MAX registrations: past it a new
+   function is refused with an ERROR (the connection stays), a repeat is
+   accepted but not counted. */
+START_TEST(test_worker_registrations_stop_at_the_limit)
+{
+    gm_conn_id w = conn_open("w", 1);
+    gm_conn_id adm = conn_open("adm", 0);
+    can_do_interleaved(w, "a", "b", 4000);
+    char fn[16];
+    for (int i = 0; i < GM_WORKER_REGS_MAX - 8000; i++) {
+        snprintf(fn, sizeof fn, "f%d", i);
+        struct gm_field_ref f = FR(fn);
+        send_nopump(w, GM_PKT_CAN_DO, &f, 1);
+    }
+    pump();
+    EXPECT_NOTHING(w);
+    can_do(w, "one-too-many");
+    EXPECT(w, GM_PKT_ERROR, "ARGUMENT_TOO_LARGE", "Worker has 10000 registrations already");
+    can_do(w, "a");
+    can_do_timeout(w, "f7", "1000");
+    EXPECT_NOTHING(w);
+    ck_assert_uint_eq(must_find(w)->closes, 0);
+    expect_status_line(adm, "a\t0\t0\t4000\n");
+    expect_status_line(adm, "\nf7\t0\t0\t1\n");
+    expect_status_line(adm, "one-too-many\t0\t0\t0\n");
+    /* the repeat's timeout applies */
+    gm_conn_id c = conn_open("c", 0);
+    SUBMITTED(c, GM_PKT_SUBMIT_JOB, "f7", "", "x", "H:test:1");
+    GRABBED(w, "H:test:1", "f7", "x");
+    H.now = T0 + 1000;
+    run_timers();
+    EXPECT(c, GM_PKT_WORK_FAIL, "H:test:1");
+    /* room again after a CANT_DO */
+    cant_do(w, "f0");
+    can_do(w, "one-too-many");
+    EXPECT_NOTHING(w);
+    expect_status_line(adm, "one-too-many\t0\t0\t1\n");
+}
+END_TEST
+
+/* CANT_DO requeues the jobs taken through that function without looking
+   at the worker's other running jobs. */
+START_TEST(test_cant_do_looks_only_at_the_jobs_of_that_function)
+{
+    gm_conn_id c = conn_open("c", 0);
+    gm_conn_id w = conn_open("w", 1);
+    gm_conn_id w2 = conn_open("w2", 1);
+    can_do(w, "many");
+    for (int i = 0; i < 2000; i++) {
+        struct gm_field_ref f[3] = {FR("many"), FR(""), FR("x")};
+        send_nopump(c, GM_PKT_SUBMIT_JOB_BG, f, 3);
+        send_nopump(w, GM_PKT_GRAB_JOB, NULL, 0);
+    }
+    pump();
+    must_find(c)->off = must_find(c)->len; /* 2000 JOB_CREATED */
+    can_do(w, "one");
+    SUBMITTED(c, GM_PKT_SUBMIT_JOB_BG, "one", "", "y", "H:test:2001");
+    must_find(w)->off = must_find(w)->len;
+    GRABBED(w, "H:test:2001", "one", "y");
+    uint64_t before = H.d->visits;
+    cant_do(w, "one");
+    ck_assert_uint_le(H.d->visits - before, 4);
+    can_do(w2, "one");
+    GRABBED(w2, "H:test:2001", "one", "y"); /* requeued */
+    gm_conn_id adm = conn_open("adm", 0);
+    expect_status_line(adm, "many\t2000\t2000\t1\n");
+    conn_close(w); /* every job it held goes back */
+    expect_status_line(adm, "many\t2000\t0\t0\n");
+}
+END_TEST
+
 int
 main(void)
 {
@@ -233,5 +370,8 @@ main(void)
     DISP_ADD(s, test_worker_wakeup_one_wakes_a_single_sleeper_per_job);
     DISP_ADD(s, test_pre_sleep_with_a_queued_job_gets_noop_at_once);
     DISP_ADD(s, test_registering_a_function_with_work_wakes_a_sleeping_worker);
+    DISP_ADD(s, test_repeated_can_do_is_counted_not_stored);
+    DISP_ADD(s, test_worker_registrations_stop_at_the_limit);
+    DISP_ADD(s, test_cant_do_looks_only_at_the_jobs_of_that_function);
     return gm_check_run_tap(s);
 }
