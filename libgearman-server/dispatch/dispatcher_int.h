@@ -215,9 +215,20 @@ struct gm_job *gm_disp_job_by_handle(struct gm_dispatcher *d, const char *h, siz
 /* Cancels a job as `cancel job` does: clients get WORK_FAIL, a queued job is
    freed, a running one is marked ignored. */
 void gm_disp_job_cancel(struct gm_dispatcher *d, struct gm_job *job);
+/* Handle order: shorter handles first, then bytewise (creation order for
+   the handles of one prefix). */
+int job_handle_cmp(const struct gm_job *x, const struct gm_job *y);
 /* Sorted list of every job (handle order); caller frees; NULL if memory is
-   short.  Shared by `show jobs` and the view. */
+   short.  For `show jobs`, which lists them all. */
 struct gm_job **gm_disp_jobs_sorted(struct gm_dispatcher *d, size_t *count);
+/* The jobs `keep` accepts (NULL: every job) in handle order: those of rank
+   offset to offset + limit - 1 go to a new array *page that the caller
+   frees, and their number is returned; *matched gets how many it accepts in
+   all.  One pass over the jobs with a heap of offset + limit of them, not a
+   sort of them all.  -1 if memory is short. */
+long gm_disp_jobs_page(struct gm_dispatcher *d, bool (*keep)(const struct gm_job *j, const void *arg),
+                       const void *arg, uint64_t offset, uint64_t limit, struct gm_job ***page,
+                       uint64_t *matched);
 /* Fails the function's queued and future jobs, then frees it. */
 void gm_disp_function_drop(struct gm_dispatcher *d, struct gm_function *fn);
 /* Passes a stop request (enum gm_stop_how) to the server; GM_STOP_NOW only

@@ -486,14 +486,18 @@ gm_disp_begin_graceful(struct gm_dispatcher *d)
         gm_disp_request_shutdown(d, GM_STOP_NOW);
 }
 
-static int
-cmp_job_handle(const void *a, const void *b)
+int
+job_handle_cmp(const struct gm_job *x, const struct gm_job *y)
 {
-    const struct gm_job *x = *(const struct gm_job *const *)a;
-    const struct gm_job *y = *(const struct gm_job *const *)b;
     if (x->handle_len != y->handle_len)
         return x->handle_len < y->handle_len ? -1 : 1;
     return memcmp(gm_job_handle(x), gm_job_handle(y), x->handle_len);
+}
+
+static int
+cmp_job_handle(const void *a, const void *b)
+{
+    return job_handle_cmp(*(const struct gm_job *const *)a, *(const struct gm_job *const *)b);
 }
 
 struct gm_job **
@@ -509,4 +513,88 @@ gm_disp_jobs_sorted(struct gm_dispatcher *d, size_t *count)
     qsort(v, k, sizeof *v, cmp_job_handle);
     *count = k;
     return v;
+}
+
+/* The page's bounded selection: h[0..n) is a max-heap by handle. */
+static bool
+page_less(struct gm_dispatcher *d, const struct gm_job *x, const struct gm_job *y)
+{
+    d->visits++;
+    return job_handle_cmp(x, y) < 0;
+}
+
+static void
+page_sift_down(struct gm_dispatcher *d, struct gm_job **h, size_t n, size_t i)
+{
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= n)
+            return;
+        if (c + 1 < n && page_less(d, h[c], h[c + 1]))
+            c++;
+        if (!page_less(d, h[i], h[c]))
+            return;
+        struct gm_job *t = h[i];
+        h[i] = h[c];
+        h[c] = t;
+        i = c;
+    }
+}
+
+static void
+page_sift_up(struct gm_dispatcher *d, struct gm_job **h, size_t i)
+{
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (!page_less(d, h[parent], h[i]))
+            return;
+        struct gm_job *t = h[i];
+        h[i] = h[parent];
+        h[parent] = t;
+        i = parent;
+    }
+}
+
+long
+gm_disp_jobs_page(struct gm_dispatcher *d, bool (*keep)(const struct gm_job *j, const void *arg),
+                  const void *arg, uint64_t offset, uint64_t limit, struct gm_job ***page,
+                  uint64_t *matched)
+{
+    size_t total = d->by_handle.count;
+    size_t k = offset >= total ? 0 : (size_t)offset + (limit < total - offset ? limit : total - offset);
+    struct gm_job **h = malloc((k ? k : 1) * sizeof *h);
+    if (!h)
+        return -1;
+    /* one pass: the k first jobs by handle stay in the heap; in bucket
+       order (about handle order, see handle_hash) most of the others lose
+       their one comparison with the heap's top */
+    size_t n = 0;
+    uint64_t m = 0;
+    for (uint32_t b = 0; b <= d->by_handle.mask; b++) {
+        for (struct gm_hnode *hn = d->by_handle.buckets[b]; hn; hn = hn->next) {
+            struct gm_job *j = gm_container_of(hn, struct gm_job, by_handle);
+            if (keep && !keep(j, arg))
+                continue;
+            m++;
+            if (n < k) {
+                h[n] = j;
+                page_sift_up(d, h, n++);
+            } else if (k && page_less(d, j, h[0])) {
+                h[0] = j;
+                page_sift_down(d, h, n, 0);
+            }
+        }
+    }
+    /* in order: the largest goes to the end, n times */
+    for (size_t i = n; i > 1; i--) {
+        struct gm_job *t = h[0];
+        h[0] = h[i - 1];
+        h[i - 1] = t;
+        page_sift_down(d, h, i - 1, 0);
+    }
+    size_t got = n > offset ? n - (size_t)offset : 0;
+    memmove(h, h + (n - got), got * sizeof *h);
+    *page = h;
+    *matched = m;
+    return (long)got;
 }

@@ -158,41 +158,57 @@ state_name(const struct gm_job *j)
     }
 }
 
+/* What /api/jobs asks for: one function (or any) and one state (or any). */
+struct job_filter {
+    const struct gm_function *fn;
+    const char *state;
+};
+
+static bool
+job_filter_keep(const struct gm_job *j, const void *arg)
+{
+    const struct job_filter *f = arg;
+    return (!f->fn || j->fn == f->fn) && (!f->state || strcmp(f->state, state_name(j)) == 0);
+}
+
 static uint64_t
 view_jobs(void *arg, const char *function, size_t function_len, const char *state, uint64_t offset,
           uint64_t limit, void (*cb)(void *, const struct gm_view_job *), void *cb_arg)
 {
     struct gm_dispatcher *d = arg;
-    size_t n;
-    struct gm_job **v = gm_disp_jobs_sorted(d, &n);
-    if (!v)
+    struct job_filter f = {NULL, state && *state ? state : NULL};
+    if (function && !(f.fn = gm_disp_function_find(d, function, function_len)))
+        return 0; /* no such function: no jobs */
+    if (f.state && strcmp(f.state, "queued") != 0 && strcmp(f.state, "running") != 0 &&
+        strcmp(f.state, "scheduled") != 0 && strcmp(f.state, "persisting") != 0)
+        return 0; /* no job is ever in that state */
+    if (offset > GM_VIEW_JOBS_OFFSET_MAX)
+        offset = GM_VIEW_JOBS_OFFSET_MAX;
+    if (limit > GM_VIEW_JOBS_LIMIT_MAX)
+        limit = GM_VIEW_JOBS_LIMIT_MAX;
+    struct gm_job **v;
+    uint64_t matched;
+    long n = gm_disp_jobs_page(d, f.fn || f.state ? job_filter_keep : NULL, &f, offset, limit, &v, &matched);
+    if (n < 0)
         return 0;
     int64_t now_s = (view_now(d) - d->start_ms) / 1000;
-    uint64_t matched = 0;
-    for (size_t i = 0; i < n; i++) {
+    for (long i = 0; i < n; i++) {
         const struct gm_job *j = v[i];
-        if (function && (j->fn->name_len != function_len || memcmp(j->fn->name, function, function_len) != 0))
-            continue;
-        if (state && *state && strcmp(state, state_name(j)) != 0)
-            continue;
-        if (matched >= offset && matched - offset < limit) {
-            struct gm_view_job vj;
-            memset(&vj, 0, sizeof vj);
-            vj.handle = gm_job_handle(j);
-            vj.function = j->fn->name;
-            vj.unique = gm_job_unique(j);
-            vj.unique_len = j->unique_len;
-            vj.priority = j->prio;
-            vj.state = state_name(j);
-            vj.age_ms = (now_s - (int64_t)j->created_s) * 1000;
-            vj.run_at = j->state == GM_JOB_FUTURE ? j->when : 0;
-            vj.retries = j->retries;
-            vj.clients = j->nclients;
-            vj.background = (j->flags & GM_JOB_BACKGROUND) != 0;
-            vj.cancelled = (j->flags & GM_JOB_CANCELLED) != 0;
-            cb(cb_arg, &vj);
-        }
-        matched++;
+        struct gm_view_job vj;
+        memset(&vj, 0, sizeof vj);
+        vj.handle = gm_job_handle(j);
+        vj.function = j->fn->name;
+        vj.unique = gm_job_unique(j);
+        vj.unique_len = j->unique_len;
+        vj.priority = j->prio;
+        vj.state = state_name(j);
+        vj.age_ms = (now_s - (int64_t)j->created_s) * 1000;
+        vj.run_at = j->state == GM_JOB_FUTURE ? j->when : 0;
+        vj.retries = j->retries;
+        vj.clients = j->nclients;
+        vj.background = (j->flags & GM_JOB_BACKGROUND) != 0;
+        vj.cancelled = (j->flags & GM_JOB_CANCELLED) != 0;
+        cb(cb_arg, &vj);
     }
     free(v);
     return matched;

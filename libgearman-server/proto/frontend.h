@@ -158,14 +158,21 @@ struct gm_view_job {
     bool cancelled;            /* cancelled while running: its result goes nowhere */
 };
 
+/* The deepest page and the longest one the jobs view serves (a larger
+   offset or limit is taken as these): what one request may cost. */
+#define GM_VIEW_JOBS_OFFSET_MAX 10000
+#define GM_VIEW_JOBS_LIMIT_MAX 1000
+
 struct gm_state_view {
     void *d;
     void (*server)(void *d, struct gm_view_server *out);
     void (*each_function)(void *d, void (*cb)(void *arg, const struct gm_view_function *f), void *arg);
     void (*each_worker)(void *d, void (*cb)(void *arg, const struct gm_view_worker *w), void *arg);
     /* Jobs in handle order, optionally only those of one function (NULL =
-       all) or in one state; skips `offset`, gives at most `limit`; returns
-       how many match in all. */
+       all) or in one state; skips `offset` (at most GM_VIEW_JOBS_OFFSET_MAX),
+       gives at most `limit` (at most GM_VIEW_JOBS_LIMIT_MAX); returns how many
+       match in all.  Costs one pass over the jobs and a heap of
+       offset + limit of them, never a sort of them all. */
     uint64_t (*jobs)(void *d, const char *function, size_t function_len, const char *state,
                      uint64_t offset, uint64_t limit,
                      void (*cb)(void *arg, const struct gm_view_job *j), void *arg);

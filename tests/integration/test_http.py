@@ -1241,6 +1241,9 @@ def test_api_status_workers_and_jobs_describe_known_state():
         assert p["total"] == 6 and p["jobs"] == [], p
         p = get_json(s, "/api/jobs?limit=0")
         assert p["total"] == 6 and p["jobs"] == [], p
+        # the deepest page served is at offset 10,000 (issue 14.5: what a request may cost)
+        p = get_json(s, "/api/jobs?offset=99999&limit=5000")
+        assert p["total"] == 6 and p["offset"] == 10000 and p["limit"] == 1000 and p["jobs"] == [], p
         w.send_packet("WORK_COMPLETE", running, b"")
         sync(w)
         st = get_json(s, "/api/status")

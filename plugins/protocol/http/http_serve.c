@@ -207,8 +207,8 @@ serve_jobs(struct gm_bytes *w, const char *q, size_t qlen, const struct gm_state
     bool has_fn = param(q, qlen, "function", fn, sizeof fn) && *fn;
     if (!param(q, qlen, "state", state, sizeof state))
         state[0] = '\0';
-    uint64_t offset = param_u64(q, qlen, "offset", 0, UINT64_MAX);
-    uint64_t limit = param_u64(q, qlen, "limit", 100, 1000);
+    uint64_t offset = param_u64(q, qlen, "offset", 0, GM_VIEW_JOBS_OFFSET_MAX);
+    uint64_t limit = param_u64(q, qlen, "limit", 100, GM_VIEW_JOBS_LIMIT_MAX);
     gm_bytes_str(w, "{\"jobs\":[");
     struct http_list l = {.w = w};
     uint64_t total =
