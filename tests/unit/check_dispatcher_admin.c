@@ -367,6 +367,10 @@ START_TEST(test_client_leaving_with_held_requests_keeps_its_submits)
     conn_close(a); /* the drain before the close may run one more */
     ck_assert_uint_le(listings(a), 2);
     ck_assert_uint_eq(gm_disp_job_count(H.d), jobs + 1);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
 /* The jobs view's pages (issue 14.5)                                  */
 /* ------------------------------------------------------------------ */
 
