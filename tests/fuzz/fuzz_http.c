@@ -187,7 +187,7 @@ check_request(const char *buf, long used, const struct gm_fe_req *req, uint32_t 
 static void
 check_prefixes(const char *buf, long used, const struct gm_fe_req *req, uint32_t max_body)
 {
-    void *st = gm_http_frontend.conn_new();
+    void *st = gm_http_frontend.conn_new(0);
     CHECK(st != NULL);
     struct gm_fe_req again;
     uint64_t need = 0;
@@ -271,7 +271,7 @@ answer(void *st, const char *buf, const struct gm_fe_req *req, unsigned cfg)
 {
     if (req->kind == GM_FE_SUBMIT)
         return answer_submit(st, buf, req, cfg >> 4);
-    struct gm_fe_output out = gm_http_frontend.serve(buf, req, cfg & 4, cfg & 8, &view);
+    struct gm_fe_output out = gm_http_frontend.serve(buf, req, cfg & 4, cfg & 8, (cfg & 16) ? 4096 : 0, &view);
     bool close = out.close;
     bool head = (req->flags & GM_FE_HEAD) != 0;
     int status = check_response(&out, head);
@@ -315,7 +315,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     cut[nsplit++] = size;
     qsort(cut, nsplit, sizeof cut[0], cmp_size);
 
-    void *st = gm_http_frontend.conn_new();
+    void *st = gm_http_frontend.conn_new(0);
     CHECK(st != NULL);
     /* The connection's unparsed bytes, as the I/O thread holds them; a
        copy of exactly what arrived, so that reading past it shows. */

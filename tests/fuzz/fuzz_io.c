@@ -694,7 +694,7 @@ harness_start(struct harness *h, uint8_t conf)
         p->out_limit_possible = h->small_output;
         p->fd = sv[1];
         if (i == FE) {
-            p->fe_model = gm_http_frontend.conn_new();
+            p->fe_model = gm_http_frontend.conn_new(0);
             CHECK(p->fe_model != NULL);
         }
         struct gm_new_fd nf;
