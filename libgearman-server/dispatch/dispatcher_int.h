@@ -257,8 +257,21 @@ void charge_reply(struct gm_dispatcher *d, gm_conn_id conn, size_t len);
 /* Whether peer p has queued round_limit listing bytes in this round. */
 bool over_round(const struct gm_dispatcher *d, const struct gm_peer *p);
 
+/* The peer of connection id, or NULL (gone, or a stale id).  Inline: every
+   inbound message and reply looks one up, and the model files that send
+   replies need it without depending on peers.c. */
+static inline struct gm_peer *
+gm_disp_peer(struct gm_dispatcher *d, gm_conn_id id)
+{
+    unsigned t = gm_conn_thread(id);
+    uint32_t slot = gm_conn_slot(id);
+    if (t >= d->nports || slot >= d->ports[t].npeers)
+        return NULL;
+    struct gm_peer *p = d->ports[t].peers[slot];
+    return p && p->id == id ? p : NULL;
+}
+
 /* peers.c: the peers. */
-struct gm_peer *gm_disp_peer(struct gm_dispatcher *d, gm_conn_id id);
 void peer_open(struct gm_dispatcher *d, const struct gm_in *m);
 void peer_close(struct gm_dispatcher *d, gm_conn_id id);
 

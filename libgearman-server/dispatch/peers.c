@@ -13,17 +13,6 @@
 
 #include "libgearman-server/base/log.h"
 
-struct gm_peer *
-gm_disp_peer(struct gm_dispatcher *d, gm_conn_id id)
-{
-    unsigned t = gm_conn_thread(id);
-    uint32_t slot = gm_conn_slot(id);
-    if (t >= d->nports || slot >= d->ports[t].npeers)
-        return NULL;
-    struct gm_peer *p = d->ports[t].peers[slot];
-    return p && p->id == id ? p : NULL;
-}
-
 static bool
 addr_is_loopback(const char *addr)
 {
