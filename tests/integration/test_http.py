@@ -1054,14 +1054,6 @@ def test_eight_mib_body_through_a_worker_and_back():
         w.close()
 
 
-def small_quarantine():
-    """The environment of a server whose RSS a test measures: under
-    AddressSanitizer, a quarantine of 4 MiB instead of 256 (freed blocks
-    wait there, and would count as growth); nothing changes otherwise."""
-    asan = os.environ.get("ASAN_OPTIONS", "")
-    return {"ASAN_OPTIONS": (asan + ":" if asan else "") + "quarantine_size_mb=4"}
-
-
 @test
 def test_a_streamed_result_past_max_output_size_is_answered_502_and_the_server_stays_small():
     # A worker streams WORK_DATA to an HTTP foreground job and never
@@ -1072,7 +1064,7 @@ def test_a_streamed_result_past_max_output_size_is_answered_502_and_the_server_s
     # worker goes on: it ends the job and runs the next one.
     cap, chunk, stream = 2 << 20, 64 << 10, 96 << 20
     with HttpServer("--max-output-size", str(cap), "--max-packet-size", str(1 << 20),
-                    env=small_quarantine()) as s:
+                    env=gmtest.small_quarantine()) as s:
         w = worker(s, "stream")
         w.timeout = 60.0
         c = s.http(timeout=30.0)
