@@ -1,32 +1,23 @@
 /*
- * server.c: listeners, threads and the main loop (see server.h).
+ * server.c: threads and the main loop (see server.h): the server built
+ * (channels, dispatcher, I/O threads, queue opened and replayed), the
+ * threads started and stopped in order, signals, and the watch on the
+ * queue backend.  Listening and accepting are listeners.c; the state both
+ * share is server_int.h.
  *
- * Runs on the main thread, which owns the listening sockets and the signal
- * watchers.  Accepted sockets are handed to I/O threads in turn over each
- * thread's socket ring.  Running out of descriptors does not clog the
- * listen queue: a spare descriptor, held for the purpose, is given up for a
- * moment to accept each waiting connection and close it at once (counted,
- * logged once per episode), so a connection that arrives once a descriptor
- * is free again is served at once.  Out of memory (or without a spare)
- * accepting pauses for a moment instead of spinning on a readable listener.
+ * Runs on the main thread.
  */
 #include "config.h"
 
-#include "libgearman-server/server/server.h"
+#include "libgearman-server/server/server_int.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <ev.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include "libgearman-server/dispatch/dispatcher.h"
@@ -37,58 +28,6 @@
 #define PERSIST_RING_SLOTS 65536
 #define IN_RING_SLOTS 16384
 #define OUT_RING_SLOTS 16384
-#define MAX_LISTENERS 16
-#define ACCEPTS_PER_EVENT 64
-#define ACCEPT_PAUSE_SECONDS 0.1
-
-struct listener {
-    int fd;
-    uint8_t frontend;   /* accepts front-end (HTTP) connections */
-    ev_io w;
-    struct gm_server *s;
-};
-
-/* Owner: the main thread (the accept loop) writes and reads every field,
-   except stop_requested and stop_accepting_requested, atomics the
-   dispatcher sets through its request_shutdown hook (then wakes `control`),
-   and cfg and persist, set before the threads start and only read after:
-   the dispatcher's view hook (fill_server_view) reads them.  The other
-   threads get their own pieces (channels, config) before they start. */
-struct gm_server {
-    const struct gm_server_config *cfg;
-    unsigned nthreads;
-    struct gm_channel *chans;
-    struct gm_io_thread **io;
-    struct gm_dispatcher *disp;
-    pthread_t *io_tids;
-    pthread_t disp_tid;
-    unsigned started_io;
-    bool disp_started;
-    bool hosted;                /* one I/O thread, which also runs the dispatcher */
-    struct gm_persist_channel pch;
-    bool pch_ready;
-    struct gm_persist *persist;
-    pthread_t persist_tid;
-    bool persist_started;
-
-    struct ev_loop *loop;
-    struct listener ls[MAX_LISTENERS];
-    unsigned nls;
-    unsigned port;
-    unsigned frontend_port;
-    ev_signal sig_term, sig_int, sig_usr1, sig_hup;
-    ev_async control;           /* the dispatcher asks for a stop */
-    _Atomic int stop_requested;
-    _Atomic int stop_accepting_requested;
-    ev_timer accept_resume;
-    ev_timer persist_watch;     /* logs a queue backend that stops answering */
-    bool accept_paused;
-    bool accept_starved;        /* accept failed for lack of descriptors; logged once */
-    int spare_fd;               /* held to accept and close while the table is full */
-    unsigned long turned_away;  /* connections closed at once in this episode */
-    bool graceful;
-    unsigned next_io;
-};
 
 /* ------------------------------------------------------------------ */
 /* Wiring the threads together                                         */
@@ -291,12 +230,7 @@ gm_server_free(struct gm_server *s)
     gm_persist_free(s->persist);
     if (s->pch_ready)
         gm_persist_channel_destroy(&s->pch);
-    for (unsigned i = 0; i < s->nls; i++) {
-        ev_io_stop(s->loop, &s->ls[i].w);
-        close(s->ls[i].fd);
-    }
-    if (s->spare_fd >= 0)
-        close(s->spare_fd);
+    listeners_close(s);
     for (unsigned i = 0; s->io && i < s->nthreads; i++)
         gm_io_free(s->io[i]);
     gm_disp_free(s->disp);
@@ -310,20 +244,8 @@ gm_server_free(struct gm_server *s)
 }
 
 /* ------------------------------------------------------------------ */
-/* Listening and accepting                                             */
+/* Watching the queue backend                                          */
 /* ------------------------------------------------------------------ */
-
-static void
-pause_accepting(struct gm_server *s)
-{
-    if (s->accept_paused)
-        return;
-    s->accept_paused = true;
-    for (unsigned i = 0; i < s->nls; i++)
-        ev_io_stop(s->loop, &s->ls[i].w);
-    ev_timer_set(&s->accept_resume, ACCEPT_PAUSE_SECONDS, 0.);
-    ev_timer_start(s->loop, &s->accept_resume);
-}
 
 static void
 on_persist_watch(struct ev_loop *loop, ev_timer *w, int revents)
@@ -333,254 +255,9 @@ on_persist_watch(struct ev_loop *loop, ev_timer *w, int revents)
     gm_persist_watch(w->data);
 }
 
-static void
-on_accept_resume(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    struct gm_server *s = w->data;
-    (void)loop;
-    (void)revents;
-    s->accept_paused = false;
-    if (s->graceful)
-        return;
-    for (unsigned i = 0; i < s->nls; i++)
-        ev_io_start(s->loop, &s->ls[i].w);
-}
-
-static void
-peer_name(const struct sockaddr_storage *ss, char *addr, size_t len, uint16_t *port)
-{
-    if (ss->ss_family == AF_INET) {
-        const struct sockaddr_in *in = (const struct sockaddr_in *)ss;
-        inet_ntop(AF_INET, &in->sin_addr, addr, (socklen_t)len);
-        *port = ntohs(in->sin_port);
-    } else if (ss->ss_family == AF_INET6) {
-        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ss;
-        inet_ntop(AF_INET6, &in6->sin6_addr, addr, (socklen_t)len);
-        /* Show IPv4-mapped peers as plain IPv4, as tools expect. */
-        if (strncmp(addr, "::ffff:", 7) == 0 && strchr(addr + 7, '.'))
-            memmove(addr, addr + 7, strlen(addr + 7) + 1);
-        *port = ntohs(in6->sin6_port);
-    } else {
-        snprintf(addr, len, "unknown");
-        *port = 0;
-    }
-}
-
-/* Takes the spare descriptor back (an eventfd: no file system needed, and
-   unlike a duplicate of a listener it keeps no socket listening); -1 while
-   none is free. */
-static void
-spare_take(struct gm_server *s)
-{
-    if (s->spare_fd < 0)
-        s->spare_fd = eventfd(0, EFD_CLOEXEC);
-}
-
-/* The descriptor table is full: gives up the spare to accept the next
-   waiting connection of l and close it at once, then takes the spare back.
-   Returns false when nothing was waiting or no spare is held. */
-static bool
-turn_away(struct gm_server *s, struct listener *l)
-{
-    if (s->spare_fd < 0)
-        return false;
-    close(s->spare_fd);
-    s->spare_fd = -1;
-    int fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
-    if (fd >= 0) {
-        close(fd);
-        s->turned_away++;
-    }
-    spare_take(s);
-    return fd >= 0;
-}
-
-static void
-on_accept(struct ev_loop *loop, ev_io *w, int revents)
-{
-    struct listener *l = w->data;
-    struct gm_server *s = l->s;
-    (void)loop;
-    (void)revents;
-    for (int i = 0; i < ACCEPTS_PER_EVENT; i++) {
-        struct sockaddr_storage ss;
-        socklen_t sl = sizeof ss;
-        int fd = accept4(l->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno == EINTR || errno == ECONNABORTED)
-                continue;
-            if (errno == EMFILE || errno == ENFILE) {
-                if (!s->accept_starved)
-                    gm_log(GM_LOG_ERROR,
-                           "accept: %s; closing new connections at once until a descriptor is free",
-                           strerror(errno));
-                s->accept_starved = true;
-                if (turn_away(s, l))
-                    continue;
-                if (s->spare_fd < 0)
-                    pause_accepting(s);
-            } else if (errno == ENOBUFS || errno == ENOMEM) {
-                if (!s->accept_starved)
-                    gm_log(GM_LOG_ERROR, "accept: %s; pausing new connections until it passes",
-                           strerror(errno));
-                s->accept_starved = true;
-                pause_accepting(s);
-            }
-            return;
-        }
-        if (s->accept_starved) {
-            s->accept_starved = false;
-            gm_log(GM_LOG_NOTICE,
-                   "accepting connections again; %lu turned away while out of descriptors",
-                   s->turned_away);
-            s->turned_away = 0;
-        }
-        spare_take(s);
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
-        struct gm_new_fd nf;
-        memset(&nf, 0, sizeof nf);
-        nf.fd = fd;
-        nf.frontend = l->frontend;
-        peer_name(&ss, nf.addr, sizeof nf.addr, &nf.port);
-        struct gm_io_thread *t = s->io[s->next_io];
-        s->next_io = (s->next_io + 1) % s->nthreads;
-        if (gm_io_add_fd(t, &nf) < 0) {
-            gm_log(GM_LOG_ERROR, "I/O thread hand-off queue full; dropping %s:%u", nf.addr,
-                   nf.port);
-            close(fd);
-        }
-    }
-}
-
-static int
-listen_on(struct gm_server *s, const struct addrinfo *ai, uint8_t frontend)
-{
-    const struct gm_server_config *cfg = s->cfg;
-    char host[NI_MAXHOST], serv[NI_MAXSERV];
-    if (getnameinfo(ai->ai_addr, ai->ai_addrlen, host, sizeof host, serv, sizeof serv,
-                    NI_NUMERICHOST | NI_NUMERICSERV) != 0)
-        snprintf(host, sizeof host, "?");
-    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
-    if (fd < 0) {
-        gm_log(GM_LOG_ERROR, "socket(%s): %s", host, strerror(errno));
-        return -1;
-    }
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (ai->ai_family == AF_INET6)
-        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-    if (cfg->keepalive) {
-        setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
-        if (cfg->keepalive_idle >= 0)
-            setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &cfg->keepalive_idle, sizeof(int));
-        if (cfg->keepalive_interval >= 0)
-            setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &cfg->keepalive_interval, sizeof(int));
-        if (cfg->keepalive_count >= 0)
-            setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cfg->keepalive_count, sizeof(int));
-    }
-    if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
-        gm_log(GM_LOG_FATAL, "bind(%s:%s): %s", host, serv, strerror(errno));
-        close(fd);
-        return -1;
-    }
-    if (listen(fd, cfg->backlog > 0 ? cfg->backlog : 32) < 0) {
-        gm_log(GM_LOG_FATAL, "listen(%s:%s): %s", host, serv, strerror(errno));
-        close(fd);
-        return -1;
-    }
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof ss;
-    uint16_t port = 0;
-    if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
-        char addr[GM_ADDR_MAX];
-        peer_name(&ss, addr, sizeof addr, &port);
-        if (frontend)
-            s->frontend_port = port;
-        else
-            s->port = port;
-    }
-    struct listener *l = &s->ls[s->nls++];
-    l->fd = fd;
-    l->frontend = frontend;
-    l->s = s;
-    ev_io_init(&l->w, on_accept, fd, EV_READ);
-    l->w.data = l;
-    gm_log(GM_LOG_NOTICE, "Listening on %s:%u%s", host, port,
-           frontend ? (s->cfg->frontend ? " (http)" : "") : "");
-    return 0;
-}
-
-/* Binds every address of -L (or all) on one port. */
-static int
-listen_port(struct gm_server *s, const char *port, uint8_t frontend)
-{
-    struct addrinfo hints, *res = NULL;
-    memset(&hints, 0, sizeof hints);
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE;
-    int rc = getaddrinfo(s->cfg->listen_host, port, &hints, &res);
-    if (rc != 0) {
-        gm_log(GM_LOG_FATAL, "cannot resolve %s:%s: %s",
-               s->cfg->listen_host ? s->cfg->listen_host : "*", port, gai_strerror(rc));
-        return -1;
-    }
-    int ok = 0, failed = 0;
-    for (struct addrinfo *ai = res; ai && s->nls < MAX_LISTENERS; ai = ai->ai_next) {
-        if (listen_on(s, ai, frontend) == 0) {
-            ok++;
-            /* With port 0 every further address must use the port the first got. */
-            unsigned got = frontend ? s->frontend_port : s->port;
-            if (ai->ai_next && got && strcmp(port, "0") == 0) {
-                for (struct addrinfo *n = ai->ai_next; n; n = n->ai_next) {
-                    if (n->ai_family == AF_INET)
-                        ((struct sockaddr_in *)n->ai_addr)->sin_port = htons((uint16_t)got);
-                    else if (n->ai_family == AF_INET6)
-                        ((struct sockaddr_in6 *)n->ai_addr)->sin6_port = htons((uint16_t)got);
-                }
-            }
-        } else {
-            failed++;
-        }
-    }
-    freeaddrinfo(res);
-    /* Like gearmand: every address must bind (an IPv6-less host simply
-       returns no IPv6 address). */
-    if (!ok || failed)
-        return -1;
-    return 0;
-}
-
-int
-gm_server_listen(struct gm_server *s)
-{
-    const char *port = s->cfg->port && *s->cfg->port ? s->cfg->port : GM_DEFAULT_PORT;
-    if (listen_port(s, port, 0) < 0)
-        return -1;
-    if (s->cfg->frontend) {
-        const char *fport = s->cfg->frontend_port ? s->cfg->frontend_port : "8080";
-        if (listen_port(s, fport, 1) < 0)
-            return -1;
-    }
-    return 0;
-}
-
 /* ------------------------------------------------------------------ */
 /* Signals and shutdown                                                */
 /* ------------------------------------------------------------------ */
-
-static void
-stop_listening(struct gm_server *s)
-{
-    for (unsigned i = 0; i < s->nls; i++) {
-        ev_io_stop(s->loop, &s->ls[i].w);
-        close(s->ls[i].fd);
-    }
-    s->nls = 0;
-    ev_timer_stop(s->loop, &s->accept_resume);
-}
 
 static void
 on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
@@ -707,16 +384,12 @@ gm_server_run(struct gm_server *s)
     ev_async_init(&s->control, on_control);
     s->control.data = s;
     ev_async_start(s->loop, &s->control);
-    ev_timer_init(&s->accept_resume, on_accept_resume, ACCEPT_PAUSE_SECONDS, 0.);
-    s->accept_resume.data = s;
     if (s->persist) {
         ev_timer_init(&s->persist_watch, on_persist_watch, 1., 1.);
         s->persist_watch.data = s->persist;
         ev_timer_start(s->loop, &s->persist_watch);
     }
-    spare_take(s);
-    for (unsigned i = 0; i < s->nls; i++)
-        ev_io_start(s->loop, &s->ls[i].w);
+    listeners_start(s);
     gm_log(GM_LOG_NOTICE, "gearmand %s ready: %u I/O threads", s->cfg->version ? s->cfg->version : "",
            s->nthreads);
 
