@@ -304,11 +304,7 @@ listeners_start(struct gm_server *s)
 void
 listeners_close(struct gm_server *s)
 {
-    for (unsigned i = 0; i < s->nls; i++) {
-        ev_io_stop(s->loop, &s->ls[i].w);
-        close(s->ls[i].fd);
-    }
-    s->nls = 0;
+    stop_listening(s); /* the timer is zeroed if listeners_start never ran */
     if (s->spare_fd >= 0)
         close(s->spare_fd);
     s->spare_fd = -1;
