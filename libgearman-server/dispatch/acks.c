@@ -78,12 +78,11 @@ persist_acked(struct gm_dispatcher *d, const struct gm_pack *a)
             storing_acked(d, job, a);
             continue;
         }
-        job->fn->persisting--;
         answer_waiters(d, job, a->ok);
         if (a->ok) {
             job->flags |= GM_JOB_PERSISTED;
             if (job->flags & GM_JOB_IGNORED) {
-                job->state = GM_JOB_QUEUED; /* cancelled while being stored */
+                job_set_state(d, job, GM_JOB_QUEUED); /* cancelled while being stored */
                 job_free(d, job);
             } else {
                 job_place(d, job, true);
@@ -93,7 +92,7 @@ persist_acked(struct gm_dispatcher *d, const struct gm_pack *a)
                    a->reason);
             job->fn->failed++;
             job_tell_clients(d, job, GM_PKT_WORK_FAIL, NULL);
-            job->state = GM_JOB_QUEUED;
+            job_set_state(d, job, GM_JOB_QUEUED);
             job_free(d, job);
         }
     }

@@ -150,7 +150,7 @@ cmd_status(struct gm_dispatcher *d, struct gm_peer *p, bool by_priority)
         } else {
             reply_u64(&r, gm_function_total(fn));
             gm_bytes_str(&r, "\t");
-            reply_u64(&r, fn->running);
+            reply_u64(&r, gm_function_running(fn));
             gm_bytes_str(&r, "\t");
         }
         reply_u64(&r, fn->worker_count);
@@ -160,19 +160,15 @@ cmd_status(struct gm_dispatcher *d, struct gm_peer *p, bool by_priority)
     reply_send(d, p, &r);
 }
 
-/* Jobs in handle order (creation order for handles of one prefix). */
+/* Jobs in creation order (handle order for the handles of one prefix). */
 static void
 cmd_show_jobs(struct gm_dispatcher *d, struct gm_peer *p, bool unique)
 {
-    size_t n;
-    struct gm_job **v = gm_disp_jobs_sorted(d, &n);
-    if (!v) {
-        send_str(d, p, "ERR UNKNOWN_ERROR\r\n");
-        return;
-    }
     struct gm_bytes r = {0};
-    for (size_t i = 0; i < n; i++) {
-        struct gm_job *job = v[i];
+    struct gm_list *n;
+    gm_list_each(n, &d->jobs)
+    {
+        const struct gm_job *job = gm_container_of(n, struct gm_job, all_link);
         if (unique) {
             gm_bytes_add(&r, gm_job_unique(job), job->unique_len);
             gm_bytes_str(&r, "\n");
@@ -186,7 +182,6 @@ cmd_show_jobs(struct gm_dispatcher *d, struct gm_peer *p, bool unique)
            memory queue), cleared for foreground ones. */
         gm_bytes_str(&r, (job->flags & GM_JOB_BACKGROUND) ? "1\n" : "0\n");
     }
-    free(v);
     gm_bytes_str(&r, ".\n");
     reply_send(d, p, &r);
 }
@@ -278,7 +273,7 @@ cmd_drop_function(struct gm_dispatcher *d, struct gm_peer *p, const struct words
         struct gm_function *fn = gm_container_of(n, struct gm_function, link);
         if (fn->name_len != w->len[2] || strncasecmp(fn->name, w->w[2], w->len[2]) != 0)
             continue;
-        if (fn->worker_count || fn->running || fn->persisting) {
+        if (fn->worker_count || gm_function_running(fn) || fn->nstate[GM_JOB_PERSISTING]) {
             send_str(d, p, "ERR there are still connected workers or executing clients\r\n");
             return;
         }

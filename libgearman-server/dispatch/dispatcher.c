@@ -355,6 +355,7 @@ gm_disp_new(const struct gm_server_config *cfg, struct gm_channel *chans, unsign
     d->nports = n;
     d->next_handle = 1;
     gm_list_init(&d->function_list);
+    gm_list_init(&d->jobs);
     gm_list_init(&d->held_peers);
     d->round_limit = gm_server_config_output_soft(cfg);
     gm_heap_init(&d->timers, offsetof(struct gm_job, heap_idx));

@@ -74,6 +74,8 @@ struct gm_dispatcher {
                                     each unique key's newest job by the key alone (job_store.c) */
     uint64_t next_handle;
     uint64_t job_count;          /* jobs in existence (queued, future, running) */
+    struct gm_list jobs;         /* gm_job.all_link: every job in creation order */
+    uint64_t nstate[GM_JOB_STATES]; /* jobs in each state (job_set_state) */
     uint64_t peer_count;
     uint64_t visits;             /* entries looked at by the searches whose length depends on
                                     the state (the unique index, a worker's registrations, job
@@ -210,25 +212,15 @@ bool job_attach_client(struct gm_job *job, struct gm_peer *p);
 void job_detach(struct gm_attach *a);
 void job_tell_clients(struct gm_dispatcher *d, struct gm_job *job, uint32_t type, const struct gm_slice *body);
 void job_free(struct gm_dispatcher *d, struct gm_job *job);
+/* Moves a job to another state, keeping the counts of its function and of
+   the dispatcher (nstate): every change of gm_job.state goes through it,
+   except a freed job's GM_JOB_FREED. */
+void job_set_state(struct gm_dispatcher *d, struct gm_job *job, int state);
 void job_requeue(struct gm_dispatcher *d, struct gm_job *job, const char *why);
 struct gm_job *gm_disp_job_by_handle(struct gm_dispatcher *d, const char *h, size_t len);
 /* Cancels a job as `cancel job` does: clients get WORK_FAIL, a queued job is
    freed, a running one is marked ignored. */
 void gm_disp_job_cancel(struct gm_dispatcher *d, struct gm_job *job);
-/* Handle order: shorter handles first, then bytewise (creation order for
-   the handles of one prefix). */
-int job_handle_cmp(const struct gm_job *x, const struct gm_job *y);
-/* Sorted list of every job (handle order); caller frees; NULL if memory is
-   short.  For `show jobs`, which lists them all. */
-struct gm_job **gm_disp_jobs_sorted(struct gm_dispatcher *d, size_t *count);
-/* The jobs `keep` accepts (NULL: every job) in handle order: those of rank
-   offset to offset + limit - 1 go to a new array *page that the caller
-   frees, and their number is returned; *matched gets how many it accepts in
-   all.  One pass over the jobs with a heap of offset + limit of them, not a
-   sort of them all.  -1 if memory is short. */
-long gm_disp_jobs_page(struct gm_dispatcher *d, bool (*keep)(const struct gm_job *j, const void *arg),
-                       const void *arg, uint64_t offset, uint64_t limit, struct gm_job ***page,
-                       uint64_t *matched);
 /* Fails the function's queued and future jobs, then frees it. */
 void gm_disp_function_drop(struct gm_dispatcher *d, struct gm_function *fn);
 /* Passes a stop request (enum gm_stop_how) to the server; GM_STOP_NOW only

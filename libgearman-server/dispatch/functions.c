@@ -40,6 +40,7 @@ gm_disp_function_get(struct gm_dispatcher *d, const char *name, size_t len)
     for (int i = 0; i < GM_PRIO_COUNT; i++)
         gm_list_init(&f->queue[i]);
     gm_list_init(&f->sleepers);
+    gm_list_init(&f->jobs);
     f->name_len = (uint32_t)len;
     memcpy(f->name, name, len);
     f->name[len] = '\0';

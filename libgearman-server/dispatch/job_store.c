@@ -179,7 +179,7 @@ job_unindex_unique(struct gm_dispatcher *d, struct gm_job *job)
 void
 job_enqueue(struct gm_dispatcher *d, struct gm_job *job, bool at_head)
 {
-    job->state = GM_JOB_QUEUED;
+    job_set_state(d, job, GM_JOB_QUEUED);
     if (at_head)
         gm_list_push_front(&job->fn->queue[job->prio], &job->link);
     else
@@ -192,7 +192,7 @@ job_place(struct gm_dispatcher *d, struct gm_job *job, bool or_now)
 {
     if (job->when > 0 && job->when * 1000 > now_ms(d)) {
         if (gm_heap_push(&d->timers, job, job->when * 1000)) {
-            job->state = GM_JOB_FUTURE;
+            job_set_state(d, job, GM_JOB_FUTURE);
             return true;
         }
         if (!or_now)
@@ -217,19 +217,31 @@ job_detach(struct gm_attach *a)
    block and waiters stay behind (state GM_JOB_FREED) until its ADD is
    acknowledged: the pending FIFO still points at it (pending_release). */
 void
+job_set_state(struct gm_dispatcher *d, struct gm_job *job, int state)
+{
+    job->fn->nstate[job->state]--;
+    d->nstate[job->state]--;
+    job->state = (uint8_t)state;
+    job->fn->nstate[state]++;
+    d->nstate[state]++;
+}
+
+void
 job_free(struct gm_dispatcher *d, struct gm_job *job)
 {
     struct gm_function *fn = job->fn;
-    if (job->state == GM_JOB_RUNNING) {
-        fn->running--;
+    if (job->state == GM_JOB_RUNNING)
         job->reg->peer->nrunning--;
-    } else
+    else
         fn->queued[job->prio]--;
     if (job->state == GM_JOB_PERSISTING) {
-        fn->persisting--;
         free(job->waiters);
         job->waiters = NULL;
     }
+    fn->nstate[job->state]--;
+    d->nstate[job->state]--;
+    gm_list_remove(&job->all_link);
+    gm_list_remove(&job->fn_link);
     if ((job->flags & (GM_JOB_PERSISTED | GM_JOB_STORING)) && !d->tearing_down)
         persist_done(d, job);
     gm_list_remove(&job->link);
@@ -286,9 +298,8 @@ job_requeue(struct gm_dispatcher *d, struct gm_job *job, const char *why)
     job->numerator = job->denominator = 0;
     if (job->retries < UINT8_MAX)
         job->retries++;
-    fn->running--;
     fn->queued[job->prio]++;
-    job->state = GM_JOB_QUEUED;
+    job_set_state(d, job, GM_JOB_QUEUED);
     if (job->flags & GM_JOB_IGNORED) {
         job_free(d, job);
         return;
@@ -410,6 +421,10 @@ job_create(struct gm_dispatcher *d, struct gm_function *fn, const struct submit 
     if (s->background)
         job->flags |= GM_JOB_BACKGROUND;
     gm_htab_insert(&d->by_handle, &job->by_handle, handle_hash(handle, hlen));
+    gm_list_push_back(&d->jobs, &job->all_link);
+    gm_list_push_back(&fn->jobs, &job->fn_link);
+    fn->nstate[0]++;
+    d->nstate[0]++;
     d->job_count++;
     return job;
 }
@@ -444,22 +459,14 @@ gm_disp_run_timers(struct gm_dispatcher *d, int64_t now)
 void
 gm_disp_function_drop(struct gm_dispatcher *d, struct gm_function *fn)
 {
-    for (int prio = 0; prio < GM_PRIO_COUNT; prio++) {
-        struct gm_list *jn, *jt;
-        gm_list_each_safe(jn, jt, &fn->queue[prio])
-        {
-            struct gm_job *job = gm_container_of(jn, struct gm_job, link);
-            job_tell_clients(d, job, GM_PKT_WORK_FAIL, NULL);
-            job_free(d, job);
-        }
-    }
-    for (uint32_t i = d->timers.len; i-- > 0;) {
-        struct gm_job *job = d->timers.e[i].item;
-        if (job->fn == fn && job->state == GM_JOB_FUTURE) {
-            job_tell_clients(d, job, GM_PKT_WORK_FAIL, NULL);
-            job_free(d, job);
-            i = d->timers.len; /* the heap moved; rescan (drops are rare) */
-        }
+    struct gm_list *jn, *jt;
+    gm_list_each_safe(jn, jt, &fn->jobs)
+    {
+        struct gm_job *job = gm_container_of(jn, struct gm_job, fn_link);
+        if (job->state != GM_JOB_QUEUED && job->state != GM_JOB_FUTURE)
+            continue;
+        job_tell_clients(d, job, GM_PKT_WORK_FAIL, NULL);
+        job_free(d, job);
     }
     gm_htab_remove(&d->functions, &fn->hnode);
     gm_list_remove(&fn->link);
@@ -486,115 +493,3 @@ gm_disp_begin_graceful(struct gm_dispatcher *d)
         gm_disp_request_shutdown(d, GM_STOP_NOW);
 }
 
-int
-job_handle_cmp(const struct gm_job *x, const struct gm_job *y)
-{
-    if (x->handle_len != y->handle_len)
-        return x->handle_len < y->handle_len ? -1 : 1;
-    return memcmp(gm_job_handle(x), gm_job_handle(y), x->handle_len);
-}
-
-static int
-cmp_job_handle(const void *a, const void *b)
-{
-    return job_handle_cmp(*(const struct gm_job *const *)a, *(const struct gm_job *const *)b);
-}
-
-struct gm_job **
-gm_disp_jobs_sorted(struct gm_dispatcher *d, size_t *count)
-{
-    size_t n = d->by_handle.count, k = 0;
-    struct gm_job **v = malloc((n ? n : 1) * sizeof *v);
-    if (!v)
-        return NULL;
-    for (uint32_t b = 0; b <= d->by_handle.mask; b++)
-        for (struct gm_hnode *h = d->by_handle.buckets[b]; h && k < n; h = h->next)
-            v[k++] = gm_container_of(h, struct gm_job, by_handle);
-    qsort(v, k, sizeof *v, cmp_job_handle);
-    *count = k;
-    return v;
-}
-
-/* The page's bounded selection: h[0..n) is a max-heap by handle. */
-static bool
-page_less(struct gm_dispatcher *d, const struct gm_job *x, const struct gm_job *y)
-{
-    d->visits++;
-    return job_handle_cmp(x, y) < 0;
-}
-
-static void
-page_sift_down(struct gm_dispatcher *d, struct gm_job **h, size_t n, size_t i)
-{
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= n)
-            return;
-        if (c + 1 < n && page_less(d, h[c], h[c + 1]))
-            c++;
-        if (!page_less(d, h[i], h[c]))
-            return;
-        struct gm_job *t = h[i];
-        h[i] = h[c];
-        h[c] = t;
-        i = c;
-    }
-}
-
-static void
-page_sift_up(struct gm_dispatcher *d, struct gm_job **h, size_t i)
-{
-    while (i > 0) {
-        size_t parent = (i - 1) / 2;
-        if (!page_less(d, h[parent], h[i]))
-            return;
-        struct gm_job *t = h[i];
-        h[i] = h[parent];
-        h[parent] = t;
-        i = parent;
-    }
-}
-
-long
-gm_disp_jobs_page(struct gm_dispatcher *d, bool (*keep)(const struct gm_job *j, const void *arg),
-                  const void *arg, uint64_t offset, uint64_t limit, struct gm_job ***page,
-                  uint64_t *matched)
-{
-    size_t total = d->by_handle.count;
-    size_t k = offset >= total ? 0 : (size_t)offset + (limit < total - offset ? limit : total - offset);
-    struct gm_job **h = malloc((k ? k : 1) * sizeof *h);
-    if (!h)
-        return -1;
-    /* one pass: the k first jobs by handle stay in the heap; in bucket
-       order (about handle order, see handle_hash) most of the others lose
-       their one comparison with the heap's top */
-    size_t n = 0;
-    uint64_t m = 0;
-    for (uint32_t b = 0; b <= d->by_handle.mask; b++) {
-        for (struct gm_hnode *hn = d->by_handle.buckets[b]; hn; hn = hn->next) {
-            struct gm_job *j = gm_container_of(hn, struct gm_job, by_handle);
-            if (keep && !keep(j, arg))
-                continue;
-            m++;
-            if (n < k) {
-                h[n] = j;
-                page_sift_up(d, h, n++);
-            } else if (k && page_less(d, j, h[0])) {
-                h[0] = j;
-                page_sift_down(d, h, n, 0);
-            }
-        }
-    }
-    /* in order: the largest goes to the end, n times */
-    for (size_t i = n; i > 1; i--) {
-        struct gm_job *t = h[0];
-        h[0] = h[i - 1];
-        h[i - 1] = t;
-        page_sift_down(d, h, i - 1, 0);
-    }
-    size_t got = n > offset ? n - (size_t)offset : 0;
-    memmove(h, h + (n - got), got * sizeof *h);
-    *page = h;
-    *matched = m;
-    return (long)got;
-}

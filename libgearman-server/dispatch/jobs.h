@@ -44,6 +44,10 @@ enum gm_job_state {
     GM_JOB_FREED       /* freed while GM_JOB_STORING: only its block, handle and waiters
                           remain, for the pending FIFO to answer the waiters */
 };
+/* The states a job is counted in (gm_function.nstate, gm_dispatcher.nstate):
+   0 (just made, not yet placed) up to GM_JOB_PERSISTING; a freed job is in
+   none. */
+#define GM_JOB_STATES GM_JOB_FREED
 
 enum gm_job_flags {
     GM_JOB_BACKGROUND = 1 << 0, /* submitted as background: survives its clients */
@@ -70,10 +74,10 @@ struct gm_function {
     struct gm_list link;         /* in the creation-order list */
     struct gm_list queue[GM_PRIO_COUNT];
     uint32_t queued[GM_PRIO_COUNT]; /* waiting jobs per priority, future ones included */
-    uint32_t running;
+    uint32_t nstate[GM_JOB_STATES]; /* its jobs in each state (job_set_state) */
     uint32_t max_queue[GM_PRIO_COUNT]; /* 0 = unlimited */
     uint32_t worker_count;       /* registrations */
-    uint32_t persisting;         /* jobs waiting for their durable write */
+    struct gm_list jobs;         /* gm_job.fn_link: its jobs in creation order */
     struct gm_list sleepers;     /* gm_reg.sleep_link of sleeping, un-NOOPed workers */
     uint64_t submitted, completed, failed;
     uint32_t name_len;
@@ -134,6 +138,8 @@ struct gm_job {
     struct gm_list same_key;     /* UNIQUE_INDEXED, not data-keyed: the ring of jobs holding
                                     this unique key in other functions */
     struct gm_list link;         /* fn->queue[prio] when QUEUED; reg->running when RUNNING */
+    struct gm_list all_link;     /* d->jobs: every job in creation order */
+    struct gm_list fn_link;      /* fn->jobs: the function's jobs in creation order */
     struct gm_function *fn;
     struct gm_reg *reg;          /* RUNNING: the registration it runs under */
     struct gm_waiters *waiters;  /* PERSISTING, STORING: who gets JOB_CREATED on commit */
@@ -176,7 +182,12 @@ static inline struct gm_block *gm_job_block(struct gm_job *j)
 
 static inline uint32_t gm_function_total(const struct gm_function *f)
 {
-    return f->queued[0] + f->queued[1] + f->queued[2] + f->running;
+    return f->queued[0] + f->queued[1] + f->queued[2] + f->nstate[GM_JOB_RUNNING];
+}
+
+static inline uint32_t gm_function_running(const struct gm_function *f)
+{
+    return f->nstate[GM_JOB_RUNNING];
 }
 
 #endif /* GM_JOBS_H */

@@ -129,7 +129,7 @@ submit_job(struct gm_dispatcher *d, struct gm_peer *p, struct gm_in *m, const st
         job_index_unique(d, job, data_keyed, key, key_len);
     if (!s->background && !job_attach_client(job, p)) {
         fn->queued[job->prio]++;
-        job->state = GM_JOB_QUEUED;
+        job_set_state(d, job, GM_JOB_QUEUED);
         job_free(d, job);
         send_error(d, p->id, "QUEUE_ERROR", "MEMORY_ALLOCATION_FAILURE");
         return;
@@ -137,9 +137,8 @@ submit_job(struct gm_dispatcher *d, struct gm_peer *p, struct gm_in *m, const st
     if (durable) {
         /* JOB_CREATED waits for the commit (persist_acked). */
         fn->queued[job->prio]++;
-        fn->persisting++;
         fn->submitted++;
-        job->state = GM_JOB_PERSISTING;
+        job_set_state(d, job, GM_JOB_PERSISTING);
         job->waiters = NULL;
         if (!waiters_add(&job->waiters, p->id) || !persist_add(d, job)) {
             job_free(d, job);
@@ -153,7 +152,7 @@ submit_job(struct gm_dispatcher *d, struct gm_peer *p, struct gm_in *m, const st
     fn->queued[job->prio]++;
     fn->submitted++;
     if (!job_place(d, job, false)) {
-        job->state = GM_JOB_QUEUED;
+        job_set_state(d, job, GM_JOB_QUEUED);
         job_free(d, job);
         send_error(d, p->id, "QUEUE_ERROR", "MEMORY_ALLOCATION_FAILURE");
         return;

@@ -95,8 +95,7 @@ on_grab(struct gm_dispatcher *d, struct gm_peer *p, struct gm_in *m)
     p->rr = p->nregs ? (idx + 1) % p->nregs : 0;
     gm_list_remove(&job->link);
     fn->queued[job->prio]--;
-    fn->running++;
-    job->state = GM_JOB_RUNNING;
+    job_set_state(d, job, GM_JOB_RUNNING);
     job->reg = reg;
     gm_list_push_back(&reg->running, &job->link);
     p->nrunning++;

@@ -42,7 +42,7 @@ view_server(void *arg, struct gm_view_server *out)
     {
         struct gm_function *fn = gm_container_of(n, struct gm_function, link);
         out->queued += fn->queued[0] + fn->queued[1] + fn->queued[2];
-        out->running += fn->running;
+        out->running += gm_function_running(fn);
         GM_VIEW_FUNCTION_COUNTERS(VIEW_ADD_COUNTER, out)
     }
     for (unsigned t = 0; t < d->nports; t++) {
@@ -78,7 +78,7 @@ view_each_function(void *arg, void (*cb)(void *, const struct gm_view_function *
             v.queued[p] = fn->queued[p];
             v.max_queue[p] = fn->max_queue[p];
         }
-        v.running = fn->running;
+        v.running = gm_function_running(fn);
         v.workers = fn->worker_count;
         GM_VIEW_FUNCTION_COUNTERS(VIEW_ADD_COUNTER, &v)
         /* The head of each queue is its oldest job (requeued ones go back
@@ -143,75 +143,102 @@ view_each_worker(void *arg, void (*cb)(void *, const struct gm_view_worker *), v
     free(names);
 }
 
-static const char *
-state_name(const struct gm_job *j)
-{
-    switch (j->state) {
-    case GM_JOB_RUNNING:
-        return "running";
-    case GM_JOB_FUTURE:
-        return "scheduled";
-    case GM_JOB_PERSISTING:
-        return "persisting";
-    default:
-        return "queued";
-    }
-}
-
-/* What /api/jobs asks for: one function (or any) and one state (or any). */
-struct job_filter {
-    const struct gm_function *fn;
-    const char *state;
+/* The states /api/jobs names, by enum gm_job_state. */
+static const char *const state_names[GM_JOB_STATES] = {
+    [GM_JOB_QUEUED] = "queued",
+    [GM_JOB_FUTURE] = "scheduled",
+    [GM_JOB_RUNNING] = "running",
+    [GM_JOB_PERSISTING] = "persisting",
 };
 
-static bool
-job_filter_keep(const struct gm_job *j, const void *arg)
+static int
+state_by_name(const char *name)
 {
-    const struct job_filter *f = arg;
-    return (!f->fn || j->fn == f->fn) && (!f->state || strcmp(f->state, state_name(j)) == 0);
+    for (int s = 1; s < GM_JOB_STATES; s++)
+        if (state_names[s] && strcmp(state_names[s], name) == 0)
+            return s;
+    return -1;
 }
 
-static uint64_t
-view_jobs(void *arg, const char *function, size_t function_len, const char *state, uint64_t offset,
-          uint64_t limit, void (*cb)(void *, const struct gm_view_job *), void *cb_arg)
+static void
+view_job(struct gm_dispatcher *d, const struct gm_job *j, void (*cb)(void *, const struct gm_view_job *),
+         void *cb_arg)
+{
+    int64_t now_s = (view_now(d) - d->start_ms) / 1000;
+    struct gm_view_job vj;
+    memset(&vj, 0, sizeof vj);
+    vj.handle = gm_job_handle(j);
+    vj.function = j->fn->name;
+    vj.unique = gm_job_unique(j);
+    vj.unique_len = j->unique_len;
+    vj.priority = j->prio;
+    vj.state = state_names[j->state] ? state_names[j->state] : "queued";
+    vj.age_ms = (now_s - (int64_t)j->created_s) * 1000;
+    vj.run_at = j->state == GM_JOB_FUTURE ? j->when : 0;
+    vj.retries = j->retries;
+    vj.clients = j->nclients;
+    vj.background = (j->flags & GM_JOB_BACKGROUND) != 0;
+    vj.cancelled = (j->flags & GM_JOB_CANCELLED) != 0;
+    cb(cb_arg, &vj);
+}
+
+/* A page: a walk along the creation-order index, every job's (d->jobs) or
+   one function's (fn->jobs), from its start or after the cursor job. */
+static void
+view_jobs(void *arg, const struct gm_view_jobs_query *q, struct gm_view_jobs_result *res,
+          void (*cb)(void *, const struct gm_view_job *), void *cb_arg)
 {
     struct gm_dispatcher *d = arg;
-    struct job_filter f = {NULL, state && *state ? state : NULL};
-    if (function && !(f.fn = gm_disp_function_find(d, function, function_len)))
-        return 0; /* no such function: no jobs */
-    if (f.state && strcmp(f.state, "queued") != 0 && strcmp(f.state, "running") != 0 &&
-        strcmp(f.state, "scheduled") != 0 && strcmp(f.state, "persisting") != 0)
-        return 0; /* no job is ever in that state */
-    if (offset > GM_VIEW_JOBS_OFFSET_MAX)
-        offset = GM_VIEW_JOBS_OFFSET_MAX;
-    if (limit > GM_VIEW_JOBS_LIMIT_MAX)
-        limit = GM_VIEW_JOBS_LIMIT_MAX;
-    struct gm_job **v;
-    uint64_t matched;
-    long n = gm_disp_jobs_page(d, f.fn || f.state ? job_filter_keep : NULL, &f, offset, limit, &v, &matched);
-    if (n < 0)
-        return 0;
-    int64_t now_s = (view_now(d) - d->start_ms) / 1000;
-    for (long i = 0; i < n; i++) {
-        const struct gm_job *j = v[i];
-        struct gm_view_job vj;
-        memset(&vj, 0, sizeof vj);
-        vj.handle = gm_job_handle(j);
-        vj.function = j->fn->name;
-        vj.unique = gm_job_unique(j);
-        vj.unique_len = j->unique_len;
-        vj.priority = j->prio;
-        vj.state = state_name(j);
-        vj.age_ms = (now_s - (int64_t)j->created_s) * 1000;
-        vj.run_at = j->state == GM_JOB_FUTURE ? j->when : 0;
-        vj.retries = j->retries;
-        vj.clients = j->nclients;
-        vj.background = (j->flags & GM_JOB_BACKGROUND) != 0;
-        vj.cancelled = (j->flags & GM_JOB_CANCELLED) != 0;
-        cb(cb_arg, &vj);
+    memset(res, 0, sizeof *res);
+    struct gm_function *fn = NULL;
+    if (q->function && !(fn = gm_disp_function_find(d, q->function, q->function_len)))
+        return; /* no such function: no jobs */
+    int state = 0;
+    if (q->state && *q->state && (state = state_by_name(q->state)) < 0)
+        return; /* no job is ever in that state */
+    res->total = state ? (fn ? fn->nstate[state] : d->nstate[state]) : fn ? gm_function_total(fn) : d->job_count;
+    /* the index to walk, and where */
+    const struct gm_list *head = fn ? &fn->jobs : &d->jobs;
+    const struct gm_list *at = head->next;
+    if (q->after) {
+        const struct gm_job *cursor = gm_disp_job_by_handle(d, q->after, q->after_len);
+        if (!cursor || (fn && cursor->fn != fn) || cursor->state == GM_JOB_FREED) {
+            res->after_unknown = true;
+            return;
+        }
+        at = (fn ? &cursor->fn_link : &cursor->all_link)->next;
     }
-    free(v);
-    return matched;
+    uint64_t skip = q->offset < GM_VIEW_JOBS_OFFSET_MAX ? q->offset : GM_VIEW_JOBS_OFFSET_MAX;
+    uint64_t left = q->limit < GM_VIEW_JOBS_LIMIT_MAX ? q->limit : GM_VIEW_JOBS_LIMIT_MAX;
+    uint64_t misses = 0;
+    const struct gm_job *last = NULL;
+    if (res->total == 0)
+        return;
+    for (; at != head && left; at = at->next) {
+        const struct gm_job *j = fn ? gm_container_of(at, const struct gm_job, fn_link)
+                                    : gm_container_of(at, const struct gm_job, all_link);
+        d->visits++;
+        if (state && j->state != state) {
+            if (++misses > GM_VIEW_JOBS_VISIT_MAX) {
+                res->partial = true;
+                res->next_offset = skip;
+                if (last) {
+                    memcpy(res->next, gm_job_handle(last), last->handle_len);
+                    res->next[last->handle_len] = '\0';
+                }
+                return;
+            }
+            last = j;
+            continue;
+        }
+        last = j;
+        if (skip) {
+            skip--;
+            continue;
+        }
+        view_job(d, j, cb, cb_arg);
+        left--;
+    }
 }
 
 static int

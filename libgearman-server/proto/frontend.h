@@ -25,6 +25,7 @@
 
 #include "libgearman-server/base/block.h"
 #include "libgearman-server/proto/fe_request.h"
+#include "libgearman-server/proto/protocol.h"
 
 /* Bytes a front-end hands back to the I/O thread to write. */
 struct gm_fe_output {
@@ -159,23 +160,46 @@ struct gm_view_job {
 };
 
 /* The deepest page and the longest one the jobs view serves (a larger
-   offset or limit is taken as these): what one request may cost. */
+   offset or limit is taken as these), and the most jobs one request looks
+   at besides those it skips or lists: what one request may cost. */
 #define GM_VIEW_JOBS_OFFSET_MAX 10000
 #define GM_VIEW_JOBS_LIMIT_MAX 1000
+#define GM_VIEW_JOBS_VISIT_MAX 100000
+
+/* What a jobs page asks for. */
+struct gm_view_jobs_query {
+    const char *function;      /* only this function's jobs; NULL: every function */
+    size_t function_len;
+    const char *state;         /* only jobs in this state; NULL or "": any */
+    const char *after;         /* start after this job (a cursor); NULL: at the first */
+    size_t after_len;
+    uint64_t offset, limit;    /* skip offset matching jobs, then list up to limit */
+};
+
+/* What a jobs page found besides its jobs. */
+struct gm_view_jobs_result {
+    uint64_t total;            /* jobs matching function and state, in all */
+    bool after_unknown;        /* `after` names no job (of that function): nothing listed */
+    /* The walk met GM_VIEW_JOBS_VISIT_MAX jobs that do not match before the
+       page was full: more may match.  after=next with offset=next_offset
+       goes on from where it stopped. */
+    bool partial;
+    char next[GM_HANDLE_MAX + 1];
+    uint64_t next_offset;
+};
 
 struct gm_state_view {
     void *d;
     void (*server)(void *d, struct gm_view_server *out);
     void (*each_function)(void *d, void (*cb)(void *arg, const struct gm_view_function *f), void *arg);
     void (*each_worker)(void *d, void (*cb)(void *arg, const struct gm_view_worker *w), void *arg);
-    /* Jobs in handle order, optionally only those of one function (NULL =
-       all) or in one state; skips `offset` (at most GM_VIEW_JOBS_OFFSET_MAX),
-       gives at most `limit` (at most GM_VIEW_JOBS_LIMIT_MAX); returns how many
-       match in all.  Costs one pass over the jobs and a heap of
-       offset + limit of them, never a sort of them all. */
-    uint64_t (*jobs)(void *d, const char *function, size_t function_len, const char *state,
-                     uint64_t offset, uint64_t limit,
-                     void (*cb)(void *arg, const struct gm_view_job *j), void *arg);
+    /* A page of the jobs q asks for, in creation order (the server's own
+       handles in handle order; replayed jobs first), to cb; totals come from
+       counters and the walk follows an index (all jobs, or one function's),
+       so a page costs at most offset + limit + GM_VIEW_JOBS_VISIT_MAX
+       visits whatever the number of jobs. */
+    void (*jobs)(void *d, const struct gm_view_jobs_query *q, struct gm_view_jobs_result *res,
+                 void (*cb)(void *arg, const struct gm_view_job *j), void *arg);
     /* Cancels a job as the admin `cancel job` does; returns 0, or -1 if
        unknown or already cancelled. */
     int (*cancel)(void *d, const char *handle, size_t len);

@@ -92,11 +92,15 @@ view_workers(void *d, void (*cb)(void *arg, const struct gm_view_worker *w), voi
     cb(arg, &w);
 }
 
-static uint64_t
-view_jobs(void *d, const char *function, size_t function_len, const char *state, uint64_t offset,
-          uint64_t limit, void (*cb)(void *arg, const struct gm_view_job *j), void *arg)
+/* The three jobs above as the dispatcher's view pages them: a cursor
+   (after=) that names one of them starts after it; partial (with its
+   next_after) when the state filter passed over one. */
+static void
+view_jobs(void *d, const struct gm_view_jobs_query *q, struct gm_view_jobs_result *res,
+          void (*cb)(void *arg, const struct gm_view_job *j), void *arg)
 {
     (void)d;
+    memset(res, 0, sizeof *res);
     static const struct gm_view_job jobs[] = {
         {.handle = "H:fuzz:1", .function = "f", .unique = "u\0x", .unique_len = 3, .priority = 1,
          .state = "running", .age_ms = 10, .clients = 1},
@@ -105,18 +109,32 @@ view_jobs(void *d, const char *function, size_t function_len, const char *state,
         {.handle = "H:fuzz:3", .function = "q\"\\\n", .unique = "\xff", .unique_len = 1, .priority = 2,
          .state = "scheduled", .run_at = 1900000000},
     };
+    size_t i = 0, count = sizeof jobs / sizeof jobs[0];
+    if (q->after) {
+        while (i < count && (strlen(jobs[i].handle) != q->after_len || memcmp(jobs[i].handle, q->after, q->after_len)))
+            i++;
+        if (i == count) {
+            res->after_unknown = true;
+            return;
+        }
+        i++;
+    }
     uint64_t n = 0;
-    for (size_t i = 0; i < sizeof jobs / sizeof jobs[0]; i++) {
+    for (; i < count; i++) {
         const struct gm_view_job *j = &jobs[i];
-        if (function && (strlen(j->function) != function_len || memcmp(j->function, function, function_len)))
+        if (q->function &&
+            (strlen(j->function) != q->function_len || memcmp(j->function, q->function, q->function_len)))
             continue;
-        if (state && *state && strcmp(state, j->state))
+        if (q->state && *q->state && strcmp(q->state, j->state)) {
+            res->partial = true;
+            snprintf(res->next, sizeof res->next, "%s", j->handle);
             continue;
-        if (n >= offset && n - offset < limit)
+        }
+        if (n >= q->offset && n - q->offset < q->limit)
             cb(arg, j);
         n++;
     }
-    return n;
+    res->total = n;
 }
 
 static int

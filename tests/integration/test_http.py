@@ -1236,6 +1236,18 @@ def test_api_status_workers_and_jobs_describe_known_state():
         # the deepest page served is at offset 10,000 (issue 14.5: what a request may cost)
         p = get_json(s, "/api/jobs?offset=99999&limit=5000")
         assert p["total"] == 6 and p["offset"] == 10000 and p["limit"] == 1000 and p["jobs"] == [], p
+        assert p["partial"] is False and "next_after" not in p, p
+        # a cursor: after= a job goes on after it, in all or in its function; one that
+        # has ended (or is another function's) is a 404
+        order = [j["handle"] for j in allj["jobs"]]
+        p = get_json(s, "/api/jobs?after=%s&limit=2" % order[1])
+        assert [j["handle"] for j in p["jobs"]] == order[2:4] and p["total"] == 6, p
+        p = get_json(s, "/api/jobs?function=alpha&after=%s&offset=1" % alpha["jobs"][0]["handle"])
+        assert [j["unique"] for j in p["jobs"]] == ["a3", "a4"], p
+        r = get(s, "/api/jobs?function=beta&after=%s" % alpha["jobs"][0]["handle"])
+        assert r.status == 404 and "after=" in r.json()["error"], r
+        r = get(s, "/api/jobs?after=%s:999999" % PREFIX)
+        assert r.status == 404, r
         w.send_packet("WORK_COMPLETE", running, b"")
         sync(w)
         st = get_json(s, "/api/status")

@@ -387,17 +387,28 @@ page_collect(void *arg, const struct gm_view_job *j)
     snprintf(p->handle[p->n++], sizeof p->handle[0], "%s", j->handle);
 }
 
+static struct gm_view_jobs_result last_page;
+
+static uint64_t
+page_after(const char *fn, const char *state, const char *after, uint64_t offset, uint64_t limit,
+           struct page_seen *seen)
+{
+    struct gm_view_jobs_query q = {fn, fn ? strlen(fn) : 0, state, after, after ? strlen(after) : 0, offset, limit};
+    seen->n = 0;
+    H.d->view.jobs(H.d, &q, &last_page, page_collect, seen);
+    return last_page.total;
+}
+
 static uint64_t
 page(const char *fn, const char *state, uint64_t offset, uint64_t limit, struct page_seen *seen)
 {
-    seen->n = 0;
-    return H.d->view.jobs(H.d, fn, fn ? strlen(fn) : 0, state, offset, limit, page_collect, seen);
+    return page_after(fn, state, NULL, offset, limit, seen);
 }
 
-/* A page is chosen in one pass over the jobs, keeping offset + limit of
-   them: about one comparison per job (a sort of all 3,000 made 35,000),
-   and the pages put together are handle order (H:test:9 before
-   H:test:10). */
+/* A page walks the creation-order index: it looks at the jobs it skips and
+   lists, no others (a sort of all 3,000 made 35,000 comparisons, the
+   one-pass selection after it about 3,000), and the pages put together are
+   handle order (H:test:9 before H:test:10). */
 START_TEST(test_jobs_view_pages_are_handle_order_without_a_sort)
 {
     gm_conn_id c = conn_open("c", 0);
@@ -410,7 +421,12 @@ START_TEST(test_jobs_view_pages_are_handle_order_without_a_sort)
     struct page_seen seen;
     uint64_t before = H.d->visits;
     ck_assert_uint_eq(page(NULL, "", 0, 10, &seen), N);
-    ck_assert_uint_le(H.d->visits - before, 2 * N);
+    ck_assert_uint_le(H.d->visits - before, 10);
+    before = H.d->visits;
+    ck_assert_uint_eq(page("a", NULL, 1000, 10, &seen), N / 2);
+    ck_assert_uint_le(H.d->visits - before, 1010);
+    ck_assert_str_eq(seen.handle[0], "H:test:2001");
+    ck_assert_uint_eq(page(NULL, "", 0, 10, &seen), N);
     ck_assert_uint_eq(seen.n, 10);
     ck_assert_str_eq(seen.handle[0], "H:test:1");
     ck_assert_str_eq(seen.handle[9], "H:test:10");
@@ -444,6 +460,72 @@ START_TEST(test_jobs_view_pages_are_handle_order_without_a_sort)
     /* the deepest page is at GM_VIEW_JOBS_OFFSET_MAX */
     ck_assert_uint_eq(page(NULL, NULL, UINT64_MAX, UINT64_MAX, &seen), N);
     ck_assert_uint_eq(seen.n, 0);
+    /* a cursor: after= a job, in all or in its function */
+    ck_assert_uint_eq(page_after(NULL, NULL, "H:test:5", 1, 2, &seen), N);
+    ck_assert_uint_eq(seen.n, 2);
+    ck_assert_str_eq(seen.handle[0], "H:test:7");
+    ck_assert_str_eq(seen.handle[1], "H:test:8");
+    ck_assert_uint_eq(page_after("b", NULL, "H:test:6", 0, 1, &seen), N / 2);
+    ck_assert_str_eq(seen.handle[0], "H:test:8");
+    ck_assert(!last_page.after_unknown && !last_page.partial);
+    page_after("a", NULL, "H:test:6", 0, 1, &seen); /* not one of a's */
+    ck_assert(last_page.after_unknown);
+    ck_assert_uint_eq(seen.n, 0);
+    page_after(NULL, NULL, "H:test:99999", 0, 1, &seen);
+    ck_assert(last_page.after_unknown);
+}
+END_TEST
+
+/* A state that few jobs are in, behind many that are not: the walk stops
+   after GM_VIEW_JOBS_VISIT_MAX of those (it looked at all of them before,
+   a million-job pass) and says where to go on; the total still counts
+   every match. */
+START_TEST(test_jobs_view_sparse_state_walk_is_bounded_and_resumable)
+{
+    gm_conn_id c = conn_open("c", 0);
+    enum { N = GM_VIEW_JOBS_VISIT_MAX + 10 };
+    struct gm_field_ref f[3] = {FR("q"), FR(""), FR("x")};
+    for (int i = 0; i < N; i++) {
+        send_nopump(c, GM_PKT_SUBMIT_JOB_BG, f, 3);
+        if (i % 1000 == 999)
+            pump();
+    }
+    struct gm_field_ref g[3] = {FR("r"), FR(""), FR("y")};
+    send_nopump(c, GM_PKT_SUBMIT_JOB_BG, g, 3);
+    pump();
+    gm_conn_id w = conn_open("w", 1);
+    can_do(w, "r");
+    char want[32];
+    snprintf(want, sizeof want, "H:test:%d", N + 1);
+    GRABBED(w, want, "r", "y");
+    struct page_seen seen;
+    uint64_t before = H.d->visits;
+    ck_assert_uint_eq(page(NULL, "running", 0, 5, &seen), 1);
+    ck_assert_uint_le(H.d->visits - before, GM_VIEW_JOBS_VISIT_MAX + 1);
+    ck_assert_uint_eq(seen.n, 0);
+    ck_assert(last_page.partial);
+    ck_assert_uint_eq(last_page.next_offset, 0);
+    char next[sizeof last_page.next];
+    memcpy(next, last_page.next, sizeof next);
+    snprintf(want, sizeof want, "H:test:%d", GM_VIEW_JOBS_VISIT_MAX);
+    ck_assert_str_eq(next, want);
+    /* going on from there finds it */
+    ck_assert_uint_eq(page_after(NULL, "running", next, 0, 5, &seen), 1);
+    ck_assert(!last_page.partial);
+    ck_assert_uint_eq(seen.n, 1);
+    snprintf(want, sizeof want, "H:test:%d", N + 1);
+    ck_assert_str_eq(seen.handle[0], want);
+    /* by its function it is found at once */
+    before = H.d->visits;
+    ck_assert_uint_eq(page("r", "running", 0, 5, &seen), 1);
+    ck_assert_uint_le(H.d->visits - before, 1);
+    ck_assert_uint_eq(seen.n, 1);
+    /* a state nobody is in costs nothing */
+    before = H.d->visits;
+    ck_assert_uint_eq(page(NULL, "scheduled", 0, 5, &seen), 0);
+    ck_assert_uint_eq(H.d->visits - before, 0);
+    ck_assert_uint_eq(page(NULL, "queued", 0, 5, &seen), N);
+    ck_assert_uint_eq(seen.n, 5);
 }
 END_TEST
 
@@ -463,5 +545,6 @@ main(void)
     DISP_ADD(s, test_maxqueue_on_an_unknown_function_changes_nothing);
     DISP_ADD(s, test_maxqueue_limits_each_priority_against_the_function_total);
     DISP_ADD(s, test_jobs_view_pages_are_handle_order_without_a_sort);
+    DISP_ADD(s, test_jobs_view_sparse_state_walk_is_bounded_and_resumable);
     return gm_check_run_tap(s);
 }

@@ -199,22 +199,43 @@ serve_health(const struct gm_fe_req *r, const struct gm_state_view *v)
     return serve_bytes(ready ? 200 : 503, r, "application/json", NULL, &w);
 }
 
-/* /api/jobs's body: the jobs the query (q[0..qlen)) asks for. */
-static void
+/* /api/jobs's body: the jobs the query (q[0..qlen)) asks for.  False
+   (nothing written) when its after= names no job. */
+static bool
 serve_jobs(struct gm_bytes *w, const char *q, size_t qlen, const struct gm_state_view *v)
 {
-    char fn[512], state[32];
-    bool has_fn = param(q, qlen, "function", fn, sizeof fn) && *fn;
-    if (!param(q, qlen, "state", state, sizeof state))
-        state[0] = '\0';
-    uint64_t offset = param_u64(q, qlen, "offset", 0, GM_VIEW_JOBS_OFFSET_MAX);
-    uint64_t limit = param_u64(q, qlen, "limit", 100, GM_VIEW_JOBS_LIMIT_MAX);
+    char fn[512], state[32], after[GM_HANDLE_MAX + 1];
+    struct gm_view_jobs_query jq = {0};
+    if (param(q, qlen, "function", fn, sizeof fn) && *fn) {
+        jq.function = fn;
+        jq.function_len = strlen(fn);
+    }
+    if (param(q, qlen, "state", state, sizeof state))
+        jq.state = state;
+    if (param(q, qlen, "after", after, sizeof after) && *after) {
+        jq.after = after;
+        jq.after_len = strlen(after);
+    }
+    jq.offset = param_u64(q, qlen, "offset", 0, GM_VIEW_JOBS_OFFSET_MAX);
+    jq.limit = param_u64(q, qlen, "limit", 100, GM_VIEW_JOBS_LIMIT_MAX);
     gm_bytes_str(w, "{\"jobs\":[");
     struct http_list l = {.w = w};
-    uint64_t total =
-        v->jobs(v->d, has_fn ? fn : NULL, has_fn ? strlen(fn) : 0, state, offset, limit, add_job_json, &l);
-    http_fmt(w, "],\"total\":%llu,\"offset\":%llu,\"limit\":%llu,\"truncated\":%s}\n", (unsigned long long)total,
-             (unsigned long long)offset, (unsigned long long)limit, l.cut ? "true" : "false");
+    struct gm_view_jobs_result res;
+    v->jobs(v->d, &jq, &res, add_job_json, &l);
+    if (res.after_unknown) {
+        w->len = 0;
+        return false;
+    }
+    http_fmt(w, "],\"total\":%llu,\"offset\":%llu,\"limit\":%llu,\"truncated\":%s,\"partial\":%s",
+             (unsigned long long)res.total, (unsigned long long)jq.offset, (unsigned long long)jq.limit,
+             l.cut ? "true" : "false", res.partial ? "true" : "false");
+    if (res.partial) {
+        gm_bytes_str(w, ",\"next_after\":");
+        http_json_cstr(w, res.next);
+        http_fmt(w, ",\"next_offset\":%llu", (unsigned long long)res.next_offset);
+    }
+    gm_bytes_str(w, "}\n");
+    return true;
 }
 
 /* POST /api/jobs/cancel: cancels the job handle= names (in the query or
@@ -259,7 +280,11 @@ serve_api(const char *request, const struct gm_fe_req *r, bool loopback, bool al
         v->each_worker(v->d, add_worker_json, &l);
         http_fmt(&w, "],\"truncated\":%s}\n", l.cut ? "true" : "false");
     } else if (path_is(request, r, "api/jobs")) {
-        serve_jobs(&w, request + r->query_off, r->query_len, v);
+        if (!serve_jobs(&w, request + r->query_off, r->query_len, v)) {
+            free(w.b);
+            return serve_text(404, r, NULL,
+                              "{\"error\":\"after= names no job (of that function): it may have ended\"}\n");
+        }
     } else if (path_is(request, r, "api/jobs/cancel")) {
         return serve_cancel(request, r, loopback, allow_remote_actions, v);
     } else {
