@@ -383,13 +383,6 @@ drop_reply(struct gm_out *m)
     gm_block_unref(m->body.blk);
 }
 
-static void
-drop_record(struct gm_prec *r)
-{
-    gm_block_unref(r->blk);
-    gm_block_unref(r->data_blk);
-}
-
 void
 gm_disp_free(struct gm_dispatcher *d)
 {
@@ -433,7 +426,7 @@ gm_disp_free(struct gm_dispatcher *d)
             pending_release(d, job, false);
     }
     free(d->persist.pend);
-    gm_prec_spill_clear(&d->persist.spill, drop_record);
+    gm_prec_spill_clear(&d->persist.spill, gm_prec_release);
     gm_list_each_safe(n, tmp, &d->function_list)
         gm_disp_function_free(gm_container_of(n, struct gm_function, link));
     release_flush(d);

@@ -186,6 +186,10 @@ bool waiters_add(struct gm_waiters **w, gm_conn_id conn);
 /* The job's ADD, tracked in the pending FIFO until acknowledged. */
 bool persist_add(struct gm_dispatcher *d, struct gm_job *job);
 void persist_done(struct gm_dispatcher *d, struct gm_job *job);
+/* A stored job's lifecycle changed (a retry waits, it died, it was sent
+   back): stores it again with the bytes in life (the reference is taken;
+   NULL: none).  Nothing for a job that is not stored. */
+void persist_lifecycle(struct gm_dispatcher *d, struct gm_job *job, struct gm_block *life, uint32_t life_len);
 void persist_counter(struct gm_dispatcher *d);
 /* Publishes records (moving spilled ones into the ring first) and wakes
    the persistence thread. */
@@ -258,6 +262,9 @@ lifecycle_takes(const struct gm_job *job)
    after its backoff or, its attempts used, made a dead letter. */
 void lifecycle_attempt_failed(struct gm_dispatcher *d, struct gm_job *job, enum gm_death why,
                               const char *exception, size_t exception_len);
+/* Whether the job with that handle was taken back from worker p by its
+   time limit (lately: the last GM_TAKEN_BACK_KEPT). */
+bool lifecycle_was_taken_back(const struct gm_peer *p, const char *handle, size_t len);
 /* A running job's deadline passed: true if its policy dealt with it. */
 bool lifecycle_timed_out(struct gm_dispatcher *d, struct gm_job *job);
 /* The deadline a job of fn taken now gets, in ms from now (0 = none),
@@ -273,6 +280,12 @@ void lifecycle_revive(struct gm_dispatcher *d, struct gm_job *job);
 /* Discards fn's dead letters (the function is dropped). */
 void lifecycle_forget_function(struct gm_dispatcher *d, struct gm_function *fn);
 const char *lifecycle_death_name(unsigned why);
+/* The bytes stored with a job about its lifecycle (gm_qrecord.lifecycle),
+   in a new block, *len of them; NULL for a job that never failed. */
+struct gm_block *lifecycle_record(const struct gm_job *job, uint32_t *len);
+/* Replay: a job's stored lifecycle bytes (its attempts; a dead letter
+   again if it died). */
+void lifecycle_replayed(struct gm_dispatcher *d, struct gm_job *job, const char *bytes, size_t len);
 /* Passes a stop request (enum gm_stop_how) to the server; GM_STOP_NOW only
    once. */
 void gm_disp_request_shutdown(struct gm_dispatcher *d, int how);

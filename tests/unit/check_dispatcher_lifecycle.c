@@ -214,6 +214,9 @@ START_TEST(test_time_limit_takes_the_job_back)
     H.now = T0 + 6000;
     run_timers();
     EXPECT(c, GM_PKT_WORK_FAIL, "H:test:2");
+    work(w, GM_PKT_WORK_COMPLETE, "H:test:2", "late"); /* the job is gone: still no answer */
+    EXPECT_NOTHING(w);
+    EXPECT_NOTHING(c);
     expect_dead("show dead f", "H:test:1\tf\t\t2\ttimeout\n.\n");
     ck_assert_uint_eq(gm_disp_job_count(H.d), 0);
 }
