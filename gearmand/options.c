@@ -15,6 +15,8 @@
 #include <string.h>
 
 #include "libgearman-server/base/log.h"
+#include "libgearman-server/config/policy.h"
+#include "libgearman-server/proto/protocol.h"
 
 #ifndef GM_LOCALSTATEDIR
 #define GM_LOCALSTATEDIR "/var"
@@ -35,7 +37,8 @@ enum opt_kind {
     K_U32,     /* uint32_t within [min, max] */
     K_LONG,    /* long within [min, max] */
     K_VERBOSE, /* int: a log level name */
-    K_PREFIX   /* the job handle prefix (char array) */
+    K_PREFIX,  /* the job handle prefix (char array) */
+    K_POLICY   /* --policy: repeatable, appended to server.policy_specs */
 };
 
 struct opt {
@@ -67,9 +70,10 @@ static const struct opt table[] = {
      "Number of file descriptors to allow for the process (total connections will be slightly "
      "less). Default is max allowed for user."},
     {"help", 'h', K_FLAG, "General", NULL, O(help), 0, 0, "Print this help menu."},
-    {"job-retries", 'j', K_UINT, "General", "0", O(server.job_retries), 0, 255,
+    {"job-retries", 'j', K_UINT, "General", "0", O(server.job_retries), -1, 255,
      "Number of attempts to run the job before the job server removes it. This is helpful to "
-     "ensure a bad job does not crash all available workers. Default is no limit."},
+     "ensure a bad job does not crash all available workers. Default is no limit (0; -1 is "
+     "read as 0)."},
     {"job-handle-prefix", 0, K_PREFIX, "General", NULL, 0, 1, GM_PREFIX_MAX,
      "Prefix used to generate a job handle string. If not provided, the default "
      "\"H:<host_name>\" is used."},
@@ -146,6 +150,16 @@ static const struct opt table[] = {
     {"check-args", 0, K_FLAG, NULL, NULL, O(check_args), 0, 0, NULL},
 
     {"http-port", 0, K_UINT, "HTTP", "8080", O(http_port), 0, 65535, "Port to listen on."},
+    {"policy", 0, K_POLICY, "Job lifecycle", NULL, 0, 0, 0,
+     "FUNCTION:key=value[,key=value...]: the function's lifecycle policy, repeatable (one per "
+     "function; also `policy` on the admin port). Keys: retries (a failed background job is "
+     "handed out again at most N more times, 0-254), backoff (ms before the first retry, "
+     "doubling after each, default 1000), max_backoff (ms, default 300000), timeout (seconds an "
+     "attempt may run, 0 = no limit), concurrency (most of its jobs running at once, 0 = no "
+     "limit). Any policy keeps the background jobs whose last attempt failed as dead letters."},
+    {"dead-letter-max", 0, K_U32, "Job lifecycle", "10000", O(server.dead_letter_max), 0, 10000000,
+     "Dead letters kept (background jobs whose last attempt failed, on functions with a "
+     "policy); past it the oldest are dropped, and counted."},
     {"http-timeout", 0, K_UINT, "HTTP", "30", O(server.http_timeout_s), 0, 86400,
      "Seconds an HTTP connection may take to send a complete request, counted from its "
      "accept or its previous response (0: no limit); past it the connection is closed."},
@@ -229,6 +243,9 @@ gm_options_free(struct gm_options *o)
         free(o->owned[i]);
         o->owned[i] = NULL;
     }
+    for (unsigned i = 0; i < o->server.npolicy_specs; i++)
+        free((char *)o->server.policy_specs[i]);
+    o->server.npolicy_specs = 0;
 }
 
 static const struct opt *
@@ -291,7 +308,7 @@ apply(struct gm_options *o, const struct opt *opt, const char *value)
     case K_UINT:
         if (!parse_long(value, opt->min, opt->max, &v))
             return false;
-        *(unsigned *)field = (unsigned)v;
+        *(unsigned *)field = v < 0 ? 0 : (unsigned)v; /* -j -1: gearmand 2.x's "no limit" */
         return true;
     case K_U32:
         if (!parse_long(value, opt->min, opt->max, &v))
@@ -308,6 +325,21 @@ apply(struct gm_options *o, const struct opt *opt, const char *value)
         if (level < 0)
             return false;
         *(int *)field = level;
+        return true;
+    }
+    case K_POLICY: {
+        struct gm_server_config *c = &o->server;
+        const char *name;
+        size_t name_len;
+        struct gm_policy_values pv;
+        gm_policy_defaults(&pv);
+        if (c->npolicy_specs >= GM_POLICY_SPECS_MAX || gm_policy_parse_spec(value, &name, &name_len, &pv) ||
+            gm_name_check(GM_NAME_FUNCTION, name, name_len))
+            return false;
+        char *copy = strdup(value);
+        if (!copy)
+            return false;
+        c->policy_specs[c->npolicy_specs++] = copy;
         return true;
     }
     case K_PREFIX: {
@@ -397,7 +429,7 @@ parse_tokens(struct gm_options *o, int n, char **tok, const char *prog, FILE *er
             value = tok[++i];
         }
         size_t idx = (size_t)(opt - table);
-        if (seen[idx]) {
+        if (seen[idx] && opt->kind != K_POLICY) {
             report(err, prog, "option '%s' cannot be specified more than once%s", longname, "");
             return -1;
         }

@@ -27,6 +27,7 @@ gm_server_config_defaults(struct gm_server_config *c)
     c->http_timeout_s = GM_DEFAULT_HTTP_TIMEOUT;
     c->hashtable_buckets = GM_DEFAULT_BUCKETS;
     c->queue_batch_max = 4096;
+    c->dead_letter_max = GM_DEFAULT_DEAD_LETTER_MAX;
     c->keepalive_idle = c->keepalive_interval = c->keepalive_count = -1;
     struct utsname u;
     const char *node = uname(&u) == 0 ? u.nodename : "localhost";

@@ -14,6 +14,7 @@
 
 #include "libgearman-server/proto/frontend.h"
 #include "libgearman-server/persist/queue_backend.h"
+#include "libgearman-server/config/policy.h"
 
 #define GM_DEFAULT_PORT "4730"
 #define GM_DEFAULT_MAX_PACKET (64u << 20)
@@ -29,6 +30,7 @@
 #define GM_OUTPUT_SOFT_LIMIT (4u << 20)
 #define GM_DEFAULT_PACKET_TIMEOUT 300u
 #define GM_DEFAULT_HTTP_TIMEOUT 30u
+#define GM_DEFAULT_DEAD_LETTER_MAX 10000u
 #define GM_DEFAULT_BUCKETS 991
 #define GM_DEFAULT_BUSY_POLL_US 200u /* as the kernel's guest halt-polling default */
 #define GM_DEFAULT_REPLY_BATCH_US 1000u
@@ -49,6 +51,10 @@ struct gm_server_config {
     unsigned http_timeout_s;      /* --http-timeout: an HTTP request not complete this long after the
                                      connection was ready for it closes; 0 = none */
     unsigned job_retries;         /* -j: attempts before a job fails; 0 = unlimited */
+    /* --policy FUNC:key=value,... (config/policy.h), validated, in the order given */
+    const char *policy_specs[GM_POLICY_SPECS_MAX];
+    unsigned npolicy_specs;
+    uint32_t dead_letter_max;     /* --dead-letter-max: dead letters kept; the oldest go first */
     unsigned worker_wakeup;       /* -w: NOOPs per new job; 0 = every sleeping worker */
     bool round_robin;             /* -R: accepted; functions always take turns here */
     bool exceptions;              /* --exceptions: every connection gets WORK_EXCEPTION */

@@ -284,6 +284,249 @@ cmd_drop_function(struct gm_dispatcher *d, struct gm_peer *p, const struct words
     send_str(d, p, "ERR function not found\r\n");
 }
 
+/* ------------------------------------------------------------------ */
+/* Job lifecycle (lifecycle.c): policies, pause, purge, dead letters    */
+/* ------------------------------------------------------------------ */
+
+/* `ERR <code> <text>`, the text's spaces written as '+'. */
+static void
+err_text(struct gm_dispatcher *d, struct gm_peer *p, const char *code, const char *text)
+{
+    struct gm_bytes r = {0};
+    gm_bytes_str(&r, "ERR ");
+    gm_bytes_str(&r, code);
+    gm_bytes_str(&r, " ");
+    size_t at = r.len;
+    gm_bytes_str(&r, text);
+    gm_bytes_str(&r, "\r\n");
+    for (size_t i = at; !r.failed && i < r.len; i++)
+        if (r.b->data[i] == ' ')
+            r.b->data[i] = '+';
+    reply_send(d, p, &r);
+}
+
+/* The function word i names, made if new (a policy or a pause may come
+   before its first job); NULL after answering the error. */
+static struct gm_function *
+lifecycle_function(struct gm_dispatcher *d, struct gm_peer *p, const struct words *w, unsigned i, bool make)
+{
+    const struct gm_name_fault *bad = gm_name_check(GM_NAME_FUNCTION, w->w[i], w->len[i]);
+    if (bad) {
+        err_bad_name(d, p, bad);
+        return NULL;
+    }
+    struct gm_function *fn = make ? gm_disp_function_get(d, w->w[i], w->len[i])
+                                  : gm_disp_function_find(d, w->w[i], w->len[i]);
+    if (!fn)
+        err_text(d, p, make ? "UNKNOWN_ERROR" : "UNKNOWN_FUNCTION", make ? "out of memory" : "no such function");
+    else if (make && !lifecycle_policy(fn)) {
+        err_text(d, p, "UNKNOWN_ERROR", "out of memory");
+        return NULL;
+    }
+    return fn;
+}
+
+/* policy FUNC key=value ... | policy FUNC reset */
+static void
+cmd_policy(struct gm_dispatcher *d, struct gm_peer *p, const struct words *w)
+{
+    if (w->n < 3 || w->more || w->n - 2 > GM_POLICY_PAIRS_MAX) {
+        err_text(d, p, "INVALID_ARGUMENTS", "policy FUNCTION key=value ... (1 to 5 pairs) or policy FUNCTION reset");
+        return;
+    }
+    bool reset = w->n == 3 && word_is(w, 2, "reset");
+    struct gm_policy_values v;
+    gm_policy_defaults(&v);
+    struct gm_function *known = gm_disp_function_find(d, w->w[1], w->len[1]);
+    if (known && known->policy && known->policy->set)
+        v = known->policy->v;
+    for (unsigned i = 2; !reset && i < w->n; i++) {
+        const char *why = gm_policy_apply_pair(&v, w->w[i], w->len[i]);
+        if (why) {
+            err_text(d, p, "INVALID_ARGUMENTS", why);
+            return;
+        }
+    }
+    struct gm_function *fn = lifecycle_function(d, p, w, 1, true);
+    if (!fn)
+        return;
+    if (reset)
+        gm_policy_defaults(&v);
+    fn->policy->v = v;
+    fn->policy->set = !reset;
+    gm_log(GM_LOG_NOTICE, "policy of %s %s by %s:%u", fn->name, reset ? "reset" : "set", p->addr, p->port);
+    wake_workers(d, fn); /* a raised concurrency limit */
+    send_str(d, p, "OK\r\n");
+}
+
+static void
+cmd_show_policies(struct gm_dispatcher *d, struct gm_peer *p)
+{
+    struct gm_bytes r = {0};
+    struct gm_list *n;
+    gm_list_each(n, &d->function_list)
+    {
+        const struct gm_function *fn = gm_container_of(n, struct gm_function, link);
+        const struct gm_policy *pol = fn->policy;
+        if (!pol || !(pol->set || pol->paused))
+            continue;
+        gm_bytes_add(&r, fn->name, fn->name_len);
+        const uint32_t vals[] = {pol->v.retries, pol->v.backoff_ms, pol->v.max_backoff_ms, pol->v.timeout_s,
+                                 pol->v.concurrency, pol->paused};
+        static const char *const keys[] = {"\tretries=", "\tbackoff=", "\tmax_backoff=", "\ttimeout=",
+                                           "\tconcurrency=", "\tpaused="};
+        for (size_t i = 0; i < sizeof vals / sizeof vals[0]; i++) {
+            gm_bytes_str(&r, keys[i]);
+            reply_u64(&r, vals[i]);
+        }
+        gm_bytes_str(&r, "\n");
+    }
+    gm_bytes_str(&r, ".\n");
+    reply_send(d, p, &r);
+}
+
+/* pause FUNC | resume FUNC | purge FUNC */
+static void
+cmd_function_state(struct gm_dispatcher *d, struct gm_peer *p, const struct words *w)
+{
+    if (w->n != 2 || w->more) {
+        err_text(d, p, "INVALID_ARGUMENTS", "give one function name");
+        return;
+    }
+    bool pause = word_is(w, 0, "pause"), purge = word_is(w, 0, "purge");
+    struct gm_function *fn = lifecycle_function(d, p, w, 1, pause);
+    if (!fn)
+        return;
+    if (purge) {
+        uint64_t n = gm_disp_function_fail_waiting(d, fn);
+        gm_log(GM_LOG_NOTICE, "purge of %s by %s:%u: %llu jobs removed", fn->name, p->addr, p->port,
+               (unsigned long long)n);
+    } else if (pause || fn->policy) {
+        lifecycle_set_paused(d, fn, pause);
+        gm_log(GM_LOG_NOTICE, "%s %s by %s:%u", fn->name, pause ? "paused" : "resumed", p->addr, p->port);
+    }
+    send_str(d, p, "OK\r\n");
+}
+
+/* "HANDLE\tFUNC\tUNIQUE\t", the start of a `show dead` or `show job` line. */
+static void
+reply_job_names(struct gm_bytes *r, const struct gm_job *job)
+{
+    gm_bytes_add(r, gm_job_handle(job), job->handle_len);
+    gm_bytes_str(r, "\t");
+    gm_bytes_add(r, job->fn->name, job->fn->name_len);
+    gm_bytes_str(r, "\t");
+    gm_bytes_add(r, gm_job_unique(job), job->unique_len);
+    gm_bytes_str(r, "\t");
+}
+
+/* show dead [FUNC] */
+static void
+cmd_show_dead(struct gm_dispatcher *d, struct gm_peer *p, const struct words *w)
+{
+    const struct gm_function *only = NULL;
+    if (w->n == 3 && !(only = gm_disp_function_find(d, w->w[2], w->len[2]))) {
+        send_str(d, p, ".\n");
+        return;
+    }
+    struct gm_bytes r = {0};
+    struct gm_list *n;
+    gm_list_each(n, &d->dead)
+    {
+        const struct gm_job *job = gm_container_of(n, struct gm_job, link);
+        if (only && job->fn != only)
+            continue;
+        reply_job_names(&r, job);
+        reply_u64(&r, job->retries);
+        gm_bytes_str(&r, "\t");
+        reply_u64(&r, (uint64_t)job->when);
+        gm_bytes_str(&r, "\t");
+        gm_bytes_str(&r, lifecycle_death_name(job->numerator));
+        gm_bytes_str(&r, "\n");
+    }
+    gm_bytes_str(&r, ".\n");
+    reply_send(d, p, &r);
+}
+
+/* retry dead HANDLE | retry dead all FUNC | discard dead HANDLE |
+   discard dead all FUNC */
+static void
+cmd_dead(struct gm_dispatcher *d, struct gm_peer *p, const struct words *w)
+{
+    bool retry = word_is(w, 0, "retry");
+    bool all = w->n == 4 && word_is(w, 2, "all");
+    if (w->more || !word_is(w, 1, "dead") || !(w->n == 3 || all)) {
+        err_text(d, p, "INVALID_ARGUMENTS", retry ? "retry dead HANDLE or retry dead all FUNCTION"
+                                                  : "discard dead HANDLE or discard dead all FUNCTION");
+        return;
+    }
+    if (all) {
+        const struct gm_function *fn = gm_disp_function_find(d, w->w[3], w->len[3]);
+        uint64_t count = 0;
+        struct gm_list *n, *tmp;
+        gm_list_each_safe(n, tmp, &d->dead)
+        {
+            struct gm_job *job = gm_container_of(n, struct gm_job, link);
+            if (job->fn != fn)
+                continue;
+            if (retry)
+                lifecycle_revive(d, job);
+            else
+                job_free(d, job);
+            count++;
+        }
+        if (fn)
+            gm_log(GM_LOG_NOTICE, "%s dead letters of %s by %s:%u: %llu", retry ? "retry" : "discard", fn->name,
+                   p->addr, p->port, (unsigned long long)count);
+        send_str(d, p, "OK\r\n");
+        return;
+    }
+    struct gm_job *job = job_find_handle(d, w->w[2], w->len[2]);
+    if (!job || job->state != GM_JOB_DEAD) {
+        err_text(d, p, "UNKNOWN_JOB", "no dead letter has that handle");
+        return;
+    }
+    if (retry)
+        lifecycle_revive(d, job);
+    else
+        job_free(d, job);
+    send_str(d, p, "OK\r\n");
+}
+
+/* show job HANDLE */
+static void
+cmd_show_job(struct gm_dispatcher *d, struct gm_peer *p, const struct words *w)
+{
+    const struct gm_job *job = job_find_handle(d, w->w[2], w->len[2]);
+    if (!job || job->state == GM_JOB_FREED) {
+        err_text(d, p, "UNKNOWN_JOB", "no job has that handle");
+        return;
+    }
+    const char *state = "queued";
+    unsigned attempts = job->retries;
+    switch (job->state) {
+    case GM_JOB_FUTURE:
+        state = "scheduled";
+        break;
+    case GM_JOB_RUNNING:
+        state = "running";
+        attempts++;
+        break;
+    case GM_JOB_DEAD:
+        state = "dead";
+        break;
+    default:
+        break;
+    }
+    struct gm_bytes r = {0};
+    reply_job_names(&r, job);
+    gm_bytes_str(&r, state);
+    gm_bytes_str(&r, "\t");
+    reply_u64(&r, attempts);
+    gm_bytes_str(&r, "\t0\n.\n");
+    reply_send(d, p, &r);
+}
+
 static void
 cmd_shutdown(struct gm_dispatcher *d, struct gm_peer *p, const struct words *w)
 {
@@ -335,6 +578,12 @@ gm_admin_execute(struct gm_dispatcher *d, struct gm_peer *p, const struct gm_in 
             cmd_show_jobs(d, p, false);
         else if (w.n == 3 && word_is(&w, 1, "unique") && word_is(&w, 2, "jobs"))
             cmd_show_jobs(d, p, true);
+        else if (w.n == 2 && word_is(&w, 1, "policies"))
+            cmd_show_policies(d, p);
+        else if ((w.n == 2 || w.n == 3) && !w.more && word_is(&w, 1, "dead"))
+            cmd_show_dead(d, p, &w);
+        else if (w.n == 3 && !w.more && word_is(&w, 1, "job"))
+            cmd_show_job(d, p, &w);
         else
             send_str(d, p, "ERR UNKNOWN_SHOW_ARGUMENTS\r\n");
     } else if (word_is(&w, 0, "cancel")) {
@@ -343,6 +592,12 @@ gm_admin_execute(struct gm_dispatcher *d, struct gm_peer *p, const struct gm_in 
         cmd_create_function(d, p, &w);
     } else if (word_is(&w, 0, "drop")) {
         cmd_drop_function(d, p, &w);
+    } else if (word_is(&w, 0, "policy")) {
+        cmd_policy(d, p, &w);
+    } else if (word_is(&w, 0, "pause") || word_is(&w, 0, "resume") || word_is(&w, 0, "purge")) {
+        cmd_function_state(d, p, &w);
+    } else if (word_is(&w, 0, "retry") || word_is(&w, 0, "discard")) {
+        cmd_dead(d, p, &w);
     } else if (word_is(&w, 0, "maxqueue")) {
         cmd_maxqueue(d, p, &w);
     } else if (word_is(&w, 0, "version")) {

@@ -356,6 +356,7 @@ gm_disp_new(const struct gm_server_config *cfg, struct gm_channel *chans, unsign
     d->next_handle = 1;
     gm_list_init(&d->function_list);
     gm_list_init(&d->jobs);
+    gm_list_init(&d->dead);
     gm_list_init(&d->held_peers);
     d->round_limit = gm_server_config_output_soft(cfg);
     gm_heap_init(&d->timers, offsetof(struct gm_job, heap_idx));
@@ -372,6 +373,7 @@ gm_disp_new(const struct gm_server_config *cfg, struct gm_channel *chans, unsign
         d->ports[i].ch = &chans[i];
     d->start_ms = d->hooks.now_ms(d->hooks.arg);
     gm_disp_view_init(d);
+    lifecycle_init(d);
     return d;
 }
 
@@ -405,6 +407,7 @@ gm_disp_free(struct gm_dispatcher *d)
         free(port->peers);
         gm_out_spill_clear(&port->spill, drop_reply);
     }
+    lifecycle_free(d);
     /* Whatever is left is queued or waiting for its time. */
     struct gm_list *n, *tmp;
     gm_list_each_safe(n, tmp, &d->function_list)
@@ -432,7 +435,7 @@ gm_disp_free(struct gm_dispatcher *d)
     free(d->persist.pend);
     gm_prec_spill_clear(&d->persist.spill, drop_record);
     gm_list_each_safe(n, tmp, &d->function_list)
-        free(gm_container_of(n, struct gm_function, link));
+        gm_disp_function_free(gm_container_of(n, struct gm_function, link));
     release_flush(d);
     gm_heap_destroy(&d->timers);
     gm_htab_destroy(&d->functions);

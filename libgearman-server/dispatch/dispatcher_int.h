@@ -75,6 +75,9 @@ struct gm_dispatcher {
     uint64_t next_handle;
     uint64_t job_count;          /* jobs in existence (queued, future, running) */
     struct gm_list jobs;         /* gm_job.all_link: every job in creation order */
+    struct gm_list dead;         /* gm_job.link of the dead letters, oldest first (lifecycle.c) */
+    uint64_t dead_dropped;       /* dead letters dropped past --dead-letter-max */
+    uint64_t rng;                /* retry jitter (lifecycle.c) */
     uint64_t nstate[GM_JOB_STATES]; /* jobs in each state (job_set_state) */
     uint64_t peer_count;
     uint64_t visits;             /* entries looked at by the searches whose length depends on
@@ -217,12 +220,59 @@ void job_free(struct gm_dispatcher *d, struct gm_job *job);
    except a freed job's GM_JOB_FREED. */
 void job_set_state(struct gm_dispatcher *d, struct gm_job *job, int state);
 void job_requeue(struct gm_dispatcher *d, struct gm_job *job, const char *why);
+void job_take_back(struct gm_dispatcher *d, struct gm_job *job);
+void job_uncount(struct gm_dispatcher *d);
+/* WORK_FAIL to the job's clients, counted as failed, then freed. */
+void job_fail(struct gm_dispatcher *d, struct gm_job *job);
+void job_unindex_unique(struct gm_dispatcher *d, struct gm_job *job);
+void job_reindex_unique(struct gm_dispatcher *d, struct gm_job *job);
+/* The live job with that handle (a dead letter is not one), or NULL. */
 struct gm_job *gm_disp_job_by_handle(struct gm_dispatcher *d, const char *h, size_t len);
+/* The job or dead letter with that handle, or NULL. */
+struct gm_job *job_find_handle(struct gm_dispatcher *d, const char *h, size_t len);
 /* Cancels a job as `cancel job` does: clients get WORK_FAIL, a queued job is
    freed, a running one is marked ignored. */
 void gm_disp_job_cancel(struct gm_dispatcher *d, struct gm_job *job);
-/* Fails the function's queued and future jobs, then frees it. */
+/* Fails the function's queued and future jobs (WORK_FAIL to their
+   clients); returns how many. */
+uint64_t gm_disp_function_fail_waiting(struct gm_dispatcher *d, struct gm_function *fn);
+/* Fails the function's queued and future jobs, discards its dead letters,
+   then frees it. */
 void gm_disp_function_drop(struct gm_dispatcher *d, struct gm_function *fn);
+void gm_disp_function_free(struct gm_function *fn);
+
+/* lifecycle.c: policies, retries, time limits, dead letters, pause. */
+void lifecycle_init(struct gm_dispatcher *d);
+void lifecycle_free(struct gm_dispatcher *d);
+/* The function's lifecycle record, made if it has none; NULL if memory is short. */
+struct gm_policy *lifecycle_policy(struct gm_function *fn);
+/* Whether a failed attempt of this job is the lifecycle's to handle: its
+   function has a policy, it is a background job, not cancelled. */
+static inline bool
+lifecycle_takes(const struct gm_job *job)
+{
+    return job->fn->policy && job->fn->policy->set && (job->flags & GM_JOB_BACKGROUND) &&
+           !(job->flags & GM_JOB_IGNORED);
+}
+/* A running job's attempt failed: taken back from its worker, then retried
+   after its backoff or, its attempts used, made a dead letter. */
+void lifecycle_attempt_failed(struct gm_dispatcher *d, struct gm_job *job, enum gm_death why,
+                              const char *exception, size_t exception_len);
+/* A running job's deadline passed: true if its policy dealt with it. */
+bool lifecycle_timed_out(struct gm_dispatcher *d, struct gm_job *job);
+/* The deadline a job of fn taken now gets, in ms from now (0 = none),
+   given the registration's CAN_DO_TIMEOUT. */
+uint32_t lifecycle_run_limit_ms(const struct gm_function *fn, uint32_t can_do_timeout_ms);
+/* A job of fn stopped running: a worker may take the next under its
+   concurrency limit. */
+void lifecycle_running_ended(struct gm_dispatcher *d, struct gm_function *fn);
+void lifecycle_set_paused(struct gm_dispatcher *d, struct gm_function *fn, bool paused);
+/* A dead letter goes back to the queue (attempts from 0); job_free
+   discards one. */
+void lifecycle_revive(struct gm_dispatcher *d, struct gm_job *job);
+/* Discards fn's dead letters (the function is dropped). */
+void lifecycle_forget_function(struct gm_dispatcher *d, struct gm_function *fn);
+const char *lifecycle_death_name(unsigned why);
 /* Passes a stop request (enum gm_stop_how) to the server; GM_STOP_NOW only
    once. */
 void gm_disp_request_shutdown(struct gm_dispatcher *d, int how);

@@ -28,6 +28,13 @@ gm_disp_function_find(struct gm_dispatcher *d, const char *name, size_t len)
     return NULL;
 }
 
+void
+gm_disp_function_free(struct gm_function *fn)
+{
+    free(fn->policy);
+    free(fn);
+}
+
 struct gm_function *
 gm_disp_function_get(struct gm_dispatcher *d, const char *name, size_t len)
 {

@@ -119,7 +119,7 @@ handle_hash(const char *h, size_t len)
 }
 
 struct gm_job *
-gm_disp_job_by_handle(struct gm_dispatcher *d, const char *h, size_t len)
+job_find_handle(struct gm_dispatcher *d, const char *h, size_t len)
 {
     uint32_t hash = handle_hash(h, len);
     for (struct gm_hnode *n = gm_htab_bucket(&d->by_handle, hash); n; n = n->next) {
@@ -128,6 +128,13 @@ gm_disp_job_by_handle(struct gm_dispatcher *d, const char *h, size_t len)
             return j;
     }
     return NULL;
+}
+
+struct gm_job *
+gm_disp_job_by_handle(struct gm_dispatcher *d, const char *h, size_t len)
+{
+    struct gm_job *j = job_find_handle(d, h, len);
+    return j && j->state != GM_JOB_DEAD ? j : NULL;
 }
 
 bool
@@ -161,7 +168,7 @@ job_index_unique(struct gm_dispatcher *d, struct gm_job *job, bool data_keyed, c
 
 /* Takes a job out of the unique-key index: a head hands its place to the
    next newest job holding the key. */
-static void
+void
 job_unindex_unique(struct gm_dispatcher *d, struct gm_job *job)
 {
     if (!(job->flags & GM_JOB_UNIQUE_INDEXED))
@@ -219,27 +226,61 @@ job_detach(struct gm_attach *a)
 void
 job_set_state(struct gm_dispatcher *d, struct gm_job *job, int state)
 {
-    job->fn->nstate[job->state]--;
-    d->nstate[job->state]--;
+    int was = job->state;
+    job->fn->nstate[was]--;
+    d->nstate[was]--;
     job->state = (uint8_t)state;
     job->fn->nstate[state]++;
     d->nstate[state]++;
+    if (was == GM_JOB_RUNNING)
+        lifecycle_running_ended(d, job->fn);
+}
+
+/* A running job leaves its worker (job_requeue, lifecycle.c): out of the
+   worker's running list and the timer heap, one more failed attempt; it is
+   then counted as waiting again, in state 0 until its caller places it. */
+void
+job_take_back(struct gm_dispatcher *d, struct gm_job *job)
+{
+    gm_list_remove(&job->link);
+    gm_heap_remove(&d->timers, job);
+    job->reg->peer->nrunning--;
+    job->reg = NULL;
+    job->numerator = job->denominator = 0;
+    if (job->retries < UINT8_MAX)
+        job->retries++;
+    job->fn->queued[job->prio]++;
+    job_set_state(d, job, 0);
+}
+
+/* One job fewer in existence (freed, or become a dead letter). */
+void
+job_uncount(struct gm_dispatcher *d)
+{
+    d->job_count--;
+    if (d->graceful && d->job_count == 0)
+        gm_disp_request_shutdown(d, GM_STOP_NOW);
 }
 
 void
 job_free(struct gm_dispatcher *d, struct gm_job *job)
 {
     struct gm_function *fn = job->fn;
-    if (job->state == GM_JOB_RUNNING)
+    int was = job->state;
+    if (was == GM_JOB_RUNNING)
         job->reg->peer->nrunning--;
-    else
+    else if (was != GM_JOB_DEAD)
         fn->queued[job->prio]--;
-    if (job->state == GM_JOB_PERSISTING) {
+    if (was == GM_JOB_PERSISTING) {
         free(job->waiters);
         job->waiters = NULL;
     }
-    fn->nstate[job->state]--;
-    d->nstate[job->state]--;
+    if (was == GM_JOB_DEAD) {
+        free(job->exception);
+        job->exception = NULL;
+    }
+    fn->nstate[was]--;
+    d->nstate[was]--;
     gm_list_remove(&job->all_link);
     gm_list_remove(&job->fn_link);
     if ((job->flags & (GM_JOB_PERSISTED | GM_JOB_STORING)) && !d->tearing_down)
@@ -256,9 +297,10 @@ job_free(struct gm_dispatcher *d, struct gm_job *job)
         job->state = GM_JOB_FREED;
     else
         gm_block_unref(gm_job_block(job));
-    d->job_count--;
-    if (d->graceful && d->job_count == 0)
-        gm_disp_request_shutdown(d, GM_STOP_NOW);
+    if (was == GM_JOB_RUNNING)
+        lifecycle_running_ended(d, fn);
+    if (was != GM_JOB_DEAD)
+        job_uncount(d);
 }
 
 /* Sends a packet made of the job handle (plus an optional body) to every
@@ -276,7 +318,7 @@ job_tell_clients(struct gm_dispatcher *d, struct gm_job *job, uint32_t type, con
 }
 
 /* Ends a job that did not complete: WORK_FAIL to its clients, then free. */
-static void
+void
 job_fail(struct gm_dispatcher *d, struct gm_job *job)
 {
     job->fn->failed++;
@@ -291,15 +333,11 @@ void
 job_requeue(struct gm_dispatcher *d, struct gm_job *job, const char *why)
 {
     struct gm_function *fn = job->fn;
-    gm_list_remove(&job->link);
-    gm_heap_remove(&d->timers, job);
-    job->reg->peer->nrunning--;
-    job->reg = NULL;
-    job->numerator = job->denominator = 0;
-    if (job->retries < UINT8_MAX)
-        job->retries++;
-    fn->queued[job->prio]++;
-    job_set_state(d, job, GM_JOB_QUEUED);
+    if (lifecycle_takes(job)) {
+        lifecycle_attempt_failed(d, job, GM_DIED_WORKER_LOST, NULL, 0);
+        return;
+    }
+    job_take_back(d, job);
     if (job->flags & GM_JOB_IGNORED) {
         job_free(d, job);
         return;
@@ -443,7 +481,7 @@ gm_disp_run_timers(struct gm_dispatcher *d, int64_t now)
         gm_heap_remove(&d->timers, job);
         if (job->state == GM_JOB_FUTURE) {
             job_enqueue(d, job, false);
-        } else if (job->state == GM_JOB_RUNNING) {
+        } else if (job->state == GM_JOB_RUNNING && !lifecycle_timed_out(d, job) && job->reg->timeout_ms) {
             /* CAN_DO_TIMEOUT: the protocol says the job fails. */
             gm_log(GM_LOG_WARNING, "Worker timeout reached on job %s, failing it",
                    gm_job_handle(job));
@@ -456,9 +494,10 @@ gm_disp_run_timers(struct gm_dispatcher *d, int64_t now)
     return gm_heap_top_due(&d->timers);
 }
 
-void
-gm_disp_function_drop(struct gm_dispatcher *d, struct gm_function *fn)
+uint64_t
+gm_disp_function_fail_waiting(struct gm_dispatcher *d, struct gm_function *fn)
 {
+    uint64_t n = 0;
     struct gm_list *jn, *jt;
     gm_list_each_safe(jn, jt, &fn->jobs)
     {
@@ -467,11 +506,33 @@ gm_disp_function_drop(struct gm_dispatcher *d, struct gm_function *fn)
             continue;
         job_tell_clients(d, job, GM_PKT_WORK_FAIL, NULL);
         job_free(d, job);
+        n++;
     }
+    return n;
+}
+
+void
+gm_disp_function_drop(struct gm_dispatcher *d, struct gm_function *fn)
+{
+    gm_disp_function_fail_waiting(d, fn);
+    lifecycle_forget_function(d, fn);
     gm_htab_remove(&d->functions, &fn->hnode);
     gm_list_remove(&fn->link);
     d->function_count--;
-    free(fn);
+    gm_disp_function_free(fn);
+}
+
+/* A revived dead letter (lifecycle.c) takes its unique key back, unless a
+   live job of its function has taken it since. */
+void
+job_reindex_unique(struct gm_dispatcher *d, struct gm_job *job)
+{
+    bool data_keyed = job->unique_len == 1 && gm_job_unique(job)[0] == '-';
+    const char *key = data_keyed ? job->data : gm_job_unique(job);
+    size_t len = data_keyed ? job->data_len : job->unique_len;
+    if (job->unique_len == 0 || (data_keyed && len == 0) || job_unique_find(d, job->fn, data_keyed, key, len))
+        return;
+    job_index_unique(d, job, data_keyed, key, len);
 }
 
 void

@@ -30,6 +30,7 @@
 #include "libgearman-server/base/hashtab.h"
 #include "libgearman-server/base/list.h"
 #include "libgearman-server/base/log.h"
+#include "libgearman-server/config/policy.h"
 #include "libgearman-server/proto/msg.h"
 
 enum gm_priority { GM_PRIO_HIGH = 0, GM_PRIO_NORMAL = 1, GM_PRIO_LOW = 2, GM_PRIO_COUNT = 3 };
@@ -41,11 +42,12 @@ enum gm_job_state {
     GM_JOB_FUTURE,     /* in the timer heap until `when` */
     GM_JOB_RUNNING,    /* assigned to reg->peer, in its running list */
     GM_JOB_PERSISTING, /* background job waiting for its durable write (in the pending FIFO) */
+    GM_JOB_DEAD,       /* a dead letter (lifecycle.c): in d->dead and the handle index only */
     GM_JOB_FREED       /* freed while GM_JOB_STORING: only its block, handle and waiters
                           remain, for the pending FIFO to answer the waiters */
 };
 /* The states a job is counted in (gm_function.nstate, gm_dispatcher.nstate):
-   0 (just made, not yet placed) up to GM_JOB_PERSISTING; a freed job is in
+   0 (just made, not yet placed) up to GM_JOB_DEAD; a freed job is in
    none. */
 #define GM_JOB_STATES GM_JOB_FREED
 
@@ -69,8 +71,28 @@ struct gm_waiters {
     gm_conn_id conn[];
 };
 
+/* Why a dead letter died (lifecycle.c). */
+enum gm_death {
+    GM_DIED_FAIL = 1,     /* WORK_FAIL */
+    GM_DIED_EXCEPTION,    /* WORK_EXCEPTION */
+    GM_DIED_TIMEOUT,      /* ran past its policy's timeout */
+    GM_DIED_WORKER_LOST   /* its worker left, or dropped the function */
+};
+
+/* A function's lifecycle (lifecycle.c): allocated when a policy is first
+   set on it or it is paused; NULL for every other function, which then
+   behaves as in gearmand 1.1.20. */
+struct gm_policy {
+    struct gm_policy_values v;
+    bool set;                    /* a policy is set: retries, time limit and dead letters apply */
+    bool paused;                 /* no job of it is handed out */
+    uint64_t retried, timeouts, died; /* since start: retries scheduled, attempts timed out,
+                                         dead letters made */
+};
+
 struct gm_function {
     struct gm_hnode hnode;       /* in functions, by name */
+    struct gm_policy *policy;    /* NULL: no policy, not paused */
     struct gm_list link;         /* in the creation-order list */
     struct gm_list queue[GM_PRIO_COUNT];
     uint32_t queued[GM_PRIO_COUNT]; /* waiting jobs per priority, future ones included */
@@ -141,14 +163,17 @@ struct gm_job {
     struct gm_list all_link;     /* d->jobs: every job in creation order */
     struct gm_list fn_link;      /* fn->jobs: the function's jobs in creation order */
     struct gm_function *fn;
-    struct gm_reg *reg;          /* RUNNING: the registration it runs under */
+    union {
+        struct gm_reg *reg;      /* RUNNING: the registration it runs under */
+        char *exception;         /* DEAD: the first bytes of its WORK_EXCEPTION data, or NULL */
+    };
     struct gm_waiters *waiters;  /* PERSISTING, STORING: who gets JOB_CREATED on commit */
     struct gm_list clients;      /* gm_attach.job_link */
     const char *data;            /* in this job's block, or in data_blk */
     struct gm_block *data_blk;   /* external data block (big payloads), or NULL */
-    int64_t when;                /* run at/after this Unix time; 0 = now */
+    int64_t when;                /* run at/after this Unix time; 0 = now (DEAD: when it died) */
     uint32_t data_len;
-    uint32_t numerator, denominator;
+    uint32_t numerator, denominator; /* WORK_STATUS (DEAD: enum gm_death, exception bytes) */
     uint32_t heap_idx;           /* position in the timer heap, or UINT32_MAX */
     uint8_t handle_len;
     uint8_t unique_len;
@@ -188,6 +213,14 @@ static inline uint32_t gm_function_total(const struct gm_function *f)
 static inline uint32_t gm_function_running(const struct gm_function *f)
 {
     return f->nstate[GM_JOB_RUNNING];
+}
+
+/* Whether a job of f may be handed out now: not paused, under its
+   concurrency limit. */
+static inline bool gm_function_open(const struct gm_function *f)
+{
+    const struct gm_policy *p = f->policy;
+    return !p || (!p->paused && (!p->v.concurrency || f->nstate[GM_JOB_RUNNING] < p->v.concurrency));
 }
 
 #endif /* GM_JOBS_H */

@@ -99,8 +99,9 @@ on_grab(struct gm_dispatcher *d, struct gm_peer *p, struct gm_in *m)
     job->reg = reg;
     gm_list_push_back(&reg->running, &job->link);
     p->nrunning++;
-    if (reg->timeout_ms)
-        gm_heap_push(&d->timers, job, now_ms(d) + reg->timeout_ms);
+    uint32_t limit_ms = lifecycle_run_limit_ms(fn, reg->timeout_ms);
+    if (limit_ms)
+        gm_heap_push(&d->timers, job, now_ms(d) + limit_ms);
 
     struct gm_field_ref f[4];
     size_t n = 0;
@@ -137,12 +138,25 @@ on_work(struct gm_dispatcher *d, struct gm_peer *p, struct gm_in *m)
 {
     struct gm_job *job = worker_job(d, p, m);
     if (!job) {
+        size_t hl;
+        const char *h = field(m, 0, &hl);
+        const struct gm_job *other = job_find_handle(d, h, hl);
+        if (other && other->fn->policy && other->fn->policy->set)
+            return; /* taken back from this worker (its time limit): its results are dropped */
         const char *text = "Job given in work result not found";
         if (m->type == GM_PKT_WORK_DATA || m->type == GM_PKT_WORK_WARNING)
             text = "Job does not exist on server";
         else if (m->type == GM_PKT_WORK_EXCEPTION)
             text = "An exception was received for a job that does not exist";
         send_error(d, p->id, "JOB_NOT_FOUND", text);
+        return;
+    }
+    if ((m->type == GM_PKT_WORK_FAIL || m->type == GM_PKT_WORK_EXCEPTION) && lifecycle_takes(job)) {
+        /* a failed attempt: retried, or a dead letter (its clients hear
+           of it then) */
+        size_t el = 0;
+        const char *e = m->type == GM_PKT_WORK_EXCEPTION ? field(m, 1, &el) : NULL;
+        lifecycle_attempt_failed(d, job, m->type == GM_PKT_WORK_FAIL ? GM_DIED_FAIL : GM_DIED_EXCEPTION, e, el);
         return;
     }
     if (m->type == GM_PKT_WORK_STATUS) {

@@ -34,6 +34,8 @@ wake_workers(struct gm_dispatcher *d, struct gm_function *fn)
 {
     unsigned woken = 0;
     struct gm_list *n;
+    if (!gm_function_open(fn))
+        return; /* paused, or at its concurrency limit */
     while ((n = gm_list_first(&fn->sleepers))) {
         struct gm_reg *r = gm_container_of(n, struct gm_reg, sleep_link);
         struct gm_peer *p = r->peer;

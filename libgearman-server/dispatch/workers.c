@@ -31,6 +31,8 @@ pick_job(struct gm_dispatcher *d, struct gm_peer *p, struct gm_reg **reg_out, ui
     for (uint32_t k = 0, i = p->rr; k < n && best > 0; k++, i = i + 1 < n ? i + 1 : 0) {
         d->visits++;
         struct gm_function *fn = p->regs[i]->fn;
+        if (!gm_function_open(fn))
+            continue;
         for (int prio = 0; prio < best; prio++) {
             struct gm_list *first = gm_list_first(&fn->queue[prio]);
             if (first) {
@@ -101,7 +103,7 @@ add_reg(struct gm_dispatcher *d, struct gm_peer *p, struct gm_function *fn, uint
     fn->worker_count++;
     if (peer_in_sleepers(p)) {
         bool has_work = false;
-        for (int prio = 0; prio < GM_PRIO_COUNT; prio++)
+        for (int prio = 0; prio < GM_PRIO_COUNT && gm_function_open(fn); prio++)
             has_work |= !gm_list_empty(&fn->queue[prio]);
         if (has_work) {
             send_simple(d, p->id, GM_PKT_NOOP);
