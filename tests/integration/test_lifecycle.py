@@ -40,12 +40,13 @@ def srv(*args):
     return Server("--job-handle-prefix", PREFIX, *args)
 
 
-def worker(s, *functions, sleep=False):
+def worker(s, *functions):
+    """A worker connection that can do `functions`, registered by the time
+    it returns (the dispatcher has answered an echo after the CAN_DOs)."""
     w = s.conn()
     for f in functions:
         w.send_packet("CAN_DO", f)
-    if sleep:
-        w.send_packet("PRE_SLEEP")
+    sync(w)
     return w
 
 
@@ -90,6 +91,14 @@ def wait_job(w, timeout=5.0):
             w.expect_packet("NOOP", timeout=left)
         except TimeoutError:
             fail("no NOOP within %.1fs" % timeout)
+
+
+def no_reply(w, what):
+    """Asserts that what w sent so far got no reply: the next packet is the
+    answer to an echo sent now."""
+    w.send_packet("ECHO_REQ", "sync")
+    p = w.recv_packet()
+    assert p.raw() == gmtest.response("ECHO_RES", "sync"), "%s got a reply: %r" % (what, p.raw())
 
 
 def sync(c):
@@ -632,9 +641,10 @@ def test_discard_dead_removes_one_or_all_of_a_function():
         for _ in range(4):
             h = grab(w)[0]
             w.send_packet("WORK_FAIL", h)
-        wait_dead(a, 4)
+        order = [d[0] for d in wait_dead(a, 4)]     # the order they failed in
+        assert sorted(order) == sorted(ha + [hb]), order
         assert a.admin("discard dead %s" % ha[1]) == OK
-        assert [d[0] for d in show_dead(a)] == [ha[0], ha[2], hb]
+        assert [d[0] for d in show_dead(a)] == [h for h in order if h != ha[1]]
         assert a.admin("discard dead all xa") == OK
         assert [d[0] for d in show_dead(a)] == [hb]
         assert_err(a.admin("show job %s" % ha[0]), b"UNKNOWN_JOB", "show job of a discarded job")
@@ -716,8 +726,7 @@ def test_work_packets_for_a_job_taken_back_are_dropped_without_reply():
         for pkt in (("WORK_DATA", h, "d"), ("WORK_WARNING", h, "w"), ("WORK_STATUS", h, "1", "2"),
                     ("WORK_COMPLETE", h, "late"), ("WORK_FAIL", h), ("WORK_EXCEPTION", h, "e")):
             w1.send_packet(*pkt)
-        # the next packet w1 gets is the echo: nothing came before it
-        sync(w1)
+        no_reply(w1, "work packets for a job taken back by its time limit")
         w1.nothing(0.05)
         assert show_job(a, h) == [h, "tb", "", "running", "2", "0"]
         assert status_of(a, "tb") == (1, 1, 2)
@@ -744,7 +753,7 @@ def test_time_limit_fails_a_foreground_job():
         took = time.monotonic() - t0
         assert 0.9 <= took <= 3.0, "failed after %.2fs" % took
         w.send_packet("WORK_COMPLETE", h, "late")
-        sync(w)
+        no_reply(w, "a late WORK_COMPLETE for a foreground job taken back by its time limit")
         c.nothing(0.1)
         assert grab(w) is None
         assert show_dead(a) == []
@@ -764,8 +773,6 @@ def test_concurrency_2_never_runs_more_than_2_across_8_workers():
         a, c = s.conn(), s.conn()
         set_policy(a, "cc", "concurrency=2")
         ws = [worker(s, "cc") for _ in range(8)]
-        for w in ws:
-            sync(w)
         hs = {submit(c, "SUBMIT_JOB_BG", "cc", "", "j%d" % i) for i in range(40)}
         state = ["grab"] * 8
         holding = {}                 # worker index -> (handle, since)
@@ -848,6 +855,7 @@ def test_concurrency_waiting_jobs_go_in_priority_order_and_a_sleeper_is_woken():
         w2.send_packet("WORK_COMPLETE", hh, "")
         assert grab(w2)[0] == hn
         w2.send_packet("WORK_COMPLETE", hn, "")
+        sync(w2)                 # w1's GRAB_JOB must come after the completion
         assert grab(w1)[0] == hl
 
 
@@ -863,7 +871,6 @@ def test_pause_accepts_jobs_hands_none_out_and_resume_wakes_sleepers():
     with srv() as s:
         a, c = s.conn(), s.conn()
         w = worker(s, "pz")
-        sync(w)
         assert a.admin("pause pz") == OK
         hb = submit(c, "SUBMIT_JOB_BG", "pz", "", "bg")
         assert grab(w) is None
