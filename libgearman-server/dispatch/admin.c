@@ -499,7 +499,26 @@ cmd_show_job(struct gm_dispatcher *d, struct gm_peer *p, const struct words *w)
 {
     const struct gm_job *job = job_find_handle(d, w->w[2], w->len[2]);
     if (!job || job->state == GM_JOB_FREED) {
-        err_text(d, p, "UNKNOWN_JOB", "no job has that handle");
+        const struct gm_outcome *o = outcome_find(d, w->w[2], w->len[2]);
+        if (!o) {
+            err_text(d, p, "UNKNOWN_JOB", "no job has that handle");
+            return;
+        }
+        struct gm_outcome_view v;
+        outcome_view(o, &v);
+        struct gm_bytes r = {0};
+        const char *const fields[] = {v.handle, v.function, v.unique};
+        const uint32_t lens[] = {v.handle_len, v.function_len, v.unique_len};
+        for (int i = 0; i < 3; i++) {
+            gm_bytes_add(&r, fields[i], lens[i]);
+            gm_bytes_str(&r, "\t");
+        }
+        gm_bytes_str(&r, v.state == GM_OUTCOME_COMPLETE ? "complete\t" : "failed\t");
+        reply_u64(&r, v.attempts);
+        gm_bytes_str(&r, "\t");
+        reply_u64(&r, v.result_len);
+        gm_bytes_str(&r, "\n.\n");
+        reply_send(d, p, &r);
         return;
     }
     const char *state = "queued";

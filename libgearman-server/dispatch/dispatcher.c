@@ -357,6 +357,7 @@ gm_disp_new(const struct gm_server_config *cfg, struct gm_channel *chans, unsign
     gm_list_init(&d->function_list);
     gm_list_init(&d->jobs);
     gm_list_init(&d->dead);
+    gm_list_init(&d->outcomes.fifo);
     gm_list_init(&d->held_peers);
     d->round_limit = gm_server_config_output_soft(cfg);
     gm_heap_init(&d->timers, offsetof(struct gm_job, heap_idx));
@@ -401,6 +402,7 @@ gm_disp_free(struct gm_dispatcher *d)
         gm_out_spill_clear(&port->spill, drop_reply);
     }
     lifecycle_free(d);
+    outcomes_free(d);
     /* Whatever is left is queued or waiting for its time. */
     struct gm_list *n, *tmp;
     gm_list_each_safe(n, tmp, &d->function_list)

@@ -78,6 +78,12 @@ struct gm_dispatcher {
     struct gm_list dead;         /* gm_job.link of the dead letters, oldest first (lifecycle.c) */
     uint64_t dead_dropped;       /* dead letters dropped past --dead-letter-max */
     uint64_t rng;                /* retry jitter (lifecycle.c) */
+    struct {
+        struct gm_htab index;    /* gm_outcome.by_handle (outcomes.c); made at the first */
+        struct gm_list fifo;     /* oldest first */
+        size_t bytes;
+        uint64_t count, dropped; /* kept now; dropped early for memory */
+    } outcomes;
     uint64_t nstate[GM_JOB_STATES]; /* jobs in each state (job_set_state) */
     uint64_t peer_count;
     uint64_t visits;             /* entries looked at by the searches whose length depends on
@@ -230,6 +236,8 @@ void job_uncount(struct gm_dispatcher *d);
 void job_fail(struct gm_dispatcher *d, struct gm_job *job);
 void job_unindex_unique(struct gm_dispatcher *d, struct gm_job *job);
 void job_reindex_unique(struct gm_dispatcher *d, struct gm_job *job);
+/* The hash of a job handle in the handle indexes. */
+uint32_t gm_disp_handle_hash(const char *h, size_t len);
 /* The live job with that handle (a dead letter is not one), or NULL. */
 struct gm_job *gm_disp_job_by_handle(struct gm_dispatcher *d, const char *h, size_t len);
 /* The job or dead letter with that handle, or NULL. */
@@ -244,6 +252,27 @@ uint64_t gm_disp_function_fail_waiting(struct gm_dispatcher *d, struct gm_functi
    then frees it. */
 void gm_disp_function_drop(struct gm_dispatcher *d, struct gm_function *fn);
 void gm_disp_function_free(struct gm_function *fn);
+
+/* outcomes.c: what became of finished background jobs, for
+   --keep-results seconds, GM_OUTCOMES_MEMORY bytes at most. */
+#define GM_OUTCOMES_MEMORY (64u << 20)
+enum gm_outcome_state { GM_OUTCOME_COMPLETE = 1, GM_OUTCOME_FAILED };
+struct gm_outcome;
+struct gm_outcome_view {
+    const char *handle, *function, *unique, *result;
+    uint32_t handle_len, function_len, unique_len, result_len;
+    int state;                   /* enum gm_outcome_state */
+    unsigned attempts;
+    int64_t finished_ms;
+};
+/* A background job ends (before it is freed): its outcome is kept, with
+   the first --keep-results-bytes of result. */
+void outcome_keep(struct gm_dispatcher *d, const struct gm_job *job, enum gm_outcome_state state,
+                  const char *result, size_t result_len);
+/* The outcome kept for that handle, or NULL (none, or too old). */
+const struct gm_outcome *outcome_find(struct gm_dispatcher *d, const char *handle, size_t len);
+void outcome_view(const struct gm_outcome *o, struct gm_outcome_view *v);
+void outcomes_free(struct gm_dispatcher *d);
 
 /* lifecycle.c: policies, retries, time limits, dead letters, pause. */
 void lifecycle_init(struct gm_dispatcher *d);

@@ -191,6 +191,10 @@ on_work(struct gm_dispatcher *d, struct gm_peer *p, struct gm_in *m)
                 job->fn->completed++;
             else
                 job->fn->failed++;
+            size_t rl = 0;
+            const char *result = m->type == GM_PKT_WORK_FAIL ? NULL : field(m, 1, &rl);
+            outcome_keep(d, job, m->type == GM_PKT_WORK_COMPLETE ? GM_OUTCOME_COMPLETE : GM_OUTCOME_FAILED, result,
+                         rl);
         }
         job_free(d, job);
         break;

@@ -600,7 +600,8 @@ def test_retry_dead_queues_the_job_again_with_attempts_from_zero():
         assert show_job(a, h)[3:5] == ["running", "2"]
         w.send_packet("WORK_COMPLETE", h, "ok")
         sync(w)
-        assert_err(a.admin("show job %s" % h), b"UNKNOWN_JOB", "show job of a completed job")
+        # its outcome (--keep-results): complete, attempts from the revival
+        assert show_job(a, h) == [h, "rd", "u-rd", "complete", "2", "2"]
         assert show_dead(a) == []
 
 
@@ -733,7 +734,7 @@ def test_work_packets_for_a_job_taken_back_are_dropped_without_reply():
         assert show_dead(a) == []
         w2.send_packet("WORK_COMPLETE", h, "fresh")
         sync(w2)
-        assert_err(a.admin("show job %s" % h), b"UNKNOWN_JOB", "show job of a completed job")
+        assert show_job(a, h) == [h, "tb", "", "complete", "2", "5"]
         assert status_of(a, "tb") == (0, 0, 2)
 
 
@@ -942,8 +943,11 @@ def test_purge_removes_queued_and_scheduled_jobs_and_leaves_running_ones():
         assert a.admin("purge pg") == OK
         cq.expect_packet("WORK_FAIL", hq)
         assert status_of(a, "pg") == (1, 1, 1)
-        for h in (hs, hq, hb, he):
-            assert_err(a.admin("show job %s" % h), b"UNKNOWN_JOB", "show job of purged %s" % h)
+        # background jobs leave a failed outcome (--keep-results), a foreground one nothing
+        for h, attempts in ((hs, 1), (hb, 0), (he, 0)):
+            j = show_job(a, h)
+            assert j[3] == "failed" and j[4] == str(attempts), "show job of purged %s: %r" % (h, j)
+        assert_err(a.admin("show job %s" % hq), b"UNKNOWN_JOB", "show job of purged %s" % hq)
         assert show_job(a, hr)[3] == "running"
         assert show_dead(a) == []
         w.send_packet("WORK_COMPLETE", hr, "done")
