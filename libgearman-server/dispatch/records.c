@@ -69,9 +69,10 @@ pending_push(struct gm_dispatcher *d, uint64_t seq, struct gm_job *job)
 /* Sends the job's bytes to storage (the record holds references, so the
    job may end before the record is written), with its lifecycle bytes if
    `life` (the record takes that reference).  With `track`, the job waits
-   in the pending FIFO for the acknowledgement. */
+   in the pending FIFO for the acknowledgement; `update`: the job is stored
+   already (gm_prec.update). */
 static bool
-persist_record_add(struct gm_dispatcher *d, struct gm_job *job, bool track, struct gm_block *life,
+persist_record_add(struct gm_dispatcher *d, struct gm_job *job, bool track, bool update, struct gm_block *life,
                    uint32_t life_len)
 {
     struct gm_prec r;
@@ -92,6 +93,7 @@ persist_record_add(struct gm_dispatcher *d, struct gm_job *job, bool track, stru
     r.data_blk = job->data_blk;
     r.life_blk = life;
     r.life_len = life_len;
+    r.update = update;
     if (track && !pending_push(d, r.seq, job)) {
         gm_block_unref(life);
         return false;
@@ -111,7 +113,7 @@ persist_record_add(struct gm_dispatcher *d, struct gm_job *job, bool track, stru
 bool
 persist_add(struct gm_dispatcher *d, struct gm_job *job)
 {
-    return persist_record_add(d, job, true, NULL, 0);
+    return persist_record_add(d, job, true, false, NULL, 0);
 }
 
 void
@@ -121,7 +123,7 @@ persist_lifecycle(struct gm_dispatcher *d, struct gm_job *job, struct gm_block *
         gm_block_unref(life);
         return;
     }
-    if (!persist_record_add(d, job, false, life, life_len))
+    if (!persist_record_add(d, job, false, true, life, life_len))
         gm_log(GM_LOG_ERROR, "out of memory: the attempts of %s are not stored (a restart would run it "
                "as it was stored before)", gm_job_handle(job));
 }
@@ -198,7 +200,7 @@ persist_store_all(struct gm_dispatcher *d)
                 !(job->flags & GM_JOB_IGNORED)) {
                 uint32_t life_len;
                 struct gm_block *life = lifecycle_record(job, &life_len);
-                if (persist_record_add(d, job, false, life, life_len))
+                if (persist_record_add(d, job, false, false, life, life_len))
                     n++;
             }
         }

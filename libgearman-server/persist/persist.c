@@ -365,6 +365,16 @@ collect(struct gm_persist *p, size_t max)
     return n;
 }
 
+/* Whether a record of a failed batch leaves a DONE to write once the
+   backend is back: a DONE itself, and a new job's ADD (refused to its
+   submitter, but its commit may have happened unseen).  Not an update of
+   a stored job (its old record stands) nor a counter. */
+static bool
+undone_on_failure(const struct gm_prec *r)
+{
+    return r->op == GM_QOP_DONE || (r->op == GM_QOP_ADD && !r->update);
+}
+
 /* Retries a failed batch one record at a time, acknowledging each, so that
    one job the backend cannot store (too big, bad bytes) fails alone. */
 static void
@@ -399,7 +409,7 @@ write_one_by_one(struct gm_persist *p, size_t n)
             continue;
         }
         /* the connection went meanwhile: the rest waits for the backend */
-        if (p->batch[i].op != GM_QOP_COUNTER)
+        if (undone_on_failure(&p->batch[i]))
             hold_done(p, &p->batch[i]);
         /* unhealthy before the refusal is heard: a submitter that asks
            /health on its QUEUE_ERROR finds the queue down */
@@ -462,7 +472,7 @@ write_batch(struct gm_persist *p, size_t n)
        submitters, so their rows, if any, must go too.  DONEs for them are
        held with the batch's own DONEs and written when the backend is back. */
     for (size_t i = 0; i < n; i++)
-        if (!p->dropped[i] && p->batch[i].op != GM_QOP_COUNTER)
+        if (!p->dropped[i] && undone_on_failure(&p->batch[i]))
             hold_done(p, &p->batch[i]);
     atomic_store(&p->healthy, 0); /* before the refusal is heard (see write_one_by_one) */
     schedule_retry(p);

@@ -54,6 +54,8 @@
 struct gm_prec {
     uint64_t seq;
     uint8_t op;            /* enum gm_qop (COUNTER: the value is in `when`) */
+    bool update;           /* ADD of a job stored before (its lifecycle changed): if the batch
+                              fails, its old record stands, nothing is undone */
     uint8_t priority;
     uint8_t handle_len;
     int64_t when;
