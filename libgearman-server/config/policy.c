@@ -6,6 +6,7 @@
 
 #include "libgearman-server/config/policy.h"
 
+#include <stdio.h>
 #include <string.h>
 
 void
@@ -67,12 +68,17 @@ gm_policy_parse_spec(const char *spec, const char **name, size_t *name_len, stru
         return "expected FUNCTION:key=value[,key=value...]";
     *name = spec;
     *name_len = (size_t)(colon - spec);
+    return gm_policy_apply_list(v, colon + 1, strlen(colon + 1));
+}
+
+const char *
+gm_policy_apply_list(struct gm_policy_values *v, const char *list, size_t len)
+{
     struct gm_policy_values t = *v;
-    const char *p = colon + 1;
+    const char *p = list, *end = list + len;
     for (;;) {
-        const char *comma = strchr(p, ',');
-        size_t len = comma ? (size_t)(comma - p) : strlen(p);
-        const char *why = gm_policy_apply_pair(&t, p, len);
+        const char *comma = memchr(p, ',', (size_t)(end - p));
+        const char *why = gm_policy_apply_pair(&t, p, comma ? (size_t)(comma - p) : (size_t)(end - p));
         if (why)
             return why;
         if (!comma)
@@ -81,4 +87,12 @@ gm_policy_parse_spec(const char *spec, const char **name, size_t *name_len, stru
     }
     *v = t;
     return NULL;
+}
+
+size_t
+gm_policy_format(const struct gm_policy_values *v, char *buf, size_t cap)
+{
+    int n = snprintf(buf, cap, "retries=%u,backoff=%u,max_backoff=%u,timeout=%u,concurrency=%u", v->retries,
+                     v->backoff_ms, v->max_backoff_ms, v->timeout_s, v->concurrency);
+    return n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1;
 }

@@ -31,6 +31,15 @@ void gm_policy_defaults(struct gm_policy_values *v);
    NULL, or why it is refused (v unchanged). */
 const char *gm_policy_apply_pair(struct gm_policy_values *v, const char *pair, size_t len);
 
+/* Applies "key=value,key=value" (len bytes) to *v, all or nothing.
+   Returns NULL, or why it is refused. */
+const char *gm_policy_apply_list(struct gm_policy_values *v, const char *list, size_t len);
+
+/* Writes v as "retries=N,backoff=MS,max_backoff=MS,timeout=S,concurrency=N"
+   (what gm_policy_apply_list reads) into buf; returns its length. */
+size_t gm_policy_format(const struct gm_policy_values *v, char *buf, size_t cap);
+#define GM_POLICY_TEXT_MAX 128
+
 /* Splits a --policy value "FUNC:key=value,key=value" into the function's
    name (*name, *name_len: inside spec) and the values, applied over *v.
    Returns NULL, or why it is refused. */

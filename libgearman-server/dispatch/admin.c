@@ -354,6 +354,7 @@ cmd_policy(struct gm_dispatcher *d, struct gm_peer *p, const struct words *w)
         gm_policy_defaults(&v);
     fn->policy->v = v;
     fn->policy->set = !reset;
+    persist_policy(d, fn);
     gm_log(GM_LOG_NOTICE, "policy of %s %s by %s:%u", fn->name, reset ? "reset" : "set", p->addr, p->port);
     wake_workers(d, fn); /* a raised concurrency limit */
     send_str(d, p, "OK\r\n");

@@ -80,6 +80,13 @@ void gm_disp_attach_persist(struct gm_dispatcher *d, struct gm_persist_channel *
    Returns 0, 1 if the job is already here (replay is idempotent), or -1
    with a reason in err for a row that cannot be used. */
 int gm_disp_replay_row(struct gm_dispatcher *d, const struct gm_qrow *row, char *err, size_t errlen);
+/* Applies the --policy options again (over the stored policies). */
+void gm_disp_reapply_policy_options(struct gm_dispatcher *d);
+/* A policy the queue stored (a run-time `policy`), given back at start-up
+   (gm_qpolicy_cb; arg is the dispatcher): applied unless it cannot be
+   read (logged).  The --policy options are applied again after them. */
+void gm_disp_replay_policy(void *arg, const char *function, size_t function_len, const char *policy,
+                           size_t policy_len);
 
 /* Main thread, before the dispatcher runs: new handles start at least at
    `next` (the stored handle counter). */

@@ -192,6 +192,9 @@ bool waiters_add(struct gm_waiters **w, gm_conn_id conn);
 /* The job's ADD, tracked in the pending FIFO until acknowledged. */
 bool persist_add(struct gm_dispatcher *d, struct gm_job *job);
 void persist_done(struct gm_dispatcher *d, struct gm_job *job);
+/* A function's policy changed at run time: stored (or forgotten, once
+   reset) when a durable queue is configured. */
+void persist_policy(struct gm_dispatcher *d, const struct gm_function *fn);
 /* A stored job's lifecycle changed (a retry waits, it died, it was sent
    back): stores it again with the bytes in life (the reference is taken;
    NULL: none).  Nothing for a job that is not stored. */
@@ -276,6 +279,8 @@ void outcomes_free(struct gm_dispatcher *d);
 
 /* lifecycle.c: policies, retries, time limits, dead letters, pause. */
 void lifecycle_init(struct gm_dispatcher *d);
+/* Applies --policy (the command line wins over stored policies). */
+void lifecycle_apply_options(struct gm_dispatcher *d);
 void lifecycle_free(struct gm_dispatcher *d);
 /* The function's lifecycle record, made if it has none; NULL if memory is short. */
 struct gm_policy *lifecycle_policy(struct gm_function *fn);

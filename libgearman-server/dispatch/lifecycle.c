@@ -60,6 +60,12 @@ void
 lifecycle_init(struct gm_dispatcher *d)
 {
     d->rng = (uint64_t)d->hooks.now_ms(d->hooks.arg) * 0x9E3779B97F4A7C15ull | 1;
+    lifecycle_apply_options(d);
+}
+
+void
+lifecycle_apply_options(struct gm_dispatcher *d)
+{
     /* --policy: validated when the options were read */
     for (unsigned i = 0; i < d->cfg->npolicy_specs; i++) {
         const char *name;

@@ -129,6 +129,33 @@ persist_lifecycle(struct gm_dispatcher *d, struct gm_job *job, struct gm_block *
 }
 
 void
+persist_policy(struct gm_dispatcher *d, const struct gm_function *fn)
+{
+    if (!d->persist.active)
+        return;
+    char text[GM_POLICY_TEXT_MAX];
+    size_t len = fn->policy && fn->policy->set ? gm_policy_format(&fn->policy->v, text, sizeof text) : 0;
+    struct gm_block *b = gm_block_new(fn->name_len + 1 + len);
+    struct gm_prec r;
+    memset(&r, 0, sizeof r);
+    if (b) {
+        memcpy(b->data, fn->name, fn->name_len + 1);
+        memcpy(b->data + fn->name_len + 1, text, len);
+        r.seq = ++d->persist.seq;
+        r.op = GM_QOP_POLICY;
+        r.blk = b;
+        r.function = b->data;
+        r.function_len = fn->name_len;
+        r.data = b->data + fn->name_len + 1;
+        r.data_len = (uint32_t)len;
+    }
+    if (!b || !persist_push(d, &r)) {
+        gm_block_unref(b);
+        gm_log(GM_LOG_ERROR, "out of memory: the policy of %s is not stored", fn->name);
+    }
+}
+
+void
 persist_done(struct gm_dispatcher *d, struct gm_job *job)
 {
     struct gm_prec r;

@@ -10,6 +10,35 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "libgearman-server/base/log.h"
+
+void
+gm_disp_reapply_policy_options(struct gm_dispatcher *d)
+{
+    lifecycle_apply_options(d);
+}
+
+void
+gm_disp_replay_policy(void *arg, const char *function, size_t function_len, const char *policy, size_t policy_len)
+{
+    struct gm_dispatcher *d = arg;
+    struct gm_policy_values v;
+    gm_policy_defaults(&v);
+    const char *why = gm_name_check(GM_NAME_FUNCTION, function, function_len)
+                          ? "bad function name"
+                          : gm_policy_apply_list(&v, policy, policy_len);
+    struct gm_function *fn = why ? NULL : gm_disp_function_get(d, function, function_len);
+    if (!why && (!fn || !lifecycle_policy(fn)))
+        why = "out of memory";
+    if (why) {
+        gm_log(GM_LOG_ERROR, "stored policy of %.*s (%.*s) not applied: %s", (int)(function_len < 200 ? function_len : 200),
+               function, (int)(policy_len < 200 ? policy_len : 200), policy, why);
+        return;
+    }
+    fn->policy->v = v;
+    fn->policy->set = true;
+}
+
 int
 gm_disp_replay_row(struct gm_dispatcher *d, const struct gm_qrow *row, char *err, size_t errlen)
 {

@@ -270,7 +270,7 @@ cancel_pairs(struct gm_persist *p, size_t n)
         slot[i] = -1;
     for (size_t i = 0; i < n; i++) {
         struct gm_prec *r = &p->batch[i];
-        if (r->op == GM_QOP_COUNTER)
+        if (r->op == GM_QOP_COUNTER || r->op == GM_QOP_POLICY)
             continue;
         const char *h = r->handle ? r->handle : r->handle_copy;
         uint32_t pos = gm_hash_fold(gm_hash_bytes(GM_HASH_SEED, h, r->handle_len)) & (buckets - 1);

@@ -26,7 +26,10 @@
 enum gm_qop {
     GM_QOP_ADD = 1,    /* store this job */
     GM_QOP_DONE = 2,   /* forget the job with this handle */
-    GM_QOP_COUNTER = 3 /* remember `when` as the next handle number (never reuse a handle) */
+    GM_QOP_COUNTER = 3,/* remember `when` as the next handle number (never reuse a handle) */
+    GM_QOP_POLICY = 4  /* remember the lifecycle policy of `function`, given as text in `data`
+                          ("retries=3,backoff=1000,..."); 0 bytes: forget it.  No handle.
+                          Ignored by a backend without load_policies. */
 };
 
 /* One record of a batch.  Pointers stay valid for the call. */
@@ -59,6 +62,10 @@ struct gm_qrow {
     const char *lifecycle;   /* as stored by ADD (NULL or 0 bytes: none) */
     uint32_t lifecycle_len;
 };
+
+/* Called by load_policies() for each stored policy (GM_QOP_POLICY). */
+typedef void (*gm_qpolicy_cb)(void *arg, const char *function, size_t function_len, const char *policy,
+                              size_t policy_len);
 
 /* Called by replay() for each row; returns 0 when the row was replayed, 1
    when it was not (it stays stored; the callback logs why), -1 to stop
@@ -118,6 +125,11 @@ struct gm_queue_backend {
        it; DONE of an unknown handle is not an error. */
     int (*write_batch)(void *state, const struct gm_qrecord *recs, size_t n, char *err,
                        size_t errlen);
+
+    /* Gives every stored policy (GM_QOP_POLICY) to cb, the oldest first;
+       returns 0 or -1 with a reason in err.  NULL: policies are not stored
+       (the backend ignores GM_QOP_POLICY). */
+    int (*load_policies)(void *state, gm_qpolicy_cb cb, void *arg, char *err, size_t errlen);
 
     /* Reads the stored handle counter (GM_QOP_COUNTER) into *next, 0 if
        none was stored; returns 0 or -1 with a reason in err. */

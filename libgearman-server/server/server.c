@@ -150,6 +150,13 @@ open_queue(struct gm_server *s)
         return -1;
     }
     gm_disp_set_next_handle(s->disp, next);
+    if (cfg->queue->load_policies) {
+        if (cfg->queue->load_policies(state, gm_disp_replay_policy, s->disp, err, sizeof err) < 0) {
+            gm_log(GM_LOG_FATAL, "queue %s: cannot read the stored policies: %s", cfg->queue->name, err);
+            return -1;
+        }
+        gm_disp_reapply_policy_options(s->disp);
+    }
     struct replay_ctx rc = {s->disp, 0, 0, 0};
     if (cfg->queue->replay(state, replay_row, &rc, err, sizeof err) < 0) {
         gm_log(GM_LOG_FATAL, "queue %s: cannot replay: %s", cfg->queue->name, err);

@@ -249,6 +249,8 @@ send_batch(struct mc *c, const struct gm_qrecord *recs, size_t n, struct expect 
     *nex = 0;
     for (size_t i = 0; i < n; i++) {
         const struct gm_qrecord *r = &recs[i];
+        if (r->op == GM_QOP_POLICY)
+            continue; /* not kept here (no load_policies): memcached is not durable */
         size_t klen, vlen = 0;
         char *key = r->op == GM_QOP_COUNTER ? key_for(c, "__next_handle", 13, &klen)
                                             : key_for(c, r->handle, r->handle_len, &klen);

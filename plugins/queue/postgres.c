@@ -25,7 +25,9 @@
  * identity), seq (insertion order for replay) and lifecycle (the core's
  * bytes about a job's attempts and death, NULL for most jobs; added to a
  * table made before it existed).  A 1.1.20 table is migrated when opened,
- * in one transaction.
+ * in one transaction.  Run-time policies (GM_QOP_POLICY) go to
+ * gearmand_policies, keyed by (queue table, function), in the batch's
+ * transaction.
  */
 #include "config.h"
 
@@ -468,7 +470,13 @@ prepare(struct pg *p, char *err, size_t errlen)
                       "ON CONFLICT (name) DO UPDATE SET value = GREATEST(gearmand_meta.value, EXCLUDED.value)",
                       2, err, errlen) < 0 ||
                      prepare1(p, "gm_add", add, NADD, err, errlen) < 0 ||
-                     prepare1(p, "gm_done", done, 1, err, errlen) < 0
+                     prepare1(p, "gm_done", done, 1, err, errlen) < 0 ||
+                     prepare1(p, "gm_policy_set",
+                              "INSERT INTO gearmand_policies (queue, function, policy) VALUES ($1, $2, $3) "
+                              "ON CONFLICT (queue, function) DO UPDATE SET policy = EXCLUDED.policy",
+                              3, err, errlen) < 0 ||
+                     prepare1(p, "gm_policy_del", "DELETE FROM gearmand_policies WHERE queue = $1 AND function = $2",
+                              2, err, errlen) < 0
                  ? -1
                  : 0;
     free(add);
@@ -499,7 +507,11 @@ drop_key_constraints(struct pg *p, char *err, size_t errlen)
 static int
 setup_table(struct pg *p, char *err, size_t errlen)
 {
-    if (run(p, "CREATE TABLE IF NOT EXISTS gearmand_meta (name TEXT PRIMARY KEY, value BIGINT)", err, errlen) < 0)
+    if (run(p, "CREATE TABLE IF NOT EXISTS gearmand_meta (name TEXT PRIMARY KEY, value BIGINT)", err, errlen) < 0 ||
+        run(p,
+            "CREATE TABLE IF NOT EXISTS gearmand_policies (queue TEXT, function TEXT, policy TEXT, "
+            "PRIMARY KEY (queue, function))",
+            err, errlen) < 0)
         return -1;
     int layout = table_layout(p, err, errlen);
     if (layout < 0)
@@ -834,7 +846,7 @@ mark_last_per_handle(struct pg *p, const struct gm_qrecord *recs, size_t n)
     size_t m = 0;
     for (size_t i = 0; i < n; i++) {
         p->last[i] = false;
-        if (recs[i].op != GM_QOP_COUNTER)
+        if (recs[i].op != GM_QOP_COUNTER && recs[i].op != GM_QOP_POLICY)
             p->order[m++] = i;
     }
     sort_recs = recs;
@@ -890,7 +902,7 @@ fill_arrays(struct pg *p, const struct gm_qrecord *recs, size_t n, long long *co
 
 /* Sends the batch's statements (at most three) and a Sync. */
 static bool
-send_batch(struct pg *p, long long counter)
+send_batch(struct pg *p, const struct gm_qrecord *recs, size_t n, long long counter)
 {
     int fmts[NADD] = {1, 1, 1, 1, 1, 1, 1};
     if (p->col[COL_HANDLE].n) {
@@ -907,6 +919,18 @@ send_batch(struct pg *p, long long counter)
         const char *v[1] = {p->col[COL_DONE].buf};
         int len[1] = {(int)p->col[COL_DONE].len};
         if (!PQsendQueryPrepared(p->conn, "gm_done", 1, v, len, fmts, 0))
+            return false;
+    }
+    /* policies (rare), in their order, as text */
+    for (size_t i = 0; i < n; i++) {
+        const struct gm_qrecord *r = &recs[i];
+        if (r->op != GM_QOP_POLICY)
+            continue;
+        const char *v[3] = {p->table_raw, r->function, r->data};
+        int len[3] = {(int)strlen(p->table_raw), (int)r->function_len, (int)r->data_len};
+        int bin[3] = {0, 1, 1}; /* the names and the text go as their bytes */
+        if (!PQsendQueryPrepared(p->conn, r->data_len ? "gm_policy_set" : "gm_policy_del", r->data_len ? 3 : 2, v,
+                                 len, bin, 0))
             return false;
     }
     if (counter >= 0) {
@@ -941,7 +965,7 @@ pg_write_batch(void *state, const struct gm_qrecord *recs, size_t n, char *err, 
     }
     /* Every result up to the Sync is read: the server ran the batch as one
        implicit transaction, so one error means none of it was kept. */
-    int rc = finish(p, send_batch(p, counter), true, NULL, "batch", err, errlen);
+    int rc = finish(p, send_batch(p, recs, n, counter), true, NULL, "batch", err, errlen);
     if (p->conn && !PQexitPipelineMode(p->conn)) {
         /* a send that failed half-way leaves the pipeline unfinished */
         if (rc == 0)
@@ -950,6 +974,21 @@ pg_write_batch(void *state, const struct gm_qrecord *recs, size_t n, char *err, 
         p->down = true;
     }
     return rc;
+}
+
+static int
+pg_load_policies(void *state, gm_qpolicy_cb cb, void *arg, char *err, size_t errlen)
+{
+    struct pg *p = state;
+    PGresult *r = query1(p, "SELECT function, policy FROM gearmand_policies WHERE queue = $1 ORDER BY function",
+                         p->table_raw, "reading the policies", err, errlen);
+    if (!r)
+        return -1;
+    for (int i = 0; i < PQntuples(r); i++)
+        cb(arg, PQgetvalue(r, i, 0), (size_t)PQgetlength(r, i, 0), PQgetvalue(r, i, 1),
+           (size_t)PQgetlength(r, i, 1));
+    PQclear(r);
+    return 0;
 }
 
 static int
@@ -1014,6 +1053,7 @@ const struct gm_queue_backend gm_queue_postgres = {
     .replay = pg_replay,
     .write_batch = pg_write_batch,
     .load_counter = pg_load_counter,
+    .load_policies = pg_load_policies,
     .alive = pg_alive,
     .reconnect = pg_reconnect,
     .close = pg_close,

@@ -11,7 +11,8 @@
  * priority, data, when_to_run) plus job_handle, the row's identity, so that
  * jobs with empty or repeated unique keys each keep their row, and
  * lifecycle (the core's bytes about a job's attempts and death, NULL for
- * most jobs; added to a table made before it existed).  A table in
+ * most jobs; added to a table made before it existed).  Run-time policies
+ * (GM_QOP_POLICY) go to gearmand_policies, keyed by (queue table, function).  A table in
  * 1.1.20's layout is migrated when opened, in one transaction: its rows keep
  * their order and get the handles "<prefix>:<rowid>".
  */
@@ -32,8 +33,9 @@ struct sq {
     sqlite3 *db;
     char *table;          /* quoted identifier */
     char *counter_name;   /* the handle counter's row in gearmand_meta */
+    char *table_raw;      /* as given: the policies' queue column */
     bool store_on_shutdown;
-    sqlite3_stmt *insert, *delete, *counter, *begin, *commit, *rollback;
+    sqlite3_stmt *insert, *delete, *counter, *begin, *commit, *rollback, *policy_set, *policy_del;
 };
 
 static void
@@ -196,8 +198,16 @@ sq_open(const struct gm_queue_options *opts, char *err, size_t errlen)
     if (layout == 0 && create_table(s, s->table, err, errlen) < 0)
         goto fail;
     if (exec_sql(s, "CREATE TABLE IF NOT EXISTS gearmand_meta (name TEXT PRIMARY KEY, value INTEGER)", err,
-                 errlen) < 0)
+                 errlen) < 0 ||
+        exec_sql(s,
+                 "CREATE TABLE IF NOT EXISTS gearmand_policies (queue TEXT, function TEXT, policy TEXT, "
+                 "PRIMARY KEY (queue, function))",
+                 err, errlen) < 0)
         goto fail;
+    if (!(s->table_raw = strdup(table))) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
     s->counter_name = sqlite3_mprintf("next_handle:%s", table);
     if (!s->counter_name) {
         snprintf(err, errlen, "out of memory");
@@ -220,6 +230,10 @@ sq_open(const struct gm_queue_options *opts, char *err, size_t errlen)
     sqlite3_free(sql);
     if (rc < 0 ||
         prepare(s, &s->counter, "INSERT OR REPLACE INTO gearmand_meta (name, value) VALUES (?1, ?2)", err,
+                errlen) < 0 ||
+        prepare(s, &s->policy_set, "INSERT OR REPLACE INTO gearmand_policies (queue, function, policy) "
+                "VALUES (?1, ?2, ?3)", err, errlen) < 0 ||
+        prepare(s, &s->policy_del, "DELETE FROM gearmand_policies WHERE queue = ?1 AND function = ?2", err,
                 errlen) < 0 ||
         prepare(s, &s->begin, "BEGIN IMMEDIATE", err, errlen) < 0 ||
         prepare(s, &s->commit, "COMMIT", err, errlen) < 0 ||
@@ -400,7 +414,13 @@ sq_write_batch(void *state, const struct gm_qrecord *recs, size_t n, char *err, 
     for (size_t i = 0; i < n; i++) {
         const struct gm_qrecord *r = &recs[i];
         sqlite3_stmt *st = r->op == GM_QOP_ADD ? s->insert : r->op == GM_QOP_DONE ? s->delete : s->counter;
-        if (r->op == GM_QOP_COUNTER) {
+        if (r->op == GM_QOP_POLICY) {
+            st = r->data_len ? s->policy_set : s->policy_del;
+            sqlite3_bind_text(st, 1, s->table_raw, -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, 2, r->function, (int)r->function_len, SQLITE_STATIC);
+            if (r->data_len)
+                sqlite3_bind_text(st, 3, r->data, (int)r->data_len, SQLITE_STATIC);
+        } else if (r->op == GM_QOP_COUNTER) {
             sqlite3_bind_text(st, 1, s->counter_name, -1, SQLITE_STATIC);
             sqlite3_bind_int64(st, 2, r->when);
         } else {
@@ -418,7 +438,8 @@ sq_write_batch(void *state, const struct gm_qrecord *recs, size_t n, char *err, 
                 sqlite3_bind_null(st, 7);
         }
         if (step_done(s, st) < 0) {
-            set_err(err, errlen, r->op == GM_QOP_DONE ? "DELETE" : "INSERT", s->db);
+            set_err(err, errlen, r->op == GM_QOP_DONE ? "DELETE" : r->op == GM_QOP_POLICY ? "policy" : "INSERT",
+                    s->db);
             sqlite3_clear_bindings(st);
             step_done(s, s->rollback);
             return -1;
@@ -426,6 +447,29 @@ sq_write_batch(void *state, const struct gm_qrecord *recs, size_t n, char *err, 
         sqlite3_clear_bindings(st);
     }
     return commit(s, err, errlen);
+}
+
+static int
+sq_load_policies(void *state, gm_qpolicy_cb cb, void *arg, char *err, size_t errlen)
+{
+    struct sq *s = state;
+    sqlite3_stmt *st = NULL;
+    if (prepare(s, &st, "SELECT function, policy FROM gearmand_policies WHERE queue = ?1 ORDER BY rowid", err,
+                errlen) < 0)
+        return -1;
+    sqlite3_bind_text(st, 1, s->table_raw, -1, SQLITE_STATIC);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        uint32_t fl, pl;
+        const char *f = text_or_empty(st, 0, &fl), *pol = text_or_empty(st, 1, &pl);
+        cb(arg, f, fl, pol, pl);
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) {
+        set_err(err, errlen, "reading the policies", s->db);
+        return -1;
+    }
+    return 0;
 }
 
 static int
@@ -470,6 +514,9 @@ sq_close(void *state)
     sqlite3_finalize(s->insert);
     sqlite3_finalize(s->delete);
     sqlite3_finalize(s->counter);
+    sqlite3_finalize(s->policy_set);
+    sqlite3_finalize(s->policy_del);
+    free(s->table_raw);
     sqlite3_free(s->counter_name);
     sqlite3_finalize(s->begin);
     sqlite3_finalize(s->commit);
@@ -491,6 +538,7 @@ const struct gm_queue_backend gm_queue_sqlite = {
     .replay = sq_replay,
     .write_batch = sq_write_batch,
     .load_counter = sq_load_counter,
+    .load_policies = sq_load_policies,
     .alive = sq_alive,
     .reconnect = sq_reconnect,
     .close = sq_close,

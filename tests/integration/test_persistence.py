@@ -499,6 +499,36 @@ def test_restart_in_the_middle_of_a_backoff_keeps_the_wait_and_the_attempts(stor
         s.stop()
 
 
+@per_backend("sqlite", "postgres")
+def test_run_time_policies_are_stored_and_the_command_line_wins(store):
+    s = srv(store).start()
+    try:
+        c = s.conn()
+        assert c.admin("policy f retries=3 backoff=250") == b"OK\r\n"
+        assert c.admin("policy g timeout=9") == b"OK\r\n"
+        assert c.admin("policy g concurrency=2") == b"OK\r\n"  # merged, stored again
+        assert c.admin("policy h retries=1") == b"OK\r\n"
+        assert c.admin("policy h reset") == b"OK\r\n"
+        shown = c.admin("show policies")
+        assert shown == (b"f\tretries=3\tbackoff=250\tmax_backoff=300000\ttimeout=0\tconcurrency=0\tpaused=0\n"
+                         b"g\tretries=0\tbackoff=1000\tmax_backoff=300000\ttimeout=9\tconcurrency=2\tpaused=0\n"
+                         b".\n"), shown
+        c.close()
+        s = restart(s, store)
+        c = s.conn()
+        assert c.admin("show policies") == shown, "policies after a restart: %r" % c.admin("show policies")
+        assert store.rows() == [], "a policy was stored as a job: %r" % store.rows()
+        c.close()
+        # --policy at start wins over the stored one for its function
+        s = restart(s, store, "--policy", "f:retries=7")
+        c = s.conn()
+        got = c.admin("show policies")
+        assert got.startswith(b"f\tretries=7\tbackoff=1000\t"), got
+        assert b"g\tretries=0\tbackoff=1000\tmax_backoff=300000\ttimeout=9\tconcurrency=2" in got, got
+    finally:
+        s.stop()
+
+
 @per_backend(*ALL)
 def test_dead_letters_are_stored_and_replayed_as_dead_letters(store):
     s = srv(store, "--policy", "f:retries=0").start()

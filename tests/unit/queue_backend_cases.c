@@ -304,3 +304,54 @@ case_lifecycle_bytes_are_kept_and_replaced(const struct bk *b)
     rows_free(&rs);
     bk_finish(b, st, &o);
 }
+
+struct policies_seen {
+    char text[512];
+};
+
+static void
+collect_policy(void *arg, const char *fn, size_t fn_len, const char *policy, size_t policy_len)
+{
+    struct policies_seen *p = arg;
+    size_t at = strlen(p->text);
+    snprintf(p->text + at, sizeof p->text - at, "%.*s=%.*s;", (int)fn_len, fn, (int)policy_len, policy);
+}
+
+/* GM_QOP_POLICY: the last one of a function wins, 0 bytes forget it, they
+   are no jobs; a backend without load_policies takes them and keeps
+   nothing. */
+void
+case_policies_are_stored_apart_from_jobs(const struct bk *b)
+{
+    struct gm_queue_options o;
+    void *st = bk_fresh_open(b, &o);
+    struct gm_qrecord recs[] = {rec_add_s("H:test:1", "f", "u", "d", 1), rec_add_s("H:test:1", "f", "u", "d", 1),
+                                rec_add_s("H:test:1", "f", "u", "d", 1), rec_add_s("H:test:1", "f", "u", "d", 1)};
+    static const char *const fns[] = {"f", "g", "f", "g"};
+    static const char *const pols[] = {"retries=1", "timeout=5", "retries=2,backoff=9", ""};
+    for (int i = 0; i < 4; i++) {
+        recs[i].op = GM_QOP_POLICY;
+        recs[i].handle = NULL;
+        recs[i].handle_len = 0;
+        recs[i].function = fns[i];
+        recs[i].function_len = 1;
+        recs[i].data = pols[i];
+        recs[i].data_len = (uint32_t)strlen(pols[i]);
+    }
+    bk_write(b, st, recs, 2);
+    bk_write(b, st, recs + 2, 2);
+    struct gm_qrecord job = rec_add_s("H:test:2", "f", "u", "d", 1);
+    bk_write(b, st, &job, 1);
+    struct rows rs;
+    st = bk_reopen_replay(b, st, &o, &rs);
+    ck_assert_uint_eq(rs.n, 1);
+    expect_row(rows_find(&rs, "H:test:2"), &job);
+    rows_free(&rs);
+    struct policies_seen seen = {""};
+    if (b->be->load_policies) {
+        char err[200];
+        ck_assert_int_eq(b->be->load_policies(st, collect_policy, &seen, err, sizeof err), 0);
+        ck_assert_str_eq(seen.text, "f=retries=2,backoff=9;");
+    }
+    bk_finish(b, st, &o);
+}

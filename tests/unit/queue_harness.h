@@ -137,6 +137,7 @@ void case_replay_of_an_empty_queue_gives_nothing_and_reopen_keeps_rows(const str
 void case_handle_counter_is_stored_and_loaded_and_is_no_job(const struct bk *b);
 void case_long_names_are_stored_whole_or_refused(const struct bk *b);
 void case_lifecycle_bytes_are_kept_and_replaced(const struct bk *b);
+void case_policies_are_stored_apart_from_jobs(const struct bk *b);
 
 /* One START_TEST per backend for a generic case. */
 #define BACKEND_CASE(prefix, BK, name)                                         \
@@ -155,7 +156,8 @@ void case_lifecycle_bytes_are_kept_and_replaced(const struct bk *b);
     BACKEND_CASE(prefix, BK, replay_of_an_empty_queue_gives_nothing_and_reopen_keeps_rows) \
     BACKEND_CASE(prefix, BK, handle_counter_is_stored_and_loaded_and_is_no_job)         \
     BACKEND_CASE(prefix, BK, long_names_are_stored_whole_or_refused)                    \
-    BACKEND_CASE(prefix, BK, lifecycle_bytes_are_kept_and_replaced)
+    BACKEND_CASE(prefix, BK, lifecycle_bytes_are_kept_and_replaced)                     \
+    BACKEND_CASE(prefix, BK, policies_are_stored_apart_from_jobs)
 
 #define ADD(s, t) gm_check_add((s), #t, t, 60, NULL, NULL)
 
@@ -172,6 +174,7 @@ void case_lifecycle_bytes_are_kept_and_replaced(const struct bk *b);
         ADD(s, test_##prefix##_handle_counter_is_stored_and_loaded_and_is_no_job);         \
         ADD(s, test_##prefix##_long_names_are_stored_whole_or_refused);                   \
         ADD(s, test_##prefix##_lifecycle_bytes_are_kept_and_replaced);                    \
+        ADD(s, test_##prefix##_policies_are_stored_apart_from_jobs);                      \
     } while (0)
 
 /* Adds test_every_queue_backend_is_built, which fails: for a program whose
