@@ -309,7 +309,7 @@ struct gm_function *lifecycle_function(struct gm_dispatcher *d, const char *name
                                        int *err, const struct gm_name_fault **bad);
 enum lifecycle_action { LIFECYCLE_PAUSE, LIFECYCLE_RESUME, LIFECYCLE_PURGE };
 /* `pause FUNC`, `resume FUNC` or `purge FUNC` (the jobs removed in
-   *purged), logged as asked by `by`: 0, or lifecycle_function's error
+   *purged), logged as asked by `by` (NULL: unknown): 0, or lifecycle_function's error
    (pause makes the function; resume and purge need it to exist). */
 int lifecycle_function_action(struct gm_dispatcher *d, const char *name, size_t len, enum lifecycle_action what,
                               const struct gm_peer *by, uint64_t *purged, const struct gm_name_fault **bad);

@@ -345,14 +345,15 @@ lifecycle_function_action(struct gm_dispatcher *d, const char *name, size_t len,
     struct gm_function *fn = lifecycle_function(d, name, len, what == LIFECYCLE_PAUSE, &err, bad);
     if (!fn)
         return err;
+    const char *addr = by ? by->addr : "-";
+    unsigned port = by ? by->port : 0;
     if (what == LIFECYCLE_PURGE) {
         *purged = gm_disp_function_fail_waiting(d, fn);
-        gm_log(GM_LOG_NOTICE, "purge of %s by %s:%u: %llu jobs removed", fn->name, by->addr, by->port,
+        gm_log(GM_LOG_NOTICE, "purge of %s by %s:%u: %llu jobs removed", fn->name, addr, port,
                (unsigned long long)*purged);
     } else if (what == LIFECYCLE_PAUSE || fn->policy) {
         lifecycle_set_paused(d, fn, what == LIFECYCLE_PAUSE);
-        gm_log(GM_LOG_NOTICE, "%s %s by %s:%u", fn->name, what == LIFECYCLE_PAUSE ? "paused" : "resumed", by->addr,
-               by->port);
+        gm_log(GM_LOG_NOTICE, "%s %s by %s:%u", fn->name, what == LIFECYCLE_PAUSE ? "paused" : "resumed", addr, port);
     }
     return 0;
 }
