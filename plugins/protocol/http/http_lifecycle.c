@@ -32,9 +32,9 @@
 
 #include "plugins/protocol/http/http_int.h"
 
-/* The longest function name a path may give (the server refuses longer
-   ones anyway). */
-#define NAME_MAX_BYTES 512
+/* The longest function name a path may give: one longer is refused as
+   the server refuses it anywhere. */
+#define NAME_MAX_BYTES GM_FUNCTION_NAME_MAX
 
 /* The response of a list: the array in *w (its items added through l)
    closed, with how many matched in all. */
