@@ -5,8 +5,10 @@
  * /metrics.
  *
  * Both are driven by frontend.h's lists (GM_VIEW_SERVER_STATS,
- * GM_VIEW_FUNCTION_COUNTERS), laid out here as tables: a statistic added
- * there shows in both without code here.  Runs on the dispatcher thread,
+ * GM_VIEW_FUNCTION_COUNTERS, and for /metrics GM_VIEW_POLICY_STATS), laid
+ * out here as tables: a statistic added there shows without code here.  A
+ * function's policy (http_policy_json) is in its /api/status object, and
+ * in /api/policies (http_lifecycle.c).  Runs on the dispatcher thread,
  * inside serve() (http_serve.c), and only reads the view it is given.
  *
  * Both stay within the page's limit (w->max, --max-output-size): they list
