@@ -1307,34 +1307,43 @@ def non_loopback_ipv4():
     return None
 
 
-@test
-def test_cancel_from_a_non_loopback_peer_needs_the_option():
+def remote_servers():
+    """Yields (ip, allow, server): a server listening on every address,
+    without then with --http-allow-remote-actions, and this machine's
+    non-loopback address to reach it as another host would (the test is
+    skipped without one)."""
     ip = non_loopback_ipv4()
     if not ip:
         gmtest.skip("this machine has no non-loopback IPv4 address")
     for allow in (False, True):
         args = ["--http-allow-remote-actions"] if allow else []
         with HttpServer(*args, listen=None) as s:
-            with s.http() as c:
-                r = c.roundtrip("POST", "/remote", [("X-Gearman-Background", "true"), ("X-Gearman-Unique", "r")],
-                                b"r")
-                h = r.h("x-gearman-job-handle")
-            with s.http(host=ip) as c:
-                r = c.roundtrip("GET", "/api/jobs")               # reading is for anyone
-                assert r.status == 200 and r.json()["total"] == 1, r
+            yield ip, allow, s
+
+
+@test
+def test_cancel_from_a_non_loopback_peer_needs_the_option():
+    for ip, allow, s in remote_servers():
+        with s.http() as c:
+            r = c.roundtrip("POST", "/remote", [("X-Gearman-Background", "true"), ("X-Gearman-Unique", "r")],
+                            b"r")
+            h = r.h("x-gearman-job-handle")
+        with s.http(host=ip) as c:
+            r = c.roundtrip("GET", "/api/jobs")               # reading is for anyone
+            assert r.status == 200 and r.json()["total"] == 1, r
+            r = c.roundtrip("POST", "/api/jobs/cancel?handle=" + h)
+            if allow:
+                assert r.status == 200 and r.json() == {"ok": True, "cancelled": h}, r
+            else:
+                assert r.status_line == "HTTP/1.1 403 Forbidden", r
+                assert "http-allow-remote-actions" in r.json()["error"], r
+            r = c.roundtrip("GET", "/api/workers")
+            assert r.status == 200, r
+        assert get_json(s, "/api/jobs")["total"] == (0 if allow else 1)
+        if not allow:
+            with s.http() as c:                              # loopback may
                 r = c.roundtrip("POST", "/api/jobs/cancel?handle=" + h)
-                if allow:
-                    assert r.status == 200 and r.json() == {"ok": True, "cancelled": h}, r
-                else:
-                    assert r.status_line == "HTTP/1.1 403 Forbidden", r
-                    assert "http-allow-remote-actions" in r.json()["error"], r
-                r = c.roundtrip("GET", "/api/workers")
                 assert r.status == 200, r
-            assert get_json(s, "/api/jobs")["total"] == (0 if allow else 1)
-            if not allow:
-                with s.http() as c:                              # loopback may
-                    r = c.roundtrip("POST", "/api/jobs/cancel?handle=" + h)
-                    assert r.status == 200, r
 
 
 # ----------------------------------------------------------------------
@@ -2035,30 +2044,25 @@ def test_lifecycle_actions_follow_the_cancel_rules():
         r = one_request(s, "POST", "/api/functions/orf/pause", [("Origin", "http://" + host)], host=host)
         assert r.status == 200, r
     # ... and, from another host, --http-allow-remote-actions
-    ip = non_loopback_ipv4()
-    if not ip:
-        gmtest.skip("this machine has no non-loopback IPv4 address")
-    for allow in (False, True):
-        args = ["--http-allow-remote-actions"] if allow else []
-        with HttpServer(*args, listen=None) as s:
-            admin_ok(s, "policy rem retries=0")
-            w = worker(s, "rem")
-            with s.conn() as c:
-                h = gmtest.submit(c, "SUBMIT_JOB_BG", "rem", "r", "x")
-            fail_attempt(w)
-            with s.http(host=ip) as c:
-                assert c.roundtrip("GET", "/api/dead").status == 200          # reading is for anyone
-                assert c.roundtrip("GET", "/api/policies").status == 200
-                for path in ("/api/functions/rem/pause", "/api/functions/rem/resume", "/api/functions/rem/purge",
-                             "/api/dead/%s/retry" % h):
-                    r = c.roundtrip("POST", path)
-                    if allow:
-                        assert r.status == 200 and r.json()["ok"] is True, (path, r)
-                    else:
-                        assert r.status_line == "HTTP/1.1 403 Forbidden", (path, r)
-                        assert "http-allow-remote-actions" in r.json()["error"], r
-            assert get_json(s, "/api/status")["totals"]["dead"] == (0 if allow else 1)
-            w.close()
+    for ip, allow, s in remote_servers():
+        admin_ok(s, "policy rem retries=0")
+        w = worker(s, "rem")
+        with s.conn() as c:
+            h = gmtest.submit(c, "SUBMIT_JOB_BG", "rem", "r", "x")
+        fail_attempt(w)
+        with s.http(host=ip) as c:
+            assert c.roundtrip("GET", "/api/dead").status == 200          # reading is for anyone
+            assert c.roundtrip("GET", "/api/policies").status == 200
+            for path in ("/api/functions/rem/pause", "/api/functions/rem/resume", "/api/functions/rem/purge",
+                         "/api/dead/%s/retry" % h):
+                r = c.roundtrip("POST", path)
+                if allow:
+                    assert r.status == 200 and r.json()["ok"] is True, (path, r)
+                else:
+                    assert r.status_line == "HTTP/1.1 403 Forbidden", (path, r)
+                    assert "http-allow-remote-actions" in r.json()["error"], r
+        assert get_json(s, "/api/status")["totals"]["dead"] == (0 if allow else 1)
+        w.close()
 
 
 @test

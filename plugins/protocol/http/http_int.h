@@ -166,6 +166,11 @@ struct gm_fe_output http_serve_json(const struct gm_fe_req *r, struct gm_bytes *
 bool http_action_refused(const struct gm_fe_req *r, bool loopback, bool allow_remote_actions,
                          struct gm_fe_output *out);
 
+/* The start of a job's JSON object: {"handle":..,"function":..,"unique":..
+   (the object left open). */
+void http_json_job_names(struct gm_bytes *w, const char *handle, const char *function, const char *unique,
+                         size_t unique_len);
+
 /* Whether the request's path (leading slashes stripped) is p. */
 bool http_path_is(const char *req, const struct gm_fe_req *r, const char *p);
 

@@ -73,12 +73,7 @@ add_dead_json(void *arg, const struct gm_view_dead *x)
     if (!http_item_begin(l))
         return;
     http_json_sep(w);
-    gm_bytes_str(w, "{\"handle\":");
-    http_json_cstr(w, x->handle);
-    gm_bytes_str(w, ",\"function\":");
-    http_json_cstr(w, x->function);
-    gm_bytes_str(w, ",\"unique\":");
-    http_json_str(w, x->unique, x->unique_len);
+    http_json_job_names(w, x->handle, x->function, x->unique, x->unique_len);
     http_fmt(w, ",\"attempts\":%u,\"died_at\":%lld,\"reason\":", x->attempts, (long long)x->died_at);
     http_json_cstr(w, x->reason);
     if (strcmp(x->reason, "exception") == 0) {
@@ -155,12 +150,7 @@ serve_job(const struct gm_fe_req *r, const char *seg, size_t seg_len, struct gm_
     struct gm_view_job_state js;
     if (n <= 0 || v->job(v->d, handle, (size_t)n, &js) < 0)
         return serve_error(404, r, "unknown job", "handle", handle, n < 0 ? strlen(handle) : (size_t)n);
-    gm_bytes_str(w, "{\"handle\":");
-    http_json_cstr(w, js.handle);
-    gm_bytes_str(w, ",\"function\":");
-    http_json_cstr(w, js.function);
-    gm_bytes_str(w, ",\"unique\":");
-    http_json_str(w, js.unique, js.unique_len);
+    http_json_job_names(w, js.handle, js.function, js.unique, js.unique_len);
     gm_bytes_str(w, ",\"state\":");
     http_json_cstr(w, js.state);
     http_fmt(w, ",\"attempts\":%u,\"result_b64\":", js.attempts);
