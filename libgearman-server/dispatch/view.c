@@ -285,9 +285,7 @@ static bool
 view_dead_one(void *arg, const struct gm_job *job)
 {
     struct dead_page *pg = arg;
-    if (!pg->left)
-        return false;
-    pg->left--;
+    pg->left--; /* more than 0: the walk stops once it is 0 */
     struct gm_view_dead x = {
         .handle = gm_job_handle(job), .function = job->fn->name, .unique = gm_job_unique(job),
         .unique_len = job->unique_len, .attempts = job->retries, .died_at = job->when,
@@ -295,7 +293,7 @@ view_dead_one(void *arg, const struct gm_job *job)
         .exception_len = job->exception ? job->denominator : 0,
     };
     pg->cb(pg->arg, &x);
-    return true;
+    return pg->left > 0;
 }
 
 static void
