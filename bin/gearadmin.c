@@ -3,7 +3,9 @@
  * a job server and prints their replies as gearadmin 1.1.20 does, but reads
  * each reply to its terminating line (instead of stopping after 5 ms of
  * silence) and exits non-zero when the server answers ERR or cannot be
- * reached.  Single-threaded.
+ * reached.  Besides 1.1.20's options it has one for each of our job
+ * lifecycle commands (docs/lifecycle.md), printed the same way.
+ * Single-threaded.
  */
 #include "config.h"
 
@@ -14,11 +16,13 @@
 
 #include "bin/client.h"
 
-enum arg_kind { A_NONE, A_VALUE };
+/* A_OPTIONAL: the value is "--opt=VALUE", or the next argument unless it
+   starts with '-'; without one the command is sent bare. */
+enum arg_kind { A_NONE, A_VALUE, A_OPTIONAL };
 
 struct action {
     const char *option;   /* long option */
-    int kind;             /* takes a value? */
+    int kind;             /* enum arg_kind: takes a value? */
     const char *command;  /* admin command (value appended after a space) */
     bool list;            /* the reply is a list ending with "." */
     const char *help;
@@ -36,6 +40,19 @@ static const struct action actions[] = {
     {"status", A_NONE, "status", true, "Status for the server."},
     {"priority-status", A_NONE, "prioritystatus", true, "Queued jobs status by priority."},
     {"workers", A_NONE, "workers", true, "Workers for the server."},
+    /* the job lifecycle (docs/lifecycle.md) */
+    {"show-policies", A_NONE, "show policies", true, "Show the functions that have a lifecycle policy or are paused."},
+    {"policy", A_VALUE, "policy", false,
+     "Set a function's policy: \"FUNC key=value ...\" or FUNC:key=value[,key=value...]."},
+    {"pause", A_VALUE, "pause", false, "Hand out no job of the function until --resume."},
+    {"resume", A_VALUE, "resume", false, "Hand out the function's jobs again."},
+    {"purge", A_VALUE, "purge", false, "Remove the function's queued and waiting jobs."},
+    {"show-dead", A_OPTIONAL, "show dead", true, "Show the dead letters (of one function if given)."},
+    {"retry-dead", A_VALUE, "retry dead", false, "Send the dead letter with this handle back to its queue."},
+    {"retry-dead-all", A_VALUE, "retry dead all", false, "Send the function's dead letters back to its queue."},
+    {"discard-dead", A_VALUE, "discard dead", false, "Discard the dead letter with this handle."},
+    {"discard-dead-all", A_VALUE, "discard dead all", false, "Discard the function's dead letters."},
+    {"show-job", A_VALUE, "show job", true, "Show a job's state and attempts."},
     {"shutdown", A_NONE, "shutdown", false,
      "Shut the server down (with --graceful: once no job is queued or running)."},
 };
@@ -51,7 +68,8 @@ usage(FILE *out)
     fprintf(out, "  %-31s%s\n", "-t [ --timeout ] arg (=10000)", "Milliseconds to wait for each reply");
     for (size_t i = 0; i < NACTIONS; i++) {
         char left[64];
-        snprintf(left, sizeof left, "--%s%s", actions[i].option, actions[i].kind == A_VALUE ? " arg" : "");
+        static const char *const arg[] = {[A_NONE] = "", [A_VALUE] = " arg", [A_OPTIONAL] = " [arg]"};
+        snprintf(left, sizeof left, "--%s%s", actions[i].option, arg[actions[i].kind]);
         fprintf(out, "  %-31s%s\n", left, actions[i].help);
     }
     fprintf(out, "  %-31s%s\n", "--graceful", "With --shutdown: wait for queued and running jobs.");
@@ -128,6 +146,8 @@ add_action(struct admin_opts *o, const char *a, size_t len, const char *val, int
     }
     if (act->kind == A_VALUE && !val && !(val = next_value(argc, argv, i, act->option)))
         return -1;
+    if (act->kind == A_OPTIONAL && !val && *i + 1 < argc && argv[*i + 1][0] != '-')
+        val = argv[++*i];
     if (act->kind == A_NONE && val) {
         fprintf(stderr, "gearadmin: option '--%s' does not take an argument\n", act->option);
         return -1;
@@ -216,6 +236,37 @@ parse(int argc, char **argv, struct admin_opts *o)
     return 0;
 }
 
+/* Rewrites in place the words of `policy` that a --policy value gave: the
+   admin form "FUNC key=value ..." stays as it is; gearmand's --policy form
+   "FUNC:key=value,key=value" (split at its last ':', as gearmand does) gets
+   that ':' and the commas made spaces.  The server checks the words. */
+static void
+policy_words(char *words)
+{
+    char *colon = strrchr(words, ':');
+    if (!colon || strpbrk(words, " \t"))
+        return;
+    for (char *c = colon; *c; c++)
+        if (*c == ':' || *c == ',')
+            *c = ' ';
+}
+
+/* The admin line of command t into line (size bytes). */
+static void
+command_line(const struct todo *t, bool graceful, char *line, size_t size)
+{
+    const char *cmd = t->a->command;
+    if (t->value) {
+        snprintf(line, size, "%s %s", cmd, t->value);
+        if (strcmp(cmd, "policy") == 0)
+            policy_words(line + strlen(cmd) + 1);
+    } else if (strcmp(cmd, "shutdown") == 0 && graceful) {
+        snprintf(line, size, "shutdown graceful");
+    } else {
+        snprintf(line, size, "%s", cmd);
+    }
+}
+
 /* Runs the commands in order over the connection c, printing each reply.
    Returns 0, or 1 if one was answered ERR or the connection failed (the
    commands after that are not run). */
@@ -226,12 +277,7 @@ run_commands(struct gmc *c, const struct admin_opts *o)
     for (size_t i = 0; i < o->ntodo; i++) {
         const struct action *a = o->todo[i].a;
         char line[8192];
-        if (a->kind == A_VALUE)
-            snprintf(line, sizeof line, "%s %s", a->command, o->todo[i].value);
-        else if (strcmp(a->command, "shutdown") == 0 && o->graceful)
-            snprintf(line, sizeof line, "shutdown graceful");
-        else
-            snprintf(line, sizeof line, "%s", a->command);
+        command_line(&o->todo[i], o->graceful, line, sizeof line);
         char *reply;
         size_t len;
         if (gmc_admin(c, line, a->list, &reply, &len) < 0) {

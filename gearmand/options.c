@@ -160,6 +160,12 @@ static const struct opt table[] = {
     {"dead-letter-max", 0, K_U32, "Job lifecycle", "10000", O(server.dead_letter_max), 0, 10000000,
      "Dead letters kept (background jobs whose last attempt failed, on functions with a "
      "policy); past it the oldest are dropped, and counted."},
+    {"keep-results", 0, K_U32, "Job lifecycle", "300", O(server.keep_results_s), 0, 31536000,
+     "Seconds a finished background job's outcome (complete or failed, its attempts, the start "
+     "of its result) stays readable by its handle (`show job`, /api/jobs/HANDLE); 0 keeps none. "
+     "64 MiB of outcomes at most: past it the oldest go first."},
+    {"keep-results-bytes", 0, K_U32, "Job lifecycle", "4096", O(server.keep_results_bytes), 0, 1048576,
+     "Most bytes of a finished job's result kept with its outcome."},
     {"http-timeout", 0, K_UINT, "HTTP", "30", O(server.http_timeout_s), 0, 86400,
      "Seconds an HTTP connection may take to send a complete request, counted from its "
      "accept or its previous response (0: no limit); past it the connection is closed."},

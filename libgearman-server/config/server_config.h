@@ -55,6 +55,8 @@ struct gm_server_config {
     const char *policy_specs[GM_POLICY_SPECS_MAX];
     unsigned npolicy_specs;
     uint32_t dead_letter_max;     /* --dead-letter-max: dead letters kept; the oldest go first */
+    uint32_t keep_results_s;      /* --keep-results: a finished background job's outcome is kept this long; 0 = off */
+    uint32_t keep_results_bytes;  /* --keep-results-bytes: most of its result kept */
     unsigned worker_wakeup;       /* -w: NOOPs per new job; 0 = every sleeping worker */
     bool round_robin;             /* -R: accepted; functions always take turns here */
     bool exceptions;              /* --exceptions: every connection gets WORK_EXCEPTION */

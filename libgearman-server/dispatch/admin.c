@@ -475,19 +475,22 @@ cmd_dead(struct gm_dispatcher *d, struct gm_peer *p, const struct words *w)
 static void
 cmd_show_job(struct gm_dispatcher *d, struct gm_peer *p, const struct words *w)
 {
-    const struct gm_job *job = job_find_handle(d, w->w[2], w->len[2]);
-    if (!job || job->state == GM_JOB_FREED) {
+    struct gm_view_job_state js;
+    if (lifecycle_describe(d, w->w[2], w->len[2], &js) < 0) {
         err_text(d, p, "UNKNOWN_JOB", "no job has that handle");
         return;
     }
-    unsigned attempts;
-    const char *state = lifecycle_job_state(job, &attempts);
     struct gm_bytes r = {0};
-    reply_job_names(&r, job);
-    gm_bytes_str(&r, state);
+    const char *const fields[] = {js.handle, js.function, js.unique, js.state};
+    const size_t lens[] = {js.handle_len, js.function_len, js.unique_len, strlen(js.state)};
+    for (int i = 0; i < 4; i++) {
+        gm_bytes_add(&r, fields[i], lens[i]);
+        gm_bytes_str(&r, "\t");
+    }
+    reply_u64(&r, js.attempts);
     gm_bytes_str(&r, "\t");
-    reply_u64(&r, attempts);
-    gm_bytes_str(&r, "\t0\n.\n");
+    reply_u64(&r, js.result_len);
+    gm_bytes_str(&r, "\n.\n");
     reply_send(d, p, &r);
 }
 

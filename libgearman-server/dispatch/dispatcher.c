@@ -357,6 +357,7 @@ gm_disp_new(const struct gm_server_config *cfg, struct gm_channel *chans, unsign
     gm_list_init(&d->function_list);
     gm_list_init(&d->jobs);
     gm_list_init(&d->dead);
+    gm_list_init(&d->outcomes.fifo);
     gm_list_init(&d->held_peers);
     d->round_limit = gm_server_config_output_soft(cfg);
     gm_heap_init(&d->timers, offsetof(struct gm_job, heap_idx));
@@ -383,13 +384,6 @@ drop_reply(struct gm_out *m)
     gm_block_unref(m->body.blk);
 }
 
-static void
-drop_record(struct gm_prec *r)
-{
-    gm_block_unref(r->blk);
-    gm_block_unref(r->data_blk);
-}
-
 void
 gm_disp_free(struct gm_dispatcher *d)
 {
@@ -408,6 +402,7 @@ gm_disp_free(struct gm_dispatcher *d)
         gm_out_spill_clear(&port->spill, drop_reply);
     }
     lifecycle_free(d);
+    outcomes_free(d);
     /* Whatever is left is queued or waiting for its time. */
     struct gm_list *n, *tmp;
     gm_list_each_safe(n, tmp, &d->function_list)
@@ -433,7 +428,7 @@ gm_disp_free(struct gm_dispatcher *d)
             pending_release(d, job, false);
     }
     free(d->persist.pend);
-    gm_prec_spill_clear(&d->persist.spill, drop_record);
+    gm_prec_spill_clear(&d->persist.spill, gm_prec_release);
     gm_list_each_safe(n, tmp, &d->function_list)
         gm_disp_function_free(gm_container_of(n, struct gm_function, link));
     release_flush(d);

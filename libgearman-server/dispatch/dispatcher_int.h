@@ -78,6 +78,12 @@ struct gm_dispatcher {
     struct gm_list dead;         /* gm_job.link of the dead letters, oldest first (lifecycle.c) */
     uint64_t dead_dropped;       /* dead letters dropped past --dead-letter-max */
     uint64_t rng;                /* retry jitter (lifecycle.c) */
+    struct {
+        struct gm_htab index;    /* gm_outcome.by_handle (outcomes.c); made at the first */
+        struct gm_list fifo;     /* oldest first */
+        size_t bytes;
+        uint64_t count, dropped; /* kept now; dropped early for memory */
+    } outcomes;
     uint64_t nstate[GM_JOB_STATES]; /* jobs in each state (job_set_state) */
     uint64_t peer_count;
     uint64_t visits;             /* entries looked at by the searches whose length depends on
@@ -188,6 +194,10 @@ bool waiters_add(struct gm_waiters **w, gm_conn_id conn);
 /* The job's ADD, tracked in the pending FIFO until acknowledged. */
 bool persist_add(struct gm_dispatcher *d, struct gm_job *job);
 void persist_done(struct gm_dispatcher *d, struct gm_job *job);
+/* A stored job's lifecycle changed (a retry waits, it died, it was sent
+   back): stores it again with the bytes in life (the reference is taken;
+   NULL: none).  Nothing for a job that is not stored. */
+void persist_lifecycle(struct gm_dispatcher *d, struct gm_job *job, struct gm_block *life, uint32_t life_len);
 void persist_counter(struct gm_dispatcher *d);
 /* Publishes records (moving spilled ones into the ring first) and wakes
    the persistence thread. */
@@ -228,6 +238,8 @@ void job_uncount(struct gm_dispatcher *d);
 void job_fail(struct gm_dispatcher *d, struct gm_job *job);
 void job_unindex_unique(struct gm_dispatcher *d, struct gm_job *job);
 void job_reindex_unique(struct gm_dispatcher *d, struct gm_job *job);
+/* The hash of a job handle in the handle indexes. */
+uint32_t gm_disp_handle_hash(const char *h, size_t len);
 /* The live job with that handle (a dead letter is not one), or NULL. */
 struct gm_job *gm_disp_job_by_handle(struct gm_dispatcher *d, const char *h, size_t len);
 /* The job or dead letter with that handle, or NULL. */
@@ -242,6 +254,27 @@ uint64_t gm_disp_function_fail_waiting(struct gm_dispatcher *d, struct gm_functi
    then frees it. */
 void gm_disp_function_drop(struct gm_dispatcher *d, struct gm_function *fn);
 void gm_disp_function_free(struct gm_function *fn);
+
+/* outcomes.c: what became of finished background jobs, for
+   --keep-results seconds, GM_OUTCOMES_MEMORY bytes at most. */
+#define GM_OUTCOMES_MEMORY (64u << 20)
+enum gm_outcome_state { GM_OUTCOME_COMPLETE = 1, GM_OUTCOME_FAILED };
+struct gm_outcome;
+struct gm_outcome_view {
+    const char *handle, *function, *unique, *result;
+    uint32_t handle_len, function_len, unique_len, result_len;
+    int state;                   /* enum gm_outcome_state */
+    unsigned attempts;
+    int64_t finished_ms;
+};
+/* A background job ends (before it is freed): its outcome is kept, with
+   the first --keep-results-bytes of result. */
+void outcome_keep(struct gm_dispatcher *d, const struct gm_job *job, enum gm_outcome_state state,
+                  const char *result, size_t result_len);
+/* The outcome kept for that handle, or NULL (none, or too old). */
+const struct gm_outcome *outcome_find(struct gm_dispatcher *d, const char *handle, size_t len);
+void outcome_view(const struct gm_outcome *o, struct gm_outcome_view *v);
+void outcomes_free(struct gm_dispatcher *d);
 
 /* lifecycle.c: policies, retries, time limits, dead letters, pause. */
 void lifecycle_init(struct gm_dispatcher *d);
@@ -260,6 +293,9 @@ lifecycle_takes(const struct gm_job *job)
    after its backoff or, its attempts used, made a dead letter. */
 void lifecycle_attempt_failed(struct gm_dispatcher *d, struct gm_job *job, enum gm_death why,
                               const char *exception, size_t exception_len);
+/* Whether the job with that handle was taken back from worker p by its
+   time limit (lately: the last GM_TAKEN_BACK_KEPT). */
+bool lifecycle_was_taken_back(const struct gm_peer *p, const char *handle, size_t len);
 /* A running job's deadline passed: true if its policy dealt with it. */
 bool lifecycle_timed_out(struct gm_dispatcher *d, struct gm_job *job);
 /* The deadline a job of fn taken now gets, in ms from now (0 = none),
@@ -282,11 +318,10 @@ lifecycle_listed(const struct gm_function *fn)
 {
     return fn->policy && (fn->policy->set || fn->policy->paused);
 }
-/* `show job`'s name for the job's state ("queued", "scheduled", "running",
-   "dead"), with its attempts (hand-outs to a worker, the one running
-   included) in *attempts.  A kept outcome ("complete", "failed") will be
-   one more case here. */
-const char *lifecycle_job_state(const struct gm_job *job, unsigned *attempts);
+/* What `show job` says of the job, dead letter or kept outcome with that
+   handle, into *out (frontend.h's description, its pointers valid until
+   the state changes): 0, or -1 if none has it. */
+int lifecycle_describe(struct gm_dispatcher *d, const char *handle, size_t len, struct gm_view_job_state *out);
 /* Calls cb for the dead letters, oldest first, of fn (NULL: of every
    function), after skipping `skip` of them, until cb returns false; each
    one looked at counts in d->visits. */
@@ -313,6 +348,12 @@ enum lifecycle_action { LIFECYCLE_PAUSE, LIFECYCLE_RESUME, LIFECYCLE_PURGE };
    (pause makes the function; resume and purge need it to exist). */
 int lifecycle_function_action(struct gm_dispatcher *d, const char *name, size_t len, enum lifecycle_action what,
                               const struct gm_peer *by, uint64_t *purged, const struct gm_name_fault **bad);
+/* The bytes stored with a job about its lifecycle (gm_qrecord.lifecycle),
+   in a new block, *len of them; NULL for a job that never failed. */
+struct gm_block *lifecycle_record(const struct gm_job *job, uint32_t *len);
+/* Replay: a job's stored lifecycle bytes (its attempts; a dead letter
+   again if it died). */
+void lifecycle_replayed(struct gm_dispatcher *d, struct gm_job *job, const char *bytes, size_t len);
 /* Passes a stop request (enum gm_stop_how) to the server; GM_STOP_NOW only
    once. */
 void gm_disp_request_shutdown(struct gm_dispatcher *d, int how);

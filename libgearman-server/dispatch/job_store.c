@@ -105,8 +105,8 @@ job_unique_find(struct gm_dispatcher *d, const struct gm_function *fn, bool data
    sit in consecutive buckets.  A queue of millions of jobs then fills and
    empties its buckets in order, one cache miss per cache line of buckets
    instead of one per job.  Other handles hash by their bytes. */
-static uint32_t
-handle_hash(const char *h, size_t len)
+uint32_t
+gm_disp_handle_hash(const char *h, size_t len)
 {
     uint64_t number = 0, scale = 1;
     size_t digits = 0;
@@ -121,7 +121,7 @@ handle_hash(const char *h, size_t len)
 struct gm_job *
 job_find_handle(struct gm_dispatcher *d, const char *h, size_t len)
 {
-    uint32_t hash = handle_hash(h, len);
+    uint32_t hash = gm_disp_handle_hash(h, len);
     for (struct gm_hnode *n = gm_htab_bucket(&d->by_handle, hash); n; n = n->next) {
         struct gm_job *j = gm_container_of(n, struct gm_job, by_handle);
         if (n->hash == hash && j->handle_len == len && memcmp(gm_job_handle(j), h, len) == 0)
@@ -321,6 +321,7 @@ job_tell_clients(struct gm_dispatcher *d, struct gm_job *job, uint32_t type, con
 void
 job_fail(struct gm_dispatcher *d, struct gm_job *job)
 {
+    outcome_keep(d, job, GM_OUTCOME_FAILED, NULL, 0);
     job->fn->failed++;
     job_tell_clients(d, job, GM_PKT_WORK_FAIL, NULL);
     job_free(d, job);
@@ -355,6 +356,7 @@ job_requeue(struct gm_dispatcher *d, struct gm_job *job, const char *why)
 void
 gm_disp_job_cancel(struct gm_dispatcher *d, struct gm_job *job)
 {
+    outcome_keep(d, job, GM_OUTCOME_FAILED, NULL, 0);
     job_tell_clients(d, job, GM_PKT_WORK_FAIL, NULL);
     struct gm_list *n, *tmp;
     gm_list_each_safe(n, tmp, &job->clients) job_detach(gm_container_of(n, struct gm_attach, job_link));
@@ -458,7 +460,7 @@ job_create(struct gm_dispatcher *d, struct gm_function *fn, const struct submit 
     job->data_len = (uint32_t)s->data_len;
     if (s->background)
         job->flags |= GM_JOB_BACKGROUND;
-    gm_htab_insert(&d->by_handle, &job->by_handle, handle_hash(handle, hlen));
+    gm_htab_insert(&d->by_handle, &job->by_handle, gm_disp_handle_hash(handle, hlen));
     gm_list_push_back(&d->jobs, &job->all_link);
     gm_list_push_back(&fn->jobs, &job->fn_link);
     fn->nstate[0]++;
@@ -505,6 +507,7 @@ gm_disp_function_fail_waiting(struct gm_dispatcher *d, struct gm_function *fn)
         if (job->state != GM_JOB_QUEUED && job->state != GM_JOB_FUTURE)
             continue;
         job_tell_clients(d, job, GM_PKT_WORK_FAIL, NULL);
+        outcome_keep(d, job, GM_OUTCOME_FAILED, NULL, 0);
         job_free(d, job);
         n++;
     }

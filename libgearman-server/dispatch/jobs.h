@@ -145,7 +145,17 @@ struct gm_peer {
     uint64_t round_bytes;        /* listing bytes queued for it in its port's round */
     uint32_t round;              /* the round round_bytes counts */
     struct gm_log_limit log_limit; /* the lines it causes (gm_log_peer) */
+    struct gm_taken_back *taken_back; /* jobs its time limit took from it (lifecycle.c), or NULL */
     char addr[GM_ADDR_MAX];
+};
+
+/* The last jobs a time limit took back from a worker: its later WORK_*
+   packets for them are dropped without an answer. */
+#define GM_TAKEN_BACK_KEPT 8
+struct gm_taken_back {
+    uint32_t next;
+    uint8_t len[GM_TAKEN_BACK_KEPT];
+    char handle[GM_TAKEN_BACK_KEPT][GM_HANDLE_MAX];
 };
 
 struct gm_attach {

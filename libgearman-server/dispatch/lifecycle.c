@@ -11,9 +11,14 @@
  * lists, the unique index and the job count, still in the handle index
  * (`show job`, `retry dead`), its fields reused: `when` the time it died,
  * `numerator` the enum gm_death, `exception`/`denominator` the first
- * GM_EXCEPTION_KEPT bytes of its WORK_EXCEPTION data.  Its durable record,
- * if any, stays stored until it is discarded (a restart replays it as a
- * queued job: dead letters themselves are not stored yet).
+ * GM_EXCEPTION_KEPT bytes of its WORK_EXCEPTION data.
+ *
+ * With a durable queue a stored job is stored again (an ADD that replaces
+ * its record) when its lifecycle changes: a retry's wait (its run time and
+ * attempts), its death (a dead letter's record), its revival; a dead
+ * letter's record goes when it is discarded.  The bytes stored with it are
+ * opaque to the backend (lifecycle_record); replay reads them back
+ * (lifecycle_replayed).
  *
  * What the operator does to them (pause, resume, purge, retry, discard,
  * `show job`'s state) is here too, once, for both who ask: the admin
@@ -128,26 +133,58 @@ dead_trim(struct gm_dispatcher *d)
     }
 }
 
-/* The job (taken back from its worker, state 0) becomes a dead letter. */
+/* The lifecycle bytes (version, attempts, death reason or 0, time of
+   death as 8 big-endian bytes, then the exception's bytes). */
+#define LIFE_VERSION 1
+#define LIFE_HEAD 11
+
+struct gm_block *
+lifecycle_record(const struct gm_job *job, uint32_t *len)
+{
+    bool dead = job->state == GM_JOB_DEAD;
+    *len = 0;
+    if (!dead && job->retries == 0)
+        return NULL; /* a job that never failed: nothing to keep */
+    uint32_t n = LIFE_HEAD + (dead ? job->denominator : 0);
+    struct gm_block *b = gm_block_new(n);
+    if (!b)
+        return NULL;
+    unsigned char *p = (unsigned char *)b->data;
+    p[0] = LIFE_VERSION;
+    p[1] = job->retries;
+    p[2] = dead ? (unsigned char)job->numerator : 0;
+    uint64_t t = dead ? (uint64_t)job->when : 0;
+    for (int i = 0; i < 8; i++)
+        p[3 + i] = (unsigned char)(t >> (56 - 8 * i));
+    if (dead && job->denominator)
+        memcpy(p + LIFE_HEAD, job->exception, job->denominator);
+    *len = n;
+    return b;
+}
+
+/* Stores the job again with its lifecycle (a stored job only). */
 static void
-kill_job(struct gm_dispatcher *d, struct gm_job *job, enum gm_death why, const char *exception,
-         size_t exception_len)
+store_lifecycle(struct gm_dispatcher *d, struct gm_job *job)
+{
+    uint32_t len;
+    struct gm_block *b = lifecycle_record(job, &len);
+    persist_lifecycle(d, job, b, len);
+}
+
+/* The job (taken back from its worker, state 0, or replayed) becomes a
+   dead letter that died at died_at (Unix time). */
+static void
+become_dead(struct gm_dispatcher *d, struct gm_job *job, unsigned why, int64_t died_at, const char *exception,
+            size_t exception_len)
 {
     struct gm_function *fn = job->fn;
-    fn->failed++;
-    fn->policy->died++;
-    gm_log(GM_LOG_NOTICE, "%s %s failed its last attempt (%u, %s): kept as a dead letter", fn->name,
-           gm_job_handle(job), job->retries, lifecycle_death_name(why));
-    job_tell_clients(d, job, GM_PKT_WORK_FAIL, NULL);
-    struct gm_list *n, *tmp;
-    gm_list_each_safe(n, tmp, &job->clients) job_detach(gm_container_of(n, struct gm_attach, job_link));
     job_unindex_unique(d, job);
     gm_list_remove(&job->all_link);
     gm_list_remove(&job->fn_link);
     gm_list_push_back(&fn->dead, &job->fn_link);
     fn->queued[job->prio]--;
     job_set_state(d, job, GM_JOB_DEAD);
-    job->when = now_ms(d) / 1000;
+    job->when = died_at;
     job->numerator = why;
     job->exception = NULL;
     job->denominator = 0;
@@ -160,6 +197,46 @@ kill_job(struct gm_dispatcher *d, struct gm_job *job, enum gm_death why, const c
     }
     gm_list_push_back(&d->dead, &job->link);
     job_uncount(d);
+}
+
+/* The job (taken back from its worker, state 0) failed its last attempt. */
+static void
+kill_job(struct gm_dispatcher *d, struct gm_job *job, enum gm_death why, const char *exception,
+         size_t exception_len)
+{
+    struct gm_function *fn = job->fn;
+    fn->failed++;
+    fn->policy->died++;
+    gm_log(GM_LOG_NOTICE, "%s %s failed its last attempt (%u, %s): kept as a dead letter", fn->name,
+           gm_job_handle(job), job->retries, lifecycle_death_name(why));
+    job_tell_clients(d, job, GM_PKT_WORK_FAIL, NULL);
+    struct gm_list *n, *tmp;
+    gm_list_each_safe(n, tmp, &job->clients) job_detach(gm_container_of(n, struct gm_attach, job_link));
+    become_dead(d, job, why, now_ms(d) / 1000, exception, exception_len);
+    store_lifecycle(d, job);
+    dead_trim(d);
+}
+
+void
+lifecycle_replayed(struct gm_dispatcher *d, struct gm_job *job, const char *bytes, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)bytes;
+    if (len < LIFE_HEAD || p[0] != LIFE_VERSION) {
+        gm_log(GM_LOG_WARNING, "replay: %s has lifecycle bytes this server does not know; replayed as a "
+               "new job", gm_job_handle(job));
+        return;
+    }
+    job->retries = p[1];
+    if (!p[2])
+        return;
+    uint64_t t = 0;
+    for (int i = 0; i < 8; i++)
+        t = t << 8 | p[3 + i];
+    /* placed by replay: out of its queue (or the timer heap) again */
+    gm_list_remove(&job->link);
+    gm_heap_remove(&d->timers, job);
+    job_set_state(d, job, 0);
+    become_dead(d, job, p[2], (int64_t)t, bytes + LIFE_HEAD, len - LIFE_HEAD);
     dead_trim(d);
 }
 
@@ -178,10 +255,36 @@ lifecycle_attempt_failed(struct gm_dispatcher *d, struct gm_job *job, enum gm_de
     uint64_t wait = retry_delay_ms(d, &p->v, k);
     gm_log(GM_LOG_INFO, "%s %s: attempt %u failed (%s), retried in %llu ms", job->fn->name, gm_job_handle(job),
            k, lifecycle_death_name(why), (unsigned long long)wait);
-    if (gm_heap_push(&d->timers, job, now_ms(d) + (int64_t)wait))
+    int64_t due = now_ms(d) + (int64_t)wait;
+    job->when = (due + 999) / 1000; /* stored: a restart keeps the wait */
+    store_lifecycle(d, job);
+    if (gm_heap_push(&d->timers, job, due))
         job_set_state(d, job, GM_JOB_FUTURE);
     else
         job_enqueue(d, job, false); /* no memory for the wait: at once */
+}
+
+bool
+lifecycle_was_taken_back(const struct gm_peer *p, const char *handle, size_t len)
+{
+    const struct gm_taken_back *t = p->taken_back;
+    for (unsigned i = 0; t && i < GM_TAKEN_BACK_KEPT; i++)
+        if (t->len[i] == len && memcmp(t->handle[i], handle, len) == 0)
+            return true;
+    return false;
+}
+
+/* Remembers that the worker's time ran out on the job (a worker that will
+   not answer for it any more: fine to forget the oldest). */
+static void
+note_taken_back(struct gm_peer *p, const struct gm_job *job)
+{
+    if (!p->taken_back && !(p->taken_back = calloc(1, sizeof *p->taken_back)))
+        return;
+    struct gm_taken_back *t = p->taken_back;
+    unsigned i = t->next++ % GM_TAKEN_BACK_KEPT;
+    t->len[i] = job->handle_len;
+    memcpy(t->handle[i], gm_job_handle(job), job->handle_len);
 }
 
 bool
@@ -191,6 +294,7 @@ lifecycle_timed_out(struct gm_dispatcher *d, struct gm_job *job)
     if (!p || !p->set)
         return false;
     p->timeouts++;
+    note_taken_back(job->reg->peer, job);
     gm_log(GM_LOG_WARNING, "%s %s ran past its time limit: taken back from its worker", job->fn->name,
            gm_job_handle(job));
     if (lifecycle_takes(job)) {
@@ -238,6 +342,7 @@ lifecycle_revive(struct gm_dispatcher *d, struct gm_job *job)
     d->job_count++;
     job_reindex_unique(d, job);
     fn->queued[job->prio]++;
+    store_lifecycle(d, job); /* stored as a plain job again */
     job_enqueue(d, job, false);
 }
 
@@ -253,21 +358,47 @@ lifecycle_forget_function(struct gm_dispatcher *d, struct gm_function *fn)
 /* What an operator asks (admin commands, a front-end's view)           */
 /* ------------------------------------------------------------------ */
 
-const char *
-lifecycle_job_state(const struct gm_job *job, unsigned *attempts)
+int
+lifecycle_describe(struct gm_dispatcher *d, const char *handle, size_t len, struct gm_view_job_state *out)
 {
-    *attempts = job->retries;
+    memset(out, 0, sizeof *out);
+    const struct gm_job *job = job_find_handle(d, handle, len);
+    if (!job || job->state == GM_JOB_FREED) {
+        const struct gm_outcome *o = outcome_find(d, handle, len);
+        if (!o)
+            return -1;
+        struct gm_outcome_view v;
+        outcome_view(o, &v);
+        *out = (struct gm_view_job_state){
+            .handle = v.handle, .handle_len = v.handle_len, .function = v.function,
+            .function_len = v.function_len, .unique = v.unique, .unique_len = v.unique_len,
+            .state = v.state == GM_OUTCOME_COMPLETE ? "complete" : "failed", .attempts = v.attempts,
+            .result = v.result, .result_len = v.result_len};
+        return 0;
+    }
+    out->handle = gm_job_handle(job);
+    out->handle_len = job->handle_len;
+    out->function = job->fn->name;
+    out->function_len = job->fn->name_len;
+    out->unique = gm_job_unique(job);
+    out->unique_len = job->unique_len;
+    out->attempts = job->retries;
     switch (job->state) {
     case GM_JOB_FUTURE:
-        return "scheduled";
+        out->state = "scheduled";
+        break;
     case GM_JOB_RUNNING:
-        (*attempts)++; /* the attempt running counts */
-        return "running";
+        out->state = "running";
+        out->attempts++; /* the attempt running counts */
+        break;
     case GM_JOB_DEAD:
-        return "dead";
+        out->state = "dead";
+        break;
     default:
-        return "queued"; /* being stored too: it is queued once stored */
+        out->state = "queued"; /* being stored too: it is queued once stored */
+        break;
     }
+    return 0;
 }
 
 void

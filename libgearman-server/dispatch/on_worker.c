@@ -141,7 +141,7 @@ on_work(struct gm_dispatcher *d, struct gm_peer *p, struct gm_in *m)
         size_t hl;
         const char *h = field(m, 0, &hl);
         const struct gm_job *other = job_find_handle(d, h, hl);
-        if (other && other->fn->policy && other->fn->policy->set)
+        if ((other && other->fn->policy && other->fn->policy->set) || lifecycle_was_taken_back(p, h, hl))
             return; /* taken back from this worker (its time limit): its results are dropped */
         const char *text = "Job given in work result not found";
         if (m->type == GM_PKT_WORK_DATA || m->type == GM_PKT_WORK_WARNING)
@@ -191,6 +191,10 @@ on_work(struct gm_dispatcher *d, struct gm_peer *p, struct gm_in *m)
                 job->fn->completed++;
             else
                 job->fn->failed++;
+            size_t rl = 0;
+            const char *result = m->type == GM_PKT_WORK_FAIL ? NULL : field(m, 1, &rl);
+            outcome_keep(d, job, m->type == GM_PKT_WORK_COMPLETE ? GM_OUTCOME_COMPLETE : GM_OUTCOME_FAILED, result,
+                         rl);
         }
         job_free(d, job);
         break;

@@ -104,6 +104,7 @@ peer_close(struct gm_dispatcher *d, gm_conn_id id)
     gm_log_peer_close(&p->log_limit, p->addr, p->port);
     free(p->regs);
     free(p->client_id);
+    free(p->taken_back);
     free(p);
     d->peer_count--;
 }

@@ -67,10 +67,13 @@ pending_push(struct gm_dispatcher *d, uint64_t seq, struct gm_job *job)
 }
 
 /* Sends the job's bytes to storage (the record holds references, so the
-   job may end before the record is written).  With `track`, the job waits
-   in the pending FIFO for the acknowledgement. */
+   job may end before the record is written), with its lifecycle bytes if
+   `life` (the record takes that reference).  With `track`, the job waits
+   in the pending FIFO for the acknowledgement; `update`: the job is stored
+   already (gm_prec.update). */
 static bool
-persist_record_add(struct gm_dispatcher *d, struct gm_job *job, bool track)
+persist_record_add(struct gm_dispatcher *d, struct gm_job *job, bool track, bool update, struct gm_block *life,
+                   uint32_t life_len)
 {
     struct gm_prec r;
     memset(&r, 0, sizeof r);
@@ -88,14 +91,18 @@ persist_record_add(struct gm_dispatcher *d, struct gm_job *job, bool track)
     r.data = job->data;
     r.data_len = job->data_len;
     r.data_blk = job->data_blk;
-    if (track && !pending_push(d, r.seq, job))
+    r.life_blk = life;
+    r.life_len = life_len;
+    r.update = update;
+    if (track && !pending_push(d, r.seq, job)) {
+        gm_block_unref(life);
         return false;
+    }
     gm_block_ref(r.blk);
     if (r.data_blk)
         gm_block_ref(r.data_blk);
     if (!persist_push(d, &r)) {
-        gm_block_unref(r.blk);
-        gm_block_unref(r.data_blk);
+        gm_prec_release(&r);
         if (track)
             d->persist.pend_len--;
         return false;
@@ -106,7 +113,19 @@ persist_record_add(struct gm_dispatcher *d, struct gm_job *job, bool track)
 bool
 persist_add(struct gm_dispatcher *d, struct gm_job *job)
 {
-    return persist_record_add(d, job, true);
+    return persist_record_add(d, job, true, false, NULL, 0);
+}
+
+void
+persist_lifecycle(struct gm_dispatcher *d, struct gm_job *job, struct gm_block *life, uint32_t life_len)
+{
+    if (!(job->flags & GM_JOB_PERSISTED) || !d->persist.active) {
+        gm_block_unref(life);
+        return;
+    }
+    if (!persist_record_add(d, job, false, true, life, life_len))
+        gm_log(GM_LOG_ERROR, "out of memory: the attempts of %s are not stored (a restart would run it "
+               "as it was stored before)", gm_job_handle(job));
 }
 
 void
@@ -178,8 +197,12 @@ persist_store_all(struct gm_dispatcher *d)
         for (struct gm_hnode *h = d->by_handle.buckets[b]; h; h = h->next) {
             struct gm_job *job = gm_container_of(h, struct gm_job, by_handle);
             if ((job->flags & GM_JOB_FN_COPY) && (job->flags & GM_JOB_BACKGROUND) &&
-                !(job->flags & GM_JOB_IGNORED) && persist_record_add(d, job, false))
-                n++;
+                !(job->flags & GM_JOB_IGNORED)) {
+                uint32_t life_len;
+                struct gm_block *life = lifecycle_record(job, &life_len);
+                if (persist_record_add(d, job, false, false, life, life_len))
+                    n++;
+            }
         }
     persist_counter(d); /* so handles of this run are not given out again */
     gm_log(GM_LOG_NOTICE, "storing %zu background jobs for the next start", n);

@@ -30,7 +30,7 @@ gm_disp_replay_row(struct gm_dispatcher *d, const struct gm_qrow *row, char *err
         snprintf(err, errlen, "%s", bad->text);
         return -1;
     }
-    if (gm_disp_job_by_handle(d, row->handle, row->handle_len))
+    if (job_find_handle(d, row->handle, row->handle_len))
         return 1;
     struct gm_function *fn = gm_disp_function_get(d, row->function, row->function_len);
     if (!fn) {
@@ -66,6 +66,8 @@ gm_disp_replay_row(struct gm_dispatcher *d, const struct gm_qrow *row, char *err
         job_index_unique(d, job, data_keyed, key, key_len);
     fn->queued[job->prio]++;
     job_place(d, job, true);
+    if (row->lifecycle_len)
+        lifecycle_replayed(d, job, row->lifecycle, row->lifecycle_len);
     /* New handles continue above the replayed ones of our prefix. */
     size_t plen = strlen(d->cfg->handle_prefix);
     uint64_t n;

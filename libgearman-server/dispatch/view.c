@@ -315,19 +315,7 @@ view_dead(void *arg, const struct gm_view_dead_query *q, uint64_t *total,
 static int
 view_job_state(void *arg, const char *handle, size_t len, struct gm_view_job_state *out)
 {
-    struct gm_dispatcher *d = arg;
-    const struct gm_job *job = job_find_handle(d, handle, len);
-    if (!job || job->state == GM_JOB_FREED)
-        return GM_VIEW_UNKNOWN;
-    unsigned attempts;
-    memset(out, 0, sizeof *out);
-    out->state = lifecycle_job_state(job, &attempts);
-    out->attempts = attempts;
-    out->handle = gm_job_handle(job);
-    out->function = job->fn->name;
-    out->unique = gm_job_unique(job);
-    out->unique_len = job->unique_len;
-    return 0;
+    return lifecycle_describe(arg, handle, len, out) < 0 ? GM_VIEW_UNKNOWN : 0;
 }
 
 static int

@@ -83,12 +83,13 @@ gm_persist_channel_init(struct gm_persist_channel *ch, size_t slots)
     return 0;
 }
 
-static void
-release_record(struct gm_prec *r)
+void
+gm_prec_release(struct gm_prec *r)
 {
     gm_block_unref(r->blk);
     gm_block_unref(r->data_blk);
-    r->blk = r->data_blk = NULL;
+    gm_block_unref(r->life_blk);
+    r->blk = r->data_blk = r->life_blk = NULL;
 }
 
 void
@@ -97,7 +98,7 @@ gm_persist_channel_destroy(struct gm_persist_channel *ch)
     struct gm_prec *r;
     gm_prec_ring_publish(&ch->records);
     while ((r = gm_prec_ring_peek(&ch->records))) {
-        release_record(r);
+        gm_prec_release(r);
         gm_prec_ring_consume(&ch->records);
     }
     gm_prec_ring_destroy(&ch->records);
@@ -241,6 +242,8 @@ to_qrecord(const struct gm_prec *r, struct gm_qrecord *q)
     q->unique_len = r->unique_len;
     q->data = r->data;
     q->data_len = r->data_len;
+    q->lifecycle = r->life_blk ? r->life_blk->data : NULL;
+    q->lifecycle_len = r->life_len;
 }
 
 static bool
@@ -274,6 +277,10 @@ cancel_pairs(struct gm_persist *p, size_t n)
         while (slot[pos] >= 0 && !same_handle(&p->batch[slot[pos]], r))
             pos = (pos + 1) & (buckets - 1);
         if (r->op == GM_QOP_ADD) {
+            /* a later ADD of the same job (its lifecycle changed)
+               replaces the earlier one */
+            if (slot[pos] >= 0 && p->batch[slot[pos]].op == GM_QOP_ADD && !p->dropped[slot[pos]])
+                p->dropped[slot[pos]] = true;
             slot[pos] = (int32_t)i;
         } else if (slot[pos] >= 0 && p->batch[slot[pos]].op == GM_QOP_ADD &&
                    !p->dropped[slot[pos]]) {
@@ -358,6 +365,16 @@ collect(struct gm_persist *p, size_t max)
     return n;
 }
 
+/* Whether a record of a failed batch leaves a DONE to write once the
+   backend is back: a DONE itself, and a new job's ADD (refused to its
+   submitter, but its commit may have happened unseen).  Not an update of
+   a stored job (its old record stands) nor a counter. */
+static bool
+undone_on_failure(const struct gm_prec *r)
+{
+    return r->op == GM_QOP_DONE || (r->op == GM_QOP_ADD && !r->update);
+}
+
 /* Retries a failed batch one record at a time, acknowledging each, so that
    one job the backend cannot store (too big, bad bytes) fails alone. */
 static void
@@ -392,7 +409,7 @@ write_one_by_one(struct gm_persist *p, size_t n)
             continue;
         }
         /* the connection went meanwhile: the rest waits for the backend */
-        if (p->batch[i].op != GM_QOP_COUNTER)
+        if (undone_on_failure(&p->batch[i]))
             hold_done(p, &p->batch[i]);
         /* unhealthy before the refusal is heard: a submitter that asks
            /health on its QUEUE_ERROR finds the queue down */
@@ -455,7 +472,7 @@ write_batch(struct gm_persist *p, size_t n)
        submitters, so their rows, if any, must go too.  DONEs for them are
        held with the batch's own DONEs and written when the backend is back. */
     for (size_t i = 0; i < n; i++)
-        if (!p->dropped[i] && p->batch[i].op != GM_QOP_COUNTER)
+        if (!p->dropped[i] && undone_on_failure(&p->batch[i]))
             hold_done(p, &p->batch[i]);
     atomic_store(&p->healthy, 0); /* before the refusal is heard (see write_one_by_one) */
     schedule_retry(p);
@@ -471,7 +488,7 @@ run(struct gm_persist *p, bool final)
     while ((n = collect(p, final ? SIZE_MAX : p->cfg.batch_max)) > 0) {
         write_batch(p, n);
         for (size_t i = 0; i < n; i++)
-            release_record(&p->batch[i]);
+            gm_prec_release(&p->batch[i]);
     }
 }
 

@@ -54,6 +54,8 @@
 struct gm_prec {
     uint64_t seq;
     uint8_t op;            /* enum gm_qop (COUNTER: the value is in `when`) */
+    bool update;           /* ADD of a job stored before (its lifecycle changed): if the batch
+                              fails, its old record stands, nothing is undone */
     uint8_t priority;
     uint8_t handle_len;
     int64_t when;
@@ -61,6 +63,8 @@ struct gm_prec {
     struct gm_block *data_blk; /* ADD: the data's block if not blk */
     const char *function, *unique, *data;
     uint32_t function_len, unique_len, data_len;
+    struct gm_block *life_blk; /* ADD: the lifecycle bytes (gm_qrecord.lifecycle), or NULL */
+    uint32_t life_len;
     const char *handle;    /* ADD: in blk; DONE: NULL, see handle_copy */
     char handle_copy[GM_HANDLE_MAX];
 };
@@ -72,6 +76,9 @@ struct gm_pack {
     bool ok;
     char reason[120];
 };
+
+/* Drops the block references a record holds. */
+void gm_prec_release(struct gm_prec *r);
 
 GM_RING_DEFINE(gm_prec_ring, struct gm_prec)
 GM_RING_DEFINE(gm_pack_ring, struct gm_pack)

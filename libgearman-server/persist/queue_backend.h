@@ -39,6 +39,12 @@ struct gm_qrecord {
     const char *unique;
     const char *data;
     uint32_t handle_len, function_len, unique_len, data_len;
+    /* ADD: bytes the core keeps with the job (its attempts and, for a dead
+       letter, why and when it died: dispatch/lifecycle.c), opaque to the
+       backend, stored as given and given back by replay(); 0 bytes for a
+       job that never failed. */
+    const char *lifecycle;
+    uint32_t lifecycle_len;
 };
 
 /* One stored job, as replay() reports it. */
@@ -50,6 +56,8 @@ struct gm_qrow {
     uint32_t handle_len, function_len, unique_len, data_len;
     int priority;            /* 0..2; other values are reported as bad rows */
     int64_t when;
+    const char *lifecycle;   /* as stored by ADD (NULL or 0 bytes: none) */
+    uint32_t lifecycle_len;
 };
 
 /* Called by replay() for each row; returns 0 when the row was replayed, 1

@@ -203,16 +203,16 @@ struct gm_view_dead_query {
     uint64_t offset, limit;
 };
 
-/* A job (or dead letter) as `show job` describes it.  Pointers are valid
-   during the call that filled it. */
+/* A job, dead letter or kept outcome (--keep-results) as `show job`
+   describes it.  Pointers are valid during the call that filled it. */
 struct gm_view_job_state {
     const char *handle, *function, *unique;
-    uint32_t unique_len;
-    const char *state;         /* "queued", "scheduled", "running", "dead"; a kept outcome
-                                  will add "complete" and "failed" */
+    uint32_t handle_len, function_len, unique_len;
+    const char *state;         /* "queued", "scheduled", "running", "dead", or a kept
+                                  outcome's "complete", "failed" */
     uint32_t attempts;         /* hand-outs to a worker, the one running included */
-    const char *result;        /* a kept outcome's data; NULL, 0 until outcomes are kept */
-    size_t result_len;
+    const char *result;        /* a kept outcome's first --keep-results-bytes of result; NULL */
+    uint32_t result_len;       /* and 0 for the others */
 };
 
 /* What a lifecycle action of the view returns besides 0. */
@@ -276,8 +276,8 @@ struct gm_state_view {
        its own list. */
     void (*dead)(void *d, const struct gm_view_dead_query *q, uint64_t *total,
                  void (*cb)(void *arg, const struct gm_view_dead *x), void *arg);
-    /* The job or dead letter with that handle into *out, as `show job`
-       does: 0, or GM_VIEW_UNKNOWN. */
+    /* The job, dead letter or kept outcome with that handle into *out, as
+       `show job` does: 0, or GM_VIEW_UNKNOWN. */
     int (*job)(void *d, const char *handle, size_t len, struct gm_view_job_state *out);
     /* `retry dead HANDLE` (retry) or `discard dead HANDLE`: 0, or
        GM_VIEW_UNKNOWN if no dead letter has that handle. */

@@ -9,7 +9,9 @@
  * Storage: one item per job, key "<prefix><handle>", flags = priority,
  * value = "GMQ1", priority (1 byte), run time (8 bytes, big-endian),
  * function length (2 bytes) and function, unique length (1 byte) and
- * unique, then the data.  A job whose function name (64 KiB or more) or
+ * unique, then the data; a job with lifecycle bytes (queue_backend.h) is
+ * stored as "GMQ2", the same with a 2-byte length and those bytes between
+ * the unique key and the data.  A job whose function name (64 KiB or more) or
  * unique key (256 bytes or more) does not fit those lengths is refused, its
  * batch with it, never stored cut short.  Items written by gearmand 1.1.20 (key
  * "<prefix><function>-<unique>", value = data) are found by replay, given a
@@ -39,6 +41,8 @@
 #include "libgearman-server/proto/protocol.h"
 
 #define MAGIC "GMQ1"
+#define MAGIC_LIFE "GMQ2" /* with lifecycle bytes */
+#define LIFE_MAX 0xFFFFu   /* the 2-byte lifecycle length */
 #define HEAD_LEN (4 + 1 + 8 + 2)
 #define FUNCTION_MAX 0xFFFFu /* the 2-byte function length */
 #define UNIQUE_MAX 0xFFu     /* the 1-byte unique length */
@@ -138,10 +142,14 @@ key_for(struct mc *c, const char *handle, size_t len, size_t *klen)
 
 /* Encodes a job into c->value; returns its length, or 0 if memory is short. */
 static size_t
-encode(struct mc *c, uint8_t prio, int64_t when, const char *fn, uint32_t fn_len, const char *u,
-       uint32_t u_len, const char *data, uint32_t data_len)
+encode(struct mc *c, const struct gm_qrecord *r)
 {
-    size_t need = HEAD_LEN + fn_len + 1 + u_len + data_len;
+    uint8_t prio = r->priority;
+    int64_t when = r->when;
+    const char *fn = r->function, *u = r->unique, *data = r->data;
+    uint32_t fn_len = r->function_len, u_len = r->unique_len, data_len = r->data_len;
+    uint32_t life_len = r->lifecycle_len <= LIFE_MAX ? r->lifecycle_len : 0;
+    size_t need = HEAD_LEN + fn_len + 1 + u_len + (life_len ? 2 + life_len : 0) + data_len;
     if (need > c->value_cap) {
         char *v = realloc(c->value, need);
         if (!v)
@@ -150,7 +158,7 @@ encode(struct mc *c, uint8_t prio, int64_t when, const char *fn, uint32_t fn_len
         c->value_cap = need;
     }
     char *p = c->value;
-    memcpy(p, MAGIC, 4);
+    memcpy(p, life_len ? MAGIC_LIFE : MAGIC, 4);
     p[4] = (char)prio;
     uint64_t w = (uint64_t)when;
     for (int i = 0; i < 8; i++)
@@ -163,6 +171,12 @@ encode(struct mc *c, uint8_t prio, int64_t when, const char *fn, uint32_t fn_len
     *p++ = (char)u_len;
     memcpy(p, u, u_len);
     p += u_len;
+    if (life_len) {
+        *p++ = (char)(life_len >> 8);
+        *p++ = (char)life_len;
+        memcpy(p, r->lifecycle, life_len);
+        p += life_len;
+    }
     if (data_len)
         memcpy(p, data, data_len);
     return need;
@@ -248,8 +262,7 @@ send_batch(struct mc *c, const struct gm_qrecord *recs, size_t n, struct expect 
             int vl = snprintf(v, sizeof v, "%lld", (long long)r->when);
             rc = memcached_set(c->m, key, klen, v, (size_t)vl, 0, 0);
         } else if (r->op == GM_QOP_ADD) {
-            vlen = encode(c, r->priority, r->when, r->function, r->function_len, r->unique,
-                          r->unique_len, r->data, r->data_len);
+            vlen = encode(c, r);
             rc = vlen ? memcached_set(c->m, key, klen, c->value, vlen, 0, r->priority)
                       : MEMCACHED_MEMORY_ALLOCATION_FAILURE;
         } else {
@@ -620,7 +633,8 @@ replay_item(struct mc *c, const char *key, char *v, size_t vlen, uint32_t flags,
     const char *k = key + c->prefix_len;
     if (strcmp(k, "__next_handle") == 0)
         return;
-    if (vlen >= HEAD_LEN && memcmp(v, MAGIC, 4) == 0) {
+    bool with_life = vlen >= HEAD_LEN && memcmp(v, MAGIC_LIFE, 4) == 0;
+    if (vlen >= HEAD_LEN && (memcmp(v, MAGIC, 4) == 0 || with_life)) {
         uint32_t fn_len = (uint32_t)((unsigned char)v[13] << 8 | (unsigned char)v[14]);
         if (HEAD_LEN + fn_len + 1 > vlen ||
             HEAD_LEN + fn_len + 1 + (unsigned char)v[HEAD_LEN + fn_len] > vlen) {
@@ -639,6 +653,16 @@ replay_item(struct mc *c, const char *key, char *v, size_t vlen, uint32_t flags,
         row.unique_len = (unsigned char)v[HEAD_LEN + fn_len];
         row.unique = v + HEAD_LEN + fn_len + 1;
         row.data = row.unique + row.unique_len;
+        if (with_life) {
+            size_t at = (size_t)(row.data - v);
+            if (at + 2 > vlen || at + 2 + ((size_t)(unsigned char)v[at] << 8 | (unsigned char)v[at + 1]) > vlen) {
+                gm_log(GM_LOG_ERROR, "libmemcached: item %s is damaged; kept, not replayed", key);
+                return;
+            }
+            row.lifecycle_len = (uint32_t)((unsigned char)v[at] << 8 | (unsigned char)v[at + 1]);
+            row.lifecycle = v + at + 2;
+            row.data = row.lifecycle + row.lifecycle_len;
+        }
         row.data_len = (uint32_t)(vlen - (size_t)(row.data - v));
         cb(arg, &row);
     } else {
@@ -653,7 +677,7 @@ replay_item(struct mc *c, const char *key, char *v, size_t vlen, uint32_t flags,
                  (unsigned long long)++*migrated_count);
         struct gm_qrecord add = {GM_QOP_ADD, (uint8_t)(flags <= 2 ? flags : 1), 0, handle, k,
                                  dash + 1, v, (uint32_t)strlen(handle), (uint32_t)(dash - k),
-                                 (uint32_t)strlen(dash + 1), (uint32_t)vlen};
+                                 (uint32_t)strlen(dash + 1), (uint32_t)vlen, NULL, 0};
         if (mc_write_batch(c, &add, 1, err, errlen) == 0) {
             memcached_delete(c->m, key, strlen(key), 0);
             memcached_flush_buffers(c->m);

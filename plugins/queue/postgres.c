@@ -22,8 +22,10 @@
  * time), but their connect is bounded by connect_timeout.
  *
  * Table layout: gearmand 1.1.20's columns plus job_handle (the row's
- * identity) and seq (insertion order for replay).  A 1.1.20 table is
- * migrated when opened, in one transaction.
+ * identity), seq (insertion order for replay) and lifecycle (the core's
+ * bytes about a job's attempts and death, NULL for most jobs; added to a
+ * table made before it existed).  A 1.1.20 table is migrated when opened,
+ * in one transaction.
  */
 #include "config.h"
 
@@ -95,7 +97,8 @@ struct pg_array {
 };
 
 /* The columns of a batch's INSERT, and the handles of its DELETE. */
-enum { COL_HANDLE, COL_UNIQUE, COL_FUNCTION, COL_PRIORITY, COL_DATA, COL_WHEN, COL_DONE, NCOLS };
+enum { COL_HANDLE, COL_UNIQUE, COL_FUNCTION, COL_PRIORITY, COL_DATA, COL_WHEN, COL_LIFE, COL_DONE, NCOLS };
+#define NADD COL_DONE /* the INSERT's columns */
 
 struct pg {
     PGconn *conn;         /* non-blocking; NULL once given up, until reconnect() */
@@ -447,12 +450,13 @@ prepare(struct pg *p, char *err, size_t errlen)
 {
     /* Rows are inserted in array order (seq is replay order). */
     char *add = fmt("INSERT INTO %s (job_handle, unique_key, function_name, priority, data, "
-                    "when_to_run) SELECT h, u, f, p, d, w FROM unnest($1::text[], $2::text[], "
-                    "$3::text[], $4::integer[], $5::bytea[], $6::bigint[]) WITH ORDINALITY "
-                    "AS x(h, u, f, p, d, w, o) ORDER BY o "
+                    "when_to_run, lifecycle) SELECT h, u, f, p, d, w, NULLIF(l, ''::bytea) FROM "
+                    "unnest($1::text[], $2::text[], $3::text[], $4::integer[], $5::bytea[], $6::bigint[], "
+                    "$7::bytea[]) WITH ORDINALITY AS x(h, u, f, p, d, w, l, o) ORDER BY o "
                     "ON CONFLICT (job_handle) DO UPDATE SET unique_key = EXCLUDED.unique_key, "
                     "function_name = EXCLUDED.function_name, priority = EXCLUDED.priority, "
-                    "data = EXCLUDED.data, when_to_run = EXCLUDED.when_to_run",
+                    "data = EXCLUDED.data, when_to_run = EXCLUDED.when_to_run, "
+                    "lifecycle = EXCLUDED.lifecycle",
                     p->table);
     char *done = fmt("DELETE FROM %s WHERE job_handle = ANY($1::text[])", p->table);
     int rc = -1;
@@ -463,7 +467,7 @@ prepare(struct pg *p, char *err, size_t errlen)
                       "INSERT INTO gearmand_meta (name, value) VALUES ($1, $2::bigint) "
                       "ON CONFLICT (name) DO UPDATE SET value = GREATEST(gearmand_meta.value, EXCLUDED.value)",
                       2, err, errlen) < 0 ||
-                     prepare1(p, "gm_add", add, 6, err, errlen) < 0 ||
+                     prepare1(p, "gm_add", add, NADD, err, errlen) < 0 ||
                      prepare1(p, "gm_done", done, 1, err, errlen) < 0
                  ? -1
                  : 0;
@@ -504,10 +508,10 @@ setup_table(struct pg *p, char *err, size_t errlen)
         return run_fmt(p, err, errlen,
                        "CREATE TABLE IF NOT EXISTS %s (unique_key TEXT, function_name TEXT, "
                        "priority INTEGER, data BYTEA, when_to_run BIGINT, "
-                       "job_handle TEXT PRIMARY KEY, seq BIGSERIAL)",
+                       "job_handle TEXT PRIMARY KEY, seq BIGSERIAL, lifecycle BYTEA)",
                        p->table);
     if (layout == 1)
-        return 0;
+        return run_fmt(p, err, errlen, "ALTER TABLE %s ADD COLUMN IF NOT EXISTS lifecycle BYTEA", p->table);
     /* gearmand 1.1: give every row a handle and an order, drop the
        (unique_key, function_name) constraint, in one transaction. */
     char *prefix = PQescapeLiteral(p->conn, p->prefix, strlen(p->prefix));
@@ -524,6 +528,7 @@ setup_table(struct pg *p, char *err, size_t errlen)
         run_fmt(p, err, errlen, "ALTER TABLE %s ALTER COLUMN when_to_run TYPE BIGINT", p->table) < 0 ||
         drop_key_constraints(p, err, errlen) < 0 ||
         run_fmt(p, err, errlen, "ALTER TABLE %s ADD PRIMARY KEY (job_handle)", p->table) < 0 ||
+        run_fmt(p, err, errlen, "ALTER TABLE %s ADD COLUMN lifecycle BYTEA", p->table) < 0 ||
         run(p, "COMMIT", err, errlen) < 0) {
         char ignored[64];
         run(p, "ROLLBACK", ignored, sizeof ignored);
@@ -688,6 +693,10 @@ replay_row(struct pg *p, const PGresult *r, gm_qrow_cb cb, void *arg)
     row.data = PQgetisnull(r, 0, 4) ? "" : PQgetvalue(r, 0, 4);
     row.data_len = (uint32_t)PQgetlength(r, 0, 4);
     row.when = PQgetisnull(r, 0, 5) ? 0 : be64(PQgetvalue(r, 0, 5));
+    if (!PQgetisnull(r, 0, 7)) {
+        row.lifecycle = PQgetvalue(r, 0, 7);
+        row.lifecycle_len = (uint32_t)PQgetlength(r, 0, 7);
+    }
     return cb(arg, &row);
 }
 
@@ -695,8 +704,8 @@ static int
 pg_replay(void *state, gm_qrow_cb cb, void *arg, char *err, size_t errlen)
 {
     struct pg *p = state;
-    char *sql = fmt("SELECT job_handle, unique_key, function_name, priority, data, when_to_run, seq "
-                    "FROM %s ORDER BY seq",
+    char *sql = fmt("SELECT job_handle, unique_key, function_name, priority, data, when_to_run, seq, "
+                    "lifecycle FROM %s ORDER BY seq",
                     p->table);
     if (!sql) {
         snprintf(err, errlen, "out of memory");
@@ -843,7 +852,8 @@ mark_last_per_handle(struct pg *p, const struct gm_qrecord *recs, size_t n)
 static bool
 fill_arrays(struct pg *p, const struct gm_qrecord *recs, size_t n, long long *counter)
 {
-    static const uint32_t oids[NCOLS] = {OID_TEXT, OID_TEXT, OID_TEXT, OID_INT4, OID_BYTEA, OID_INT8, OID_TEXT};
+    static const uint32_t oids[NCOLS] = {OID_TEXT, OID_TEXT, OID_TEXT, OID_INT4, OID_BYTEA, OID_INT8, OID_BYTEA,
+                                         OID_TEXT};
     for (int c = 0; c < NCOLS; c++)
         array_start(&p->col[c], oids[c]);
     *counter = -1;
@@ -870,7 +880,8 @@ fill_arrays(struct pg *p, const struct gm_qrecord *recs, size_t n, long long *co
              array_put(&p->col[COL_FUNCTION], r->function, r->function_len) &&
              array_put(&p->col[COL_PRIORITY], prio, 4) &&
              array_put(&p->col[COL_DATA], r->data ? r->data : "", r->data_len) &&
-             array_put(&p->col[COL_WHEN], when, 8);
+             array_put(&p->col[COL_WHEN], when, 8) &&
+             array_put(&p->col[COL_LIFE], r->lifecycle_len ? r->lifecycle : "", r->lifecycle_len);
     }
     for (int c = 0; c < NCOLS && ok; c++)
         array_finish(&p->col[c]);
@@ -881,15 +892,15 @@ fill_arrays(struct pg *p, const struct gm_qrecord *recs, size_t n, long long *co
 static bool
 send_batch(struct pg *p, long long counter)
 {
-    int fmts[6] = {1, 1, 1, 1, 1, 1};
+    int fmts[NADD] = {1, 1, 1, 1, 1, 1, 1};
     if (p->col[COL_HANDLE].n) {
-        const char *v[6];
-        int len[6];
-        for (int c = 0; c < 6; c++) {
+        const char *v[NADD];
+        int len[NADD];
+        for (int c = 0; c < NADD; c++) {
             v[c] = p->col[c].buf;
             len[c] = (int)p->col[c].len;
         }
-        if (!PQsendQueryPrepared(p->conn, "gm_add", 6, v, len, fmts, 0))
+        if (!PQsendQueryPrepared(p->conn, "gm_add", NADD, v, len, fmts, 0))
             return false;
     }
     if (p->col[COL_DONE].n) {

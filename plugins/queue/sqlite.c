@@ -9,7 +9,9 @@
  *
  * Table layout: gearmand 1.1.20's columns (unique_key, function_name,
  * priority, data, when_to_run) plus job_handle, the row's identity, so that
- * jobs with empty or repeated unique keys each keep their row.  A table in
+ * jobs with empty or repeated unique keys each keep their row, and
+ * lifecycle (the core's bytes about a job's attempts and death, NULL for
+ * most jobs; added to a table made before it existed).  A table in
  * 1.1.20's layout is migrated when opened, in one transaction: its rows keep
  * their order and get the handles "<prefix>:<rowid>".
  */
@@ -71,9 +73,10 @@ exec_fmt(struct sq *s, char *err, size_t errlen, const char *fmt, ...)
 }
 
 /* Which layout the table has: 0 none, 1 ours, 2 gearmand 1.1.20's (with
-   when_to_run), 3 older gearmand (no when_to_run), -1 unknown. */
+   when_to_run), 3 older gearmand (no when_to_run), -1 unknown.  *life:
+   it has the lifecycle column. */
 static int
-table_layout(struct sq *s)
+table_layout(struct sq *s, bool *life)
 {
     char *sql = sqlite3_mprintf("PRAGMA table_info(%s)", s->table);
     sqlite3_stmt *st = NULL;
@@ -89,6 +92,7 @@ table_layout(struct sq *s)
         if (!name)
             continue;
         handle |= strcmp(name, "job_handle") == 0;
+        *life |= strcmp(name, "lifecycle") == 0;
         when |= strcmp(name, "when_to_run") == 0;
         unique |= strcmp(name, "unique_key") == 0;
         fn |= strcmp(name, "function_name") == 0;
@@ -110,7 +114,7 @@ create_table(struct sq *s, const char *name, char *err, size_t errlen)
 {
     return exec_fmt(s, err, errlen,
                     "CREATE TABLE %s (unique_key TEXT, function_name TEXT, priority INTEGER, "
-                    "data BLOB, when_to_run INTEGER, job_handle TEXT PRIMARY KEY)",
+                    "data BLOB, when_to_run INTEGER, job_handle TEXT PRIMARY KEY, lifecycle BLOB)",
                     name);
 }
 
@@ -183,7 +187,8 @@ sq_open(const struct gm_queue_options *opts, char *err, size_t errlen)
     if (exec_sql(s, "PRAGMA journal_mode=WAL", err, errlen) < 0 ||
         exec_sql(s, "PRAGMA synchronous=FULL", err, errlen) < 0)
         goto fail;
-    int layout = table_layout(s);
+    bool life = false;
+    int layout = table_layout(s, &life);
     if (layout < 0) {
         snprintf(err, errlen, "table %s exists with columns this server does not know", s->table);
         goto fail;
@@ -201,8 +206,10 @@ sq_open(const struct gm_queue_options *opts, char *err, size_t errlen)
     if ((layout == 2 || layout == 3) &&
         migrate(s, layout, opts->handle_prefix ? opts->handle_prefix : "H:migrated", err, errlen) < 0)
         goto fail;
+    if (layout == 1 && !life && exec_fmt(s, err, errlen, "ALTER TABLE %s ADD COLUMN lifecycle BLOB", s->table) < 0)
+        goto fail;
     char *sql = sqlite3_mprintf("INSERT OR REPLACE INTO %s (job_handle, unique_key, function_name, "
-                                "priority, data, when_to_run) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                                "priority, data, when_to_run, lifecycle) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                                 s->table);
     int rc = sql ? prepare(s, &s->insert, sql, err, errlen) : -1;
     sqlite3_free(sql);
@@ -325,7 +332,7 @@ sq_replay(void *state, gm_qrow_cb cb, void *arg, char *err, size_t errlen)
     struct runs taken = {NULL, 0, 0, false};
     gm_log(GM_LOG_NOTICE, "libsqlite3: replaying table %s", s->table); /* may take a while */
     char *sql = sqlite3_mprintf("SELECT job_handle, unique_key, function_name, priority, data, "
-                                "when_to_run, rowid FROM %s ORDER BY rowid",
+                                "when_to_run, rowid, lifecycle FROM %s ORDER BY rowid",
                                 s->table);
     sqlite3_stmt *st = NULL;
     int rc = sql ? sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) : SQLITE_NOMEM;
@@ -354,6 +361,8 @@ sq_replay(void *state, gm_qrow_cb cb, void *arg, char *err, size_t errlen)
         if (!row.data)
             row.data = "";
         row.when = sqlite3_column_int64(st, 5);
+        row.lifecycle = sqlite3_column_blob(st, 7);
+        row.lifecycle_len = row.lifecycle ? (uint32_t)sqlite3_column_bytes(st, 7) : 0;
         int r = cb(arg, &row);
         if (r != 0) {
             taken.open = false;
@@ -403,6 +412,10 @@ sq_write_batch(void *state, const struct gm_qrecord *recs, size_t n, char *err, 
             sqlite3_bind_int(st, 4, r->priority);
             sqlite3_bind_blob(st, 5, r->data_len ? r->data : "", (int)r->data_len, SQLITE_STATIC);
             sqlite3_bind_int64(st, 6, r->when);
+            if (r->lifecycle_len)
+                sqlite3_bind_blob(st, 7, r->lifecycle, (int)r->lifecycle_len, SQLITE_STATIC);
+            else
+                sqlite3_bind_null(st, 7);
         }
         if (step_done(s, st) < 0) {
             set_err(err, errlen, r->op == GM_QOP_DONE ? "DELETE" : "INSERT", s->db);

@@ -175,15 +175,17 @@ view_dead(void *d, const struct gm_view_dead_query *q, uint64_t *total,
     *total = n;
 }
 
-/* Knows H:fuzz:1 (running) and the dead letter H:fuzz:4. */
+/* Knows H:fuzz:1 (running) and H:fuzz:4 (a kept outcome). */
 static int
 view_job(void *d, const char *handle, size_t len, struct gm_view_job_state *out)
 {
     (void)d;
     memset(out, 0, sizeof *out);
     out->function = "f";
+    out->function_len = 1;
     out->unique = "u\0x";
     out->unique_len = 3;
+    out->handle_len = 8;
     if (len == 8 && memcmp(handle, "H:fuzz:1", 8) == 0) {
         out->handle = "H:fuzz:1";
         out->state = "running";
@@ -192,7 +194,7 @@ view_job(void *d, const char *handle, size_t len, struct gm_view_job_state *out)
     }
     if (len == 8 && memcmp(handle, "H:fuzz:4", 8) == 0) {
         out->handle = "H:fuzz:4";
-        out->state = "dead";
+        out->state = "complete";
         out->result = "kept\0";
         out->result_len = 5;
         return 0;

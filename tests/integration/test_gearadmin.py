@@ -13,6 +13,9 @@ gearadmin reads each reply until 5 ms pass without data, and prints `OK`,
 the rest of an `OK ...` line, `Error: ...` on stderr for `ERR ...`, or the
 reply verbatim; so these tests also check that our replies arrive in one
 burst and that their first bytes are what gearadmin dispatches on.
+
+Our own gearadmin (bin/), its lifecycle options included, is tested in
+test_tools.py.
 """
 
 import os

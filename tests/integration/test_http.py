@@ -1915,6 +1915,16 @@ def test_dead_letters_job_state_and_their_exact_json():
         sync(w)
         j = get_json(s, "/api/jobs/" + h3)
         assert j["state"] in ("scheduled", "queued") and j["attempts"] == 1, j
+        # a background job that ended: its kept outcome, with the start of its result
+        h4 = gmtest.submit(c, "SUBMIT_JOB_BG", "other", "u4", "d4")
+        w2 = worker(s, "other")                    # w may be given the retry of h3 first
+        assert grab_wait(w2)[0] == h4
+        w2.send_packet("WORK_COMPLETE", h4, b"\x00result\xff")
+        sync(w2)
+        w2.close()
+        assert get_json(s, "/api/jobs/" + h4) == {"handle": h4, "function": "other", "unique": "u4", "state": "complete",
+                                                  "attempts": 1, "result_b64": "AHJlc3VsdP8="}
+        assert admin_lines(s, "show job " + h4) == [[h4, "other", "u4", "complete", "1", "8"]]
         for bad in (PREFIX + ":999999", "nosuch", "x" * 300, "%zz"):
             r = get(s, "/api/jobs/" + bad)
             assert r.status == 404 and r.json()["error"] == "unknown job", (bad, r)

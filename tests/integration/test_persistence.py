@@ -444,6 +444,103 @@ def test_completed_failed_and_excepted_jobs_leave_storage(store):
 # Restart and replay
 
 
+# ----------------------------------------------------------------------
+# The job lifecycle (docs/lifecycle.md): a retry's wait and its attempts,
+# and dead letters, survive a restart
+
+
+def show_job(c, handle):
+    """`show job`: (state, attempts)."""
+    r = c.admin("show job %s" % handle)
+    line = r.split(b"\n")[0].split(b"\t")
+    assert len(line) == 6 and line[0].decode() == handle, r
+    return line[3].decode(), int(line[4])
+
+
+@per_backend(*ALL)
+def test_restart_in_the_middle_of_a_backoff_keeps_the_wait_and_the_attempts(store):
+    s = srv(store, "--policy", "f:retries=3,backoff=4000").start()
+    try:
+        c = s.conn()
+        h = submit(c, "SUBMIT_JOB_BG", "f", "u1", "payload")
+        w = worker(s, "f")
+        j = grab_uniq(w)
+        assert j[0] == h
+        w.send_packet("WORK_FAIL", h)
+        sync(w)
+        failed_at = time.time()
+        assert show_job(c, h) == ("scheduled", 1)
+        # the record now holds the retry time (whole seconds, rounded up)
+        if store.shows_fields:
+            wait_until(lambda: any(r.handle == h and r.when and r.when >= int(failed_at) + 4 for r in store.rows()),
+                       timeout=5, what="the retry time to be stored (have %r)" % store.rows())
+        else:
+            time.sleep(0.5)
+        w.close()
+        c.close()
+        s = restart(s, store)
+        c = s.conn()
+        assert show_job(c, h) == ("scheduled", 1), "the wait and the attempt count are lost"
+        w = worker(s, "f")
+        if time.time() < failed_at + 3.5:
+            assert grab_uniq(w) is None, "handed out before its retry time"
+        j = None
+        deadline = time.time() + 10
+        while j is None and time.time() < deadline:
+            j = grab_uniq(w)
+            if j is None:
+                time.sleep(0.1)
+        assert j is not None and j[0] == h and j[3] == b"payload", j
+        assert time.time() >= failed_at + 3.9, "retried %.2f s after the failure" % (time.time() - failed_at)
+        assert show_job(c, h) == ("running", 2)
+        w.send_packet("WORK_COMPLETE", h, "")
+        wait_until(lambda: store.rows() == [], timeout=5, what="storage to be empty")
+    finally:
+        s.stop()
+
+
+@per_backend(*ALL)
+def test_dead_letters_are_stored_and_replayed_as_dead_letters(store):
+    s = srv(store, "--policy", "f:retries=0").start()
+    try:
+        c = s.conn()
+        h1 = submit(c, "SUBMIT_JOB_BG", "f", "u1", "one")
+        h2 = submit(c, "SUBMIT_JOB_BG", "f", "u2", "two")
+        h3 = submit(c, "SUBMIT_JOB_BG", "f", "u3", "three")
+        w = worker(s, "f")
+        assert grab_uniq(w)[0] == h1
+        w.send_packet("WORK_EXCEPTION", h1, "trace\0back")
+        assert grab_uniq(w)[0] == h2
+        w.send_packet("WORK_FAIL", h2)
+        sync(w)
+        dead = c.admin("show dead")
+        assert dead.count(b"\n") == 3, dead
+        w.close()
+        c.close()
+        s = restart(s, store)
+        c = s.conn()
+        again = c.admin("show dead")
+        assert again == dead, "dead letters after the restart:\n%r\nbefore:\n%r" % (again, dead)
+        assert show_job(c, h1) == ("dead", 1) and show_job(c, h2) == ("dead", 1)
+        assert show_job(c, h3) == ("queued", 0)
+        assert c.admin("status") == b"f\t1\t0\t0\n.\n", "dead letters counted as jobs"
+        # sent back: stored as a plain job again, run once more
+        assert c.admin("retry dead %s" % h1) == b"OK\r\n"
+        assert c.admin("discard dead %s" % h2) == b"OK\r\n"
+        wait_until(lambda: sorted(handles(store.rows())) == sorted([h1, h3]), timeout=5,
+                   what="the discarded dead letter to leave storage (have %r)" % store.rows())
+        c.close()
+        s = restart(s, store)
+        c = s.conn()
+        assert c.admin("show dead") == b".\n"
+        w = worker(s, "f")
+        got = sorted(j[0] for j in drain(w))
+        assert got == sorted([h1, h3]), got
+        wait_until(lambda: store.rows() == [], timeout=5, what="storage to be empty")
+    finally:
+        s.stop()
+
+
 @per_backend(*ALL)
 def test_restart_replays_every_unfinished_job_with_its_handle_priority_unique_and_time(store):
     now = int(time.time())

@@ -19,6 +19,10 @@ gearadmin's output is compared with /usr/bin/gearadmin's on the same
 server state, after normalising the fd numbers of `workers` lines and the
 CR that 1.1.20's gearadmin leaves at the end of an error message.
 
+gearadmin's options for our job lifecycle commands (docs/lifecycle.md) are
+tested against our gearmand only, with exact outputs (a dead letter's time
+matched as digits), and against 1.1.20 only for their ERR and exit status.
+
 Every process runs with a timeout; workers are killed in finally blocks.
 """
 
@@ -1096,6 +1100,176 @@ def test_gearadmin_shutdown_on_1_1_20_is_an_error():
         expect(r, b"", rc=1, stderr=b"Error: UNKNOWN_COMMAND Unknown+server+commandshutdown\n")
         assert s.proc.poll() is None
         expect(gearadmin(s.port, "--getpid"), b"%d\n" % s.proc.pid)
+
+
+
+# ----------------------------------------------------------------------
+# gearadmin: the job lifecycle options (ours only; docs/lifecycle.md)
+
+POLICY_DEFAULTS = b"backoff=1000\tmax_backoff=300000\ttimeout=0\tconcurrency=0"
+
+
+def lifecycle_server():
+    return Server("--job-handle-prefix", "H:t")
+
+
+def make_dead_letter(port, fn, unique):
+    """Submits a background job of fn (whose policy has no retries left)
+    and fails its one attempt with a raw worker; returns its handle once
+    `show dead` lists it."""
+    with Conn(port) as c, Conn(port) as w:
+        c.send_packet("SUBMIT_JOB_BG", fn, unique, "data")
+        h = c.expect("JOB_CREATED").data
+        w.send_packet("CAN_DO", fn)
+        got, _u, _d = grab(w)
+        assert got == h, (got, h)
+        w.send_packet("WORK_FAIL", h)
+        wait_until(lambda: h + b"\t" in admin(port, "show dead"), what="dead letter %r" % h)
+    return h
+
+
+def dead_letters(port, *jobs):
+    """Gives the functions of jobs [(fn, unique)] the policy retries=0 with
+    --policy, then makes each job a dead letter; returns their handles."""
+    fns = sorted({fn for fn, _u in jobs})
+    expect(gearadmin(port, *[a for fn in fns for a in ("--policy", fn + " retries=0")]), b"OK\n" * len(fns))
+    return [make_dead_letter(port, fn, u) for fn, u in jobs]
+
+
+def dead_line(handle, fn, unique, reason=b"fail", attempts=1):
+    """A `show dead` line as a regex: its died-at time is any epoch second."""
+    return re.escape(b"\t".join([handle, fn, unique, b"%d" % attempts])) + rb"\t\d+\t" + reason + b"\n"
+
+
+@ours_only
+def test_gearadmin_policy_in_both_forms_then_show_policies():
+    with lifecycle_server() as s:
+        expect(gearadmin(s.port, "--policy", "f retries=0"), b"OK\n", stderr=b"")
+        expect(gearadmin(s.port, "--policy", "g:retries=2,backoff=10,concurrency=3"), b"OK\n", stderr=b"")
+        expect(gearadmin(s.port, "--policy=h:timeout=7"), b"OK\n", stderr=b"")
+        expect(gearadmin(s.port, "--show-policies"),
+               b"f\tretries=0\t" + POLICY_DEFAULTS + b"\tpaused=0\n"
+               b"g\tretries=2\tbackoff=10\tmax_backoff=300000\ttimeout=0\tconcurrency=3\tpaused=0\n"
+               b"h\tretries=0\tbackoff=1000\tmax_backoff=300000\ttimeout=7\tconcurrency=0\tpaused=0\n.\n",
+               stderr=b"")
+        # a policy set at run time merges into the one the function has
+        expect(gearadmin(s.port, "--policy", "g max_backoff=50", "--policy", "h reset"), b"OK\nOK\n")
+        expect(gearadmin(s.port, "--show-policies"),
+               b"f\tretries=0\t" + POLICY_DEFAULTS + b"\tpaused=0\n"
+               b"g\tretries=2\tbackoff=10\tmax_backoff=50\ttimeout=0\tconcurrency=3\tpaused=0\n.\n")
+        r = gearadmin(s.port, "--policy", "g:bogus=1")
+        expect(r, b"", rc=1)
+        assert r.stderr.startswith(b"Error: INVALID_ARGUMENTS unknown+key"), r.stderr
+
+
+@ours_only
+def test_gearadmin_show_dead_retry_dead_and_show_job():
+    with lifecycle_server() as s:
+        expect(gearadmin(s.port, "--policy", "f:retries=0"), b"OK\n")
+        h = make_dead_letter(s.port, "f", "u-1")
+        for args in (["--show-dead"], ["--show-dead", "f"], ["--show-dead=f"]):
+            r = gearadmin(s.port, *args)
+            assert r.returncode == 0 and r.stderr == b"" and \
+                re.fullmatch(dead_line(h, b"f", b"u-1") + rb"\.\n", r.stdout), (args, r)
+        expect(gearadmin(s.port, "--show-dead", "other"), b".\n", stderr=b"")
+        expect(gearadmin(s.port, "--show-job", h.decode()), h + b"\tf\tu-1\tdead\t1\t0\n.\n", stderr=b"")
+        expect(gearadmin(s.port, "--retry-dead", h.decode()), b"OK\n", stderr=b"")
+        expect(gearadmin(s.port, "--show-job", h.decode()), h + b"\tf\tu-1\tqueued\t0\t0\n.\n", stderr=b"")
+        expect(gearadmin(s.port, "--show-dead"), b".\n")
+        assert function_status(s.port, "f") == [1, 0, 0], status_lines(s.port)
+
+
+@ours_only
+def test_gearadmin_discard_dead_and_the_all_forms():
+    with lifecycle_server() as s:
+        h1, h2, h3, h4 = dead_letters(s.port, ("f", "u-1"), ("f", "u-2"), ("g", "u-3"), ("g", "u-4"))
+        expect(gearadmin(s.port, "--discard-dead", h1.decode()), b"OK\n", stderr=b"")
+        r = gearadmin(s.port, "--show-dead")
+        assert re.fullmatch(dead_line(h2, b"f", b"u-2") + dead_line(h3, b"g", b"u-3") +
+                            dead_line(h4, b"g", b"u-4") + rb"\.\n", r.stdout), r.stdout
+        expect(gearadmin(s.port, "--discard-dead-all", "g"), b"OK\n", stderr=b"")
+        r = gearadmin(s.port, "--show-dead")
+        assert re.fullmatch(dead_line(h2, b"f", b"u-2") + rb"\.\n", r.stdout), r.stdout
+        expect(gearadmin(s.port, "--retry-dead-all", "f"), b"OK\n", stderr=b"")
+        expect(gearadmin(s.port, "--show-dead"), b".\n")
+        assert function_status(s.port, "f") == [1, 0, 0] and function_status(s.port, "g") == [0, 0, 0], \
+            status_lines(s.port)
+
+
+@ours_only
+def test_gearadmin_unknown_handle_is_an_error_with_exit_1():
+    with lifecycle_server() as s:
+        expect(gearadmin(s.port, "--retry-dead", "H:t:99"), b"", rc=1,
+               stderr=b"Error: UNKNOWN_JOB no+dead+letter+has+that+handle\n")
+        expect(gearadmin(s.port, "--discard-dead", "H:t:99"), b"", rc=1,
+               stderr=b"Error: UNKNOWN_JOB no+dead+letter+has+that+handle\n")
+        expect(gearadmin(s.port, "--show-job", "H:t:99"), b"", rc=1,
+               stderr=b"Error: UNKNOWN_JOB no+job+has+that+handle\n")
+        # as after an ERR to 1.1.20's commands, the later commands still run
+        expect(gearadmin(s.port, "--show-job", "H:t:99", "--getpid"), b"%d\n" % s.proc.pid, rc=1,
+               stderr=b"Error: UNKNOWN_JOB no+job+has+that+handle\n")
+
+
+@ours_only
+def test_gearadmin_pause_resume_and_purge():
+    with lifecycle_server() as s, Conn(s.port) as c, Conn(s.port) as w:
+        expect(gearadmin(s.port, "--pause", "f"), b"OK\n", stderr=b"")
+        expect(gearadmin(s.port, "--show-policies"), b"f\tretries=0\t" + POLICY_DEFAULTS + b"\tpaused=1\n.\n")
+        c.send_packet("SUBMIT_JOB_BG", "f", "u-1", "x")
+        h = c.expect("JOB_CREATED").data
+        w.send_packet("CAN_DO", "f")
+        w.send_packet("GRAB_JOB")
+        assert w.expect("NO_JOB"), "a paused function's job was handed out"
+        expect(gearadmin(s.port, "--resume", "f"), b"OK\n", stderr=b"")
+        got, _u, _d = grab(w)
+        assert got == h, (got, h)
+        w.send_packet("WORK_COMPLETE", h, "")
+        for u in ("u-2", "u-3"):
+            c.send_packet("SUBMIT_JOB_BG", "f", u, "x")
+            c.expect("JOB_CREATED")
+        wait_jobs(s.port, "f", 2)
+        expect(gearadmin(s.port, "--pause", "f", "--purge", "f"), b"OK\nOK\n", stderr=b"")
+        assert function_status(s.port, "f") == [0, 0, 1], status_lines(s.port)
+        expect(gearadmin(s.port, "--purge", "nope"), b"", rc=1, stderr=b"Error: UNKNOWN_FUNCTION no+such+function\n")
+        expect(gearadmin(s.port, "--resume", "nope"), b"", rc=1, stderr=b"Error: UNKNOWN_FUNCTION no+such+function\n")
+
+
+@ours_only
+def test_gearadmin_show_dead_takes_the_next_argument_only_if_it_is_not_an_option():
+    with lifecycle_server() as s:
+        hf, hg = dead_letters(s.port, ("f", "u-f"), ("g", "u-g"))
+        pid = b"%d\n" % s.proc.pid
+        both_lines = dead_line(hf, b"f", b"u-f") + dead_line(hg, b"g", b"u-g") + rb"\.\n"
+        for args, want in ((["--show-dead", "--getpid"], both_lines + re.escape(pid)),
+                           (["--getpid", "--show-dead"], re.escape(pid) + both_lines),
+                           (["--show-dead", "g", "--getpid"], dead_line(hg, b"g", b"u-g") + rb"\.\n" + re.escape(pid)),
+                           (["--show-dead=f", "--show-dead"], dead_line(hf, b"f", b"u-f") + rb"\.\n" + both_lines)):
+            r = gearadmin(s.port, *args)
+            assert r.returncode == 0 and r.stderr == b"" and re.fullmatch(want, r.stdout), (args, r)
+
+
+@ours_only
+def test_gearadmin_lifecycle_options_in_help_and_their_wrong_uses():
+    r = run(GEARADMIN, "--help")
+    for opt in (b"--show-policies", b"--policy arg", b"--pause arg", b"--resume arg", b"--purge arg",
+                b"--show-dead [arg]", b"--retry-dead arg", b"--retry-dead-all arg", b"--discard-dead arg",
+                b"--discard-dead-all arg", b"--show-job arg"):
+        assert b"\n  " + opt + b" " in r.stdout, (opt, r.stdout)
+    port = dead_port()
+    for args in (["--retry-dead"], ["--policy"], ["--show-job"], ["--show-policies=x"], ["--show-dead", "f", "g"]):
+        r = gearadmin(port, *args, timeout=5)
+        assert r.returncode == 1 and r.stderr.startswith(b"gearadmin: "), (args, r)
+
+
+@ours_only
+def test_gearadmin_lifecycle_options_on_1_1_20_are_errors():
+    if not os.access(REF_GEARMAND, os.X_OK):
+        skip("%s is not installed" % REF_GEARMAND)
+    with Server(binary=REF_GEARMAND) as s:
+        for args in (["--show-policies"], ["--policy", "f:retries=1"], ["--pause", "f"], ["--show-dead"],
+                     ["--retry-dead-all", "f"], ["--show-job", "H:x:1"]):
+            r = gearadmin(s.port, *args)
+            assert r.returncode == 1 and r.stdout == b"" and r.stderr.startswith(b"Error: "), (args, r)
 
 
 if __name__ == "__main__":

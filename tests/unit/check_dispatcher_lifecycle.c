@@ -124,8 +124,8 @@ START_TEST(test_failed_background_job_is_retried_with_backoff_then_dead)
     admin(adm, "show job H:test:1");
     EXPECT_TEXT(adm, "H:test:1\tf\tu\trunning\t1\t0\n.\n");
     work(w, GM_PKT_WORK_COMPLETE, "H:test:1", "ok");
-    admin(adm, "show job H:test:1");
-    EXPECT_TEXT(adm, "ERR UNKNOWN_JOB no+job+has+that+handle\r\n");
+    admin(adm, "show job H:test:1"); /* its outcome (--keep-results) */
+    EXPECT_TEXT(adm, "H:test:1\tf\tu\tcomplete\t1\t2\n.\n");
 }
 END_TEST
 
@@ -215,6 +215,9 @@ START_TEST(test_time_limit_takes_the_job_back)
     H.now = T0 + 6000;
     run_timers();
     EXPECT(c, GM_PKT_WORK_FAIL, "H:test:2");
+    work(w, GM_PKT_WORK_COMPLETE, "H:test:2", "late"); /* the job is gone: still no answer */
+    EXPECT_NOTHING(w);
+    EXPECT_NOTHING(c);
     expect_dead("show dead f", "H:test:1\tf\t\t2\ttimeout\n.\n");
     ck_assert_uint_eq(gm_disp_job_count(H.d), 0);
 }
@@ -458,6 +461,56 @@ START_TEST(test_policy_command_checks_its_pairs)
 }
 END_TEST
 
+/* --keep-results: a finished background job's outcome by its handle, for
+   that long; foreground jobs leave none; the result is cut at
+   --keep-results-bytes. */
+START_TEST(test_outcomes_are_kept_for_their_time)
+{
+    H.cfg.keep_results_s = 60;
+    H.cfg.keep_results_bytes = 4;
+    adm = conn_open("adm", 0);
+    gm_conn_id c = conn_open("c", 0);
+    gm_conn_id w = conn_open("w", 1);
+    can_do(w, "f");
+    SUBMITTED(c, GM_PKT_SUBMIT_JOB_BG, "f", "u1", "d", "H:test:1");
+    SUBMITTED(c, GM_PKT_SUBMIT_JOB_BG, "f", "u2", "d", "H:test:2");
+    SUBMITTED(c, GM_PKT_SUBMIT_JOB, "f", "u3", "d", "H:test:3");
+    GRABBED(w, "H:test:1", "f", "d");
+    work(w, GM_PKT_WORK_COMPLETE, "H:test:1", "result bytes");
+    GRABBED(w, "H:test:2", "f", "d");
+    send1(w, GM_PKT_WORK_FAIL, "H:test:2");
+    GRABBED(w, "H:test:3", "f", "d");
+    work(w, GM_PKT_WORK_COMPLETE, "H:test:3", "fg");
+    EXPECT(c, GM_PKT_WORK_COMPLETE, "H:test:3", "fg");
+    admin(adm, "show job H:test:1");
+    EXPECT_TEXT(adm, "H:test:1\tf\tu1\tcomplete\t1\t4\n.\n");
+    admin(adm, "show job H:test:2");
+    EXPECT_TEXT(adm, "H:test:2\tf\tu2\tfailed\t1\t0\n.\n");
+    admin(adm, "show job H:test:3");
+    EXPECT_TEXT(adm, "ERR UNKNOWN_JOB no+job+has+that+handle\r\n");
+    struct gm_outcome_view v;
+    outcome_view(outcome_find(H.d, "H:test:1", 8), &v);
+    ck_assert_uint_eq(v.result_len, 4);
+    ck_assert(memcmp(v.result, "resu", 4) == 0);
+    H.now = T0 + 59999;
+    ck_assert_ptr_nonnull(outcome_find(H.d, "H:test:1", 8));
+    H.now = T0 + 60000;
+    admin(adm, "show job H:test:1");
+    EXPECT_TEXT(adm, "ERR UNKNOWN_JOB no+job+has+that+handle\r\n");
+    /* the next one kept frees those past their time */
+    SUBMITTED(c, GM_PKT_SUBMIT_JOB_BG, "f", "", "d", "H:test:4");
+    GRABBED(w, "H:test:4", "f", "d");
+    work(w, GM_PKT_WORK_COMPLETE, "H:test:4", "");
+    ck_assert_uint_eq(H.d->outcomes.count, 1);
+    /* 0: none kept */
+    H.cfg.keep_results_s = 0;
+    SUBMITTED(c, GM_PKT_SUBMIT_JOB_BG, "f", "", "d", "H:test:5");
+    GRABBED(w, "H:test:5", "f", "d");
+    work(w, GM_PKT_WORK_COMPLETE, "H:test:5", "");
+    ck_assert_uint_eq(H.d->outcomes.count, 1);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -471,6 +524,7 @@ main(void)
     DISP_ADD(s, test_purge_fails_waiting_jobs_and_leaves_running_ones);
     DISP_ADD(s, test_dead_letter_max_drops_the_oldest);
     DISP_ADD(s, test_policy_command_checks_its_pairs);
+    DISP_ADD(s, test_outcomes_are_kept_for_their_time);
     DISP_ADD(s, test_view_pages_dead_letters_by_function_and_acts_as_admin);
     return gm_check_run_tap(s);
 }

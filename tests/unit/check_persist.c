@@ -197,14 +197,16 @@ p_push_counter(int64_t next)
     return r.seq;
 }
 
-/* Queues one record (not yet visible: see p_publish). Returns its seq. */
+/* Queues one record (not yet visible: see p_publish); `update`: an ADD of
+   a job stored before (gm_prec.update).  Returns its seq. */
 static uint64_t
-p_push(uint8_t op, const char *handle)
+p_push_record(uint8_t op, const char *handle, bool update)
 {
     struct gm_prec r;
     memset(&r, 0, sizeof r);
     r.seq = ++P.seq;
     r.op = op;
+    r.update = update;
     r.priority = 1;
     r.handle_len = (uint8_t)strlen(handle);
     if (op == GM_QOP_ADD) {
@@ -219,6 +221,12 @@ p_push(uint8_t op, const char *handle)
     }
     ck_assert(gm_prec_ring_push(&P.ch.records, &r));
     return r.seq;
+}
+
+static uint64_t
+p_push(uint8_t op, const char *handle)
+{
+    return p_push_record(op, handle, false);
 }
 
 static void
@@ -422,6 +430,34 @@ START_TEST(test_persist_failing_backend_refuses_adds_and_holds_dones_until_recon
     f_log(log2, sizeof log2);
     ck_assert_msg(strncmp(log2, log, strlen(log)) == 0 && strcmp(log2 + strlen(log), "| +H:p:3 ") == 0,
                   "backend saw: %s", log2);
+    p_stop();
+}
+END_TEST
+
+/* A stored job stored again (its lifecycle changed: gm_prec.update) in a
+   batch that fails: its old record stands, so no DONE is held for it (a
+   new job's ADD in the same batch still gets one), and once the backend is
+   back the job is still stored. */
+START_TEST(test_persist_failed_update_of_a_stored_job_removes_nothing)
+{
+    p_start(4096, 0);
+    uint64_t s = p_push(GM_QOP_ADD, "H:p:0");
+    p_publish();
+    struct gm_pack a = p_ack(5);
+    ck_assert(a.ok && a.upto == s);
+    f_set(&F.fail, 1); /* down, but reconnect succeeds: the next batch goes at once */
+    p_push(GM_QOP_ADD, "H:p:1");
+    s = p_push_record(GM_QOP_ADD, "H:p:0", true);
+    p_publish();
+    a = p_ack(5);
+    ck_assert(!a.ok && a.upto == s);
+    f_down(0);
+    double end = now_s() + 10;
+    while (f_get(&F.batches) < 2 && now_s() < end)
+        sleep_ms(5);
+    char log[1024];
+    f_log(log, sizeof log);
+    ck_assert_msg(strcmp(log, "+H:p:0 | -H:p:1 ") == 0, "backend saw: %s", log);
     p_stop();
 }
 END_TEST
@@ -667,6 +703,7 @@ main(void)
     ADD(s, test_persist_add_and_done_of_one_job_in_a_batch_never_reach_the_backend);
     ADD(s, test_persist_counter_records_reach_the_backend_and_cancel_nothing);
     ADD(s, test_persist_failing_backend_refuses_adds_and_holds_dones_until_reconnect);
+    ADD(s, test_persist_failed_update_of_a_stored_job_removes_nothing);
     ADD(s, test_persist_held_dones_go_with_the_next_batch_if_flush_on_reconnect_fails);
     ADD(s, test_persist_batches_respect_batch_max);
     ADD(s, test_persist_stop_writes_everything_queued_in_a_final_flush);

@@ -266,3 +266,41 @@ case_long_names_are_stored_whole_or_refused(const struct bk *b)
     free(long_fn);
     free(long_unique);
 }
+
+/* The core's lifecycle bytes (binary, NULs included) are stored with an
+   ADD and given back by replay; an ADD of the same handle without them
+   clears them, and the later of two ADDs in one batch wins. */
+void
+case_lifecycle_bytes_are_kept_and_replaced(const struct bk *b)
+{
+    struct gm_queue_options o;
+    void *st = bk_fresh_open(b, &o);
+    static const char life[] = "\001\003\002\0\0\0\0\x65\x5a\x3b\x40stack\0trace";
+    static const char life2[] = "\001\001\0\0\0\0\0\0\0\0\0";
+    struct gm_qrecord first[] = {rec_add_s("H:test:1", "f", "u", "d", 1), rec_add_s("H:test:2", "f", "v", "e", 0),
+                                 rec_add_s("H:test:3", "f", "w", "x", 2)};
+    first[0].lifecycle = life;
+    first[0].lifecycle_len = sizeof life - 1;
+    first[1].lifecycle = life2;
+    first[1].lifecycle_len = sizeof life2 - 1;
+    bk_write(b, st, first, 3);
+    struct rows rs;
+    st = bk_reopen_replay(b, st, &o, &rs);
+    ck_assert_uint_eq(rs.n, 3);
+    for (int i = 0; i < 3; i++)
+        expect_row(rows_find(&rs, first[i].handle), &first[i]);
+    rows_free(&rs);
+    /* H:test:1 loses its bytes; H:test:2 is written twice in a batch */
+    struct gm_qrecord second[] = {rec_add_s("H:test:1", "f", "u", "d", 1), rec_add_s("H:test:2", "f", "v", "e", 0),
+                                  rec_add_s("H:test:2", "f", "v", "e", 0)};
+    second[2].lifecycle = life;
+    second[2].lifecycle_len = sizeof life - 1;
+    bk_write(b, st, second, 3);
+    st = bk_reopen_replay(b, st, &o, &rs);
+    ck_assert_uint_eq(rs.n, 3);
+    expect_row(rows_find(&rs, "H:test:1"), &second[0]);
+    expect_row(rows_find(&rs, "H:test:2"), &second[2]);
+    expect_row(rows_find(&rs, "H:test:3"), &first[2]);
+    rows_free(&rs);
+    bk_finish(b, st, &o);
+}

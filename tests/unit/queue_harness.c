@@ -90,6 +90,8 @@ collect_row(void *arg, const struct gm_qrow *row)
     c->function = dup_bytes(row->function, row->function_len);
     c->unique = dup_bytes(row->unique, row->unique_len);
     c->data = dup_bytes(row->data, row->data_len);
+    c->lifecycle = dup_bytes(row->lifecycle ? row->lifecycle : "", row->lifecycle_len);
+    c->lifecycle_len = row->lifecycle_len;
     c->handle_len = row->handle_len;
     c->function_len = row->function_len;
     c->unique_len = row->unique_len;
@@ -107,6 +109,7 @@ rows_free(struct rows *rs)
         free(rs->r[i].function);
         free(rs->r[i].unique);
         free(rs->r[i].data);
+        free(rs->r[i].lifecycle);
     }
     free(rs->r);
     memset(rs, 0, sizeof *rs);
@@ -197,6 +200,9 @@ expect_row(const struct crow *c, const struct gm_qrecord *q)
                   c->priority, q->priority);
     ck_assert_msg(c->when == q->when, "%s: when: got %lld, want %lld", c->handle,
                   (long long)c->when, (long long)q->when);
+    ck_assert_msg(c->lifecycle_len == q->lifecycle_len &&
+                      (q->lifecycle_len == 0 || memcmp(c->lifecycle, q->lifecycle, q->lifecycle_len) == 0),
+                  "%s: lifecycle differs: got %u bytes, want %u", c->handle, c->lifecycle_len, q->lifecycle_len);
 }
 
 /* Checks the replayed handles, in order. */

@@ -47,8 +47,8 @@ int closed_port(void);
 
 /* One row as replay() reported it, copied. */
 struct crow {
-    char *handle, *function, *unique, *data;
-    uint32_t handle_len, function_len, unique_len, data_len;
+    char *handle, *function, *unique, *data, *lifecycle;
+    uint32_t handle_len, function_len, unique_len, data_len, lifecycle_len;
     int priority;
     int64_t when;
 };
@@ -136,6 +136,7 @@ void case_same_function_and_unique_keep_separate_rows(const struct bk *b);
 void case_replay_of_an_empty_queue_gives_nothing_and_reopen_keeps_rows(const struct bk *b);
 void case_handle_counter_is_stored_and_loaded_and_is_no_job(const struct bk *b);
 void case_long_names_are_stored_whole_or_refused(const struct bk *b);
+void case_lifecycle_bytes_are_kept_and_replaced(const struct bk *b);
 
 /* One START_TEST per backend for a generic case. */
 #define BACKEND_CASE(prefix, BK, name)                                         \
@@ -153,7 +154,8 @@ void case_long_names_are_stored_whole_or_refused(const struct bk *b);
     BACKEND_CASE(prefix, BK, same_function_and_unique_keep_separate_rows)               \
     BACKEND_CASE(prefix, BK, replay_of_an_empty_queue_gives_nothing_and_reopen_keeps_rows) \
     BACKEND_CASE(prefix, BK, handle_counter_is_stored_and_loaded_and_is_no_job)         \
-    BACKEND_CASE(prefix, BK, long_names_are_stored_whole_or_refused)
+    BACKEND_CASE(prefix, BK, long_names_are_stored_whole_or_refused)                    \
+    BACKEND_CASE(prefix, BK, lifecycle_bytes_are_kept_and_replaced)
 
 #define ADD(s, t) gm_check_add((s), #t, t, 60, NULL, NULL)
 
@@ -169,6 +171,7 @@ void case_long_names_are_stored_whole_or_refused(const struct bk *b);
         ADD(s, test_##prefix##_replay_of_an_empty_queue_gives_nothing_and_reopen_keeps_rows); \
         ADD(s, test_##prefix##_handle_counter_is_stored_and_loaded_and_is_no_job);         \
         ADD(s, test_##prefix##_long_names_are_stored_whole_or_refused);                   \
+        ADD(s, test_##prefix##_lifecycle_bytes_are_kept_and_replaced);                    \
     } while (0)
 
 /* Adds test_every_queue_backend_is_built, which fails: for a program whose

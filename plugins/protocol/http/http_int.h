@@ -168,8 +168,8 @@ bool http_action_refused(const struct gm_fe_req *r, bool loopback, bool allow_re
 
 /* The start of a job's JSON object: {"handle":..,"function":..,"unique":..
    (the object left open). */
-void http_json_job_names(struct gm_bytes *w, const char *handle, const char *function, const char *unique,
-                         size_t unique_len);
+void http_json_job_names(struct gm_bytes *w, const char *handle, size_t handle_len, const char *function,
+                         size_t function_len, const char *unique, size_t unique_len);
 
 /* Whether the request's path (leading slashes stripped) is p. */
 bool http_path_is(const char *req, const struct gm_fe_req *r, const char *p);

@@ -73,7 +73,8 @@ add_dead_json(void *arg, const struct gm_view_dead *x)
     if (!http_item_begin(l))
         return;
     http_json_sep(w);
-    http_json_job_names(w, x->handle, x->function, x->unique, x->unique_len);
+    http_json_job_names(w, x->handle, strlen(x->handle), x->function, strlen(x->function), x->unique,
+                        x->unique_len);
     http_fmt(w, ",\"attempts\":%u,\"died_at\":%lld,\"reason\":", x->attempts, (long long)x->died_at);
     http_json_cstr(w, x->reason);
     if (strcmp(x->reason, "exception") == 0) {
@@ -150,7 +151,7 @@ serve_job(const struct gm_fe_req *r, const char *seg, size_t seg_len, struct gm_
     struct gm_view_job_state js;
     if (n <= 0 || v->job(v->d, handle, (size_t)n, &js) < 0)
         return serve_error(404, r, "unknown job", "handle", handle, n < 0 ? strlen(handle) : (size_t)n);
-    http_json_job_names(w, js.handle, js.function, js.unique, js.unique_len);
+    http_json_job_names(w, js.handle, js.handle_len, js.function, js.function_len, js.unique, js.unique_len);
     gm_bytes_str(w, ",\"state\":");
     http_json_cstr(w, js.state);
     http_fmt(w, ",\"attempts\":%u,\"result_b64\":", js.attempts);

@@ -97,13 +97,13 @@ add_worker_json(void *arg, const struct gm_view_worker *wk)
 }
 
 void
-http_json_job_names(struct gm_bytes *w, const char *handle, const char *function, const char *unique,
-                    size_t unique_len)
+http_json_job_names(struct gm_bytes *w, const char *handle, size_t handle_len, const char *function,
+                    size_t function_len, const char *unique, size_t unique_len)
 {
     gm_bytes_str(w, "{\"handle\":");
-    http_json_cstr(w, handle);
+    http_json_str(w, handle, handle_len);
     gm_bytes_str(w, ",\"function\":");
-    http_json_cstr(w, function);
+    http_json_str(w, function, function_len);
     gm_bytes_str(w, ",\"unique\":");
     http_json_str(w, unique, unique_len);
 }
@@ -117,7 +117,7 @@ add_job_json(void *arg, const struct gm_view_job *j)
     if (!http_item_begin(l))
         return;
     http_json_sep(w);
-    http_json_job_names(w, j->handle, j->function, j->unique, j->unique_len);
+    http_json_job_names(w, j->handle, strlen(j->handle), j->function, strlen(j->function), j->unique, j->unique_len);
     http_fmt(w, ",\"priority\":\"%s\",\"state\":\"%s\",\"age_s\":%.3f,\"run_at\":%lld,\"retries\":%u,"
                 "\"clients\":%u,\"background\":%s,\"cancelled\":%s}",
              http_prio_name[j->priority % 3], j->state, j->age_ms / 1000.0, (long long)j->run_at, j->retries,
