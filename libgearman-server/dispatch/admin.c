@@ -305,25 +305,16 @@ err_text(struct gm_dispatcher *d, struct gm_peer *p, const char *code, const cha
     reply_send(d, p, &r);
 }
 
-/* The function word i names, made if new (a policy or a pause may come
-   before its first job); NULL after answering the error. */
-static struct gm_function *
-lifecycle_function(struct gm_dispatcher *d, struct gm_peer *p, const struct words *w, unsigned i, bool make)
+/* Answers lifecycle_function's error err (bad: the name's fault). */
+static void
+err_lifecycle(struct gm_dispatcher *d, struct gm_peer *p, int err, const struct gm_name_fault *bad)
 {
-    const struct gm_name_fault *bad = gm_name_check(GM_NAME_FUNCTION, w->w[i], w->len[i]);
-    if (bad) {
+    if (err == LIFECYCLE_BAD_NAME)
         err_bad_name(d, p, bad);
-        return NULL;
-    }
-    struct gm_function *fn = make ? gm_disp_function_get(d, w->w[i], w->len[i])
-                                  : gm_disp_function_find(d, w->w[i], w->len[i]);
-    if (!fn)
-        err_text(d, p, make ? "UNKNOWN_ERROR" : "UNKNOWN_FUNCTION", make ? "out of memory" : "no such function");
-    else if (make && !lifecycle_policy(fn)) {
+    else if (err == LIFECYCLE_UNKNOWN)
+        err_text(d, p, "UNKNOWN_FUNCTION", "no such function");
+    else
         err_text(d, p, "UNKNOWN_ERROR", "out of memory");
-        return NULL;
-    }
-    return fn;
 }
 
 /* policy FUNC key=value ... | policy FUNC reset */
@@ -347,9 +338,13 @@ cmd_policy(struct gm_dispatcher *d, struct gm_peer *p, const struct words *w)
             return;
         }
     }
-    struct gm_function *fn = lifecycle_function(d, p, w, 1, true);
-    if (!fn)
+    int err = 0;
+    const struct gm_name_fault *bad = NULL;
+    struct gm_function *fn = lifecycle_function(d, w->w[1], w->len[1], true, &err, &bad);
+    if (!fn) {
+        err_lifecycle(d, p, err, bad);
         return;
+    }
     if (reset)
         gm_policy_defaults(&v);
     fn->policy->v = v;
@@ -369,7 +364,7 @@ cmd_show_policies(struct gm_dispatcher *d, struct gm_peer *p)
     {
         const struct gm_function *fn = gm_container_of(n, struct gm_function, link);
         const struct gm_policy *pol = fn->policy;
-        if (!pol || !(pol->set || pol->paused))
+        if (!lifecycle_listed(fn))
             continue;
         gm_bytes_add(&r, fn->name, fn->name_len);
         const uint32_t vals[] = {pol->v.retries, pol->v.backoff_ms, pol->v.max_backoff_ms, pol->v.timeout_s,
@@ -394,17 +389,15 @@ cmd_function_state(struct gm_dispatcher *d, struct gm_peer *p, const struct word
         err_text(d, p, "INVALID_ARGUMENTS", "give one function name");
         return;
     }
-    bool pause = word_is(w, 0, "pause"), purge = word_is(w, 0, "purge");
-    struct gm_function *fn = lifecycle_function(d, p, w, 1, pause);
-    if (!fn)
+    enum lifecycle_action what = word_is(w, 0, "pause")   ? LIFECYCLE_PAUSE
+                                 : word_is(w, 0, "purge") ? LIFECYCLE_PURGE
+                                                          : LIFECYCLE_RESUME;
+    uint64_t purged = 0;
+    const struct gm_name_fault *bad = NULL;
+    int err = lifecycle_function_action(d, w->w[1], w->len[1], what, p, &purged, &bad);
+    if (err) {
+        err_lifecycle(d, p, err, bad);
         return;
-    if (purge) {
-        uint64_t n = gm_disp_function_fail_waiting(d, fn);
-        gm_log(GM_LOG_NOTICE, "purge of %s by %s:%u: %llu jobs removed", fn->name, p->addr, p->port,
-               (unsigned long long)n);
-    } else if (pause || fn->policy) {
-        lifecycle_set_paused(d, fn, pause);
-        gm_log(GM_LOG_NOTICE, "%s %s by %s:%u", fn->name, pause ? "paused" : "resumed", p->addr, p->port);
     }
     send_str(d, p, "OK\r\n");
 }
@@ -421,6 +414,21 @@ reply_job_names(struct gm_bytes *r, const struct gm_job *job)
     gm_bytes_str(r, "\t");
 }
 
+/* A `show dead` line (lifecycle_each_dead's callback). */
+static bool
+reply_dead_line(void *arg, const struct gm_job *job)
+{
+    struct gm_bytes *r = arg;
+    reply_job_names(r, job);
+    reply_u64(r, job->retries);
+    gm_bytes_str(r, "\t");
+    reply_u64(r, (uint64_t)job->when);
+    gm_bytes_str(r, "\t");
+    gm_bytes_str(r, lifecycle_death_name(job->numerator));
+    gm_bytes_str(r, "\n");
+    return true;
+}
+
 /* show dead [FUNC] */
 static void
 cmd_show_dead(struct gm_dispatcher *d, struct gm_peer *p, const struct words *w)
@@ -431,20 +439,7 @@ cmd_show_dead(struct gm_dispatcher *d, struct gm_peer *p, const struct words *w)
         return;
     }
     struct gm_bytes r = {0};
-    struct gm_list *n;
-    gm_list_each(n, &d->dead)
-    {
-        const struct gm_job *job = gm_container_of(n, struct gm_job, link);
-        if (only && job->fn != only)
-            continue;
-        reply_job_names(&r, job);
-        reply_u64(&r, job->retries);
-        gm_bytes_str(&r, "\t");
-        reply_u64(&r, (uint64_t)job->when);
-        gm_bytes_str(&r, "\t");
-        gm_bytes_str(&r, lifecycle_death_name(job->numerator));
-        gm_bytes_str(&r, "\n");
-    }
+    lifecycle_each_dead(d, only, 0, reply_dead_line, &r);
     gm_bytes_str(&r, ".\n");
     reply_send(d, p, &r);
 }
@@ -462,35 +457,18 @@ cmd_dead(struct gm_dispatcher *d, struct gm_peer *p, const struct words *w)
         return;
     }
     if (all) {
-        const struct gm_function *fn = gm_disp_function_find(d, w->w[3], w->len[3]);
-        uint64_t count = 0;
-        struct gm_list *n, *tmp;
-        gm_list_each_safe(n, tmp, &d->dead)
-        {
-            struct gm_job *job = gm_container_of(n, struct gm_job, link);
-            if (job->fn != fn)
-                continue;
-            if (retry)
-                lifecycle_revive(d, job);
-            else
-                job_free(d, job);
-            count++;
-        }
+        struct gm_function *fn = gm_disp_function_find(d, w->w[3], w->len[3]);
+        uint64_t count = lifecycle_dead_all(d, fn, retry);
         if (fn)
             gm_log(GM_LOG_NOTICE, "%s dead letters of %s by %s:%u: %llu", retry ? "retry" : "discard", fn->name,
                    p->addr, p->port, (unsigned long long)count);
         send_str(d, p, "OK\r\n");
         return;
     }
-    struct gm_job *job = job_find_handle(d, w->w[2], w->len[2]);
-    if (!job || job->state != GM_JOB_DEAD) {
+    if (lifecycle_dead_one(d, w->w[2], w->len[2], retry) < 0) {
         err_text(d, p, "UNKNOWN_JOB", "no dead letter has that handle");
         return;
     }
-    if (retry)
-        lifecycle_revive(d, job);
-    else
-        job_free(d, job);
     send_str(d, p, "OK\r\n");
 }
 
@@ -498,52 +476,22 @@ cmd_dead(struct gm_dispatcher *d, struct gm_peer *p, const struct words *w)
 static void
 cmd_show_job(struct gm_dispatcher *d, struct gm_peer *p, const struct words *w)
 {
-    const struct gm_job *job = job_find_handle(d, w->w[2], w->len[2]);
-    if (!job || job->state == GM_JOB_FREED) {
-        const struct gm_outcome *o = outcome_find(d, w->w[2], w->len[2]);
-        if (!o) {
-            err_text(d, p, "UNKNOWN_JOB", "no job has that handle");
-            return;
-        }
-        struct gm_outcome_view v;
-        outcome_view(o, &v);
-        struct gm_bytes r = {0};
-        const char *const fields[] = {v.handle, v.function, v.unique};
-        const uint32_t lens[] = {v.handle_len, v.function_len, v.unique_len};
-        for (int i = 0; i < 3; i++) {
-            gm_bytes_add(&r, fields[i], lens[i]);
-            gm_bytes_str(&r, "\t");
-        }
-        gm_bytes_str(&r, v.state == GM_OUTCOME_COMPLETE ? "complete\t" : "failed\t");
-        reply_u64(&r, v.attempts);
-        gm_bytes_str(&r, "\t");
-        reply_u64(&r, v.result_len);
-        gm_bytes_str(&r, "\n.\n");
-        reply_send(d, p, &r);
+    struct gm_view_job_state js;
+    if (lifecycle_describe(d, w->w[2], w->len[2], &js) < 0) {
+        err_text(d, p, "UNKNOWN_JOB", "no job has that handle");
         return;
     }
-    const char *state = "queued";
-    unsigned attempts = job->retries;
-    switch (job->state) {
-    case GM_JOB_FUTURE:
-        state = "scheduled";
-        break;
-    case GM_JOB_RUNNING:
-        state = "running";
-        attempts++;
-        break;
-    case GM_JOB_DEAD:
-        state = "dead";
-        break;
-    default:
-        break;
-    }
     struct gm_bytes r = {0};
-    reply_job_names(&r, job);
-    gm_bytes_str(&r, state);
+    const char *const fields[] = {js.handle, js.function, js.unique, js.state};
+    const size_t lens[] = {js.handle_len, js.function_len, js.unique_len, strlen(js.state)};
+    for (int i = 0; i < 4; i++) {
+        gm_bytes_add(&r, fields[i], lens[i]);
+        gm_bytes_str(&r, "\t");
+    }
+    reply_u64(&r, js.attempts);
     gm_bytes_str(&r, "\t");
-    reply_u64(&r, attempts);
-    gm_bytes_str(&r, "\t0\n.\n");
+    reply_u64(&r, js.result_len);
+    gm_bytes_str(&r, "\n.\n");
     reply_send(d, p, &r);
 }
 

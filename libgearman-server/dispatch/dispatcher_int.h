@@ -101,6 +101,8 @@ struct gm_dispatcher {
     uint32_t unref_n;
 
     struct gm_state_view view;   /* what a front-end may read (view.c) */
+    const struct gm_peer *serving; /* whose front-end request serve() answers now (the
+                                    view's actions log it); NULL outside serve() */
     int64_t start_ms;
     int64_t drain_now_ms;   /* the clock, read once per gm_disp_drain; 0 outside one */
 
@@ -314,6 +316,43 @@ void lifecycle_revive(struct gm_dispatcher *d, struct gm_job *job);
 /* Discards fn's dead letters (the function is dropped). */
 void lifecycle_forget_function(struct gm_dispatcher *d, struct gm_function *fn);
 const char *lifecycle_death_name(unsigned why);
+/* Whether `show policies` (and a view's policies) lists the function: it
+   has a policy set, or is paused. */
+static inline bool
+lifecycle_listed(const struct gm_function *fn)
+{
+    return fn->policy && (fn->policy->set || fn->policy->paused);
+}
+/* What `show job` says of the job, dead letter or kept outcome with that
+   handle, into *out (frontend.h's description, its pointers valid until
+   the state changes): 0, or -1 if none has it. */
+int lifecycle_describe(struct gm_dispatcher *d, const char *handle, size_t len, struct gm_view_job_state *out);
+/* Calls cb for the dead letters, oldest first, of fn (NULL: of every
+   function), after skipping `skip` of them, until cb returns false; each
+   one looked at counts in d->visits. */
+void lifecycle_each_dead(struct gm_dispatcher *d, const struct gm_function *fn, uint64_t skip,
+                         bool (*cb)(void *arg, const struct gm_job *job), void *arg);
+/* `retry dead HANDLE` (retry) or `discard dead HANDLE`: 0, or -1 if no
+   dead letter has that handle (nothing changes). */
+int lifecycle_dead_one(struct gm_dispatcher *d, const char *handle, size_t len, bool retry);
+/* `retry dead all FUNC` or `discard dead all FUNC` (fn NULL: none):
+   returns how many dead letters went. */
+uint64_t lifecycle_dead_all(struct gm_dispatcher *d, struct gm_function *fn, bool retry);
+/* What the lifecycle's operator requests fail with. */
+enum { LIFECYCLE_UNKNOWN = -1, LIFECYCLE_BAD_NAME = -2, LIFECYCLE_NO_MEMORY = -3 };
+/* The function named name[0..len); with make, made if new, with its
+   lifecycle record (a policy or a pause may come before its first job).
+   NULL with *err: LIFECYCLE_BAD_NAME (gm_name_check's fault in *bad),
+   LIFECYCLE_UNKNOWN (no such function, without make) or
+   LIFECYCLE_NO_MEMORY. */
+struct gm_function *lifecycle_function(struct gm_dispatcher *d, const char *name, size_t len, bool make,
+                                       int *err, const struct gm_name_fault **bad);
+enum lifecycle_action { LIFECYCLE_PAUSE, LIFECYCLE_RESUME, LIFECYCLE_PURGE };
+/* `pause FUNC`, `resume FUNC` or `purge FUNC` (the jobs removed in
+   *purged), logged as asked by `by` (NULL: unknown): 0, or lifecycle_function's error
+   (pause makes the function; resume and purge need it to exist). */
+int lifecycle_function_action(struct gm_dispatcher *d, const char *name, size_t len, enum lifecycle_action what,
+                              const struct gm_peer *by, uint64_t *purged, const struct gm_name_fault **bad);
 /* The bytes stored with a job about its lifecycle (gm_qrecord.lifecycle),
    in a new block, *len of them; NULL for a job that never failed. */
 struct gm_block *lifecycle_record(const struct gm_job *job, uint32_t *len);

@@ -100,6 +100,7 @@ struct gm_function {
     uint32_t max_queue[GM_PRIO_COUNT]; /* 0 = unlimited */
     uint32_t worker_count;       /* registrations */
     struct gm_list jobs;         /* gm_job.fn_link: its jobs in creation order */
+    struct gm_list dead;         /* gm_job.fn_link of its dead letters, oldest first (lifecycle.c) */
     struct gm_list sleepers;     /* gm_reg.sleep_link of sleeping, un-NOOPed workers */
     uint64_t submitted, completed, failed;
     uint32_t name_len;
@@ -171,7 +172,7 @@ struct gm_job {
                                     this unique key in other functions */
     struct gm_list link;         /* fn->queue[prio] when QUEUED; reg->running when RUNNING */
     struct gm_list all_link;     /* d->jobs: every job in creation order */
-    struct gm_list fn_link;      /* fn->jobs: the function's jobs in creation order */
+    struct gm_list fn_link;      /* fn->jobs: the function's jobs in creation order (fn->dead for a dead letter) */
     struct gm_function *fn;
     union {
         struct gm_reg *reg;      /* RUNNING: the registration it runs under */

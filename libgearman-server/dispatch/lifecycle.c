@@ -5,7 +5,8 @@
  *
  * Owns each function's struct gm_policy (NULL until a policy is set or the
  * function is paused: every other function behaves as in gearmand 1.1.20)
- * and the dead letters (d->dead, oldest first).  A dead letter is the job
+ * and the dead letters (d->dead by gm_job.link, and each function's
+ * fn->dead by gm_job.fn_link, oldest first).  A dead letter is the job
  * itself, kept in state GM_JOB_DEAD: out of the queues, the creation-order
  * lists, the unique index and the job count, still in the handle index
  * (`show job`, `retry dead`), its fields reused: `when` the time it died,
@@ -18,6 +19,10 @@
  * letter's record goes when it is discarded.  The bytes stored with it are
  * opaque to the backend (lifecycle_record); replay reads them back
  * (lifecycle_replayed).
+ *
+ * What the operator does to them (pause, resume, purge, retry, discard,
+ * `show job`'s state) is here too, once, for both who ask: the admin
+ * commands (admin.c) and a front-end's state view (view.c).
  *
  * Dispatcher thread only.
  */
@@ -182,6 +187,7 @@ become_dead(struct gm_dispatcher *d, struct gm_job *job, unsigned why, int64_t d
     job_unindex_unique(d, job);
     gm_list_remove(&job->all_link);
     gm_list_remove(&job->fn_link);
+    gm_list_push_back(&fn->dead, &job->fn_link);
     fn->queued[job->prio]--;
     job_set_state(d, job, GM_JOB_DEAD);
     job->when = died_at;
@@ -331,6 +337,7 @@ lifecycle_revive(struct gm_dispatcher *d, struct gm_job *job)
 {
     struct gm_function *fn = job->fn;
     gm_list_remove(&job->link);
+    gm_list_remove(&job->fn_link);
     free(job->exception);
     job->exception = NULL;
     job->numerator = job->denominator = 0;
@@ -348,11 +355,142 @@ lifecycle_revive(struct gm_dispatcher *d, struct gm_job *job)
 void
 lifecycle_forget_function(struct gm_dispatcher *d, struct gm_function *fn)
 {
-    struct gm_list *n, *tmp;
-    gm_list_each_safe(n, tmp, &d->dead)
-    {
-        struct gm_job *job = gm_container_of(n, struct gm_job, link);
-        if (job->fn == fn)
-            job_free(d, job);
+    struct gm_list *n;
+    while ((n = gm_list_first(&fn->dead)))
+        job_free(d, gm_container_of(n, struct gm_job, fn_link));
+}
+
+/* ------------------------------------------------------------------ */
+/* What an operator asks (admin commands, a front-end's view)           */
+/* ------------------------------------------------------------------ */
+
+int
+lifecycle_describe(struct gm_dispatcher *d, const char *handle, size_t len, struct gm_view_job_state *out)
+{
+    memset(out, 0, sizeof *out);
+    const struct gm_job *job = job_find_handle(d, handle, len);
+    if (!job || job->state == GM_JOB_FREED) {
+        const struct gm_outcome *o = outcome_find(d, handle, len);
+        if (!o)
+            return -1;
+        struct gm_outcome_view v;
+        outcome_view(o, &v);
+        *out = (struct gm_view_job_state){
+            .handle = v.handle, .handle_len = v.handle_len, .function = v.function,
+            .function_len = v.function_len, .unique = v.unique, .unique_len = v.unique_len,
+            .state = v.state == GM_OUTCOME_COMPLETE ? "complete" : "failed", .attempts = v.attempts,
+            .result = v.result, .result_len = v.result_len};
+        return 0;
     }
+    out->handle = gm_job_handle(job);
+    out->handle_len = job->handle_len;
+    out->function = job->fn->name;
+    out->function_len = job->fn->name_len;
+    out->unique = gm_job_unique(job);
+    out->unique_len = job->unique_len;
+    out->attempts = job->retries;
+    switch (job->state) {
+    case GM_JOB_FUTURE:
+        out->state = "scheduled";
+        break;
+    case GM_JOB_RUNNING:
+        out->state = "running";
+        out->attempts++; /* the attempt running counts */
+        break;
+    case GM_JOB_DEAD:
+        out->state = "dead";
+        break;
+    default:
+        out->state = "queued"; /* being stored too: it is queued once stored */
+        break;
+    }
+    return 0;
+}
+
+void
+lifecycle_each_dead(struct gm_dispatcher *d, const struct gm_function *fn, uint64_t skip,
+                    bool (*cb)(void *arg, const struct gm_job *job), void *arg)
+{
+    const struct gm_list *head = fn ? &fn->dead : &d->dead;
+    for (const struct gm_list *n = head->next; n != head; n = n->next) {
+        d->visits++;
+        if (skip) {
+            skip--;
+            continue;
+        }
+        const struct gm_job *job = fn ? gm_container_of(n, const struct gm_job, fn_link)
+                                      : gm_container_of(n, const struct gm_job, link);
+        if (!cb(arg, job))
+            return;
+    }
+}
+
+/* The dead letter goes back to its queue (retry) or is discarded. */
+static void
+dead_act(struct gm_dispatcher *d, struct gm_job *job, bool retry)
+{
+    if (retry)
+        lifecycle_revive(d, job);
+    else
+        job_free(d, job);
+}
+
+int
+lifecycle_dead_one(struct gm_dispatcher *d, const char *handle, size_t len, bool retry)
+{
+    struct gm_job *job = job_find_handle(d, handle, len);
+    if (!job || job->state != GM_JOB_DEAD)
+        return -1;
+    dead_act(d, job, retry);
+    return 0;
+}
+
+uint64_t
+lifecycle_dead_all(struct gm_dispatcher *d, struct gm_function *fn, bool retry)
+{
+    uint64_t count = 0;
+    struct gm_list *n;
+    while (fn && (n = gm_list_first(&fn->dead))) {
+        dead_act(d, gm_container_of(n, struct gm_job, fn_link), retry);
+        count++;
+    }
+    return count;
+}
+
+struct gm_function *
+lifecycle_function(struct gm_dispatcher *d, const char *name, size_t len, bool make, int *err,
+                   const struct gm_name_fault **bad)
+{
+    *bad = gm_name_check(GM_NAME_FUNCTION, name, len);
+    if (*bad) {
+        *err = LIFECYCLE_BAD_NAME;
+        return NULL;
+    }
+    struct gm_function *fn = make ? gm_disp_function_get(d, name, len) : gm_disp_function_find(d, name, len);
+    if (!fn || (make && !lifecycle_policy(fn))) {
+        *err = make ? LIFECYCLE_NO_MEMORY : LIFECYCLE_UNKNOWN;
+        return NULL;
+    }
+    return fn;
+}
+
+int
+lifecycle_function_action(struct gm_dispatcher *d, const char *name, size_t len, enum lifecycle_action what,
+                          const struct gm_peer *by, uint64_t *purged, const struct gm_name_fault **bad)
+{
+    int err = 0;
+    struct gm_function *fn = lifecycle_function(d, name, len, what == LIFECYCLE_PAUSE, &err, bad);
+    if (!fn)
+        return err;
+    const char *addr = by ? by->addr : "-";
+    unsigned port = by ? by->port : 0;
+    if (what == LIFECYCLE_PURGE) {
+        *purged = gm_disp_function_fail_waiting(d, fn);
+        gm_log(GM_LOG_NOTICE, "purge of %s by %s:%u: %llu jobs removed", fn->name, addr, port,
+               (unsigned long long)*purged);
+    } else if (what == LIFECYCLE_PAUSE || fn->policy) {
+        lifecycle_set_paused(d, fn, what == LIFECYCLE_PAUSE);
+        gm_log(GM_LOG_NOTICE, "%s %s by %s:%u", fn->name, what == LIFECYCLE_PAUSE ? "paused" : "resumed", addr, port);
+    }
+    return 0;
 }

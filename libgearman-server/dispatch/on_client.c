@@ -341,8 +341,10 @@ on_frontend(struct gm_dispatcher *d, struct gm_peer *p, struct gm_in *m)
         submit_job(d, p, m, &s);
         return;
     }
+    d->serving = p;
     struct gm_fe_output o = fe->serve(m->payload, r, p->is_loopback, d->cfg->frontend_remote_actions,
                                       d->cfg->max_output, &d->view);
+    d->serving = NULL;
     if (!o.blk || !send_raw(d, p->id, o.blk, o.len)) {
         gm_disp_send_close(d, p->id);
         return;

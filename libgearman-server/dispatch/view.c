@@ -4,7 +4,10 @@
  *
  * Dispatcher thread only: the view's functions are called by the front-end's
  * serve(), which the dispatcher runs; they read the job store directly and
- * hand out pointers that are valid during the callback only.
+ * hand out pointers that are valid during the callback only.  Its actions
+ * (cancel, and the job lifecycle's: retry and discard a dead letter, pause,
+ * resume and purge a function) call what the admin commands call, so both
+ * ways do the same.
  */
 #include "config.h"
 
@@ -54,6 +57,8 @@ view_server(void *arg, struct gm_view_server *out)
         out->out_ring_pending += gm_out_ring_capacity(&port->ch->out) - gm_out_ring_free_space(&port->ch->out);
         out->ring_capacity += gm_in_ring_capacity(&port->ch->in) + gm_out_ring_capacity(&port->ch->out);
     }
+    out->dead = d->nstate[GM_JOB_DEAD];
+    out->dead_dropped = d->dead_dropped;
     out->queue_backend = "builtin";
     out->queue_healthy = true;
     out->queue_pending = d->persist.pend_len;
@@ -81,6 +86,17 @@ view_each_function(void *arg, void (*cb)(void *, const struct gm_view_function *
         v.running = gm_function_running(fn);
         v.workers = fn->worker_count;
         GM_VIEW_FUNCTION_COUNTERS(VIEW_ADD_COUNTER, &v)
+        struct gm_view_policy pol;
+        if (fn->policy) {
+            const struct gm_policy *p = fn->policy;
+            pol = (struct gm_view_policy){.listed = lifecycle_listed(fn), .paused = p->paused,
+                                          .retries = p->v.retries, .backoff_ms = p->v.backoff_ms,
+                                          .max_backoff_ms = p->v.max_backoff_ms, .timeout_s = p->v.timeout_s,
+                                          .concurrency = p->v.concurrency, .retried = p->retried,
+                                          .timeouts = p->timeouts, .dead = fn->nstate[GM_JOB_DEAD],
+                                          .died = p->died};
+            v.policy = &pol;
+        }
         /* The head of each queue is its oldest job (requeued ones go back
            to the head, and are older still). */
         v.oldest_queued_ms = -1;
@@ -252,6 +268,74 @@ view_cancel(void *arg, const char *handle, size_t len)
     return 0;
 }
 
+/* ---- the job lifecycle ---- */
+
+_Static_assert((int)LIFECYCLE_UNKNOWN == (int)GM_VIEW_UNKNOWN && (int)LIFECYCLE_BAD_NAME == (int)GM_VIEW_BAD_NAME &&
+                   (int)LIFECYCLE_NO_MEMORY == (int)GM_VIEW_NO_MEMORY,
+               "lifecycle.c's errors are the view's");
+
+struct dead_page {
+    uint64_t left;
+    void (*cb)(void *, const struct gm_view_dead *);
+    void *arg;
+};
+
+/* One dead letter of a page to the view's callback (lifecycle_each_dead's). */
+static bool
+view_dead_one(void *arg, const struct gm_job *job)
+{
+    struct dead_page *pg = arg;
+    pg->left--; /* more than 0: the walk stops once it is 0 */
+    struct gm_view_dead x = {
+        .handle = gm_job_handle(job), .function = job->fn->name, .unique = gm_job_unique(job),
+        .unique_len = job->unique_len, .attempts = job->retries, .died_at = job->when,
+        .reason = lifecycle_death_name(job->numerator), .exception = job->exception,
+        .exception_len = job->exception ? job->denominator : 0,
+    };
+    pg->cb(pg->arg, &x);
+    return pg->left > 0;
+}
+
+static void
+view_dead(void *arg, const struct gm_view_dead_query *q, uint64_t *total,
+          void (*cb)(void *, const struct gm_view_dead *), void *cb_arg)
+{
+    struct gm_dispatcher *d = arg;
+    *total = 0;
+    const struct gm_function *fn = NULL;
+    if (q->function && !(fn = gm_disp_function_find(d, q->function, q->function_len)))
+        return; /* no such function: no dead letters */
+    *total = fn ? fn->nstate[GM_JOB_DEAD] : d->nstate[GM_JOB_DEAD];
+    struct dead_page pg = {q->limit < GM_VIEW_JOBS_LIMIT_MAX ? q->limit : GM_VIEW_JOBS_LIMIT_MAX, cb, cb_arg};
+    if (pg.left)
+        lifecycle_each_dead(d, fn, q->offset < GM_VIEW_JOBS_OFFSET_MAX ? q->offset : GM_VIEW_JOBS_OFFSET_MAX,
+                            view_dead_one, &pg);
+}
+
+static int
+view_job_state(void *arg, const char *handle, size_t len, struct gm_view_job_state *out)
+{
+    return lifecycle_describe(arg, handle, len, out) < 0 ? GM_VIEW_UNKNOWN : 0;
+}
+
+static int
+view_dead_action(void *arg, const char *handle, size_t len, bool retry)
+{
+    return lifecycle_dead_one(arg, handle, len, retry) < 0 ? GM_VIEW_UNKNOWN : 0;
+}
+
+static int
+view_function_action(void *arg, const char *name, size_t len, enum gm_view_function_action what,
+                     uint64_t *purged)
+{
+    struct gm_dispatcher *d = arg;
+    static const enum lifecycle_action as[] = {
+        [GM_VIEW_PAUSE] = LIFECYCLE_PAUSE, [GM_VIEW_RESUME] = LIFECYCLE_RESUME, [GM_VIEW_PURGE] = LIFECYCLE_PURGE};
+    const struct gm_name_fault *bad = NULL;
+    *purged = 0;
+    return lifecycle_function_action(d, name, len, as[what], d->serving, purged, &bad);
+}
+
 void
 gm_disp_view_init(struct gm_dispatcher *d)
 {
@@ -261,4 +345,8 @@ gm_disp_view_init(struct gm_dispatcher *d)
     d->view.each_worker = view_each_worker;
     d->view.jobs = view_jobs;
     d->view.cancel = view_cancel;
+    d->view.dead = view_dead;
+    d->view.job = view_job_state;
+    d->view.dead_action = view_dead_action;
+    d->view.function_action = view_function_action;
 }

@@ -95,10 +95,24 @@ struct gm_fe_output {
     X(U64, functions, "totals.functions", GM_NO_METRIC) \
     X(U64, workers, "totals.workers", GM_NO_METRIC) \
     GM_VIEW_FUNCTION_COUNTERS(GM_VIEW_TOTAL, X) \
+    X(U64, dead, "totals.dead", GM_NO_METRIC) /* dead letters held (not among the jobs) */ \
     X(BOOL, queue_stalled, NULL, GM_NO_METRIC) /* a call to the backend has not returned for a while */ \
     X(U64, in_ring_pending, NULL, GM_METRIC_LABEL(10, "gearman_ring_messages", GM_LABEL("direction", "in"), "Messages waiting in the thread rings.")) \
     X(U64, out_ring_pending, NULL, GM_METRIC_LABEL(11, "gearman_ring_messages", GM_LABEL("direction", "out"), NULL)) \
-    X(U64, ring_capacity, NULL, GM_METRIC(12, "gearman_ring_capacity", "Slots in all thread rings."))
+    X(U64, ring_capacity, NULL, GM_METRIC(12, "gearman_ring_capacity", "Slots in all thread rings.")) \
+    X(U64, dead_dropped, NULL, GM_METRIC(13, "gearman_dead_jobs_dropped_total", "Dead letters dropped, the oldest first, past --dead-letter-max."))
+
+/*
+ * GM_VIEW_POLICY_STATS(X, arg) calls X(arg, field, metric, help) for each
+ * statistic of a function's job lifecycle (struct gm_view_policy's
+ * uint64_t members): its Prometheus sample, labelled with the function,
+ * shown for the functions that have (or had) a policy or a pause.
+ */
+#define GM_VIEW_POLICY_STATS(X, arg) \
+    X(arg, retried, "gearman_job_retries_total", "Retries of the function's jobs scheduled after a failed attempt.") \
+    X(arg, timeouts, "gearman_job_timeouts_total", "Attempts of the function's jobs that ran past its time limit.") \
+    X(arg, dead, "gearman_dead_jobs", "Dead letters of the function held now.") \
+    X(arg, died, "gearman_dead_jobs_total", "Jobs of the function that became dead letters.")
 
 /* A function counter's sum over all functions, as a server statistic. */
 #define GM_VIEW_TOTAL(X, field, json, metric, help) X(U64, field, "totals." json, GM_NO_METRIC)
@@ -120,9 +134,19 @@ struct gm_fe_output {
 #define GM_VIEW_CTYPE_MS int64_t
 #define GM_VIEW_SERVER_MEMBER(kind, field, json, metric) GM_VIEW_CTYPE_##kind field;
 #define GM_VIEW_COUNTER_MEMBER(type, field, json, metric, help) type field;
+#define GM_VIEW_POLICY_MEMBER(type, field, metric, help) type field;
 
 struct gm_view_server {
     GM_VIEW_SERVER_STATS(GM_VIEW_SERVER_MEMBER)
+};
+
+/* A function's job lifecycle (docs/lifecycle.md): its policy, whether it
+   is paused, and its statistics. */
+struct gm_view_policy {
+    bool listed;               /* a policy is set or it is paused: `show policies` lists it */
+    bool paused;
+    uint32_t retries, backoff_ms, max_backoff_ms, timeout_s, concurrency;
+    GM_VIEW_POLICY_STATS(GM_VIEW_POLICY_MEMBER, uint64_t)
 };
 
 struct gm_view_function {
@@ -133,6 +157,7 @@ struct gm_view_function {
     uint32_t max_queue[3];
     GM_VIEW_FUNCTION_COUNTERS(GM_VIEW_COUNTER_MEMBER, uint64_t)
     int64_t oldest_queued_ms;  /* age of the oldest runnable queued job; -1 if none */
+    const struct gm_view_policy *policy; /* NULL: it never had a policy or a pause */
 };
 
 struct gm_view_worker {
@@ -158,6 +183,47 @@ struct gm_view_job {
     bool background;
     bool cancelled;            /* cancelled while running: its result goes nowhere */
 };
+
+/* A dead letter (docs/lifecycle.md). */
+struct gm_view_dead {
+    const char *handle, *function, *unique;
+    uint32_t unique_len;
+    uint32_t attempts;
+    int64_t died_at;           /* Unix time, seconds */
+    const char *reason;        /* "fail", "exception", "timeout", "worker-lost" */
+    const char *exception;     /* the first bytes kept of its WORK_EXCEPTION data, or NULL */
+    uint32_t exception_len;
+};
+
+/* What a page of dead letters asks for (offset and limit at most
+   GM_VIEW_JOBS_OFFSET_MAX and GM_VIEW_JOBS_LIMIT_MAX, as for jobs). */
+struct gm_view_dead_query {
+    const char *function;      /* only this function's; NULL: every function's */
+    size_t function_len;
+    uint64_t offset, limit;
+};
+
+/* A job, dead letter or kept outcome (--keep-results) as `show job`
+   describes it.  Pointers are valid during the call that filled it. */
+struct gm_view_job_state {
+    const char *handle, *function, *unique;
+    uint32_t handle_len, function_len, unique_len;
+    const char *state;         /* "queued", "scheduled", "running", "dead", or a kept
+                                  outcome's "complete", "failed" */
+    uint32_t attempts;         /* hand-outs to a worker, the one running included */
+    const char *result;        /* a kept outcome's first --keep-results-bytes of result; NULL */
+    uint32_t result_len;       /* and 0 for the others */
+};
+
+/* What a lifecycle action of the view returns besides 0. */
+enum {
+    GM_VIEW_UNKNOWN = -1,      /* no such dead letter, or no such function */
+    GM_VIEW_BAD_NAME = -2,     /* the function name is one the server refuses */
+    GM_VIEW_NO_MEMORY = -3,
+};
+
+/* The function actions of the view: the admin pause, resume and purge. */
+enum gm_view_function_action { GM_VIEW_PAUSE, GM_VIEW_RESUME, GM_VIEW_PURGE };
 
 /* The deepest page and the longest one the jobs view serves (a larger
    offset or limit is taken as these), and the most jobs one request looks
@@ -203,6 +269,24 @@ struct gm_state_view {
     /* Cancels a job as the admin `cancel job` does; returns 0, or -1 if
        unknown or already cancelled. */
     int (*cancel)(void *d, const char *handle, size_t len);
+
+    /* ---- the job lifecycle (dispatch/lifecycle.c does what each asks) ---- */
+    /* A page of dead letters, oldest first, to cb; *total set to how many
+       match.  Costs at most offset + limit visits: each function keeps
+       its own list. */
+    void (*dead)(void *d, const struct gm_view_dead_query *q, uint64_t *total,
+                 void (*cb)(void *arg, const struct gm_view_dead *x), void *arg);
+    /* The job, dead letter or kept outcome with that handle into *out, as
+       `show job` does: 0, or GM_VIEW_UNKNOWN. */
+    int (*job)(void *d, const char *handle, size_t len, struct gm_view_job_state *out);
+    /* `retry dead HANDLE` (retry) or `discard dead HANDLE`: 0, or
+       GM_VIEW_UNKNOWN if no dead letter has that handle. */
+    int (*dead_action)(void *d, const char *handle, size_t len, bool retry);
+    /* `pause FUNC`, `resume FUNC` or `purge FUNC` (the jobs it removed in
+       *purged): 0, GM_VIEW_UNKNOWN (resume and purge need the function;
+       pause makes it), GM_VIEW_BAD_NAME or GM_VIEW_NO_MEMORY. */
+    int (*function_action)(void *d, const char *name, size_t len, enum gm_view_function_action what,
+                           uint64_t *purged);
 };
 
 struct gm_frontend {

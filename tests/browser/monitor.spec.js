@@ -11,7 +11,7 @@
 // Environment:
 //   GM_HTTP          base URL of the server's HTTP port (http://127.0.0.1:N)
 //   GM_PLAN          JSON: {cancel_handle, cancel_function, running_handle, link_function,
-//                    late_function, proto_functions}
+//                    late_function, proto_functions, retry_handle, discard_handle, dead_function}
 //   GM_OUT_DIR       where screenshots go
 //   PLAYWRIGHT_DIR   the folder whose node_modules holds playwright-core
 //   CHROMIUM         the browser binary (default /usr/bin/chromium)
@@ -55,6 +55,10 @@ async function rows(page, table) {
       });
       const b = tr.querySelector('button[data-action=cancel]');
       if (b) o._cancel_handle = b.dataset.handle;
+      const r = tr.querySelector('button[data-action=retry]');
+      if (r) o._retry = r.dataset.handle;
+      const d = tr.querySelector('button[data-action=discard]');
+      if (d) o._discard = d.dataset.handle;
       return o;
     }));
 }
@@ -307,6 +311,53 @@ async function waitJobsShown(page, predicate, arg) {
       banner_hidden: await page.isHidden('#banner'),
       last_update: await txt(page, '#last-update'),
     };
+  });
+
+  await step('dead_tab', async () => {
+    const before = out.paths['GET /api/dead'] || 0;
+    await page.click('#tab-dead');
+    await page.waitForSelector('table#dead tbody td[data-col=handle]', { state: 'visible', timeout: T });
+    return { dead_requests_before: before, rows: await rows(page, 'dead'), count: await txt(page, '#count-dead'),
+             shown: await txt(page, '#dead-shown') };
+  });
+
+  await step('dead_retry', async () => {
+    const sel = `button[data-action=retry][data-handle="${plan.retry_handle}"]`;
+    await page.click(sel);
+    await page.waitForSelector(sel, { state: 'detached', timeout: T });
+    return { rows: await rows(page, 'dead'), toast: await txt(page, '#toast') };
+  });
+
+  await step('dead_discard', async () => {
+    dialogAnswer = 'accept';
+    const n = out.dialogs.length;
+    const sel = `button[data-action=discard][data-handle="${plan.discard_handle}"]`;
+    await page.click(sel);
+    await page.waitForSelector(sel, { state: 'detached', timeout: T });
+    await page.waitForFunction(() => document.querySelector('#count-dead').textContent === '1', null, { timeout: T });
+    return { dialogs: out.dialogs.slice(n), rows: await rows(page, 'dead'), count: await txt(page, '#count-dead') };
+  });
+
+  await step('pause_function', async () => {
+    await page.click('#tab-functions');
+    const fn = plan.dead_function;
+    const row = async () => (await rows(page, 'functions')).find((x) => x.name === fn);
+    const policies = async () => (await (await fetch(base + '/api/policies')).json()).find((p) => p.function === fn);
+    const r = {};
+    let x = await row();
+    r.policy_before = x.policy; r.button_before = x.action;
+    r.others = [...new Set((await rows(page, 'functions')).filter((y) => y.name !== fn).map((y) => y.policy))];
+    await page.click(`button[data-action=pause][data-fn="${fn}"]`);
+    await page.waitForSelector(`button[data-action=resume][data-fn="${fn}"]`, { timeout: T });
+    x = await row();
+    r.policy_paused = x.policy; r.button_paused = x.action;
+    r.server_paused = (await policies()).paused;
+    await page.click(`button[data-action=resume][data-fn="${fn}"]`);
+    await page.waitForSelector(`button[data-action=pause][data-fn="${fn}"]`, { timeout: T });
+    x = await row();
+    r.policy_after = x.policy; r.button_after = x.action;
+    r.server_resumed = (await policies()).paused;
+    return r;
   });
 
   await step('screenshot', async () => {

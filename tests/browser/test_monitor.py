@@ -13,6 +13,8 @@ given known state through the binary protocol:
   audit.log     no jobs; worker w-multi
   <img src=...> 2 normal queued, no worker: a name that would run script if
                 the page put data into the DOM as HTML
+  dead.fn       a policy (retries=0); 3 jobs failed on a worker that then
+                left: 3 dead letters; then 3 normal queued, no worker
 
 and, late in the run, one background job each (submitted over HTTP) for
 constructor, __proto__, toString, hasOwnProperty and valueOf: names that a
@@ -23,7 +25,9 @@ playwright-core (installed once with npm into the build tree, under
 tests/browser/node_modules, and reused) and records what the page shows after
 each action; this script decides whether that is right, one TAP line per
 behaviour, and checks the server's side of the cancel through /api/jobs and
-the admin `show jobs` command.  A full-page screenshot is saved as
+the admin `show jobs` command, and of the Dead tab's Retry and Discard and
+the functions' Pause and Resume through /api/dead, /api/jobs/HANDLE and
+/api/policies.  A full-page screenshot is saved as
 tests/browser/monitor.png in the build tree (monitor-workers.png and
 monitor-jobs.png beside it).
 
@@ -69,13 +73,15 @@ EXPECT = {
     "thumb": (1, 0, 3, 0, 0),
     "audit.log": (0, 0, 0, 0, 1),
     XSS_FN: (0, 2, 0, 0, 0),
+    "dead.fn": (0, 3, 0, 0, 0),
 }
 WORKERS = {  # client id: functions
     "w-resize": ["img.resize"],
     "w-multi": ["img.resize", "report.build", "audit.log"],
     "w-report": ["report.build"],
 }
-FINISHED = {"report.build": (2, 1)}  # completed, failed
+FINISHED = {"report.build": (2, 1), "dead.fn": (0, 3)}  # completed, failed
+DEAD_FN = "dead.fn"
 LATE_FN = "late.fn"
 # names of Object.prototype's properties: submitted over HTTP by the page's run
 PROTO_FNS = ["constructor", "__proto__", "toString", "hasOwnProperty", "valueOf"]
@@ -178,6 +184,19 @@ def worker(s, client_id, functions):
 def make_state(s):
     c = s.conn()
     R["conns"] = [c]
+    # dead letters: jobs of a function with a policy that failed their only attempt
+    assert c.admin("policy %s retries=0" % DEAD_FN) == b"OK\r\n"
+    R["dead"] = []
+    with s.conn() as w:
+        w.send_packet("CAN_DO", DEAD_FN)
+        for i in range(3):
+            R["dead"].append(submit(c, "SUBMIT_JOB_BG", DEAD_FN, "dead-%d" % i))
+            w.send_packet("GRAB_JOB")
+            assert assigned(w) == R["dead"][-1]
+            w.send_packet("WORK_FAIL", R["dead"][-1])
+        w.send_packet("ECHO_REQ", "sync")
+        while w.recv_packet().name != "ECHO_RES":
+            pass
     # jobs that finished: completed and failed counts, then the worker leaves
     with s.conn() as w:
         w.send_packet("CAN_DO", "report.build")
@@ -208,6 +227,8 @@ def make_state(s):
         add("SUBMIT_JOB_LOW_BG", "thumb", "thumb-l%d" % i)
     for i in range(2):
         add("SUBMIT_JOB_BG", XSS_FN, "xss-%d" % i)
+    for i in range(3):
+        add("SUBMIT_JOB_BG", DEAD_FN, "dead-q%d" % i)
     assert c.admin("maxqueue thumb 100") == b"OK\r\n"
 
     R["workers"] = {}
@@ -245,7 +266,8 @@ def run_browser():
         if os.path.exists(SCREENSHOT):
             os.unlink(SCREENSHOT)
         plan = {"cancel_handle": R["cancel"], "cancel_function": "thumb", "running_handle": R["running"],
-                "link_function": "img.resize", "late_function": LATE_FN, "proto_functions": PROTO_FNS}
+                "link_function": "img.resize", "late_function": LATE_FN, "proto_functions": PROTO_FNS,
+                "retry_handle": R["dead"][0], "discard_handle": R["dead"][1], "dead_function": DEAD_FN}
         env = dict(os.environ, GM_HTTP="http://127.0.0.1:%d" % R["http_port"], GM_PLAN=json.dumps(plan),
                    GM_OUT_DIR=OUT_DIR, PLAYWRIGHT_DIR=NODE_DIR, CHROMIUM=chromium)
         t0 = time.time()
@@ -306,7 +328,7 @@ def test_page_is_self_contained_and_escapes_data():
     assert headers.get("Content-Type", "").startswith("text/html"), headers
     with open(os.path.join(gmtest.TOP_SRCDIR, "plugins", "protocol", "http", "monitor.html"), "rb") as f:
         assert body == f.read(), "the server does not serve plugins/protocol/http/monitor.html (rebuild?)"
-    assert len(body) < 40 * 1024, "the page is %d bytes" % len(body)
+    assert len(body) < 48 * 1024, "the page is %d bytes" % len(body)
     page = body.decode()
     for bad in ("http://", "https://", "url(", "@import", "<script src", "innerHTML", "outerHTML",
                 "insertAdjacentHTML", "document.write", "eval("):
@@ -529,6 +551,50 @@ def test_functions_named_like_object_properties_are_rows():
 
 
 @test
+def test_dead_tab_lists_dead_letters_only_while_shown():
+    d = step("dead_tab")
+    assert d["dead_requests_before"] == 0, "GET /api/dead before the Dead tab was shown: %r" % d
+    assert d["count"] == "3", d
+    rows = d["rows"]
+    assert [r["handle"] for r in rows] == R["dead"], rows
+    for i, r in enumerate(rows):
+        assert (r["function"], r["unique"], r["attempts"], r["reason"]) == (DEAD_FN, "dead-%d" % i, "1", "fail"), r
+        assert r["died"] and r["_retry"] == r["_discard"] == r["handle"], r
+    assert d["shown"] == "3 dead letters", d["shown"]
+
+
+@test
+def test_dead_letter_retry_sends_it_back_to_its_queue():
+    d = step("dead_retry")
+    h = R["dead"][0]
+    assert h not in [r["handle"] for r in d["rows"]] and h in d["toast"], d
+    assert h not in [x["handle"] for x in api("/api/dead")], "the server still has %s as a dead letter" % h
+    j = api("/api/jobs/" + h)
+    assert j["state"] == "queued" and j["attempts"] == 0 and j["function"] == DEAD_FN, j
+
+
+@test
+def test_dead_letter_discard_asks_and_removes_it():
+    d = step("dead_discard")
+    h = R["dead"][1]
+    assert len(d["dialogs"]) == 1 and d["dialogs"][0]["type"] == "confirm" and h in d["dialogs"][0]["message"], d
+    assert [r["handle"] for r in d["rows"]] == [R["dead"][2]], d["rows"]
+    assert [x["handle"] for x in api("/api/dead")] == [R["dead"][2]]
+    assert http("GET", "/api/jobs/" + h)[0] == 404
+    assert d["count"] == "1", d
+
+
+@test
+def test_functions_show_policy_and_pause_resume():
+    d = step("pause_function")
+    assert d["policy_before"] == "retries 0" and d["button_before"] == "Pause", d
+    assert d["policy_paused"].startswith("paused") and d["button_paused"] == "Resume", d
+    assert d["server_paused"] is True and d["server_resumed"] is False, d
+    assert d["policy_after"] == "retries 0" and d["button_after"] == "Pause", d
+    assert d["others"] == ["—"], d["others"]  # functions without a policy
+
+
+@test
 def test_screenshot_saved_in_build_tree():
     step("screenshot")
     with open(SCREENSHOT, "rb") as f:
@@ -545,9 +611,15 @@ def test_page_asks_only_for_its_api():
     """The page (and the browser for it) requests nothing but the page and
     the JSON API: a stray GET such as /favicon.ico would be a job here."""
     paths = run_browser()["paths"]
-    allowed = {"GET /", "GET /api/status", "GET /api/workers", "GET /api/jobs", "POST /api/jobs/cancel"}
-    assert set(paths) <= allowed, "the page requested %r" % sorted(set(paths) - allowed)
+    allowed = {"GET /", "GET /api/status", "GET /api/workers", "GET /api/jobs", "POST /api/jobs/cancel",
+               "GET /api/dead", "GET /api/policies"}
+    actions = re.compile(r"POST /api/(dead/[^/]+/(retry|discard)|functions/[^/]+/(pause|resume))$")
+    other = {p for p in paths if p not in allowed and not actions.match(p)}
+    assert not other, "the page requested %r" % sorted(other)
     assert paths.get("POST /api/jobs/cancel") == 2, paths  # the queued job and the running one
+    from urllib.parse import quote
+    for h, what in ((R["dead"][0], "retry"), (R["dead"][1], "discard")):
+        assert paths.get("POST /api/dead/%s/%s" % (quote(h, safe=""), what)) == 1, (h, what, paths)
     names = sorted(f["name"] for f in api("/api/status")["functions"])
     assert names == sorted(list(EXPECT) + [LATE_FN] + PROTO_FNS), "functions on the server after the run: %r" % names
 

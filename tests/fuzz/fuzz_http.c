@@ -78,6 +78,11 @@ view_functions(void *d, void (*cb)(void *arg, const struct gm_view_function *f),
     f.name = odd;
     f.name_len = sizeof odd - 1;
     f.oldest_queued_ms = -1;
+    /* a policy (paused), shown in /api/policies, /api/status and /metrics */
+    static const struct gm_view_policy pol = {.listed = true, .paused = true, .retries = 3, .backoff_ms = 1000,
+                                              .max_backoff_ms = 300000, .timeout_s = 30, .retried = 4,
+                                              .timeouts = 1, .dead = 2, .died = 2};
+    f.policy = &pol;
     cb(arg, &f);
 }
 
@@ -144,12 +149,89 @@ view_cancel(void *d, const char *handle, size_t len)
     return len == 8 && memcmp(handle, "H:fuzz:1", 8) == 0 ? 0 : -1;
 }
 
+/* Two dead letters, the second one's exception bytes what JSON must
+   escape; paged as the dispatcher's view pages them. */
+static void
+view_dead(void *d, const struct gm_view_dead_query *q, uint64_t *total,
+          void (*cb)(void *arg, const struct gm_view_dead *x), void *arg)
+{
+    (void)d;
+    static const char exc[] = "e\"\\\n\x01\xff";
+    static const struct gm_view_dead dead[] = {
+        {.handle = "H:fuzz:4", .function = "f", .unique = "u", .unique_len = 1, .attempts = 1,
+         .died_at = 1900000000, .reason = "fail"},
+        {.handle = "H:fuzz:5", .function = "q\"\\\n", .unique = "\xff\0", .unique_len = 2, .attempts = 255,
+         .died_at = 1, .reason = "exception", .exception = exc, .exception_len = sizeof exc - 1},
+    };
+    uint64_t n = 0;
+    for (size_t i = 0; i < sizeof dead / sizeof dead[0]; i++) {
+        if (q->function &&
+            (strlen(dead[i].function) != q->function_len || memcmp(dead[i].function, q->function, q->function_len)))
+            continue;
+        if (n >= q->offset && n - q->offset < q->limit)
+            cb(arg, &dead[i]);
+        n++;
+    }
+    *total = n;
+}
+
+/* Knows H:fuzz:1 (running) and H:fuzz:4 (a kept outcome). */
+static int
+view_job(void *d, const char *handle, size_t len, struct gm_view_job_state *out)
+{
+    (void)d;
+    memset(out, 0, sizeof *out);
+    out->function = "f";
+    out->function_len = 1;
+    out->unique = "u\0x";
+    out->unique_len = 3;
+    out->handle_len = 8;
+    if (len == 8 && memcmp(handle, "H:fuzz:1", 8) == 0) {
+        out->handle = "H:fuzz:1";
+        out->state = "running";
+        out->attempts = 1;
+        return 0;
+    }
+    if (len == 8 && memcmp(handle, "H:fuzz:4", 8) == 0) {
+        out->handle = "H:fuzz:4";
+        out->state = "complete";
+        out->result = "kept\0";
+        out->result_len = 5;
+        return 0;
+    }
+    return GM_VIEW_UNKNOWN;
+}
+
+static int
+view_dead_action(void *d, const char *handle, size_t len, bool retry)
+{
+    (void)d;
+    (void)retry;
+    return len == 8 && memcmp(handle, "H:fuzz:4", 8) == 0 ? 0 : GM_VIEW_UNKNOWN;
+}
+
+/* "f" is known; a name with a control byte is refused; others unknown. */
+static int
+view_function_action(void *d, const char *name, size_t len, enum gm_view_function_action what, uint64_t *purged)
+{
+    (void)d;
+    *purged = what == GM_VIEW_PURGE ? 7 : 0;
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)name[i] < 0x20)
+            return GM_VIEW_BAD_NAME;
+    return len == 1 && name[0] == 'f' ? 0 : GM_VIEW_UNKNOWN;
+}
+
 static const struct gm_state_view view = {
     .server = view_server,
     .each_function = view_functions,
     .each_worker = view_workers,
     .jobs = view_jobs,
     .cancel = view_cancel,
+    .dead = view_dead,
+    .job = view_job,
+    .dead_action = view_dead_action,
+    .function_action = view_function_action,
 };
 
 /* ------------------------------------------------------------------ */

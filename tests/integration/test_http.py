@@ -1178,7 +1178,7 @@ def test_api_status_workers_and_jobs_describe_known_state():
                                 "pending": 0}, srv
         assert srv["pid"] == s.proc.pid and srv["uptime_s"] >= 0 and srv["io_threads"] >= 1, srv
         assert st["totals"] == {"jobs": 6, "queued": 5, "running": 1, "functions": 3, "workers": 3,
-                                "submitted": 6, "completed": 0, "failed": 0}, st["totals"]
+                                "submitted": 6, "completed": 0, "failed": 0, "dead": 0}, st["totals"]
         fns = {f["name"]: f for f in st["functions"]}
         assert set(fns) == {"alpha", "beta", "gamma"}, fns
         a, b, g = fns["alpha"], fns["beta"], fns["gamma"]
@@ -1307,34 +1307,43 @@ def non_loopback_ipv4():
     return None
 
 
-@test
-def test_cancel_from_a_non_loopback_peer_needs_the_option():
+def remote_servers():
+    """Yields (ip, allow, server): a server listening on every address,
+    without then with --http-allow-remote-actions, and this machine's
+    non-loopback address to reach it as another host would (the test is
+    skipped without one)."""
     ip = non_loopback_ipv4()
     if not ip:
         gmtest.skip("this machine has no non-loopback IPv4 address")
     for allow in (False, True):
         args = ["--http-allow-remote-actions"] if allow else []
         with HttpServer(*args, listen=None) as s:
-            with s.http() as c:
-                r = c.roundtrip("POST", "/remote", [("X-Gearman-Background", "true"), ("X-Gearman-Unique", "r")],
-                                b"r")
-                h = r.h("x-gearman-job-handle")
-            with s.http(host=ip) as c:
-                r = c.roundtrip("GET", "/api/jobs")               # reading is for anyone
-                assert r.status == 200 and r.json()["total"] == 1, r
+            yield ip, allow, s
+
+
+@test
+def test_cancel_from_a_non_loopback_peer_needs_the_option():
+    for ip, allow, s in remote_servers():
+        with s.http() as c:
+            r = c.roundtrip("POST", "/remote", [("X-Gearman-Background", "true"), ("X-Gearman-Unique", "r")],
+                            b"r")
+            h = r.h("x-gearman-job-handle")
+        with s.http(host=ip) as c:
+            r = c.roundtrip("GET", "/api/jobs")               # reading is for anyone
+            assert r.status == 200 and r.json()["total"] == 1, r
+            r = c.roundtrip("POST", "/api/jobs/cancel?handle=" + h)
+            if allow:
+                assert r.status == 200 and r.json() == {"ok": True, "cancelled": h}, r
+            else:
+                assert r.status_line == "HTTP/1.1 403 Forbidden", r
+                assert "http-allow-remote-actions" in r.json()["error"], r
+            r = c.roundtrip("GET", "/api/workers")
+            assert r.status == 200, r
+        assert get_json(s, "/api/jobs")["total"] == (0 if allow else 1)
+        if not allow:
+            with s.http() as c:                              # loopback may
                 r = c.roundtrip("POST", "/api/jobs/cancel?handle=" + h)
-                if allow:
-                    assert r.status == 200 and r.json() == {"ok": True, "cancelled": h}, r
-                else:
-                    assert r.status_line == "HTTP/1.1 403 Forbidden", r
-                    assert "http-allow-remote-actions" in r.json()["error"], r
-                r = c.roundtrip("GET", "/api/workers")
                 assert r.status == 200, r
-            assert get_json(s, "/api/jobs")["total"] == (0 if allow else 1)
-            if not allow:
-                with s.http() as c:                              # loopback may
-                    r = c.roundtrip("POST", "/api/jobs/cancel?handle=" + h)
-                    assert r.status == 200, r
 
 
 # ----------------------------------------------------------------------
@@ -1813,6 +1822,334 @@ def test_nothing_is_answered_before_the_queue_is_replayed():
         assert st["totals"]["jobs"] == n and st["server"]["queue"]["healthy"] is True, st
         h = get(s2, "/health")
         assert h.status == 200 and h.json()["ready"] is True, h
+
+
+# ----------------------------------------------------------------------
+# the job lifecycle: dead letters, policies, a job's state, the actions
+
+def admin_ok(s, line):
+    with s.conn() as a:
+        got = a.admin(line)
+    assert got == b"OK\r\n", (line, got)
+
+
+def fail_attempt(w, how="WORK_FAIL", data=b""):
+    """The worker takes the next job (a retry may still be waiting out its
+    backoff) and fails it; returns its handle."""
+    h, _, _ = grab_wait(w)
+    if how == "WORK_FAIL":
+        w.send_packet(how, h)
+    else:
+        w.send_packet(how, h, data)
+    sync(w)
+    return h
+
+
+def dead_of(s, path="/api/dead"):
+    """The array /api/dead answers, with its two headers."""
+    r = get(s, path)
+    assert r.status == 200 and r.h("cache-control") == "no-cache", r
+    body = r.json()
+    assert isinstance(body, list), body
+    return body, int(r.h("x-gearman-total")), r.h("x-gearman-truncated")
+
+
+def admin_lines(s, line):
+    with s.conn() as a:
+        out = a.admin(line).decode()
+    assert out.endswith(".\n"), out
+    return [x.split("\t") for x in out[:-2].splitlines()]
+
+
+@test
+def test_dead_letters_job_state_and_their_exact_json():
+    with HttpServer() as s:
+        admin_ok(s, "policy deadfn retries=1 backoff=0")
+        admin_ok(s, "policy other retries=0")
+        w = worker(s, "deadfn", "other")
+        c = s.conn()
+        t0 = int(time.time())
+        h1 = gmtest.submit(c, "SUBMIT_JOB_BG", "deadfn", "u1", "d1")
+        assert fail_attempt(w) == h1
+        boom = b'boom "x"\n\xff'
+        assert fail_attempt(w, "WORK_EXCEPTION", boom) == h1            # its second and last attempt
+        h2 = gmtest.submit(c, "SUBMIT_JOB_BG", "other", "u\x01two", "d2")
+        assert fail_attempt(w) == h2
+        wait_until(lambda: dead_of(s)[1] == 2, what="two dead letters")
+        dead, total, cut = dead_of(s)
+        assert total == 2 and cut == "false", (total, cut)
+        assert [sorted(x) for x in dead] == [
+            ["attempts", "died_at", "exception", "function", "handle", "reason", "unique"],
+            ["attempts", "died_at", "function", "handle", "reason", "unique"]], dead
+        assert all(t0 <= x["died_at"] <= time.time() + 1 for x in dead), dead
+        assert dead[0] == {"handle": h1, "function": "deadfn", "unique": "u1", "attempts": 2,
+                           "died_at": dead[0]["died_at"], "reason": "exception",
+                           "exception": boom.decode("utf-8", "replace")}, dead[0]
+        assert dead[1] == {"handle": h2, "function": "other", "unique": "u\x01two", "attempts": 1,
+                           "died_at": dead[1]["died_at"], "reason": "fail"}, dead[1]
+        # the admin port says the same
+        shown = admin_lines(s, "show dead")
+        assert [(x[0], x[1], int(x[3]), int(x[4]), x[5]) for x in shown] == [
+            (d["handle"], d["function"], d["attempts"], d["died_at"], d["reason"]) for d in dead], shown
+        # by function, paged
+        assert dead_of(s, "/api/dead?function=other") == ([dead[1]], 1, "false")
+        assert dead_of(s, "/api/dead?function=nosuch") == ([], 0, "false")
+        assert dead_of(s, "/api/dead?offset=1") == ([dead[1]], 2, "false")
+        assert dead_of(s, "/api/dead?limit=1") == ([dead[0]], 2, "false")
+        assert dead_of(s, "/api/dead?limit=0") == ([], 2, "false")
+        assert dead_of(s, "/api/dead?offset=99999&limit=99999") == ([], 2, "false")
+        st = get_json(s, "/api/status")["totals"]
+        assert st["dead"] == 2 and st["jobs"] == 0 and st["failed"] == 2, st
+        # a job's state, as `show job`, with its handle percent-encoded or not
+        want = {"handle": h1, "function": "deadfn", "unique": "u1", "state": "dead", "attempts": 2, "result_b64": ""}
+        assert get_json(s, "/api/jobs/" + h1) == want
+        assert get_json(s, "/api/jobs/" + h1.replace(":", "%3A")) == want
+        assert admin_lines(s, "show job " + h1) == [[h1, "deadfn", "u1", "dead", "2", "0"]]
+        h3 = gmtest.submit(c, "SUBMIT_JOB_BG", "deadfn", "u3", "d3")
+        assert get_json(s, "/api/jobs/" + h3) == {"handle": h3, "function": "deadfn", "unique": "u3",
+                                                  "state": "queued", "attempts": 0, "result_b64": ""}
+        assert grab(w)[0] == h3
+        assert get_json(s, "/api/jobs/" + h3)["state"] == "running"
+        assert get_json(s, "/api/jobs/" + h3)["attempts"] == 1
+        w.send_packet("WORK_FAIL", h3)
+        sync(w)
+        j = get_json(s, "/api/jobs/" + h3)
+        assert j["state"] in ("scheduled", "queued") and j["attempts"] == 1, j
+        # a background job that ended: its kept outcome, with the start of its result
+        h4 = gmtest.submit(c, "SUBMIT_JOB_BG", "other", "u4", "d4")
+        w2 = worker(s, "other")                    # w may be given the retry of h3 first
+        assert grab_wait(w2)[0] == h4
+        w2.send_packet("WORK_COMPLETE", h4, b"\x00result\xff")
+        sync(w2)
+        w2.close()
+        assert get_json(s, "/api/jobs/" + h4) == {"handle": h4, "function": "other", "unique": "u4", "state": "complete",
+                                                  "attempts": 1, "result_b64": "AHJlc3VsdP8="}
+        assert admin_lines(s, "show job " + h4) == [[h4, "other", "u4", "complete", "1", "8"]]
+        for bad in (PREFIX + ":999999", "nosuch", "x" * 300, "%zz"):
+            r = get(s, "/api/jobs/" + bad)
+            assert r.status == 404 and r.json()["error"] == "unknown job", (bad, r)
+        assert get(s, "/api/jobs/" + PREFIX + ":999999").json() == {"error": "unknown job",
+                                                                    "handle": PREFIX + ":999999"}
+        assert get(s, "/api/jobs/%s/more" % h1).status == 404
+        assert get(s, "/api/dead/" + h1).status == 404
+        c.close()
+        w.close()
+
+
+@test
+def test_dead_letters_retry_and_discard_over_http():
+    with HttpServer() as s:
+        admin_ok(s, "policy rd retries=0")
+        w = worker(s, "rd")
+        c = s.conn()
+        hs = []
+        for i in range(3):
+            hs.append(gmtest.submit(c, "SUBMIT_JOB_BG", "rd", "k%d" % i, "d%d" % i))
+            assert fail_attempt(w) == hs[-1]
+        wait_until(lambda: dead_of(s)[1] == 3, what="three dead letters")
+        with s.http() as hc:
+            r = hc.roundtrip("GET", "/api/dead/%s/retry" % hs[0])
+            assert r.status_line == "HTTP/1.1 405 Method Not Allowed" and r.h("allow") == "POST", r
+            r = hc.roundtrip("POST", "/api/dead/%s/frobnicate" % hs[0])
+            assert r.status == 404 and r.json() == {"error": "not found"}, r
+            assert dead_of(s)[1] == 3
+            r = hc.roundtrip("POST", "/api/dead/%s/retry" % hs[0].replace(":", "%3a"))
+            assert r.status == 200 and r.json() == {"ok": True, "retried": hs[0]}, r
+            assert [x["handle"] for x in dead_of(s)[0]] == hs[1:]
+            assert get_json(s, "/api/jobs/" + hs[0]) == {"handle": hs[0], "function": "rd", "unique": "k0",
+                                                        "state": "queued", "attempts": 0, "result_b64": ""}
+            assert admin_status(s, "rd") == (1, 0, 1)
+            r = hc.roundtrip("POST", "/api/dead/%s/retry" % hs[0])          # not a dead letter now
+            assert r.status == 404 and r.json() == {"error": "no dead letter has that handle", "handle": hs[0]}, r
+            r = hc.roundtrip("POST", "/api/dead/%s/discard" % hs[1])
+            assert r.status == 200 and r.json() == {"ok": True, "discarded": hs[1]}, r
+            assert [x["handle"] for x in dead_of(s)[0]] == [hs[2]]
+            assert get(s, "/api/jobs/" + hs[1]).status == 404
+            assert [x[0] for x in admin_lines(s, "show dead")] == [hs[2]]
+            r = hc.roundtrip("POST", "/api/dead/%s/discard" % hs[1])
+            assert r.status == 404, r
+            r = hc.roundtrip("POST", "/api/dead/%s:999/retry" % PREFIX)
+            assert r.status == 404, r
+        # the retried job runs again
+        j = grab_wait(w)
+        assert j[0] == hs[0] and j[2] == b"d0", j
+        st = get_json(s, "/api/status")["totals"]
+        assert st["dead"] == 1 and st["jobs"] == 1, st
+        c.close()
+        w.close()
+
+
+@test
+def test_functions_pause_resume_purge_and_policies_over_http():
+    with HttpServer() as s:
+        with s.http() as hc:
+            r = hc.roundtrip("GET", "/api/functions/pz/pause")
+            assert r.status == 405 and r.h("allow") == "POST", r
+            r = hc.roundtrip("POST", "/api/functions/pz/pause")
+            assert r.status == 200 and r.json() == {"ok": True, "function": "pz", "paused": True}, r
+        admin_ok(s, "policy zz retries=3 timeout=30 concurrency=4 backoff=250 max_backoff=9000")
+        r = get(s, "/api/policies")
+        assert r.status == 200 and r.h("x-gearman-total") == "2" and r.h("x-gearman-truncated") == "false", r
+        pol = r.json()
+        assert pol == [
+            {"function": "pz", "retries": 0, "backoff": 1000, "max_backoff": 300000, "timeout": 0, "concurrency": 0,
+             "paused": True},
+            {"function": "zz", "retries": 3, "backoff": 250, "max_backoff": 9000, "timeout": 30, "concurrency": 4,
+             "paused": False}], pol
+        keys = ["retries", "backoff", "max_backoff", "timeout", "concurrency", "paused"]
+        shown = admin_lines(s, "show policies")
+        assert [x[0] for x in shown] == [p["function"] for p in pol], shown
+        for line, p in zip(shown, pol):
+            assert line[1:] == ["%s=%d" % (k, p[k]) for k in keys], (line, p)
+        fns = {f["name"]: f for f in get_json(s, "/api/status")["functions"]}
+        assert fns["zz"]["policy"] == {k: pol[1][k] for k in keys}, fns["zz"]
+        # paused: nothing handed out; resume hands it out
+        w = worker(s, "pz", "plain")
+        c = s.conn()
+        h = gmtest.submit(c, "SUBMIT_JOB_BG", "pz", "p1", "x")
+        gmtest.submit(c, "SUBMIT_JOB_BG", "plain", "q1", "x")
+        assert get_json(s, "/api/status")["functions"][-1]["policy"] is None
+        assert grab(w)[1] == "plain" and grab(w) is None
+        with s.http() as hc:
+            r = hc.roundtrip("POST", "/api/functions/pz/resume")
+            assert r.status == 200 and r.json() == {"ok": True, "function": "pz", "paused": False}, r
+        assert grab_wait(w)[0] == h
+        assert get_json(s, "/api/policies") == pol[1:]                 # no policy set, not paused: not listed
+        # purge removes what waits, leaves what runs
+        for i in range(2):
+            gmtest.submit(c, "SUBMIT_JOB_BG", "pz", "p%d" % (i + 2), "x")
+        with s.http() as hc:
+            r = hc.roundtrip("POST", "/api/functions/pz/purge")
+            assert r.status == 200 and r.json() == {"ok": True, "function": "pz", "purged": 2}, r
+            assert get_json(s, "/api/jobs?function=pz")["total"] == 1
+            # names: unknown, percent-encoded, refused
+            for action in ("resume", "purge"):
+                r = hc.roundtrip("POST", "/api/functions/nosuch/" + action)
+                assert r.status == 404 and r.json() == {"error": "no such function", "function": "nosuch"}, r
+            r = hc.roundtrip("POST", "/api/functions/a%2Fb%20c/pause")
+            assert r.status == 200 and r.json()["function"] == "a/b c", r
+            for bad in ("bad%01name", "x" * 513, "%00"):
+                r = hc.roundtrip("POST", "/api/functions/%s/pause" % bad)
+                assert r.status == 400 and "function name" in r.json()["error"], (bad, r)
+            r = hc.roundtrip("POST", "/api/functions/pz/stop")
+            assert r.status == 404, r
+            r = hc.roundtrip("POST", "/api/functions//pause")
+            assert r.status == 404, r
+        assert [p["function"] for p in get_json(s, "/api/policies")] == ["zz", "a/b c"]
+        log = s.log_text()
+        assert "pz paused by 127.0.0.1:" in log and "purge of pz by 127.0.0.1:" in log, log[-2000:]
+        c.close()
+        w.close()
+
+
+@test
+def test_lifecycle_actions_follow_the_cancel_rules():
+    # the Origin rule (any peer) ...
+    with HttpServer() as s:
+        admin_ok(s, "policy orf retries=0")
+        host = "127.0.0.1:%d" % s.http_port
+        for path in ("/api/functions/orf/pause", "/api/functions/orf/purge", "/api/dead/%s:1/retry" % PREFIX):
+            refused(one_request(s, "POST", path, [("Origin", "http://evil.example")], host=host), "Origin")
+        assert get_json(s, "/api/policies")[0]["paused"] is False
+        r = one_request(s, "POST", "/api/functions/orf/pause", [("Origin", "http://" + host)], host=host)
+        assert r.status == 200, r
+    # ... and, from another host, --http-allow-remote-actions
+    for ip, allow, s in remote_servers():
+        admin_ok(s, "policy rem retries=0")
+        w = worker(s, "rem")
+        with s.conn() as c:
+            h = gmtest.submit(c, "SUBMIT_JOB_BG", "rem", "r", "x")
+        fail_attempt(w)
+        with s.http(host=ip) as c:
+            assert c.roundtrip("GET", "/api/dead").status == 200          # reading is for anyone
+            assert c.roundtrip("GET", "/api/policies").status == 200
+            for path in ("/api/functions/rem/pause", "/api/functions/rem/resume", "/api/functions/rem/purge",
+                         "/api/dead/%s/retry" % h):
+                r = c.roundtrip("POST", path)
+                if allow:
+                    assert r.status == 200 and r.json()["ok"] is True, (path, r)
+                else:
+                    assert r.status_line == "HTTP/1.1 403 Forbidden", (path, r)
+                    assert "http-allow-remote-actions" in r.json()["error"], r
+        assert get_json(s, "/api/status")["totals"]["dead"] == (0 if allow else 1)
+        w.close()
+
+
+@test
+def test_metrics_count_retries_timeouts_and_dead_letters():
+    with HttpServer("--dead-letter-max", "1") as s:
+        admin_ok(s, "policy mf retries=1 backoff=0 timeout=1")
+        w = worker(s, "mf", "plain")
+        c = s.conn()
+        a = gmtest.submit(c, "SUBMIT_JOB_BG", "mf", "a", "x")
+        m = metrics(s)
+        for name in ("gearman_job_retries_total", "gearman_job_timeouts_total", "gearman_dead_jobs",
+                     "gearman_dead_jobs_total"):
+            assert m.get(name, function="mf") == 0, name
+            assert not m.has(name, function="plain"), name       # only functions with a policy
+            assert m.types[name] == ("counter" if name.endswith("_total") else "gauge") and m.helps[name], name
+        assert m.get("gearman_dead_jobs_dropped_total") == 0 and m.types["gearman_dead_jobs_dropped_total"] == "counter"
+        assert m.has("gearman_jobs", function="plain")
+        # a, first attempt: fails (a retry); second: runs past its time limit (a death)
+        assert fail_attempt(w) == a
+        assert grab_wait(w)[0] == a
+        wait_until(lambda: dead_of(s)[1] == 1, timeout=5, what="the attempt to time out")
+        assert dead_of(s)[0][0]["reason"] == "timeout"
+        m = metrics(s)
+        assert (m.get("gearman_job_retries_total", function="mf"), m.get("gearman_job_timeouts_total", function="mf"),
+                m.get("gearman_dead_jobs", function="mf"), m.get("gearman_dead_jobs_total", function="mf")) == (1, 1, 1, 1)
+        # b fails twice: a second death pushes a out (--dead-letter-max 1)
+        b = gmtest.submit(c, "SUBMIT_JOB_BG", "mf", "b", "x")
+        assert fail_attempt(w) == b and fail_attempt(w) == b
+        m = metrics(s)
+        assert (m.get("gearman_job_retries_total", function="mf"), m.get("gearman_job_timeouts_total", function="mf"),
+                m.get("gearman_dead_jobs", function="mf"), m.get("gearman_dead_jobs_total", function="mf")) == (2, 1, 1, 2)
+        assert m.get("gearman_dead_jobs_dropped_total") == 1
+        assert [x["handle"] for x in dead_of(s)[0]] == [b]
+        with s.http() as hc:
+            assert hc.roundtrip("POST", "/api/dead/%s/discard" % b).status == 200
+        m = metrics(s)
+        assert m.get("gearman_dead_jobs", function="mf") == 0 and m.get("gearman_dead_jobs_total", function="mf") == 2
+        c.close()
+        w.close()
+
+
+@test
+def test_dead_letter_pages_are_bounded():
+    # 1,005 dead letters: a page holds at most 1,000; 60 whose exceptions are
+    # 4 KiB of control bytes (six times as long escaped) pass a 1 MiB page,
+    # which stops at the last whole one and says so
+    page = 1 << 20
+    with HttpServer("--max-output-size", str(page)) as s:
+        admin_ok(s, "policy many retries=0")
+        admin_ok(s, "policy big retries=0")
+        w = worker(s, "many", "big")
+        c = s.conn()
+        n = 1005
+        c.send(b"".join(gmtest.packet("SUBMIT_JOB_BG", "many", "m%d" % i, "x") for i in range(n)))
+        for _ in range(n):
+            c.expect("JOB_CREATED")
+        for _ in range(n):
+            w.send_packet("GRAB_JOB")
+            h = w.recv_packet().fields(3)[0]
+            w.send_packet("WORK_FAIL", h)
+        sync(w)
+        for i in range(60):
+            gmtest.submit(c, "SUBMIT_JOB_BG", "big", "b%d" % i, "x")
+            fail_attempt(w, "WORK_EXCEPTION", b"\x01" * 5000)
+        dead, total, cut = dead_of(s, "/api/dead?function=many&limit=5000")
+        assert total == n and len(dead) == 1000 and cut == "false", (total, len(dead), cut)
+        assert [x["unique"] for x in dead] == ["m%d" % i for i in range(1000)]
+        dead, total, _ = dead_of(s, "/api/dead?function=many&offset=1000")
+        assert [x["unique"] for x in dead] == ["m%d" % i for i in range(1000, n)], dead
+        r = get(s, "/api/dead?function=big&limit=1000")
+        assert len(r.body) <= page, len(r.body)
+        dead = r.json()
+        assert r.h("x-gearman-truncated") == "true" and r.h("x-gearman-total") == "60", r
+        assert 0 < len(dead) < 60 and [x["unique"] for x in dead] == ["b%d" % i for i in range(len(dead))]
+        assert all(x["exception"] == "\x01" * 4096 for x in dead)
+        c.close()
+        w.close()
 
 
 # ----------------------------------------------------------------------

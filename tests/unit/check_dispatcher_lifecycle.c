@@ -2,7 +2,8 @@
  * check_dispatcher_lifecycle.c: unit tests for the job lifecycle
  * (lifecycle.c, issue 15): retries with backoff on the dispatcher's clock,
  * dead letters and their reasons, the time limit, a lost worker, the
- * concurrency limit, pause and resume, purge, and --dead-letter-max.  The
+ * concurrency limit, pause and resume, purge, --dead-letter-max, and the
+ * state view's dead letters and lifecycle actions (view.c).  The
  * test owns the clock (H.now) and runs the timers; the harness
  * (disp_harness.h) plays the I/O threads.
  */
@@ -326,6 +327,111 @@ START_TEST(test_dead_letter_max_drops_the_oldest)
 }
 END_TEST
 
+/* What the view's dead-letter page collects. */
+struct seen {
+    char handles[8][16];
+    unsigned n;
+};
+
+static void
+seen_dead(void *arg, const struct gm_view_dead *x)
+{
+    struct seen *s = arg;
+    ck_assert_uint_lt(s->n, 8);
+    snprintf(s->handles[s->n++], sizeof s->handles[0], "%s", x->handle);
+}
+
+/* A page of the view's dead letters: their handles joined by spaces;
+   *visits how many dead letters the walk looked at. */
+static const char *
+dead_page(const char *fn, uint64_t offset, uint64_t limit, uint64_t *total, uint64_t *visits)
+{
+    static char out[160];
+    struct seen s = {0};
+    struct gm_view_dead_query q = {.function = fn, .function_len = fn ? strlen(fn) : 0, .offset = offset,
+                                   .limit = limit};
+    uint64_t before = H.d->visits;
+    H.d->view.dead(H.d, &q, total, seen_dead, &s);
+    *visits = H.d->visits - before;
+    out[0] = '\0';
+    for (unsigned i = 0; i < s.n; i++)
+        snprintf(out + strlen(out), sizeof out - strlen(out), "%s%s", i ? " " : "", s.handles[i]);
+    return out;
+}
+
+/* Dead letters of two functions, interleaved: a function's page walks its
+   own list only (offset + limit visits); retry, discard and dropping the
+   function keep both lists right; the view's actions are the admin's. */
+START_TEST(test_view_pages_dead_letters_by_function_and_acts_as_admin)
+{
+    adm = conn_open("adm", 0);
+    admin_ok("policy f retries=0");
+    admin_ok("policy g retries=0");
+    gm_conn_id c = conn_open("c", 0);
+    gm_conn_id w = conn_open("w", 1);
+    can_do(w, "f");
+    can_do(w, "g");
+    static const char *const fns[] = {"f", "g", "f", "g", "g", "f"};
+    for (int i = 0; i < 6; i++) {
+        char h[16];
+        snprintf(h, sizeof h, "H:test:%d", i + 1);
+        SUBMITTED(c, GM_PKT_SUBMIT_JOB_BG, fns[i], h, "d", h);
+        GRABBED(w, h, fns[i], "d");
+        send1(w, GM_PKT_WORK_FAIL, h);
+    }
+    uint64_t total, visits;
+    ck_assert_str_eq(dead_page(NULL, 0, 100, &total, &visits),
+                     "H:test:1 H:test:2 H:test:3 H:test:4 H:test:5 H:test:6");
+    ck_assert_uint_eq(total, 6);
+    ck_assert_str_eq(dead_page("f", 0, 100, &total, &visits), "H:test:1 H:test:3 H:test:6");
+    ck_assert_uint_eq(total, 3);
+    ck_assert_uint_eq(visits, 3);
+    ck_assert_str_eq(dead_page("g", 1, 1, &total, &visits), "H:test:4");
+    ck_assert_uint_eq(visits, 2); /* one skipped, one listed: not the rest */
+    ck_assert_str_eq(dead_page("nosuch", 0, 100, &total, &visits), "");
+    ck_assert_uint_eq(total, 0);
+    ck_assert_str_eq(dead_page(NULL, 0, 0, &total, &visits), "");
+    ck_assert_uint_eq(visits, 0);
+    /* a job's state, as `show job` */
+    struct gm_view_job_state js;
+    ck_assert_int_eq(H.d->view.job(H.d, "H:test:3", 8, &js), 0);
+    ck_assert_str_eq(js.state, "dead");
+    ck_assert_uint_eq(js.attempts, 1);
+    ck_assert(js.result == NULL && js.result_len == 0);
+    ck_assert_int_eq(H.d->view.job(H.d, "H:test:99", 9, &js), GM_VIEW_UNKNOWN);
+    /* retry and discard, through the view */
+    ck_assert_int_eq(H.d->view.dead_action(H.d, "H:test:3", 8, true), 0);
+    ck_assert_int_eq(H.d->view.dead_action(H.d, "H:test:3", 8, true), GM_VIEW_UNKNOWN);
+    ck_assert_int_eq(H.d->view.dead_action(H.d, "H:test:4", 8, false), 0);
+    ck_assert_int_eq(H.d->view.job(H.d, "H:test:3", 8, &js), 0);
+    ck_assert_str_eq(js.state, "queued");
+    ck_assert_uint_eq(js.attempts, 0);
+    ck_assert_int_eq(H.d->view.job(H.d, "H:test:4", 8, &js), GM_VIEW_UNKNOWN);
+    ck_assert_str_eq(dead_page("f", 0, 100, &total, &visits), "H:test:1 H:test:6");
+    ck_assert_str_eq(dead_page("g", 0, 100, &total, &visits), "H:test:2 H:test:5");
+    expect_dead("show dead", "H:test:1\tf\tH:test:1\t1\tfail\nH:test:2\tg\tH:test:2\t1\tfail\n"
+                             "H:test:5\tg\tH:test:5\t1\tfail\nH:test:6\tf\tH:test:6\t1\tfail\n.\n");
+    GRABBED(w, "H:test:3", "f", "d"); /* the one sent back runs again */
+    work(w, GM_PKT_WORK_COMPLETE, "H:test:3", "r");
+    /* pause, resume, purge through the view */
+    uint64_t purged = 9;
+    ck_assert_int_eq(H.d->view.function_action(H.d, "h", 1, GM_VIEW_RESUME, &purged), GM_VIEW_UNKNOWN);
+    ck_assert_int_eq(H.d->view.function_action(H.d, "h\x01", 2, GM_VIEW_PAUSE, &purged), GM_VIEW_BAD_NAME);
+    ck_assert_int_eq(H.d->view.function_action(H.d, "g", 1, GM_VIEW_PAUSE, &purged), 0);
+    ck_assert(gm_disp_function_find(H.d, "g", 1)->policy->paused);
+    SUBMITTED(c, GM_PKT_SUBMIT_JOB_BG, "g", "q", "d", "H:test:7");
+    ck_assert_int_eq(H.d->view.function_action(H.d, "g", 1, GM_VIEW_PURGE, &purged), 0);
+    ck_assert_uint_eq(purged, 1);
+    ck_assert_int_eq(H.d->view.function_action(H.d, "g", 1, GM_VIEW_RESUME, &purged), 0);
+    ck_assert(!gm_disp_function_find(H.d, "g", 1)->policy->paused);
+    /* dropping g discards its dead letters, f's stay */
+    conn_close(w);
+    admin_ok("drop function g");
+    ck_assert_str_eq(dead_page(NULL, 0, 100, &total, &visits), "H:test:1 H:test:6");
+    ck_assert_uint_eq(H.d->nstate[GM_JOB_DEAD], 2);
+}
+END_TEST
+
 START_TEST(test_policy_command_checks_its_pairs)
 {
     adm = conn_open("adm", 0);
@@ -419,5 +525,6 @@ main(void)
     DISP_ADD(s, test_dead_letter_max_drops_the_oldest);
     DISP_ADD(s, test_policy_command_checks_its_pairs);
     DISP_ADD(s, test_outcomes_are_kept_for_their_time);
+    DISP_ADD(s, test_view_pages_dead_letters_by_function_and_acts_as_admin);
     return gm_check_run_tap(s);
 }

@@ -516,6 +516,49 @@ START_TEST(test_escaping_is_byte_exact_and_calls_no_printf)
 }
 END_TEST
 
+/* RFC 4648's test vectors, and every byte value. */
+START_TEST(test_base64_is_rfc_4648_padded)
+{
+    static const char *const cases[][2] = {{"", "\"\""},          {"f", "\"Zg==\""},         {"fo", "\"Zm8=\""},
+                                           {"foo", "\"Zm9v\""},   {"foob", "\"Zm9vYg==\""}, {"fooba", "\"Zm9vYmE=\""},
+                                           {"foobar", "\"Zm9vYmFy\""}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct gm_bytes w = {0};
+        http_json_base64(&w, cases[i][0], strlen(cases[i][0]));
+        gm_bytes_add(&w, "", 1);
+        ck_assert_msg(!w.failed && strcmp(w.b->data, cases[i][1]) == 0, "%s: %s", cases[i][0], w.b->data);
+        free(w.b);
+    }
+    unsigned char all[256];
+    for (int i = 0; i < 256; i++)
+        all[i] = (unsigned char)i;
+    struct gm_bytes w = {0};
+    http_json_base64(&w, all, sizeof all);
+    ck_assert_uint_eq(w.len, 2 + 4 * ((256 + 2) / 3));
+    ck_assert(memcmp(w.b->data, "\"AAECAwQF", 9) == 0 && memcmp(w.b->data + w.len - 5, "/w==\"", 5) == 0);
+    free(w.b);
+}
+END_TEST
+
+/* Path segments keep '+', form values make it a space; a bad escape is
+   kept as it is; what does not fit is reported. */
+START_TEST(test_percent_decoding_of_paths_and_forms)
+{
+    char out[8];
+    ck_assert_int_eq(http_pct_decode("H%3A1+x", 7, out, sizeof out, false), 5);
+    ck_assert_str_eq(out, "H:1+x");
+    ck_assert_int_eq(http_pct_decode("a+b%2f", 6, out, sizeof out, true), 4);
+    ck_assert_str_eq(out, "a b/");
+    ck_assert_int_eq(http_pct_decode("%zz%4", 5, out, sizeof out, false), 5);
+    ck_assert_str_eq(out, "%zz%4");
+    ck_assert_int_eq(http_pct_decode("%00x", 4, out, sizeof out, false), 2);
+    ck_assert(out[0] == '\0' && out[1] == 'x');
+    ck_assert_int_eq(http_pct_decode("12345678", 8, out, sizeof out, false), -1);
+    ck_assert_str_eq(out, "1234567");
+    ck_assert_int_eq(http_pct_decode("1234567", 7, out, sizeof out, false), 7);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ */
 
 #define ADD(s, t) gm_check_add((s), #t, t, 60, NULL, NULL)
@@ -534,6 +577,8 @@ http_suite(void)
     ADD(s, test_json_strings_are_utf8_with_u_fffd_for_the_rest);
     ADD(s, test_prometheus_labels_are_utf8_and_escaped);
     ADD(s, test_escaping_is_byte_exact_and_calls_no_printf);
+    ADD(s, test_base64_is_rfc_4648_padded);
+    ADD(s, test_percent_decoding_of_paths_and_forms);
     return s;
 }
 

@@ -6,6 +6,8 @@
  *   http_parse.c  cutting requests out of the bytes read (I/O thread)
  *   http_reply.c  a submitted job's reply packets into a response (I/O thread)
  *   http_serve.c  routes, the monitor page, JSON, health (dispatcher thread)
+ *   http_lifecycle.c  the job lifecycle's views and actions: dead letters,
+ *                 policies, a job's state (dispatcher thread)
  *   http_stats.c  the view's statistics in /api/status and /metrics
  *                 (dispatcher thread)
  *   http_resp.c   building responses and encoding text in them (pure; both)
@@ -78,6 +80,16 @@ void http_json_sep(struct gm_bytes *w);
    escaped, U+FFFD for what is not UTF-8. */
 void http_label(struct gm_bytes *w, const char *s, size_t n);
 
+/* A JSON string of n bytes of data in base64 (RFC 4648, padded). */
+void http_json_base64(struct gm_bytes *w, const void *data, size_t n);
+
+/* Percent-decodes s[0..n) into out (outlen > 0), NUL-terminated; with
+   form, '+' is a space (query parameters, form bodies), else itself (a
+   path segment).  A '%' not followed by two hex digits is kept as it is.
+   Returns the length decoded, or -1 if out is too small (it then holds
+   what fit). */
+long http_pct_decode(const char *s, size_t n, char *out, size_t outlen, bool form);
+
 /* A list of a page (a JSON array, the functions of /metrics) kept within
    the page's limit, w->max (which must be set, and more than PAGE_ROOM):
    each item is added whole or not at all.  An item that takes the page
@@ -125,10 +137,61 @@ int http_on_packet(void *st, uint32_t type, const char *payload, uint32_t len, s
 struct gm_fe_output http_serve(const char *request, const struct gm_fe_req *r, bool loopback,
                                bool allow_remote_actions, size_t max_response, const struct gm_state_view *v);
 
+/* ---- http_serve.c: what the routes of serve() share (dispatcher thread) ---- */
+
+/* The value of the query (or form body) parameter name in q[0..qlen),
+   percent-decoded into out (cut to outlen - 1 bytes); false if absent. */
+bool http_param(const char *q, size_t qlen, const char *name, char *out, size_t outlen);
+
+/* A whole-number parameter: dflt if absent, empty or not a number; at
+   most max. */
+uint64_t http_param_u64(const char *q, size_t qlen, const char *name, uint64_t dflt, uint64_t max);
+
+/* A JSON answer of the API whose body is the short text e. */
+struct gm_fe_output http_serve_text(int status, const struct gm_fe_req *r, const char *extra, const char *e);
+
+/* A response of status whose body is what *w holds (its block taken),
+   kept alive and HEAD as r asks. */
+struct gm_fe_output http_serve_bytes(int status, const struct gm_fe_req *r, const char *type, const char *extra,
+                                     struct gm_bytes *w);
+
+/* The 200 of the API with the JSON in *w (taken), not cached, with the
+   header lines more (or NULL); a 500 that closes if building it failed. */
+struct gm_fe_output http_serve_json(const struct gm_fe_req *r, struct gm_bytes *w, const char *more);
+
+/* Whether r, a request for an action (one that changes the server's
+   state), is refused; if so *out is the answer: 405 unless it is a POST,
+   403 from another host unless --http-allow-remote-actions.  (The Host
+   and Origin rules were applied by parse() to every POST already.) */
+bool http_action_refused(const struct gm_fe_req *r, bool loopback, bool allow_remote_actions,
+                         struct gm_fe_output *out);
+
+/* The start of a job's JSON object: {"handle":..,"function":..,"unique":..
+   (the object left open). */
+void http_json_job_names(struct gm_bytes *w, const char *handle, size_t handle_len, const char *function,
+                         size_t function_len, const char *unique, size_t unique_len);
+
+/* Whether the request's path (leading slashes stripped) is p. */
+bool http_path_is(const char *req, const struct gm_fe_req *r, const char *p);
+
+/* ---- http_lifecycle.c ---- */
+
+/* The job lifecycle's routes (GET api/dead, api/policies, api/jobs/HANDLE;
+   POST api/dead/HANDLE/retry|discard, api/functions/FUNC/pause|resume|
+   purge): true with the answer in *out if r's path is one of them (the
+   page *w is then taken or freed), else false and *w is untouched. */
+bool http_lifecycle_serve(const char *request, const struct gm_fe_req *r, bool loopback, bool allow_remote_actions,
+                          struct gm_bytes *w, const struct gm_state_view *v, struct gm_fe_output *out);
+
 /* ---- http_stats.c: the view's statistics (dispatcher thread) ---- */
 
 /* The names of the priorities 0, 1, 2. */
 extern const char *const http_prio_name[3];
+
+/* A function's policy as the members "retries", "backoff", "max_backoff",
+   "timeout", "concurrency", "paused" of a JSON object (the units of the
+   admin `policy` command: ms, ms, s). */
+void http_policy_json(struct gm_bytes *w, const struct gm_view_policy *p);
 
 /* The body of /api/status: the server's statistics and the functions',
    as many functions as fit in w->max (set by the caller), "truncated"

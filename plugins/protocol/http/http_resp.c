@@ -2,7 +2,9 @@
  * plugins/protocol/http/http_resp.c: building the HTTP front-end's
  * responses (status line, headers, body) in a gm_bytes (block.h), a block
  * handed over when done, and the encoders of the text put in them: JSON
- * strings and Prometheus label values, whatever bytes they are given.
+ * strings, Prometheus label values and base64, whatever bytes they are
+ * given; and the percent-decoding of the text requests carry (query
+ * parameters, form bodies, path segments).
  *
  * Also the lists of a page kept within its limit (struct http_list).
  *
@@ -13,6 +15,7 @@
 
 #include "plugins/protocol/http/http_int.h"
 
+#include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -161,6 +164,52 @@ void
 http_label(struct gm_bytes *w, const char *s, size_t n)
 {
     escape(w, s, n, false);
+}
+
+void
+http_json_base64(struct gm_bytes *w, const void *data, size_t n)
+{
+    static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const unsigned char *p = data;
+    char quad[4];
+    gm_bytes_str(w, "\"");
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < n ? (uint32_t)p[i + 1] << 8 : 0) | (i + 2 < n ? p[i + 2] : 0);
+        quad[0] = abc[v >> 18 & 63];
+        quad[1] = abc[v >> 12 & 63];
+        quad[2] = i + 1 < n ? abc[v >> 6 & 63] : '=';
+        quad[3] = i + 2 < n ? abc[v & 63] : '=';
+        gm_bytes_add(w, quad, 4);
+    }
+    gm_bytes_str(w, "\"");
+}
+
+/* The value of a hex digit (one isxdigit accepts). */
+static int
+hex_value(char c)
+{
+    return c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10;
+}
+
+long
+http_pct_decode(const char *s, size_t n, char *out, size_t outlen, bool form)
+{
+    size_t o = 0;
+    const char *end = s + n;
+    for (; s < end; s++) {
+        if (o + 1 >= outlen) {
+            out[o] = '\0';
+            return -1;
+        }
+        if (*s == '%' && end - s >= 3 && isxdigit((unsigned char)s[1]) && isxdigit((unsigned char)s[2])) {
+            out[o++] = (char)(hex_value(s[1]) << 4 | hex_value(s[2]));
+            s += 2;
+        } else {
+            out[o++] = form && *s == '+' ? ' ' : *s;
+        }
+    }
+    out[o] = '\0';
+    return (long)o;
 }
 
 /* ------------------------------------------------------------------ */

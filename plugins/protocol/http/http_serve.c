@@ -6,8 +6,9 @@
  * Routes: "/" (and "/index.html") the monitor page; "/favicon.ico" (none);
  * "/health"; "/metrics"; "/api/status", "/api/workers", "/api/jobs"
  * (?function= &state= &offset= &limit=); POST "/api/jobs/cancel"
- * (handle=, from this host unless --http-allow-remote-actions); any other
- * "/api..." is 404.  Anything else is "/<function>", a job submission,
+ * (handle=, from this host unless --http-allow-remote-actions: the gate
+ * every action passes, http_action_refused); the job lifecycle's routes
+ * (http_lifecycle.c); any other "/api..." is 404.  Anything else is "/<function>", a job submission,
  * which parse() (http_parse.c) does not send here.  A request the Host or
  * Origin rules refused (HTTP_F_REFUSED) is answered 403 here.
  *
@@ -36,9 +37,8 @@ extern const size_t gm_monitor_page_len;
 /* Query parameters, and the workers' and jobs' JSON                   */
 /* ------------------------------------------------------------------ */
 
-/* Value of a query (or form body) parameter, percent-decoded into out. */
-static bool
-param(const char *q, size_t qlen, const char *name, char *out, size_t outlen)
+bool
+http_param(const char *q, size_t qlen, const char *name, char *out, size_t outlen)
 {
     size_t nlen = strlen(name);
     const char *p = q, *end = q + qlen;
@@ -46,17 +46,7 @@ param(const char *q, size_t qlen, const char *name, char *out, size_t outlen)
         const char *amp = memchr(p, '&', (size_t)(end - p));
         const char *e = amp ? amp : end;
         if ((size_t)(e - p) > nlen && memcmp(p, name, nlen) == 0 && p[nlen] == '=') {
-            size_t o = 0;
-            for (const char *s = p + nlen + 1; s < e && o + 1 < outlen; s++) {
-                if (*s == '%' && e - s >= 3 && isxdigit((unsigned char)s[1]) && isxdigit((unsigned char)s[2])) {
-                    char hex[3] = {s[1], s[2], 0};
-                    out[o++] = (char)strtol(hex, NULL, 16);
-                    s += 2;
-                } else {
-                    out[o++] = *s == '+' ? ' ' : *s;
-                }
-            }
-            out[o] = '\0';
+            http_pct_decode(p + nlen + 1, (size_t)(e - p - nlen - 1), out, outlen, true);
             return true;
         }
         p = e + 1;
@@ -64,13 +54,11 @@ param(const char *q, size_t qlen, const char *name, char *out, size_t outlen)
     return false;
 }
 
-/* A whole-number parameter: dflt if absent, empty or not a number; at
-   most max. */
-static uint64_t
-param_u64(const char *q, size_t qlen, const char *name, uint64_t dflt, uint64_t max)
+uint64_t
+http_param_u64(const char *q, size_t qlen, const char *name, uint64_t dflt, uint64_t max)
 {
     char v[32];
-    if (!param(q, qlen, name, v, sizeof v) || !*v)
+    if (!http_param(q, qlen, name, v, sizeof v) || !*v)
         return dflt;
     char *e;
     unsigned long long x = strtoull(v, &e, 10);
@@ -108,6 +96,18 @@ add_worker_json(void *arg, const struct gm_view_worker *wk)
     http_item_end(l);
 }
 
+void
+http_json_job_names(struct gm_bytes *w, const char *handle, size_t handle_len, const char *function,
+                    size_t function_len, const char *unique, size_t unique_len)
+{
+    gm_bytes_str(w, "{\"handle\":");
+    http_json_str(w, handle, handle_len);
+    gm_bytes_str(w, ",\"function\":");
+    http_json_str(w, function, function_len);
+    gm_bytes_str(w, ",\"unique\":");
+    http_json_str(w, unique, unique_len);
+}
+
 /* A job's object in the "jobs" array of /api/jobs (a list of the page). */
 static void
 add_job_json(void *arg, const struct gm_view_job *j)
@@ -117,12 +117,7 @@ add_job_json(void *arg, const struct gm_view_job *j)
     if (!http_item_begin(l))
         return;
     http_json_sep(w);
-    gm_bytes_str(w, "{\"handle\":");
-    http_json_cstr(w, j->handle);
-    gm_bytes_str(w, ",\"function\":");
-    http_json_cstr(w, j->function);
-    gm_bytes_str(w, ",\"unique\":");
-    http_json_str(w, j->unique, j->unique_len);
+    http_json_job_names(w, j->handle, strlen(j->handle), j->function, strlen(j->function), j->unique, j->unique_len);
     http_fmt(w, ",\"priority\":\"%s\",\"state\":\"%s\",\"age_s\":%.3f,\"run_at\":%lld,\"retries\":%u,"
                 "\"clients\":%u,\"background\":%s,\"cancelled\":%s}",
              http_prio_name[j->priority % 3], j->state, j->age_ms / 1000.0, (long long)j->run_at, j->retries,
@@ -134,9 +129,8 @@ add_job_json(void *arg, const struct gm_view_job *j)
 /* Routes                                                              */
 /* ------------------------------------------------------------------ */
 
-/* Whether the request's path (leading slashes stripped) is p. */
-static bool
-path_is(const char *req, const struct gm_fe_req *r, const char *p)
+bool
+http_path_is(const char *req, const struct gm_fe_req *r, const char *p)
 {
     return r->path_len == strlen(p) && memcmp(req + r->path_off, p, r->path_len) == 0;
 }
@@ -154,33 +148,44 @@ refusal(const char *request, const struct gm_fe_req *r)
                         body, len);
 }
 
-/* The response of status whose body is what *w holds (its block taken),
-   kept alive and HEAD as r asks. */
-static struct gm_fe_output
-serve_bytes(int status, const struct gm_fe_req *r, const char *type, const char *extra, struct gm_bytes *w)
+struct gm_fe_output
+http_serve_bytes(int status, const struct gm_fe_req *r, const char *type, const char *extra, struct gm_bytes *w)
 {
     return http_respond_take(status, r->minor, (r->flags & GM_FE_KEEP_ALIVE) != 0, (r->flags & GM_FE_HEAD) != 0,
                              type, extra, w);
 }
 
-/* A JSON answer of the API, the short text e. */
-static struct gm_fe_output
-serve_text(int status, const struct gm_fe_req *r, const char *extra, const char *e)
+struct gm_fe_output
+http_serve_text(int status, const struct gm_fe_req *r, const char *extra, const char *e)
 {
     return http_respond(status, r->minor, (r->flags & GM_FE_KEEP_ALIVE) != 0, (r->flags & GM_FE_HEAD) != 0,
                         "application/json", extra, e, strlen(e));
 }
 
-/* The 200 of the API with the JSON in *w (freed here), or a 500 that
-   closes if building it failed. */
-static struct gm_fe_output
-serve_json(const struct gm_fe_req *r, struct gm_bytes *w)
+struct gm_fe_output
+http_serve_json(const struct gm_fe_req *r, struct gm_bytes *w, const char *more)
 {
     if (w->failed) {
         free(w->b);
         return http_respond_error(500, r->minor, "out of memory");
     }
-    return serve_bytes(200, r, "application/json", "Cache-Control: no-cache\r\n", w);
+    char extra[256];
+    snprintf(extra, sizeof extra, "Cache-Control: no-cache\r\n%s", more ? more : "");
+    return http_serve_bytes(200, r, "application/json", extra, w);
+}
+
+bool
+http_action_refused(const struct gm_fe_req *r, bool loopback, bool allow_remote_actions, struct gm_fe_output *out)
+{
+    if (!(r->flags & GM_FE_POST))
+        *out = http_serve_text(405, r, "Allow: POST\r\n", "{\"error\":\"use POST\"}\n");
+    else if (!loopback && !allow_remote_actions)
+        *out = http_serve_text(403, r, NULL,
+                               "{\"error\":\"actions are accepted only from this host "
+                               "(see --http-allow-remote-actions)\"}\n");
+    else
+        return false;
+    return true;
 }
 
 /* /health: 200 when the server can take jobs (its queue backend is
@@ -196,7 +201,7 @@ serve_health(const struct gm_fe_req *r, const struct gm_state_view *v)
              ready ? "ok" : s.queue_stalled ? "queue backend not answering" : "queue backend unavailable");
     http_json_cstr(&w, s.queue_backend);
     http_fmt(&w, ",\"healthy\":%s}}\n", s.queue_healthy ? "true" : "false");
-    return serve_bytes(ready ? 200 : 503, r, "application/json", NULL, &w);
+    return http_serve_bytes(ready ? 200 : 503, r, "application/json", NULL, &w);
 }
 
 /* /api/jobs's body: the jobs the query (q[0..qlen)) asks for.  False
@@ -206,18 +211,18 @@ serve_jobs(struct gm_bytes *w, const char *q, size_t qlen, const struct gm_state
 {
     char fn[512], state[32], after[GM_HANDLE_MAX + 1];
     struct gm_view_jobs_query jq = {0};
-    if (param(q, qlen, "function", fn, sizeof fn) && *fn) {
+    if (http_param(q, qlen, "function", fn, sizeof fn) && *fn) {
         jq.function = fn;
         jq.function_len = strlen(fn);
     }
-    if (param(q, qlen, "state", state, sizeof state))
+    if (http_param(q, qlen, "state", state, sizeof state))
         jq.state = state;
-    if (param(q, qlen, "after", after, sizeof after) && *after) {
+    if (http_param(q, qlen, "after", after, sizeof after) && *after) {
         jq.after = after;
         jq.after_len = strlen(after);
     }
-    jq.offset = param_u64(q, qlen, "offset", 0, GM_VIEW_JOBS_OFFSET_MAX);
-    jq.limit = param_u64(q, qlen, "limit", 100, GM_VIEW_JOBS_LIMIT_MAX);
+    jq.offset = http_param_u64(q, qlen, "offset", 0, GM_VIEW_JOBS_OFFSET_MAX);
+    jq.limit = http_param_u64(q, qlen, "limit", 100, GM_VIEW_JOBS_LIMIT_MAX);
     gm_bytes_str(w, "{\"jobs\":[");
     struct http_list l = {.w = w};
     struct gm_view_jobs_result res;
@@ -244,27 +249,24 @@ static struct gm_fe_output
 serve_cancel(const char *request, const struct gm_fe_req *r, bool loopback, bool allow_remote_actions,
              const struct gm_state_view *v)
 {
-    if (!(r->flags & GM_FE_POST))
-        return serve_text(405, r, "Allow: POST\r\n", "{\"error\":\"use POST\"}\n");
-    if (!loopback && !allow_remote_actions)
-        return serve_text(403, r, NULL,
-                          "{\"error\":\"actions are accepted only from this host "
-                          "(see --http-allow-remote-actions)\"}\n");
+    struct gm_fe_output refused;
+    if (http_action_refused(r, loopback, allow_remote_actions, &refused))
+        return refused;
     char handle[GM_HANDLE_MAX + 1];
-    if (!param(request + r->query_off, r->query_len, "handle", handle, sizeof handle) &&
-        !param(request + r->body_off, r->body_len, "handle", handle, sizeof handle))
-        return serve_text(400, r, NULL, "{\"error\":\"give handle=<job handle>\"}\n");
+    if (!http_param(request + r->query_off, r->query_len, "handle", handle, sizeof handle) &&
+        !http_param(request + r->body_off, r->body_len, "handle", handle, sizeof handle))
+        return http_serve_text(400, r, NULL, "{\"error\":\"give handle=<job handle>\"}\n");
     struct gm_bytes w = {0};
     if (v->cancel(v->d, handle, strlen(handle)) < 0) {
         gm_bytes_str(&w, "{\"error\":\"unknown job\",\"handle\":");
         http_json_cstr(&w, handle);
         gm_bytes_str(&w, "}\n");
-        return serve_bytes(404, r, "application/json", NULL, &w);
+        return http_serve_bytes(404, r, "application/json", NULL, &w);
     }
     gm_bytes_str(&w, "{\"ok\":true,\"cancelled\":");
     http_json_cstr(&w, handle);
     gm_bytes_str(&w, "}\n");
-    return serve_json(r, &w);
+    return http_serve_json(r, &w, NULL);
 }
 
 /* The paths under api/; w is the page, its max set. */
@@ -272,25 +274,28 @@ static struct gm_fe_output
 serve_api(const char *request, const struct gm_fe_req *r, bool loopback, bool allow_remote_actions,
           struct gm_bytes w, const struct gm_state_view *v)
 {
-    if (path_is(request, r, "api/status")) {
+    struct gm_fe_output out;
+    if (http_path_is(request, r, "api/status")) {
         http_status_json(&w, v);
-    } else if (path_is(request, r, "api/workers")) {
+    } else if (http_path_is(request, r, "api/workers")) {
         gm_bytes_str(&w, "{\"workers\":[");
         struct http_list l = {.w = &w};
         v->each_worker(v->d, add_worker_json, &l);
         http_fmt(&w, "],\"truncated\":%s}\n", l.cut ? "true" : "false");
-    } else if (path_is(request, r, "api/jobs")) {
+    } else if (http_path_is(request, r, "api/jobs")) {
         if (!serve_jobs(&w, request + r->query_off, r->query_len, v)) {
             free(w.b);
-            return serve_text(404, r, NULL,
-                              "{\"error\":\"after= names no job (of that function): it may have ended\"}\n");
+            return http_serve_text(404, r, NULL,
+                                   "{\"error\":\"after= names no job (of that function): it may have ended\"}\n");
         }
-    } else if (path_is(request, r, "api/jobs/cancel")) {
+    } else if (http_path_is(request, r, "api/jobs/cancel")) {
         return serve_cancel(request, r, loopback, allow_remote_actions, v);
+    } else if (http_lifecycle_serve(request, r, loopback, allow_remote_actions, &w, v, &out)) {
+        return out;
     } else {
-        return serve_text(404, r, NULL, "{\"error\":\"not found\"}\n");
+        return http_serve_text(404, r, NULL, "{\"error\":\"not found\"}\n");
     }
-    return serve_json(r, &w);
+    return http_serve_json(r, &w, NULL);
 }
 
 /* frontend.h's serve(). */
@@ -306,19 +311,19 @@ http_serve(const char *request, const struct gm_fe_req *r, bool loopback, bool a
         page.max = 2 * PAGE_ROOM;
     if (r->flags & HTTP_F_REFUSED)
         return refusal(request, r);
-    if (path_is(request, r, "") || path_is(request, r, "index.html")) {
+    if (http_path_is(request, r, "") || http_path_is(request, r, "index.html")) {
         if (r->flags & GM_FE_POST)
             return http_respond(405, r->minor, keep, false, "text/plain", "Allow: GET, HEAD\r\n", "405\n", 4);
         return http_respond(200, r->minor, keep, head, "text/html; charset=utf-8", "Cache-Control: no-cache\r\n",
                             gm_monitor_page, gm_monitor_page_len);
     }
-    if (path_is(request, r, "favicon.ico"))
+    if (http_path_is(request, r, "favicon.ico"))
         return http_respond(204, r->minor, keep, head, NULL, "Cache-Control: max-age=86400\r\n", "", 0);
-    if (path_is(request, r, "health"))
+    if (http_path_is(request, r, "health"))
         return serve_health(r, v);
-    if (path_is(request, r, "metrics")) {
+    if (http_path_is(request, r, "metrics")) {
         http_metrics(&page, v);
-        return serve_bytes(200, r, "text/plain; version=0.0.4; charset=utf-8", NULL, &page);
+        return http_serve_bytes(200, r, "text/plain; version=0.0.4; charset=utf-8", NULL, &page);
     }
     return serve_api(request, r, loopback, allow_remote_actions, page, v);
 }

@@ -5,14 +5,17 @@
  * /metrics.
  *
  * Both are driven by frontend.h's lists (GM_VIEW_SERVER_STATS,
- * GM_VIEW_FUNCTION_COUNTERS), laid out here as tables: a statistic added
- * there shows in both without code here.  Runs on the dispatcher thread,
+ * GM_VIEW_FUNCTION_COUNTERS, and for /metrics GM_VIEW_POLICY_STATS), laid
+ * out here as tables: a statistic added there shows without code here.  A
+ * function's policy (http_policy_json) is in its /api/status object, and
+ * in /api/policies (http_lifecycle.c).  Runs on the dispatcher thread,
  * inside serve() (http_serve.c), and only reads the view it is given.
  *
  * Both stay within the page's limit (w->max, --max-output-size): they list
  * the functions that fit, in the view's order, and say whether some were
  * left out.  /metrics escapes each function's name once and copies it
- * into the function's ten samples.
+ * into the function's ten samples (fourteen for a function with a policy:
+ * GM_VIEW_POLICY_STATS's families list only those).
  */
 #include "config.h"
 
@@ -208,33 +211,50 @@ fn_workers(const struct gm_view_function *f)
 
 /* A family of /metrics with a sample for each function: a gauge computed
    by value(), or a counter of frontend.h's GM_VIEW_FUNCTION_COUNTERS, the
-   uint64_t member at off, which the function's JSON object shows too. */
+   uint64_t member at off, which the function's JSON object shows too; or,
+   for the functions with a policy only, a statistic of
+   GM_VIEW_POLICY_STATS, the member at off of the function's policy. */
 struct fn_family {
     const char *metric, *help;
     uint64_t (*value)(const struct gm_view_function *f); /* NULL for a counter */
     size_t off;         /* a counter's member */
     const char *json;   /* a counter's key in the function's JSON object, else NULL */
     bool by_priority;   /* a sample for each priority, of queued[] */
+    bool policy;        /* off is in struct gm_view_policy: only functions with one */
 };
 
 #define FN_COUNTER(unused, field, json, metric, help) \
-    {metric, help, NULL, offsetof(struct gm_view_function, field), json, false},
+    {metric, help, NULL, offsetof(struct gm_view_function, field), json, false, false},
+#define FN_POLICY(unused, field, metric, help) \
+    {metric, help, NULL, offsetof(struct gm_view_policy, field), NULL, false, true},
 /* The functions' families in the order of /metrics. */
 static const struct fn_family fn_families[] = {
-    {"gearman_jobs", "Jobs of the function, queued and running.", fn_total, 0, NULL, false},
-    {"gearman_jobs_running", "Jobs of the function a worker runs now.", fn_running, 0, NULL, false},
-    {"gearman_jobs_waiting", "Jobs of the function waiting for a worker.", fn_queued, 0, NULL, false},
-    {"gearman_workers", "Workers registered for the function.", fn_workers, 0, NULL, false},
+    {"gearman_jobs", "Jobs of the function, queued and running.", fn_total, 0, NULL, false, false},
+    {"gearman_jobs_running", "Jobs of the function a worker runs now.", fn_running, 0, NULL, false, false},
+    {"gearman_jobs_waiting", "Jobs of the function waiting for a worker.", fn_queued, 0, NULL, false, false},
+    {"gearman_workers", "Workers registered for the function.", fn_workers, 0, NULL, false, false},
     GM_VIEW_FUNCTION_COUNTERS(FN_COUNTER, 0)
-    {"gearman_jobs_queued", "Jobs of the function waiting, by priority.", NULL, 0, NULL, true},
+    {"gearman_jobs_queued", "Jobs of the function waiting, by priority.", NULL, 0, NULL, true, false},
+    GM_VIEW_POLICY_STATS(FN_POLICY, 0)
 };
 #undef FN_COUNTER
+#undef FN_POLICY
 #define NFAMILIES (sizeof fn_families / sizeof fn_families[0])
 
 static uint64_t
 fn_value(const struct fn_family *fam, const struct gm_view_function *f)
 {
-    return fam->value ? fam->value(f) : *(const uint64_t *)((const char *)f + fam->off);
+    if (fam->value)
+        return fam->value(f);
+    const char *base = fam->policy ? (const char *)f->policy : (const char *)f;
+    return *(const uint64_t *)(base + fam->off);
+}
+
+void
+http_policy_json(struct gm_bytes *w, const struct gm_view_policy *p)
+{
+    http_fmt(w, "\"retries\":%u,\"backoff\":%u,\"max_backoff\":%u,\"timeout\":%u,\"concurrency\":%u,\"paused\":%s",
+             p->retries, p->backoff_ms, p->max_backoff_ms, p->timeout_s, p->concurrency, p->paused ? "true" : "false");
 }
 
 /* A function's object in the "functions" array of /api/status (a list of
@@ -260,9 +280,16 @@ add_function_json(void *arg, const struct gm_view_function *f)
             http_fmt(w, ",\"%s\":%llu", fn_families[i].json, (unsigned long long)fn_value(&fn_families[i], f));
     gm_bytes_str(w, ",\"oldest_queued_age_s\":");
     if (f->oldest_queued_ms < 0)
-        gm_bytes_str(w, "null}");
+        gm_bytes_str(w, "null");
     else
-        http_fmt(w, "%.3f}", f->oldest_queued_ms / 1000.0);
+        http_fmt(w, "%.3f", f->oldest_queued_ms / 1000.0);
+    if (f->policy && f->policy->listed) {
+        gm_bytes_str(w, ",\"policy\":{");
+        http_policy_json(w, f->policy);
+        gm_bytes_str(w, "}}");
+    } else {
+        gm_bytes_str(w, ",\"policy\":null}");
+    }
     http_item_end(l);
 }
 
@@ -272,8 +299,9 @@ add_function_json(void *arg, const struct gm_view_function *f)
 struct fn_fit {
     struct gm_bytes labels;
     size_t left;      /* bytes the functions' samples may still take */
-    size_t fixed;     /* what a function's samples take besides their labels, at most */
-    size_t samples;   /* samples per function */
+    size_t fixed[2];  /* what a function's samples take besides their labels, at most:
+                         [0] in every function's families, [1] in the policy ones */
+    size_t samples[2];/* samples per function, in the same families */
     uint64_t n;
     bool cut;         /* a function did not fit: it and the rest are left out */
 };
@@ -298,8 +326,8 @@ sample_cost(struct fn_fit *fit)
                      20 /* a uint64_t's digits */ + 1 /* newline */;
         if (fn_families[i].by_priority)
             one += strlen(SAMPLE_PRIO) + longest_prio;
-        fit->fixed += k * one;
-        fit->samples += k;
+        fit->fixed[fn_families[i].policy] += k * one;
+        fit->samples[fn_families[i].policy] += k;
     }
 }
 
@@ -317,7 +345,9 @@ fit_function(void *arg, const struct gm_view_function *f)
     gm_bytes_add(b, &len, sizeof len);
     http_label(b, f->name, f->name_len);
     size_t esc = b->len - mark - sizeof len;
-    size_t cost = fit->fixed + fit->samples * esc;
+    size_t cost = fit->fixed[0] + fit->samples[0] * esc;
+    if (f->policy)
+        cost += fit->fixed[1] + fit->samples[1] * esc;
     if (b->failed || cost > fit->left) {
         b->len = mark; /* nothing past mark is kept */
         b->failed = false;
@@ -370,6 +400,8 @@ metric_fn(void *arg, const struct gm_view_function *f)
     uint32_t len;
     memcpy(&len, at, sizeof len);
     m->at += sizeof len + len;
+    if (m->fam->policy && !f->policy)
+        return;
     if (!m->fam->by_priority) {
         sample(m->w, m->fam->metric, at + sizeof len, len, NULL, fn_value(m->fam, f));
         return;
