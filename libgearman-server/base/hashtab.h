@@ -19,6 +19,7 @@
 struct gm_hnode {
     struct gm_hnode *next;
     uint32_t hash;
+    uint32_t owner_word; /* never touched by the table: 4 bytes (else padding) the element may use */
 };
 
 struct gm_htab {

@@ -424,7 +424,7 @@ reply_dead_line(void *arg, const struct gm_job *job)
     gm_bytes_str(r, "\t");
     reply_u64(r, (uint64_t)job->when);
     gm_bytes_str(r, "\t");
-    gm_bytes_str(r, lifecycle_death_name(job->numerator));
+    gm_bytes_str(r, lifecycle_death_name(job->dead.why));
     gm_bytes_str(r, "\n");
     return true;
 }

@@ -360,7 +360,7 @@ gm_disp_new(const struct gm_server_config *cfg, struct gm_channel *chans, unsign
     gm_list_init(&d->outcomes.fifo);
     gm_list_init(&d->held_peers);
     d->round_limit = gm_server_config_output_soft(cfg);
-    gm_heap_init(&d->timers, offsetof(struct gm_job, heap_idx));
+    gm_heap_init(&d->timers, offsetof(struct gm_job, by_handle.owner_word));
     atomic_init(&d->stop_flag, 0);
     atomic_init(&d->graceful_flag, 0);
     d->ports = calloc(n, sizeof *d->ports);

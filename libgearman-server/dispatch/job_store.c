@@ -91,7 +91,7 @@ job_unique_find(struct gm_dispatcher *d, const struct gm_function *fn, bool data
         if (j->fn != fn || !!(j->flags & GM_JOB_DATA_KEYED) != data_keyed)
             continue;
         if (data_keyed) {
-            if (j->data_len == len && memcmp(j->data, key, len) == 0)
+            if (j->data_len == len && memcmp(gm_job_data(j), key, len) == 0)
                 return j;
         } else if (j->unique_len == len && memcmp(gm_job_unique(j), key, len) == 0) {
             return j;
@@ -246,7 +246,7 @@ job_take_back(struct gm_dispatcher *d, struct gm_job *job)
     gm_heap_remove(&d->timers, job);
     job->reg->peer->nrunning--;
     job->reg = NULL;
-    job->numerator = job->denominator = 0;
+    job->when = 0; /* its WORK_STATUS goes; it runs again now or after what its caller sets */
     if (job->retries < UINT8_MAX)
         job->retries++;
     job->fn->queued[job->prio]++;
@@ -412,7 +412,7 @@ job_create(struct gm_dispatcher *d, struct gm_function *fn, const struct submit 
     size_t text = hlen + 1 + s->unique_len + 1 + s->reducer_len + 1 +
                   (fn_copy ? fn->name_len + 1 : 0);
     size_t inline_data = own ? 0 : s->data_len;
-    struct gm_block *b = gm_block_new(sizeof(struct gm_job) + text + inline_data);
+    struct gm_block *b = gm_block_new(GM_JOB_HEAD + text + inline_data);
     if (!b)
         return NULL;
     if (!s->handle) {
@@ -421,14 +421,14 @@ job_create(struct gm_dispatcher *d, struct gm_function *fn, const struct submit 
             persist_counter(d);
     }
     struct gm_job *job = (struct gm_job *)(void *)b->data;
-    memset(job, 0, sizeof *job);
+    memset(job, 0, GM_JOB_HEAD);
     job->fn = fn;
     gm_list_init(&job->link);
     gm_list_init(&job->clients);
-    job->heap_idx = GM_HEAP_NONE;
+    job->by_handle.owner_word = GM_HEAP_NONE;
     job->prio = s->prio;
     job->when = s->when;
-    job->created_s = (uint32_t)((now_ms(d) - d->start_ms) / 1000);
+    job->by_unique.owner_word = (uint32_t)((now_ms(d) - d->start_ms) / 1000); /* gm_job_created_s */
     job->handle_len = (uint8_t)hlen;
     job->unique_len = (uint8_t)s->unique_len;
     job->reducer_len = (uint16_t)s->reducer_len;
@@ -450,12 +450,12 @@ job_create(struct gm_dispatcher *d, struct gm_function *fn, const struct submit 
         job->flags |= GM_JOB_FN_COPY;
     }
     if (own) {
-        job->data = s->data;
+        job->data_off = (uint32_t)(s->data - own->data);
         job->data_blk = own;
     } else {
         if (s->data_len)
             memcpy(t, s->data, s->data_len);
-        job->data = t;
+        job->data_off = (uint32_t)(t - (char *)job);
     }
     job->data_len = (uint32_t)s->data_len;
     if (s->background)
@@ -531,7 +531,7 @@ void
 job_reindex_unique(struct gm_dispatcher *d, struct gm_job *job)
 {
     bool data_keyed = job->unique_len == 1 && gm_job_unique(job)[0] == '-';
-    const char *key = data_keyed ? job->data : gm_job_unique(job);
+    const char *key = data_keyed ? gm_job_data(job) : gm_job_unique(job);
     size_t len = data_keyed ? job->data_len : job->unique_len;
     if (job->unique_len == 0 || (data_keyed && len == 0) || job_unique_find(d, job->fn, data_keyed, key, len))
         return;

@@ -166,8 +166,10 @@ struct gm_attach {
 };
 
 struct gm_job {
-    struct gm_hnode by_handle;
-    struct gm_hnode by_unique;   /* see job_store.c: under (function, key), or the key's head */
+    struct gm_hnode by_handle;   /* owner_word: the position in the timer heap, or GM_HEAP_NONE */
+    struct gm_hnode by_unique;   /* see job_store.c: under (function, key), or the key's head;
+                                    owner_word: seconds since the dispatcher started when the job
+                                    was made (gm_job_created_s) */
     struct gm_list same_key;     /* UNIQUE_INDEXED, not data-keyed: the ring of jobs holding
                                     this unique key in other functions */
     struct gm_list link;         /* fn->queue[prio] when QUEUED; reg->running when RUNNING */
@@ -178,14 +180,25 @@ struct gm_job {
         struct gm_reg *reg;      /* RUNNING: the registration it runs under */
         char *exception;         /* DEAD: the first bytes of its WORK_EXCEPTION data, or NULL */
     };
-    struct gm_waiters *waiters;  /* PERSISTING, STORING: who gets JOB_CREATED on commit */
+    union {
+        struct gm_waiters *waiters; /* PERSISTING, STORING: who gets JOB_CREATED on commit */
+        struct {
+            uint32_t why;           /* enum gm_death */
+            uint32_t exception_len; /* bytes at `exception` */
+        } dead;                     /* DEAD */
+    };
     struct gm_list clients;      /* gm_attach.job_link */
-    const char *data;            /* in this job's block, or in data_blk */
+    /* data: gm_job_data(), data_off bytes into data_blk's bytes, or into the job itself */
     struct gm_block *data_blk;   /* external data block (big payloads), or NULL */
-    int64_t when;                /* run at/after this Unix time; 0 = now (DEAD: when it died) */
+    union {
+        int64_t when;            /* not RUNNING: run at/after this Unix time, 0 = now (DEAD: when
+                                    it died); a running job's is past, so 0 when stored */
+        struct {
+            uint32_t numerator, denominator;
+        } status;                /* RUNNING: its last WORK_STATUS (gm_job_numerator) */
+    };
     uint32_t data_len;
-    uint32_t numerator, denominator; /* WORK_STATUS (DEAD: enum gm_death, exception bytes) */
-    uint32_t heap_idx;           /* position in the timer heap, or UINT32_MAX */
+    uint32_t data_off;
     uint8_t handle_len;
     uint8_t unique_len;
     uint8_t prio;
@@ -194,11 +207,31 @@ struct gm_job {
     uint8_t flags;               /* enum gm_job_flags */
     uint16_t reducer_len;
     uint32_t nclients;
-    uint32_t created_s;          /* seconds since the dispatcher started (for ages) */
     char text[];                 /* handle\0unique\0reducer\0[function\0] then small data */
 };
 
 static inline const char *gm_job_handle(const struct gm_job *j) { return j->text; }
+static inline const char *gm_job_data(const struct gm_job *j)
+{
+    return (j->data_blk ? j->data_blk->data : (const char *)j) + j->data_off;
+}
+static inline uint32_t gm_job_created_s(const struct gm_job *j) { return j->by_unique.owner_word; }
+/* WORK_STATUS as GET_STATUS reports it: 0/0 unless the job runs. */
+static inline uint32_t gm_job_numerator(const struct gm_job *j)
+{
+    return j->state == GM_JOB_RUNNING ? j->status.numerator : 0;
+}
+static inline uint32_t gm_job_denominator(const struct gm_job *j)
+{
+    return j->state == GM_JOB_RUNNING ? j->status.denominator : 0;
+}
+/* The run time a job is stored with. */
+static inline int64_t gm_job_stored_when(const struct gm_job *j)
+{
+    return j->state == GM_JOB_RUNNING ? 0 : j->when;
+}
+/* The bytes of a job before its text (its allocation's fixed part). */
+#define GM_JOB_HEAD offsetof(struct gm_job, text)
 static inline const char *gm_job_unique(const struct gm_job *j) { return j->text + j->handle_len + 1; }
 static inline const char *gm_job_reducer(const struct gm_job *j)
 {

@@ -10,7 +10,7 @@
  * itself, kept in state GM_JOB_DEAD: out of the queues, the creation-order
  * lists, the unique index and the job count, still in the handle index
  * (`show job`, `retry dead`), its fields reused: `when` the time it died,
- * `numerator` the enum gm_death, `exception`/`denominator` the first
+ * `dead.why` the enum gm_death, `exception`/`dead.exception_len` the first
  * GM_EXCEPTION_KEPT bytes of its WORK_EXCEPTION data.
  *
  * With a durable queue a stored job is stored again (an ADD that replaces
@@ -151,19 +151,19 @@ lifecycle_record(const struct gm_job *job, uint32_t *len)
     *len = 0;
     if (!dead && job->retries == 0)
         return NULL; /* a job that never failed: nothing to keep */
-    uint32_t n = LIFE_HEAD + (dead ? job->denominator : 0);
+    uint32_t n = LIFE_HEAD + (dead ? job->dead.exception_len : 0);
     struct gm_block *b = gm_block_new(n);
     if (!b)
         return NULL;
     unsigned char *p = (unsigned char *)b->data;
     p[0] = LIFE_VERSION;
     p[1] = job->retries;
-    p[2] = dead ? (unsigned char)job->numerator : 0;
+    p[2] = dead ? (unsigned char)job->dead.why : 0;
     uint64_t t = dead ? (uint64_t)job->when : 0;
     for (int i = 0; i < 8; i++)
         p[3 + i] = (unsigned char)(t >> (56 - 8 * i));
-    if (dead && job->denominator)
-        memcpy(p + LIFE_HEAD, job->exception, job->denominator);
+    if (dead && job->dead.exception_len)
+        memcpy(p + LIFE_HEAD, job->exception, job->dead.exception_len);
     *len = n;
     return b;
 }
@@ -191,14 +191,14 @@ become_dead(struct gm_dispatcher *d, struct gm_job *job, unsigned why, int64_t d
     fn->queued[job->prio]--;
     job_set_state(d, job, GM_JOB_DEAD);
     job->when = died_at;
-    job->numerator = why;
+    job->dead.why = why;
     job->exception = NULL;
-    job->denominator = 0;
+    job->dead.exception_len = 0;
     if (exception_len) {
         size_t kept = exception_len < GM_EXCEPTION_KEPT ? exception_len : GM_EXCEPTION_KEPT;
         if ((job->exception = malloc(kept))) {
             memcpy(job->exception, exception, kept);
-            job->denominator = (uint32_t)kept;
+            job->dead.exception_len = (uint32_t)kept;
         }
     }
     gm_list_push_back(&d->dead, &job->link);
@@ -340,7 +340,7 @@ lifecycle_revive(struct gm_dispatcher *d, struct gm_job *job)
     gm_list_remove(&job->fn_link);
     free(job->exception);
     job->exception = NULL;
-    job->numerator = job->denominator = 0;
+    job->dead.why = job->dead.exception_len = 0;
     job->when = 0;
     job->retries = 0;
     gm_list_push_back(&d->jobs, &job->all_link);

@@ -246,8 +246,8 @@ status_fill(struct status_reply *r, const char *key, size_t len, const struct gm
         return;
     r->f[1].ptr = "1";
     r->f[2].ptr = job->state == GM_JOB_RUNNING ? "1" : "0";
-    r->f[3] = (struct gm_field_ref){r->num, gm_fmt_u64(r->num, job->numerator)};
-    r->f[4] = (struct gm_field_ref){r->den, gm_fmt_u64(r->den, job->denominator)};
+    r->f[3] = (struct gm_field_ref){r->num, gm_fmt_u64(r->num, gm_job_numerator(job))};
+    r->f[4] = (struct gm_field_ref){r->den, gm_fmt_u64(r->den, gm_job_denominator(job))};
     r->f[5] = (struct gm_field_ref){r->cnt, gm_fmt_u64(r->cnt, job->nclients)};
 }
 

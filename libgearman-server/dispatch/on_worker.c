@@ -96,6 +96,7 @@ on_grab(struct gm_dispatcher *d, struct gm_peer *p, struct gm_in *m)
     gm_list_remove(&job->link);
     fn->queued[job->prio]--;
     job_set_state(d, job, GM_JOB_RUNNING);
+    job->status.numerator = job->status.denominator = 0; /* `when` is past: its place holds WORK_STATUS */
     job->reg = reg;
     gm_list_push_back(&reg->running, &job->link);
     p->nrunning++;
@@ -116,7 +117,7 @@ on_grab(struct gm_dispatcher *d, struct gm_peer *p, struct gm_in *m)
             f[n++] = (struct gm_field_ref){gm_job_reducer(job), job->reducer_len};
         }
     }
-    struct gm_slice body = {job->data_blk ? job->data_blk : gm_job_block(job), job->data,
+    struct gm_slice body = {job->data_blk ? job->data_blk : gm_job_block(job), gm_job_data(job),
                             job->data_len};
     send_packet(d, p->id, type, f, n, &body);
 }
@@ -163,8 +164,8 @@ on_work(struct gm_dispatcher *d, struct gm_peer *p, struct gm_in *m)
         size_t nl, dl;
         const char *num = field(m, 1, &nl);
         const char *den = field(m, 2, &dl);
-        job->numerator = gm_atou32_lenient(num, nl);
-        job->denominator = gm_atou32_lenient(den, dl);
+        job->status.numerator = gm_atou32_lenient(num, nl);
+        job->status.denominator = gm_atou32_lenient(den, dl);
     }
     /* Forward the worker's packet verbatim: same type, same payload bytes,
        by reference. */

@@ -80,7 +80,7 @@ persist_record_add(struct gm_dispatcher *d, struct gm_job *job, bool track, bool
     r.seq = ++d->persist.seq;
     r.op = GM_QOP_ADD;
     r.priority = job->prio;
-    r.when = job->when;
+    r.when = gm_job_stored_when(job);
     r.blk = gm_job_block(job);
     r.handle = gm_job_handle(job);
     r.handle_len = job->handle_len;
@@ -88,7 +88,7 @@ persist_record_add(struct gm_dispatcher *d, struct gm_job *job, bool track, bool
     r.function_len = job->fn->name_len;
     r.unique = gm_job_unique(job);
     r.unique_len = job->unique_len;
-    r.data = job->data;
+    r.data = gm_job_data(job);
     r.data_len = job->data_len;
     r.data_blk = job->data_blk;
     r.life_blk = life;

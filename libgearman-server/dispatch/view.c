@@ -105,7 +105,7 @@ view_each_function(void *arg, void (*cb)(void *, const struct gm_view_function *
             if (!first)
                 continue;
             const struct gm_job *j = gm_container_of(first, struct gm_job, link);
-            int64_t age = (now_s - (int64_t)j->created_s) * 1000;
+            int64_t age = (now_s - (int64_t)gm_job_created_s(j)) * 1000;
             if (age > v.oldest_queued_ms)
                 v.oldest_queued_ms = age;
         }
@@ -189,7 +189,7 @@ view_job(struct gm_dispatcher *d, const struct gm_job *j, void (*cb)(void *, con
     vj.unique_len = j->unique_len;
     vj.priority = j->prio;
     vj.state = state_names[j->state] ? state_names[j->state] : "queued";
-    vj.age_ms = (now_s - (int64_t)j->created_s) * 1000;
+    vj.age_ms = (now_s - (int64_t)gm_job_created_s(j)) * 1000;
     vj.run_at = j->state == GM_JOB_FUTURE ? j->when : 0;
     vj.retries = j->retries;
     vj.clients = j->nclients;
@@ -289,8 +289,8 @@ view_dead_one(void *arg, const struct gm_job *job)
     struct gm_view_dead x = {
         .handle = gm_job_handle(job), .function = job->fn->name, .unique = gm_job_unique(job),
         .unique_len = job->unique_len, .attempts = job->retries, .died_at = job->when,
-        .reason = lifecycle_death_name(job->numerator), .exception = job->exception,
-        .exception_len = job->exception ? job->denominator : 0,
+        .reason = lifecycle_death_name(job->dead.why), .exception = job->exception,
+        .exception_len = job->exception ? job->dead.exception_len : 0,
     };
     pg->cb(pg->arg, &x);
     return pg->left > 0;

@@ -152,7 +152,7 @@ START_TEST(test_dead_letters_say_why_and_can_be_discarded)
     struct gm_job *j = job_find_handle(H.d, "H:test:1", 8);
     ck_assert_int_eq(j->state, GM_JOB_DEAD);
     ck_assert_int_eq(j->when, T0 / 1000);
-    ck_assert_uint_eq(j->denominator, 11);
+    ck_assert_uint_eq(j->dead.exception_len, 11);
     ck_assert(memcmp(j->exception, "stack trace", 11) == 0);
     ck_assert_int_eq(job_find_handle(H.d, "H:test:3", 8)->when, T0 / 1000 + 5);
     expect_dead("show dead g", ".\n");
