@@ -187,6 +187,9 @@ void peer_leave_sleepers(struct gm_peer *p);
 bool peer_in_sleepers(const struct gm_peer *p);
 /* NOOP to sleeping workers of fn: every one, or -w N of them. */
 void wake_workers(struct gm_dispatcher *d, struct gm_function *fn);
+/* A job of fn stopped running: under a concurrency limit (lifecycle.c),
+   a sleeping worker may take the next. */
+void wake_for_concurrency(struct gm_dispatcher *d, struct gm_function *fn);
 
 /* records.c: records to the persistence thread. */
 /* Adds a connection to a waiting list (grown as needed). */
@@ -194,6 +197,13 @@ bool waiters_add(struct gm_waiters **w, gm_conn_id conn);
 /* The job's ADD, tracked in the pending FIFO until acknowledged. */
 bool persist_add(struct gm_dispatcher *d, struct gm_job *job);
 void persist_done(struct gm_dispatcher *d, struct gm_job *job);
+/* The bytes stored with a job about its lifecycle (gm_qrecord.lifecycle,
+   read back by lifecycle_replayed): version, failed attempts, the death's
+   reason or 0, its time (8 bytes, big-endian), then the exception's bytes;
+   in a new block, *len of them; NULL for a job that never failed. */
+#define GM_LIFE_VERSION 1
+#define GM_LIFE_HEAD 11
+struct gm_block *persist_lifecycle_bytes(const struct gm_job *job, uint32_t *len);
 /* A function's policy changed at run time: stored (or forgotten, once
    reset) when a durable queue is configured. */
 void persist_policy(struct gm_dispatcher *d, const struct gm_function *fn);
@@ -241,8 +251,24 @@ void job_uncount(struct gm_dispatcher *d);
 void job_fail(struct gm_dispatcher *d, struct gm_job *job);
 void job_unindex_unique(struct gm_dispatcher *d, struct gm_job *job);
 void job_reindex_unique(struct gm_dispatcher *d, struct gm_job *job);
-/* The hash of a job handle in the handle indexes. */
-uint32_t gm_disp_handle_hash(const char *h, size_t len);
+/* The by-handle index's hash: a handle that ends in a number (ours all do:
+   prefix, then the job counter) hashes to that number, so consecutive jobs
+   sit in consecutive buckets.  A queue of millions of jobs then fills and
+   empties its buckets in order, one cache miss per cache line of buckets
+   instead of one per job.  Other handles hash by their bytes. */
+static inline uint32_t
+gm_disp_handle_hash(const char *h, size_t len)
+{
+    uint64_t number = 0, scale = 1;
+    size_t digits = 0;
+    while (digits < len && digits < 19 && h[len - 1 - digits] >= '0' && h[len - 1 - digits] <= '9') {
+        number += (uint64_t)(h[len - 1 - digits] - '0') * scale;
+        scale *= 10;
+        digits++;
+    }
+    return digits ? (uint32_t)number : gm_disp_name_hash(h, len);
+}
+
 /* The live job with that handle (a dead letter is not one), or NULL. */
 struct gm_job *gm_disp_job_by_handle(struct gm_dispatcher *d, const char *h, size_t len);
 /* The job or dead letter with that handle, or NULL. */
@@ -306,9 +332,6 @@ bool lifecycle_timed_out(struct gm_dispatcher *d, struct gm_job *job);
 /* The deadline a job of fn taken now gets, in ms from now (0 = none),
    given the registration's CAN_DO_TIMEOUT. */
 uint32_t lifecycle_run_limit_ms(const struct gm_function *fn, uint32_t can_do_timeout_ms);
-/* A job of fn stopped running: a worker may take the next under its
-   concurrency limit. */
-void lifecycle_running_ended(struct gm_dispatcher *d, struct gm_function *fn);
 void lifecycle_set_paused(struct gm_dispatcher *d, struct gm_function *fn, bool paused);
 /* A dead letter goes back to the queue (attempts from 0); job_free
    discards one. */
@@ -353,9 +376,6 @@ enum lifecycle_action { LIFECYCLE_PAUSE, LIFECYCLE_RESUME, LIFECYCLE_PURGE };
    (pause makes the function; resume and purge need it to exist). */
 int lifecycle_function_action(struct gm_dispatcher *d, const char *name, size_t len, enum lifecycle_action what,
                               const struct gm_peer *by, uint64_t *purged, const struct gm_name_fault **bad);
-/* The bytes stored with a job about its lifecycle (gm_qrecord.lifecycle),
-   in a new block, *len of them; NULL for a job that never failed. */
-struct gm_block *lifecycle_record(const struct gm_job *job, uint32_t *len);
 /* Replay: a job's stored lifecycle bytes (its attempts; a dead letter
    again if it died). */
 void lifecycle_replayed(struct gm_dispatcher *d, struct gm_job *job, const char *bytes, size_t len);

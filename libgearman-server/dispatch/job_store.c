@@ -1,9 +1,11 @@
 /*
  * job_store.c: the jobs (model layer of the dispatcher): their handle and
- * unique-key indexes, creation, placing (queue or timer heap), the ends of
- * a job (done, failed, requeued, cancelled), the timers, dropping a
- * function with its jobs, and the graceful stop that waits for the last
- * job.  Dispatcher thread only; owns every struct gm_job.
+ * unique-key indexes, creation, placing (queue or timer heap), their
+ * states and counts, the ends of a job (done, failed, taken back,
+ * cancelled), failing a function's waiting jobs, and the graceful stop
+ * that waits for the last job.  Dispatcher thread only; owns every struct
+ * gm_job.  What happens after a failed attempt, the timers and dropping a
+ * function are lifecycle.c's.
  */
 #include "config.h"
 
@@ -98,24 +100,6 @@ job_unique_find(struct gm_dispatcher *d, const struct gm_function *fn, bool data
         }
     }
     return NULL;
-}
-
-/* The by-handle index's hash: a handle that ends in a number (ours all do:
-   prefix, then the job counter) hashes to that number, so consecutive jobs
-   sit in consecutive buckets.  A queue of millions of jobs then fills and
-   empties its buckets in order, one cache miss per cache line of buckets
-   instead of one per job.  Other handles hash by their bytes. */
-uint32_t
-gm_disp_handle_hash(const char *h, size_t len)
-{
-    uint64_t number = 0, scale = 1;
-    size_t digits = 0;
-    while (digits < len && digits < 19 && h[len - 1 - digits] >= '0' && h[len - 1 - digits] <= '9') {
-        number += (uint64_t)(h[len - 1 - digits] - '0') * scale;
-        scale *= 10;
-        digits++;
-    }
-    return digits ? (uint32_t)number : gm_disp_name_hash(h, len);
 }
 
 struct gm_job *
@@ -233,7 +217,7 @@ job_set_state(struct gm_dispatcher *d, struct gm_job *job, int state)
     job->fn->nstate[state]++;
     d->nstate[state]++;
     if (was == GM_JOB_RUNNING)
-        lifecycle_running_ended(d, job->fn);
+        wake_for_concurrency(d, job->fn);
 }
 
 /* A running job leaves its worker (job_requeue, lifecycle.c): out of the
@@ -298,7 +282,7 @@ job_free(struct gm_dispatcher *d, struct gm_job *job)
     else
         gm_block_unref(gm_job_block(job));
     if (was == GM_JOB_RUNNING)
-        lifecycle_running_ended(d, fn);
+        wake_for_concurrency(d, fn);
     if (was != GM_JOB_DEAD)
         job_uncount(d);
 }
@@ -325,32 +309,6 @@ job_fail(struct gm_dispatcher *d, struct gm_job *job)
     job->fn->failed++;
     job_tell_clients(d, job, GM_PKT_WORK_FAIL, NULL);
     job_free(d, job);
-}
-
-/* Takes a running job away from its worker (the worker died, dropped the
-   function, or timed out): back to the head of its queue, or failed when it
-   has used its -j attempts. */
-void
-job_requeue(struct gm_dispatcher *d, struct gm_job *job, const char *why)
-{
-    struct gm_function *fn = job->fn;
-    if (lifecycle_takes(job)) {
-        lifecycle_attempt_failed(d, job, GM_DIED_WORKER_LOST, NULL, 0);
-        return;
-    }
-    job_take_back(d, job);
-    if (job->flags & GM_JOB_IGNORED) {
-        job_free(d, job);
-        return;
-    }
-    if (d->cfg->job_retries && job->retries >= d->cfg->job_retries) {
-        gm_log(GM_LOG_NOTICE, "Dropped job due to max retry count: %s %s (%s)", fn->name,
-               gm_job_handle(job), why);
-        job_fail(d, job);
-        return;
-    }
-    gm_log(GM_LOG_WARNING, "requeueing %s %s: %s", fn->name, gm_job_handle(job), why);
-    job_enqueue(d, job, true);
 }
 
 void
@@ -475,27 +433,6 @@ gm_disp_job_count(const struct gm_dispatcher *d)
     return d->job_count;
 }
 
-int64_t
-gm_disp_run_timers(struct gm_dispatcher *d, int64_t now)
-{
-    struct gm_job *job;
-    while ((job = gm_heap_top(&d->timers)) && gm_heap_top_due(&d->timers) <= now) {
-        gm_heap_remove(&d->timers, job);
-        if (job->state == GM_JOB_FUTURE) {
-            job_enqueue(d, job, false);
-        } else if (job->state == GM_JOB_RUNNING && !lifecycle_timed_out(d, job) && job->reg->timeout_ms) {
-            /* CAN_DO_TIMEOUT: the protocol says the job fails. */
-            gm_log(GM_LOG_WARNING, "Worker timeout reached on job %s, failing it",
-                   gm_job_handle(job));
-            if (job->flags & GM_JOB_IGNORED)
-                job_free(d, job);
-            else
-                job_fail(d, job);
-        }
-    }
-    return gm_heap_top_due(&d->timers);
-}
-
 uint64_t
 gm_disp_function_fail_waiting(struct gm_dispatcher *d, struct gm_function *fn)
 {
@@ -512,17 +449,6 @@ gm_disp_function_fail_waiting(struct gm_dispatcher *d, struct gm_function *fn)
         n++;
     }
     return n;
-}
-
-void
-gm_disp_function_drop(struct gm_dispatcher *d, struct gm_function *fn)
-{
-    gm_disp_function_fail_waiting(d, fn);
-    lifecycle_forget_function(d, fn);
-    gm_htab_remove(&d->functions, &fn->hnode);
-    gm_list_remove(&fn->link);
-    d->function_count--;
-    gm_disp_function_free(fn);
 }
 
 /* A revived dead letter (lifecycle.c) takes its unique key back, unless a

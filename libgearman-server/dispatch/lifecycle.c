@@ -17,12 +17,16 @@
  * its record) when its lifecycle changes: a retry's wait (its run time and
  * attempts), its death (a dead letter's record), its revival; a dead
  * letter's record goes when it is discarded.  The bytes stored with it are
- * opaque to the backend (lifecycle_record); replay reads them back
+ * opaque to the backend (records.c: persist_lifecycle_bytes); replay reads them back
  * (lifecycle_replayed).
  *
  * What the operator does to them (pause, resume, purge, retry, discard,
  * `show job`'s state) is here too, once, for both who ask: the admin
  * commands (admin.c) and a front-end's state view (view.c).
+ *
+ * Also the ends of an attempt that are not the worker's answer: a worker
+ * leaving (job_requeue), the timers (future jobs, time limits:
+ * gm_disp_run_timers), and dropping a function with its jobs.
  *
  * Dispatcher thread only.
  */
@@ -139,41 +143,12 @@ dead_trim(struct gm_dispatcher *d)
     }
 }
 
-/* The lifecycle bytes (version, attempts, death reason or 0, time of
-   death as 8 big-endian bytes, then the exception's bytes). */
-#define LIFE_VERSION 1
-#define LIFE_HEAD 11
-
-struct gm_block *
-lifecycle_record(const struct gm_job *job, uint32_t *len)
-{
-    bool dead = job->state == GM_JOB_DEAD;
-    *len = 0;
-    if (!dead && job->retries == 0)
-        return NULL; /* a job that never failed: nothing to keep */
-    uint32_t n = LIFE_HEAD + (dead ? job->dead.exception_len : 0);
-    struct gm_block *b = gm_block_new(n);
-    if (!b)
-        return NULL;
-    unsigned char *p = (unsigned char *)b->data;
-    p[0] = LIFE_VERSION;
-    p[1] = job->retries;
-    p[2] = dead ? (unsigned char)job->dead.why : 0;
-    uint64_t t = dead ? (uint64_t)job->when : 0;
-    for (int i = 0; i < 8; i++)
-        p[3 + i] = (unsigned char)(t >> (56 - 8 * i));
-    if (dead && job->dead.exception_len)
-        memcpy(p + LIFE_HEAD, job->exception, job->dead.exception_len);
-    *len = n;
-    return b;
-}
-
 /* Stores the job again with its lifecycle (a stored job only). */
 static void
 store_lifecycle(struct gm_dispatcher *d, struct gm_job *job)
 {
     uint32_t len;
-    struct gm_block *b = lifecycle_record(job, &len);
+    struct gm_block *b = persist_lifecycle_bytes(job, &len);
     persist_lifecycle(d, job, b, len);
 }
 
@@ -227,7 +202,7 @@ void
 lifecycle_replayed(struct gm_dispatcher *d, struct gm_job *job, const char *bytes, size_t len)
 {
     const unsigned char *p = (const unsigned char *)bytes;
-    if (len < LIFE_HEAD || p[0] != LIFE_VERSION) {
+    if (len < GM_LIFE_HEAD || p[0] != GM_LIFE_VERSION) {
         gm_log(GM_LOG_WARNING, "replay: %s has lifecycle bytes this server does not know; replayed as a "
                "new job", gm_job_handle(job));
         return;
@@ -242,7 +217,7 @@ lifecycle_replayed(struct gm_dispatcher *d, struct gm_job *job, const char *byte
     gm_list_remove(&job->link);
     gm_heap_remove(&d->timers, job);
     job_set_state(d, job, 0);
-    become_dead(d, job, p[2], (int64_t)t, bytes + LIFE_HEAD, len - LIFE_HEAD);
+    become_dead(d, job, p[2], (int64_t)t, bytes + GM_LIFE_HEAD, len - GM_LIFE_HEAD);
     dead_trim(d);
 }
 
@@ -315,13 +290,6 @@ lifecycle_timed_out(struct gm_dispatcher *d, struct gm_job *job)
     else
         job_fail(d, job);
     return true;
-}
-
-void
-lifecycle_running_ended(struct gm_dispatcher *d, struct gm_function *fn)
-{
-    if (fn->policy && fn->policy->v.concurrency && !d->tearing_down)
-        wake_workers(d, fn);
 }
 
 void
@@ -493,4 +461,62 @@ lifecycle_function_action(struct gm_dispatcher *d, const char *name, size_t len,
         gm_log(GM_LOG_NOTICE, "%s %s by %s:%u", fn->name, what == LIFECYCLE_PAUSE ? "paused" : "resumed", addr, port);
     }
     return 0;
+}
+
+/* Takes a running job away from its worker (the worker died, dropped the
+   function, or timed out): back to the head of its queue, or failed when it
+   has used its -j attempts. */
+void
+job_requeue(struct gm_dispatcher *d, struct gm_job *job, const char *why)
+{
+    struct gm_function *fn = job->fn;
+    if (lifecycle_takes(job)) {
+        lifecycle_attempt_failed(d, job, GM_DIED_WORKER_LOST, NULL, 0);
+        return;
+    }
+    job_take_back(d, job);
+    if (job->flags & GM_JOB_IGNORED) {
+        job_free(d, job);
+        return;
+    }
+    if (d->cfg->job_retries && job->retries >= d->cfg->job_retries) {
+        gm_log(GM_LOG_NOTICE, "Dropped job due to max retry count: %s %s (%s)", fn->name,
+               gm_job_handle(job), why);
+        job_fail(d, job);
+        return;
+    }
+    gm_log(GM_LOG_WARNING, "requeueing %s %s: %s", fn->name, gm_job_handle(job), why);
+    job_enqueue(d, job, true);
+}
+
+int64_t
+gm_disp_run_timers(struct gm_dispatcher *d, int64_t now)
+{
+    struct gm_job *job;
+    while ((job = gm_heap_top(&d->timers)) && gm_heap_top_due(&d->timers) <= now) {
+        gm_heap_remove(&d->timers, job);
+        if (job->state == GM_JOB_FUTURE) {
+            job_enqueue(d, job, false);
+        } else if (job->state == GM_JOB_RUNNING && !lifecycle_timed_out(d, job) && job->reg->timeout_ms) {
+            /* CAN_DO_TIMEOUT: the protocol says the job fails. */
+            gm_log(GM_LOG_WARNING, "Worker timeout reached on job %s, failing it",
+                   gm_job_handle(job));
+            if (job->flags & GM_JOB_IGNORED)
+                job_free(d, job);
+            else
+                job_fail(d, job);
+        }
+    }
+    return gm_heap_top_due(&d->timers);
+}
+
+void
+gm_disp_function_drop(struct gm_dispatcher *d, struct gm_function *fn)
+{
+    gm_disp_function_fail_waiting(d, fn);
+    lifecycle_forget_function(d, fn);
+    gm_htab_remove(&d->functions, &fn->hnode);
+    gm_list_remove(&fn->link);
+    d->function_count--;
+    gm_disp_function_free(fn);
 }

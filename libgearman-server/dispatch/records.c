@@ -1,7 +1,7 @@
 /*
  * records.c: the dispatcher's records to the persistence thread (model
- * layer): a background job's ADD, a finished job's DONE, the handle
- * counter, the jobs waiting in order for their acknowledgement (the
+ * layer): a background job's ADD (with its lifecycle bytes), a finished
+ * job's DONE, a function's policy, the handle counter, the jobs waiting in order for their acknowledgement (the
  * pending FIFO) and their waiting submitters, and --store-queue-on-shutdown.
  * Dispatcher thread only; owns the records spill list (records that found
  * the ring full), moved into the ring by persist_flush.
@@ -116,6 +116,32 @@ persist_add(struct gm_dispatcher *d, struct gm_job *job)
     return persist_record_add(d, job, true, false, NULL, 0);
 }
 
+/* The lifecycle bytes (version, attempts, death reason or 0, time of
+   death as 8 big-endian bytes, then the exception's bytes). */
+struct gm_block *
+persist_lifecycle_bytes(const struct gm_job *job, uint32_t *len)
+{
+    bool dead = job->state == GM_JOB_DEAD;
+    *len = 0;
+    if (!dead && job->retries == 0)
+        return NULL; /* a job that never failed: nothing to keep */
+    uint32_t n = GM_LIFE_HEAD + (dead ? job->dead.exception_len : 0);
+    struct gm_block *b = gm_block_new(n);
+    if (!b)
+        return NULL;
+    unsigned char *p = (unsigned char *)b->data;
+    p[0] = GM_LIFE_VERSION;
+    p[1] = job->retries;
+    p[2] = dead ? (unsigned char)job->dead.why : 0;
+    uint64_t t = dead ? (uint64_t)job->when : 0;
+    for (int i = 0; i < 8; i++)
+        p[3 + i] = (unsigned char)(t >> (56 - 8 * i));
+    if (dead && job->dead.exception_len)
+        memcpy(p + GM_LIFE_HEAD, job->exception, job->dead.exception_len);
+    *len = n;
+    return b;
+}
+
 void
 persist_lifecycle(struct gm_dispatcher *d, struct gm_job *job, struct gm_block *life, uint32_t life_len)
 {
@@ -226,7 +252,7 @@ persist_store_all(struct gm_dispatcher *d)
             if ((job->flags & GM_JOB_FN_COPY) && (job->flags & GM_JOB_BACKGROUND) &&
                 !(job->flags & GM_JOB_IGNORED)) {
                 uint32_t life_len;
-                struct gm_block *life = lifecycle_record(job, &life_len);
+                struct gm_block *life = persist_lifecycle_bytes(job, &life_len);
                 if (persist_record_add(d, job, false, false, life, life_len))
                     n++;
             }

@@ -46,3 +46,10 @@ wake_workers(struct gm_dispatcher *d, struct gm_function *fn)
             break;
     }
 }
+
+void
+wake_for_concurrency(struct gm_dispatcher *d, struct gm_function *fn)
+{
+    if (fn->policy && fn->policy->v.concurrency && !d->tearing_down)
+        wake_workers(d, fn);
+}

@@ -29,7 +29,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 
 import gmtest  # noqa: E402
-from gmtest import Server, submit, test, fail, wait_until  # noqa: E402
+from gmtest import Server, grab, submit, test, fail, wait_until  # noqa: E402
 
 PREFIX = "H:lc"
 OK = b"OK\r\n"
@@ -48,18 +48,6 @@ def worker(s, *functions):
         w.send_packet("CAN_DO", f)
     sync(w)
     return w
-
-
-def grab(w):
-    """GRAB_JOB; returns (handle, function, data) as str/str/bytes, or None
-    on NO_JOB."""
-    w.send_packet("GRAB_JOB")
-    p = w.recv_packet()
-    if p.name == "NO_JOB":
-        return None
-    assert p.name == "JOB_ASSIGN", p
-    h, fn, data = p.fields(3)
-    return h.decode(), fn.decode(), data
 
 
 def grab_uniq(w):

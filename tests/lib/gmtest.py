@@ -428,6 +428,18 @@ def submit(c, ptype, fn, unique, data=b"x", *extra):
 _tests = []
 
 
+def grab(w):
+    """GRAB_JOB; returns (handle, function, data) as str/str/bytes, or None
+    on NO_JOB."""
+    w.send_packet("GRAB_JOB")
+    p = w.recv_packet()
+    if p.name == "NO_JOB":
+        return None
+    assert p.name == "JOB_ASSIGN", p
+    h, fn, data = p.fields(3)
+    return h.decode(), fn.decode(), data
+
+
 def test(fn):
     """Registers a test function (run in definition order by main())."""
     _tests.append(fn)

@@ -137,7 +137,7 @@ int http_on_packet(void *st, uint32_t type, const char *payload, uint32_t len, s
 struct gm_fe_output http_serve(const char *request, const struct gm_fe_req *r, bool loopback,
                                bool allow_remote_actions, size_t max_response, const struct gm_state_view *v);
 
-/* ---- http_serve.c: what the routes of serve() share (dispatcher thread) ---- */
+/* ---- http_api.c: what the routes of serve() share (dispatcher thread) ---- */
 
 /* The value of the query (or form body) parameter name in q[0..qlen),
    percent-decoded into out (cut to outlen - 1 bytes); false if absent. */

@@ -7,7 +7,7 @@
  * "/health"; "/metrics"; "/api/status", "/api/workers", "/api/jobs"
  * (?function= &state= &offset= &limit=); POST "/api/jobs/cancel"
  * (handle=, from this host unless --http-allow-remote-actions: the gate
- * every action passes, http_action_refused); the job lifecycle's routes
+ * every action passes, http_action_refused, in http_api.c); the job lifecycle's routes
  * (http_lifecycle.c); any other "/api..." is 404.  Anything else is "/<function>", a job submission,
  * which parse() (http_parse.c) does not send here.  A request the Host or
  * Origin rules refused (HTTP_F_REFUSED) is answered 403 here.
@@ -22,7 +22,6 @@
  */
 #include "config.h"
 
-#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,38 +33,8 @@ extern const unsigned char gm_monitor_page[];
 extern const size_t gm_monitor_page_len;
 
 /* ------------------------------------------------------------------ */
-/* Query parameters, and the workers' and jobs' JSON                   */
+/* The workers' and jobs' JSON                                         */
 /* ------------------------------------------------------------------ */
-
-bool
-http_param(const char *q, size_t qlen, const char *name, char *out, size_t outlen)
-{
-    size_t nlen = strlen(name);
-    const char *p = q, *end = q + qlen;
-    while (p < end) {
-        const char *amp = memchr(p, '&', (size_t)(end - p));
-        const char *e = amp ? amp : end;
-        if ((size_t)(e - p) > nlen && memcmp(p, name, nlen) == 0 && p[nlen] == '=') {
-            http_pct_decode(p + nlen + 1, (size_t)(e - p - nlen - 1), out, outlen, true);
-            return true;
-        }
-        p = e + 1;
-    }
-    return false;
-}
-
-uint64_t
-http_param_u64(const char *q, size_t qlen, const char *name, uint64_t dflt, uint64_t max)
-{
-    char v[32];
-    if (!http_param(q, qlen, name, v, sizeof v) || !*v)
-        return dflt;
-    char *e;
-    unsigned long long x = strtoull(v, &e, 10);
-    if (*e)
-        return dflt;
-    return x > max ? max : x;
-}
 
 /* A worker's object in the "workers" array of /api/workers (a list of
    the page). */
@@ -96,18 +65,6 @@ add_worker_json(void *arg, const struct gm_view_worker *wk)
     http_item_end(l);
 }
 
-void
-http_json_job_names(struct gm_bytes *w, const char *handle, size_t handle_len, const char *function,
-                    size_t function_len, const char *unique, size_t unique_len)
-{
-    gm_bytes_str(w, "{\"handle\":");
-    http_json_str(w, handle, handle_len);
-    gm_bytes_str(w, ",\"function\":");
-    http_json_str(w, function, function_len);
-    gm_bytes_str(w, ",\"unique\":");
-    http_json_str(w, unique, unique_len);
-}
-
 /* A job's object in the "jobs" array of /api/jobs (a list of the page). */
 static void
 add_job_json(void *arg, const struct gm_view_job *j)
@@ -129,12 +86,6 @@ add_job_json(void *arg, const struct gm_view_job *j)
 /* Routes                                                              */
 /* ------------------------------------------------------------------ */
 
-bool
-http_path_is(const char *req, const struct gm_fe_req *r, const char *p)
-{
-    return r->path_len == strlen(p) && memcmp(req + r->path_off, p, r->path_len) == 0;
-}
-
 /* The 403 for a request parse() refused (its path is the refused header
    line); the connection closes after it. */
 static struct gm_fe_output
@@ -146,46 +97,6 @@ refusal(const char *request, const struct gm_fe_req *r)
     size_t len = n < 0 ? 0 : (size_t)n < sizeof body ? (size_t)n : sizeof body - 1;
     return http_respond(403, r->minor, false, (r->flags & GM_FE_HEAD) != 0, "text/plain; charset=utf-8", NULL,
                         body, len);
-}
-
-struct gm_fe_output
-http_serve_bytes(int status, const struct gm_fe_req *r, const char *type, const char *extra, struct gm_bytes *w)
-{
-    return http_respond_take(status, r->minor, (r->flags & GM_FE_KEEP_ALIVE) != 0, (r->flags & GM_FE_HEAD) != 0,
-                             type, extra, w);
-}
-
-struct gm_fe_output
-http_serve_text(int status, const struct gm_fe_req *r, const char *extra, const char *e)
-{
-    return http_respond(status, r->minor, (r->flags & GM_FE_KEEP_ALIVE) != 0, (r->flags & GM_FE_HEAD) != 0,
-                        "application/json", extra, e, strlen(e));
-}
-
-struct gm_fe_output
-http_serve_json(const struct gm_fe_req *r, struct gm_bytes *w, const char *more)
-{
-    if (w->failed) {
-        free(w->b);
-        return http_respond_error(500, r->minor, "out of memory");
-    }
-    char extra[256];
-    snprintf(extra, sizeof extra, "Cache-Control: no-cache\r\n%s", more ? more : "");
-    return http_serve_bytes(200, r, "application/json", extra, w);
-}
-
-bool
-http_action_refused(const struct gm_fe_req *r, bool loopback, bool allow_remote_actions, struct gm_fe_output *out)
-{
-    if (!(r->flags & GM_FE_POST))
-        *out = http_serve_text(405, r, "Allow: POST\r\n", "{\"error\":\"use POST\"}\n");
-    else if (!loopback && !allow_remote_actions)
-        *out = http_serve_text(403, r, NULL,
-                               "{\"error\":\"actions are accepted only from this host "
-                               "(see --http-allow-remote-actions)\"}\n");
-    else
-        return false;
-    return true;
 }
 
 /* /health: 200 when the server can take jobs (its queue backend is
