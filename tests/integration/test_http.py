@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import gmtest  # noqa: E402
 import services  # noqa: E402
-from gmtest import Server, fail, free_port, test, wait_until  # noqa: E402
+from gmtest import Server, fail, free_port, test, wait_until, sync  # noqa: E402
 
 PREFIX = "H:http"
 DEBIAN_GEARMAND = "/usr/sbin/gearmand"
@@ -73,12 +73,6 @@ def worker(s, *functions, client_id=None):
         w.send_packet("CAN_DO", f)
     sync(w)
     return w
-
-
-def sync(c):
-    """Waits until everything sent on c so far has been processed."""
-    c.send_packet("ECHO_REQ", "sync")
-    c.expect_packet("ECHO_RES", "sync")
 
 
 def grab(w, uniq=False):

@@ -16,7 +16,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 
 import gmtest  # noqa: E402
-from gmtest import Server, grab, submit, test, wait_until  # noqa: E402
+from gmtest import Server, grab, submit, test, wait_until, sync, status_of  # noqa: E402
 
 PREFIX = "H:test"
 
@@ -38,12 +38,6 @@ def worker(s, *functions, sleep=False):
     return w
 
 
-def sync(c):
-    """Waits until everything sent on c so far has been processed."""
-    c.send_packet("ECHO_REQ", "sync")
-    c.expect_packet("ECHO_RES", "sync")
-
-
 def connection_count(admin):
     """Connections the server knows about (`workers` lists all of them)."""
     return len(admin.admin("workers").splitlines()) - 1
@@ -52,15 +46,6 @@ def connection_count(admin):
 def wait_connections(admin, n):
     wait_until(lambda: connection_count(admin) == n, timeout=5,
                what="the server to count %d connections" % n)
-
-
-def status_of(admin, fn):
-    """The (total, running, workers) line of `status` for fn, or None."""
-    for line in admin.admin("status").decode().splitlines():
-        f = line.split("\t")
-        if f[0] == fn:
-            return tuple(int(x) for x in f[1:])
-    return None
 
 
 # ----------------------------------------------------------------------

@@ -29,7 +29,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 
 import gmtest  # noqa: E402
-from gmtest import Server, grab, submit, test, fail, wait_until  # noqa: E402
+from gmtest import Server, grab, submit, test, fail, wait_until, sync, status_of  # noqa: E402
 
 PREFIX = "H:lc"
 OK = b"OK\r\n"
@@ -87,21 +87,6 @@ def no_reply(w, what):
     w.send_packet("ECHO_REQ", "sync")
     p = w.recv_packet()
     assert p.raw() == gmtest.response("ECHO_RES", "sync"), "%s got a reply: %r" % (what, p.raw())
-
-
-def sync(c):
-    """Waits until everything sent on c so far has been processed."""
-    c.send_packet("ECHO_REQ", "sync")
-    c.expect_packet("ECHO_RES", "sync")
-
-
-def status_of(admin, fn):
-    """The (total, running, workers) line of `status` for fn, or None."""
-    for line in admin.admin("status").decode().splitlines():
-        f = line.split("\t")
-        if f[0] == fn:
-            return tuple(int(x) for x in f[1:])
-    return None
 
 
 def set_policy(admin, fn, spec):

@@ -16,7 +16,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 
 import gmtest  # noqa: E402
-from gmtest import NAME, Server, fail, packet, test, wait_until  # noqa: E402
+from gmtest import NAME, Server, fail, packet, test, wait_until, status_of  # noqa: E402
 
 PREFIX = "H:test"
 SEED = int(os.environ.get("GMTEST_SEED") or time.time())
@@ -70,14 +70,6 @@ def in_thread(fn, *args):
         if err:
             raise err[0]
     return join
-
-
-def status_of(admin, fn):
-    for line in admin.admin("status").decode().splitlines():
-        f = line.split("\t")
-        if f[0] == fn:
-            return tuple(int(x) for x in f[1:])
-    return None
 
 
 @test

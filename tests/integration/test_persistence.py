@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import gmtest  # noqa: E402
 import services  # noqa: E402
-from gmtest import Server, fail, submit, test, wait_until  # noqa: E402
+from gmtest import Server, fail, submit, test, wait_until, sync  # noqa: E402
 
 PREFIX = "H:test"
 DEBIAN_GEARMAND = "/usr/sbin/gearmand"
@@ -326,11 +326,6 @@ def status(c, handle):
     f = p.fields(5)
     assert f[0].decode() == handle, p
     return f[1] == b"1", f[2] == b"1"
-
-
-def sync(c):
-    c.send_packet("ECHO_REQ", "sync")
-    c.expect_packet("ECHO_RES", "sync")
 
 
 def handles(rows):

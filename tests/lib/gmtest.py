@@ -428,6 +428,22 @@ def submit(c, ptype, fn, unique, data=b"x", *extra):
 _tests = []
 
 
+def sync(c):
+    """Waits until everything sent on c so far has been processed (an ECHO
+    goes through the dispatcher once c has sent it anything)."""
+    c.send_packet("ECHO_REQ", "sync")
+    c.expect_packet("ECHO_RES", "sync")
+
+
+def status_of(admin, fn):
+    """The (total, running, workers) line of `status` for fn, or None."""
+    for line in admin.admin("status").decode().splitlines():
+        f = line.split("\t")
+        if f[0] == fn:
+            return tuple(int(x) for x in f[1:])
+    return None
+
+
 def grab(w):
     """GRAB_JOB; returns (handle, function, data) as str/str/bytes, or None
     on NO_JOB."""
