@@ -196,16 +196,54 @@ answer_without_serving(const struct gm_options *o)
     return false;
 }
 
-/* Refuses --ssl and an unknown -r protocol; sets up the HTTP front-end for
-   -r http.  Returns 0, or -1 after printing why not. */
+/* The TLS files of --ssl: an option, else gearmand's variable, else the
+   default path (the CA's only if that file exists).  Refuses --ssl in a
+   build without OpenSSL.  Returns 0, or -1 after printing why not. */
+static int
+configure_tls(struct gm_options *o)
+{
+    static char ca[4096], cert[4096], key[4096]; /* the server keeps pointing at them */
+    struct gm_server_config *c = &o->server;
+    if (!c->ssl)
+        return 0;
+#ifndef HAVE_OPENSSL
+    fprintf(stderr, "%s: --ssl is not supported by this build (configure found no OpenSSL)\n", prog);
+    return -1;
+#else
+    const char *env;
+    if (!c->ssl_ca_file) {
+        if ((env = getenv("GEARMAND_CA_CERTIFICATE")) && *env)
+            c->ssl_ca_file = env;
+        else if (snprintf(ca, sizeof ca, "%s/gearmand-ca.pem", GM_SSL_DEFAULT_DIR) > 0 &&
+                 access(ca, F_OK) == 0)
+            c->ssl_ca_file = ca;
+    }
+    if (!c->ssl_certificate) {
+        env = getenv("GEARMAND_SERVER_PEM");
+        snprintf(cert, sizeof cert, "%s", env && *env ? env : GM_SSL_DEFAULT_DIR "/gearmand.pem");
+        c->ssl_certificate = cert;
+    }
+    if (!c->ssl_key) {
+        env = getenv("GEARMAND_SERVER_KEY");
+        snprintf(key, sizeof key, "%s", env && *env ? env : GM_SSL_DEFAULT_DIR "/gearmand.key");
+        c->ssl_key = key;
+    }
+    if (c->ssl_verify_client && !c->ssl_ca_file) {
+        fprintf(stderr, "%s: --ssl-verify-client needs --ssl-ca-file\n", prog);
+        return -1;
+    }
+    return 0;
+#endif
+}
+
+/* Refuses an unknown -r protocol; sets up the HTTP front-end for -r http.
+   Returns 0, or -1 after printing why not. */
 static int
 configure_frontend(struct gm_options *o)
 {
     static char http_port[16]; /* the server keeps pointing at it */
-    if (o->ssl) {
-        fprintf(stderr, "%s: --ssl is not supported by this build\n", prog);
+    if (configure_tls(o) < 0)
         return -1;
-    }
     if (o->protocol && strcasecmp(o->protocol, "http") != 0) {
         fprintf(stderr, "%s: Unknown protocol module : %s\n", prog, o->protocol);
         return -1;

@@ -179,11 +179,31 @@ static const struct opt table[] = {
 
     {"port", 'p', K_STR, "Gear", "4730", O(server.port), 0, 0,
      "Port the server should listen on."},
-    {"ssl", 0, K_FLAG, "Gear", NULL, O(ssl), 0, 0,
-     "Enable ssl connections (not supported by this build: refused at start-up)."},
-    {"ssl-ca-file", 0, K_STR, "Gear", NULL, O(ssl_ca_file), 0, 0, "CA file."},
-    {"ssl-certificate", 0, K_STR, "Gear", NULL, O(ssl_certificate), 0, 0, "SSL certificate."},
-    {"ssl-key", 0, K_STR, "Gear", NULL, O(ssl_key), 0, 0, "SSL key for certificate."},
+    {"ssl", 0, K_FLAG, "Gear", NULL, O(server.ssl), 0, 0,
+     "Speak only TLS (1.2 and newer) on the Gear port and the HTTP port; needs a build with "
+     "OpenSSL. The files are read at start and again on SIGHUP."},
+    {"ssl-ca-file", 0, K_STR, "Gear", NULL, O(server.ssl_ca_file), 0, 0,
+     "CA file (PEM): a client certificate signed by it is verified and names the connection "
+     "cn:NAME. Default $GEARMAND_CA_CERTIFICATE, else " GM_SSL_DEFAULT_DIR "/gearmand-ca.pem if it "
+     "exists (else no client certificate is asked for)."},
+    {"ssl-certificate", 0, K_STR, "Gear", NULL, O(server.ssl_certificate), 0, 0,
+     "The server's certificate (PEM, chain allowed). Default $GEARMAND_SERVER_PEM, else "
+     GM_SSL_DEFAULT_DIR "/gearmand.pem."},
+    {"ssl-key", 0, K_STR, "Gear", NULL, O(server.ssl_key), 0, 0,
+     "The certificate's private key (PEM). Default $GEARMAND_SERVER_KEY, else "
+     GM_SSL_DEFAULT_DIR "/gearmand.key."},
+    {"ssl-verify-client", 0, K_FLAG, "Gear", NULL, O(server.ssl_verify_client), 0, 0,
+     "Require a client certificate signed by the CA (without it one is asked for and verified "
+     "when offered)."},
+    {"ssl-handshake-timeout", 0, K_UINT, "Gear", "10", O(server.ssl_handshake_timeout_s), 1, 3600,
+     "Seconds a connection may take to finish its TLS handshake; past it it is closed."},
+    {"acl-file", 0, K_STR, "Access control", NULL, O(server.acl_file), 0, 0,
+     "Lines `IDENTITY PERMISSION FUNCTION-PATTERN` (docs/security.md): who may submit, work, "
+     "read the admin views, or administer. With it anything not granted is denied. Reloaded on "
+     "SIGHUP."},
+    {"http-token-file", 0, K_STR, "Access control", NULL, O(server.http_token_file), 0, 0,
+     "Lines `NAME TOKEN`: an HTTP request with `Authorization: Bearer TOKEN` has the identity "
+     "token:NAME. Reloaded on SIGHUP."},
 
     {"libmemcached-servers", 0, K_STR, "libmemcached", NULL, O(libmemcached_servers), 0, 0,
      "List of Memcached servers to use."},

@@ -49,8 +49,6 @@ struct gm_options {
     const char *redis_server, *redis_port, *redis_password, *redis_prefix;
     const char *mysql_host, *mysql_user, *mysql_password, *mysql_db, *mysql_table;
     unsigned mysql_port;
-    bool ssl;
-    const char *ssl_ca_file, *ssl_certificate, *ssl_key;
 
     /* bookkeeping */
     bool set[GM_OPT_SLOTS];     /* which options were given (by table index) */

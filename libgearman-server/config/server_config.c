@@ -25,6 +25,7 @@ gm_server_config_defaults(struct gm_server_config *c)
     c->max_output = GM_DEFAULT_MAX_OUTPUT;
     c->packet_timeout_s = GM_DEFAULT_PACKET_TIMEOUT;
     c->http_timeout_s = GM_DEFAULT_HTTP_TIMEOUT;
+    c->ssl_handshake_timeout_s = GM_DEFAULT_SSL_HANDSHAKE_TIMEOUT;
     c->hashtable_buckets = GM_DEFAULT_BUCKETS;
     c->queue_batch_max = 4096;
     c->dead_letter_max = GM_DEFAULT_DEAD_LETTER_MAX;

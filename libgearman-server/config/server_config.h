@@ -35,6 +35,9 @@
 #define GM_DEFAULT_BUSY_POLL_US 200u /* as the kernel's guest halt-polling default */
 #define GM_DEFAULT_REPLY_BATCH_US 1000u
 #define GM_PREFIX_MAX 40
+#define GM_DEFAULT_SSL_HANDSHAKE_TIMEOUT 10u
+/* Where gearmand looks for its TLS files when no option or variable names them. */
+#define GM_SSL_DEFAULT_DIR GM_SYSCONFDIR "/ssl/certs"
 
 struct gm_server_config {
     const char *listen_host;      /* -L; NULL = every address */
@@ -76,6 +79,19 @@ struct gm_server_config {
     const struct gm_frontend *frontend;
     const char *frontend_port;    /* --http-port */
     bool frontend_remote_actions; /* --http-allow-remote-actions */
+
+    /* TLS (--ssl): both ports speak only TLS.  The files are read by the
+       main thread at start and on SIGHUP (config/tls_ctx.h). */
+    bool ssl;
+    const char *ssl_ca_file;      /* --ssl-ca-file; NULL: no client certificate asked for */
+    const char *ssl_certificate;  /* --ssl-certificate */
+    const char *ssl_key;          /* --ssl-key */
+    bool ssl_verify_client;       /* --ssl-verify-client: a client certificate is required */
+    unsigned ssl_handshake_timeout_s; /* --ssl-handshake-timeout */
+
+    /* Access control (docs/security.md); NULL = none: today's rules */
+    const char *acl_file;         /* --acl-file */
+    const char *http_token_file;  /* --http-token-file */
 };
 
 /* Fills c with gearmand's defaults (prefix from uname's nodename). */
