@@ -1,9 +1,13 @@
 /*
- * bin/client.c: blocking Gearman client connections (see client.h).
+ * bin/client.c: blocking Gearman client connections (see client.h).  A
+ * plain connection blocks in send() and waits for input with poll(); a TLS
+ * one stays non-blocking, and every wait of its handshake, reads and
+ * writes is a poll() here too (client_tls.c never waits).
  */
 #include "config.h"
 
 #include "bin/client.h"
+#include "bin/client_tls.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -91,6 +95,18 @@ gmc_add_servers(struct gmc *c, const char *list, const char *default_port)
     return 0;
 }
 
+int
+gmc_use_tls(struct gmc *c, const char *ca_file, const char *certificate, const char *key)
+{
+    struct gmc_tls_files f = {ca_file, certificate, key};
+    struct gmc_tls *t = gmc_tls_new(&f, c->err, sizeof c->err);
+    if (!t)
+        return -1;
+    gmc_tls_free(c->tls);
+    c->tls = t;
+    return 0;
+}
+
 static int
 now_ms(void)
 {
@@ -99,7 +115,29 @@ now_ms(void)
     return (int)(ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
 }
 
-/* Connects with a timeout; returns the socket or -1 (reason in why). */
+/* Waits until fd is ready for events (POLLIN or POLLOUT) or the deadline
+   (now_ms() time; -1: none) passes.  Returns 1 when ready, 0 on timeout,
+   -1 on a poll error (errno). */
+static int
+wait_fd(int fd, short events, int deadline)
+{
+    for (;;) {
+        int wait = -1;
+        if (deadline >= 0) {
+            wait = deadline - now_ms();
+            if (wait < 0)
+                return 0;
+        }
+        struct pollfd pfd = {fd, events, 0};
+        int r = poll(&pfd, 1, wait);
+        if (r < 0 && errno == EINTR)
+            continue;
+        return r < 0 ? -1 : r;
+    }
+}
+
+/* Connects with a timeout; returns the socket, still non-blocking, or -1
+   (reason in why). */
 static int
 connect_one(const struct gmc_server *s, int timeout_ms, char *why, size_t whylen)
 {
@@ -124,8 +162,6 @@ connect_one(const struct gmc_server *s, int timeout_ms, char *why, size_t whylen
             socklen_t el = sizeof err;
             if (poll(&pfd, 1, timeout_ms) == 1 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) == 0 &&
                 err == 0) {
-                int flags = fcntl(fd, F_GETFL);
-                fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
                 int one = 1;
                 setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
                 break;
@@ -141,16 +177,52 @@ connect_one(const struct gmc_server *s, int timeout_ms, char *why, size_t whylen
     return fd;
 }
 
+/* The TLS handshake on the new connection fd to server s, within
+   timeout_ms.  Returns 0, or -1 with why (the session is ended; the caller
+   closes fd). */
+static int
+tls_handshake(struct gmc *c, int fd, const struct gmc_server *s, int timeout_ms, char *why, size_t whylen)
+{
+    if (gmc_tls_begin(c->tls, fd, s->host, why, whylen) < 0)
+        return -1;
+    int deadline = now_ms() + timeout_ms;
+    for (;;) {
+        int r = gmc_tls_handshake(c->tls, why, whylen);
+        if (r == 0)
+            return 0;
+        if (r == -1)
+            break;
+        int w = wait_fd(fd, r == GMC_TLS_WANT_READ ? POLLIN : POLLOUT, deadline);
+        if (w == 0) {
+            snprintf(why, whylen, "no TLS handshake within %d ms (is it a TLS port?)", timeout_ms);
+            break;
+        }
+        if (w < 0) {
+            snprintf(why, whylen, "%s", strerror(errno));
+            break;
+        }
+    }
+    gmc_tls_end(c->tls);
+    return -1;
+}
+
 int
 gmc_connect(struct gmc *c)
 {
     gmc_close(c);
     char all[sizeof c->err] = "";
     size_t used = 0;
+    int timeout = c->timeout_ms < 0 ? 10000 : c->timeout_ms;
     for (size_t k = 0; k < c->nservers; k++) {
         size_t i = (c->current + k) % c->nservers;
-        char why[128];
-        int fd = connect_one(&c->servers[i], c->timeout_ms < 0 ? 10000 : c->timeout_ms, why, sizeof why);
+        char why[256];
+        int fd = connect_one(&c->servers[i], timeout, why, sizeof why);
+        if (fd >= 0 && c->tls && tls_handshake(c, fd, &c->servers[i], timeout, why, sizeof why) < 0) {
+            close(fd);
+            fd = -1;
+        } else if (fd >= 0 && !c->tls) {
+            fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+        }
         if (fd >= 0) {
             c->fd = fd;
             c->current = i;
@@ -169,6 +241,8 @@ gmc_connect(struct gmc *c)
 void
 gmc_close(struct gmc *c)
 {
+    if (c->fd >= 0 && c->tls)
+        gmc_tls_end(c->tls);
     if (c->fd >= 0)
         close(c->fd);
     c->fd = -1;
@@ -179,9 +253,39 @@ void
 gmc_free(struct gmc *c)
 {
     gmc_close(c);
+    gmc_tls_free(c->tls);
+    c->tls = NULL;
     free(c->buf);
     c->buf = NULL;
     c->cap = 0;
+}
+
+/* Sends some of p[0..len) over TLS, waiting (without a deadline, as a
+   plain send() blocks) until the socket takes it.  Returns the count sent,
+   or -1 with why. */
+static ssize_t
+tls_send_some(struct gmc *c, const void *p, size_t len, char *why, size_t whylen)
+{
+    for (;;) {
+        ssize_t w = gmc_tls_write(c->tls, p, len, why, whylen);
+        if (w == -1) {
+            /* A server that refused us after the handshake (TLS 1.3: no or
+               a bad client certificate) sent an alert saying why, then
+               closed; the write only sees the reset.  The alert is still in
+               the socket's input: read it for the reason. */
+            char alert[256], because[256];
+            if (gmc_tls_read(c->tls, alert, sizeof alert, because, sizeof because) == -1 &&
+                strncmp(because, "TLS:", 4) == 0)
+                snprintf(why, whylen, "%s", because);
+            return -1;
+        }
+        if (w > 0)
+            return w;
+        if (wait_fd(c->fd, w == GMC_TLS_WANT_READ ? POLLIN : POLLOUT, -1) < 0) {
+            snprintf(why, whylen, "%s", strerror(errno));
+            return -1;
+        }
+    }
 }
 
 int
@@ -189,12 +293,15 @@ gmc_send_raw(struct gmc *c, const void *p, size_t len)
 {
     const char *s = p;
     while (len) {
-        ssize_t w = send(c->fd, s, len, MSG_NOSIGNAL);
+        char why[256];
+        ssize_t w = c->tls ? tls_send_some(c, s, len, why, sizeof why) : send(c->fd, s, len, MSG_NOSIGNAL);
         if (w < 0) {
-            if (errno == EINTR)
+            if (!c->tls && errno == EINTR)
                 continue;
+            if (!c->tls)
+                snprintf(why, sizeof why, "%s", strerror(errno));
             snprintf(c->err, sizeof c->err, "send to %s:%s: %s", c->servers[c->current].host,
-                     c->servers[c->current].port, strerror(errno));
+                     c->servers[c->current].port, why);
             gmc_close(c);
             return -1;
         }
@@ -221,6 +328,44 @@ gmc_send(struct gmc *c, uint32_t type, const struct gm_field_ref *f, size_t n)
     return rc;
 }
 
+/* Receives into the buffer's free space, waiting until the deadline:
+   returns the count (> 0), 0 on timeout, -1 with why on error or EOF. */
+static ssize_t
+recv_some(struct gmc *c, int deadline, char *why, size_t whylen)
+{
+    for (;;) {
+        int r = wait_fd(c->fd, POLLIN, deadline);
+        if (r == 0)
+            return 0;
+        ssize_t n = r < 0 ? -1 : recv(c->fd, c->buf + c->len, c->cap - c->len, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n > 0)
+            return n;
+        snprintf(why, whylen, "%s", n == 0 ? "closed the connection" : strerror(errno));
+        return -1;
+    }
+}
+
+/* The same over TLS: bytes already decrypted come first, then it waits
+   for whatever the session needs (usually more input). */
+static ssize_t
+tls_recv_some(struct gmc *c, int deadline, char *why, size_t whylen)
+{
+    for (;;) {
+        ssize_t n = gmc_tls_read(c->tls, c->buf + c->len, c->cap - c->len, why, whylen);
+        if (n > 0 || n == -1)
+            return n;
+        int r = wait_fd(c->fd, n == GMC_TLS_WANT_READ ? POLLIN : POLLOUT, deadline);
+        if (r == 0)
+            return 0;
+        if (r < 0) {
+            snprintf(why, whylen, "%s", strerror(errno));
+            return -1;
+        }
+    }
+}
+
 /* Reads more bytes into the buffer; returns 1, 0 on timeout, -1 on
    error/EOF. */
 static int
@@ -244,32 +389,17 @@ fill(struct gmc *c, int deadline)
             c->cap = cap;
         }
     }
-    for (;;) {
-        int wait = -1;
-        if (deadline >= 0) {
-            wait = deadline - now_ms();
-            if (wait < 0)
-                return 0;
-        }
-        struct pollfd pfd = {c->fd, POLLIN, 0};
-        int r = poll(&pfd, 1, wait);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r == 0)
-            return 0;
-        ssize_t n = recv(c->fd, c->buf + c->len, c->cap - c->len, 0);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            snprintf(c->err, sizeof c->err, "%s:%s %s", c->servers[c->current].host,
-                     c->servers[c->current].port,
-                     n == 0 ? "closed the connection" : strerror(errno));
-            gmc_close(c);
-            return -1;
-        }
-        c->len += (size_t)n;
-        return 1;
+    char why[256];
+    ssize_t n = c->tls ? tls_recv_some(c, deadline, why, sizeof why) : recv_some(c, deadline, why, sizeof why);
+    if (n == 0)
+        return 0;
+    if (n < 0) {
+        snprintf(c->err, sizeof c->err, "%s:%s %s", c->servers[c->current].host, c->servers[c->current].port, why);
+        gmc_close(c);
+        return -1;
     }
+    c->len += (size_t)n;
+    return 1;
 }
 
 static int

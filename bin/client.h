@@ -3,7 +3,9 @@
  * `gearadmin` tools: a blocking connection to one of a list of job
  * servers (fail-over to the next), binary packets through the server's
  * own codec (libgearman-server/proto/protocol.h), admin text commands read to
- * their terminating line, and timeouts on every wait.
+ * their terminating line, and timeouts on every wait.  With gmc_use_tls()
+ * every connection is TLS (client_tls.c): handshake, certificate and host
+ * name checks, under the same time-outs and fail-over.
  *
  * Single-threaded: one struct gmc belongs to one thread.
  */
@@ -17,6 +19,8 @@
 #include "libgearman-server/proto/protocol.h"
 
 #define GMC_MAX_SERVERS 32
+
+struct gmc_tls;
 
 struct gmc_server {
     char host[256];
@@ -37,6 +41,7 @@ struct gmc {
     size_t current;         /* the server connected to, or to try next */
     int fd;                 /* -1 when not connected */
     int timeout_ms;         /* every wait; -1 = none */
+    struct gmc_tls *tls;    /* NULL: plain text; else TLS (client_tls.h) */
     char *buf;              /* received, not yet consumed bytes */
     size_t start, len, cap;
     char err[512];
@@ -50,8 +55,18 @@ void gmc_init(struct gmc *c);
    c->err set for a malformed list. */
 int gmc_add_servers(struct gmc *c, const char *list, const char *default_port);
 
-/* Connects to the current server, or the next ones in turn (fail-over);
-   returns 0, or -1 with c->err naming every server that failed. */
+/* Makes every connection of c TLS (1.2 or newer): the server's certificate
+   is verified against ca_file (NULL: the system's CAs) and must name the
+   server's host; certificate and key (NULL: none; key NULL: in the
+   certificate's file) are ours, for servers that verify clients.  Returns
+   0, or -1 with c->err naming the file at fault (or saying that the build
+   has no TLS). */
+int gmc_use_tls(struct gmc *c, const char *ca_file, const char *certificate, const char *key);
+
+/* Connects to the current server, or the next ones in turn (fail-over),
+   with the TLS handshake when c has TLS; connecting and the handshake each
+   wait at most c->timeout_ms (10 s when it is -1).  Returns 0, or -1 with
+   c->err naming every server that failed and why. */
 int gmc_connect(struct gmc *c);
 
 /* Closes the connection (the server list stays). */

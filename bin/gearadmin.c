@@ -4,11 +4,13 @@
  * each reply to its terminating line (instead of stopping after 5 ms of
  * silence) and exits non-zero when the server answers ERR or cannot be
  * reached.  Besides 1.1.20's options it has one for each of our job
- * lifecycle commands (docs/lifecycle.md), printed the same way.
+ * lifecycle commands (docs/lifecycle.md), printed the same way.  -S (--ssl)
+ * and the --ssl-* files make the connection TLS (bin/client_tls.c).
  * Single-threaded.
  */
 #include "config.h"
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -73,7 +75,11 @@ usage(FILE *out)
         fprintf(out, "  %-31s%s\n", left, actions[i].help);
     }
     fprintf(out, "  %-31s%s\n", "--graceful", "With --shutdown: wait for queued and running jobs.");
-    fprintf(out, "  %-31s%s\n", "-S [ --ssl ]", "Enable SSL connections (not supported: refused).");
+    fprintf(out, "  %-31s%s\n", "-S [ --ssl ]",
+            "Connect with TLS (1.2 or newer), verifying the server's certificate and that it names the host.");
+    fprintf(out, "  %-31s%s\n", "--ssl-ca-file arg", "CA certificates to verify the server's with (default: the system's).");
+    fprintf(out, "  %-31s%s\n", "--ssl-certificate arg", "Our certificate, for servers that verify clients.");
+    fprintf(out, "  %-31s%s\n", "--ssl-key arg", "Its private key (default: in the certificate's file).");
     fprintf(out, "\nCommands run in the order given, over one connection.\n");
 }
 
@@ -112,6 +118,8 @@ print_reply(const char *r, size_t len)
 /* What the command line asks for. */
 struct admin_opts {
     const char *host, *port;
+    bool ssl;               /* -S: TLS */
+    const char *ssl_ca_file, *ssl_certificate, *ssl_key;
     int timeout;            /* milliseconds, for each reply */
     bool graceful;          /* --shutdown waits for queued and running jobs */
     struct todo todo[64];   /* the commands, in the order given */
@@ -160,12 +168,18 @@ add_action(struct admin_opts *o, const char *a, size_t len, const char *val, int
     return 0;
 }
 
-/* Sets the connection option which ("host", "port" or "timeout") to val.
-   Returns 0, or -1 after printing why not. */
+/* Sets the connection option which ("host", "port", "timeout" or one of
+   the "ssl-*" files) to val.  Returns 0, or -1 after printing why not. */
 static int
 set_connection_option(struct admin_opts *o, const char *which, const char *val)
 {
-    if (which[0] == 'h') {
+    if (strcmp(which, "ssl-ca-file") == 0) {
+        o->ssl_ca_file = val;
+    } else if (strcmp(which, "ssl-certificate") == 0) {
+        o->ssl_certificate = val;
+    } else if (strcmp(which, "ssl-key") == 0) {
+        o->ssl_key = val;
+    } else if (which[0] == 'h') {
         o->host = val;
     } else if (which[0] == 'p') {
         o->port = val;
@@ -194,8 +208,8 @@ parse(int argc, char **argv, struct admin_opts *o)
             return 1;
         }
         if (strcmp(a, "-S") == 0 || strcmp(a, "--ssl") == 0) {
-            fprintf(stderr, "gearadmin: SSL is not supported by this build\n");
-            return -1;
+            o->ssl = true;
+            continue;
         }
         if (strcmp(a, "--graceful") == 0) {
             o->graceful = true;
@@ -209,9 +223,11 @@ parse(int argc, char **argv, struct admin_opts *o)
         } else if (strncmp(a, "--", 2) == 0) {
             const char *eq = strchr(a, '=');
             size_t len = eq ? (size_t)(eq - a - 2) : strlen(a + 2);
-            if ((len == 4 && strncmp(a + 2, "host", 4) == 0) || (len == 4 && strncmp(a + 2, "port", 4) == 0) ||
-                (len == 7 && strncmp(a + 2, "timeout", 7) == 0))
-                which = a[2] == 'h' ? "host" : a[2] == 'p' ? "port" : "timeout";
+            static const char *const conn_opts[] = {"host", "port", "timeout", "ssl-ca-file", "ssl-certificate",
+                                                    "ssl-key"};
+            for (size_t k = 0; k < sizeof conn_opts / sizeof conn_opts[0]; k++)
+                if (len == strlen(conn_opts[k]) && strncmp(a + 2, conn_opts[k], len) == 0)
+                    which = conn_opts[k];
             if (eq)
                 val = eq + 1;
             if (!which) {
@@ -227,6 +243,10 @@ parse(int argc, char **argv, struct admin_opts *o)
             return -1;
         if (set_connection_option(o, which, val) < 0)
             return -1;
+    }
+    if (!o->ssl && (o->ssl_ca_file || o->ssl_certificate || o->ssl_key)) {
+        fprintf(stderr, "gearadmin: the --ssl-* files need -S (--ssl)\n");
+        return -1;
     }
     if (o->ntodo == 0) {
         printf("No option execution operation given.\n\n");
@@ -292,8 +312,8 @@ run_commands(struct gmc *c, const struct admin_opts *o)
     return status;
 }
 
-/* Connects c to the server of -h and -p.  Returns 0, or -1 after printing
-   why not (c is then freed). */
+/* Connects c to the server of -h and -p (with TLS for -S).  Returns 0, or
+   -1 after printing why not (c is then freed). */
 static int
 open_connection(struct gmc *c, const struct admin_opts *o)
 {
@@ -302,7 +322,8 @@ open_connection(struct gmc *c, const struct admin_opts *o)
     char server[320];
     snprintf(server, sizeof server, strchr(o->host, ':') && o->host[0] != '[' ? "[%s]:%s" : "%s:%s", o->host,
              o->port);
-    if (gmc_add_servers(c, server, o->port) < 0 || gmc_connect(c) < 0) {
+    if (gmc_add_servers(c, server, o->port) < 0 ||
+        (o->ssl && gmc_use_tls(c, o->ssl_ca_file, o->ssl_certificate, o->ssl_key) < 0) || gmc_connect(c) < 0) {
         fprintf(stderr, "Error: %s\n", c->err);
         gmc_free(c);
         return -1;
@@ -313,6 +334,7 @@ open_connection(struct gmc *c, const struct admin_opts *o)
 int
 main(int argc, char **argv)
 {
+    signal(SIGPIPE, SIG_IGN); /* a TLS session writes with write(): a closed socket is an error, not a signal */
     struct admin_opts o = {.host = "localhost", .port = "4730", .timeout = 10000};
     int r = parse(argc, argv, &o);
     if (r != 0)

@@ -3,13 +3,15 @@
  * prints their results, or (-w) a worker that runs jobs, itself or through
  * a command.  Accepts the options of gearman-tools 1.1.20, minus its bugs:
  * it exits non-zero when a job fails or no server can be reached, and a
- * line-mode worker (-n) sends each output line once.  Single-threaded
- * (a command-running worker forks a child per job).
+ * line-mode worker (-n) sends each output line once.  -S (--ssl) and the
+ * --ssl-* files make its connections TLS (bin/client_tls.c).
+ * Single-threaded (a command-running worker forks a child per job).
  */
 #include "config.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <getopt.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -30,8 +32,9 @@ struct opts {
     const char *functions[MAX_FUNCTIONS];
     size_t nfunctions;
     const char *host, *port, *pidfile, *unique;
+    const char *ssl_ca_file, *ssl_certificate, *ssl_key;
     int timeout_ms;
-    bool verbose, background, high, low, per_line, strip_newline, prefix, no_stdin, worker, daemon;
+    bool ssl, verbose, background, high, low, per_line, strip_newline, prefix, no_stdin, worker, daemon;
     long count;
     char **rest;   /* client: workloads; worker: command and arguments */
     int nrest;
@@ -54,7 +57,12 @@ usage(FILE *out)
             "\t-p <port>     - Job server port\n"
             "\t-t <timeout>  - Timeout in milliseconds\n"
             "\t-i <pidfile>  - Create a pidfile for the process\n"
-            "\t-S            - Enable SSL connections (not supported: refused)\n"
+            "\t-S, --ssl     - Connect with TLS (1.2 or newer), verifying the server's\n"
+            "\t                certificate and that it names the -h host\n"
+            "\t--ssl-ca-file <file>     - CA certificates to verify the server's with\n"
+            "\t                           (default: the system's)\n"
+            "\t--ssl-certificate <file> - Our certificate, for servers that verify clients\n"
+            "\t--ssl-key <file>         - Its private key (default: in the certificate's file)\n"
             "\n"
             "Client options:\n"
             "\t-b            - Run jobs in the background(false)\n"
@@ -99,8 +107,14 @@ parse(int argc, char **argv, struct opts *o)
     int ch;
     long v;
     opterr = 0;
+    enum { OPT_CA = 1000, OPT_CERT, OPT_KEY };
+    static const struct option longopts[] = {{"ssl", no_argument, NULL, 'S'},
+                                             {"ssl-ca-file", required_argument, NULL, OPT_CA},
+                                             {"ssl-certificate", required_argument, NULL, OPT_CERT},
+                                             {"ssl-key", required_argument, NULL, OPT_KEY},
+                                             {NULL, 0, NULL, 0}};
     /* "+": stop at the first non-option, so a worker's command keeps its own options */
-    while ((ch = getopt(argc, argv, "+f:h:Hvp:t:i:SbILnNPsu:c:wd")) != -1) {
+    while ((ch = getopt_long(argc, argv, "+f:h:Hvp:t:i:SbILnNPsu:c:wd", longopts, NULL)) != -1) {
         switch (ch) {
         case 'f':
             if (o->nfunctions == MAX_FUNCTIONS) {
@@ -121,7 +135,10 @@ parse(int argc, char **argv, struct opts *o)
             o->timeout_ms = v == 0 ? -1 : (int)v;
             break;
         case 'i': o->pidfile = optarg; break;
-        case 'S': fprintf(stderr, "%s: SSL is not supported by this build\n", prog); return -1;
+        case 'S': o->ssl = true; break;
+        case OPT_CA: o->ssl_ca_file = optarg; break;
+        case OPT_CERT: o->ssl_certificate = optarg; break;
+        case OPT_KEY: o->ssl_key = optarg; break;
         case 'b': o->background = true; break;
         case 'I': o->high = true; break;
         case 'L': o->low = true; break;
@@ -140,12 +157,20 @@ parse(int argc, char **argv, struct opts *o)
         case 'w': o->worker = true; break;
         case 'd': o->daemon = true; break;
         default:
-            if (optopt && strchr("fhptiuc", optopt))
+            if (optopt >= OPT_CA)
+                fprintf(stderr, "%s: option %s needs a value\n", prog, argv[optind - 1]);
+            else if (optopt && strchr("fhptiuc", optopt))
                 fprintf(stderr, "%s: option -%c needs a value\n", prog, optopt);
-            else
+            else if (optopt)
                 fprintf(stderr, "%s: unknown option -%c\n", prog, optopt);
+            else
+                fprintf(stderr, "%s: unknown option %s\n", prog, argv[optind - 1]);
             return -1;
         }
+    }
+    if (!o->ssl && (o->ssl_ca_file || o->ssl_certificate || o->ssl_key)) {
+        fprintf(stderr, "%s: the --ssl-* files need -S (--ssl)\n", prog);
+        return -1;
     }
     o->rest = argv + optind;
     o->nrest = argc - optind;
@@ -781,8 +806,10 @@ main(int argc, char **argv)
     struct gmc c;
     gmc_init(&c);
     c.timeout_ms = o.timeout_ms;
-    if (setup_servers(&c, &o) < 0) {
+    if (setup_servers(&c, &o) < 0 ||
+        (o.ssl && gmc_use_tls(&c, o.ssl_ca_file, o.ssl_certificate, o.ssl_key) < 0)) {
         fprintf(stderr, "%s: %s\n", prog, c.err);
+        gmc_free(&c);
         return 1;
     }
     if (o.daemon) {

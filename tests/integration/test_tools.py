@@ -580,7 +580,8 @@ def test_gearman_refuses_wrong_options_with_exit_1():
     for args in (["x"],                      # no -f
                  ["-Z", "-f", "f1", "x"],    # unknown option
                  ["-f"],                     # missing value
-                 ["-S", "-f", "f1", "x"],    # SSL: not in this build
+                 ["--ssl-ca-file", "ca.pem", "-f", "f1", "x"],  # a TLS file without -S
+                 ["-S", "-f", "f1", "--ssl-key"],                # missing value
                  ["-t", "soon", "-f", "f1", "x"],
                  ["-w", "-c", "-1", "-f", "f1"]):
         r = gearman(port, *args, timeout=5)
@@ -1013,7 +1014,7 @@ def test_gearadmin_help_and_wrong_options():
     r = run(GEARADMIN, "--help")
     assert r.returncode == 0 and b"--status" in r.stdout and b"--shutdown" in r.stdout, r
     port = dead_port()
-    for args in (["--bogus"], ["--cancel-job"], ["--status=yes"], ["-S", "--status"],
+    for args in (["--bogus"], ["--cancel-job"], ["--status=yes"], ["--ssl-key", "k.pem", "--status"], ["-S", "--status", "--ssl-ca-file"],
                  ["-t", "never", "--status"], ["stray"]):
         r = gearadmin(port, *args, timeout=5)
         assert r.returncode == 1 and r.stderr, (args, r)
