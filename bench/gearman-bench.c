@@ -17,8 +17,15 @@
  *   echo   C connections keep K ECHO_REQs each in flight.
  *   rss    queue N background jobs and report the server's RSS per job.
  *   conns  open N idle connections and report the server's RSS per connection.
+ *   handshake  C threads each open a new connection, send one ECHO_REQ, read
+ *          its ECHO_RES and close, over and over: new connections per
+ *          second (with --tls, each a full TLS handshake: no session is
+ *          resumed).
  * --idle-workers N adds N registered, sleeping workers (plain sockets held
- * by the main thread) before the measured phase.
+ * by the main thread) before the measured phase.  --tls makes every
+ * connection of fg, bg, drain, echo, rss and handshake TLS, through the
+ * tools' TLS module (bin/client_tls.c): the server's certificate verified
+ * against --tls-ca, a client certificate with --tls-certificate.
  * Every payload is checked and every job counted: a lost, duplicated or
  * corrupted job is an error (exit 1), not a number.  With --pid, the
  * server's CPU seconds and RSS are read from /proc for the measured span.
@@ -34,7 +41,9 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -46,6 +55,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bin/client_tls.h"
 #include "libgearman-server/proto/protocol.h"
 
 struct cfg {
@@ -59,9 +69,11 @@ struct cfg {
     int idle_workers;       /* extra registered, sleeping workers */
     int priority;           /* 0 high, 1 normal, 2 low */
     int threads;            /* event-loop threads */
+    bool tls;               /* every connection TLS */
+    struct gmc_tls_files tls_files; /* --tls-ca, --tls-certificate, --tls-key */
 };
 
-static struct cfg C = {"127.0.0.1", "4730", "fg", 8, 8, 16, 1, 64, false, true, 5.0, 0, 0, 0, 1, 1};
+static struct cfg C = {"127.0.0.1", "4730", "fg", 8, 8, 16, 1, 64, false, true, 5.0, 0, 0, 0, 1, 1, false, {NULL, NULL, NULL}};
 
 /* Shared state of one phase.  Loop threads publish progress once per loop
    iteration (a counter bumped per job would bounce its cache line between
@@ -94,19 +106,31 @@ fail(const char *what)
     atomic_fetch_add(&errors, 1);
 }
 
+/* The server's address, resolved once (main thread, before any loop). */
+static struct sockaddr_storage server_addr;
+static socklen_t server_addrlen;
+
 static int
-connect_server(void)
+resolve_server(void)
 {
     struct addrinfo hints = {0}, *res;
     hints.ai_socktype = SOCK_STREAM;
     if (getaddrinfo(C.host, C.port, &hints, &res) != 0)
         return -1;
-    int fd = socket(res->ai_family, SOCK_STREAM, 0);
-    if (fd >= 0 && connect(fd, res->ai_addr, res->ai_addrlen) < 0) {
+    memcpy(&server_addr, res->ai_addr, res->ai_addrlen);
+    server_addrlen = res->ai_addrlen;
+    freeaddrinfo(res);
+    return 0;
+}
+
+static int
+connect_server(void)
+{
+    int fd = socket(server_addr.ss_family, SOCK_STREAM, 0);
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&server_addr, server_addrlen) < 0) {
         close(fd);
         fd = -1;
     }
-    freeaddrinfo(res);
     if (fd >= 0) {
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -115,11 +139,69 @@ connect_server(void)
 }
 
 /* ------------------------------------------------------------------ */
+/* TLS (--tls): bin/client_tls.c, which never waits; we poll           */
+/* ------------------------------------------------------------------ */
+
+/* A TLS context with the --tls-* files, or NULL after fail(). */
+static struct gmc_tls *
+tls_new(void)
+{
+    char err[512];
+    struct gmc_tls *t = gmc_tls_new(&C.tls_files, err, sizeof err);
+    if (!t)
+        fail(err);
+    return t;
+}
+
+/* Waits (at most until the deadline, a now() time) for what a TLS call
+   asked for: 1 when the socket is ready, 0 on timeout. */
+static int
+tls_wait(int fd, ssize_t want, double deadline)
+{
+    for (;;) {
+        int ms = (int)((deadline - now()) * 1000);
+        if (ms <= 0)
+            return 0;
+        struct pollfd pfd = {fd, want == GMC_TLS_WANT_WRITE ? POLLOUT : POLLIN, 0};
+        int r = poll(&pfd, 1, ms);
+        if (r > 0 || (r < 0 && errno != EINTR))
+            return 1;
+    }
+}
+
+/* A full TLS handshake on the connected, non-blocking socket fd (t's
+   previous session, if any, is ended).  Returns 0, or -1 after fail(). */
+static int
+tls_handshake(struct gmc_tls *t, int fd)
+{
+    char why[512];
+    double deadline = now() + 10;
+    if (gmc_tls_begin(t, fd, C.host, why, sizeof why) < 0) {
+        fail(why);
+        return -1;
+    }
+    for (;;) {
+        int r = gmc_tls_handshake(t, why, sizeof why);
+        if (r == 0)
+            return 0;
+        if (r == -1) {
+            fail(why);
+            return -1;
+        }
+        if (!tls_wait(fd, r, deadline)) {
+            fail("no TLS handshake within 10 s");
+            return -1;
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ */
 /* Connection buffers (non-blocking sockets)                           */
 /* ------------------------------------------------------------------ */
 
 struct io {
     int fd;
+    struct gmc_tls *tls;        /* --tls: the connection's session */
     char *in;
     size_t start, len, cap;     /* unparsed input is in[start, len) */
     char *out;
@@ -137,12 +219,15 @@ io_open(struct io *io)
     io->out = malloc(io->ocap);
     if (io->fd >= 0)
         fcntl(io->fd, F_SETFL, fcntl(io->fd, F_GETFL) | O_NONBLOCK);
+    if (io->fd >= 0 && C.tls && (!(io->tls = tls_new()) || tls_handshake(io->tls, io->fd) < 0))
+        return -1;
     return io->fd >= 0 && io->in && io->out ? 0 : -1;
 }
 
 static void
 io_close(struct io *io)
 {
+    gmc_tls_free(io->tls);
     if (io->fd >= 0)
         close(io->fd);
     free(io->in);
@@ -166,7 +251,14 @@ static int
 io_flush(struct io *io)
 {
     while (io->ooff < io->olen) {
-        ssize_t w = send(io->fd, io->out + io->ooff, io->olen - io->ooff, MSG_NOSIGNAL);
+        char why[256];
+        ssize_t w = io->tls ? gmc_tls_write(io->tls, io->out + io->ooff, io->olen - io->ooff, why, sizeof why)
+                            : send(io->fd, io->out + io->ooff, io->olen - io->ooff, MSG_NOSIGNAL);
+        if (io->tls && w < 0) {
+            if (w == -1)
+                return -1;
+            return 0; /* the session waits for the socket */
+        }
         if (w < 0) {
             if (errno == EINTR)
                 continue;
@@ -178,6 +270,29 @@ io_flush(struct io *io)
     }
     io->ooff = io->olen = 0;
     return 0;
+}
+
+/* TLS: reads until the session has nothing more (so that no decrypted
+   byte waits in it while epoll, which sees only the socket, sleeps).
+   1 bytes read, 0 nothing ready, -1 closed or error. */
+static int
+io_fill_tls(struct io *io)
+{
+    int got = 0;
+    for (;;) {
+        if (io->len == io->cap) {
+            io->cap *= 2;
+            io->in = realloc(io->in, io->cap);
+        }
+        char why[256];
+        ssize_t r = gmc_tls_read(io->tls, io->in + io->len, io->cap - io->len, why, sizeof why);
+        if (r > 0) {
+            io->len += (size_t)r;
+            got = 1;
+            continue;
+        }
+        return r == -1 && !got ? -1 : got; /* bytes before an error are handled first */
+    }
 }
 
 /* One recv into the input buffer: >0 bytes read, 0 nothing ready, -1 closed or error. */
@@ -203,6 +318,8 @@ io_fill(struct io *io)
         io->in = realloc(io->in, want);
         io->cap = want;
     }
+    if (io->tls)
+        return io_fill_tls(io);
     for (;;) {
         ssize_t r = recv(io->fd, io->in + io->len, io->cap - io->len, 0);
         if (r > 0) {
@@ -611,8 +728,12 @@ conn_new(enum role role, int id)
 static void
 conn_begin(struct conn *c)
 {
-    if (c->role == ROLE_WORKER || c->dead)
+    if (c->role == ROLE_WORKER)
         return;
+    if (c->dead) { /* could not connect (already an error): nothing to wait for */
+        atomic_fetch_sub(&clients_left, 1);
+        return;
+    }
     while (c->inflight < C.depth && more_to_send(c))
         send_next(c);
     if (c->inflight == 0) {
@@ -920,10 +1041,11 @@ static void
 usage(void)
 {
     fprintf(stderr,
-            "usage: gearman-bench [--host H] [--port P] --mode fg|bg|drain|echo|rss|conns [--clients C]\n"
-            "       [--workers W] [--depth K] [--payload BYTES] [--functions N] [--unique]\n"
+            "usage: gearman-bench [--host H] [--port P] --mode fg|bg|drain|echo|rss|conns|handshake\n"
+            "       [--clients C] [--workers W] [--depth K] [--payload BYTES] [--functions N] [--unique]\n"
             "       [--seconds S | --count N] [--pid SERVER_PID] [--idle-workers N] [--no-drain]\n"
-            "       [--priority high|normal|low] [--threads N]\n");
+            "       [--priority high|normal|low] [--threads N]\n"
+            "       [--tls --tls-ca FILE [--tls-certificate FILE [--tls-key FILE]]]\n");
 }
 
 /* Reads the options into C.  Returns 0, 1 when --help was asked for (exit
@@ -936,6 +1058,7 @@ parse_options(int argc, char **argv)
         {"workers", 1, 0, 'w'}, {"depth", 1, 0, 'k'}, {"payload", 1, 0, 's'}, {"functions", 1, 0, 'f'},
         {"unique", 0, 0, 'u'}, {"seconds", 1, 0, 't'}, {"count", 1, 0, 'n'}, {"pid", 1, 0, 'P'},
         {"idle-workers", 1, 0, 'i'}, {"no-drain", 0, 0, 'D'}, {"priority", 1, 0, 'r'}, {"threads", 1, 0, 'T'},
+        {"tls", 0, 0, 'S'}, {"tls-ca", 1, 0, 'A'}, {"tls-certificate", 1, 0, 'C'}, {"tls-key", 1, 0, 'K'},
         {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -956,11 +1079,19 @@ parse_options(int argc, char **argv)
         case 'D': C.drain = false; break;
         case 'r': C.priority = strcmp(optarg, "high") == 0 ? 0 : strcmp(optarg, "low") == 0 ? 2 : 1; break;
         case 'T': C.threads = atoi(optarg); break;
+        case 'S': C.tls = true; break;
+        case 'A': C.tls_files.ca_file = optarg; break;
+        case 'C': C.tls_files.certificate = optarg; break;
+        case 'K': C.tls_files.key = optarg; break;
         default: usage(); return ch == 'h' ? 1 : -1;
         }
     }
     if (C.clients < 1 || C.depth < 1 || C.functions < 1 || C.workers < 0 || C.threads < 1 || C.idle_workers < 0) {
         usage();
+        return -1;
+    }
+    if (C.tls && (!C.tls_files.ca_file || C.idle_workers || strcmp(C.mode, "conns") == 0)) {
+        fprintf(stderr, "gearman-bench: --tls needs --tls-ca, and works with neither --idle-workers nor conns\n");
         return -1;
     }
     return 0;
@@ -1044,6 +1175,140 @@ run_drain(bool drain, struct result *res)
     free(ws);
 }
 
+/* ------------------------------------------------------------------ */
+/* New connections (handshake mode)                                    */
+/* ------------------------------------------------------------------ */
+
+/* One connecting thread and what it saw. */
+struct connector {
+    pthread_t thread;
+    int id;
+    long done;
+    struct lat lat;
+};
+
+/* Sends all of p on the non-blocking socket fd (through its TLS session t
+   when there is one) before the deadline.  Returns 0, or -1 after fail(). */
+static int
+send_all(int fd, struct gmc_tls *t, const char *p, size_t len, double deadline)
+{
+    while (len) {
+        char why[256];
+        ssize_t w = t ? gmc_tls_write(t, p, len, why, sizeof why) : send(fd, p, len, MSG_NOSIGNAL);
+        if (w > 0) {
+            p += w;
+            len -= (size_t)w;
+            continue;
+        }
+        if (t ? w == -1 : (errno != EAGAIN && errno != EINTR)) {
+            fail(t ? why : strerror(errno));
+            return -1;
+        }
+        if (!tls_wait(fd, t ? w : GMC_TLS_WANT_WRITE, deadline)) {
+            fail("send: no progress within 10 s");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Reads exactly len bytes into b, as send_all() writes.  0, or -1 after fail(). */
+static int
+recv_exact(int fd, struct gmc_tls *t, char *b, size_t len, double deadline)
+{
+    while (len) {
+        char why[256];
+        ssize_t r = t ? gmc_tls_read(t, b, len, why, sizeof why) : recv(fd, b, len, 0);
+        if (r > 0) {
+            b += r;
+            len -= (size_t)r;
+            continue;
+        }
+        if (t ? r == -1 : (r == 0 || (errno != EAGAIN && errno != EINTR))) {
+            fail(t ? why : r == 0 ? "the server closed the connection" : strerror(errno));
+            return -1;
+        }
+        if (!tls_wait(fd, t ? r : GMC_TLS_WANT_READ, deadline)) {
+            fail("no ECHO_RES within 10 s");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* A connecting thread: new connection, (TLS handshake,) one ECHO checked
+   byte for byte, close; again until the window or its count is over. */
+static void *
+connector_main(void *arg)
+{
+    struct connector *k = arg;
+    struct gmc_tls *t = C.tls ? tls_new() : NULL; /* one context, a new session each time */
+    size_t cap = C.payload + 64;
+    char *payload = malloc(cap), *req = malloc(cap + GM_HEADER_SIZE), *res = malloc(cap + GM_HEADER_SIZE);
+    while ((!C.tls || t) && (C.seconds > 0 ? now() < t_end : k->done < per_client_count)) {
+        double t0 = now(), deadline = t0 + 10;
+        int fd = connect_server();
+        if (fd < 0) {
+            fail("cannot connect");
+            break;
+        }
+        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+        size_t len = make_payload(payload, k->id, k->done);
+        struct gm_field_ref f = {payload, len};
+        size_t n = gm_packet_encode(req, GM_MAGIC_REQ, GM_PKT_ECHO_REQ, &f, 1);
+        bool ok = (!t || tls_handshake(t, fd) == 0) && send_all(fd, t, req, n, deadline) == 0 &&
+                  recv_exact(fd, t, res, n, deadline) == 0;
+        if (ok) {
+            struct gm_header h;
+            if (gm_header_decode((unsigned char *)res, UINT32_MAX - GM_HEADER_SIZE, &h) != GM_PARSE_OK ||
+                h.magic != GM_MAGIC_RES || h.type != GM_PKT_ECHO_RES || h.size != len ||
+                memcmp(res + GM_HEADER_SIZE, payload, len) != 0) {
+                fail("bad ECHO_RES");
+                ok = false;
+            }
+        }
+        if (t)
+            gmc_tls_end(t);
+        close(fd);
+        if (!ok)
+            break;
+        lat_add(&k->lat, now() - t0);
+        k->done++;
+    }
+    gmc_tls_free(t);
+    free(payload);
+    free(req);
+    free(res);
+    return NULL;
+}
+
+/* handshake mode: C connecting threads for the window (or count). */
+static void
+run_connectors(struct result *res)
+{
+    struct connector *ks = calloc((size_t)C.clients, sizeof *ks);
+    res->rss_before = proc_rss_kb(C.pid);
+    double cpu0 = proc_cpu(C.pid), t0 = now(), self0 = self_cpu();
+    t_end = t0 + C.seconds;
+    for (int i = 0; i < C.clients; i++) {
+        ks[i].id = i;
+        pthread_create(&ks[i].thread, NULL, connector_main, &ks[i]);
+    }
+    for (int i = 0; i < C.clients; i++)
+        pthread_join(ks[i].thread, NULL);
+    res->span = now() - t0;
+    res->cpu = proc_cpu(C.pid) - cpu0;
+    res->self_cpu_s = self_cpu() - self0;
+    res->rss_loaded = proc_rss_kb(C.pid);
+    for (int i = 0; i < C.clients; i++) {
+        res->done += ks[i].done;
+        for (size_t j = 0; j < ks[i].lat.n; j++)
+            lat_add(&res->all, ks[i].lat.v[j]);
+        free(ks[i].lat.v);
+    }
+    free(ks);
+}
+
 /* Prints the key=value line on stdout and the summary on stderr. */
 static void
 report(bool drain, bool rss, struct result *res)
@@ -1070,13 +1335,26 @@ report(bool drain, bool rss, struct result *res)
 int
 main(int argc, char **argv)
 {
+    signal(SIGPIPE, SIG_IGN); /* a TLS session writes with write(): a closed socket is an error */
     int r = parse_options(argc, argv);
     if (r != 0)
         return r > 0 ? 0 : 2;
+    if (resolve_server() < 0) {
+        fprintf(stderr, "gearman-bench: cannot resolve %s:%s\n", C.host, C.port);
+        return 2;
+    }
     bool fg = strcmp(C.mode, "fg") == 0, bg = strcmp(C.mode, "bg") == 0, echo = strcmp(C.mode, "echo") == 0;
     bool drain = strcmp(C.mode, "drain") == 0, rss = strcmp(C.mode, "rss") == 0;
     if (strcmp(C.mode, "conns") == 0)
         return idle_connections();
+    if (strcmp(C.mode, "handshake") == 0) {
+        per_client_count = C.count ? (C.count + C.clients - 1) / C.clients : 0;
+        struct result res = {0};
+        run_connectors(&res);
+        report(false, false, &res);
+        free(res.all.v);
+        return atomic_load(&errors) ? 1 : 0;
+    }
     if (!fg && !bg && !echo && !drain && !rss) {
         usage();
         return 2;

@@ -3,18 +3,24 @@
 what its figures rest on: every mode runs against our server and counts
 exactly the jobs it was asked for, and a lost, duplicated or corrupted job
 (served by a deliberately broken fake server) makes it fail, not report a
-number.  Speed itself is measured by `make bench`, never here (design 8)."""
+number.  The same over TLS (--tls, and the handshake mode's new
+connections), through stunnel4 in front of our server and on gearmand --ssl
+once the server has TLS.  Speed itself is measured by `make bench`, never
+here (design 8)."""
 
 import os
+import shutil
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 
 import gmtest  # noqa: E402
-from gmtest import NAME, T, Server, test, wait_until  # noqa: E402
+import tlsutil  # noqa: E402
+from gmtest import NAME, T, Server, skip, test, wait_until  # noqa: E402
 
 BENCH = os.path.join(gmtest.TOP_BUILDDIR, "bench", "gearman-bench")
 
@@ -85,11 +91,97 @@ def test_big_payloads_idle_workers_and_a_time_window():
 
 
 @test
+def test_new_connections_count_exactly():
+    with Server() as s:
+        f = bench_ok(s, "--mode", "handshake", "--count", 300, "--clients", 3)
+        assert f["ops"] == "300" and float(f["p50_us"]) > 0, f
+
+
+def tls_fronts():
+    """(name, function(ca) -> context manager yielding (port, pid)) for
+    each way of reaching our server over TLS that this build has."""
+    if not tlsutil.have("openssl"):
+        skip("openssl is not installed")
+    fronts = []
+    if tlsutil.have("stunnel"):
+        class ViaStunnel:
+            def __init__(self, d):
+                self.d = d
+
+            def __enter__(self):
+                self.s = Server().start()
+                self.t = tlsutil.Stunnel(self.s.port, self.d.server).start()
+                return self.t.port, self.s.proc.pid
+
+            def __exit__(self, *exc):
+                self.t.stop()
+                assert self.s.stop() == 0, self.s.log_text()[-2000:]
+        fronts.append(("stunnel", ViaStunnel))
+    with open(gmtest.GEARMAND, "rb") as g:
+        server_tls = b"SSL_CTX_new" in g.read()  # until the server has TLS, --ssl serves plain text
+    if server_tls:
+        class OnGearmand:
+            def __init__(self, d):
+                self.d = d
+
+            def __enter__(self):
+                self.s = Server("--ssl", "--ssl-certificate", self.d.server.cert, "--ssl-key", self.d.server.key,
+                                "--ssl-ca-file", self.d.ca.cert).start()
+                return self.s.port, self.s.proc.pid
+
+            def __exit__(self, *exc):
+                assert self.s.stop() == 0, self.s.log_text()[-2000:]
+        fronts.append(("gearmand --ssl", OnGearmand))
+    if not fronts:
+        skip("neither stunnel4 nor a gearmand with TLS")
+    return fronts
+
+
+@test
+def test_tls_modes_count_exactly():
+    d = tempfile.mkdtemp(prefix="gmtest-bench-tls-")
+    try:
+        class Files:
+            pass
+        files = Files()
+        files.ca = tlsutil.CA(d)
+        files.server = files.ca.issue("server", dns=["localhost"], ips=["127.0.0.1"])
+        tls = ("--tls", "--tls-ca", files.ca.cert)
+        for name, front in tls_fronts():
+            with front(files) as (port, pid):
+                for args, want in ((("--mode", "fg", "--count", 2000, "--clients", 4, "--workers", 3, "--depth", 8),
+                                    "2000"),
+                                   (("--mode", "fg", "--count", 40, "--clients", 2, "--workers", 2, "--depth", 4,
+                                     "--payload", 65536, "--threads", 2), "40"),
+                                   (("--mode", "echo", "--count", 5000, "--clients", 5, "--depth", 16), "5000"),
+                                   (("--mode", "bg", "--count", 3000, "--clients", 3, "--workers", 2, "--depth", 64),
+                                    "3000"),
+                                   (("--mode", "handshake", "--count", 100, "--clients", 2), "100")):
+                    code, f, err = bench(port, "--pid", pid, *tls, *args)
+                    assert code == 0 and f.get("errors") == "0" and f.get("ops") == want, (name, args, code, f, err)
+            # TLS to the plain port, or a CA that did not sign the server's certificate: errors, not numbers
+            with Server() as s:
+                code, f, err = bench(s.port, *tls, "--mode", "handshake", "--count", 10, "--clients", 1)
+                assert code == 1 and "did not answer in TLS" in err, (code, f, err)
+            other = tlsutil.CA(d, "other-ca")
+            with front(files) as (port, pid):
+                code, f, err = bench(port, "--tls", "--tls-ca", other.cert, "--mode", "echo", "--count", 10,
+                                     "--clients", 1)
+                assert code == 1 and "unable to get local issuer certificate" in err, (code, f, err)
+    finally:
+        shutil.rmtree(d, True)
+
+
+@test
 def test_bad_arguments_are_refused():
     code, _, err = bench(1, "--mode", "nosuch")
     assert code == 2 and "usage" in err, (code, err)
     code, _, err = bench(1, "--threads", 0)
     assert code == 2 and "usage" in err, (code, err)
+    for args in (("--tls",), ("--tls", "--tls-ca", "ca.pem", "--mode", "conns"),
+                 ("--tls", "--tls-ca", "ca.pem", "--idle-workers", 3)):
+        code, _, err = bench(1, *args)
+        assert code == 2 and "--tls needs --tls-ca" in err, (args, code, err)
 
 
 class FakeServer(gmtest.StubServer):
@@ -195,6 +287,11 @@ def test_a_wrong_echo_and_a_closed_connection_are_errors():
         return None
     code, _, err = broken_run(hang_up, "--mode", "echo", "--count", 20, "--clients", 1)
     assert code == 1 and "lost its connection" in err, (code, err)
+    # the same on new connections
+    code, _, err = broken_run(echo_wrong, "--mode", "handshake", "--count", 20, "--clients", 1)
+    assert code == 1 and "bad ECHO_RES" in err, (code, err)
+    code, _, err = broken_run(hang_up, "--mode", "handshake", "--count", 20, "--clients", 1)
+    assert code == 1 and "closed the connection" in err, (code, err)
 
 
 @test
