@@ -61,6 +61,9 @@ gm_tls_ctx_load(const struct gm_server_config *cfg, char *err, size_t errlen)
     /* Idle connections give their buffers back; the writer hands the same
        bytes again from wherever they are after a partial write. */
     SSL_CTX_set_mode(x, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    /* Records are read as many as the socket has in one read(2), not a
+       header and a body each; what is left over is pending (reader.c). */
+    SSL_CTX_set_read_ahead(x, 1);
     static const unsigned char sid[] = "gearmand";
     SSL_CTX_set_session_id_context(x, sid, sizeof sid - 1);
     if (SSL_CTX_use_certificate_chain_file(x, cert) != 1) {

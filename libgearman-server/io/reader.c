@@ -146,8 +146,8 @@ conn_read(struct conn *c)
             return;
         }
         conn_mark_read(c);
-        if (!c->big && (size_t)n < room && !c->ssl)
-            return; /* the socket is drained (a TLS read ends with each record: read on) */
+        if (!c->big && (size_t)n < room && !conn_recv_pending(c))
+            return; /* the socket is drained, or says when it has more (a TLS record) */
     }
     /* Fairness: the socket says when more is there, but not a TLS session
        holding bytes already received. */

@@ -145,7 +145,7 @@ tls_handshake(struct conn *c)
     char why[200], line[240];
     tls_reason(c, r, code, why, sizeof why);
     snprintf(line, sizeof line, "TLS handshake failed: %s", why);
-    conn_close(c, GM_LOG_WARNING, line);
+    conn_close(c, GM_LOG_ERROR, line); /* as a bad packet is: rate-limited per connection and thread */
 }
 
 ssize_t
