@@ -13,6 +13,7 @@
 #ifdef HAVE_OPENSSL
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 /* The reason OpenSSL gives for the failure (its first, most specific
    error: "no start line" rather than "PEM lib"), or `fallback`. */
@@ -67,11 +68,18 @@ gm_tls_ctx_load(const struct gm_server_config *cfg, char *err, size_t errlen)
     static const unsigned char sid[] = "gearmand";
     SSL_CTX_set_session_id_context(x, sid, sizeof sid - 1);
     if (SSL_CTX_use_certificate_chain_file(x, cert) != 1) {
-        snprintf(err, errlen, "--ssl-certificate %s: %s", cert, ssl_reason("not a PEM certificate"));
+        snprintf(err, errlen, "--ssl-certificate %s: not a usable PEM certificate (%s)", cert,
+                 ssl_reason("unreadable"));
         goto fail;
     }
     if (SSL_CTX_use_PrivateKey_file(x, key, SSL_FILETYPE_PEM) != 1) {
-        snprintf(err, errlen, "--ssl-key %s: %s", key, ssl_reason("not a PEM private key"));
+        if (ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH) {
+            ERR_clear_error();
+            snprintf(err, errlen, "--ssl-key %s does not match --ssl-certificate %s", key, cert);
+        } else {
+            snprintf(err, errlen, "--ssl-key %s: not a usable PEM private key (%s)", key,
+                     ssl_reason("unreadable"));
+        }
         goto fail;
     }
     if (SSL_CTX_check_private_key(x) != 1) {
@@ -84,7 +92,7 @@ gm_tls_ctx_load(const struct gm_server_config *cfg, char *err, size_t errlen)
         if (!names || SSL_CTX_load_verify_locations(x, ca, NULL) != 1) {
             if (names)
                 sk_X509_NAME_pop_free(names, X509_NAME_free);
-            snprintf(err, errlen, "--ssl-ca-file %s: %s", ca, ssl_reason("no PEM certificate in it"));
+            snprintf(err, errlen, "--ssl-ca-file %s: no usable PEM certificate (%s)", ca, ssl_reason("none in it"));
             goto fail;
         }
         SSL_CTX_set_client_CA_list(x, names);
