@@ -272,9 +272,10 @@ io_flush(struct io *io)
     return 0;
 }
 
-/* TLS: reads until the session has nothing more (so that no decrypted
-   byte waits in it while epoll, which sees only the socket, sleeps).
-   1 bytes read, 0 nothing ready, -1 closed or error. */
+/* TLS: reads until the session holds nothing more (so that no byte waits
+   in it while epoll, which sees only the socket, sleeps); what the socket
+   still holds wakes epoll again.  1 bytes read, 0 nothing ready, -1 closed
+   or error. */
 static int
 io_fill_tls(struct io *io)
 {
@@ -285,10 +286,13 @@ io_fill_tls(struct io *io)
             io->in = realloc(io->in, io->cap);
         }
         char why[256];
-        ssize_t r = gmc_tls_read(io->tls, io->in + io->len, io->cap - io->len, why, sizeof why);
+        size_t room = io->cap - io->len;
+        ssize_t r = gmc_tls_read(io->tls, io->in + io->len, room, why, sizeof why);
         if (r > 0) {
             io->len += (size_t)r;
             got = 1;
+            if ((size_t)r < room && !gmc_tls_pending(io->tls))
+                return 1;
             continue;
         }
         return r == -1 && !got ? -1 : got; /* bytes before an error are handled first */

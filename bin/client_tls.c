@@ -100,6 +100,7 @@ gmc_tls_new(const struct gmc_tls_files *f, char *err, size_t errlen)
     }
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    SSL_CTX_set_read_ahead(ctx, 1); /* one read(2) for what the socket holds, not two per record */
     int rc = 0;
     if (f->ca_file) {
         if (!readable(f->ca_file, "CA file", err, errlen)) {
@@ -225,6 +226,12 @@ gmc_tls_read(struct gmc_tls *t, void *buf, size_t len, char *why, size_t whylen)
     return n > 0 ? n : failure(t, n, 0, why, whylen);
 }
 
+int
+gmc_tls_pending(const struct gmc_tls *t)
+{
+    return t->ssl && SSL_has_pending(t->ssl);
+}
+
 ssize_t
 gmc_tls_write(struct gmc_tls *t, const void *buf, size_t len, char *why, size_t whylen)
 {
@@ -287,6 +294,13 @@ gmc_tls_read(struct gmc_tls *t, void *buf, size_t len, char *why, size_t whylen)
     (void)t, (void)buf, (void)len;
     snprintf(why, whylen, "this build has no TLS");
     return -1;
+}
+
+int
+gmc_tls_pending(const struct gmc_tls *t)
+{
+    (void)t;
+    return 0;
 }
 
 ssize_t

@@ -53,6 +53,10 @@ int gmc_tls_handshake(struct gmc_tls *t, char *why, size_t whylen);
    or -1 with why (also when the server closed the connection). */
 ssize_t gmc_tls_read(struct gmc_tls *t, void *buf, size_t len, char *why, size_t whylen);
 
+/* Whether the session holds bytes already read from the socket (the
+   socket may be empty while a read would still return data). */
+int gmc_tls_pending(const struct gmc_tls *t);
+
 /* Encrypts up to len bytes: the count taken (> 0), GMC_TLS_WANT_READ/WRITE,
    or -1 with why. */
 ssize_t gmc_tls_write(struct gmc_tls *t, const void *buf, size_t len, char *why, size_t whylen);
