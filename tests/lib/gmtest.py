@@ -162,10 +162,12 @@ class Packet:
 
 
 class Conn:
-    """One raw connection to the server."""
+    """One raw connection to the server (from the address `source`, such as
+    127.0.0.2, when given: the server then sees another peer)."""
 
-    def __init__(self, port, host="127.0.0.1", timeout=10.0):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(self, port, host="127.0.0.1", timeout=10.0, source=None):
+        self.sock = socket.create_connection((host, port), timeout=timeout,
+                                             source_address=(source, 0) if source else None)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = b""
         self.timeout = timeout
