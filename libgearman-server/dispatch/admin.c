@@ -350,7 +350,8 @@ cmd_policy(struct gm_dispatcher *d, struct gm_peer *p, const struct words *w)
     fn->policy->v = v;
     fn->policy->set = !reset;
     persist_policy(d, fn);
-    gm_log(GM_LOG_NOTICE, "policy of %s %s by %s:%u", fn->name, reset ? "reset" : "set", p->addr, p->port);
+    gm_log(GM_LOG_NOTICE, "policy of %s %s by %s:%u%s", fn->name, reset ? "reset" : "set", p->addr, p->port,
+           p->log_name);
     wake_workers(d, fn); /* a raised concurrency limit */
     send_str(d, p, "OK\r\n");
 }
@@ -460,8 +461,8 @@ cmd_dead(struct gm_dispatcher *d, struct gm_peer *p, const struct words *w)
         struct gm_function *fn = gm_disp_function_find(d, w->w[3], w->len[3]);
         uint64_t count = lifecycle_dead_all(d, fn, retry);
         if (fn)
-            gm_log(GM_LOG_NOTICE, "%s dead letters of %s by %s:%u: %llu", retry ? "retry" : "discard", fn->name,
-                   p->addr, p->port, (unsigned long long)count);
+            gm_log(GM_LOG_NOTICE, "%s dead letters of %s by %s:%u%s: %llu", retry ? "retry" : "discard", fn->name,
+                   p->addr, p->port, p->log_name, (unsigned long long)count);
         send_str(d, p, "OK\r\n");
         return;
     }
@@ -509,8 +510,8 @@ cmd_shutdown(struct gm_dispatcher *d, struct gm_peer *p, const struct words *w)
         send_str(d, p, "ERR PERMISSION_DENIED shutdown+is+accepted+only+from+loopback\r\n");
         return;
     }
-    gm_log(GM_LOG_NOTICE, "shutdown%s requested by %s:%u", graceful ? " graceful" : "", p->addr,
-           p->port);
+    gm_log(GM_LOG_NOTICE, "shutdown%s requested by %s:%u%s", graceful ? " graceful" : "", p->addr,
+           p->port, p->log_name);
     send_str(d, p, "OK\r\n");
     if (graceful) {
         gm_disp_request_shutdown(d, GM_STOP_ACCEPTING);

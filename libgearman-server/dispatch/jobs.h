@@ -157,8 +157,10 @@ struct gm_peer {
     bool acl_fn_ok;
     uint64_t acl_fn_serial;
     char addr[GM_ADDR_MAX];
+    const char *identity;        /* "cn:NAME" (verified client certificate) or "ip:ADDRESS" */
     uint32_t identity_len;
-    char identity[];             /* "cn:NAME" (verified client certificate) or "ip:ADDRESS" */
+    const char *log_name;        /* " cn:NAME" for the log lines about it, or "" (an ip: is its address) */
+    char id_buf[];               /* " " and the identity */
 };
 
 /* The last jobs a time limit took back from a worker: its later WORK_*

@@ -59,7 +59,7 @@ peer_open(struct gm_dispatcher *d, const struct gm_in *m)
         id_len = (size_t)snprintf(ip, sizeof ip, "ip:%.*s", GM_ADDR_MAX - 1, a);
         id = ip;
     }
-    struct gm_peer *p = calloc(1, sizeof *p + id_len + 1);
+    struct gm_peer *p = calloc(1, sizeof *p + 1 + id_len + 1);
     if (!p) {
         gm_log(GM_LOG_ERROR, "out of memory for connection %s:%u", m->u.open.addr, m->u.open.port);
         gm_disp_send_close(d, m->conn);
@@ -71,9 +71,12 @@ peer_open(struct gm_dispatcher *d, const struct gm_in *m)
     memcpy(p->addr, m->u.open.addr, sizeof p->addr);
     p->addr[sizeof p->addr - 1] = '\0';
     p->is_loopback = addr_is_loopback(p->addr);
-    memcpy(p->identity, id, id_len);
-    p->identity[id_len] = '\0';
+    p->id_buf[0] = ' ';
+    memcpy(p->id_buf + 1, id, id_len);
+    p->id_buf[1 + id_len] = '\0';
+    p->identity = p->id_buf + 1;
     p->identity_len = (uint32_t)id_len;
+    p->log_name = id != ip ? p->id_buf : "";
     /* a certificate's name says more than the address column: it stands
        for an unset client id, when it cannot cut a listing's line */
     p->id_listed = id != ip && !gm_name_check(GM_NAME_CLIENT_ID, id, id_len) && !memchr(id, ' ', id_len) &&

@@ -210,6 +210,10 @@ START_TEST(test_denials_are_logged_at_most_once_a_second_per_identity)
     H.now += 600; /* a second after the first */
     submit(a, GM_PKT_SUBMIT_JOB_BG, "g", "", "d");
     DENIED(a, "ip:127.0.0.1 lacks submit for function g");
+    /* a certificate's name is in the lines about its connection */
+    gm_conn_id c = open_as("cert", "10.0.0.3", "cn:w");
+    work(c, GM_PKT_WORK_COMPLETE, "H:test:404", "x");
+    EXPECT(c, GM_PKT_ERROR, "JOB_NOT_FOUND", ANY);
     gm_log_open("none");
     gm_log_level = -1;
     FILE *f = fopen(path, "r");
@@ -219,15 +223,16 @@ START_TEST(test_denials_are_logged_at_most_once_a_second_per_identity)
     const char *want[] = {"permission denied: ip:127.0.0.1 lacks submit for function g (127.0.0.1:40001)",
                           "permission denied: ip:10.0.0.2 lacks submit for function f (10.0.0.2:40002)",
                           "permission denied: ip:127.0.0.1 lacks submit for function g (127.0.0.1:40001) (and 4 "
-                          "more since)"};
+                          "more since)",
+                          "GEARMAN_JOB_NOT_FOUND:Job given in work result not found (10.0.0.3:40003 cn:w)"};
     while (fgets(line, sizeof line, f)) {
-        ck_assert_int_lt(n, 3);
-        ck_assert_msg(strstr(line, want[n]) && strstr(line, "WARNING"), "line %d: %s", n, line);
+        ck_assert_int_lt(n, 4);
+        ck_assert_msg(strstr(line, want[n]) && strstr(line, n < 3 ? "WARNING" : "ERROR"), "line %d: %s", n, line);
         n++;
     }
     fclose(f);
     unlink(path);
-    ck_assert_int_eq(n, 3);
+    ck_assert_int_eq(n, 4);
     ck_assert_uint_eq(view_now().denied_submit, 7);
 }
 END_TEST
