@@ -116,7 +116,8 @@ object_of(enum gm_perm perm)
 }
 
 bool
-access_peer_slow(struct gm_dispatcher *d, struct gm_peer *p, enum gm_perm perm, const char *name, size_t len)
+access_peer_slow(struct gm_dispatcher *d, struct gm_peer *p, enum gm_perm perm, const struct gm_function *fn,
+                 const char *name, size_t len)
 {
     uint8_t bit = GM_PERM_BIT(perm);
     if (p->acl_gen != d->acl_gen) {
@@ -135,7 +136,6 @@ access_peer_slow(struct gm_dispatcher *d, struct gm_peer *p, enum gm_perm perm, 
     } else if (perm == GM_PERM_SUBMIT) {
         /* the answer for the function asked about last is kept, by its
            serial number (a function dropped and made again is new) */
-        const struct gm_function *fn = gm_disp_function_find(d, name, len);
         if (fn && fn->serial == p->acl_fn_serial) {
             ok = p->acl_fn_ok;
         } else {
@@ -154,11 +154,11 @@ access_peer_slow(struct gm_dispatcher *d, struct gm_peer *p, enum gm_perm perm, 
 }
 
 bool
-access_request(struct gm_dispatcher *d, struct gm_peer *p, const char *who, enum gm_perm perm, const char *name,
-               size_t len)
+access_request(struct gm_dispatcher *d, struct gm_peer *p, const char *who, enum gm_perm perm,
+               const struct gm_function *fn, const char *name, size_t len)
 {
     if (!who)
-        return peer_may(d, p, perm, name, len);
+        return peer_may(d, p, perm, fn, name, len);
     if (!d->acl_enforced || gm_acl_allows(d->acl, who, strlen(who), perm, name, len))
         return true;
     access_denied(d, p, who, perm, object_of(perm), name, len);

@@ -541,7 +541,7 @@ admin_permitted(struct gm_dispatcher *d, struct gm_peer *p, const struct words *
     for (size_t i = 0; i < sizeof changing_commands / sizeof changing_commands[0]; i++)
         if (word_is(w, 0, changing_commands[i]))
             need = GM_PERM_ADMIN;
-    if (need == GM_PERM_COUNT || peer_may(d, p, need, w->w[0], w->len[0]))
+    if (need == GM_PERM_COUNT || peer_may(d, p, need, NULL, w->w[0], w->len[0]))
         return true;
     err_text(d, p, "PERMISSION_DENIED", d->denied_text);
     return false;

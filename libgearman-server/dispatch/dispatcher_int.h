@@ -453,22 +453,28 @@ void access_take_table(struct gm_dispatcher *d);
 void access_free(struct gm_dispatcher *d);
 /* peer_may's answer when the cache does not have it (counted and logged
    when denied, the reason in d->denied_text). */
-bool access_peer_slow(struct gm_dispatcher *d, struct gm_peer *p, enum gm_perm perm, const char *name, size_t len);
-/* Whether peer p's identity may use perm on name (a function; for
-   admin-read and admin what the texts call the request).  True without an
-   ACL file; a denial is counted and logged, its reason in
-   d->denied_text. */
+bool access_peer_slow(struct gm_dispatcher *d, struct gm_peer *p, enum gm_perm perm, const struct gm_function *fn,
+                      const char *name, size_t len);
+/* Whether peer p's identity may use perm on name (a function: fn, if it
+   exists, keys the cached answer for submit; for admin-read and admin,
+   what the texts call the request).  True without an ACL file; a denial
+   is counted and logged, its reason in d->denied_text. */
 static inline bool
-peer_may(struct gm_dispatcher *d, struct gm_peer *p, enum gm_perm perm, const char *name, size_t len)
+peer_may(struct gm_dispatcher *d, struct gm_peer *p, enum gm_perm perm, const struct gm_function *fn,
+         const char *name, size_t len)
 {
-    if (!d->acl_enforced || (p->acl_gen == d->acl_gen && (p->acl_everywhere & GM_PERM_BIT(perm))))
+    if (!d->acl_enforced)
         return true;
-    return access_peer_slow(d, p, perm, name, len);
+    if (p->acl_gen == d->acl_gen &&
+        ((p->acl_everywhere & GM_PERM_BIT(perm)) ||
+         (perm == GM_PERM_SUBMIT && fn && fn->serial == p->acl_fn_serial && p->acl_fn_ok)))
+        return true;
+    return access_peer_slow(d, p, perm, fn, name, len);
 }
 /* The same for a request of p made as identity who (an HTTP request's
    token:NAME); who NULL: p's own, as peer_may. */
-bool access_request(struct gm_dispatcher *d, struct gm_peer *p, const char *who, enum gm_perm perm, const char *name,
-                    size_t len);
+bool access_request(struct gm_dispatcher *d, struct gm_peer *p, const char *who, enum gm_perm perm,
+                    const struct gm_function *fn, const char *name, size_t len);
 /* Counts and logs a denial of perm to who (peer p's identity or its
    request's) for object name (object: "function " or ""), its reason
    in d->denied_text: the checks above call it, and the rules that apply

@@ -75,13 +75,13 @@ submit_job(struct gm_dispatcher *d, struct gm_peer *p, struct gm_in *m, const st
     }
     if (refuse_bad_name(d, p->id, GM_NAME_FUNCTION, s->fn, s->fn_len))
         return;
-    if (!(s->who ? access_request(d, p, s->who, GM_PERM_SUBMIT, s->fn, s->fn_len)
-                 : peer_may(d, p, GM_PERM_SUBMIT, s->fn, s->fn_len))) {
+    struct gm_function *fn = gm_disp_function_find(d, s->fn, s->fn_len);
+    if (!(s->who ? access_request(d, p, s->who, GM_PERM_SUBMIT, fn, s->fn, s->fn_len)
+                 : peer_may(d, p, GM_PERM_SUBMIT, fn, s->fn, s->fn_len))) {
         access_send_denied(d, p); /* before the function is made: nothing of it is left */
         return;
     }
-    struct gm_function *fn = gm_disp_function_get(d, s->fn, s->fn_len);
-    if (!fn) {
+    if (!fn && !(fn = gm_disp_function_get(d, s->fn, s->fn_len))) {
         send_error(d, p->id, "QUEUE_ERROR", "MEMORY_ALLOCATION_FAILURE");
         return;
     }
@@ -240,7 +240,7 @@ on_submit(struct gm_dispatcher *d, struct gm_peer *p, struct gm_in *m)
 static bool
 may_ask_about(struct gm_dispatcher *d, struct gm_peer *p, const struct gm_job *job)
 {
-    if (!job || peer_may(d, p, GM_PERM_SUBMIT, job->fn->name, job->fn->name_len))
+    if (!job || peer_may(d, p, GM_PERM_SUBMIT, job->fn, job->fn->name, job->fn->name_len))
         return true;
     snprintf(d->denied_text, sizeof d->denied_text, "%s lacks submit for the function of that job", p->identity);
     access_send_denied(d, p);

@@ -32,7 +32,7 @@ on_can_do(struct gm_dispatcher *d, struct gm_peer *p, struct gm_in *m)
     }
     if (refuse_bad_name(d, p->id, GM_NAME_FUNCTION, name, len))
         return;
-    if (!peer_may(d, p, GM_PERM_WORK, name, len)) {
+    if (!peer_may(d, p, GM_PERM_WORK, NULL, name, len)) {
         access_send_denied(d, p); /* not registered; the connection stays */
         return;
     }

@@ -360,7 +360,7 @@ view_permitted(void *arg, enum gm_view_need need, struct gm_view_refusal *why)
     why->permission = gm_perm_name(perm);
     why->by_acl = d->acl_enforced;
     if (d->acl_enforced)
-        return access_request(d, p, d->serving_who, perm, what, len);
+        return access_request(d, p, d->serving_who, perm, NULL, what, len);
     if (perm == GM_PERM_ADMIN_READ || p->is_loopback || d->cfg->frontend_remote_actions)
         return true;
     access_denied(d, p, why->identity, perm, "", what, len);
