@@ -20,6 +20,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "libgearman-server/config/tls_ctx.h"
 #include "libgearman-server/dispatch/dispatcher.h"
 #include "libgearman-server/io/io_thread.h"
 #include "libgearman-server/base/log.h"
@@ -168,6 +169,25 @@ open_queue(struct gm_server *s)
     return 0;
 }
 
+/* Reads the TLS files and hands the context to every I/O thread (at
+   start, and on SIGHUP: a set that fails to load leaves the one in use).
+   Returns 0, or -1 after logging why. */
+static int
+load_tls(struct gm_server *s, bool reload)
+{
+    char err[600];
+    struct gm_tls_ctx *x = gm_tls_ctx_load(s->cfg, err, sizeof err);
+    if (!x) {
+        gm_log(reload ? GM_LOG_ERROR : GM_LOG_FATAL, "%s%s", err,
+               reload ? " (SIGHUP: the files read before stay in use)" : "");
+        return -1;
+    }
+    for (unsigned i = 0; i < s->nthreads; i++)
+        gm_io_set_tls(s->io[i], x);
+    gm_tls_ctx_unref(x);
+    return 0;
+}
+
 struct gm_server *
 gm_server_new(const struct gm_server_config *cfg)
 {
@@ -218,6 +238,10 @@ gm_server_new(const struct gm_server_config *cfg)
         goto oom;
     if (s->hosted)
         gm_io_host_dispatcher(s->io[0], s->disp);
+    if (cfg->ssl && load_tls(s, false) < 0) {
+        gm_server_free(s);
+        return NULL;
+    }
     if (cfg->queue && open_queue(s) < 0) {
         gm_server_free(s);
         return NULL;
@@ -290,12 +314,14 @@ static void
 on_hup(struct ev_loop *loop, ev_signal *w, int revents)
 {
     (void)loop;
-    (void)w;
     (void)revents;
+    struct gm_server *s = w->data;
     if (gm_log_reopen() < 0)
         gm_log(GM_LOG_ERROR, "SIGHUP: cannot reopen the log file: %s", strerror(errno));
     else
         gm_log(GM_LOG_NOTICE, "SIGHUP, reopening log file");
+    if (s->cfg->ssl && load_tls(s, true) == 0)
+        gm_log(GM_LOG_NOTICE, "SIGHUP: TLS certificate, key and CA read again; new connections use them");
 }
 
 static void
@@ -384,6 +410,7 @@ gm_server_run(struct gm_server *s)
     ev_signal_init(&s->sig_usr1, on_graceful_signal, SIGUSR1);
     ev_signal_init(&s->sig_hup, on_hup, SIGHUP);
     s->sig_usr1.data = s;
+    s->sig_hup.data = s;
     ev_signal_start(s->loop, &s->sig_term);
     ev_signal_start(s->loop, &s->sig_int);
     ev_signal_start(s->loop, &s->sig_usr1);
