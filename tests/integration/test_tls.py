@@ -150,6 +150,7 @@ def logged_once(s, port, what, words=()):
     if words:
         assert any(w in lines[0].lower() for w in words), \
             "%s: the log line does not say why (none of %r): %s" % (what, words, lines[0])
+    print("# %s: logged: %s" % (what, lines[0].split("] ", 1)[-1]), flush=True)
     return lines[0]
 
 
@@ -323,10 +324,24 @@ def test_plain_text_to_the_tls_port_is_closed_and_logged_once():
                 assert b"\0RES" not in c.buf and b"OK" not in c.buf and b"HTTP/" not in c.buf, \
                     "plain text %r got an answer: %r" % (data[:20], c.buf[:100])
         for port in ports:
-            logged_once(s, port, "plain text on the TLS port")
+            logged_once(s, port, "plain text on the TLS port", words=("tls", "handshake"))
         echo(keep, "after")
         still_serves(s)
         keep.close()
+
+
+@test
+def test_a_peer_that_closes_before_its_handshake_is_not_an_error():
+    # port probes and load balancers' TCP checks connect and close: not an
+    # error, as on a plain port ("Peer connection has called close()", INFO)
+    with tls_server() as s:
+        with Conn(s.port) as c:
+            port = c.sock.getsockname()[1]
+        wait_until(lambda: any("Disconnected" in ln for ln in peer_lines(s, port)), timeout=10,
+                   what="the close of 127.0.0.1:%d to be logged" % port)
+        bad = [ln for ln in peer_lines(s, port) if ln.split()[0] in ("ERROR", "WARNING")]
+        assert not bad, "a connect-and-close is logged as a failure: %r" % bad
+        still_serves(s)
 
 
 @test
@@ -426,30 +441,48 @@ def test_with_a_ca_but_no_verify_client_no_certificate_is_accepted_a_bad_one_ref
         still_serves(s)
 
 
-def workers_line(admin, port):
+def workers_client_ids(admin):
+    """{function: client id} from `workers` (lines "FD ADDRESS CLIENT-ID :
+    FUNCTIONS"), for connections that registered one function each."""
+    out = {}
     for line in admin.admin("workers").decode().splitlines():
-        f = line.split(" ")
-        if len(f) >= 3 and f[1].endswith(":%d" % port):
-            return line
-    fail("no `workers` line for port %d" % port)
+        head, _, fns = line.partition(" : ")
+        f = head.split(" ")
+        if fns and len(f) >= 3:
+            out[fns.strip()] = f[2]
+    return out
 
 
 @test
-def test_a_verified_certificate_names_the_connection_cn():
+def test_a_verified_certificate_names_the_connection_cn_in_the_log():
+    with tls_server(ca=True) as s:
+        with s.conn() as c, s.conn(tls=ctx()) as anon:
+            echo(c)
+            echo(anon)
+            port, anon_port = c.sock.getsockname()[1], anon.sock.getsockname()[1]
+            line = wait_until(lambda: [ln for ln in peer_lines(s, port) if "cn:" in ln], timeout=10,
+                              what="a log line with the identity of 127.0.0.1:%d" % port)[0]
+            assert re.search(r"\bcn:billing\b", line), line
+            assert not [ln for ln in peer_lines(s, anon_port) if "cn:" in ln], \
+                "a connection without a certificate got a cn: %r" % peer_lines(s, anon_port)
+
+
+@test
+def test_a_verified_certificate_names_the_connection_cn_in_workers():
+    # the identity shows in the client-id column when the client set none
     with tls_server(ca=True) as s:
         with s.conn() as c, s.conn(tls=ctx()) as anon, s.conn() as a:
-            c.send_packet("CAN_DO", "f")
-            anon.send_packet("CAN_DO", "f")
+            c.send_packet("CAN_DO", "f.cert")
+            anon.send_packet("CAN_DO", "f.anon")
             sync(c)
             sync(anon)
-            line = workers_line(a, c.sock.getsockname()[1])
-            assert line.split(" ")[2] == "cn:billing", "client id of a verified CN=billing: %r" % line
-            line = workers_line(a, anon.sock.getsockname()[1])
-            assert line.split(" ")[2] == "ip:127.0.0.1", "client id without a certificate: %r" % line
+            ids = workers_client_ids(a)
+            assert ids.get("f.cert") == "cn:billing", "client id of a verified CN=billing: %r" % ids
+            assert ids.get("f.anon") == "ip:127.0.0.1", "client id without a certificate: %r" % ids
             c.send_packet("SET_CLIENT_ID", "mine")
             sync(c)
-            line = workers_line(a, c.sock.getsockname()[1])
-            assert line.split(" ")[2] == "mine", "a client id the client set wins: %r" % line
+            ids = workers_client_ids(a)
+            assert ids.get("f.cert") == "mine", "a client id the client set wins: %r" % ids
 
 
 # ----------------------------------------------------------------------
@@ -712,7 +745,7 @@ def test_plain_http_to_the_https_port_is_refused():
             c.send(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             assert c.closed(15), "plain HTTP on the HTTPS port: the connection stays open"
             assert b"HTTP/" not in c.buf and b"live" not in c.buf, "plain HTTP got an answer: %r" % c.buf[:200]
-        logged_once(s, port, "plain HTTP on the HTTPS port")
+        logged_once(s, port, "plain HTTP on the HTTPS port", words=("tls", "handshake"))
         st, _, _ = s.get("/health")
         assert st == 200, st
 
