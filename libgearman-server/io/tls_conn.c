@@ -142,6 +142,12 @@ tls_handshake(struct conn *c)
         }
         return;
     }
+    if (code == SSL_ERROR_ZERO_RETURN ||
+        (code == SSL_ERROR_SYSCALL && !ERR_peek_error() && (r == 0 || errno == ECONNRESET))) {
+        /* a port check, or a client that gave up: nothing went wrong here */
+        conn_close(c, GM_LOG_INFO, "closed by the peer during the TLS handshake");
+        return;
+    }
     char why[200], line[240];
     tls_reason(c, r, code, why, sizeof why);
     snprintf(line, sizeof line, "TLS handshake failed: %s", why);
