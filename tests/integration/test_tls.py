@@ -11,16 +11,20 @@ http.client for HTTPS.  Cases:
     certificate; TLS 1.2 and 1.3 accepted, 1.1 refused (with a control
     showing that this client can offer 1.1)
   - plain text sent to the TLS port: closed, one log line, others served
-  - stalled handshakes (nothing sent, half a ClientHello): other clients
-    are served meanwhile; closed after --ssl-handshake-timeout, while an
-    idle connection whose handshake is done stays
+  - stalled handshakes (nothing sent, half a ClientHello, a ClientHello a
+    byte at a time): other clients are served meanwhile; closed after
+    --ssl-handshake-timeout counted from the accept, while an idle
+    connection whose handshake is done stays; a peer that connects and
+    closes is no error
   - --ssl-verify-client: no certificate, another CA's, an expired one
     refused; the CA's accepted.  With a CA but without --ssl-verify-client:
     no certificate accepted, a bad one refused.  A verified certificate
-    names the connection cn:NAME
+    names the connection cn:NAME (in the log; in `workers`)
   - 1,000 TLS connections at once, each does ECHO
   - SIGHUP with a good new certificate (new connections get it, old ones
-    keep working) and with a bad one (the old one stays, the log says why)
+    keep working), with a bad one (the old one stays, the log says why),
+    with a new CA (it decides for new connections); gearmand's variables
+    GEARMAND_SERVER_PEM, _KEY, GEARMAND_CA_CERTIFICATE
   - start-up errors that name the missing, unreadable, not-PEM or
     mismatched file
   - HTTPS on the HTTP port: /health, /metrics, /api/status, the monitor
@@ -374,15 +378,30 @@ def test_stalled_handshake_is_closed_after_the_handshake_timeout():
     with tls_server(timeout=2) as s:
         idle = s.conn()  # handshake done, then idle: the deadline is not for it
         echo(idle, "idle")
-        silent, half = Conn(s.port), Conn(s.port)
+        silent, half, slow = Conn(s.port), Conn(s.port), Conn(s.port)
         half.send(hello[:len(hello) // 2])
         t0 = time.time()
-        for c, what in ((silent, "a peer that sends nothing"), (half, "half a ClientHello")):
+
+        def trickle():
+            # the ClientHello a byte every 0.25 s (two minutes for all of
+            # it): the time-out counts from the accept, not from the last byte
+            for i in range(len(hello)):
+                try:
+                    slow.send(hello[i:i + 1])
+                except OSError:
+                    return
+                time.sleep(0.25)
+        th = threading.Thread(target=trickle, daemon=True)
+        th.start()
+        peers = ((silent, "a peer that sends nothing"), (half, "half a ClientHello"),
+                 (slow, "a ClientHello a byte at a time"))
+        for c, what in peers:
             assert c.closed(20), "%s: still open 20 s after connecting, --ssl-handshake-timeout 2" % what
             assert c.buf[:4] != b"\0RES", c.buf
         took = time.time() - t0
         assert took >= 1.0, "closed after %.2f s, before the 2 s time-out" % took
-        for c, what in ((silent, "silent"), (half, "half a ClientHello")):
+        th.join(5)
+        for c, what in peers:
             logged_once(s, c.sock.getsockname()[1], what, words=("handshake", "time"))
             c.close()
         echo(idle, "still idle")  # an established connection outlives the handshake deadline
