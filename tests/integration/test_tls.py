@@ -28,7 +28,7 @@ http.client for HTTPS.  Cases:
   - start-up errors that name the missing, unreadable, not-PEM or
     mismatched file
   - HTTPS on the HTTP port: /health, /metrics, /api/status, the monitor
-    page; plain HTTP there refused
+    page; --ssl-verify-client there too; plain HTTP there refused
 
 A refused client may see the refusal during its handshake or, in TLS 1.3
 (where the client's handshake ends before the server has checked its
@@ -782,6 +782,20 @@ def test_https_serves_health_metrics_status_and_the_monitor():
         hc.connect()
         assert tlsfix.Fixture.der_fingerprint(hc.sock.getpeercert(True)) == fix().fingerprint(fix().server)
         hc.close()
+
+
+@test
+def test_https_with_verify_client_needs_the_cas_certificate_too():
+    f = fix()
+    with HttpsServer("--ssl-ca-file", f.ca, "--ssl-verify-client") as s:
+        st, _, body = s.get("/health", context=good_client())
+        assert st == 200, (st, body[:200])
+        for what, context in (("no certificate", ctx()), ("an expired certificate", ctx(f.expired, f.expired_key))):
+            try:
+                st, _, body = s.get("/health", context=context)
+                fail("HTTPS with %s was answered: %s %r" % (what, st, body[:100]))
+            except (ssl.SSLError, OSError, http.client.HTTPException) as e:
+                print("# HTTPS with %s: %s: %s" % (what, type(e).__name__, e), flush=True)
 
 
 @test
