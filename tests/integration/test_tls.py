@@ -38,6 +38,7 @@ bounds are generous and only ever "at most".
 """
 
 import asyncio
+import collections
 import http.client
 import os
 import re
@@ -512,13 +513,19 @@ def test_a_verified_certificate_names_the_connection_cn_in_workers():
 
 
 N_CONNS = 1000
+# The server accepts all 1000 at once, and this client (one Python thread)
+# gets through their handshakes one by one: on a loaded machine, under
+# AddressSanitizer, that can take longer than the default 10 s time-out,
+# which counts from the accept.  The capacity is the point here, not the
+# time-out (tested above): both are set generously.
+HANDSHAKE_WAIT = 300
 
 
 async def _many(port, context, n):
     async def one(i):
         r, w = await asyncio.wait_for(
             asyncio.open_connection("127.0.0.1", port, ssl=context, server_hostname="localhost",
-                                    ssl_handshake_timeout=60), 90)
+                                    ssl_handshake_timeout=HANDSHAKE_WAIT), HANDSHAKE_WAIT + 30)
         w.write(packet("ECHO_REQ", "e%d" % i))
         want = response("ECHO_RES", "e%d" % i)
         got = await asyncio.wait_for(r.readexactly(len(want)), 60)
@@ -540,7 +547,7 @@ async def _close_all(conns):
 @test
 def test_1000_tls_connections_at_once_each_echo():
     raise_nofile(2 * N_CONNS + 200)
-    with tls_server("-b", "1024") as s:
+    with tls_server("-b", "1024", timeout=HANDSHAKE_WAIT) as s:
         limit = server_nofile(s.proc.pid)
         assert limit == resource.RLIM_INFINITY or limit >= N_CONNS + 50, \
             "the server may open only %d descriptors, fewer than %d connections" % (limit, N_CONNS)
@@ -550,7 +557,11 @@ def test_1000_tls_connections_at_once_each_echo():
             conns, errors = loop.run_until_complete(_many(s.port, good_client(), N_CONNS))
             took = time.time() - t0
             try:
-                assert not errors, "%d of %d connections failed; first: %r" % (len(errors), N_CONNS, errors[0])
+                if errors:
+                    why = collections.Counter(ln.split(": ", 1)[-1] for ln in s.log_text().splitlines()
+                                              if "Disconnected" in ln)
+                    fail("%d of %d connections failed; first: %r; the server's reasons: %r"
+                         % (len(errors), N_CONNS, errors[0], dict(why)))
                 print("# %d TLS handshakes and ECHOs at once: %.1f s" % (N_CONNS, took), flush=True)
                 with s.conn() as a:
                     n = len(a.admin("workers").decode().splitlines()) - 1
