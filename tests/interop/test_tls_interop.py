@@ -21,7 +21,7 @@ sys.path.insert(0, HERE)
 import gmtest  # noqa: E402
 import tlsfix  # noqa: E402
 from gmtest import Server, fail, wait_until  # noqa: E402
-from interop_lib import (ENV, Proc, admin_status, need_gmclient, need_program, test,  # noqa: E402
+from interop_lib import (ENV, Proc, need_gmclient, need_program, test,  # noqa: E402
                          wait_status, wait_workers, Stunnel)
 
 HINT = "install gearman-tools"
