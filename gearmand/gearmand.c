@@ -31,6 +31,7 @@
 #include "gearmand/queues.h"
 #include "plugins/protocol/http/http.h"
 #include "libgearman-server/base/log.h"
+#include "libgearman-server/config/tls_ctx.h"
 #include "libgearman-server/server/server.h"
 
 static const char *prog = "gearmand";
@@ -232,6 +233,15 @@ configure_tls(struct gm_options *o)
         fprintf(stderr, "%s: --ssl-verify-client needs --ssl-ca-file\n", prog);
         return -1;
     }
+    /* Read them now, to say what is wrong on the terminal; the server reads
+       them again for itself (and on SIGHUP). */
+    char err[600];
+    struct gm_tls_ctx *x = gm_tls_ctx_load(c, err, sizeof err);
+    if (!x) {
+        fprintf(stderr, "%s: %s\n", prog, err);
+        return -1;
+    }
+    gm_tls_ctx_unref(x);
     return 0;
 #endif
 }

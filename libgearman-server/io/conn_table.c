@@ -161,8 +161,11 @@ stall(struct conn *c)
 void
 conn_resume_reading(struct conn *c)
 {
-    if (!(c->flags & (CF_STALLED | CF_OUT_FULL | CF_FE_PAUSED | CF_CLOSING | CF_DEAD)))
+    if (!(c->flags & (CF_STALLED | CF_OUT_FULL | CF_FE_PAUSED | CF_CLOSING | CF_DEAD))) {
         ev_io_start(c->t->loop, &c->rw);
+        if (conn_recv_pending(c))
+            ev_feed_event(c->t->loop, &c->rw, EV_READ); /* the socket will not tell */
+    }
 }
 
 void
@@ -171,6 +174,7 @@ conn_release(struct conn *c)
     struct gm_io_thread *t = c->t;
     ev_io_stop(t->loop, &c->rw);
     ev_io_stop(t->loop, &c->ww);
+    tls_conn_free(c);
     close(c->fd);
     c->fd = -1;
     gm_block_unref(c->in_blk);
@@ -223,6 +227,11 @@ conn_close(struct conn *c, int level, const char *why)
     slot_free(t, c->slot);
     atomic_fetch_sub(&t->nconns, 1);
 
+    if (!(c->flags & CF_ANNOUNCED)) {
+        free(c->close_node); /* the dispatcher never heard of it */
+        c->close_node = NULL;
+        return;
+    }
     struct gm_in m;
     memset(&m, 0, sizeof m);
     m.conn = gm_conn_id_make(t->index, c->slot, c->gen);

@@ -12,6 +12,8 @@
  *  - A connection the server itself keeps waiting (a request in flight, a
  *    full inbound ring, a response not yet written) is not timed; its clock
  *    starts again when the peer's turn comes.
+ *  - TLS: a connection whose handshake is not done --ssl-handshake-timeout
+ *    seconds after its accept is closed.
  *  - A partial packet that has waited a second in a read block the thread
  *    has moved past is copied into a block of its own size, so a one-byte
  *    partial does not pin a 64 KiB block.
@@ -75,6 +77,11 @@ static void
 check_conn(struct conn *c, double now)
 {
     const struct gm_server_config *cfg = c->t->cfg;
+    if (c->flags & CF_HANDSHAKE) {
+        if (now - c->last_read >= cfg->ssl_handshake_timeout_s)
+            conn_close(c, GM_LOG_WARNING, "TLS handshake not done within --ssl-handshake-timeout");
+        return;
+    }
     if (!peers_turn(c)) {
         c->last_read = now;
         c->ready_since = now;

@@ -23,12 +23,17 @@
  * Waiting: after activity the thread keeps polling for a while instead of
  * sleeping (--busy-poll, an adaptive window; see busy_poll.h).
  *
+ * TLS (--ssl): a connection accepted while the thread holds a TLS context
+ * does its handshake first (CF_HANDSHAKE) and is announced to the
+ * dispatcher after it; then it reads and writes through conn_recv and
+ * conn_writev like any other (tls_conn.c).
+ *
  * Timing: a packet begun and left incomplete, or an HTTP request not sent
  * in time, closes its connection; a small partial packet left waiting in
  * a block the thread moved past gets a block of its own (deadlines.c).
  *
- * The files, from the bottom up: conn_table.c, writer.c, parser.c,
- * frontend_conn.c, reader.c, deadlines.c, io_thread.c.
+ * The files, from the bottom up: conn_table.c, tls_conn.c, writer.c,
+ * parser.c, frontend_conn.c, reader.c, deadlines.c, io_thread.c.
  */
 #ifndef GM_IO_INT_H
 #define GM_IO_INT_H
@@ -36,6 +41,8 @@
 #include <ev.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
+#include <sys/uio.h>
 
 #include "libgearman-server/base/block.h"
 #include "libgearman-server/base/busy_poll.h"
@@ -62,7 +69,9 @@ enum conn_flags {
     CF_DEAD = 1 << 5,       /* closed; freed at the end of the iteration */
     CF_FE_PAUSED = 1 << 6,  /* front-end: reading paused while a request is answered */
     CF_LAZY = 1 << 7,       /* on the lazy list: its output may wait (see flush_lazy) */
-    CF_OUT_FULL = 1 << 8    /* unsent output over out_soft: reading paused until below half */
+    CF_OUT_FULL = 1 << 8,   /* unsent output over out_soft: reading paused until below half */
+    CF_HANDSHAKE = 1 << 9,  /* TLS handshake under way: nothing is read or written for it */
+    CF_ANNOUNCED = 1 << 10  /* the dispatcher was told (GM_IN_OPEN): it hears of the close */
 };
 
 struct out_node {
@@ -97,7 +106,9 @@ struct conn {
     char *fe_acc;           /* reply packet bytes being assembled */
     size_t fe_acc_len, fe_acc_cap;
     struct gm_in_spill_node *close_node; /* reserved for the close notice (see in_push_ctrl) */
-    double last_read;       /* ev_now() of the last bytes read (--packet-timeout) */
+    struct ssl_st *ssl;     /* its TLS session (tls_conn.c), or NULL: plain text */
+    double last_read;       /* ev_now() of the last bytes read (--packet-timeout); of the
+                               accept during a TLS handshake (--ssl-handshake-timeout) */
     double ready_since;     /* front-end: ev_now() it became ready for a request (--http-timeout) */
     struct gm_log_limit log_limit; /* the lines it causes (gm_log_peer) */
     uint16_t port;
@@ -148,6 +159,9 @@ struct gm_io_thread {
     struct gm_in_spill spill;   /* open/close notices that met a full ring, in order */
     struct gm_dispatcher *hosted; /* the dispatcher this thread also runs (one-thread mode), or NULL */
     ev_timer sweep;             /* once a second: deadlines.c */
+    struct gm_tls_ctx *tls;     /* --ssl: new connections speak TLS with it (a reference), or NULL */
+    _Atomic(struct gm_tls_ctx *) tls_next; /* a newer one handed over (gm_io_set_tls), or NULL */
+    char *tls_buf;              /* one TLS record being written (tls_conn.c) */
     char name[16];
 };
 
@@ -213,6 +227,27 @@ void packet_finish_big(struct conn *c, struct gm_block *b);
 void fe_parse(struct conn *c);
 void fe_finish_big(struct conn *c, struct gm_block *b);
 void fe_reply(struct conn *c, struct gm_out *m);
+
+/* io_thread.c */
+/* Tells the dispatcher of the connection (GM_IN_OPEN) with its identity
+   (id[0..n), empty: its address); false if it was closed instead (memory). */
+bool conn_announce(struct conn *c, const char *id, size_t n);
+
+/* tls_conn.c */
+/* Begins a TLS session on a new connection: false if memory is short. */
+bool tls_conn_start(struct conn *c);
+void tls_conn_free(struct conn *c);
+/* Drives the handshake on; once done, announces the connection and reads. */
+void tls_handshake(struct conn *c);
+/* read() and writev() of the connection, through its TLS session if it has
+   one: bytes, 0 for the end, -1 with errno (EAGAIN: wait for the socket). */
+ssize_t conn_recv(struct conn *c, char *buf, size_t len);
+ssize_t conn_writev(struct conn *c, const struct iovec *iov, int n);
+/* Whether bytes already decrypted (or received) wait in the session: the
+   socket will not say so. */
+bool conn_recv_pending(const struct conn *c);
+/* Takes a context handed over by the main thread. */
+void tls_adopt(struct gm_io_thread *t);
 
 /* deadlines.c */
 /* Stamps: bytes were read; a front-end connection is ready for a request. */

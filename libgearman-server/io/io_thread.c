@@ -2,7 +2,8 @@
  * io_thread.c: an I/O thread: its loop, new sockets, replies taken off the
  * outbound ring, the end of each loop iteration (write, publish, wake the
  * dispatcher, or run it when hosted) (see io_thread.h).  The rest of the
- * thread: conn_table.c, writer.c, reader.c, parser.c, frontend_conn.c;
+ * thread: conn_table.c, tls_conn.c, writer.c, reader.c, parser.c,
+ * frontend_conn.c, deadlines.c;
  * their shared state is io_int.h.
  *
  * Runs on one I/O thread and owns that thread's connections, read blocks,
@@ -39,6 +40,7 @@
 #include <unistd.h>
 
 #include "libgearman-server/base/log.h"
+#include "libgearman-server/config/tls_ctx.h"
 #include "libgearman-server/dispatch/dispatcher.h"
 
 static void
@@ -57,7 +59,11 @@ on_conn_write(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)loop;
     (void)revents;
-    conn_flush(w->data);
+    struct conn *c = w->data;
+    if (c->flags & CF_HANDSHAKE)
+        tls_handshake(c);
+    else
+        conn_flush(c);
 }
 
 /* The most a front-end connection holds of one job's reply (an HTTP job's
@@ -66,6 +72,35 @@ static size_t
 fe_max_reply(const struct gm_server_config *cfg)
 {
     return cfg->max_output > cfg->max_packet_size ? cfg->max_output : cfg->max_packet_size;
+}
+
+bool
+conn_announce(struct conn *c, const char *id, size_t n)
+{
+    struct gm_io_thread *t = c->t;
+    struct gm_in m;
+    memset(&m, 0, sizeof m);
+    m.conn = gm_conn_id_make(t->index, c->slot, c->gen);
+    m.kind = GM_IN_OPEN;
+    m.u.open.fd = c->fd;
+    m.u.open.port = c->port;
+    memcpy(m.u.open.addr, c->addr, sizeof m.u.open.addr);
+    if (n) {
+        if (!(m.blk = gm_block_new(n))) {
+            conn_close(c, GM_LOG_ERROR, "out of memory announcing the connection");
+            return false;
+        }
+        memcpy(m.blk->data, id, n);
+        m.payload = m.blk->data;
+        m.len = (uint32_t)n;
+    }
+    if (!in_push_ctrl(t, &m, NULL)) {
+        gm_block_unref(m.blk);
+        conn_close(c, GM_LOG_ERROR, "out of memory announcing the connection");
+        return false;
+    }
+    c->flags |= CF_ANNOUNCED;
+    return true;
 }
 
 static void
@@ -82,28 +117,6 @@ conn_open(struct gm_io_thread *t, const struct gm_new_fd *nf)
         free(c);
         c = NULL;
     }
-    struct gm_in m;
-    memset(&m, 0, sizeof m);
-    if (c) {
-        c->t = t;
-        c->fd = nf->fd;
-        c->slot = (uint32_t)slot;
-        c->gen = t->slots[slot].gen;
-        c->port = nf->port;
-        memcpy(c->addr, nf->addr, sizeof c->addr);
-        m.conn = gm_conn_id_make(t->index, c->slot, c->gen);
-        m.kind = GM_IN_OPEN;
-        m.u.open.fd = c->fd;
-        m.u.open.port = c->port;
-        memcpy(m.u.open.addr, c->addr, sizeof m.u.open.addr);
-        if (!in_push_ctrl(t, &m, NULL)) {
-            if (c->fe)
-                t->cfg->frontend->conn_free(c->fe);
-            free(c->close_node);
-            free(c);
-            c = NULL;
-        }
-    }
     if (!c) {
         if (slot >= 0)
             slot_free(t, (uint32_t)slot);
@@ -111,16 +124,27 @@ conn_open(struct gm_io_thread *t, const struct gm_new_fd *nf)
         close(nf->fd);
         return;
     }
+    c->t = t;
+    c->fd = nf->fd;
+    c->slot = (uint32_t)slot;
+    c->gen = t->slots[slot].gen;
+    c->port = nf->port;
+    memcpy(c->addr, nf->addr, sizeof c->addr);
     t->slots[slot].c = c;
     ev_io_init(&c->rw, on_conn_read, c->fd, EV_READ);
     c->rw.data = c;
     ev_io_init(&c->ww, on_conn_write, c->fd, EV_WRITE);
     c->ww.data = c;
+    atomic_fetch_add(&t->nconns, 1);
+    gm_log(GM_LOG_INFO, "Accepted connection from %s:%u", c->addr, c->port);
+    if (t->tls ? !tls_conn_start(c) : !conn_announce(c, NULL, 0)) {
+        if (!(c->flags & CF_DEAD))
+            conn_close(c, GM_LOG_ERROR, "out of memory for a TLS session");
+        return;
+    }
     ev_io_start(t->loop, &c->rw);
     conn_mark_read(c);
     conn_mark_ready(c);
-    atomic_fetch_add(&t->nconns, 1);
-    gm_log(GM_LOG_INFO, "Accepted connection from %s:%u", c->addr, c->port);
 }
 
 /* Takes replies off the outbound ring and queues them per connection. */
@@ -192,6 +216,7 @@ on_wake(struct ev_loop *loop, ev_async *w, int revents)
     }
     t->iter_active = true;
     gm_busy_poll_activity(&t->poll, t->loop);
+    tls_adopt(t);
     drain_newfds(t);
     drain_outbound(t);
     if (t->stalled)
@@ -288,6 +313,7 @@ gm_io_new(unsigned index, const struct gm_server_config *cfg, struct gm_channel 
     t->free_head = UINT32_MAX;
     atomic_init(&t->stop, 0);
     atomic_init(&t->nconns, 0);
+    atomic_init(&t->tls_next, NULL);
     snprintf(t->name, sizeof t->name, "io-%u", index);
     if (gm_fd_ring_init(&t->newfds, NEWFD_RING) < 0) {
         free(t);
@@ -318,6 +344,13 @@ gm_io_new(unsigned index, const struct gm_server_config *cfg, struct gm_channel 
     return t;
 }
 
+/* A notice never handed over: its reference goes (an identity's block). */
+static void
+drop_in(struct gm_in *m)
+{
+    gm_block_unref(m->blk);
+}
+
 void
 gm_io_free(struct gm_io_thread *t)
 {
@@ -342,13 +375,16 @@ gm_io_free(struct gm_io_thread *t)
         t->pool = n->next;
         free(n);
     }
-    gm_in_spill_clear(&t->spill, NULL);
+    gm_in_spill_clear(&t->spill, drop_in);
     struct gm_new_fd nf;
     gm_fd_ring_publish(&t->newfds);
     while (gm_fd_ring_pop(&t->newfds, &nf))
         close(nf.fd);
     gm_fd_ring_destroy(&t->newfds);
     gm_block_unref(t->rblk);
+    tls_adopt(t);
+    gm_tls_ctx_unref(t->tls);
+    free(t->tls_buf);
     free(t->slots);
     ev_loop_destroy(t->loop);
     free(t);

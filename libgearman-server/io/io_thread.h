@@ -46,6 +46,12 @@ void gm_io_wake(struct gm_io_thread *t);
 /* Any thread: makes the loop return. */
 void gm_io_stop(struct gm_io_thread *t);
 
+struct gm_tls_ctx;
+/* Any thread (the main thread, at start and on SIGHUP): connections
+   accepted from now on speak TLS with x (the thread takes a reference of
+   its own; open ones keep theirs).  Set before the listeners open. */
+void gm_io_set_tls(struct gm_io_thread *t, struct gm_tls_ctx *x);
+
 struct gm_dispatcher;
 struct ev_loop;
 

@@ -65,7 +65,7 @@ read_big(struct conn *c)
         errno = ENOMEM;
         return -1;
     }
-    ssize_t n = read(c->fd, c->big->data + c->big_have, c->big->cap - c->big_have);
+    ssize_t n = conn_recv(c, c->big->data + c->big_have, c->big->cap - c->big_have);
     if (n > 0) {
         c->big_have += (uint32_t)n;
         if (c->big_have == c->big_total)
@@ -100,7 +100,7 @@ read_shared(struct conn *c, size_t *room)
         t->rused += c->in_len;
     }
     *room = t->rblk->cap - t->rused;
-    ssize_t n = read(c->fd, t->rblk->data + t->rused, *room);
+    ssize_t n = conn_recv(c, t->rblk->data + t->rused, *room);
     if (n > 0) {
         t->rused += (uint32_t)n;
         c->in_len += (uint32_t)n;
@@ -116,6 +116,10 @@ read_shared(struct conn *c, size_t *room)
 void
 conn_read(struct conn *c)
 {
+    if (c->flags & CF_HANDSHAKE) {
+        tls_handshake(c);
+        return;
+    }
     for (int round = 0; round < READS_PER_EVENT; round++) {
         if (c->flags & (CF_DEAD | CF_CLOSING | CF_STALLED | CF_OUT_FULL))
             return;
@@ -142,9 +146,13 @@ conn_read(struct conn *c)
             return;
         }
         conn_mark_read(c);
-        if (!c->big && (size_t)n < room)
-            return; /* the socket is drained */
+        if (!c->big && (size_t)n < room && !conn_recv_pending(c))
+            return; /* the socket is drained, or says when it has more (a TLS record) */
     }
+    /* Fairness: the socket says when more is there, but not a TLS session
+       holding bytes already received. */
+    if (conn_recv_pending(c) && !(c->flags & (CF_DEAD | CF_CLOSING | CF_STALLED | CF_OUT_FULL)))
+        ev_feed_event(c->t->loop, &c->rw, EV_READ);
 }
 
 /* Resumes connections that stalled on a full inbound ring. */

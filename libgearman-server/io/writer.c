@@ -153,7 +153,7 @@ conn_flush(struct conn *c)
             node_put(t, node);
             continue;
         }
-        ssize_t w = writev(c->fd, iov, n);
+        ssize_t w = conn_writev(c, iov, n);
         if (w < 0) {
             if (errno == EINTR)
                 continue;
@@ -176,8 +176,8 @@ conn_flush(struct conn *c)
         c->out_off = (uint32_t)left;
         if (!c->out_head)
             c->out_tail = NULL;
-        if ((size_t)w < want)
-            break; /* the socket is full */
+        if ((size_t)w < want && !c->ssl)
+            break; /* the socket is full (TLS writes a record at a time: on until EAGAIN) */
     }
     if ((c->flags & CF_OUT_FULL) && c->out_bytes <= t->out_soft / 2) {
         c->flags &= ~CF_OUT_FULL;

@@ -39,12 +39,15 @@ static inline uint32_t gm_conn_gen(gm_conn_id id) { return (uint32_t)id; }
 #define GM_MAX_SLOTS 0xffffff
 #define GM_ADMIN_MAX_WORDS 8
 #define GM_ADDR_MAX 48
+/* The longest client certificate CN that names a connection ("cn:NAME", X.509's bound). */
+#define GM_CN_MAX 64
 
 /* I/O thread -> dispatcher */
 enum gm_in_kind {
     GM_IN_PACKET = 1,  /* a binary request: type, payload, fields */
     GM_IN_TEXT,        /* an admin text line: payload = line without EOL, words */
-    GM_IN_OPEN,        /* a connection was accepted: fd, peer address */
+    GM_IN_OPEN,        /* a connection was accepted (and its TLS handshake done): fd, peer
+                          address; payload: "cn:NAME" of a verified client certificate, or empty */
     GM_IN_CLOSE,       /* the connection is gone; forget it */
     GM_IN_FRONTEND     /* a front-end (HTTP) request: payload = its bytes, u.fe */
 };

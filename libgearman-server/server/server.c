@@ -2,8 +2,8 @@
  * server.c: threads and the main loop (see server.h): the server built
  * (channels, dispatcher, I/O threads, queue opened and replayed), the
  * threads started and stopped in order, signals (SIGHUP: the log
- * reopened, the access table read again), and the watch on the queue
- * backend.  Listening and accepting are listeners.c; the state both
+ * reopened, the TLS files and the access table read again), and the watch
+ * on the queue backend.  Listening and accepting are listeners.c; the state both
  * share is server_int.h.
  *
  * Runs on the main thread.
@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "libgearman-server/config/acl.h"
+#include "libgearman-server/config/tls_ctx.h"
 #include "libgearman-server/dispatch/dispatcher.h"
 #include "libgearman-server/io/io_thread.h"
 #include "libgearman-server/base/log.h"
@@ -196,6 +197,25 @@ load_access(struct gm_server *s, bool at_start)
     return 0;
 }
 
+/* Reads the TLS files and hands the context to every I/O thread (at
+   start, and on SIGHUP: a set that fails to load leaves the one in use).
+   Returns 0, or -1 after logging why. */
+static int
+load_tls(struct gm_server *s, bool reload)
+{
+    char err[600];
+    struct gm_tls_ctx *x = gm_tls_ctx_load(s->cfg, err, sizeof err);
+    if (!x) {
+        gm_log(reload ? GM_LOG_ERROR : GM_LOG_FATAL, "%s%s", err,
+               reload ? " (SIGHUP: the files read before stay in use)" : "");
+        return -1;
+    }
+    for (unsigned i = 0; i < s->nthreads; i++)
+        gm_io_set_tls(s->io[i], x);
+    gm_tls_ctx_unref(x);
+    return 0;
+}
+
 struct gm_server *
 gm_server_new(const struct gm_server_config *cfg)
 {
@@ -246,6 +266,10 @@ gm_server_new(const struct gm_server_config *cfg)
         goto oom;
     if (s->hosted)
         gm_io_host_dispatcher(s->io[0], s->disp);
+    if (cfg->ssl && load_tls(s, false) < 0) {
+        gm_server_free(s);
+        return NULL;
+    }
     if (load_access(s, true) < 0 || (cfg->queue && open_queue(s) < 0)) {
         gm_server_free(s);
         return NULL;
@@ -319,11 +343,14 @@ on_hup(struct ev_loop *loop, ev_signal *w, int revents)
 {
     (void)loop;
     (void)revents;
+    struct gm_server *s = w->data;
     if (gm_log_reopen() < 0)
         gm_log(GM_LOG_ERROR, "SIGHUP: cannot reopen the log file: %s", strerror(errno));
     else
         gm_log(GM_LOG_NOTICE, "SIGHUP, reopening log file");
-    load_access(w->data, false);
+    if (s->cfg->ssl && load_tls(s, true) == 0)
+        gm_log(GM_LOG_NOTICE, "SIGHUP: TLS certificate, key and CA read again; new connections use them");
+    load_access(s, false);
 }
 
 static void

@@ -406,14 +406,19 @@ END_TEST
 /* Deadlines                                                           */
 /* ------------------------------------------------------------------ */
 
-/* Waits up to 5 s for the server to close fd (EOF); true if it did. */
+/* Waits up to 5 s for the server to close fd (EOF, or a reset when it
+   closed with our bytes unread), skipping what it sends before (a TLS
+   alert); true if it did. */
 static bool
 closed_by_server(int fd)
 {
     struct timeval tv = {5, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    char b;
-    return recv(fd, &b, 1, 0) == 0;
+    char b[256];
+    ssize_t n;
+    while ((n = recv(fd, b, sizeof b, 0)) > 0)
+        continue;
+    return n == 0 || errno == ECONNRESET;
 }
 
 /* A packet begun and left incomplete closes its connection after
@@ -523,6 +528,194 @@ START_TEST(test_partial_packet_lets_go_of_the_shared_read_block)
 }
 END_TEST
 
+#ifdef HAVE_OPENSSL
+/* ------------------------------------------------------------------ */
+/* TLS (--ssl, tls_conn.c)                                             */
+/* ------------------------------------------------------------------ */
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include "libgearman-server/config/tls_ctx.h"
+
+static char tls_dir[64];
+
+/* A CA, a server certificate and a client certificate (CN=billing) made
+   with the openssl tool in a scratch directory, once. */
+static void
+tls_files(void)
+{
+    if (tls_dir[0])
+        return;
+    snprintf(tls_dir, sizeof tls_dir, "/tmp/check_io_tls.XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(tls_dir));
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd,
+             "cd %s && K='-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes' && "
+             "openssl req -x509 $K -keyout ca.key -out ca.pem -days 2 -subj /CN=ca && "
+             "openssl req $K -keyout srv.key -out srv.csr -subj /CN=localhost && "
+             "openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out srv.pem -days 2 && "
+             "openssl req $K -keyout cli.key -out cli.csr -subj /CN=billing && "
+             "openssl x509 -req -in cli.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out cli.pem -days 2",
+             tls_dir);
+    ck_assert_msg(system(cmd) == 0, "openssl could not make the test certificates");
+}
+
+/* Starts the harness with a TLS context on the thread. */
+static void
+tls_harness_start(struct harness *h, unsigned handshake_timeout_s)
+{
+    static char cert[128], key[128], ca[128];
+    tls_files();
+    harness_config(h, 64u << 20, 0);
+    snprintf(cert, sizeof cert, "%s/srv.pem", tls_dir);
+    snprintf(key, sizeof key, "%s/srv.key", tls_dir);
+    snprintf(ca, sizeof ca, "%s/ca.pem", tls_dir);
+    h->cfg.ssl = true;
+    h->cfg.ssl_certificate = cert;
+    h->cfg.ssl_key = key;
+    h->cfg.ssl_ca_file = ca;
+    h->cfg.ssl_handshake_timeout_s = handshake_timeout_s;
+    harness_launch(h, 1024);
+    char err[600];
+    struct gm_tls_ctx *x = gm_tls_ctx_load(&h->cfg, err, sizeof err);
+    ck_assert_msg(x != NULL, "%s", err);
+    gm_io_set_tls(h->io, x); /* before any connection: the thread takes it first */
+    gm_tls_ctx_unref(x);
+}
+
+/* The test's TLS client over fd, with the client certificate if asked. */
+static SSL *
+tls_client(int fd, bool with_cert)
+{
+    char path[128], kpath[128];
+    SSL_CTX *cx = SSL_CTX_new(TLS_client_method());
+    ck_assert_ptr_nonnull(cx);
+    snprintf(path, sizeof path, "%s/ca.pem", tls_dir);
+    ck_assert_int_eq(SSL_CTX_load_verify_locations(cx, path, NULL), 1);
+    SSL_CTX_set_verify(cx, SSL_VERIFY_PEER, NULL);
+    if (with_cert) {
+        snprintf(path, sizeof path, "%s/cli.pem", tls_dir);
+        snprintf(kpath, sizeof kpath, "%s/cli.key", tls_dir);
+        ck_assert_int_eq(SSL_CTX_use_certificate_file(cx, path, SSL_FILETYPE_PEM), 1);
+        ck_assert_int_eq(SSL_CTX_use_PrivateKey_file(cx, kpath, SSL_FILETYPE_PEM), 1);
+    }
+    SSL *s = SSL_new(cx);
+    SSL_CTX_free(cx); /* the session keeps it */
+    SSL_set_fd(s, fd);
+    ck_assert_msg(SSL_connect(s) == 1, "TLS handshake failed");
+    return s;
+}
+
+static void
+tls_client_free(SSL *s)
+{
+    SSL_shutdown(s);
+    SSL_free(s);
+}
+
+/* An ECHO round trip through the client's session. */
+static void
+tls_echo(SSL *s, size_t size)
+{
+    static char req[GM_HEADER_SIZE + (100u << 10)], got[sizeof req];
+    ck_assert_uint_le(size, sizeof req - GM_HEADER_SIZE);
+    gm_header_encode((unsigned char *)req, GM_MAGIC_REQ, GM_PKT_ECHO_REQ, (uint32_t)size);
+    for (size_t i = 0; i < size; i++)
+        req[GM_HEADER_SIZE + i] = (char)('a' + i % 26);
+    ck_assert_int_eq(SSL_write(s, req, (int)(GM_HEADER_SIZE + size)), (int)(GM_HEADER_SIZE + size));
+    size_t have = 0;
+    while (have < GM_HEADER_SIZE + size) {
+        int n = SSL_read(s, got + have, (int)(GM_HEADER_SIZE + size - have));
+        ck_assert_msg(n > 0, "no ECHO_RES over TLS");
+        have += (size_t)n;
+    }
+    ck_assert(memcmp(got + GM_HEADER_SIZE, req + GM_HEADER_SIZE, size) == 0);
+}
+
+/* The next connection notice on the inbound ring, copied (its payload
+   into id), 5 s at most; kind 0 if none came. */
+static uint8_t
+next_notice(struct harness *h, char *id, size_t idlen, int wait_ms)
+{
+    for (int i = 0; i < wait_ms; i++) {
+        struct gm_in *m = gm_in_ring_peek(&h->ch.in);
+        if (!m) {
+            usleep(1000);
+            continue;
+        }
+        uint8_t kind = m->kind;
+        snprintf(id, idlen, "%.*s", (int)m->len, m->payload ? m->payload : "");
+        gm_block_unref(m->blk);
+        gm_in_ring_consume(&h->ch.in);
+        gm_in_ring_release(&h->ch.in);
+        return kind;
+    }
+    return 0;
+}
+
+/* The dispatcher hears of a TLS connection only once its handshake is
+   done, with the name of its verified client certificate; decrypted
+   requests (a big one too, over several records) are served as usual. */
+START_TEST(test_tls_connection_is_announced_after_its_handshake_with_its_certificate_name)
+{
+    struct harness h;
+    tls_harness_start(&h, 10);
+    char id[128];
+    int a = harness_connect(&h);
+    wait_connections(&h, 1);
+    ck_assert_msg(next_notice(&h, id, sizeof id, 300) == 0, "announced before its handshake");
+    SSL *sa = tls_client(a, true);
+    ck_assert_int_eq(next_notice(&h, id, sizeof id, 5000), GM_IN_OPEN);
+    ck_assert_str_eq(id, "cn:billing");
+    tls_echo(sa, 5);
+    tls_echo(sa, 100u << 10);
+    int b = harness_connect(&h);
+    SSL *sb = tls_client(b, false);
+    ck_assert_int_eq(next_notice(&h, id, sizeof id, 5000), GM_IN_OPEN);
+    ck_assert_str_eq(id, ""); /* no certificate: known by its address */
+    tls_echo(sb, 1000);
+    tls_client_free(sa);
+    close(a);
+    ck_assert_int_eq(next_notice(&h, id, sizeof id, 5000), GM_IN_CLOSE);
+    tls_client_free(sb);
+    close(b);
+    wait_connections(&h, 0);
+    harness_stop(&h);
+}
+END_TEST
+
+/* Plain text sent to a TLS connection and a handshake never begun both
+   end in a close (the stalled one after --ssl-handshake-timeout), and the
+   dispatcher hears of neither, not even a close. */
+START_TEST(test_tls_failed_or_stalled_handshake_is_closed_and_never_announced)
+{
+    struct harness h;
+    tls_harness_start(&h, 1);
+    char id[128];
+    int plain = harness_connect(&h);
+    int stalled = harness_connect(&h);
+    wait_connections(&h, 2);
+    static const char req[] = "\0REQ\0\0\0\x10\0\0\0\x05hello";
+    ck_assert(send_all(plain, req, sizeof req - 1));
+    ck_assert_msg(closed_by_server(plain), "plain text to a TLS connection was not closed");
+    ck_assert_msg(closed_by_server(stalled), "a stalled handshake was never timed out");
+    wait_connections(&h, 0);
+    ck_assert_msg(next_notice(&h, id, sizeof id, 200) == 0, "the dispatcher heard of a connection "
+                  "that never finished its handshake");
+    int ok = harness_connect(&h);
+    SSL *s = tls_client(ok, true);
+    tls_echo(s, 5);
+    tls_client_free(s);
+    close(plain);
+    close(stalled);
+    close(ok);
+    wait_connections(&h, 0);
+    harness_stop(&h);
+}
+END_TEST
+#endif /* HAVE_OPENSSL */
+
 static Suite *
 io_thread_suite(void)
 {
@@ -533,6 +726,10 @@ io_thread_suite(void)
     ADD(s, test_ring_full_and_no_memory_refuses_new_connections_and_still_reports_closes, 30);
     ADD(s, test_incomplete_packet_times_out_but_an_idle_connection_does_not, 30);
     ADD(s, test_partial_packet_lets_go_of_the_shared_read_block, 30);
+#ifdef HAVE_OPENSSL
+    ADD(s, test_tls_connection_is_announced_after_its_handshake_with_its_certificate_name, 30);
+    ADD(s, test_tls_failed_or_stalled_handshake_is_closed_and_never_announced, 30);
+#endif
     return s;
 }
 
@@ -540,5 +737,14 @@ int
 main(void)
 {
     gm_log_level = GM_LOG_CRITICAL; /* the errors these tests provoke are expected */
-    return gm_check_run_tap(io_thread_suite());
+    int rc = gm_check_run_tap(io_thread_suite());
+#ifdef HAVE_OPENSSL
+    if (tls_dir[0]) {
+        char cmd[128];
+        snprintf(cmd, sizeof cmd, "rm -rf %s", tls_dir);
+        if (system(cmd) != 0)
+            fprintf(stderr, "could not remove %s\n", tls_dir);
+    }
+#endif
+    return rc;
 }
