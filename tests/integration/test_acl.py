@@ -6,10 +6,11 @@ counter in /metrics and their log lines, SIGHUP with a good and a bad new
 file (a worker losing a function it may no longer work on), a bad file at
 start-up, and no ACL file = the rules as before.
 
-Identities here are ip: ones: the test connects from several loopback
-addresses (127.0.0.1 to 127.0.0.5, and ::1), which the server sees as
-different peers.  cn: identities (TLS client certificates) are covered by
-the dispatcher's unit tests and the TLS tests.
+Most identities here are ip: ones: the test connects from several
+loopback addresses (127.0.0.1 to 127.0.0.5, and ::1), which the server
+sees as different peers; one test gives connections cn: identities with
+TLS client certificates (tests/lib/tlsfix.py), on the Gear port and over
+HTTPS.
 """
 
 import http.client
@@ -417,6 +418,61 @@ def test_a_worker_loses_the_functions_a_reload_takes_away():
             # and it cannot take it again
             w.send_packet("CAN_DO", "billing.b")
             expect_denied(w, "ip:127.0.0.3", "work", "function billing.b")
+
+
+# ----------------------------------------------------------------------
+# certificate identities (TLS)
+
+CERT_ACL = """\
+cn:billing-*   submit      billing.*
+cn:img-*       work        images
+cn:monitor     admin-read  *
+ip:127.0.0.1   submit      plain
+"""
+
+
+@test
+def test_certificate_identities_on_the_wire_and_over_https():
+    import tlsfix
+    fix = tlsfix.get()
+
+    def ctx(name=None):
+        return tlsfix.client_context(fix, *(fix.client(name) if name else (None, None)))
+
+    ssl_args = ["--ssl", "--ssl-certificate", fix.server, "--ssl-key", fix.server_key, "--ssl-ca-file", fix.ca]
+    env = {"GEARMAND_SERVER_PEM": "", "GEARMAND_SERVER_KEY": "", "GEARMAND_CA_CERTIFICATE": ""}
+    with AclServer(acl=CERT_ACL, tokens=None, http=True, args=ssl_args, env=env, tls=ctx("monitor")) as s:
+        def tls(name=None):
+            return gmtest.Conn(s.port, tls=ctx(name))
+        with tls("billing-eu") as c, tls("img-1") as w, tls() as anon, tls("monitor") as mon:
+            gmtest.submit(c, "SUBMIT_JOB_BG", "billing.x", "a")
+            c.send_packet("SUBMIT_JOB_BG", "plain", "b", "x")
+            expect_denied(c, "cn:billing-eu", "submit", "function plain")
+            w.send_packet("CAN_DO", "images")
+            w.send_packet("CAN_DO", "billing.x")
+            expect_denied(w, "cn:img-1", "work", "function billing.x")
+            # no certificate: the address is the identity
+            gmtest.submit(anon, "SUBMIT_JOB_BG", "plain", "c")
+            anon.send_packet("SUBMIT_JOB_BG", "billing.x", "d", "x")
+            expect_denied(anon, "ip:127.0.0.1", "submit", "function billing.x")
+            assert anon.admin("status").startswith(b"ERR PERMISSION_DENIED ip:127.0.0.1+lacks+admin-read")
+            # the monitor reads; the certificate's name stands for an unset client id
+            line = [ln for ln in mon.admin("workers").decode().splitlines() if ln.endswith(": images")]
+            assert len(line) == 1 and " cn:img-1 : images" in line[0], line
+            assert mon.admin("cancel job H:x:1").startswith(b"ERR PERMISSION_DENIED cn:monitor+lacks+admin")
+            # HTTPS: the certificate names the request too (the worker is still there)
+            for name, want in (("monitor", 200), ("billing-eu", 403), (None, 403)):
+                h = http.client.HTTPSConnection("127.0.0.1", s.http_port, timeout=10, context=ctx(name))
+                h.request("GET", "/api/workers")
+                r = h.getresponse()
+                body = r.read()
+                h.close()
+                assert r.status == want, (name, r.status, body)
+                if want == 200:
+                    assert json.loads(body)["workers"][0]["identity"] == "cn:img-1", body
+                else:
+                    assert json.loads(body)["identity"] == ("cn:" + name if name else "ip:127.0.0.1"), body
+        assert "permission denied: cn:billing-eu lacks submit for function plain (127.0.0.1:" in s.log_text()
 
 
 # ----------------------------------------------------------------------
