@@ -12,7 +12,7 @@
  * per peer and function while nothing changes.
  *
  * Dispatcher thread only, but for d->acl_next, which the main thread sets
- * (gm_disp_set_acl) and this file takes.
+ * (gm_disp_set_acl, dispatcher.c) and this file takes.
  */
 #include "config.h"
 
@@ -23,15 +23,6 @@
 #include <string.h>
 
 #include "libgearman-server/base/log.h"
-
-void
-gm_disp_set_acl(struct gm_dispatcher *d, struct gm_acl *acl)
-{
-    /* a table the dispatcher has not taken yet is replaced: it never saw it */
-    gm_acl_free(atomic_exchange(&d->acl_next, acl));
-    if (d->loop)
-        gm_disp_wake(d);
-}
 
 /* The worker's registrations the table in force no longer grants go, as
    if it had sent CANT_DO for each (their running jobs are requeued). */
@@ -115,7 +106,7 @@ object_of(enum gm_perm perm)
     return perm == GM_PERM_SUBMIT || perm == GM_PERM_WORK ? "function " : "";
 }
 
-bool
+static bool
 access_peer_slow(struct gm_dispatcher *d, struct gm_peer *p, enum gm_perm perm, const struct gm_function *fn,
                  const char *name, size_t len)
 {
@@ -151,6 +142,19 @@ access_peer_slow(struct gm_dispatcher *d, struct gm_peer *p, enum gm_perm perm, 
     if (!ok)
         access_denied(d, p, p->identity, perm, object_of(perm), name, len);
     return ok;
+}
+
+bool
+peer_may(struct gm_dispatcher *d, struct gm_peer *p, enum gm_perm perm, const struct gm_function *fn,
+         const char *name, size_t len)
+{
+    if (!d->acl_enforced)
+        return true;
+    if (p->acl_gen == d->acl_gen &&
+        ((p->acl_everywhere & GM_PERM_BIT(perm)) ||
+         (perm == GM_PERM_SUBMIT && fn && fn->serial == p->acl_fn_serial && p->acl_fn_ok)))
+        return true;
+    return access_peer_slow(d, p, perm, fn, name, len);
 }
 
 bool

@@ -568,6 +568,16 @@ gm_disp_wake(struct gm_dispatcher *d)
 }
 
 void
+gm_disp_set_acl(struct gm_dispatcher *d, struct gm_acl *acl)
+{
+    /* a table the dispatcher has not taken yet is replaced: it never saw it
+       (access_take_table takes it on the dispatcher's next drain) */
+    gm_acl_free(atomic_exchange(&d->acl_next, acl));
+    if (d->loop)
+        gm_disp_wake(d);
+}
+
+void
 gm_disp_stop(struct gm_dispatcher *d)
 {
     atomic_store(&d->stop_flag, 1);

@@ -451,26 +451,13 @@ gm_disp_peer(struct gm_dispatcher *d, gm_conn_id id)
    functions it no longer grants them work on (as with CANT_DO). */
 void access_take_table(struct gm_dispatcher *d);
 void access_free(struct gm_dispatcher *d);
-/* peer_may's answer when the cache does not have it (counted and logged
-   when denied, the reason in d->denied_text). */
-bool access_peer_slow(struct gm_dispatcher *d, struct gm_peer *p, enum gm_perm perm, const struct gm_function *fn,
-                      const char *name, size_t len);
 /* Whether peer p's identity may use perm on name (a function: fn, if it
    exists, keys the cached answer for submit; for admin-read and admin,
-   what the texts call the request).  True without an ACL file; a denial
-   is counted and logged, its reason in d->denied_text. */
-static inline bool
-peer_may(struct gm_dispatcher *d, struct gm_peer *p, enum gm_perm perm, const struct gm_function *fn,
-         const char *name, size_t len)
-{
-    if (!d->acl_enforced)
-        return true;
-    if (p->acl_gen == d->acl_gen &&
-        ((p->acl_everywhere & GM_PERM_BIT(perm)) ||
-         (perm == GM_PERM_SUBMIT && fn && fn->serial == p->acl_fn_serial && p->acl_fn_ok)))
-        return true;
-    return access_peer_slow(d, p, perm, fn, name, len);
-}
+   what the texts call the request).  True without an ACL file; with one,
+   answered from the peer's cache while the table and the function are the
+   same; a denial is counted and logged, its reason in d->denied_text. */
+bool peer_may(struct gm_dispatcher *d, struct gm_peer *p, enum gm_perm perm, const struct gm_function *fn,
+              const char *name, size_t len);
 /* The same for a request of p made as identity who (an HTTP request's
    token:NAME); who NULL: p's own, as peer_may. */
 bool access_request(struct gm_dispatcher *d, struct gm_peer *p, const char *who, enum gm_perm perm,
