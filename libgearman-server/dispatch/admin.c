@@ -116,7 +116,7 @@ cmd_workers(struct gm_dispatcher *d, struct gm_peer *asker)
             gm_bytes_str(&r, " ");
             gm_bytes_str(&r, p->addr);
             gm_bytes_str(&r, " ");
-            gm_bytes_str(&r, p->client_id ? p->client_id : "-");
+            gm_bytes_str(&r, peer_client_id(p));
             gm_bytes_str(&r, " :");
             /* newest first, a function as often as it was registered */
             for (uint32_t i = p->nregs; i-- > 0;) {
@@ -350,7 +350,8 @@ cmd_policy(struct gm_dispatcher *d, struct gm_peer *p, const struct words *w)
     fn->policy->v = v;
     fn->policy->set = !reset;
     persist_policy(d, fn);
-    gm_log(GM_LOG_NOTICE, "policy of %s %s by %s:%u", fn->name, reset ? "reset" : "set", p->addr, p->port);
+    gm_log(GM_LOG_NOTICE, "policy of %s %s by %s:%u%s", fn->name, reset ? "reset" : "set", p->addr, p->port,
+           p->log_name);
     wake_workers(d, fn); /* a raised concurrency limit */
     send_str(d, p, "OK\r\n");
 }
@@ -460,8 +461,8 @@ cmd_dead(struct gm_dispatcher *d, struct gm_peer *p, const struct words *w)
         struct gm_function *fn = gm_disp_function_find(d, w->w[3], w->len[3]);
         uint64_t count = lifecycle_dead_all(d, fn, retry);
         if (fn)
-            gm_log(GM_LOG_NOTICE, "%s dead letters of %s by %s:%u: %llu", retry ? "retry" : "discard", fn->name,
-                   p->addr, p->port, (unsigned long long)count);
+            gm_log(GM_LOG_NOTICE, "%s dead letters of %s by %s:%u%s: %llu", retry ? "retry" : "discard", fn->name,
+                   p->addr, p->port, p->log_name, (unsigned long long)count);
         send_str(d, p, "OK\r\n");
         return;
     }
@@ -503,12 +504,14 @@ cmd_shutdown(struct gm_dispatcher *d, struct gm_peer *p, const struct words *w)
         send_str(d, p, "ERR UNKNOWN_ARGUMENTS shutdown+takes+no+argument+but+graceful\r\n");
         return;
     }
-    if (!p->is_loopback) {
+    if (!d->acl_enforced && !p->is_loopback) {
+        /* without an ACL file, gearmand's rule (with one, it decided) */
+        access_denied(d, p, p->identity, GM_PERM_ADMIN, "", "shutdown", 8);
         send_str(d, p, "ERR PERMISSION_DENIED shutdown+is+accepted+only+from+loopback\r\n");
         return;
     }
-    gm_log(GM_LOG_NOTICE, "shutdown%s requested by %s:%u", graceful ? " graceful" : "", p->addr,
-           p->port);
+    gm_log(GM_LOG_NOTICE, "shutdown%s requested by %s:%u%s", graceful ? " graceful" : "", p->addr,
+           p->port, p->log_name);
     send_str(d, p, "OK\r\n");
     if (graceful) {
         gm_disp_request_shutdown(d, GM_STOP_ACCEPTING);
@@ -516,6 +519,32 @@ cmd_shutdown(struct gm_dispatcher *d, struct gm_peer *p, const struct words *w)
     } else {
         gm_disp_request_shutdown(d, GM_STOP_NOW);
     }
+}
+
+/* The commands that only read (admin-read); every other known command
+   changes the server (admin).  Unknown commands need nothing: they are
+   answered UNKNOWN_COMMAND and do nothing. */
+static const char *const reading_commands[] = {"workers", "status", "prioritystatus", "show",
+                                               "version", "getpid", "verbose"};
+static const char *const changing_commands[] = {"cancel", "create", "drop", "policy", "pause", "resume",
+                                                "purge", "retry", "discard", "maxqueue", "shutdown"};
+
+/* With an ACL file, whether p may run the command w names; if not, the
+   ERR is answered. */
+static bool
+admin_permitted(struct gm_dispatcher *d, struct gm_peer *p, const struct words *w)
+{
+    enum gm_perm need = GM_PERM_COUNT;
+    for (size_t i = 0; i < sizeof reading_commands / sizeof reading_commands[0]; i++)
+        if (word_is(w, 0, reading_commands[i]))
+            need = GM_PERM_ADMIN_READ;
+    for (size_t i = 0; i < sizeof changing_commands / sizeof changing_commands[0]; i++)
+        if (word_is(w, 0, changing_commands[i]))
+            need = GM_PERM_ADMIN;
+    if (need == GM_PERM_COUNT || peer_may(d, p, need, NULL, w->w[0], w->len[0]))
+        return true;
+    err_text(d, p, "PERMISSION_DENIED", d->denied_text);
+    return false;
 }
 
 void
@@ -533,6 +562,8 @@ gm_admin_execute(struct gm_dispatcher *d, struct gm_peer *p, const struct gm_in 
         w.w[0] = "";
         w.len[0] = 0;
     }
+    if (d->acl_enforced && !admin_permitted(d, p, &w))
+        return;
     if (word_is(&w, 0, "workers")) {
         cmd_workers(d, p);
     } else if (word_is(&w, 0, "status")) {

@@ -16,7 +16,7 @@
  * Runs on the dispatcher thread only (the unit tests drive it by hand).
  * The files of the dispatcher, from the bottom up:
  *   model:    reply.c, functions.c, sleepers.c, records.c, job_store.c,
- *             acks.c, replay.c, workers.c, peers.c (dispatcher_int.h)
+ *             acks.c, replay.c, workers.c, access.c, peers.c (dispatcher_int.h)
  *   handlers: on_client.c, on_worker.c, admin.c, view.c (handlers.h)
  *   top:      dispatcher.c
  * Compatibility notes live next to the code they concern; the deliberate
@@ -281,6 +281,8 @@ gm_disp_drain(struct gm_dispatcher *d, size_t budget)
         return 0;
     drain_acks(d);
     d->drain_now_ms = d->hooks.now_ms(d->hooks.arg);
+    if (atomic_load_explicit(&d->acl_next, memory_order_relaxed))
+        access_take_table(d);
     next_rounds(d);
     while (any && done < budget) {
         any = false;
@@ -363,6 +365,9 @@ gm_disp_new(const struct gm_server_config *cfg, struct gm_channel *chans, unsign
     gm_heap_init(&d->timers, offsetof(struct gm_job, by_handle.owner_word));
     atomic_init(&d->stop_flag, 0);
     atomic_init(&d->graceful_flag, 0);
+    atomic_init(&d->acl_next, NULL);
+    d->acl_gen = 1; /* a new peer's grants (generation 0) are stale */
+    d->next_fn_serial = 1;
     d->ports = calloc(n, sizeof *d->ports);
     if (!d->ports || gm_htab_init(&d->functions, 64) < 0 ||
         gm_htab_init(&d->by_handle, cfg->hashtable_buckets) < 0 ||
@@ -432,6 +437,7 @@ gm_disp_free(struct gm_dispatcher *d)
     gm_list_each_safe(n, tmp, &d->function_list)
         gm_disp_function_free(gm_container_of(n, struct gm_function, link));
     release_flush(d);
+    access_free(d);
     gm_heap_destroy(&d->timers);
     gm_htab_destroy(&d->functions);
     gm_htab_destroy(&d->by_handle);
@@ -559,6 +565,16 @@ void
 gm_disp_wake(struct gm_dispatcher *d)
 {
     ev_async_send(d->loop, &d->wake);
+}
+
+void
+gm_disp_set_acl(struct gm_dispatcher *d, struct gm_acl *acl)
+{
+    /* a table the dispatcher has not taken yet is replaced: it never saw it
+       (access_take_table takes it on the dispatcher's next drain) */
+    gm_acl_free(atomic_exchange(&d->acl_next, acl));
+    if (d->loop)
+        gm_disp_wake(d);
 }
 
 void

@@ -119,6 +119,13 @@ void gm_disp_wake(struct gm_dispatcher *d);
 /* Any thread: makes the loop return; ring contents stay for gm_disp_free. */
 void gm_disp_stop(struct gm_dispatcher *d);
 
+struct gm_acl;
+/* Any thread (the main thread, at start-up and on SIGHUP): hands the
+   dispatcher a new access table (config/acl.h), taken before its next
+   request; it frees the one it replaces.  A table handed over before the
+   one before it was taken replaces that one, freed here. */
+void gm_disp_set_acl(struct gm_dispatcher *d, struct gm_acl *acl);
+
 /* Any thread: begins graceful mode from outside the dispatcher thread. */
 void gm_disp_request_graceful(struct gm_dispatcher *d);
 

@@ -14,6 +14,7 @@
 
 #include "libgearman-server/base/busy_poll.h"
 #include "libgearman-server/base/heap.h"
+#include "libgearman-server/config/acl.h"
 #include "libgearman-server/dispatch/dispatcher.h"
 #include "libgearman-server/dispatch/jobs.h"
 #include "libgearman-server/persist/persist.h"
@@ -57,9 +58,20 @@ struct gm_disp_persist {
     uint32_t pend_head, pend_len, pend_cap;
 };
 
+/* Identities whose denials are logged at most once a second each
+   (access.c), by hash. */
+#define GM_DENIAL_LOG_SLOTS 64
+struct gm_denial_log {
+    uint32_t hash;
+    bool used;
+    struct gm_log_limit lim;
+};
+
 /* Owner: the dispatcher thread writes and reads every field, except
    stop_flag and graceful_flag, atomics that any thread sets (gm_disp_stop,
-   gm_disp_request_graceful) and the dispatcher reads and clears. */
+   gm_disp_request_graceful) and the dispatcher reads and clears, and
+   acl_next, which any thread sets (gm_disp_set_acl) and the dispatcher
+   takes. */
 struct gm_dispatcher {
     const struct gm_server_config *cfg;
     struct gm_disp_hooks hooks;
@@ -101,8 +113,21 @@ struct gm_dispatcher {
     uint32_t unref_n;
 
     struct gm_state_view view;   /* what a front-end may read (view.c) */
-    const struct gm_peer *serving; /* whose front-end request serve() answers now (the
+    struct gm_peer *serving;     /* whose front-end request serve() answers now (the
                                     view's actions log it); NULL outside serve() */
+    const char *serving_who;     /* and the request's identity (token:NAME), or NULL: its peer's */
+    const char *serving_path;    /* and its path, serving_path_len bytes (denials name it) */
+    size_t serving_path_len;
+
+    /* access control (access.c) */
+    _Atomic(struct gm_acl *) acl_next; /* a table handed over, not taken yet */
+    struct gm_acl *acl;          /* the table in force (with tokens, or rules, or both); NULL: none */
+    bool acl_enforced;           /* an ACL file is in force: what it does not grant is denied */
+    uint32_t acl_gen;            /* advances with every table taken: peers' cached grants are stale */
+    uint64_t next_fn_serial;     /* the serial number the next function gets (gm_function.serial) */
+    uint64_t denied[GM_PERM_COUNT]; /* requests denied, by the permission they lacked */
+    char denied_text[320];       /* why the last request was denied ("WHO lacks PERM for ...") */
+    struct gm_denial_log denial_log[GM_DENIAL_LOG_SLOTS];
     int64_t start_ms;
     int64_t drain_now_ms;   /* the clock, read once per gm_disp_drain; 0 outside one */
 
@@ -132,6 +157,7 @@ struct submit {
     uint8_t prio;
     bool background;
     int64_t when;          /* 0 = now */
+    const char *who;       /* an HTTP request's identity (token:NAME); NULL: its peer's */
 };
 
 /* The time, in ms.  Inside gm_disp_drain it is the time the drain began:
@@ -417,6 +443,41 @@ gm_disp_peer(struct gm_dispatcher *d, gm_conn_id id)
         return NULL;
     struct gm_peer *p = d->ports[t].peers[slot];
     return p && p->id == id ? p : NULL;
+}
+
+/* access.c: permissions (config/acl.h). */
+/* Takes the table the main thread handed over (gm_disp_set_acl): the one
+   before is freed, peers' cached grants go stale, and workers lose the
+   functions it no longer grants them work on (as with CANT_DO). */
+void access_take_table(struct gm_dispatcher *d);
+void access_free(struct gm_dispatcher *d);
+/* Whether peer p's identity may use perm on name (a function: fn, if it
+   exists, keys the cached answer for submit; for admin-read and admin,
+   what the texts call the request).  True without an ACL file; with one,
+   answered from the peer's cache while the table and the function are the
+   same; a denial is counted and logged, its reason in d->denied_text. */
+bool peer_may(struct gm_dispatcher *d, struct gm_peer *p, enum gm_perm perm, const struct gm_function *fn,
+              const char *name, size_t len);
+/* The same for a request of p made as identity who (an HTTP request's
+   token:NAME); who NULL: p's own, as peer_may. */
+bool access_request(struct gm_dispatcher *d, struct gm_peer *p, const char *who, enum gm_perm perm,
+                    const struct gm_function *fn, const char *name, size_t len);
+/* Counts and logs a denial of perm to who (peer p's identity or its
+   request's) for object name (object: "function " or ""), its reason
+   in d->denied_text: the checks above call it, and the rules that apply
+   without an ACL file (shutdown from loopback only, ...). */
+void access_denied(struct gm_dispatcher *d, const struct gm_peer *p, const char *who, enum gm_perm perm,
+                   const char *object, const char *name, size_t len);
+/* ERROR PERMISSION_DENIED with d->denied_text to p. */
+void access_send_denied(struct gm_dispatcher *d, struct gm_peer *p);
+
+/* What `workers` and /api/workers show as p's client id: its
+   SET_CLIENT_ID, else its identity when that is a certificate's (cn:NAME;
+   an ip: identity is the address column's already), else "-" as gearmand. */
+static inline const char *
+peer_client_id(const struct gm_peer *p)
+{
+    return p->client_id ? p->client_id : p->id_listed ? p->identity : "-";
 }
 
 /* peers.c: the peers. */

@@ -49,6 +49,7 @@ gm_disp_function_get(struct gm_dispatcher *d, const char *name, size_t len)
     gm_list_init(&f->sleepers);
     gm_list_init(&f->jobs);
     gm_list_init(&f->dead);
+    f->serial = d->next_fn_serial++;
     f->name_len = (uint32_t)len;
     memcpy(f->name, name, len);
     f->name[len] = '\0';

@@ -92,6 +92,7 @@ struct gm_policy {
 
 struct gm_function {
     struct gm_hnode hnode;       /* in functions, by name */
+    uint64_t serial;             /* unique among the functions made since start (access.c's cache) */
     struct gm_policy *policy;    /* NULL: no policy, not paused */
     struct gm_list link;         /* in the creation-order list */
     struct gm_list queue[GM_PRIO_COUNT];
@@ -132,6 +133,7 @@ struct gm_peer {
     bool noop_sent;     /* woken since it went to sleep */
     bool exceptions;    /* receives WORK_EXCEPTION (OPTION_REQ exceptions) */
     bool is_loopback;   /* peer address is 127.0.0.0/8 or ::1 */
+    bool id_listed;     /* its identity stands for an unset client id in `workers` (a cn:) */
     char *client_id;    /* SET_CLIENT_ID; NULL shows as "-" */
     struct gm_reg **regs;        /* one per function, in order of its first CAN_DO */
     uint32_t nregs, regs_cap;
@@ -146,7 +148,19 @@ struct gm_peer {
     uint32_t round;              /* the round round_bytes counts */
     struct gm_log_limit log_limit; /* the lines it causes (gm_log_peer) */
     struct gm_taken_back *taken_back; /* jobs its time limit took from it (lifecycle.c), or NULL */
+    /* What the access table grants its identity (access.c), worked out for
+       table acl_gen: GM_PERM_BIT()s for every function, for some; and the
+       answer for submit on the function with serial acl_fn_serial (0:
+       none). */
+    uint32_t acl_gen;
+    uint8_t acl_everywhere, acl_somewhere;
+    bool acl_fn_ok;
+    uint64_t acl_fn_serial;
     char addr[GM_ADDR_MAX];
+    const char *identity;        /* "cn:NAME" (verified client certificate) or "ip:ADDRESS" */
+    uint32_t identity_len;
+    const char *log_name;        /* " cn:NAME" for the log lines about it, or "" (an ip: is its address) */
+    char id_buf[];               /* " " and the identity */
 };
 
 /* The last jobs a time limit took back from a worker: its later WORK_*

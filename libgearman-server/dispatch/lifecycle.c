@@ -450,15 +450,16 @@ lifecycle_function_action(struct gm_dispatcher *d, const char *name, size_t len,
     struct gm_function *fn = lifecycle_function(d, name, len, what == LIFECYCLE_PAUSE, &err, bad);
     if (!fn)
         return err;
-    const char *addr = by ? by->addr : "-";
+    const char *addr = by ? by->addr : "-", *who = by ? by->log_name : "";
     unsigned port = by ? by->port : 0;
     if (what == LIFECYCLE_PURGE) {
         *purged = gm_disp_function_fail_waiting(d, fn);
-        gm_log(GM_LOG_NOTICE, "purge of %s by %s:%u: %llu jobs removed", fn->name, addr, port,
+        gm_log(GM_LOG_NOTICE, "purge of %s by %s:%u%s: %llu jobs removed", fn->name, addr, port, who,
                (unsigned long long)*purged);
     } else if (what == LIFECYCLE_PAUSE || fn->policy) {
         lifecycle_set_paused(d, fn, what == LIFECYCLE_PAUSE);
-        gm_log(GM_LOG_NOTICE, "%s %s by %s:%u", fn->name, what == LIFECYCLE_PAUSE ? "paused" : "resumed", addr, port);
+        gm_log(GM_LOG_NOTICE, "%s %s by %s:%u%s", fn->name, what == LIFECYCLE_PAUSE ? "paused" : "resumed", addr,
+               port, who);
     }
     return 0;
 }

@@ -11,6 +11,7 @@
 
 #include "libgearman-server/dispatch/handlers.h"
 
+#include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
@@ -74,8 +75,13 @@ submit_job(struct gm_dispatcher *d, struct gm_peer *p, struct gm_in *m, const st
     }
     if (refuse_bad_name(d, p->id, GM_NAME_FUNCTION, s->fn, s->fn_len))
         return;
-    struct gm_function *fn = gm_disp_function_get(d, s->fn, s->fn_len);
-    if (!fn) {
+    struct gm_function *fn = gm_disp_function_find(d, s->fn, s->fn_len);
+    if (!(s->who ? access_request(d, p, s->who, GM_PERM_SUBMIT, fn, s->fn, s->fn_len)
+                 : peer_may(d, p, GM_PERM_SUBMIT, fn, s->fn, s->fn_len))) {
+        access_send_denied(d, p); /* before the function is made: nothing of it is left */
+        return;
+    }
+    if (!fn && !(fn = gm_disp_function_get(d, s->fn, s->fn_len))) {
         send_error(d, p->id, "QUEUE_ERROR", "MEMORY_ALLOCATION_FAILURE");
         return;
     }
@@ -228,6 +234,19 @@ on_submit(struct gm_dispatcher *d, struct gm_peer *p, struct gm_in *m)
     submit_job(d, p, m, &s);
 }
 
+/* Whether p may ask about job (NULL: unknown, which reveals nothing): it
+   needs submit on the job's function.  If not, the ERROR is sent; its
+   text does not name the function (the handle is all the asker knew). */
+static bool
+may_ask_about(struct gm_dispatcher *d, struct gm_peer *p, const struct gm_job *job)
+{
+    if (!job || peer_may(d, p, GM_PERM_SUBMIT, job->fn, job->fn->name, job->fn->name_len))
+        return true;
+    snprintf(d->denied_text, sizeof d->denied_text, "%s lacks submit for the function of that job", p->identity);
+    access_send_denied(d, p);
+    return false;
+}
+
 /* The fields of STATUS_RES (the first five) and STATUS_RES_UNIQUE (all
    six): the key asked about, known, running, numerator, denominator, and
    the number of clients waiting; zeros for an unknown job. */
@@ -256,8 +275,11 @@ on_get_status(struct gm_dispatcher *d, struct gm_peer *p, struct gm_in *m)
 {
     size_t len;
     const char *h = field(m, 0, &len);
+    struct gm_job *job = gm_disp_job_by_handle(d, h, len);
+    if (!may_ask_about(d, p, job))
+        return;
     struct status_reply r;
-    status_fill(&r, h, len, gm_disp_job_by_handle(d, h, len));
+    status_fill(&r, h, len, job);
     send_packet(d, p->id, GM_PKT_STATUS_RES, r.f, 5, NULL);
 }
 
@@ -267,6 +289,8 @@ on_get_status_unique(struct gm_dispatcher *d, struct gm_peer *p, struct gm_in *m
     size_t len;
     const char *u = field(m, 0, &len);
     struct gm_job *job = len ? job_unique_head(d, u, len) : NULL;
+    if (!may_ask_about(d, p, job))
+        return;
     struct status_reply r;
     status_fill(&r, u, len, job);
     send_packet(d, p->id, GM_PKT_STATUS_RES_UNIQUE, r.f, 6, NULL);
@@ -315,7 +339,9 @@ on_echo(struct gm_dispatcher *d, struct gm_peer *p, struct gm_in *m)
 
 /* A front-end request: a job submission (the replies go back as packets,
    which the front-end turns into its response), or a question the
-   front-end answers from the state view. */
+   front-end answers from the state view.  A request with a bearer token
+   (when a token file is loaded) is made as the token's identity,
+   token:NAME; a token no line has is answered UNAUTHORIZED (HTTP 401). */
 void
 on_frontend(struct gm_dispatcher *d, struct gm_peer *p, struct gm_in *m)
 {
@@ -323,8 +349,17 @@ on_frontend(struct gm_dispatcher *d, struct gm_peer *p, struct gm_in *m)
     const struct gm_fe_req *r = &m->u.fe;
     if (!fe)
         return;
+    const char *who = NULL;
+    if (r->auth_off && gm_acl_token_count(d->acl)) {
+        who = gm_acl_token_identity(d->acl, m->payload + r->auth_off, r->auth_len);
+        if (!who) {
+            send_error(d, p->id, "UNAUTHORIZED", "the bearer token is not one of --http-token-file");
+            return;
+        }
+    }
     if (r->kind == GM_FE_SUBMIT) {
         struct submit s = {0};
+        s.who = who;
         s.fn = m->payload + r->path_off;
         s.fn_len = r->path_len;
         if (r->flags & GM_FE_HAS_UNIQUE) {
@@ -342,9 +377,12 @@ on_frontend(struct gm_dispatcher *d, struct gm_peer *p, struct gm_in *m)
         return;
     }
     d->serving = p;
-    struct gm_fe_output o = fe->serve(m->payload, r, p->is_loopback, d->cfg->frontend_remote_actions,
-                                      d->cfg->max_output, &d->view);
+    d->serving_who = who;
+    d->serving_path = m->payload + r->path_off;
+    d->serving_path_len = r->path_len;
+    struct gm_fe_output o = fe->serve(m->payload, r, d->cfg->max_output, &d->view);
     d->serving = NULL;
+    d->serving_who = NULL;
     if (!o.blk || !send_raw(d, p->id, o.blk, o.len)) {
         gm_disp_send_close(d, p->id);
         return;

@@ -1,7 +1,9 @@
 /*
  * on_worker.c: worker requests (handler layer of the dispatcher): CAN_DO,
  * CANT_DO, RESET_ABILITIES, PRE_SLEEP, GRAB_JOB and the WORK_* results,
- * forwarded to the job's clients by reference.  Dispatcher thread only.
+ * forwarded to the job's clients by reference.  With an ACL file, CAN_DO
+ * needs the permission work on the function (GRAB_JOB and WORK_* then
+ * concern only functions so registered).  Dispatcher thread only.
  */
 #include "config.h"
 
@@ -30,6 +32,10 @@ on_can_do(struct gm_dispatcher *d, struct gm_peer *p, struct gm_in *m)
     }
     if (refuse_bad_name(d, p->id, GM_NAME_FUNCTION, name, len))
         return;
+    if (!peer_may(d, p, GM_PERM_WORK, NULL, name, len)) {
+        access_send_denied(d, p); /* not registered; the connection stays */
+        return;
+    }
     struct gm_function *fn = gm_disp_function_get(d, name, len);
     if (!fn) {
         send_error(d, p->id, "QUEUE_ERROR", "MEMORY_ALLOCATION_FAILURE");

@@ -3,11 +3,16 @@
  * comes with GM_IN_OPEN and goes with GM_IN_CLOSE, taking its
  * registrations, running jobs and waits with it.  Dispatcher thread only;
  * owns every struct gm_peer, found by connection id in its port's table.
+ *
+ * A peer's identity (config/acl.h) comes with GM_IN_OPEN: its payload is
+ * "cn:NAME" when the connection's TLS client certificate was verified,
+ * else empty, and the identity is "ip:" and the peer's address.
  */
 #include "config.h"
 
 #include "libgearman-server/dispatch/dispatcher_int.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -43,7 +48,18 @@ peer_open(struct gm_dispatcher *d, const struct gm_in *m)
         port->peers = np;
         port->npeers = n;
     }
-    struct gm_peer *p = calloc(1, sizeof *p);
+    /* the identity: the OPEN's payload, else ip:ADDRESS */
+    char ip[3 + GM_ADDR_MAX];
+    const char *id = m->payload;
+    size_t id_len = m->len;
+    if (!id_len || !id) {
+        const char *a = m->u.open.addr;
+        if (strncmp(a, "::ffff:", 7) == 0 && strchr(a + 7, '.'))
+            a += 7; /* IPv4-mapped: named as IPv4, as the listeners do */
+        id_len = (size_t)snprintf(ip, sizeof ip, "ip:%.*s", GM_ADDR_MAX - 1, a);
+        id = ip;
+    }
+    struct gm_peer *p = calloc(1, sizeof *p + 1 + id_len + 1);
     if (!p) {
         gm_log(GM_LOG_ERROR, "out of memory for connection %s:%u", m->u.open.addr, m->u.open.port);
         gm_disp_send_close(d, m->conn);
@@ -55,6 +71,16 @@ peer_open(struct gm_dispatcher *d, const struct gm_in *m)
     memcpy(p->addr, m->u.open.addr, sizeof p->addr);
     p->addr[sizeof p->addr - 1] = '\0';
     p->is_loopback = addr_is_loopback(p->addr);
+    p->id_buf[0] = ' ';
+    memcpy(p->id_buf + 1, id, id_len);
+    p->id_buf[1 + id_len] = '\0';
+    p->identity = p->id_buf + 1;
+    p->identity_len = (uint32_t)id_len;
+    p->log_name = id != ip ? p->id_buf : "";
+    /* a certificate's name says more than the address column: it stands
+       for an unset client id, when it cannot cut a listing's line */
+    p->id_listed = id != ip && !gm_name_check(GM_NAME_CLIENT_ID, id, id_len) && !memchr(id, ' ', id_len) &&
+                   id_len <= GM_CLIENT_ID_MAX;
     p->exceptions = d->cfg->exceptions;
     gm_list_init(&p->waits);
     gm_list_init(&p->held_link);

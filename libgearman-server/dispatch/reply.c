@@ -154,8 +154,8 @@ send_error(struct gm_dispatcher *d, gm_conn_id conn, const char *code, const cha
     /* (while gm_disp_free tears down, the peer tables are gone) */
     struct gm_peer *p = d->tearing_down ? NULL : gm_disp_peer(d, conn);
     if (p)
-        gm_log_peer(&p->log_limit, p->addr, p->port, GM_LOG_ERROR, "GEARMAN_%s:%s (%s:%u)", code, text,
-                    p->addr, p->port);
+        gm_log_peer(&p->log_limit, p->addr, p->port, GM_LOG_ERROR, "GEARMAN_%s:%s (%s:%u%s)", code, text,
+                    p->addr, p->port, p->log_name);
     else
         gm_log_peer(NULL, NULL, 0, GM_LOG_ERROR, "GEARMAN_%s:%s", code, text);
     send_packet(d, conn, GM_PKT_ERROR, f, 2, NULL);

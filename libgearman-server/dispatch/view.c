@@ -11,6 +11,7 @@
  */
 #include "config.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -59,6 +60,10 @@ view_server(void *arg, struct gm_view_server *out)
     }
     out->dead = d->nstate[GM_JOB_DEAD];
     out->dead_dropped = d->dead_dropped;
+    out->denied_submit = d->denied[GM_PERM_SUBMIT];
+    out->denied_work = d->denied[GM_PERM_WORK];
+    out->denied_admin_read = d->denied[GM_PERM_ADMIN_READ];
+    out->denied_admin = d->denied[GM_PERM_ADMIN];
     out->queue_backend = "builtin";
     out->queue_healthy = true;
     out->queue_pending = d->persist.pend_len;
@@ -147,7 +152,8 @@ view_each_worker(void *arg, void (*cb)(void *, const struct gm_view_worker *), v
             w.fd = p->fd;
             w.addr = p->addr;
             w.port = p->port;
-            w.client_id = p->client_id ? p->client_id : "-";
+            w.client_id = peer_client_id(p);
+            w.identity = p->identity;
             w.functions = names;
             w.nfunctions = k;
             w.current_job = current ? gm_job_handle(current) : NULL;
@@ -336,10 +342,36 @@ view_function_action(void *arg, const char *name, size_t len, enum gm_view_funct
     return lifecycle_function_action(d, name, len, as[what], d->serving, purged, &bad);
 }
 
+/* Whether the asker of the request being served (d->serving, as
+   d->serving_who) may read or act: the ACL's admin-read or admin; without
+   an ACL file, anyone may read, and act from this host (or from anywhere
+   with --http-allow-remote-actions). */
+static bool
+view_permitted(void *arg, enum gm_view_need need, struct gm_view_refusal *why)
+{
+    struct gm_dispatcher *d = arg;
+    struct gm_peer *p = d->serving;
+    enum gm_perm perm = need == GM_VIEW_ACT ? GM_PERM_ADMIN : GM_PERM_ADMIN_READ;
+    char what[96];
+    int n = snprintf(what, sizeof what, "HTTP /%.*s", (int)(d->serving_path_len < 80 ? d->serving_path_len : 80),
+                     d->serving_path ? d->serving_path : "");
+    size_t len = n < 0 ? 0 : (size_t)n < sizeof what ? (size_t)n : sizeof what - 1;
+    why->identity = d->serving_who ? d->serving_who : p->identity;
+    why->permission = gm_perm_name(perm);
+    why->by_acl = d->acl_enforced;
+    if (d->acl_enforced)
+        return access_request(d, p, d->serving_who, perm, NULL, what, len);
+    if (perm == GM_PERM_ADMIN_READ || p->is_loopback || d->cfg->frontend_remote_actions)
+        return true;
+    access_denied(d, p, why->identity, perm, "", what, len);
+    return false;
+}
+
 void
 gm_disp_view_init(struct gm_dispatcher *d)
 {
     d->view.d = d;
+    d->view.permitted = view_permitted;
     d->view.server = view_server;
     d->view.each_function = view_each_function;
     d->view.each_worker = view_each_worker;

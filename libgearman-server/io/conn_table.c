@@ -75,6 +75,35 @@ in_push_ctrl(struct gm_io_thread *t, const struct gm_in *m, struct gm_in_spill_n
     return rc >= 0;
 }
 
+bool
+conn_announce(struct conn *c, const char *id, size_t n)
+{
+    struct gm_io_thread *t = c->t;
+    struct gm_in m;
+    memset(&m, 0, sizeof m);
+    m.conn = gm_conn_id_make(t->index, c->slot, c->gen);
+    m.kind = GM_IN_OPEN;
+    m.u.open.fd = c->fd;
+    m.u.open.port = c->port;
+    memcpy(m.u.open.addr, c->addr, sizeof m.u.open.addr);
+    if (n) {
+        if (!(m.blk = gm_block_new(n))) {
+            conn_close(c, GM_LOG_ERROR, "out of memory announcing the connection");
+            return false;
+        }
+        memcpy(m.blk->data, id, n);
+        m.payload = m.blk->data;
+        m.len = (uint32_t)n;
+    }
+    if (!in_push_ctrl(t, &m, NULL)) {
+        gm_block_unref(m.blk);
+        conn_close(c, GM_LOG_ERROR, "out of memory announcing the connection");
+        return false;
+    }
+    c->flags |= CF_ANNOUNCED;
+    return true;
+}
+
 void
 in_flush_overflow(struct gm_io_thread *t)
 {

@@ -26,14 +26,15 @@
  * TLS (--ssl): a connection accepted while the thread holds a TLS context
  * does its handshake first (CF_HANDSHAKE) and is announced to the
  * dispatcher after it; then it reads and writes through conn_recv and
- * conn_writev like any other (tls_conn.c).
+ * conn_writev like any other (tls_session.c, tls_handshake.c).
  *
  * Timing: a packet begun and left incomplete, or an HTTP request not sent
  * in time, closes its connection; a small partial packet left waiting in
  * a block the thread moved past gets a block of its own (deadlines.c).
  *
- * The files, from the bottom up: conn_table.c, tls_conn.c, writer.c,
- * parser.c, frontend_conn.c, reader.c, deadlines.c, io_thread.c.
+ * The files, from the bottom up: tls_session.c, conn_table.c, writer.c,
+ * parser.c, frontend_conn.c, reader.c, deadlines.c, tls_handshake.c,
+ * io_thread.c.
  */
 #ifndef GM_IO_INT_H
 #define GM_IO_INT_H
@@ -106,7 +107,7 @@ struct conn {
     char *fe_acc;           /* reply packet bytes being assembled */
     size_t fe_acc_len, fe_acc_cap;
     struct gm_in_spill_node *close_node; /* reserved for the close notice (see in_push_ctrl) */
-    struct ssl_st *ssl;     /* its TLS session (tls_conn.c), or NULL: plain text */
+    struct ssl_st *ssl;     /* its TLS session (tls_session.c), or NULL: plain text */
     double last_read;       /* ev_now() of the last bytes read (--packet-timeout); of the
                                accept during a TLS handshake (--ssl-handshake-timeout) */
     double ready_since;     /* front-end: ev_now() it became ready for a request (--http-timeout) */
@@ -161,7 +162,7 @@ struct gm_io_thread {
     ev_timer sweep;             /* once a second: deadlines.c */
     struct gm_tls_ctx *tls;     /* --ssl: new connections speak TLS with it (a reference), or NULL */
     _Atomic(struct gm_tls_ctx *) tls_next; /* a newer one handed over (gm_io_set_tls), or NULL */
-    char *tls_buf;              /* one TLS record being written (tls_conn.c) */
+    char *tls_buf;              /* one TLS record being written (tls_session.c) */
     char name[16];
 };
 
@@ -170,6 +171,25 @@ enum packet_result {
     PKT_STALL,  /* inbound ring full: try again later, nothing was taken */
     PKT_CLOSE   /* the stream cannot be trusted: close after the error */
 };
+
+/* tls_session.c (below everything else: it calls nothing of the thread's) */
+/* Begins a TLS session on a new connection: false if memory is short. */
+bool tls_conn_start(struct conn *c);
+void tls_conn_free(struct conn *c);
+/* read() and writev() of the connection, through its TLS session if it has
+   one: bytes, 0 for the end, -1 with errno (EAGAIN: wait for the socket). */
+ssize_t conn_recv(struct conn *c, char *buf, size_t len);
+ssize_t conn_writev(struct conn *c, const struct iovec *iov, int n);
+/* Whether bytes already decrypted (or received) wait in the session: the
+   socket will not say so. */
+bool conn_recv_pending(const struct conn *c);
+/* Why the session's last call (ret, its SSL_get_error code) failed, in
+   words; the identity "cn:NAME" of a verified client certificate whose CN
+   is 1 to GM_CN_MAX printable characters without a space, or 0 bytes. */
+void tls_reason(struct conn *c, int ret, int code, char *out, size_t n);
+size_t tls_identity(struct conn *c, char *out, size_t n);
+/* Takes a context handed over by the main thread. */
+void tls_adopt(struct gm_io_thread *t);
 
 /* conn_table.c */
 /* Block references are counted in batches: parsing one read takes many
@@ -201,6 +221,9 @@ void conn_resume_reading(struct conn *c);
    queued output. */
 void conn_release(struct conn *c);
 void conn_close(struct conn *c, int level, const char *why);
+/* Tells the dispatcher of the connection (GM_IN_OPEN) with its identity
+   (id[0..n), empty: its address); false if it was closed instead (memory). */
+bool conn_announce(struct conn *c, const char *id, size_t n);
 
 /* writer.c */
 void mark_dirty(struct conn *c);
@@ -228,27 +251,6 @@ void fe_parse(struct conn *c);
 void fe_finish_big(struct conn *c, struct gm_block *b);
 void fe_reply(struct conn *c, struct gm_out *m);
 
-/* io_thread.c */
-/* Tells the dispatcher of the connection (GM_IN_OPEN) with its identity
-   (id[0..n), empty: its address); false if it was closed instead (memory). */
-bool conn_announce(struct conn *c, const char *id, size_t n);
-
-/* tls_conn.c */
-/* Begins a TLS session on a new connection: false if memory is short. */
-bool tls_conn_start(struct conn *c);
-void tls_conn_free(struct conn *c);
-/* Drives the handshake on; once done, announces the connection and reads. */
-void tls_handshake(struct conn *c);
-/* read() and writev() of the connection, through its TLS session if it has
-   one: bytes, 0 for the end, -1 with errno (EAGAIN: wait for the socket). */
-ssize_t conn_recv(struct conn *c, char *buf, size_t len);
-ssize_t conn_writev(struct conn *c, const struct iovec *iov, int n);
-/* Whether bytes already decrypted (or received) wait in the session: the
-   socket will not say so. */
-bool conn_recv_pending(const struct conn *c);
-/* Takes a context handed over by the main thread. */
-void tls_adopt(struct gm_io_thread *t);
-
 /* deadlines.c */
 /* Stamps: bytes were read; a front-end connection is ready for a request. */
 void conn_mark_read(struct conn *c);
@@ -260,5 +262,9 @@ void conn_read(struct conn *c);
 /* Parses what the connection has unparsed (Gearman or front-end). */
 void conn_parse(struct conn *c);
 void retry_stalled(struct gm_io_thread *t);
+
+/* tls_handshake.c */
+/* Drives the handshake on; once done, announces the connection and reads. */
+void tls_handshake(struct conn *c);
 
 #endif /* GM_IO_INT_H */

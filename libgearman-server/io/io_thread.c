@@ -2,8 +2,8 @@
  * io_thread.c: an I/O thread: its loop, new sockets, replies taken off the
  * outbound ring, the end of each loop iteration (write, publish, wake the
  * dispatcher, or run it when hosted) (see io_thread.h).  The rest of the
- * thread: conn_table.c, tls_conn.c, writer.c, reader.c, parser.c,
- * frontend_conn.c, deadlines.c;
+ * thread: tls_session.c, conn_table.c, writer.c, parser.c,
+ * frontend_conn.c, reader.c, deadlines.c, tls_handshake.c;
  * their shared state is io_int.h.
  *
  * Runs on one I/O thread and owns that thread's connections, read blocks,
@@ -51,7 +51,10 @@ on_conn_read(struct ev_loop *loop, ev_io *w, int revents)
     struct conn *c = w->data;
     c->t->iter_active = true;
     gm_busy_poll_activity(&c->t->poll, c->t->loop);
-    conn_read(c);
+    if (c->flags & CF_HANDSHAKE)
+        tls_handshake(c);
+    else
+        conn_read(c);
 }
 
 static void
@@ -72,35 +75,6 @@ static size_t
 fe_max_reply(const struct gm_server_config *cfg)
 {
     return cfg->max_output > cfg->max_packet_size ? cfg->max_output : cfg->max_packet_size;
-}
-
-bool
-conn_announce(struct conn *c, const char *id, size_t n)
-{
-    struct gm_io_thread *t = c->t;
-    struct gm_in m;
-    memset(&m, 0, sizeof m);
-    m.conn = gm_conn_id_make(t->index, c->slot, c->gen);
-    m.kind = GM_IN_OPEN;
-    m.u.open.fd = c->fd;
-    m.u.open.port = c->port;
-    memcpy(m.u.open.addr, c->addr, sizeof m.u.open.addr);
-    if (n) {
-        if (!(m.blk = gm_block_new(n))) {
-            conn_close(c, GM_LOG_ERROR, "out of memory announcing the connection");
-            return false;
-        }
-        memcpy(m.blk->data, id, n);
-        m.payload = m.blk->data;
-        m.len = (uint32_t)n;
-    }
-    if (!in_push_ctrl(t, &m, NULL)) {
-        gm_block_unref(m.blk);
-        conn_close(c, GM_LOG_ERROR, "out of memory announcing the connection");
-        return false;
-    }
-    c->flags |= CF_ANNOUNCED;
-    return true;
 }
 
 static void

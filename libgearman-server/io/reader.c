@@ -116,10 +116,6 @@ read_shared(struct conn *c, size_t *room)
 void
 conn_read(struct conn *c)
 {
-    if (c->flags & CF_HANDSHAKE) {
-        tls_handshake(c);
-        return;
-    }
     for (int round = 0; round < READS_PER_EVENT; round++) {
         if (c->flags & (CF_DEAD | CF_CLOSING | CF_STALLED | CF_OUT_FULL))
             return;

@@ -34,6 +34,7 @@ struct gm_fe_req {
     uint16_t path_off, path_len;     /* GM_FE_SUBMIT: the function name */
     uint16_t query_off, query_len;
     uint16_t unique_off, unique_len;
+    uint16_t auth_off, auth_len;     /* the token of `Authorization: Bearer TOKEN`; auth_off 0: none */
     uint32_t body_off, body_len;
 };
 

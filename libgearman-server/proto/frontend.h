@@ -89,6 +89,10 @@ struct gm_fe_output {
     X(U64, queue_records, "server.queue.records", GM_METRIC(7, "gearman_queue_records_total", "Job records (adds and removals) written to the durable queue.")) \
     X(U64, queue_failures, "server.queue.failures", GM_METRIC(8, "gearman_queue_failures_total", "Batches the durable queue refused.")) \
     X(U64, queue_pending, "server.queue.pending", GM_METRIC(9, "gearman_queue_pending_jobs", "Background jobs waiting for their durable write (the lag).")) \
+    X(U64, denied_submit, "server.denied.submit", GM_METRIC_LABEL(14, "gearman_denied_total", GM_LABEL("permission", "submit"), "Requests denied (docs/security.md), by the permission they lacked.")) \
+    X(U64, denied_work, "server.denied.work", GM_METRIC_LABEL(15, "gearman_denied_total", GM_LABEL("permission", "work"), NULL)) \
+    X(U64, denied_admin_read, "server.denied.admin-read", GM_METRIC_LABEL(16, "gearman_denied_total", GM_LABEL("permission", "admin-read"), NULL)) \
+    X(U64, denied_admin, "server.denied.admin", GM_METRIC_LABEL(17, "gearman_denied_total", GM_LABEL("permission", "admin"), NULL)) \
     X(U64, jobs, "totals.jobs", GM_METRIC(4, "gearman_jobs_total_in_memory", "Jobs the server holds (queued, scheduled, running).")) \
     X(U64, queued, "totals.queued", GM_NO_METRIC) \
     X(U64, running, "totals.running", GM_NO_METRIC) \
@@ -164,7 +168,8 @@ struct gm_view_worker {
     int fd;
     const char *addr;
     uint16_t port;
-    const char *client_id;     /* "-" when unset */
+    const char *client_id;     /* "-" when unset (its identity when that is a cn:, as `workers`) */
+    const char *identity;      /* "ip:ADDRESS" or "cn:NAME" (docs/security.md) */
     const char *const *functions;
     uint32_t nfunctions;
     const char *current_job;   /* handle of a job it runs, or NULL */
@@ -222,6 +227,18 @@ enum {
     GM_VIEW_NO_MEMORY = -3,
 };
 
+/* What a request asks of the view's permitted(): to read the views
+   (admin-read) or to change the server's state (admin). */
+enum gm_view_need { GM_VIEW_READ, GM_VIEW_ACT };
+
+/* Why permitted() said no. */
+struct gm_view_refusal {
+    bool by_acl;               /* the ACL file's; false: the rule without one (actions from
+                                  this host only, unless --http-allow-remote-actions) */
+    const char *identity;      /* who asked: "ip:...", "cn:...", "token:NAME" */
+    const char *permission;    /* what it lacks: "admin-read" or "admin" */
+};
+
 /* The function actions of the view: the admin pause, resume and purge. */
 enum gm_view_function_action { GM_VIEW_PAUSE, GM_VIEW_RESUME, GM_VIEW_PURGE };
 
@@ -256,6 +273,11 @@ struct gm_view_jobs_result {
 
 struct gm_state_view {
     void *d;
+    /* Whether the asker of the request being served may read the views
+       (GM_VIEW_READ) or change the server's state (GM_VIEW_ACT): true, or
+       false with *why filled (pointers valid during serve()); the denial is
+       counted (gearman_denied_total) and logged by the dispatcher. */
+    bool (*permitted)(void *d, enum gm_view_need need, struct gm_view_refusal *why);
     void (*server)(void *d, struct gm_view_server *out);
     void (*each_function)(void *d, void (*cb)(void *arg, const struct gm_view_function *f), void *arg);
     void (*each_worker)(void *d, void (*cb)(void *arg, const struct gm_view_worker *w), void *arg);
@@ -313,14 +335,13 @@ struct gm_frontend {
     int (*on_packet)(void *st, uint32_t type, const char *payload, uint32_t len,
                      struct gm_fe_output *out);
 
-    /* Dispatcher thread: answers a GM_FE_SERVE request from the view;
-       `loopback` says whether the peer is on this host (state-changing
-       actions may require it); `max_response` (--max-output-size) is the
-       most a response built from the view may hold, which bounds what one
+    /* Dispatcher thread: answers a GM_FE_SERVE request from the view,
+       asking the view's permitted() before it shows or does anything but
+       the health check; `max_response` (--max-output-size) is the most a
+       response built from the view may hold, which bounds what one
        request costs (lists past it are cut; 0: no limit of the server's).
        Returns the whole response. */
-    struct gm_fe_output (*serve)(const char *request, const struct gm_fe_req *req, bool loopback,
-                                 bool allow_remote_actions, size_t max_response,
+    struct gm_fe_output (*serve)(const char *request, const struct gm_fe_req *req, size_t max_response,
                                  const struct gm_state_view *view);
 };
 

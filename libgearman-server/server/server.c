@@ -1,8 +1,9 @@
 /*
  * server.c: threads and the main loop (see server.h): the server built
  * (channels, dispatcher, I/O threads, queue opened and replayed), the
- * threads started and stopped in order, signals, and the watch on the
- * queue backend.  Listening and accepting are listeners.c; the state both
+ * threads started and stopped in order, signals (SIGHUP: the log
+ * reopened, the TLS files and the access table read again), and the watch
+ * on the queue backend.  Listening and accepting are listeners.c; the state both
  * share is server_int.h.
  *
  * Runs on the main thread.
@@ -20,6 +21,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "libgearman-server/config/acl.h"
 #include "libgearman-server/config/tls_ctx.h"
 #include "libgearman-server/dispatch/dispatcher.h"
 #include "libgearman-server/io/io_thread.h"
@@ -169,6 +171,32 @@ open_queue(struct gm_server *s)
     return 0;
 }
 
+/* Reads --acl-file and --http-token-file into a new access table and hands
+   it to the dispatcher, which frees the one it replaces.  Returns 0, or -1
+   if a file cannot be used (logged with its name and line; at start-up
+   that stops the server, on SIGHUP the table in force stays). */
+static int
+load_access(struct gm_server *s, bool at_start)
+{
+    const struct gm_server_config *cfg = s->cfg;
+    if (!cfg->acl_file && !cfg->http_token_file)
+        return 0;
+    char err[512];
+    struct gm_acl *a = gm_acl_load(cfg->acl_file, cfg->http_token_file, err, sizeof err);
+    if (!a) {
+        gm_log(at_start ? GM_LOG_FATAL : GM_LOG_ERROR, "%s%s", err,
+               at_start ? "" : " (SIGHUP: the access rules in force stay)");
+        return -1;
+    }
+    size_t rules = gm_acl_rule_count(a), tokens = gm_acl_token_count(a);
+    gm_disp_set_acl(s->disp, a); /* the dispatcher's from here on: taken before its next request */
+    gm_log(GM_LOG_NOTICE, "access control%s: %zu ACL lines%s%s, %zu tokens%s%s", at_start ? "" : " reloaded",
+           rules, cfg->acl_file ? " from " : " (no --acl-file: everything allowed)",
+           cfg->acl_file ? cfg->acl_file : "", tokens, cfg->http_token_file ? " from " : "",
+           cfg->http_token_file ? cfg->http_token_file : "");
+    return 0;
+}
+
 /* Reads the TLS files and hands the context to every I/O thread (at
    start, and on SIGHUP: a set that fails to load leaves the one in use).
    Returns 0, or -1 after logging why. */
@@ -242,7 +270,7 @@ gm_server_new(const struct gm_server_config *cfg)
         gm_server_free(s);
         return NULL;
     }
-    if (cfg->queue && open_queue(s) < 0) {
+    if (load_access(s, true) < 0 || (cfg->queue && open_queue(s) < 0)) {
         gm_server_free(s);
         return NULL;
     }
@@ -322,6 +350,7 @@ on_hup(struct ev_loop *loop, ev_signal *w, int revents)
         gm_log(GM_LOG_NOTICE, "SIGHUP, reopening log file");
     if (s->cfg->ssl && load_tls(s, true) == 0)
         gm_log(GM_LOG_NOTICE, "SIGHUP: TLS certificate, key and CA read again; new connections use them");
+    load_access(s, false);
 }
 
 static void

@@ -222,7 +222,23 @@ view_function_action(void *d, const char *name, size_t len, enum gm_view_functio
     return len == 1 && name[0] == 'f' ? 0 : GM_VIEW_UNKNOWN;
 }
 
+/* The peer of the input (its first byte): on loopback (4), remote actions
+   allowed (8); actions are permitted as the server permits them without
+   an ACL file. */
+static unsigned access_cfg;
+
+static bool
+view_permitted(void *d, enum gm_view_need need, struct gm_view_refusal *why)
+{
+    (void)d;
+    why->by_acl = false;
+    why->identity = "ip:192.0.2.1";
+    why->permission = need == GM_VIEW_ACT ? "admin" : "admin-read";
+    return need == GM_VIEW_READ || (access_cfg & 12) != 0;
+}
+
 static const struct gm_state_view view = {
+    .permitted = view_permitted,
     .server = view_server,
     .each_function = view_functions,
     .each_worker = view_workers,
@@ -272,6 +288,10 @@ check_request(const char *buf, long used, const struct gm_fe_req *req, uint32_t 
     CHECK((uint64_t)req->query_off + req->query_len <= (uint64_t)used);
     if (req->flags & GM_FE_HAS_UNIQUE)
         CHECK((uint64_t)req->unique_off + req->unique_len <= (uint64_t)used);
+    if (req->auth_off) /* a bearer token: inside the head */
+        CHECK((uint64_t)req->auth_off + req->auth_len < (uint64_t)req->body_off);
+    else
+        CHECK(req->auth_len == 0);
     CHECK((uint64_t)req->body_off + req->body_len == (uint64_t)used);
     CHECK(req->body_len <= max_body);
     /* the head ends with its blank line */
@@ -297,6 +317,7 @@ check_prefixes(const char *buf, long used, const struct gm_fe_req *req, uint32_t
     CHECK(again.kind == req->kind && again.flags == req->flags && again.minor == req->minor &&
           again.path_off == req->path_off && again.path_len == req->path_len &&
           again.query_off == req->query_off && again.query_len == req->query_len &&
+          again.auth_off == req->auth_off && again.auth_len == req->auth_len &&
           again.body_off == req->body_off && again.body_len == req->body_len);
     need = 0;
     u2 = gm_http_frontend.parse(st, buf, (size_t)used - 1, max_body, &again, &need, &err);
@@ -348,7 +369,8 @@ answer_submit(void *st, const char *buf, const struct gm_fe_req *req, unsigned h
         uint32_t rest_len = req->body_len - half;
         if (end == GM_PKT_ERROR) {
             /* code NUL text */
-            const char *code = how & 4 ? "QUEUE_ERROR" : "ERR";
+            const char *code = how & 8 ? (how & 4 ? "PERMISSION_DENIED" : "UNAUTHORIZED")
+                                       : how & 4 ? "QUEUE_ERROR" : "ERR";
             size_t clen = strlen(code) + 1;
             memcpy(pl, code, clen);
             size_t tlen = rest_len < 200 ? rest_len : 200;
@@ -362,7 +384,7 @@ answer_submit(void *st, const char *buf, const struct gm_fe_req *req, unsigned h
     CHECK(done == 1);
     bool close = out.close;
     int status = check_response(&out, false);
-    CHECK(status == 200 || status == 400 || status == 503 || status == 500);
+    CHECK(status == 200 || status == 400 || status == 401 || status == 403 || status == 503 || status == 500);
     return !close;
 }
 
@@ -371,7 +393,8 @@ answer(void *st, const char *buf, const struct gm_fe_req *req, unsigned cfg)
 {
     if (req->kind == GM_FE_SUBMIT)
         return answer_submit(st, buf, req, cfg >> 4);
-    struct gm_fe_output out = gm_http_frontend.serve(buf, req, cfg & 4, cfg & 8, (cfg & 16) ? 4096 : 0, &view);
+    access_cfg = cfg;
+    struct gm_fe_output out = gm_http_frontend.serve(buf, req, (cfg & 16) ? 4096 : 0, &view);
     bool close = out.close;
     bool head = (req->flags & GM_FE_HEAD) != 0;
     int status = check_response(&out, head);

@@ -6,6 +6,10 @@
   - admin_status / wait_workers: read the admin `status` table of a server
     and wait until workers have registered (instead of sleeping).
   - need_program: fails a test clearly when a client tool is missing.
+  - GMCLIENT / need_gmclient: gmclient.c (a libgearman client and worker)
+    compiled once per test process into a scratch folder.
+  - Stunnel: stunnel4 in client mode in front of a gearmand --ssl, so
+    plain-text clients (Debian's tools, libgearman) reach it over TLS.
   - test: gmtest.test, with failure messages made safe for TAP (they often
     quote a client's output, whose "ok - ..." lines must not be read as
     test points).
@@ -13,6 +17,7 @@
 Only the Python standard library is used.
 """
 
+import atexit
 import functools
 import os
 import queue
@@ -20,6 +25,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -206,3 +212,107 @@ def value(lines, key):
         if line == key:
             return ""
     return None
+
+
+# ----------------------------------------------------------------------
+# gmclient.c, compiled at run time against Debian's libgearman
+
+GMCLIENT_SRC = os.path.join(gmtest.TOP_SRCDIR, "tests", "interop", "gmclient.c")
+_TMP = tempfile.mkdtemp(prefix="gmtest-interop-")
+atexit.register(shutil.rmtree, _TMP, True)
+GMCLIENT = os.path.join(_TMP, "gmclient")
+_build_error = None
+
+
+def _build_gmclient():
+    """Compiles gmclient.c once; remembers why it failed."""
+    global _build_error
+    if os.path.exists(GMCLIENT) or _build_error:
+        return
+    cc = os.environ.get("CC", "cc").split()
+    if not shutil.which(cc[0]):
+        _build_error = "C compiler %r not found: cannot build gmclient.c" % cc[0]
+        return
+    if not os.path.exists(GMCLIENT_SRC):
+        _build_error = "%s not found (is TOP_SRCDIR right?)" % GMCLIENT_SRC
+        return
+    r = subprocess.run(cc + ["-o", GMCLIENT, GMCLIENT_SRC, "-lgearman"], capture_output=True, text=True,
+                       timeout=120)
+    if r.returncode != 0:
+        _build_error = ("cannot build gmclient.c (is libgearman-dev installed? header "
+                        "libgearman/gearman.h): %s" % (r.stderr.strip()[-2000:]))
+
+
+def need_gmclient():
+    """Fails the test when gmclient cannot be built; returns its path."""
+    _build_gmclient()
+    if _build_error:
+        fail(_build_error)
+    return GMCLIENT
+
+
+# ----------------------------------------------------------------------
+# stunnel in client mode
+
+
+class Stunnel:
+    """stunnel4 in client mode: accepts plain connections on a free port of
+    127.0.0.1 (self.port) and carries each over TLS to 127.0.0.1:target,
+    checking the server's certificate against `ca` for the name localhost;
+    presents cert/key when given.  Its configuration and log are in a scratch
+    folder; stop() ends it.  conn() is a plain gmtest.Conn through it, so a
+    Stunnel stands in for a gmtest.Server in the helpers above."""
+
+    def __init__(self, target, ca, cert=None, key=None):
+        self.target = target
+        self.port = gmtest.free_port()
+        self.dir = tempfile.mkdtemp(prefix="gmtest-stunnel-")
+        atexit.register(shutil.rmtree, self.dir, True)
+        self.log = os.path.join(self.dir, "stunnel.log")
+        conf = ["foreground = yes", "pid =", "output = %s" % self.log, "debug = 5",
+                "[gear]", "client = yes", "accept = 127.0.0.1:%d" % self.port,
+                "connect = 127.0.0.1:%d" % target, "CAfile = %s" % ca, "verifyChain = yes",
+                "checkHost = localhost", "sslVersionMin = TLSv1.2"]
+        if cert:
+            conf += ["cert = %s" % cert, "key = %s" % key]
+        self.conf = os.path.join(self.dir, "stunnel.conf")
+        with open(self.conf, "w") as f:
+            f.write("\n".join(conf) + "\n")
+        self.proc = None
+
+    def start(self):
+        exe = shutil.which("stunnel4") or need_program("stunnel", "install stunnel4")
+        self.proc = subprocess.Popen([exe, self.conf], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        deadline = time.time() + 10
+        while not gmtest.port_open(self.port):
+            if self.proc.poll() is not None or time.time() > deadline:
+                self.stop()
+                fail("stunnel did not start (rc %s):\n%s" % (self.proc.returncode, self.log_text()[-2000:]))
+            time.sleep(0.05)
+        return self
+
+    def conn(self, timeout=10.0):
+        return gmtest.Conn(self.port, timeout=timeout)
+
+    def log_text(self):
+        try:
+            with open(self.log, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *a):
+        self.stop()

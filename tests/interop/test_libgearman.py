@@ -15,11 +15,9 @@ sleeping worker) and CAN_DO_TIMEOUT (1.1.20 requeues instead of failing).
 """
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -27,38 +25,11 @@ sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 sys.path.insert(0, HERE)
 import gmtest  # noqa: E402
 from gmtest import Server, fail  # noqa: E402
-from interop_lib import (ENV, Proc, admin_status, test, total_matching, value,  # noqa: E402
+import interop_lib  # noqa: E402
+from interop_lib import (ENV, Proc, admin_status, need_gmclient, test, total_matching, value,  # noqa: E402
                          wait_status, wait_workers)
 
-SRC = os.path.join(gmtest.TOP_SRCDIR, "tests", "interop", "gmclient.c")
-TMP = tempfile.mkdtemp(prefix="gmtest-libgearman-")
-GMCLIENT = os.path.join(TMP, "gmclient")
-_build_error = None
-
-
-def build():
-    """Compiles gmclient.c once; remembers why it failed."""
-    global _build_error
-    if os.path.exists(GMCLIENT) or _build_error:
-        return
-    cc = os.environ.get("CC", "cc").split()
-    if not shutil.which(cc[0]):
-        _build_error = "C compiler %r not found: cannot build gmclient.c" % cc[0]
-        return
-    if not os.path.exists(SRC):
-        _build_error = "%s not found (is TOP_SRCDIR right?)" % SRC
-        return
-    r = subprocess.run(cc + ["-o", GMCLIENT, SRC, "-lgearman"], capture_output=True, text=True,
-                       timeout=120)
-    if r.returncode != 0:
-        _build_error = ("cannot build gmclient.c (is libgearman-dev installed? header "
-                        "libgearman/gearman.h): %s" % (r.stderr.strip()[-2000:]))
-
-
-def need_gmclient():
-    build()
-    if _build_error:
-        fail(_build_error)
+GMCLIENT = interop_lib.GMCLIENT
 
 
 def worker(server, funcs, *extra):
@@ -430,7 +401,4 @@ def test_worker_reconnects_and_reregisters_after_server_restart():
 
 
 if __name__ == "__main__":
-    try:
-        gmtest.main()
-    finally:
-        shutil.rmtree(TMP, ignore_errors=True)
+    gmtest.main()

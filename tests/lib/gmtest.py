@@ -6,7 +6,9 @@ What it gives a test script:
     file, waits until it accepts connections, and stops it with SIGTERM,
     checking that it exits 0 (under AddressSanitizer a leak makes that fail).
   - Conn: a raw socket that speaks the binary protocol (send_packet,
-    recv_packet) and the admin text protocol (admin), byte for byte.
+    recv_packet) and the admin text protocol (admin), byte for byte; with
+    tls=an ssl.SSLContext (tests/lib/tlsfix.py makes them) the same over
+    TLS.  Server(..., tls=CONTEXT) hands that context to every conn().
   - TAP output: @test registers a function; main() runs them all, prints
     "ok N - name" / "not ok N - name" and a plan, so automake's TAP driver
     counts every case.  A test fails by raising (assert, or fail()).
@@ -16,6 +18,7 @@ Only the Python standard library is used.
 
 import os
 import socket
+import ssl
 import struct
 import subprocess
 import threading
@@ -162,13 +165,26 @@ class Packet:
 
 
 class Conn:
-    """One raw connection to the server."""
+    """One raw connection to the server (from the address `source`, such as
+    127.0.0.2, when given: the server then sees another peer); with tls (an
+    ssl.SSLContext) a TLS connection whose handshake is done when the
+    constructor returns (server_hostname is the name the server's
+    certificate is checked against).  A failed handshake raises
+    ssl.SSLError or OSError."""
 
-    def __init__(self, port, host="127.0.0.1", timeout=10.0):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(self, port, host="127.0.0.1", timeout=10.0, tls=None, server_hostname="localhost", source=None):
+        self.sock = socket.create_connection((host, port), timeout=timeout,
+                                             source_address=(source, 0) if source else None)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tls is not None:
+            try:
+                self.sock = tls.wrap_socket(self.sock, server_hostname=server_hostname)
+            except BaseException:
+                self.sock.close()
+                raise
         self.buf = b""
         self.timeout = timeout
+        self.tls_error = None  # the ssl.SSLError that ended the connection, if one did
 
     def close(self):
         try:
@@ -244,7 +260,8 @@ class Conn:
 
     def closed(self, wait=3.0):
         """Returns True if the server closes the connection within `wait`
-        seconds (bytes received meanwhile are kept in self.buf)."""
+        seconds (bytes received meanwhile are kept in self.buf; a TLS alert
+        that ends it is kept in self.tls_error)."""
         deadline = time.time() + wait
         while time.time() < deadline:
             try:
@@ -252,6 +269,9 @@ class Conn:
             except EOFError:
                 return True
             except ConnectionResetError:
+                return True
+            except ssl.SSLError as e:
+                self.tls_error = e
                 return True
             except (socket.timeout, TimeoutError):
                 return False
@@ -285,8 +305,9 @@ class Conn:
         while True:
             if out or self.eof:
                 wait = idle
-            r, _, _ = select.select([self.sock], [], [], wait)
-            if not r:
+            # TLS: bytes already decrypted do not make the socket readable
+            pending = isinstance(self.sock, ssl.SSLSocket) and self.sock.pending()
+            if not pending and not select.select([self.sock], [], [], wait)[0]:
                 return out
             try:
                 chunk = self.sock.recv(1 << 20)
@@ -334,10 +355,12 @@ class Server:
     """A gearmand under test, on a free port."""
 
     def __init__(self, *args, port=None, env=None, binary=None, log_level="INFO",
-                 listen="127.0.0.1"):
+                 listen="127.0.0.1", tls=None):
         # listen=None: no -L, the server binds every address (connections
-        # from the test still go to 127.0.0.1)
+        # from the test still go to 127.0.0.1); tls: the ssl.SSLContext of
+        # conn() for a server started with --ssl
         self.port = port or free_port()
+        self.tls = tls
         self.dir = tempfile.mkdtemp(prefix="gmtest-")
         self.log = os.path.join(self.dir, "gearmand.log")
         self.pidfile = os.path.join(self.dir, "gearmand.pid")
@@ -380,8 +403,10 @@ class Server:
         if exc_type is None and rc != 0:
             raise AssertionError("gearmand exited with %s; log:\n%s" % (rc, self.log_text()[-3000:]))
 
-    def conn(self, timeout=10.0):
-        return Conn(self.port, timeout=timeout)
+    def conn(self, timeout=10.0, tls=None):
+        """A connection to the Gear port: over TLS with the server's
+        context (or tls, when given)."""
+        return Conn(self.port, timeout=timeout, tls=tls or self.tls)
 
     def log_text(self):
         try:

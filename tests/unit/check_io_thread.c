@@ -530,7 +530,7 @@ END_TEST
 
 #ifdef HAVE_OPENSSL
 /* ------------------------------------------------------------------ */
-/* TLS (--ssl, tls_conn.c)                                             */
+/* TLS (--ssl, tls_session.c, tls_handshake.c)                        */
 /* ------------------------------------------------------------------ */
 
 #include <openssl/err.h>

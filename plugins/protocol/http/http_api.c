@@ -89,15 +89,30 @@ http_serve_json(const struct gm_fe_req *r, struct gm_bytes *w, const char *more)
     return http_serve_bytes(200, r, "application/json", extra, w);
 }
 
-bool
-http_action_refused(const struct gm_fe_req *r, bool loopback, bool allow_remote_actions, struct gm_fe_output *out)
+struct gm_fe_output
+http_permission_refused(const struct gm_fe_req *r, const struct gm_view_refusal *why)
 {
-    if (!(r->flags & GM_FE_POST))
-        *out = http_serve_text(405, r, "Allow: POST\r\n", "{\"error\":\"use POST\"}\n");
-    else if (!loopback && !allow_remote_actions)
-        *out = http_serve_text(403, r, NULL,
+    if (!why->by_acl)
+        return http_serve_text(403, r, NULL,
                                "{\"error\":\"actions are accepted only from this host "
                                "(see --http-allow-remote-actions)\"}\n");
+    struct gm_bytes w = {0};
+    gm_bytes_str(&w, "{\"error\":\"permission denied\",\"identity\":");
+    http_json_cstr(&w, why->identity);
+    gm_bytes_str(&w, ",\"permission\":");
+    http_json_cstr(&w, why->permission);
+    gm_bytes_str(&w, "}\n");
+    return http_serve_bytes(403, r, "application/json", NULL, &w);
+}
+
+bool
+http_action_refused(const struct gm_fe_req *r, const struct gm_state_view *v, struct gm_fe_output *out)
+{
+    struct gm_view_refusal why;
+    if (!(r->flags & GM_FE_POST))
+        *out = http_serve_text(405, r, "Allow: POST\r\n", "{\"error\":\"use POST\"}\n");
+    else if (!v->permitted(v->d, GM_VIEW_ACT, &why))
+        *out = http_permission_refused(r, &why);
     else
         return false;
     return true;

@@ -134,8 +134,8 @@ long http_parse(void *st, const char *buf, size_t len, uint32_t max_body, struct
 int http_on_packet(void *st, uint32_t type, const char *payload, uint32_t len, struct gm_fe_output *out);
 
 /* http_serve.c */
-struct gm_fe_output http_serve(const char *request, const struct gm_fe_req *r, bool loopback,
-                               bool allow_remote_actions, size_t max_response, const struct gm_state_view *v);
+struct gm_fe_output http_serve(const char *request, const struct gm_fe_req *r, size_t max_response,
+                               const struct gm_state_view *v);
 
 /* ---- http_api.c: what the routes of serve() share (dispatcher thread) ---- */
 
@@ -161,10 +161,14 @@ struct gm_fe_output http_serve_json(const struct gm_fe_req *r, struct gm_bytes *
 
 /* Whether r, a request for an action (one that changes the server's
    state), is refused; if so *out is the answer: 405 unless it is a POST,
-   403 from another host unless --http-allow-remote-actions.  (The Host
-   and Origin rules were applied by parse() to every POST already.) */
-bool http_action_refused(const struct gm_fe_req *r, bool loopback, bool allow_remote_actions,
-                         struct gm_fe_output *out);
+   403 unless the view permits the asker to act (with an ACL file its
+   admin permission; without one, from this host unless
+   --http-allow-remote-actions).  (The Host and Origin rules were applied
+   by parse() to every POST already.) */
+bool http_action_refused(const struct gm_fe_req *r, const struct gm_state_view *v, struct gm_fe_output *out);
+
+/* The 403 of a request the view did not permit (why: its answer). */
+struct gm_fe_output http_permission_refused(const struct gm_fe_req *r, const struct gm_view_refusal *why);
 
 /* The start of a job's JSON object: {"handle":..,"function":..,"unique":..
    (the object left open). */
@@ -180,8 +184,8 @@ bool http_path_is(const char *req, const struct gm_fe_req *r, const char *p);
    POST api/dead/HANDLE/retry|discard, api/functions/FUNC/pause|resume|
    purge): true with the answer in *out if r's path is one of them (the
    page *w is then taken or freed), else false and *w is untouched. */
-bool http_lifecycle_serve(const char *request, const struct gm_fe_req *r, bool loopback, bool allow_remote_actions,
-                          struct gm_bytes *w, const struct gm_state_view *v, struct gm_fe_output *out);
+bool http_lifecycle_serve(const char *request, const struct gm_fe_req *r, struct gm_bytes *w,
+                          const struct gm_state_view *v, struct gm_fe_output *out);
 
 /* ---- http_stats.c: the view's statistics (dispatcher thread) ---- */
 

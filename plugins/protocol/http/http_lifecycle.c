@@ -243,8 +243,8 @@ action_path(const char *path, size_t len, const char *prefix, const struct actio
 }
 
 bool
-http_lifecycle_serve(const char *request, const struct gm_fe_req *r, bool loopback, bool allow_remote_actions,
-                     struct gm_bytes *w, const struct gm_state_view *v, struct gm_fe_output *out)
+http_lifecycle_serve(const char *request, const struct gm_fe_req *r, struct gm_bytes *w, const struct gm_state_view *v,
+                     struct gm_fe_output *out)
 {
     const char *path = request + r->path_off;
     size_t len = r->path_len;
@@ -256,10 +256,10 @@ http_lifecycle_serve(const char *request, const struct gm_fe_req *r, bool loopba
     } else if (http_path_is(request, r, "api/policies")) {
         *out = serve_policies(r, w, v);
     } else if ((a = action_path(path, len, "api/dead/", dead_actions, &seg, &seg_len))) {
-        if (!http_action_refused(r, loopback, allow_remote_actions, out))
+        if (!http_action_refused(r, v, out))
             *out = serve_dead_action(r, seg, seg_len, a->what != 0, v);
     } else if ((a = action_path(path, len, "api/functions/", function_actions, &seg, &seg_len))) {
-        if (!http_action_refused(r, loopback, allow_remote_actions, out))
+        if (!http_action_refused(r, v, out))
             *out = serve_function_action(r, seg, seg_len, (enum gm_view_function_action)a->what, v);
     } else if (len > 9 && memcmp(path, "api/jobs/", 9) == 0 && !memchr(path + 9, '/', len - 9)) {
         *out = serve_job(r, path + 9, len - 9, w, v);

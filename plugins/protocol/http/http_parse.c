@@ -96,6 +96,7 @@ is_serve_path(const char *p, size_t n)
 struct head {
     uint64_t clen;
     bool has_len, keep_alive;
+    bool has_auth;
     struct gm_http_hdr host, origin, referer;
 };
 
@@ -224,6 +225,24 @@ parse_header(const char *buf, const char *l, const char *e, struct gm_fe_req *re
     } else if ((v = header_value(l, e, "Referer", &n))) {
         if (!note_header(&hd->referer, l, v, n))
             bad = "more than one Referer header";
+    } else if ((v = header_value(l, e, "Authorization", &n))) {
+        /* a bearer token names the request (docs/security.md); another
+           scheme is not ours and is ignored */
+        if (hd->has_auth) {
+            bad = "more than one Authorization header";
+        } else if (n >= 6 && strncasecmp(v, "Bearer", 6) == 0 && (n == 6 || v[6] == ' ' || v[6] == '\t')) {
+            const char *t = v + 6;
+            while (t < v + n && (*t == ' ' || *t == '\t'))
+                t++;
+            if ((size_t)(t - buf) > UINT16_MAX || (size_t)(v + n - t) > UINT16_MAX) {
+                bad = "Authorization too long";
+                status = 431;
+            } else {
+                req->auth_off = (uint16_t)(t - buf); /* after the request line: never 0 */
+                req->auth_len = (uint16_t)(v + n - t);
+            }
+        }
+        hd->has_auth = true;
     } else if ((v = header_value(l, e, "X-Gearman-Unique", &n))) {
         if ((size_t)(v - buf) > UINT16_MAX || n > UINT16_MAX) {
             bad = "X-Gearman-Unique too long";

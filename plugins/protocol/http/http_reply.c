@@ -11,7 +11,8 @@
  * --max-packet-size if larger: a worker that streams WORK_DATA and never
  * completes) is answered 502 at once, the connection closing after it;
  * the job goes on without this request.  An ERROR packet is a 400, or 503
- * for QUEUE_ERROR.
+ * for QUEUE_ERROR; the access rules' PERMISSION_DENIED is a 403 and
+ * UNAUTHORIZED (a bearer token no line has) a 401, both with a JSON body.
  */
 #include "config.h"
 
@@ -74,6 +75,13 @@ join(struct http_conn *h, const char *command, const char *data, size_t len, str
     return 1;
 }
 
+/* Whether an ERROR packet's code (c[0..n)) is code. */
+static bool
+code_is(const char *c, size_t n, const char *code)
+{
+    return n == strlen(code) && memcmp(c, code, n) == 0;
+}
+
 /* frontend.h's on_packet(). */
 int
 http_on_packet(void *st, uint32_t type, const char *payload, uint32_t len, struct gm_fe_output *out)
@@ -111,7 +119,19 @@ http_on_packet(void *st, uint32_t type, const char *payload, uint32_t len, struc
         return 1;
     case GM_PKT_ERROR: {
         size_t clen = nul ? (size_t)(nul - payload) : len;
-        int status = clen == 11 && memcmp(payload, "QUEUE_ERROR", 11) == 0 ? 503 : 400;
+        bool unauth = code_is(payload, clen, "UNAUTHORIZED");
+        if (unauth || code_is(payload, clen, "PERMISSION_DENIED")) {
+            /* the access rules (docs/security.md): JSON, as the views' 403 */
+            struct gm_bytes w = {0};
+            gm_bytes_str(&w, unauth ? "{\"error\":\"unauthorized\",\"detail\":"
+                                    : "{\"error\":\"permission denied\",\"detail\":");
+            http_json_str(&w, data, dlen);
+            gm_bytes_str(&w, "}\n");
+            *out = http_respond_take(unauth ? 401 : 403, h->minor, h->keep_alive, h->head_only, "application/json",
+                                     unauth ? "WWW-Authenticate: Bearer\r\n" : NULL, &w);
+            return 1;
+        }
+        int status = code_is(payload, clen, "QUEUE_ERROR") ? 503 : 400;
         char extra[128];
         snprintf(extra, sizeof extra, "X-Gearman-Error: %.*s\r\n", (int)(clen < 64 ? clen : 64), payload);
         char body[320];

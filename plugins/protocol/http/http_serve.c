@@ -6,9 +6,15 @@
  * Routes: "/" (and "/index.html") the monitor page; "/favicon.ico" (none);
  * "/health"; "/metrics"; "/api/status", "/api/workers", "/api/jobs"
  * (?function= &state= &offset= &limit=); POST "/api/jobs/cancel"
- * (handle=, from this host unless --http-allow-remote-actions: the gate
- * every action passes, http_action_refused, in http_api.c); the job lifecycle's routes
- * (http_lifecycle.c); any other "/api..." is 404.  Anything else is "/<function>", a job submission,
+ * (handle=; the gate every action passes is http_action_refused, in
+ * http_api.c); the job lifecycle's routes (http_lifecycle.c); any other
+ * "/api..." is 404.
+ *
+ * Who may: "/health" and "/favicon.ico" anyone; every other page needs
+ * the view's permission to read (with an ACL file, admin-read), and every
+ * action the permission to act (admin; without an ACL file, from this
+ * host unless --http-allow-remote-actions); a refusal is a 403 whose JSON
+ * says who asked and what it lacks.  Anything else is "/<function>", a job submission,
  * which parse() (http_parse.c) does not send here.  A request the Host or
  * Origin rules refused (HTTP_F_REFUSED) is answered 403 here.
  *
@@ -50,6 +56,8 @@ add_worker_json(void *arg, const struct gm_view_worker *wk)
     http_json_cstr(w, wk->addr);
     http_fmt(w, ",\"port\":%u,\"client_id\":", wk->port);
     http_json_cstr(w, wk->client_id);
+    gm_bytes_str(w, ",\"identity\":");
+    http_json_cstr(w, wk->identity);
     gm_bytes_str(w, ",\"functions\":[");
     for (uint32_t i = 0; i < wk->nfunctions; i++) {
         if (i)
@@ -157,11 +165,10 @@ serve_jobs(struct gm_bytes *w, const char *q, size_t qlen, const struct gm_state
 /* POST /api/jobs/cancel: cancels the job handle= names (in the query or
    the form body). */
 static struct gm_fe_output
-serve_cancel(const char *request, const struct gm_fe_req *r, bool loopback, bool allow_remote_actions,
-             const struct gm_state_view *v)
+serve_cancel(const char *request, const struct gm_fe_req *r, const struct gm_state_view *v)
 {
     struct gm_fe_output refused;
-    if (http_action_refused(r, loopback, allow_remote_actions, &refused))
+    if (http_action_refused(r, v, &refused))
         return refused;
     char handle[GM_HANDLE_MAX + 1];
     if (!http_param(request + r->query_off, r->query_len, "handle", handle, sizeof handle) &&
@@ -182,8 +189,7 @@ serve_cancel(const char *request, const struct gm_fe_req *r, bool loopback, bool
 
 /* The paths under api/; w is the page, its max set. */
 static struct gm_fe_output
-serve_api(const char *request, const struct gm_fe_req *r, bool loopback, bool allow_remote_actions,
-          struct gm_bytes w, const struct gm_state_view *v)
+serve_api(const char *request, const struct gm_fe_req *r, struct gm_bytes w, const struct gm_state_view *v)
 {
     struct gm_fe_output out;
     if (http_path_is(request, r, "api/status")) {
@@ -200,8 +206,8 @@ serve_api(const char *request, const struct gm_fe_req *r, bool loopback, bool al
                                    "{\"error\":\"after= names no job (of that function): it may have ended\"}\n");
         }
     } else if (http_path_is(request, r, "api/jobs/cancel")) {
-        return serve_cancel(request, r, loopback, allow_remote_actions, v);
-    } else if (http_lifecycle_serve(request, r, loopback, allow_remote_actions, &w, v, &out)) {
+        return serve_cancel(request, r, v);
+    } else if (http_lifecycle_serve(request, r, &w, v, &out)) {
         return out;
     } else {
         return http_serve_text(404, r, NULL, "{\"error\":\"not found\"}\n");
@@ -211,8 +217,7 @@ serve_api(const char *request, const struct gm_fe_req *r, bool loopback, bool al
 
 /* frontend.h's serve(). */
 struct gm_fe_output
-http_serve(const char *request, const struct gm_fe_req *r, bool loopback, bool allow_remote_actions,
-           size_t max_response, const struct gm_state_view *v)
+http_serve(const char *request, const struct gm_fe_req *r, size_t max_response, const struct gm_state_view *v)
 {
     bool keep = (r->flags & GM_FE_KEEP_ALIVE) != 0, head = (r->flags & GM_FE_HEAD) != 0;
     /* a page built from the view: at most max_response, room for its lists */
@@ -222,20 +227,25 @@ http_serve(const char *request, const struct gm_fe_req *r, bool loopback, bool a
         page.max = 2 * PAGE_ROOM;
     if (r->flags & HTTP_F_REFUSED)
         return refusal(request, r);
+    /* open to all: the health check (load balancers, orchestrators) and
+       the icon; everything else shows the server's state: admin-read */
+    if (http_path_is(request, r, "favicon.ico"))
+        return http_respond(204, r->minor, keep, head, NULL, "Cache-Control: max-age=86400\r\n", "", 0);
+    if (http_path_is(request, r, "health"))
+        return serve_health(r, v);
+    struct gm_view_refusal why;
+    if (!v->permitted(v->d, GM_VIEW_READ, &why))
+        return http_permission_refused(r, &why);
     if (http_path_is(request, r, "") || http_path_is(request, r, "index.html")) {
         if (r->flags & GM_FE_POST)
             return http_respond(405, r->minor, keep, false, "text/plain", "Allow: GET, HEAD\r\n", "405\n", 4);
         return http_respond(200, r->minor, keep, head, "text/html; charset=utf-8", "Cache-Control: no-cache\r\n",
                             gm_monitor_page, gm_monitor_page_len);
     }
-    if (http_path_is(request, r, "favicon.ico"))
-        return http_respond(204, r->minor, keep, head, NULL, "Cache-Control: max-age=86400\r\n", "", 0);
-    if (http_path_is(request, r, "health"))
-        return serve_health(r, v);
     if (http_path_is(request, r, "metrics")) {
         http_metrics(&page, v);
         return http_serve_bytes(200, r, "text/plain; version=0.0.4; charset=utf-8", NULL, &page);
     }
-    return serve_api(request, r, loopback, allow_remote_actions, page, v);
+    return serve_api(request, r, page, v);
 }
 

@@ -1,19 +1,17 @@
 /*
- * tls_conn.c: TLS on an I/O thread's connections (--ssl; see io_int.h).
- * A connection accepted while the thread holds a TLS context gets its own
- * session on its non-blocking socket.  The handshake is a connection state
- * (CF_HANDSHAKE) driven by the socket's readiness, never a loop: a client
- * that stalls holds its connection, not the thread, until
- * --ssl-handshake-timeout (deadlines.c) closes it.  The dispatcher hears of
- * the connection (GM_IN_OPEN, with the identity a verified client
- * certificate gives) only once the handshake is done.  After it, decrypted
- * bytes land in the same read blocks as plain text (conn_recv) and output
- * leaves through the same flush (conn_writev), in records of up to 16 KiB
- * assembled in one buffer of the thread.
+ * tls_session.c: a connection's TLS session (--ssl; see io_int.h), the
+ * bottom of the I/O thread's files: the session begun at accept, the
+ * reads and writes every connection goes through (conn_recv, conn_writev:
+ * plain read/writev, or decrypted bytes into the same read blocks and
+ * output leaving in records of up to 16 KiB gathered in one buffer of the
+ * thread), what a failed call means in words, the identity of a verified
+ * client certificate, and the thread's context (gm_io_set_tls, tls_adopt).
+ * The handshake that comes first is tls_handshake.c.
  *
- * I/O thread only; the thread's context is replaced by a newer one handed
- * over by the main thread (gm_io_set_tls), which sessions already open do
- * not notice: each holds a reference to the context it began with.
+ * I/O thread only, but for gm_io_set_tls (any thread).  The thread's
+ * context is replaced by a newer one handed over by the main thread,
+ * which sessions already open do not notice: each holds a reference to
+ * the context it began with.
  */
 #include "config.h"
 
@@ -36,8 +34,7 @@
 
 #define TLS_RECORD 16384u
 
-/* Why the last call failed, in words, for the log. */
-static void
+void
 tls_reason(struct conn *c, int ret, int code, char *out, size_t n)
 {
     unsigned long e = ERR_peek_last_error();
@@ -84,10 +81,7 @@ tls_conn_free(struct conn *c)
     }
 }
 
-/* The identity a verified client certificate gives: "cn:" and its subject
-   CN, when the CN is 1 to 64 printable characters without a space; else
-   nothing (the connection is known by its address). */
-static size_t
+size_t
 tls_identity(struct conn *c, char *out, size_t n)
 {
     X509 *cert = SSL_get1_peer_certificate(c->ssl);
@@ -108,44 +102,6 @@ tls_identity(struct conn *c, char *out, size_t n)
     }
     X509_free(cert);
     return len;
-}
-
-void
-tls_handshake(struct conn *c)
-{
-    ERR_clear_error();
-    int r = SSL_do_handshake(c->ssl);
-    if (r == 1) {
-        c->flags &= ~CF_HANDSHAKE;
-        if (c->flags & CF_WRITING) {
-            ev_io_stop(c->t->loop, &c->ww);
-            c->flags &= ~CF_WRITING;
-        }
-        char id[GM_CN_MAX + 4];
-        size_t n = tls_identity(c, id, sizeof id);
-        if (!conn_announce(c, id, n))
-            return;
-        gm_log(GM_LOG_INFO, "TLS %s with %s:%u%s%.*s", SSL_get_version(c->ssl), c->addr, c->port,
-               n ? " as " : "", (int)n, id);
-        conn_mark_read(c);
-        conn_mark_ready(c);
-        conn_read(c); /* the client may have sent its first request with its Finished */
-        return;
-    }
-    int code = SSL_get_error(c->ssl, r);
-    if (code == SSL_ERROR_WANT_READ)
-        return;
-    if (code == SSL_ERROR_WANT_WRITE) {
-        if (!(c->flags & CF_WRITING)) {
-            ev_io_start(c->t->loop, &c->ww);
-            c->flags |= CF_WRITING;
-        }
-        return;
-    }
-    char why[200], line[240];
-    tls_reason(c, r, code, why, sizeof why);
-    snprintf(line, sizeof line, "TLS handshake failed: %s", why);
-    conn_close(c, GM_LOG_ERROR, line); /* as a bad packet is: rate-limited per connection and thread */
 }
 
 ssize_t
@@ -247,12 +203,6 @@ void
 tls_conn_free(struct conn *c)
 {
     (void)c;
-}
-
-void
-tls_handshake(struct conn *c)
-{
-    conn_close(c, GM_LOG_ERROR, "no TLS in this build");
 }
 
 ssize_t
