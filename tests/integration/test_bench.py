@@ -9,16 +9,15 @@ once the server has TLS.  Speed itself is measured by `make bench`, never
 here (design 8)."""
 
 import os
-import shutil
 import struct
 import subprocess
 import sys
-import tempfile
 import threading
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 
 import gmtest  # noqa: E402
+import tlsfix  # noqa: E402
 import tlsutil  # noqa: E402
 from gmtest import NAME, T, Server, skip, test, wait_until  # noqa: E402
 
@@ -98,8 +97,9 @@ def test_new_connections_count_exactly():
 
 
 def tls_fronts():
-    """(name, function(ca) -> context manager yielding (port, pid)) for
-    each way of reaching our server over TLS that this build has."""
+    """(name, class(fix) -> context manager yielding (port, pid)) for each
+    way of reaching our server over TLS that this build has (fix: tlsfix's
+    certificates)."""
     if not tlsutil.have("openssl"):
         skip("openssl is not installed")
     fronts = []
@@ -110,7 +110,7 @@ def tls_fronts():
 
             def __enter__(self):
                 self.s = Server().start()
-                self.t = tlsutil.Stunnel(self.s.port, self.d.server).start()
+                self.t = tlsutil.Stunnel(self.s.port, self.d.server, self.d.server_key).start()
                 return self.t.port, self.s.proc.pid
 
             def __exit__(self, *exc):
@@ -125,8 +125,8 @@ def tls_fronts():
                 self.d = d
 
             def __enter__(self):
-                self.s = Server("--ssl", "--ssl-certificate", self.d.server.cert, "--ssl-key", self.d.server.key,
-                                "--ssl-ca-file", self.d.ca.cert).start()
+                self.s = Server("--ssl", "--ssl-certificate", self.d.server, "--ssl-key", self.d.server_key,
+                                "--ssl-ca-file", self.d.ca).start()
                 return self.s.port, self.s.proc.pid
 
             def __exit__(self, *exc):
@@ -139,37 +139,29 @@ def tls_fronts():
 
 @test
 def test_tls_modes_count_exactly():
-    d = tempfile.mkdtemp(prefix="gmtest-bench-tls-")
-    try:
-        class Files:
-            pass
-        files = Files()
-        files.ca = tlsutil.CA(d)
-        files.server = files.ca.issue("server", dns=["localhost"], ips=["127.0.0.1"])
-        tls = ("--tls", "--tls-ca", files.ca.cert)
-        for name, front in tls_fronts():
-            with front(files) as (port, pid):
-                for args, want in ((("--mode", "fg", "--count", 2000, "--clients", 4, "--workers", 3, "--depth", 8),
-                                    "2000"),
-                                   (("--mode", "fg", "--count", 40, "--clients", 2, "--workers", 2, "--depth", 4,
-                                     "--payload", 65536, "--threads", 2), "40"),
-                                   (("--mode", "echo", "--count", 5000, "--clients", 5, "--depth", 16), "5000"),
-                                   (("--mode", "bg", "--count", 3000, "--clients", 3, "--workers", 2, "--depth", 64),
-                                    "3000"),
-                                   (("--mode", "handshake", "--count", 100, "--clients", 2), "100")):
-                    code, f, err = bench(port, "--pid", pid, *tls, *args)
-                    assert code == 0 and f.get("errors") == "0" and f.get("ops") == want, (name, args, code, f, err)
-            # TLS to the plain port, or a CA that did not sign the server's certificate: errors, not numbers
-            with Server() as s:
-                code, f, err = bench(s.port, *tls, "--mode", "handshake", "--count", 10, "--clients", 1)
-                assert code == 1 and "did not answer in TLS" in err, (code, f, err)
-            other = tlsutil.CA(d, "other-ca")
-            with front(files) as (port, pid):
-                code, f, err = bench(port, "--tls", "--tls-ca", other.cert, "--mode", "echo", "--count", 10,
-                                     "--clients", 1)
-                assert code == 1 and "certificate was not accepted" in err, (code, f, err)
-    finally:
-        shutil.rmtree(d, True)
+    fronts = tls_fronts()
+    files = tlsfix.get()
+    tls = ("--tls", "--tls-ca", files.ca)
+    for name, front in fronts:
+        with front(files) as (port, pid):
+            for args, want in ((("--mode", "fg", "--count", 2000, "--clients", 4, "--workers", 3, "--depth", 8),
+                                "2000"),
+                               (("--mode", "fg", "--count", 40, "--clients", 2, "--workers", 2, "--depth", 4,
+                                 "--payload", 65536, "--threads", 2), "40"),
+                               (("--mode", "echo", "--count", 5000, "--clients", 5, "--depth", 16), "5000"),
+                               (("--mode", "bg", "--count", 3000, "--clients", 3, "--workers", 2, "--depth", 64),
+                                "3000"),
+                               (("--mode", "handshake", "--count", 100, "--clients", 2), "100")):
+                code, f, err = bench(port, "--pid", pid, *tls, *args)
+                assert code == 0 and f.get("errors") == "0" and f.get("ops") == want, (name, args, code, f, err)
+        # TLS to the plain port, or a CA that did not sign the server's certificate: errors, not numbers
+        with Server() as s:
+            code, f, err = bench(s.port, *tls, "--mode", "handshake", "--count", 10, "--clients", 1)
+            assert code == 1 and "did not answer in TLS" in err, (code, f, err)
+        with front(files) as (port, pid):
+            code, f, err = bench(port, "--tls", "--tls-ca", files.rogue_ca, "--mode", "echo", "--count", 10,
+                                 "--clients", 1)
+            assert code == 1 and "certificate was not accepted" in err, (code, f, err)
 
 
 @test

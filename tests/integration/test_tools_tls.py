@@ -5,9 +5,9 @@ docs/gearadmin.1).
 
 The tools under test are $TOP_BUILDDIR/bin/gearman and bin/gearadmin, as in
 test_tools.py.  Certificates are made by the test with `openssl`
-(tests/lib/tlsutil.py): a CA with a server certificate for localhost and
-127.0.0.1 and a client certificate, a second CA that signed neither, and a
-server certificate for another name.
+(tests/lib/tlsfix.py): a CA with a server certificate for localhost and
+127.0.0.1 and a client certificate, a second CA and a client certificate of
+it, and (here) a server certificate of the first CA for another name.
 
 Each case that needs a TLS server runs twice: against stunnel4 in server mode
 in front of our plain gearmand, and (suffix `_on_gearmand_ssl`) against our
@@ -23,7 +23,7 @@ anything is sent.  In a build without OpenSSL only -S's refusal is tested.
 Processes run with time-outs and are killed in finally blocks.
 """
 
-import atexit
+import collections
 import os
 import shutil
 import socket
@@ -33,6 +33,7 @@ import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 import gmtest  # noqa: E402
+import tlsfix  # noqa: E402
 import tlsutil  # noqa: E402
 from gmtest import Server, fail, skip, test, wait_until  # noqa: E402
 
@@ -60,7 +61,22 @@ class Certs:
     pass
 
 
+Pem = collections.namedtuple("Pem", "cert key")  # file paths
 _certs = None
+
+
+def issue_for_another_name(fix):
+    """A server certificate of the test CA for elsewhere.example only
+    (tlsfix's are for localhost and 127.0.0.1)."""
+    key, csr, cert, ext = (fix.path("elsewhere" + x) for x in (".key", ".csr", ".pem", ".ext"))
+    with open(ext, "w") as f:
+        f.write("basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"
+                "subjectAltName=DNS:elsewhere.example\n")
+    tlsfix.openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key,
+                   "-out", csr, "-subj", "/CN=elsewhere.example")
+    tlsfix.openssl("x509", "-req", "-in", csr, "-CA", fix.ca, "-CAkey", fix.ca_key, "-set_serial",
+                   "0x" + os.urandom(8).hex(), "-days", "30", "-extfile", ext, "-out", cert)
+    return Pem(cert, key)
 
 
 def certs():
@@ -71,16 +87,15 @@ def certs():
     if _certs is None:
         if not tlsutil.have("openssl"):
             skip("openssl is not installed")
-        d = tempfile.mkdtemp(prefix="gmtest-tools-tls-")
-        atexit.register(shutil.rmtree, d, True)
+        fix = tlsfix.get()
         c = Certs()
-        c.dir = d
-        c.ca = tlsutil.CA(d, "test-ca")
-        c.server = c.ca.issue("server", cn="localhost", dns=["localhost"], ips=["127.0.0.1"])
-        c.client = c.ca.issue("client", cn="tool-client", client=True)
-        c.elsewhere = c.ca.issue("elsewhere", dns=["elsewhere.example"])
-        c.other_ca = tlsutil.CA(d, "other-ca")
-        c.other_client = c.other_ca.issue("other-client", client=True)
+        c.dir = fix.dir
+        c.ca = Pem(fix.ca, fix.ca_key)
+        c.server = Pem(fix.server, fix.server_key)
+        c.client = Pem(*fix.client("tool-client"))
+        c.elsewhere = issue_for_another_name(fix)
+        c.other_ca = Pem(fix.rogue_ca, None)
+        c.other_client = Pem(fix.rogue, fix.rogue_key)  # signed by other_ca
         _certs = c
     return _certs
 
@@ -111,8 +126,8 @@ class Front:
                 if not tlsutil.have("stunnel"):
                     skip("stunnel4 is not installed")
                 self.server = Server().start()
-                self.tunnel = tlsutil.Stunnel(self.server.port, self.server_cert, ca=c.ca,
-                                              verify_client=self.verify_client).start()
+                self.tunnel = tlsutil.Stunnel(self.server.port, self.server_cert.cert, self.server_cert.key,
+                                              ca=c.ca.cert, verify_client=self.verify_client).start()
                 self.port = self.tunnel.port
             else:
                 if not server_has_tls():
