@@ -31,6 +31,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 import gmtest  # noqa: E402
+import tlsutil  # noqa: E402
 from gmtest import fail  # noqa: E402
 
 # The environment for every client and worker: libgearman adds the servers
@@ -255,64 +256,25 @@ def need_gmclient():
 # stunnel in client mode
 
 
-class Stunnel:
-    """stunnel4 in client mode: accepts plain connections on a free port of
-    127.0.0.1 (self.port) and carries each over TLS to 127.0.0.1:target,
-    checking the server's certificate against `ca` for the name localhost;
-    presents cert/key when given.  Its configuration and log are in a scratch
-    folder; stop() ends it.  conn() is a plain gmtest.Conn through it, so a
-    Stunnel stands in for a gmtest.Server in the helpers above."""
+class Stunnel(tlsutil.Stunnel):
+    """stunnel4 in client mode (tests/lib/tlsutil.py): accepts plain
+    connections on a free port of 127.0.0.1 (self.port) and carries each
+    over TLS to 127.0.0.1:target, checking the server's certificate against
+    `ca` for the name localhost; presents cert/key when given.  conn() is a
+    plain gmtest.Conn through it, so a Stunnel stands in for a
+    gmtest.Server in the helpers above."""
 
     def __init__(self, target, ca, cert=None, key=None):
-        self.target = target
-        self.port = gmtest.free_port()
-        self.dir = tempfile.mkdtemp(prefix="gmtest-stunnel-")
-        atexit.register(shutil.rmtree, self.dir, True)
-        self.log = os.path.join(self.dir, "stunnel.log")
-        conf = ["foreground = yes", "pid =", "output = %s" % self.log, "debug = 5",
-                "[gear]", "client = yes", "accept = 127.0.0.1:%d" % self.port,
-                "connect = 127.0.0.1:%d" % target, "CAfile = %s" % ca, "verifyChain = yes",
-                "checkHost = localhost", "sslVersionMin = TLSv1.2"]
-        if cert:
-            conf += ["cert = %s" % cert, "key = %s" % key]
-        self.conf = os.path.join(self.dir, "stunnel.conf")
-        with open(self.conf, "w") as f:
-            f.write("\n".join(conf) + "\n")
-        self.proc = None
+        if not tlsutil.have("stunnel"):
+            need_program("stunnel", "install stunnel4")
+        super().__init__(target, cert, key, ca=ca, client=True)
 
     def start(self):
-        exe = shutil.which("stunnel4") or need_program("stunnel", "install stunnel4")
-        self.proc = subprocess.Popen([exe, self.conf], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-        deadline = time.time() + 10
-        while not gmtest.port_open(self.port):
-            if self.proc.poll() is not None or time.time() > deadline:
-                self.stop()
-                fail("stunnel did not start (rc %s):\n%s" % (self.proc.returncode, self.log_text()[-2000:]))
-            time.sleep(0.05)
-        return self
+        try:
+            return super().start()
+        except RuntimeError as e:
+            fail("stunnel did not start: %s" % e)
 
     def conn(self, timeout=10.0):
         return gmtest.Conn(self.port, timeout=timeout)
 
-    def log_text(self):
-        try:
-            with open(self.log, errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *a):
-        self.stop()

@@ -1,16 +1,20 @@
-"""tlsutil: stunnel4 in server mode, in front of a plain-text server, for
-the TLS tests of the tools (test_tools_tls.py) and of the load generator
-(test_bench.py).  The certificates come from tlsfix.py.
+"""tlsutil: stunnel4 for the TLS tests, the one starter of it: in server
+mode in front of a plain-text server (the tools' test_tools_tls.py, the
+load generator's test_bench.py), or in client mode in front of gearmand
+--ssl for clients that speak only plain text (Debian's tools and libgearman,
+tests/interop).  The certificates come from tlsfix.py.
 
     fix = tlsfix.get()
     with tlsutil.Stunnel(target_port, fix.server, fix.server_key) as tun:
         ... connect with TLS to tun.port (plain text goes on to target_port)
     tlsutil.Stunnel(target_port, fix.server, fix.server_key, ca=fix.ca, verify_client=True)
         ... a client certificate signed by fix.ca is required
+    tlsutil.Stunnel(tls_port, cert, key, ca=fix.ca, client=True)
+        ... plain text to tun.port goes on over TLS (the server's certificate
+        checked against ca for localhost; cert and key presented if given)
 
-(tests/interop/interop_lib.py has stunnel in client mode.)  have() tells
-whether `openssl` or `stunnel4` (Debian packages) are installed, so that a
-test can skip without them.
+have() tells whether `openssl` or `stunnel4` (Debian packages) are
+installed, so that a test can skip without them.
 """
 
 import os
@@ -30,12 +34,16 @@ def have(tool):
 
 
 class Stunnel:
-    """stunnel in server mode on listen:<free port> (cert and key: its
-    certificate): TLS from clients, plain text on to 127.0.0.1:target_port.
-    With verify_client, a client certificate signed by the CA file ca is
-    required.  Stopped (by its own pid) by stop() or the with-block."""
+    """stunnel on listen:<free port> (self.port), on to 127.0.0.1:target_port.
+    Server mode: TLS from clients with cert and key as its certificate,
+    plain text on; with verify_client, a client certificate signed by the
+    CA file ca is required.  Client mode (client=True): plain text from
+    clients, TLS on, the server's certificate checked against ca for the
+    name localhost, cert and key (if given) presented.  Stopped (by its own
+    pid) by stop() or the with-block."""
 
-    def __init__(self, target_port, cert, key, ca=None, verify_client=False, listen="127.0.0.1"):
+    def __init__(self, target_port, cert, key, ca=None, verify_client=False, listen="127.0.0.1",
+                 client=False):
         self.port = free_port()
         self.listen = listen
         self.dir = tempfile.mkdtemp(prefix="gmtest-stunnel-")
@@ -45,8 +53,12 @@ class Stunnel:
         # about 185 connections here, and ran 6x slower.
         conf = ["foreground = yes", "pid =", "syslog = no", "output = " + self.log, "debug = 3",
                 "[gear]", "accept = %s:%d" % (listen, self.port), "connect = 127.0.0.1:%d" % target_port,
-                "cert = " + cert, "key = " + key, "sslVersionMin = TLSv1.2"]
-        if verify_client:
+                "sslVersionMin = TLSv1.2"]
+        if cert:
+            conf += ["cert = " + cert, "key = " + key]
+        if client:
+            conf += ["client = yes", "CAfile = " + ca, "verifyChain = yes", "checkHost = localhost"]
+        elif verify_client:
             conf += ["CAfile = " + ca, "verifyChain = yes", "requireCert = yes"]
         self.conf = os.path.join(self.dir, "stunnel.conf")
         with open(self.conf, "w") as f:
