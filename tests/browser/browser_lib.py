@@ -73,3 +73,35 @@ def ensure_playwright():
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     if p.returncode != 0 or not os.path.exists(pkg):
         fail("`%s` failed (%s):\n%s" % (" ".join(cmd), p.returncode, (p.stdout + p.stderr)[-3000:]))
+
+
+def run_spec(node, spec, env):
+    """Runs a browser spec (node SPEC) with env, echoes its stderr as
+    comments, and returns its result: the last JSON line it printed, with
+    "seconds" added.  Fails the test if there is none or it says "fatal"."""
+    import json
+    import time
+    name = os.path.basename(spec)
+    t0 = time.time()
+    p = subprocess.run([node, spec], capture_output=True, text=True, timeout=120, env=env)
+    for line in p.stderr.splitlines():
+        print("# " + line, flush=True)
+    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
+    if not lines:
+        fail("%s printed no result (exit %s):\n%s" % (name, p.returncode, (p.stdout + p.stderr)[-3000:]))
+    res = json.loads(lines[-1])
+    if res.get("fatal"):
+        fail("%s failed: %s" % (name, res["fatal"]))
+    res["seconds"] = time.time() - t0
+    return res
+
+
+def spec_step(result, spec, name):
+    """The data of step `name` of a spec's result; fails the test if the
+    step did not run or failed in the browser."""
+    st = result["steps"].get(name)
+    if st is None:
+        fail("%s did not run step %r" % (os.path.basename(spec), name))
+    if not st["ok"]:
+        fail("step %r failed in the browser:\n%s" % (name, st["error"]))
+    return st["data"]

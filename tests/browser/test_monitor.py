@@ -40,9 +40,7 @@ import json
 import re
 import os
 import struct
-import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 
@@ -50,7 +48,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gmtest  # noqa: E402
 from gmtest import Server, fail, submit, test  # noqa: E402
-from browser_lib import NODE_DIR, OUT_DIR, ensure_playwright, find_chromium, find_node  # noqa: E402
+from browser_lib import (NODE_DIR, OUT_DIR, ensure_playwright, find_chromium, find_node, run_spec,  # noqa: E402
+                         spec_step)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SPEC = os.path.join(HERE, "monitor.spec.js")
@@ -211,17 +210,8 @@ def run_browser():
                 "retry_handle": R["dead"][0], "discard_handle": R["dead"][1], "dead_function": DEAD_FN}
         env = dict(os.environ, GM_HTTP="http://127.0.0.1:%d" % R["http_port"], GM_PLAN=json.dumps(plan),
                    GM_OUT_DIR=OUT_DIR, PLAYWRIGHT_DIR=NODE_DIR, CHROMIUM=chromium)
-        t0 = time.time()
-        p = subprocess.run([node, SPEC], capture_output=True, text=True, timeout=120, env=env)
-        R["spec_seconds"] = time.time() - t0
-        for line in p.stderr.splitlines():
-            print("# " + line, flush=True)
-        lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
-        if not lines:
-            fail("monitor.spec.js printed no result (exit %s):\n%s" % (p.returncode, (p.stdout + p.stderr)[-3000:]))
-        res = json.loads(lines[-1])
-        if res.get("fatal"):
-            fail("monitor.spec.js failed: %s" % res["fatal"])
+        res = run_spec(node, SPEC, env)
+        R["spec_seconds"] = res["seconds"]
         R["result"] = res
         return res
     except Exception as e:  # noqa: BLE001 - every later test reports it
@@ -230,12 +220,7 @@ def run_browser():
 
 
 def step(name):
-    st = run_browser()["steps"].get(name)
-    if st is None:
-        fail("monitor.spec.js did not run step %r" % name)
-    if not st["ok"]:
-        fail("step %r failed in the browser:\n%s" % (name, st["error"]))
-    return st["data"]
+    return spec_step(run_browser(), SPEC, name)
 
 
 def fn_rows():

@@ -15,11 +15,8 @@ up as for test_monitor.py by browser_lib.py); this script makes the state
 decides.  The screenshot is tests/browser/monitor-tls.png in the build tree.
 """
 
-import json
 import os
-import subprocess
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
@@ -27,7 +24,8 @@ sys.path.insert(0, HERE)
 import gmtest  # noqa: E402
 import tlsfix  # noqa: E402
 from gmtest import Server, fail, submit, test  # noqa: E402
-from browser_lib import NODE_DIR, OUT_DIR, ensure_playwright, find_chromium, find_node  # noqa: E402
+from browser_lib import (NODE_DIR, OUT_DIR, ensure_playwright, find_chromium, find_node, run_spec,  # noqa: E402
+                         spec_step)
 
 SPEC = os.path.join(HERE, "monitor_tls.spec.js")
 FN = "tls.thumbnail"
@@ -60,17 +58,8 @@ def run():
         env = dict(os.environ, GM_HTTPS="https://127.0.0.1:%d" % port, GM_SPKI=fix.spki_sha256(fix.server),
                    GM_WRONG_SPKI=fix.spki_sha256(fix.server2), GM_FUNCTION=FN, GM_OUT_DIR=OUT_DIR,
                    PLAYWRIGHT_DIR=NODE_DIR, CHROMIUM=chromium)
-        t0 = time.time()
-        p = subprocess.run([node, SPEC], capture_output=True, text=True, timeout=120, env=env)
-        R["seconds"] = time.time() - t0
-        for line in p.stderr.splitlines():
-            print("# " + line, flush=True)
-        lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
-        if not lines:
-            fail("monitor_tls.spec.js printed no result (exit %s):\n%s" % (p.returncode, (p.stdout + p.stderr)[-3000:]))
-        res = json.loads(lines[-1])
-        if res.get("fatal"):
-            fail("monitor_tls.spec.js failed: %s" % res["fatal"])
+        res = run_spec(node, SPEC, env)
+        R["seconds"] = res["seconds"]
         R["result"] = res
         return res
     except Exception as e:  # noqa: BLE001 - every later test reports it
@@ -79,12 +68,7 @@ def run():
 
 
 def step(name):
-    st = run()["steps"].get(name)
-    if st is None:
-        fail("monitor_tls.spec.js did not run step %r" % name)
-    if not st["ok"]:
-        fail("step %r failed in the browser:\n%s" % (name, st["error"]))
-    return st["data"]
+    return spec_step(run(), SPEC, name)
 
 
 @test
