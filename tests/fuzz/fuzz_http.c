@@ -92,6 +92,7 @@ view_workers(void *d, void (*cb)(void *arg, const struct gm_view_worker *w), voi
     (void)d;
     static const char *const fns[] = {"f", "q\"\\\n"};
     struct gm_view_worker w = {.fd = 9, .addr = "127.0.0.1", .port = 4730, .client_id = "-",
+                               .identity = "ip:127.0.0.1",
                                .functions = fns, .nfunctions = 2, .current_job = "H:fuzz:1",
                                .running = 1};
     cb(arg, &w);

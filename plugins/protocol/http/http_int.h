@@ -67,8 +67,8 @@ struct http_conn {
 /* Appends printf-style text to w. */
 void http_fmt(struct gm_bytes *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* A JSON string of s[0..n) (or of the C string s): quoted, escaped, with
-   U+FFFD for what is not UTF-8. */
+/* A JSON string of s[0..n) (or of the C string s; NULL: null): quoted,
+   escaped, with U+FFFD for what is not UTF-8. */
 void http_json_str(struct gm_bytes *w, const char *s, size_t n);
 void http_json_cstr(struct gm_bytes *w, const char *s);
 

@@ -150,7 +150,10 @@ http_json_str(struct gm_bytes *w, const char *s, size_t n)
 void
 http_json_cstr(struct gm_bytes *w, const char *s)
 {
-    http_json_str(w, s, strlen(s));
+    if (!s)
+        gm_bytes_str(w, "null"); /* a view that has no value for it */
+    else
+        http_json_str(w, s, strlen(s));
 }
 
 void
