@@ -3,7 +3,8 @@
  *
  * Owns one hiredis connection, used only by the persistence thread (and by
  * the main thread for open/replay before that thread starts).  Every call
- * on it is bounded: connecting by RD_CONNECT_S, each answer by RD_ANSWER_S
+ * on it is bounded: connecting (AUTH and PING included) by RD_CONNECT_S,
+ * each answer by RD_ANSWER_S
  * (hiredis' socket timeouts); a connection that fails once is given up
  * (alive() false) and reconnect() builds a new one, which the persistence
  * thread calls with its backoff (0.1 s doubling to 5 s).
@@ -57,8 +58,6 @@
 
 #define RD_CONNECT_S 5      /* connecting (as long as the longest reconnect backoff) */
 #define RD_ANSWER_S 15      /* each answer; a batch not answered by then is refused */
-#define GM_STR_(x) #x
-#define GM_STR(x) GM_STR_(x)
 #define RD_LOADING_WAIT_MS 60000 /* open() waits this long for a Redis still loading its data */
 #define REPLAY_CHUNK 256    /* keys per pipelined read */
 #define SCAN_COUNT "1000"
@@ -75,6 +74,7 @@ struct rd {
     bool down;           /* the server said it cannot serve now (LOADING, READONLY, ...) */
     char *server;        /* host name or address, or a Unix socket path (starts with '/') */
     int port;
+    int wait_s;          /* the answer timeout in force: RD_CONNECT_S while connecting */
     char *password;      /* NULL: no AUTH */
     char *where;         /* "host:port" or the path, for messages */
     char *prefix;
@@ -192,8 +192,9 @@ lost(struct rd *r, const char *what, char *err, size_t errlen)
     const char *why = !r->c ? "not connected" : r->c->errstr[0] ? r->c->errstr : "connection lost";
     /* hiredis reports its socket timeout as the errno of the read */
     if (strstr(why, "temporarily unavailable"))
-        why = "no answer within " GM_STR(RD_ANSWER_S) " s";
-    snprintf(err, errlen, "%s: Redis at %s: %s", what, r->where, why);
+        snprintf(err, errlen, "%s: Redis at %s: no answer within %d s", what, r->where, r->wait_s);
+    else
+        snprintf(err, errlen, "%s: Redis at %s: %s", what, r->where, why);
     drop_conn(r);
     return -1;
 }
@@ -267,8 +268,12 @@ connect_server(struct rd *r, char *err, size_t errlen)
         return -1;
     }
     r->c = c;
-    struct timeval answer = {RD_ANSWER_S, 0};
-    redisSetTimeout(c, answer);
+    /* AUTH and PING get the connect's deadline: a reconnect that finds a
+       Redis which accepts but does not answer (SIGSTOP, a partition) gives
+       up as soon as a connect would, and the persistence thread refuses
+       the waiting submits sooner */
+    redisSetTimeout(c, tv);
+    r->wait_s = RD_CONNECT_S;
     if (r->server[0] != '/')
         redisEnableKeepAlive(c);
     redisReply *rep;
@@ -299,6 +304,11 @@ connect_server(struct rd *r, char *err, size_t errlen)
         drop_conn(r);
     }
     freeReplyObject(rep);
+    if (rc == 0) {
+        struct timeval answer = {RD_ANSWER_S, 0};
+        redisSetTimeout(c, answer);
+        r->wait_s = RD_ANSWER_S;
+    }
     return rc;
 }
 

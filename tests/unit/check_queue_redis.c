@@ -24,6 +24,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #ifdef HAVE_HIREDIS
 #include <hiredis/hiredis.h>
 #endif
@@ -408,6 +412,38 @@ START_TEST(test_redis_open_errors_name_the_option)
 }
 END_TEST
 
+/* A server that takes the connection and never answers (stopped, cut
+   off): connecting gives up within the connect deadline (5 s), not the
+   15 s a batch may take, so a reconnect attempt of the persistence thread
+   holds the waiting submitters no longer than that. */
+START_TEST(test_redis_open_of_a_server_that_never_answers_gives_up_within_the_connect_deadline)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ck_assert_int_ge(fd, 0);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    ck_assert_int_eq(listen(fd, 16), 0); /* the kernel accepts; nobody answers */
+    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    struct gm_queue_options o;
+    rd_fresh(&o);
+    char port[16];
+    snprintf(port, sizeof port, "%d", ntohs(a.sin_port));
+    gm_queue_opt_set(&o, "redis-port", port);
+    char err[256] = "";
+    double t0 = now_s();
+    void *st = gm_queue_redis.open(&o, err, sizeof err);
+    double took = now_s() - t0;
+    close(fd);
+    ck_assert_msg(st == NULL, "open of a server that never answers succeeded");
+    ck_assert_msg(strstr(err, "no answer"), "the message should say so: %s", err);
+    ck_assert_msg(took < 10.0, "open took %.1fs to give up (the connect deadline is 5 s)", took);
+}
+END_TEST
+
 /* Two prefixes are two queues, even with glob characters in them (SCAN's
    MATCH pattern escapes them). */
 START_TEST(test_redis_prefixes_with_glob_characters_keep_queues_apart)
@@ -507,6 +543,7 @@ main(void)
     ADD(s, test_redis_refused_batch_writes_nothing_and_the_next_one_works);
     ADD(s, test_redis_write_fails_while_the_server_is_down_and_reconnect_restores_it);
     ADD(s, test_redis_open_errors_name_the_option);
+    ADD(s, test_redis_open_of_a_server_that_never_answers_gives_up_within_the_connect_deadline);
     ADD(s, test_redis_prefixes_with_glob_characters_keep_queues_apart);
     ADD(s, test_redis_gearmand_1_1_20_keys_are_migrated_at_open);
 #else
