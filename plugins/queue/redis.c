@@ -3,11 +3,11 @@
  *
  * Owns one hiredis connection, used only by the persistence thread (and by
  * the main thread for open/replay before that thread starts).  Every call
- * on it is bounded: connecting (AUTH and PING included) by RD_CONNECT_S,
- * each answer by RD_ANSWER_S
- * (hiredis' socket timeouts); a connection that fails once is given up
- * (alive() false) and reconnect() builds a new one, which the persistence
- * thread calls with its backoff (0.1 s doubling to 5 s).
+ * on it is bounded (hiredis' socket timeouts): connecting, AUTH and PING
+ * included, by RD_CONNECT_S, each answer by RD_ANSWER_S; a connection
+ * that fails once is given up (alive() false) and reconnect() builds a new
+ * one, which the persistence thread calls with its backoff (0.1 s doubling
+ * to 5 s).
  *
  * Storage, with P the --redis-prefix (default "_gear_", gearmand's):
  *   P:job:<handle>   a hash per job: function, unique, data, priority

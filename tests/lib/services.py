@@ -206,13 +206,14 @@ class Redis:
         self.port = port or free_port()
         self.dir = dir or tempfile.mkdtemp(prefix="gmtest-redis-")
         self.pidfile = os.path.join(self.dir, "redis.pid")
+        self.socket = os.path.join(self.dir, "redis.sock")   # it listens there too
         self.password = password
         self.paused = False
 
     def argv(self):
         a = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
              "--appendonly", "yes", "--appendfsync", "always", "--save", "",
-             "--daemonize", "yes", "--pidfile", self.pidfile, "--logfile", os.path.join(self.dir, "redis.log")]
+             "--unixsocket", self.socket, "--daemonize", "yes", "--pidfile", self.pidfile, "--logfile", os.path.join(self.dir, "redis.log")]
         if self.password:
             a += ["--requirepass", self.password]
         return a

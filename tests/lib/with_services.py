@@ -11,6 +11,7 @@ exits with COMMAND's status:
     GM_TEST_PG_START      shell command that starts it again on the same port
     GM_TEST_MEMCACHED     host:port of the memcached
     GM_TEST_REDIS         host:port of the Redis (appendonly yes, appendfsync always)
+    GM_TEST_REDIS_SOCKET  the path of its Unix socket
     GM_TEST_REDIS_STOP    shell command that kills it (-9, like a crash)
     GM_TEST_REDIS_START   shell command that starts it again on the same port and data
 
@@ -66,6 +67,7 @@ def main():
         try:
             rd = services.Redis().start()
             env["GM_TEST_REDIS"] = "127.0.0.1:%d" % rd.port
+            env["GM_TEST_REDIS_SOCKET"] = rd.socket
             env["GM_TEST_REDIS_STOP"] = rd.shell("stop")
             env["GM_TEST_REDIS_START"] = rd.shell("start")
         except services.Unavailable as e:

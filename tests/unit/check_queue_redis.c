@@ -10,8 +10,9 @@
  *
  * Run by tests/unit/check_queue_redis.sh, which starts Redis
  * (tests/lib/with_services.py) and names it in GM_TEST_REDIS (host:port),
- * with GM_TEST_REDIS_STOP / GM_TEST_REDIS_START (shell commands that kill
- * and start it) for the outage case.  When a variable is missing the cases
+ * with GM_TEST_REDIS_SOCKET (its Unix socket) and GM_TEST_REDIS_STOP /
+ * GM_TEST_REDIS_START (shell commands that kill and start it) for the
+ * outage case.  When a variable is missing the cases
  * that need it FAIL, not skip: CI always provides the services.
  */
 #include "config.h"
@@ -412,6 +413,24 @@ START_TEST(test_redis_open_errors_name_the_option)
 }
 END_TEST
 
+/* --redis-server may be the path of Redis' Unix socket (--redis-port is
+   then not used): the same queue as over TCP. */
+START_TEST(test_redis_server_given_as_a_unix_socket_path)
+{
+    struct gm_queue_options o;
+    void *tcp = bk_fresh_open(&BK_RD, &o);
+    struct gm_qrecord r = rec_add_s("H:test:1", "f", "u", "over TCP", 1);
+    bk_write(&BK_RD, tcp, &r, 1);
+    gm_queue_redis.close(tcp);
+    gm_queue_opt_set(&o, "redis-server", service_env("GM_TEST_REDIS_SOCKET", "Redis", "check_queue_redis.sh"));
+    gm_queue_opt_set(&o, "redis-port", "not used");
+    void *st = bk_open(&BK_RD, &o);
+    const char *want[] = {"H:test:1"};
+    expect_replay(&BK_RD, st, want, 1, &r);
+    gm_queue_redis.close(st);
+}
+END_TEST
+
 /* A server that takes the connection and never answers (stopped, cut
    off): connecting gives up within the connect deadline (5 s), not the
    15 s a batch may take, so a reconnect attempt of the persistence thread
@@ -543,6 +562,7 @@ main(void)
     ADD(s, test_redis_refused_batch_writes_nothing_and_the_next_one_works);
     ADD(s, test_redis_write_fails_while_the_server_is_down_and_reconnect_restores_it);
     ADD(s, test_redis_open_errors_name_the_option);
+    ADD(s, test_redis_server_given_as_a_unix_socket_path);
     ADD(s, test_redis_open_of_a_server_that_never_answers_gives_up_within_the_connect_deadline);
     ADD(s, test_redis_prefixes_with_glob_characters_keep_queues_apart);
     ADD(s, test_redis_gearmand_1_1_20_keys_are_migrated_at_open);
