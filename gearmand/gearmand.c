@@ -366,6 +366,10 @@ main(int argc, char **argv)
         gm_queue_opt_set(q, "libpq-table", o.libpq_table);
         gm_queue_opt_set(q, "libmemcached-servers", o.libmemcached_servers);
         gm_queue_opt_set(q, "libmemcached-prefix", o.libmemcached_prefix);
+        gm_queue_opt_set(q, "redis-server", o.redis_server);
+        gm_queue_opt_set(q, "redis-port", o.redis_port);
+        gm_queue_opt_set(q, "redis-password", o.redis_password);
+        gm_queue_opt_set(q, "redis-prefix", o.redis_prefix);
     }
     if (raise_fd_limit(&o) < 0)
         goto out;

@@ -102,7 +102,7 @@ static const struct opt table[] = {
      "Assign work in round-robin order per worker connection. (Always on here: a worker's "
      "functions take turns at each priority.)"},
     {"queue-type", 'q', K_STR, "General", "builtin", O(queue_type), 0, 0,
-     "Persistent queue type to use: builtin (memory only), libsqlite3, Postgres or "
+     "Persistent queue type to use: builtin (memory only), libsqlite3, Postgres, redis or "
      "libmemcached (the last is not durable)."},
     {"config-file", 0, K_STR, "General", DEFAULT_CONFIG_FILE, O(config_file), 0, 0,
      "Configuration file: the same options as the command line, one or more per line, '#' "
@@ -221,12 +221,15 @@ static const struct opt table[] = {
      "PostgreSQL connection information string."},
     {"libpq-table", 0, K_STR, "Postgres", "queue", O(libpq_table), 0, 0, "Table to use."},
 
-    {"redis-server", 0, K_STR, "redis", NULL, O(redis_server), 0, 0, "Redis server"},
-    {"redis-port", 0, K_STR, "redis", NULL, O(redis_port), 0, 0, "Redis server port/service"},
+    /* no defaults shown, as in gearmand 1.1.20; plugins/queue/redis.c has them */
+    {"redis-server", 0, K_STR, "redis", NULL, O(redis_server), 0, 0,
+     "Redis server (127.0.0.1 if not given; a path starting with / is its Unix socket)"},
+    {"redis-port", 0, K_STR, "redis", NULL, O(redis_port), 0, 0,
+     "Redis server port/service (6379 if not given)"},
     {"redis-password", 0, K_STR, "redis", NULL, O(redis_password), 0, 0,
-     "Redis server password/service"},
+     "Redis server password (AUTH)"},
     {"redis-prefix", 0, K_STR, "redis", NULL, O(redis_prefix), 0, 0,
-     "Prefix to use in redis keys"},
+     "Prefix to use in redis keys (_gear_ if not given)"},
 
     {"mysql-host", 0, K_STR, "MySQL", "localhost", O(mysql_host), 0, 0, "MySQL host."},
     {"mysql-port", 0, K_UINT, "MySQL", "3306", O(mysql_port), 1, 65535,

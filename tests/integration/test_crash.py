@@ -3,7 +3,7 @@
 with SIGKILL under load and restarted on the same storage, and every job is
 counted.
 
-Each backend (SQLite, PostgreSQL, memcached) gets ROUNDS rounds of
+Each backend (SQLite, PostgreSQL, Redis, memcached) gets ROUNDS rounds of
 JOBS_PER_ROUND new background jobs (HIGH, NORMAL, LOW, epoch jobs a few
 seconds in the past, and a few epoch jobs a week ahead), some with a unique
 key and some without, each payload naming its job, pipelined by four client
@@ -32,8 +32,9 @@ stopped with SIGTERM and started again: nothing completed may come back.
 memcached is not durable by design: what it loses is reported, not failed;
 duplicates, corrupted jobs and never-submitted jobs fail there too.
 
-Another test restarts PostgreSQL (immediate mode, down about 1 s) while
-clients submit and workers complete: submissions during the outage get
+Two more restart the database under load (PostgreSQL in immediate mode,
+Redis with kill -9; down about 1 s) while clients submit and workers
+complete: submissions during the outage get
 ERROR QUEUE_ERROR, foreground jobs keep working, writes resume, and every
 acknowledged job is completed or queued exactly once, before and after a
 kill -9 of the server.  The last one pins design 9's "handles are never
@@ -825,7 +826,7 @@ def crash_rounds(name, args, strict):
 
 @contextlib.contextmanager
 def service(cls):
-    """A throwaway PostgreSQL or memcached (services.py) for a with-block;
+    """A throwaway PostgreSQL, Redis or memcached (services.py) for a with-block;
     skips the test when the package is missing or the server cannot start."""
     try:
         svc = cls().start()
@@ -851,6 +852,12 @@ def test_postgres_kill9_under_load_keeps_every_acknowledged_job_once_in_priority
 
 
 @test
+def test_redis_kill9_under_load_keeps_every_acknowledged_job_once_in_priority_order():
+    with service(services.Redis) as rd:
+        crash_rounds("redis", ["-q", "redis", "--redis-port", str(rd.port)], strict=True)
+
+
+@test
 def test_memcached_kill9_under_load_reports_losses_and_never_duplicates_or_corrupts():
     with service(services.Memcached) as mc:
         t = crash_rounds("memcached", ["-q", "libmemcached", "--libmemcached-servers", mc.servers],
@@ -860,13 +867,15 @@ def test_memcached_kill9_under_load_reports_losses_and_never_duplicates_or_corru
 
 
 # ----------------------------------------------------------------------
-# PostgreSQL restarted under load
+# The database restarted under load
 
 
-def pg_restart_under_load(pg, rng, servers, failures):
-    """The body of the PostgreSQL restart test; appends what went wrong to
-    failures and the servers it starts to servers."""
-    srv_args = ["-q", "Postgres", "--libpq-conninfo", pg.conninfo, "--job-handle-prefix", PREFIX]
+def db_restart_under_load(db, args, stop, start, rng, servers, failures):
+    """The body of the database restart tests: db names it ("PostgreSQL"),
+    args are the server's queue options, stop() and start() take the
+    database down and up.  Appends what went wrong to failures and the
+    servers it starts to servers."""
+    srv_args = list(args) + ["--job-handle-prefix", PREFIX]
     s = Server(*srv_args, log_level=LOG_LEVEL)
     servers.append(s)
     s.start(wait=60)
@@ -878,7 +887,7 @@ def pg_restart_under_load(pg, rng, servers, failures):
         load.clients.append(Client(s.port, load, jobs[i::4], window=32, rate=500))
     # workers serve crash_a only (crash_b jobs stay queued to the end),
     # slower than the submitters, so that they have a backlog to
-    # complete while PostgreSQL is down
+    # complete while the database is down
     for _ in range(2):
         load.workers.append(Worker(s.port, load, FUNCS[:1], rate=200))
     fgw = Worker(s.port, load, [FG_FUNC], result=lambda d: d[::-1])
@@ -888,17 +897,17 @@ def pg_restart_under_load(pg, rng, servers, failures):
 
     times = {}
 
-    def restart_pg():
+    def restart_db():
         time.sleep(1.5)
         times["stop"] = time.time()
-        pg.stop("immediate")     # services.Postgres.restart(), step by step, for the timestamps
+        stop()      # the service's restart(), step by step, for the timestamps
         times["down"] = time.time()
         time.sleep(1.0)
         times["start"] = time.time()
-        pg.start()
+        start()
         times["up"] = time.time()
 
-    th = threading.Thread(target=restart_pg, daemon=True)
+    th = threading.Thread(target=restart_db, daemon=True)
     th.start()
     deadline = time.time() + 60
     while True:
@@ -910,10 +919,10 @@ def pg_restart_under_load(pg, rng, servers, failures):
                 break
             if now > times["up"] + 15:
                 failures.append("writes did not resume: %d acknowledgements in the 15s after "
-                                "PostgreSQL came back" % after)
+                                "%s came back" % (after, db))
                 break
         if now > deadline:
-            fail("PostgreSQL restart did not finish")
+            fail("%s restart did not finish" % db)
     th.join()
     # quiesce: no more submissions; every answer; workers finish
     for c in load.clients:
@@ -932,8 +941,8 @@ def pg_restart_under_load(pg, rng, servers, failures):
     refused = [j for j in sent if j.error is not None]
     completed = [j for j in acked if j.completions]
     codes = collections.Counter(e.split(b"\0", 1)[0] for _, e in load.errors)
-    note("PostgreSQL down from +%.2fs to +%.2fs (restart took %.2fs)" % (
-        times["stop"] - load.clients[0].t0, times["up"] - load.clients[0].t0,
+    note("%s down from +%.2fs to +%.2fs (restart took %.2fs)" % (
+        db, times["stop"] - load.clients[0].t0, times["up"] - load.clients[0].t0,
         times["up"] - times["stop"]))
     note("submitted %d, acknowledged %d, refused %d (%s), completed %d, queued %d" % (
         len(sent), len(acked), len(refused), dict(codes), len(completed), len(acked) - len(completed)))
@@ -942,7 +951,7 @@ def pg_restart_under_load(pg, rng, servers, failures):
         note("refusals from +%.2fs to +%.2fs" % (min(t_err) - load.clients[0].t0,
                                                  max(t_err) - load.clients[0].t0))
     if not refused:
-        failures.append("no submission was refused while PostgreSQL was down")
+        failures.append("no submission was refused while %s was down" % db)
     if set(codes) - {b"QUEUE_ERROR"}:
         failures.append("refusals other than QUEUE_ERROR: %r" % dict(codes))
     if len(acked) + len(refused) != len(sent):
@@ -951,16 +960,16 @@ def pg_restart_under_load(pg, rng, servers, failures):
     # foreground work went on
     down_fg = [d for d in fgc.done_jobs if d[0] >= times["down"] and d[1] <= times["start"]]
     lat = max((b - a for a, b in fgc.done_jobs), default=0)
-    note("%d completions sent while PostgreSQL was down (their removal waits for it)"
-         % sum(1 for t in load.completions if times["stop"] <= t <= times["up"]))
-    note("foreground jobs: %d done, %d of them submitted and completed while PostgreSQL was down, "
-         "slowest %.0f ms" % (len(fgc.done_jobs), len(down_fg), lat * 1000))
+    note("%d completions sent while %s was down (their removal waits for it)"
+         % (sum(1 for t in load.completions if times["stop"] <= t <= times["up"]), db))
+    note("foreground jobs: %d done, %d of them submitted and completed while %s was down, "
+         "slowest %.0f ms" % (len(fgc.done_jobs), len(down_fg), db, lat * 1000))
     if fgc.bad:
         failures.append("foreground jobs went wrong: %s" % fgc.bad[:3])
     if not down_fg:
-        failures.append("no foreground job completed while PostgreSQL was down")
+        failures.append("no foreground job completed while %s was down" % db)
     if lat > 1.0:
-        failures.append("a foreground job took %.2fs: the dispatcher waited for PostgreSQL?" % lat)
+        failures.append("a foreground job took %.2fs: the dispatcher waited for %s?" % (lat, db))
     failures += load.problems + reg.problems
     reg.problems = []
     # before any crash: completed jobs are gone, the others queued once
@@ -1008,15 +1017,33 @@ def test_postgres_restart_under_load_refuses_then_resumes_and_loses_or_duplicate
     note("seed %d" % SEED)
     failures = []
     with service(services.Postgres) as pg:
-        servers = []
-        try:
-            pg_restart_under_load(pg, rng, servers, failures)
-        finally:
-            for srv in servers:     # only after a failure: the test stops its servers itself
-                if srv.proc is not None and srv.proc.poll() is None:
-                    srv.stop()
+        restart_under_load("PostgreSQL", ["-q", "Postgres", "--libpq-conninfo", pg.conninfo],
+                           lambda: pg.stop("immediate"), pg.start, rng, failures)
     if failures:
         fail("%d problems:\n%s" % (len(failures), "\n".join(str(f) for f in failures[:40])))
+
+
+@test
+def test_redis_restart_under_load_refuses_then_resumes_and_loses_or_duplicates_nothing():
+    rng = random.Random("%d-redisrestart" % SEED)
+    note("seed %d" % SEED)
+    failures = []
+    with service(services.Redis) as rd:
+        restart_under_load("Redis", ["-q", "redis", "--redis-port", str(rd.port)], rd.stop, rd.start, rng,
+                           failures)
+    if failures:
+        fail("%d problems:\n%s" % (len(failures), "\n".join(str(f) for f in failures[:40])))
+
+
+def restart_under_load(db, args, stop, start, rng, failures):
+    """db_restart_under_load, stopping the servers it started if it fails."""
+    servers = []
+    try:
+        db_restart_under_load(db, args, stop, start, rng, servers, failures)
+    finally:
+        for srv in servers:     # only after a failure: the test stops its servers itself
+            if srv.proc is not None and srv.proc.poll() is None:
+                srv.stop()
 
 
 @test

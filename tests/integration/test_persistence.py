@@ -1,16 +1,18 @@
 #!/usr/bin/env python3
 """Durable queues end to end (design section 5, reference section 5, design
 section 9's rows on empty unique keys, handles after a restart and backend
-errors): the real gearmand with -q libsqlite3, -q Postgres and
+errors): the real gearmand with -q libsqlite3, -q Postgres, -q redis and
 -q libmemcached.
 
 Each behaviour runs once per backend (the test's name ends in the backend).
 What the server stored is read straight from storage: the sqlite file with
-Python's sqlite3 module, the PostgreSQL table with psql, memcached's keys
+Python's sqlite3 module, the PostgreSQL table with psql, Redis' keys with
+SCAN and HMGET (services.Redis.pipeline), memcached's keys
 with "lru_crawler metadump" (which lists keys without fetching them, so it
-does not disturb memcached's LRU; values are not read).  PostgreSQL and
-memcached are throwaway servers started by this file (tests/lib/services.py);
-each test uses its own table (or its own memcached).
+does not disturb memcached's LRU; values are not read).  PostgreSQL, Redis
+and memcached are throwaway servers started by this file
+(tests/lib/services.py); each test uses its own table (or key prefix, or
+its own memcached).
 """
 
 import atexit
@@ -64,6 +66,17 @@ def postgres():
     return _services["pg"]
 
 
+def redis():
+    """The file's Redis (appendonly yes, appendfsync always); each test
+    uses its own key prefix."""
+    if "redis" not in _services:
+        try:
+            _services["redis"] = services.Redis().start()
+        except services.Unavailable as e:
+            fail("Redis is needed (CI installs redis-server): %s" % e)
+    return _services["redis"]
+
+
 def memcached():
     """A memcached of the test's own (memcached's LRU state, which decides
     what "stats cachedump" lists, then depends on this test alone)."""
@@ -75,8 +88,9 @@ def memcached():
 
 @atexit.register
 def _stop_services():
-    if "pg" in _services:
-        _services.pop("pg").__exit__(None, None, None)
+    for name in ("pg", "redis"):
+        if name in _services:
+            _services.pop(name).__exit__(None, None, None)
 
 
 _seq = [0]
@@ -181,11 +195,58 @@ class PostgresStore:
                      "VALUES ('%s', '%s', '%s', %d, '\\x%s', %d)" % (
                          self.table, handle, unique.decode(), function.decode(), priority, data.hex(), when))
 
+    def down(self):
+        self.pg.stop("immediate")
+
+    def up(self):
+        self.pg.start()
+
     def cleanup(self):
         try:
             self.pg.psql("DROP TABLE IF EXISTS %s" % self.table)
         except RuntimeError:
             pass
+
+
+class RedisStore:
+    name = "redis"
+    shows_fields = True
+
+    def __init__(self):
+        self.rd = redis()
+        self.prefix = fresh_name("gmq")
+
+    def args(self):
+        return ["-q", "redis", "--redis-server", "127.0.0.1", "--redis-port", str(self.rd.port),
+                "--redis-prefix", self.prefix]
+
+    def job_key(self, handle):
+        return ("%s:job:%s" % (self.prefix, handle)).encode()
+
+    def rows(self):
+        keys = self.rd.scan(self.prefix + ":job:*")
+        got = self.rd.pipeline([("HMGET", k, "function", "unique", "priority", "when", "data", "seq")
+                                for k in keys])
+        rows = []
+        for k, (f, u, p, w, d, seq) in zip(keys, got):
+            if f is None and p is None:
+                continue    # removed since SCAN listed it
+            handle = k[len(self.prefix) + 5:].decode()
+            rows.append((int(seq or -1), Row(handle, f, u, int(p), int(w), d)))
+        return [r for _, r in sorted(rows, key=lambda x: x[0])]
+
+    def insert(self, handle, function, unique, priority, data, when=0):
+        self.rd.command("HSET", self.job_key(handle), "function", function, "unique", unique,
+                        "priority", priority, "when", when, "data", data, "seq", 1 << 40)
+
+    def down(self):
+        self.rd.stop()      # kill -9
+
+    def up(self):
+        self.rd.start()
+
+    def cleanup(self):
+        pass                # the keys die with the file's Redis; each test has its own prefix
 
 
 def mc_command(servers, data, until=(b"END\r\n",)):
@@ -253,8 +314,8 @@ class MemcachedStore:
         self.mc.stop()
 
 
-STORES = {"sqlite": SqliteStore, "postgres": PostgresStore, "memcached": MemcachedStore}
-ALL = ("sqlite", "postgres", "memcached")
+STORES = {"sqlite": SqliteStore, "postgres": PostgresStore, "redis": RedisStore, "memcached": MemcachedStore}
+ALL = ("sqlite", "postgres", "redis", "memcached")
 
 
 def per_backend(*names):
@@ -494,7 +555,7 @@ def test_restart_in_the_middle_of_a_backoff_keeps_the_wait_and_the_attempts(stor
         s.stop()
 
 
-@per_backend("sqlite", "postgres")
+@per_backend("sqlite", "postgres", "redis")
 def test_run_time_policies_are_stored_and_the_command_line_wins(store):
     s = srv(store).start()
     try:
@@ -902,18 +963,17 @@ def test_handle_of_a_completed_job_is_not_reused_after_restart(store):
         stop_ok(s)
 
 
-@per_backend("postgres")
+@per_backend("postgres", "redis")
 def test_handles_are_not_reused_when_the_database_was_down_at_the_first_submit(store):
-    pg = store.pg
     s = srv(store).start()
     try:
         c = s.conn()
-        pg.stop("immediate")
+        store.down()
         try:
             c.send_packet("SUBMIT_JOB_BG", "reuse", "refused", "refused")
             expect_queue_error(c)
         finally:
-            pg.start()
+            store.up()
         deadline = time.time() + 20
         while True:
             c.send_packet("SUBMIT_JOB_BG", "reuse", "kept", "kept")
@@ -921,7 +981,7 @@ def test_handles_are_not_reused_when_the_database_was_down_at_the_first_submit(s
             if p.name == "JOB_CREATED":
                 kept = p.data.decode()
                 break
-            assert time.time() < deadline, "background submits still refused 20 s after PostgreSQL came back"
+            assert time.time() < deadline, "background submits still refused 20 s after %s came back" % store.name
             time.sleep(0.2)
         done = submit(c, "SUBMIT_JOB_BG", "reuse", "done", "done")
         w = worker(s, "reuse")
@@ -1165,7 +1225,7 @@ def test_store_queue_on_shutdown_with_thousands_of_one_record_batches_stops_and_
         stop_ok(s)
 
 
-@per_backend("postgres", "memcached")
+@per_backend("postgres", "redis", "memcached")
 def test_store_queue_on_shutdown_is_for_sqlite_only_elsewhere_every_job_is_stored_as_it_comes(store):
     # Issue 12.5: gearmand offers --store-queue-on-shutdown with libsqlite3
     # only.  PostgreSQL and memcached took it here, wrote at the stop only,
@@ -1410,15 +1470,14 @@ def test_sigterm_or_sigint_during_a_long_replay_stops_cleanly_once_it_is_done(st
 # PostgreSQL outage; jobs a backend refuses
 
 
-@per_backend("postgres")
-def test_postgres_outage_refuses_background_jobs_and_loses_nothing(store):
-    pg = store.pg
+@per_backend("postgres", "redis")
+def test_database_outage_refuses_background_jobs_and_loses_nothing(store):
     s = srv(store).start()
     try:
         c = s.conn()
         before = [submit(c, "SUBMIT_JOB_BG", "pgo", "b%d" % i, "before-%d" % i) for i in range(3)]
         assert handles(store.rows()) == before
-        pg.stop("immediate")
+        store.down()
         try:
             # background submits get a clear error, nothing half-written
             for i in range(3):
@@ -1441,7 +1500,7 @@ def test_postgres_outage_refuses_background_jobs_and_loses_nothing(store):
             w.send_packet("WORK_COMPLETE", j[0], "")
             sync(w)
         finally:
-            pg.start()
+            store.up()
         # writes resume once the database is back (the server reconnects)
         after = []
         deadline = time.time() + 20
@@ -1452,7 +1511,7 @@ def test_postgres_outage_refuses_background_jobs_and_loses_nothing(store):
                 after.append(p.data.decode())
                 break
             assert p.name == "ERROR" and p.fields(2)[0] == b"QUEUE_ERROR", p
-            assert time.time() < deadline, "background submits still refused 20 s after PostgreSQL came back"
+            assert time.time() < deadline, "background submits still refused 20 s after %s came back" % store.name
             time.sleep(0.2)
         after.append(submit(c, "SUBMIT_JOB_HIGH_BG", "pgo", "after-2", "after-2"))
         want = before[1:] + after
@@ -1795,6 +1854,84 @@ def test_postgres_queue_written_by_gearmand_1_1_20_replays(store):
         assert got == [(b"u-high", b"high"), (b"u-normal", b"nor\0mal"), (b"u-low", b"low")], got
     finally:
         stop_ok(s)
+
+
+@per_backend("redis")
+def test_redis_queue_written_by_gearmand_1_1_20_replays(store):
+    # gearmand 1.1.20 itself writes its keys ("<prefix>-<function>-<unique>",
+    # a hash of data and priority); ours migrates them at start-up
+    if not os.path.exists(DEBIAN_GEARMAND):
+        fail("%s is needed (Debian's gearman-job-server, which CI installs)" % DEBIAN_GEARMAND)
+    uuid = "0f8a1b2c-3d4e-11f1-8a9b-02fc00000001"
+    old = Server(*store.args(), binary=DEBIAN_GEARMAND).start()
+    try:
+        c = old.conn()
+        for ptype, fn, u, data in (("SUBMIT_JOB_LOW_BG", "oldrd", "u-low", b"low"),
+                                   ("SUBMIT_JOB_BG", "oldrd", "u-normal", b"nor\0mal"),
+                                   ("SUBMIT_JOB_HIGH_BG", "oldrd", "u-high", b"high"),
+                                   ("SUBMIT_JOB_BG", "old-rd", uuid, b"dash in the function")):
+            submit(c, ptype, fn, u, data)
+    finally:
+        stop_ok(old)
+    old_keys = sorted(k.decode() for k in store.rd.scan(store.prefix + "-*"))
+    assert old_keys == sorted("%s-%s" % (store.prefix, k) for k in (
+        "oldrd-u-low", "oldrd-u-normal", "oldrd-u-high", "old-rd-" + uuid)), old_keys
+    s = srv(store).start()
+    try:
+        assert "migrated 4 jobs" in s.log_text(), s.log_text()[-2000:]
+        assert store.rd.scan(store.prefix + "-*") == [], "the old keys are still there"
+        rows = store.rows()
+        assert len(rows) == 4 and all(hnum(r.handle) for r in rows), rows
+        w = worker(s, "oldrd", "old-rd")
+        got = [(j[1], j[2], j[3]) for j in drain(w)]
+        assert got[0] == ("oldrd", b"u-high", b"high"), got
+        assert sorted(got[1:3]) == [("old-rd", uuid.encode(), b"dash in the function"),
+                                    ("oldrd", b"u-normal", b"nor\0mal")], got
+        assert got[3] == ("oldrd", b"u-low", b"low"), got
+        c = s.conn()
+        h_new = submit(c, "SUBMIT_JOB_BG", "oldrd", "", "new")
+        assert hnum(h_new) > max(hnum(r.handle) for r in rows), (h_new, rows)
+    finally:
+        stop_ok(s)
+
+
+@per_backend("redis")
+def test_redis_without_appendonly_is_named_in_the_log(store):
+    # acknowledged jobs are only as durable as Redis' own settings
+    # (docs/persistence.md): a Redis that would lose them is named at start-up
+    store.rd.command("CONFIG", "SET", "appendonly", "no")
+    try:
+        with srv(store) as s:
+            lines = [ln for ln in s.log_text().splitlines() if "appendonly no" in ln]
+            assert lines and "WARNING" in lines[0], s.log_text()[-2000:]
+    finally:
+        store.rd.command("CONFIG", "SET", "appendonly", "yes")
+    with srv(store) as s:
+        assert "appendonly" not in s.log_text() and "appendfsync" not in s.log_text(), s.log_text()[-2000:]
+
+
+@per_backend("redis")
+def test_redis_start_up_errors_name_the_option(store):
+    def refused(*args):
+        """Start-up must fail: returns what the server said (stderr, log)."""
+        s = Server("-q", "redis", *args)
+        try:
+            s.start()
+        except RuntimeError as e:
+            return str(e) + s.log_text()
+        stop_ok(s)
+        fail("gearmand started with %r" % (args,))
+    out = refused("--redis-port", str(gmtest.free_port()))
+    assert "--redis-port" in out, out[-1000:]
+    out = refused("--redis-port", str(store.rd.port), "--redis-password", "wrong")
+    assert "--redis-password" in out, out[-1000:]
+    with services.Redis(password="s3cret") as locked:
+        out = refused("--redis-port", str(locked.port))
+        assert "--redis-password" in out, out[-1000:]
+        with Server("-q", "redis", "--redis-port", str(locked.port), "--redis-password", "s3cret") as s:
+            c = s.conn()
+            h = submit(c, "SUBMIT_JOB_BG", "pw", "u", "with a password")
+            assert locked.command("HGET", "_gear_:job:" + h, "data") == b"with a password"
 
 
 @per_backend("memcached")

@@ -1,7 +1,7 @@
-"""services: throwaway PostgreSQL and memcached servers for tests.
+"""services: throwaway PostgreSQL, memcached and Redis servers for tests.
 
 Tests that need a database start their own, here, from the Debian packages
-(postgresql, memcached) that tests/run-suite installs; nothing depends on a
+(postgresql, memcached, redis-server) that tests/run-suite installs; nothing depends on a
 service started by hand.  Each server lives in a temporary directory on a
 free port and is stopped by stop() (or the with-block).
 
@@ -11,15 +11,22 @@ free port and is stopped by stop() (or the with-block).
         pg.pause() ... pg.resume()   # a server that stops answering (SIGSTOP)
     with services.Memcached() as mc:
         Server("-q", "libmemcached", "--libmemcached-servers", mc.servers) ...
+    with services.Redis() as rd:
+        Server("-q", "redis", "--redis-port", str(rd.port)) ...
+        rd.restart()          # kill -9 and start again on the same data
+        rd.command("HGETALL", key)
 
 When the package is missing, the constructor raises services.Unavailable.
 """
 
 import glob
 import os
+import shlex
 import shutil
 import signal
+import socket
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -178,3 +185,185 @@ class Memcached:
 
     def __exit__(self, *a):
         self.stop()
+
+
+class RedisError(Exception):
+    """An error reply (-ERR ...) from Redis."""
+
+
+class Redis:
+    """A private redis-server on 127.0.0.1:<free port>, its data in a
+    temporary directory, with appendonly yes and appendfsync always (so
+    nothing it acknowledged is lost when it is killed).  It runs as a
+    daemon with a pid file, so that shell commands can stop and start it
+    too (python3 services.py redis stop|start DIR PORT, which
+    with_services.py hands to the unit tests)."""
+
+    def __init__(self, password=None, port=None, dir=None):
+        self.binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        if not os.path.exists(self.binary):
+            raise Unavailable("redis-server not found (apt-get install redis-server)")
+        self.port = port or free_port()
+        self.dir = dir or tempfile.mkdtemp(prefix="gmtest-redis-")
+        self.pidfile = os.path.join(self.dir, "redis.pid")
+        self.socket = os.path.join(self.dir, "redis.sock")   # it listens there too
+        self.password = password
+        self.paused = False
+
+    def argv(self):
+        a = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
+             "--appendonly", "yes", "--appendfsync", "always", "--save", "",
+             "--unixsocket", self.socket, "--daemonize", "yes", "--pidfile", self.pidfile, "--logfile", os.path.join(self.dir, "redis.log")]
+        if self.password:
+            a += ["--requirepass", self.password]
+        return a
+
+    def start(self, wait=30):
+        r = subprocess.run(self.argv(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        if r.returncode != 0:
+            raise Unavailable("redis-server failed: %s" % r.stdout.decode(errors="replace")[-500:])
+        deadline = time.time() + wait
+        while True:
+            try:
+                if self.command("PING") == b"PONG":
+                    return self
+            except (OSError, RedisError):
+                pass        # not listening yet, or still loading its data
+            if time.time() > deadline:
+                raise Unavailable("redis-server did not answer; log: %s" % self.log()[-500:])
+            time.sleep(0.05)
+
+    def pid(self):
+        try:
+            with open(self.pidfile) as f:
+                return int(f.read().strip() or 0) or None
+        except (OSError, ValueError):
+            return None
+
+    def stop(self):
+        """kill -9 (like a crash); returns once it no longer listens."""
+        pid = self.pid()
+        if pid is None:
+            return
+        for sig in (signal.SIGKILL, signal.SIGCONT):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        self.paused = False
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+            except OSError:
+                break
+            time.sleep(0.02)
+        try:
+            os.unlink(self.pidfile)
+        except OSError:
+            pass
+
+    def restart(self, down_seconds=0.0):
+        self.stop()
+        time.sleep(down_seconds)
+        self.start()
+
+    def pause(self):
+        """SIGSTOP: Redis answers nothing (the kernel still accepts
+        connections).  Call resume() in a finally block."""
+        os.kill(self.pid(), signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self):
+        if self.paused and self.pid():
+            os.kill(self.pid(), signal.SIGCONT)
+        self.paused = False
+
+    def log(self):
+        try:
+            with open(os.path.join(self.dir, "redis.log"), errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def command(self, *args):
+        """Runs one command; returns the reply (bytes, int, list or None);
+        raises RedisError for an error reply."""
+        return self.pipeline([args])[0]
+
+    def pipeline(self, commands):
+        """Sends the commands at once; returns their replies (an error
+        reply is returned as a RedisError, not raised)."""
+        out = b""
+        if self.password:
+            commands = [("AUTH", self.password)] + list(commands)
+        for args in commands:
+            out += b"*%d\r\n" % len(args)
+            for a in args:
+                a = a if isinstance(a, bytes) else str(a).encode()
+                out += b"$%d\r\n%s\r\n" % (len(a), a)
+        with socket.create_connection(("127.0.0.1", self.port), timeout=30) as s:
+            s.sendall(out)
+            f = s.makefile("rb")
+            replies = [_resp_read(f) for _ in commands]
+        if self.password:
+            replies = replies[1:]
+        if len(replies) == 1 and isinstance(replies[0], RedisError):
+            raise replies[0]
+        return replies
+
+    def scan(self, pattern):
+        """Every key matching pattern (SCAN), sorted."""
+        keys, cursor = set(), b"0"
+        while True:
+            cursor, batch = self.command("SCAN", cursor, "MATCH", pattern, "COUNT", 1000)
+            keys.update(batch)
+            if cursor == b"0":
+                return sorted(keys)
+
+    def shell(self, action):
+        """A shell command that stops (kill -9) or starts this server."""
+        return " ".join(shlex.quote(a) for a in (sys.executable, os.path.abspath(__file__), "redis", action,
+                                                 self.dir, str(self.port)))
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *a):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _resp_read(f):
+    line = f.readline()
+    if not line:
+        raise OSError("Redis closed the connection")
+    kind, rest = line[:1], line[1:-2]
+    if kind == b"+":
+        return rest
+    if kind == b"-":
+        return RedisError(rest.decode(errors="replace"))
+    if kind == b":":
+        return int(rest)
+    if kind == b"$":
+        n = int(rest)
+        if n < 0:
+            return None
+        data = f.read(n + 2)
+        return data[:-2]
+    if kind == b"*":
+        n = int(rest)
+        if n < 0:
+            return None
+        return [_resp_read(f) for _ in range(n)]
+    raise OSError("odd reply from Redis: %r" % line[:80])
+
+
+if __name__ == "__main__":
+    # python3 services.py redis stop|start DIR PORT: for the unit tests'
+    # GM_TEST_REDIS_STOP / GM_TEST_REDIS_START (with_services.py)
+    if len(sys.argv) != 5 or sys.argv[1] != "redis" or sys.argv[2] not in ("stop", "start"):
+        sys.stderr.write("usage: services.py redis stop|start DIR PORT\n")
+        sys.exit(2)
+    rd = Redis(port=int(sys.argv[4]), dir=sys.argv[3])
+    rd.stop() if sys.argv[2] == "stop" else rd.start()

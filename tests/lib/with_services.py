@@ -1,8 +1,8 @@
-"""with_services: runs a command with a throwaway PostgreSQL and memcached.
+"""with_services: runs a command with a throwaway PostgreSQL, memcached and Redis.
 
     python3 tests/lib/with_services.py COMMAND [ARG...]
 
-Starts both servers with services.py (each in a temporary directory on a
+Starts the servers with services.py (each in a temporary directory on a
 free port), runs COMMAND with these variables set, stops the servers and
 exits with COMMAND's status:
 
@@ -10,6 +10,10 @@ exits with COMMAND's status:
     GM_TEST_PG_STOP       shell command that stops it (immediate mode, like a crash)
     GM_TEST_PG_START      shell command that starts it again on the same port
     GM_TEST_MEMCACHED     host:port of the memcached
+    GM_TEST_REDIS         host:port of the Redis (appendonly yes, appendfsync always)
+    GM_TEST_REDIS_SOCKET  the path of its Unix socket
+    GM_TEST_REDIS_STOP    shell command that kills it (-9, like a crash)
+    GM_TEST_REDIS_START   shell command that starts it again on the same port and data
 
 A service that cannot start is reported on stderr and its variables are
 left unset; the command still runs (and its cases that need the service
@@ -44,7 +48,7 @@ def main():
         sys.stderr.write("usage: with_services.py COMMAND [ARG...]\n")
         return 2
     env = dict(os.environ)
-    pg = mc = None
+    pg = mc = rd = None
     try:
         try:
             pg = services.Postgres().start()
@@ -60,8 +64,19 @@ def main():
         except services.Unavailable as e:
             sys.stderr.write("with_services: memcached unavailable: %s\n" % e)
             mc = None
+        try:
+            rd = services.Redis().start()
+            env["GM_TEST_REDIS"] = "127.0.0.1:%d" % rd.port
+            env["GM_TEST_REDIS_SOCKET"] = rd.socket
+            env["GM_TEST_REDIS_STOP"] = rd.shell("stop")
+            env["GM_TEST_REDIS_START"] = rd.shell("start")
+        except services.Unavailable as e:
+            sys.stderr.write("with_services: Redis unavailable: %s\n" % e)
+            rd = None
         return subprocess.call(sys.argv[1:], env=env)
     finally:
+        if rd:
+            rd.__exit__(None, None, None)
         if mc:
             mc.stop()
         if pg:

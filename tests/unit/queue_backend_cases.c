@@ -1,8 +1,8 @@
 /*
  * queue_backend_cases.c: the cases every durable queue backend must pass,
  * written once against struct bk (queue_harness.h) and instantiated per
- * backend by BACKEND_CASES in check_queue_sqlite.c, check_queue_postgres.c
- * and check_queue_memcached.c: every field of a job survives a write and a
+ * backend by BACKEND_CASES in check_queue_sqlite.c, check_queue_postgres.c,
+ * check_queue_redis.c and check_queue_memcached.c: every field of a job survives a write and a
  * reopen (binary data, NULs, large payloads, far-future run times), DONE
  * removes by handle, an ADD of a stored handle replaces it, replay keeps
  * insertion order and consumes nothing, the handle counter is stored and

@@ -1,20 +1,23 @@
 /*
  * queue_harness.h: what the queue unit tests share.  Used by
- * check_queue_sqlite, check_queue_postgres and check_queue_memcached (the
+ * check_queue_sqlite, check_queue_postgres, check_queue_redis and
+ * check_queue_memcached (the
  * durable queue backends through their vtables,
  * libgearman-server/persist/queue_backend.h, against real storage) and by
  * check_persist (the persistence thread over a fake backend).
  *
  * Every backend case runs on fresh storage of its own (struct bk's fresh():
- * a new sqlite file, a new PostgreSQL table, a new memcached key prefix),
+ * a new sqlite file, a new PostgreSQL table, a new Redis or memcached key
+ * prefix),
  * writes with write_batch(), closes, opens again (so what it reads back was
  * really committed) and replays.  The cases every backend must pass are
  * written once (queue_backend_cases.c) and instantiated per backend with
  * BACKEND_CASES; each is its own TCase, so that the TAP line carries its
  * name, and Check forks per case, so one crash fails one case.
  *
- * PostgreSQL and memcached come from the environment (GM_TEST_PG_CONNINFO,
- * GM_TEST_PG_STOP, GM_TEST_PG_START, GM_TEST_MEMCACHED), which
+ * PostgreSQL, memcached and Redis come from the environment
+ * (GM_TEST_PG_CONNINFO, GM_TEST_PG_STOP, GM_TEST_PG_START, GM_TEST_MEMCACHED,
+ * GM_TEST_REDIS, GM_TEST_REDIS_STOP, GM_TEST_REDIS_START), which
  * tests/unit/run_with_services.sh sets (through tests/lib/with_services.py)
  * for the programs that need them.
  */

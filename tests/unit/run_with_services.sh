@@ -1,8 +1,9 @@
 #!/bin/sh
 # tests/unit/run_with_services.sh PROGRAM: runs the unit test program
-# tests/unit/PROGRAM with a throwaway PostgreSQL and memcached, which
+# tests/unit/PROGRAM with a throwaway PostgreSQL, memcached and Redis, which
 # tests/lib/with_services.py starts, names in GM_TEST_PG_CONNINFO,
-# GM_TEST_PG_STOP, GM_TEST_PG_START and GM_TEST_MEMCACHED, and stops after.
+# GM_TEST_PG_STOP, GM_TEST_PG_START, GM_TEST_MEMCACHED, GM_TEST_REDIS,
+# GM_TEST_REDIS_STOP and GM_TEST_REDIS_START, and stops after.
 # Each unit test that needs the services is a one-line .sh named after its
 # program that calls this one (check_queue_postgres.sh,
 # check_queue_memcached.sh), so that automake runs it as a test of its own.
