@@ -57,15 +57,24 @@ def find_node():
 
 def ensure_playwright():
     """playwright-core in NODE_DIR/node_modules: reused if there, else
-    installed with npm (once per build tree)."""
+    installed with npm (once per build tree; the browser tests run side by
+    side under make -j, so one installs while the other waits for it)."""
+    import fcntl
     pkg = os.path.join(NODE_DIR, "node_modules", "playwright-core", "package.json")
     if os.path.exists(pkg):
         return
+    os.makedirs(NODE_DIR, exist_ok=True)
+    with open(os.path.join(NODE_DIR, ".npm-install.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not os.path.exists(pkg):
+            install_playwright(pkg)
+
+
+def install_playwright(pkg):
     npm = shutil.which("npm")
     if not npm:
         fail("npm not found on PATH and %s is missing: install npm (Debian: `apt-get install -y npm`) so the "
              "test can run `npm install playwright-core`" % pkg)
-    os.makedirs(NODE_DIR, exist_ok=True)
     cmd = [npm, "install", "--no-save", "--no-audit", "--no-fund", "--no-package-lock", "--prefix", NODE_DIR,
            "playwright-core@1"]
     # no browser download: playwright-core never fetches one, and we use Debian's Chromium
