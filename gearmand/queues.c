@@ -18,5 +18,19 @@ const struct gm_queue_backend *const gm_linked_queues[] = {
 #ifdef HAVE_LIBMEMCACHED
     &gm_queue_memcached,
 #endif
+#ifdef HAVE_LIBMARIADB
+    &gm_queue_mysql,
+#endif
     NULL,
+};
+
+#ifndef HAVE_LIBMARIADB
+static const char *const mysql_aliases[] = {"mysql", "libdrizzle", "mariadb", NULL};
+#endif
+
+const struct gm_queue_missing gm_missing_queues[] = {
+#ifndef HAVE_LIBMARIADB
+    {"MySQL", mysql_aliases, "libmariadb (libmariadb-dev)"},
+#endif
+    {NULL, NULL, NULL},
 };

@@ -213,6 +213,14 @@ HELP_ENTRIES = [
     ("--mysql-password arg", ""),
     ("--mysql-db arg", ""),
     ("--mysql-table arg", "gearman_queue"),
+    ("--libdrizzle-host arg", ""),
+    ("--libdrizzle-port arg", ""),
+    ("--libdrizzle-uds arg", ""),
+    ("--libdrizzle-user arg", ""),
+    ("--libdrizzle-password arg", ""),
+    ("--libdrizzle-db arg", ""),
+    ("--libdrizzle-table arg", ""),
+    ("--libdrizzle-mysql", ""),
     # ours
     ("--max-packet-size arg", "67108864"),
 ]
@@ -1156,6 +1164,25 @@ def test_running_out_of_descriptors_turns_new_connections_away_at_once_and_recov
         wait_until(answered, timeout=5, what="a connection after the descriptors were given back")
         counts = re.findall(r"accepting connections again; (\d+) turned away", s.log_text())
         assert counts and sum(map(int, counts)) >= turned_away, s.log_text()
+
+
+@test
+def test_mysql_queue_start_up_errors_name_the_option():
+    # -q MySQL under its libdrizzle name and spellings, with nothing
+    # listening: start-up fails naming the options to look at (or, in a
+    # build without libmariadb, saying that), never gearmand's bare
+    # "Error while initializing the queue"
+    port = gmtest.free_port()
+    rc, out, err = run("-p", str(gmtest.free_port()), "-L", "127.0.0.1", "-l", "stderr", "-q", "libdrizzle",
+                       "--libdrizzle-host", "127.0.0.1", "--libdrizzle-port", str(port),
+                       "--libdrizzle-user", "u", "--libdrizzle-db", "gearman", "--libdrizzle-mysql", timeout=30)
+    assert rc == 1, (rc, err)
+    assert ("--mysql-host/--mysql-port" in err and "127.0.0.1:%d" % port in err) or \
+        "built without the MySQL queue" in err, err
+    rc, out, err = run("-p", str(gmtest.free_port()), "-L", "127.0.0.1", "-l", "stderr", "-q", "MySQL",
+                       "--mysql-host", "127.0.0.1", "--mysql-port", str(port), timeout=30)
+    assert rc == 1, (rc, err)
+    assert "--mysql-db" in err or "built without the MySQL queue" in err, err
 
 
 if __name__ == "__main__":

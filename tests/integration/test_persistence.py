@@ -73,10 +73,20 @@ def memcached():
         fail("memcached is needed (CI installs it): %s" % e)
 
 
+def mariadb():
+    if "my" not in _services:
+        try:
+            _services["my"] = services.MariaDB().start()
+        except services.Unavailable as e:
+            fail("MariaDB is needed (CI installs it): %s" % e)
+    return _services["my"]
+
+
 @atexit.register
 def _stop_services():
-    if "pg" in _services:
-        _services.pop("pg").__exit__(None, None, None)
+    for k in ("pg", "my"):
+        if k in _services:
+            _services.pop(k).__exit__(None, None, None)
 
 
 _seq = [0]
@@ -188,6 +198,36 @@ class PostgresStore:
             pass
 
 
+class MysqlStore:
+    name = "mysql"
+    shows_fields = True
+
+    def __init__(self):
+        self.my = mariadb()
+        self.table = fresh_name("gmq_")
+
+    def args(self):
+        return ["-q", "MySQL"] + self.my.args() + ["--mysql-table", self.table]
+
+    def rows(self):
+        out = self.my.sql("SELECT HEX(job_handle), HEX(function_name), HEX(unique_key), priority, when_to_run, "
+                          "HEX(data) FROM `%s` ORDER BY seq" % self.table)
+        return [Row(bytes.fromhex(h).decode(), bytes.fromhex(f or ""), bytes.fromhex(u or ""),
+                    int(p) if p is not None else None, int(w) if w is not None else None, bytes.fromhex(d or ""))
+                for h, f, u, p, w, d in out]
+
+    def insert(self, handle, function, unique, priority, data, when=0):
+        self.my.sql("INSERT INTO `%s` (job_handle, unique_key, function_name, priority, data, when_to_run) "
+                    "VALUES (X'%s', X'%s', X'%s', %d, X'%s', %d)" % (
+                        self.table, handle.encode().hex(), unique.hex(), function.hex(), priority, data.hex(), when))
+
+    def cleanup(self):
+        try:
+            self.my.sql("DROP TABLE IF EXISTS `%s`" % self.table)
+        except RuntimeError:
+            pass
+
+
 def mc_command(servers, data, until=(b"END\r\n",)):
     host, port = servers.rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=10) as s:
@@ -253,8 +293,8 @@ class MemcachedStore:
         self.mc.stop()
 
 
-STORES = {"sqlite": SqliteStore, "postgres": PostgresStore, "memcached": MemcachedStore}
-ALL = ("sqlite", "postgres", "memcached")
+STORES = {"sqlite": SqliteStore, "postgres": PostgresStore, "memcached": MemcachedStore, "mysql": MysqlStore}
+ALL = ("sqlite", "postgres", "memcached", "mysql")
 
 
 def per_backend(*names):

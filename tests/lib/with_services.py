@@ -1,15 +1,20 @@
-"""with_services: runs a command with a throwaway PostgreSQL and memcached.
+"""with_services: runs a command with throwaway servers.
 
-    python3 tests/lib/with_services.py COMMAND [ARG...]
+    python3 tests/lib/with_services.py [--only mariadb] COMMAND [ARG...]
 
-Starts both servers with services.py (each in a temporary directory on a
-free port), runs COMMAND with these variables set, stops the servers and
-exits with COMMAND's status:
+Starts PostgreSQL and memcached (or, with --only mariadb, a MariaDB alone)
+with services.py (each in a temporary directory on a free port), runs
+COMMAND with these variables set, stops the servers and exits with
+COMMAND's status:
 
     GM_TEST_PG_CONNINFO   libpq connection string of the PostgreSQL
     GM_TEST_PG_STOP       shell command that stops it (immediate mode, like a crash)
     GM_TEST_PG_START      shell command that starts it again on the same port
     GM_TEST_MEMCACHED     host:port of the memcached
+    GM_TEST_MYSQL         host:port of the MariaDB (user, password and
+                          database: gearman)
+    GM_TEST_MYSQL_STOP    shell command that kills it (kill -9, like a crash)
+    GM_TEST_MYSQL_START   shell command that starts it again on the same port
 
 A service that cannot start is reported on stderr and its variables are
 left unset; the command still runs (and its cases that need the service
@@ -39,11 +44,29 @@ def pg_ctl_command(pg, action):
     return " ".join(shlex.quote(a) for a in args)
 
 
+def with_mariadb(env, command):
+    my = None
+    try:
+        try:
+            my = services.MariaDB().start()
+            env["GM_TEST_MYSQL"] = "127.0.0.1:%d" % my.port
+            env["GM_TEST_MYSQL_STOP"], env["GM_TEST_MYSQL_START"] = my.shell_commands()
+        except services.Unavailable as e:
+            sys.stderr.write("with_services: MariaDB unavailable: %s\n" % e)
+            my = None
+        return subprocess.call(command, env=env)
+    finally:
+        if my:
+            my.__exit__(None, None, None)
+
+
 def main():
     if len(sys.argv) < 2:
         sys.stderr.write("usage: with_services.py COMMAND [ARG...]\n")
         return 2
     env = dict(os.environ)
+    if sys.argv[1] == "--only" and len(sys.argv) > 3 and sys.argv[2] == "mariadb":
+        return with_mariadb(env, sys.argv[3:])
     pg = mc = None
     try:
         try:
