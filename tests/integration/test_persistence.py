@@ -191,6 +191,13 @@ class PostgresStore:
                      "VALUES ('%s', '%s', '%s', %d, '\\x%s', %d)" % (
                          self.table, handle, unique.decode(), function.decode(), priority, data.hex(), when))
 
+    def down(self):
+        """The database goes away (immediate mode: like a crash)."""
+        self.pg.stop("immediate")
+
+    def up(self):
+        self.pg.start()
+
     def cleanup(self):
         try:
             self.pg.psql("DROP TABLE IF EXISTS %s" % self.table)
@@ -220,6 +227,13 @@ class MysqlStore:
         self.my.sql("INSERT INTO `%s` (job_handle, unique_key, function_name, priority, data, when_to_run) "
                     "VALUES (X'%s', X'%s', X'%s', %d, X'%s', %d)" % (
                         self.table, handle.encode().hex(), unique.hex(), function.hex(), priority, data.hex(), when))
+
+    def down(self):
+        """The database goes away (kill -9: like a crash)."""
+        self.my.stop(kill=True)
+
+    def up(self):
+        self.my.start()
 
     def cleanup(self):
         try:
@@ -942,18 +956,17 @@ def test_handle_of_a_completed_job_is_not_reused_after_restart(store):
         stop_ok(s)
 
 
-@per_backend("postgres")
+@per_backend("postgres", "mysql")
 def test_handles_are_not_reused_when_the_database_was_down_at_the_first_submit(store):
-    pg = store.pg
     s = srv(store).start()
     try:
         c = s.conn()
-        pg.stop("immediate")
+        store.down()
         try:
             c.send_packet("SUBMIT_JOB_BG", "reuse", "refused", "refused")
             expect_queue_error(c)
         finally:
-            pg.start()
+            store.up()
         deadline = time.time() + 20
         while True:
             c.send_packet("SUBMIT_JOB_BG", "reuse", "kept", "kept")
@@ -1450,15 +1463,14 @@ def test_sigterm_or_sigint_during_a_long_replay_stops_cleanly_once_it_is_done(st
 # PostgreSQL outage; jobs a backend refuses
 
 
-@per_backend("postgres")
-def test_postgres_outage_refuses_background_jobs_and_loses_nothing(store):
-    pg = store.pg
+@per_backend("postgres", "mysql")
+def test_database_outage_refuses_background_jobs_and_loses_nothing(store):
     s = srv(store).start()
     try:
         c = s.conn()
         before = [submit(c, "SUBMIT_JOB_BG", "pgo", "b%d" % i, "before-%d" % i) for i in range(3)]
         assert handles(store.rows()) == before
-        pg.stop("immediate")
+        store.down()
         try:
             # background submits get a clear error, nothing half-written
             for i in range(3):
@@ -1481,7 +1493,7 @@ def test_postgres_outage_refuses_background_jobs_and_loses_nothing(store):
             w.send_packet("WORK_COMPLETE", j[0], "")
             sync(w)
         finally:
-            pg.start()
+            store.up()
         # writes resume once the database is back (the server reconnects)
         after = []
         deadline = time.time() + 20
@@ -1704,6 +1716,14 @@ def test_unique_key_that_is_not_utf8_is_stored_or_refused_alone(store):
             assert got.get(h) == unique, "stored with unique %r, replayed as %r" % (unique, got.get(h))
 
 
+@per_backend("mysql")
+def test_job_larger_than_max_allowed_packet_fails_alone_and_nothing_else_stops(store):
+    # gearmand 1.1.20 retried such a job forever (its issue 126)
+    def too_big(c):
+        c.send_packet("SUBMIT_JOB_BG", "ok", "", b"x" * (17 << 20))
+    assert _refused_alone(store, too_big, "a 17 MiB job (max_allowed_packet is 16 MiB)") is None
+
+
 @per_backend("memcached")
 def test_job_too_big_for_memcached_fails_alone(store):
     def too_big(c):
@@ -1859,6 +1879,45 @@ def test_memcached_queue_written_by_gearmand_1_1_20_replays(store):
         keys = store.keys()
         assert not [k for k in keys if k.startswith("oldmc-")], keys
         assert len(keys) == 3 and all(k.startswith(PREFIX + ":") for k in keys), keys
+    finally:
+        stop_ok(s)
+
+
+@per_backend("mysql")
+def test_mysql_queue_written_by_gearmand_1_1_20_replays(store):
+    if not os.path.exists(DEBIAN_GEARMAND):
+        fail("%s is needed (Debian's gearman-job-server, which CI installs)" % DEBIAN_GEARMAND)
+    now = int(time.time())
+    old = Server(*store.args(), binary=DEBIAN_GEARMAND).start()
+    try:
+        c = old.conn()
+        for ptype, u, data in (("SUBMIT_JOB_LOW_BG", "u-low", b"low"), ("SUBMIT_JOB_BG", "u-normal", b"nor\0mal"),
+                               ("SUBMIT_JOB_HIGH_BG", "u-high", b"high"), ("SUBMIT_JOB_BG", "", b"empty unique")):
+            submit(c, ptype, "old-my", u, data)
+        submit(c, "SUBMIT_JOB_EPOCH", "old-my", b"u-epoch", b"later", str(now + 86400))
+    finally:
+        stop_ok(old)
+    cols = [r[0] for r in store.my.sql("SELECT column_name FROM information_schema.columns WHERE "
+                                       "table_schema = 'gearman' AND table_name = '%s'" % store.table)]
+    assert "job_handle" not in cols and "unique_key" in cols, "not gearmand 1.1.20's table: %r" % cols
+    s = srv(store).start()
+    try:
+        rows = store.rows()
+        assert [r.unique for r in rows] == [b"u-low", b"u-normal", b"u-high", b"", b"u-epoch"], rows
+        assert [r.priority for r in rows] == [2, 1, 0, 1, 1], rows
+        assert all(hnum(r.handle) for r in rows), "migrated handles are not %s:<n>: %r" % (PREFIX, rows)
+        assert rows[4].when == now + 86400, rows[4]
+        c = s.conn()
+        assert status(c, rows[4].handle) == (True, False)
+        w = worker(s, "old-my")
+        got = [(j[2], j[3]) for j in drain(w)]
+        assert got == [(b"u-high", b"high"), (b"u-normal", b"nor\0mal"), (b"", b"empty unique"), (b"u-low", b"low")], got
+        # the old (unique_key, function_name) key is gone: jobs with an empty unique key each
+        # get their own row (1.1.20 refused the second), with handles above the migrated ones
+        hs = [submit(c, "SUBMIT_JOB_BG", "old-my", b"", b"new %d" % i) for i in range(2)]
+        assert min(hnum(h) for h in hs) > max(hnum(r.handle) for r in rows), (hs, rows)
+        wait_until(lambda: handles(store.rows()) == [rows[4].handle] + hs, timeout=5,
+                   what="the epoch job and the two new ones stored (have %r)" % store.rows())
     finally:
         stop_ok(s)
 
