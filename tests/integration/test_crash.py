@@ -3,7 +3,7 @@
 with SIGKILL under load and restarted on the same storage, and every job is
 counted.
 
-Each backend (SQLite, PostgreSQL, memcached) gets ROUNDS rounds of
+Each backend (SQLite, PostgreSQL, MySQL/MariaDB, memcached) gets ROUNDS rounds of
 JOBS_PER_ROUND new background jobs (HIGH, NORMAL, LOW, epoch jobs a few
 seconds in the past, and a few epoch jobs a week ahead), some with a unique
 key and some without, each payload naming its job, pipelined by four client
@@ -32,7 +32,7 @@ stopped with SIGTERM and started again: nothing completed may come back.
 memcached is not durable by design: what it loses is reported, not failed;
 duplicates, corrupted jobs and never-submitted jobs fail there too.
 
-Another test restarts PostgreSQL (immediate mode, down about 1 s) while
+Two more restart PostgreSQL (immediate mode) and MariaDB (kill -9), down about 1 s, while
 clients submit and workers complete: submissions during the outage get
 ERROR QUEUE_ERROR, foreground jobs keep working, writes resume, and every
 acknowledged job is completed or queued exactly once, before and after a
@@ -825,7 +825,7 @@ def crash_rounds(name, args, strict):
 
 @contextlib.contextmanager
 def service(cls):
-    """A throwaway PostgreSQL or memcached (services.py) for a with-block;
+    """A throwaway PostgreSQL, MariaDB or memcached (services.py) for a with-block;
     skips the test when the package is missing or the server cannot start."""
     try:
         svc = cls().start()
@@ -851,6 +851,12 @@ def test_postgres_kill9_under_load_keeps_every_acknowledged_job_once_in_priority
 
 
 @test
+def test_mysql_kill9_under_load_keeps_every_acknowledged_job_once_in_priority_order():
+    with service(services.MariaDB) as my:
+        crash_rounds("mysql", ["-q", "MySQL"] + my.args(), strict=True)
+
+
+@test
 def test_memcached_kill9_under_load_reports_losses_and_never_duplicates_or_corrupts():
     with service(services.Memcached) as mc:
         t = crash_rounds("memcached", ["-q", "libmemcached", "--libmemcached-servers", mc.servers],
@@ -863,10 +869,12 @@ def test_memcached_kill9_under_load_reports_losses_and_never_duplicates_or_corru
 # PostgreSQL restarted under load
 
 
-def pg_restart_under_load(pg, rng, servers, failures):
-    """The body of the PostgreSQL restart test; appends what went wrong to
+def db_restart_under_load(db, args, stop, start, rng, servers, failures):
+    """The body of a database restart test: the database `db` (a name for
+    the notes), which the server uses with args, is stopped by stop() and
+    started again by start() under load; appends what went wrong to
     failures and the servers it starts to servers."""
-    srv_args = ["-q", "Postgres", "--libpq-conninfo", pg.conninfo, "--job-handle-prefix", PREFIX]
+    srv_args = list(args) + ["--job-handle-prefix", PREFIX]
     s = Server(*srv_args, log_level=LOG_LEVEL)
     servers.append(s)
     s.start(wait=60)
@@ -878,7 +886,7 @@ def pg_restart_under_load(pg, rng, servers, failures):
         load.clients.append(Client(s.port, load, jobs[i::4], window=32, rate=500))
     # workers serve crash_a only (crash_b jobs stay queued to the end),
     # slower than the submitters, so that they have a backlog to
-    # complete while PostgreSQL is down
+    # complete while the database is down
     for _ in range(2):
         load.workers.append(Worker(s.port, load, FUNCS[:1], rate=200))
     fgw = Worker(s.port, load, [FG_FUNC], result=lambda d: d[::-1])
@@ -891,11 +899,11 @@ def pg_restart_under_load(pg, rng, servers, failures):
     def restart_pg():
         time.sleep(1.5)
         times["stop"] = time.time()
-        pg.stop("immediate")     # services.Postgres.restart(), step by step, for the timestamps
+        stop()                   # a restart, step by step, for the timestamps
         times["down"] = time.time()
         time.sleep(1.0)
         times["start"] = time.time()
-        pg.start()
+        start()
         times["up"] = time.time()
 
     th = threading.Thread(target=restart_pg, daemon=True)
@@ -910,10 +918,10 @@ def pg_restart_under_load(pg, rng, servers, failures):
                 break
             if now > times["up"] + 15:
                 failures.append("writes did not resume: %d acknowledgements in the 15s after "
-                                "PostgreSQL came back" % after)
+                                "%s came back" % (after, db))
                 break
         if now > deadline:
-            fail("PostgreSQL restart did not finish")
+            fail("%s restart did not finish" % db)
     th.join()
     # quiesce: no more submissions; every answer; workers finish
     for c in load.clients:
@@ -932,8 +940,8 @@ def pg_restart_under_load(pg, rng, servers, failures):
     refused = [j for j in sent if j.error is not None]
     completed = [j for j in acked if j.completions]
     codes = collections.Counter(e.split(b"\0", 1)[0] for _, e in load.errors)
-    note("PostgreSQL down from +%.2fs to +%.2fs (restart took %.2fs)" % (
-        times["stop"] - load.clients[0].t0, times["up"] - load.clients[0].t0,
+    note("%s down from +%.2fs to +%.2fs (restart took %.2fs)" % (
+        db, times["stop"] - load.clients[0].t0, times["up"] - load.clients[0].t0,
         times["up"] - times["stop"]))
     note("submitted %d, acknowledged %d, refused %d (%s), completed %d, queued %d" % (
         len(sent), len(acked), len(refused), dict(codes), len(completed), len(acked) - len(completed)))
@@ -942,7 +950,7 @@ def pg_restart_under_load(pg, rng, servers, failures):
         note("refusals from +%.2fs to +%.2fs" % (min(t_err) - load.clients[0].t0,
                                                  max(t_err) - load.clients[0].t0))
     if not refused:
-        failures.append("no submission was refused while PostgreSQL was down")
+        failures.append("no submission was refused while %s was down" % db)
     if set(codes) - {b"QUEUE_ERROR"}:
         failures.append("refusals other than QUEUE_ERROR: %r" % dict(codes))
     if len(acked) + len(refused) != len(sent):
@@ -951,16 +959,16 @@ def pg_restart_under_load(pg, rng, servers, failures):
     # foreground work went on
     down_fg = [d for d in fgc.done_jobs if d[0] >= times["down"] and d[1] <= times["start"]]
     lat = max((b - a for a, b in fgc.done_jobs), default=0)
-    note("%d completions sent while PostgreSQL was down (their removal waits for it)"
-         % sum(1 for t in load.completions if times["stop"] <= t <= times["up"]))
-    note("foreground jobs: %d done, %d of them submitted and completed while PostgreSQL was down, "
-         "slowest %.0f ms" % (len(fgc.done_jobs), len(down_fg), lat * 1000))
+    note("%d completions sent while %s was down (their removal waits for it)"
+         % (sum(1 for t in load.completions if times["stop"] <= t <= times["up"]), db))
+    note("foreground jobs: %d done, %d of them submitted and completed while %s was down, "
+         "slowest %.0f ms" % (len(fgc.done_jobs), len(down_fg), db, lat * 1000))
     if fgc.bad:
         failures.append("foreground jobs went wrong: %s" % fgc.bad[:3])
     if not down_fg:
-        failures.append("no foreground job completed while PostgreSQL was down")
+        failures.append("no foreground job completed while %s was down" % db)
     if lat > 1.0:
-        failures.append("a foreground job took %.2fs: the dispatcher waited for PostgreSQL?" % lat)
+        failures.append("a foreground job took %.2fs: the dispatcher waited for %s?" % (lat, db))
     failures += load.problems + reg.problems
     reg.problems = []
     # before any crash: completed jobs are gone, the others queued once
@@ -1002,21 +1010,34 @@ def pg_restart_under_load(pg, rng, servers, failures):
         failures.append("server exited with %s on SIGTERM" % rc)
 
 
-@test
-def test_postgres_restart_under_load_refuses_then_resumes_and_loses_or_duplicates_nothing():
-    rng = random.Random("%d-pgrestart" % SEED)
+def restart_test(cls, db, seed_tag, args, stop, start):
+    """Runs db_restart_under_load on a throwaway server of class cls;
+    args(svc), stop(svc) and start(svc) say how to use, stop and start it."""
+    rng = random.Random("%d-%s" % (SEED, seed_tag))
     note("seed %d" % SEED)
     failures = []
-    with service(services.Postgres) as pg:
+    with service(cls) as svc:
         servers = []
         try:
-            pg_restart_under_load(pg, rng, servers, failures)
+            db_restart_under_load(db, args(svc), lambda: stop(svc), lambda: start(svc), rng, servers, failures)
         finally:
             for srv in servers:     # only after a failure: the test stops its servers itself
                 if srv.proc is not None and srv.proc.poll() is None:
                     srv.stop()
     if failures:
         fail("%d problems:\n%s" % (len(failures), "\n".join(str(f) for f in failures[:40])))
+
+
+@test
+def test_postgres_restart_under_load_refuses_then_resumes_and_loses_or_duplicates_nothing():
+    restart_test(services.Postgres, "PostgreSQL", "pgrestart", lambda pg: ["-q", "Postgres", "--libpq-conninfo", pg.conninfo],
+                 lambda pg: pg.stop("immediate"), lambda pg: pg.start())
+
+
+@test
+def test_mysql_restart_under_load_refuses_then_resumes_and_loses_or_duplicates_nothing():
+    restart_test(services.MariaDB, "MariaDB", "myrestart", lambda my: ["-q", "MySQL"] + my.args(),
+                 lambda my: my.stop(kill=True), lambda my: my.start())
 
 
 @test
