@@ -24,7 +24,9 @@
  * table fails the batch in bounded time and marks the backend down
  * (alive() false); reconnect() builds a new connection.  Never libmariadb's
  * own reconnect and no retry loop here: the persistence thread retries with
- * backoff.  A job too big for max_allowed_packet fails its batch with the
+ * backoff.  A session given up while the server may still run its batch
+ * is ended (KILL) before the new session writes anything (end_orphan()).
+ * A job too big for max_allowed_packet fails its batch with the
  * backend still alive, so the persistence thread retries record by record
  * and only that job is refused.  Open and replay at start-up have no read
  * timeout (a migration or a big replay takes time); their connect is
@@ -52,6 +54,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "libgearman-server/base/log.h"
 
@@ -81,6 +84,10 @@ struct my {
     char *prefix;         /* of migrated handles */
     char *add_head, *del_head; /* the batch's INSERT and DELETE up to their values */
     size_t max_query;     /* max_allowed_packet less slack */
+    unsigned answer_s;    /* MY_ANSWER_S, or the test's "mysql-answer-timeout" */
+    long long server_start; /* when this session's server started (Unix time) */
+    unsigned long orphan_id; /* session given up with a batch it may still run, 0 = none */
+    long long orphan_start;  /* ... on the server that started then */
     struct qbuf q;
     struct gm_qlast last;
 };
@@ -342,7 +349,7 @@ my_connect(struct my *m, bool bounded, const char *what, char *err, size_t errle
         snprintf(err, errlen, "%s: out of memory", what);
         return -1;
     }
-    unsigned connect_s = MY_CONNECT_S, answer_s = MY_ANSWER_S;
+    unsigned connect_s = MY_CONNECT_S, answer_s = m->answer_s;
     my_bool off = 0;
     mysql_options(m->conn, MYSQL_OPT_CONNECT_TIMEOUT, &connect_s);
     if (bounded) {
@@ -532,14 +539,66 @@ session_settings(struct my *m, char *err, size_t errlen)
                      m->bounded && mariadb ? ", SESSION max_statement_time = " MY_STR(MY_STATEMENT_S) : "");
     if (run_sql(m, sql, (size_t)n, NULL, "session settings", err, errlen) < 0)
         return -1;
-    MYSQL_RES *r = query_rows(m, "reading max_allowed_packet", err, errlen, "SELECT @@max_allowed_packet");
+    MYSQL_RES *r = query_rows(m, "reading max_allowed_packet", err, errlen,
+                              "SELECT @@max_allowed_packet, UNIX_TIMESTAMP() - VARIABLE_VALUE FROM "
+                              "information_schema.global_status WHERE VARIABLE_NAME = 'UPTIME'");
     if (!r)
         return -1;
     MYSQL_ROW row = mysql_fetch_row(r);
     unsigned long long max = row && row[0] ? strtoull(row[0], NULL, 10) : 0;
+    m->server_start = row && row[1] ? strtoll(row[1], NULL, 10) : 0;
     mysql_free_result(r);
     m->max_query = max > 2 * MY_PACKET_SLACK ? (size_t)max - MY_PACKET_SLACK : MY_PACKET_SLACK;
     return 0;
+}
+
+/*
+ * A session given up in the middle of a batch (no answer in time) may
+ * still run it, and commit it, once the server gets to it: a batch whose
+ * submitters were told QUEUE_ERROR.  The persistence thread removes such
+ * jobs by writing their DONEs after reconnect(), so the old session must
+ * be gone first.  Ends it (KILL CONNECTION) if it is still there, on the
+ * same server (same start time, give or take the second the uptime is
+ * counted in), and waits up to 5 s for it to go.  Returns 0 when it is
+ * gone, -1 with err while it is not (reconnect() fails, and is tried
+ * again).
+ */
+static int
+end_orphan(struct my *m, char *err, size_t errlen)
+{
+    if (!m->orphan_id)
+        return 0;
+    long long d = m->server_start - m->orphan_start;
+    if (d < -2 || d > 2 || m->orphan_id == mysql_thread_id(m->conn)) {
+        m->orphan_id = 0; /* another server: the old session died with the old one */
+        return 0;
+    }
+    char sql[96];
+    snprintf(sql, sizeof sql, "KILL CONNECTION %lu", m->orphan_id);
+    if (mysql_query(m->conn, sql) != 0 && mysql_errno(m->conn) != ER_NO_SUCH_THREAD) {
+        set_err(m, err, errlen, "ending the connection given up");
+        return -1;
+    }
+    for (int i = 0; i < 100; i++) {
+        MYSQL_RES *r = query_rows(m, "ending the connection given up", err, errlen,
+                                  "SELECT COUNT(*) FROM information_schema.processlist WHERE id = %lu",
+                                  m->orphan_id);
+        if (!r)
+            return -1;
+        MYSQL_ROW row = mysql_fetch_row(r);
+        bool gone = !row || !row[0] || atoi(row[0]) == 0;
+        mysql_free_result(r);
+        if (gone) {
+            gm_log(GM_LOG_NOTICE, "MySQL: ended session %lu, of the connection given up, before writing on",
+                   m->orphan_id);
+            m->orphan_id = 0;
+            return 0;
+        }
+        struct timespec ts = {0, 50 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    snprintf(err, errlen, "the connection given up (session %lu) has not ended yet", m->orphan_id);
+    return -1;
 }
 
 /* Connects and makes the table ready; returns 0, or -1 with err. */
@@ -548,7 +607,10 @@ start_session(struct my *m, bool bounded, const char *what, char *err, size_t er
 {
     if (my_connect(m, bounded, what, err, errlen) < 0)
         return -1;
-    return session_settings(m, err, errlen) < 0 || setup_table(m, err, errlen) < 0 ? -1 : 0;
+    return session_settings(m, err, errlen) < 0 || (bounded && end_orphan(m, err, errlen) < 0) ||
+                   setup_table(m, err, errlen) < 0
+               ? -1
+               : 0;
 }
 
 static void my_close(void *state);
@@ -575,6 +637,11 @@ my_open(const struct gm_queue_options *opts, char *err, size_t errlen)
         goto fail;
     }
     m->port = (unsigned)pn;
+    /* tests shorten the client's deadline (not a gearmand option) */
+    const char *answer = gm_queue_opt(opts, "mysql-answer-timeout");
+    m->answer_s = answer ? (unsigned)strtoul(answer, NULL, 10) : MY_ANSWER_S;
+    if (m->answer_s == 0)
+        m->answer_s = MY_ANSWER_S;
     if (!db || !*db) {
         snprintf(err, errlen, "--mysql-db is required (the database that holds the queue table)");
         goto fail;
@@ -880,8 +947,15 @@ my_write_batch(void *state, const struct gm_qrecord *recs, size_t n, char *err, 
         if (run(m, "ROLLBACK", ignored, sizeof ignored) < 0)
             m->down = true;
     }
-    if (rc < 0 && m->down)
-        drop_conn(m); /* the server rolls back what a closed session left */
+    if (rc < 0 && m->down) {
+        /* the server rolls back what a closed session left, once it
+           notices: see end_orphan() */
+        if (sent > 0 && !m->orphan_id && m->conn) {
+            m->orphan_id = mysql_thread_id(m->conn);
+            m->orphan_start = m->server_start;
+        }
+        drop_conn(m);
+    }
     return rc;
 }
 

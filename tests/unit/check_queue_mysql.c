@@ -6,7 +6,8 @@
  * cannot replay (logged, kept), a failed batch and a job too big for
  * max_allowed_packet (nothing of the batch written, the backend still up),
  * the server killed or the connection killed (writes fail, reconnect()
- * restores the backend), and start-up errors that name the option.
+ * restores the backend), a session given up (ended before the reconnect
+ * writes on), and start-up errors that name the option.
  *
  * Run by tests/unit/check_queue_mysql.sh, which starts the server
  * (tests/lib/with_services.py --only mariadb) and names it in
@@ -415,6 +416,52 @@ START_TEST(test_mysql_connection_killed_by_the_server_fails_a_batch_and_reconnec
 }
 END_TEST
 
+/* A batch waiting on a lock is given up after the client's deadline
+   (shortened here to 2 s); the session on the server still waits for the
+   lock, with the batch.  reconnect() must end that session before the
+   persistence thread writes the DONE of the refused job: else, once the
+   lock goes, the old session would commit the job after its DONE, and a
+   job whose submitter got QUEUE_ERROR would be replayed. */
+START_TEST(test_mysql_session_given_up_is_ended_before_the_reconnect_writes_on)
+{
+    struct gm_queue_options o;
+    my_fresh(&o);
+    gm_queue_opt_set(&o, "mysql-answer-timeout", "2");
+    void *st = bk_open(&BK_MY, &o);
+    struct gm_qrecord before = rec_add_s("H:test:1", "f", "a", "before", 1);
+    bk_write(&BK_MY, st, &before, 1);
+    /* another session holds the lock on H:test:3, the first row of the
+       batch's INSERT: the batch waits before it writes H:test:2 */
+    MYSQL *locker = my_admin();
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "BEGIN; INSERT INTO `%s` (job_handle, function_name, priority) VALUES ('H:test:3', 'f', 1)", t_table);
+    my_exec(locker, sql);
+    struct gm_qrecord during[] = {rec_add_s("H:test:3", "f", "c", "during", 1),
+                                  rec_add_s("H:test:2", "f", "b", "during", 1)};
+    char err_w[256] = "", err_rc[256] = "", err_done[256] = "";
+    double t0 = now_s();
+    int rc_w = gm_queue_mysql.write_batch(st, during, 2, err_w, sizeof err_w);
+    double took = now_s() - t0;
+    bool alive = gm_queue_mysql.alive(st);
+    int rc_rc = gm_queue_mysql.reconnect(st, err_rc, sizeof err_rc);
+    struct gm_qrecord done = rec_done("H:test:2");
+    int rc_done = rc_rc == 0 ? gm_queue_mysql.write_batch(st, &done, 1, err_done, sizeof err_done) : -1;
+    my_exec(locker, "ROLLBACK"); /* the lock goes: an old session still there would commit now */
+    mysql_close(locker);
+    sleep_ms(300);
+
+    ck_assert_msg(rc_w == -1, "write_batch succeeded under the lock");
+    ck_assert_msg(took < 8.0, "write_batch took %.1f s to fail (the client's deadline is 2 s)", took);
+    ck_assert_msg(!alive, "alive() after a batch with no answer");
+    ck_assert_msg(rc_rc == 0, "reconnect failed: %s", err_rc);
+    ck_assert_msg(rc_done == 0, "writing the DONE after reconnect failed: %s", err_done);
+    const char *want[] = {"H:test:1"}; /* the refused job was not committed after its DONE */
+    st = expect_reopen_replay(&BK_MY, st, &o, want, 1, NULL);
+    bk_finish(&BK_MY, st, &o);
+}
+END_TEST
+
 /* open() with err, for a start-up that must fail. */
 static void
 expect_open_fails(struct gm_queue_options *o, const char *needle)
@@ -476,6 +523,7 @@ main(void)
     ADD(s, test_mysql_job_larger_than_max_allowed_packet_fails_alone);
     ADD_RESTORING(s, test_mysql_write_fails_while_the_server_is_down_and_reconnect_restores_it, my_ensure_started);
     ADD(s, test_mysql_connection_killed_by_the_server_fails_a_batch_and_reconnect_restores_it);
+    ADD(s, test_mysql_session_given_up_is_ended_before_the_reconnect_writes_on);
     ADD(s, test_mysql_open_errors_name_the_option);
 #else
     queue_add_missing_backend(s);
