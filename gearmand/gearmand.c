@@ -371,8 +371,8 @@ main(int argc, char **argv)
         if (!o.server.queue) {
             const struct gm_queue_missing *m = missing_queue(o.queue_type);
             if (m)
-                fprintf(stderr, "%s: -q %s: this gearmand was built without the %s queue (configure did "
-                        "not find %s); install it and build again\n", prog, o.queue_type, m->name, m->library);
+                fprintf(stderr, "%s: -q %s: this gearmand was built without the %s queue: configure did "
+                        "not find %s; install it and build again\n", prog, o.queue_type, m->name, m->library);
             else
                 fprintf(stderr, "%s: Error while initializing the queue : %s\n", prog, o.queue_type);
             goto out;

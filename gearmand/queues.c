@@ -30,7 +30,7 @@ static const char *const mysql_aliases[] = {"mysql", "libdrizzle", "mariadb", NU
 
 const struct gm_queue_missing gm_missing_queues[] = {
 #ifndef HAVE_LIBMARIADB
-    {"MySQL", mysql_aliases, "libmariadb (libmariadb-dev)"},
+    {"MySQL", mysql_aliases, "libmariadb (Debian: libmariadb-dev)"},
 #endif
     {NULL, NULL, NULL},
 };

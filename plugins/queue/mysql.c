@@ -427,7 +427,9 @@ has_index(struct my *m, const char *name, char *err, size_t errlen)
 /*
  * gearmand 1.1.20's table: one ALTER (atomic in InnoDB) adds seq, numbering
  * the rows in their stored order, job_handle and lifecycle, widens
- * when_to_run past 2038 and drops the (unique_key, function_name) key;
+ * when_to_run past 2038, drops the (unique_key, function_name) key and
+ * makes the table InnoDB (a server whose default engine is MyISAM gave
+ * gearmand a table without transactions);
  * then every row gets its handle and job_handle its unique key.  A crash
  * half-way is finished by the next open (rows without a handle get one).
  */
@@ -461,7 +463,7 @@ migrate(struct my *m, char *err, size_t errlen)
     int rc = run_fmt(m, err, errlen,
                      "ALTER TABLE %s ADD COLUMN seq BIGINT NOT NULL AUTO_INCREMENT, ADD UNIQUE KEY seq (seq), "
                      "ADD COLUMN job_handle VARBINARY(255) NULL, ADD COLUMN lifecycle BLOB NULL, "
-                     "MODIFY when_to_run BIGINT%s",
+                     "MODIFY when_to_run BIGINT%s, ENGINE=InnoDB",
                      m->table, drops.s ? drops.s : "");
     free(drops.s);
     if (rc == 0)

@@ -153,7 +153,7 @@ START_TEST(test_mysql_open_creates_an_innodb_table)
 END_TEST
 
 /* gearmand 1.1.20's table and rows, as its MySQL plugin writes them
-   (reference section 5.5). */
+   (reference section 5.5), on a server whose default engine was MyISAM. */
 START_TEST(test_mysql_gearmand_1_1_20_table_is_migrated_by_open)
 {
     struct gm_queue_options o;
@@ -162,7 +162,7 @@ START_TEST(test_mysql_gearmand_1_1_20_table_is_migrated_by_open)
     char sql[1024];
     snprintf(sql, sizeof sql,
              "CREATE TABLE `%s` (unique_key VARCHAR(64), function_name VARCHAR(255), priority INT, "
-             "data LONGBLOB, when_to_run INT, unique key (unique_key, function_name));"
+             "data LONGBLOB, when_to_run INT, unique key (unique_key, function_name)) ENGINE=MyISAM;"
              "INSERT INTO `%s` (unique_key, function_name, priority, data, when_to_run) VALUES "
              "('u-low', 'old', 2, 'low', 0), ('u-normal', 'old', 1, 'nor\\0mal', 0), "
              "('u-high', 'old', 0, 'high', 0), ('', 'old', 1, 'empty unique', 0), "
@@ -187,6 +187,14 @@ START_TEST(test_mysql_gearmand_1_1_20_table_is_migrated_by_open)
     bk_write(&BK_MY, st, more, 2);
     const char *want2[] = {"H:test:1", "H:test:3", "H:test:4", "H:test:5", "H:test:9"};
     st = expect_reopen_replay(&BK_MY, st, &o, want2, 5, NULL);
+    /* and the table is InnoDB now (gearmand's was MyISAM here): a batch is a transaction */
+    c = my_admin();
+    snprintf(sql, sizeof sql,
+             "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'gearman' AND "
+             "table_name = '%s' AND engine = 'InnoDB'",
+             t_table);
+    ck_assert_int_eq(my_int(c, sql), 1);
+    mysql_close(c);
     bk_finish(&BK_MY, st, &o);
 }
 END_TEST
