@@ -179,6 +179,18 @@ load_options(struct gm_options *o, int argc, char **argv)
     return 0;
 }
 
+/* The end of --help: the -q types this build has, and those it lacks. */
+static void
+print_queue_types(FILE *out)
+{
+    fprintf(out, "Queue types in this build (-q): builtin");
+    for (size_t i = 0; gm_linked_queues[i]; i++)
+        fprintf(out, ", %s", gm_linked_queues[i]->name);
+    fprintf(out, ".\n");
+    for (const struct gm_queue_missing *m = gm_missing_queues; m->name; m++)
+        fprintf(out, "Not built (configure did not find %s): %s.\n", m->library, m->name);
+}
+
 /* Answers --check-args, --help or --version; returns true if one was given
    (the process then exits 0 without serving). */
 static bool
@@ -188,6 +200,7 @@ answer_without_serving(const struct gm_options *o)
         return true;
     if (o->help) {
         gm_options_help(stdout);
+        print_queue_types(stdout);
         return true;
     }
     if (o->version) {

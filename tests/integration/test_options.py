@@ -253,6 +253,11 @@ def test_help_lists_every_option_with_its_default():
         for section in ("General options:", "HTTP:", "Gear:", "libsqlite3:", "Postgres:",
                         "libmemcached:"):
             assert re.search(r"(?m)^" + re.escape(section) + r"$", out), section
+        # which -q types this build has (MySQL: built, or said not to be)
+        m = re.search(r"(?m)^Queue types in this build \(-q\): builtin(, .*)?\.$", out)
+        assert m, out[-500:]
+        assert "MySQL" in m.group(0) or re.search(r"(?m)^Not built \(configure did not find libmariadb.*\): MySQL\.$",
+                                                  out), out[-500:]
 
 
 @test
