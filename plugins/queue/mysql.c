@@ -56,12 +56,14 @@
 #include <string.h>
 #include <time.h>
 
+#include "libgearman-server/base/clock.h"
 #include "libgearman-server/base/log.h"
 
 #define MY_CONNECT_S 5   /* connect, also the longest reconnect backoff */
 #define MY_ANSWER_S 15   /* a request with no answer: the connection is given up */
 #define MY_STATEMENT_S 10 /* server side: a statement or a lock wait ends in an error */
 #define MY_PACKET_SLACK 1024 /* bytes kept free of max_allowed_packet */
+#define MY_IDLE_PING_MS 1000 /* a connection idle this long is pinged before a batch */
 #define MY_STR_(x) #x
 #define MY_STR(x) MY_STR_(x)
 
@@ -88,6 +90,7 @@ struct my {
     long long server_start; /* when this session's server started (Unix time) */
     unsigned long orphan_id; /* session given up with a batch it may still run, 0 = none */
     long long orphan_start;  /* ... on the server that started then */
+    uint64_t last_used;   /* gm_mono_ms() of the last batch (bounded session) */
     struct qbuf q;
     struct gm_qlast last;
 };
@@ -936,6 +939,18 @@ my_write_batch(void *state, const struct gm_qrecord *recs, size_t n, char *err, 
             return -1;
         }
     }
+    /* The server closes a connection idle past its wait_timeout (8 h by
+       default), and so may a firewall: a batch sent on it would fail, and
+       its jobs be refused, with the database fine.  After a pause the
+       connection is checked first (a round trip, only when the queue was
+       idle), and replaced if it is gone: nothing was sent on it. */
+    if (gm_mono_ms() - m->last_used > MY_IDLE_PING_MS && mysql_ping(m->conn) != 0) {
+        gm_log(GM_LOG_NOTICE, "MySQL: the idle connection is gone (%s); connecting again", mysql_error(m->conn));
+        if (start_session(m, true, "connect", err, errlen) < 0) {
+            m->down = true;
+            return -1;
+        }
+    }
     if (!gm_qlast_mark(&m->last, recs, n)) {
         snprintf(err, errlen, "out of memory");
         return -1;
@@ -949,6 +964,7 @@ my_write_batch(void *state, const struct gm_qrecord *recs, size_t n, char *err, 
         if (run(m, "ROLLBACK", ignored, sizeof ignored) < 0)
             m->down = true;
     }
+    m->last_used = gm_mono_ms();
     if (rc < 0 && m->down) {
         /* the server rolls back what a closed session left, once it
            notices: see end_orphan() */

@@ -413,13 +413,18 @@ START_TEST(test_mysql_connection_killed_by_the_server_fails_a_batch_and_reconnec
     ck_assert_int_ge(killed, 1);
     struct gm_qrecord during = rec_add_s("H:test:2", "f", "b", "during", 1);
     char err[256] = "", err_rc[256] = "";
-    ck_assert_int_eq(gm_queue_mysql.write_batch(st, &during, 1, err, sizeof err), -1);
-    ck_assert_msg(!gm_queue_mysql.alive(st), "alive() after the connection was killed (%s)", err);
-    ck_assert_msg(gm_queue_mysql.reconnect(st, err_rc, sizeof err_rc) == 0, "reconnect: %s", err_rc);
+    /* a connection idle for a second is checked before a batch (and
+       replaced): then the batch works; else it fails and reconnect()
+       restores the backend */
+    bool stored = gm_queue_mysql.write_batch(st, &during, 1, err, sizeof err) == 0;
+    if (!stored) {
+        ck_assert_msg(!gm_queue_mysql.alive(st), "alive() after the connection was killed (%s)", err);
+        ck_assert_msg(gm_queue_mysql.reconnect(st, err_rc, sizeof err_rc) == 0, "reconnect: %s", err_rc);
+    }
     struct gm_qrecord after = rec_add_s("H:test:3", "f", "c", "after", 1);
     bk_write(&BK_MY, st, &after, 1);
-    const char *want[] = {"H:test:1", "H:test:3"};
-    st = expect_reopen_replay(&BK_MY, st, &o, want, 2, NULL);
+    const char *want2[] = {"H:test:1", "H:test:2", "H:test:3"}, *want1[] = {"H:test:1", "H:test:3"};
+    st = expect_reopen_replay(&BK_MY, st, &o, stored ? want2 : want1, stored ? 3 : 2, NULL);
     bk_finish(&BK_MY, st, &o);
 }
 END_TEST
@@ -466,6 +471,34 @@ START_TEST(test_mysql_session_given_up_is_ended_before_the_reconnect_writes_on)
     ck_assert_msg(rc_done == 0, "writing the DONE after reconnect failed: %s", err_done);
     const char *want[] = {"H:test:1"}; /* the refused job was not committed after its DONE */
     st = expect_reopen_replay(&BK_MY, st, &o, want, 1, NULL);
+    bk_finish(&BK_MY, st, &o);
+}
+END_TEST
+
+/* The server closes a connection idle past its wait_timeout (8 h by
+   default; 1 s here): the next batch must not fail for it (its jobs would
+   be refused with the database fine): the idle connection is checked and
+   replaced first. */
+START_TEST(test_mysql_connection_closed_while_idle_does_not_fail_the_next_batch)
+{
+    MYSQL *c = my_admin();
+    my_exec(c, "SET GLOBAL wait_timeout = 1");
+    mysql_close(c);
+    struct gm_queue_options o;
+    void *st = bk_fresh_open(&BK_MY, &o);
+    struct gm_qrecord first = rec_add_s("H:test:1", "f", "a", "first", 1);
+    char err1[256] = "", err2[256] = "";
+    int rc1 = gm_queue_mysql.write_batch(st, &first, 1, err1, sizeof err1);
+    sleep_ms(2500); /* the server closes the session */
+    struct gm_qrecord second = rec_add_s("H:test:2", "f", "b", "second", 1);
+    int rc2 = gm_queue_mysql.write_batch(st, &second, 1, err2, sizeof err2);
+    c = my_admin();
+    my_exec(c, "SET GLOBAL wait_timeout = 28800");
+    mysql_close(c);
+    ck_assert_msg(rc1 == 0, "first batch: %s", err1);
+    ck_assert_msg(rc2 == 0, "the batch after an idle pause failed: %s", err2);
+    const char *want[] = {"H:test:1", "H:test:2"};
+    st = expect_reopen_replay(&BK_MY, st, &o, want, 2, NULL);
     bk_finish(&BK_MY, st, &o);
 }
 END_TEST
@@ -532,6 +565,7 @@ main(void)
     ADD_RESTORING(s, test_mysql_write_fails_while_the_server_is_down_and_reconnect_restores_it, my_ensure_started);
     ADD(s, test_mysql_connection_killed_by_the_server_fails_a_batch_and_reconnect_restores_it);
     ADD(s, test_mysql_session_given_up_is_ended_before_the_reconnect_writes_on);
+    ADD(s, test_mysql_connection_closed_while_idle_does_not_fail_the_next_batch);
     ADD(s, test_mysql_open_errors_name_the_option);
 #else
     queue_add_missing_backend(s);
