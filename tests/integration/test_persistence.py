@@ -548,7 +548,7 @@ def test_restart_in_the_middle_of_a_backoff_keeps_the_wait_and_the_attempts(stor
         s.stop()
 
 
-@per_backend("sqlite", "postgres")
+@per_backend("sqlite", "postgres", "mysql")
 def test_run_time_policies_are_stored_and_the_command_line_wins(store):
     s = srv(store).start()
     try:
@@ -1218,7 +1218,7 @@ def test_store_queue_on_shutdown_with_thousands_of_one_record_batches_stops_and_
         stop_ok(s)
 
 
-@per_backend("postgres", "memcached")
+@per_backend("postgres", "memcached", "mysql")
 def test_store_queue_on_shutdown_is_for_sqlite_only_elsewhere_every_job_is_stored_as_it_comes(store):
     # Issue 12.5: gearmand offers --store-queue-on-shutdown with libsqlite3
     # only.  PostgreSQL and memcached took it here, wrote at the stop only,
