@@ -1922,5 +1922,20 @@ def test_mysql_queue_written_by_gearmand_1_1_20_replays(store):
         stop_ok(s)
 
 
+@per_backend("mysql")
+def test_libdrizzle_spellings_and_a_unix_socket_reach_the_mysql_queue(store):
+    # gearmand's libdrizzle plugin spoke to MySQL: -q libdrizzle with its
+    # option names (--libdrizzle-uds: the server's socket) is -q MySQL
+    my = store.my
+    args = ["-q", "libdrizzle", "--libdrizzle-uds", my.socket, "--libdrizzle-user", my.user,
+            "--libdrizzle-password", my.password, "--libdrizzle-db", my.db, "--libdrizzle-table", store.table,
+            "--libdrizzle-mysql"]
+    with Server("--job-handle-prefix", PREFIX, *args) as s:
+        c = s.conn()
+        h = submit(c, "SUBMIT_JOB_BG", "drizzle", "u", "over the socket")
+        rows = store.rows()
+        assert handles(rows) == [h] and rows[0].data == b"over the socket", rows
+
+
 if __name__ == "__main__":
     gmtest.main()
