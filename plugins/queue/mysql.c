@@ -545,13 +545,19 @@ session_settings(struct my *m, char *err, size_t errlen)
     if (run_sql(m, sql, (size_t)n, NULL, "session settings", err, errlen) < 0)
         return -1;
     MYSQL_RES *r = query_rows(m, "reading max_allowed_packet", err, errlen,
-                              "SELECT @@max_allowed_packet, UNIX_TIMESTAMP() - VARIABLE_VALUE FROM "
-                              "information_schema.global_status WHERE VARIABLE_NAME = 'UPTIME'");
+                              "SELECT @@max_allowed_packet, UNIX_TIMESTAMP()");
     if (!r)
         return -1;
     MYSQL_ROW row = mysql_fetch_row(r);
     unsigned long long max = row && row[0] ? strtoull(row[0], NULL, 10) : 0;
-    m->server_start = row && row[1] ? strtoll(row[1], NULL, 10) : 0;
+    long long now = row && row[1] ? strtoll(row[1], NULL, 10) : 0;
+    mysql_free_result(r);
+    /* when the server started (SHOW, not information_schema.global_status,
+       which MySQL 8 no longer has) */
+    if (!(r = query_rows(m, "reading Uptime", err, errlen, "SHOW GLOBAL STATUS LIKE 'Uptime'")))
+        return -1;
+    row = mysql_fetch_row(r);
+    m->server_start = row && row[1] ? now - strtoll(row[1], NULL, 10) : 0;
     mysql_free_result(r);
     m->max_query = max > 2 * MY_PACKET_SLACK ? (size_t)max - MY_PACKET_SLACK : MY_PACKET_SLACK;
     return 0;
