@@ -26,6 +26,8 @@
  * own reconnect and no retry loop here: the persistence thread retries with
  * backoff.  A session given up while the server may still run its batch
  * is ended (KILL) before the new session writes anything (end_orphan()).
+ * A connection idle for a second is pinged before a batch, and replaced
+ * if the server (wait_timeout) or a firewall closed it meanwhile.
  * A job too big for max_allowed_packet fails its batch with the
  * backend still alive, so the persistence thread retries record by record
  * and only that job is refused.  Open and replay at start-up have no read
