@@ -179,6 +179,18 @@ load_options(struct gm_options *o, int argc, char **argv)
     return 0;
 }
 
+/* The end of --help: the -q types this build has, and those it lacks. */
+static void
+print_queue_types(FILE *out)
+{
+    fprintf(out, "Queue types in this build (-q): builtin");
+    for (size_t i = 0; gm_linked_queues[i]; i++)
+        fprintf(out, ", %s", gm_linked_queues[i]->name);
+    fprintf(out, ".\n");
+    for (const struct gm_queue_missing *m = gm_missing_queues; m->name; m++)
+        fprintf(out, "Not built (configure did not find %s): %s.\n", m->library, m->name);
+}
+
 /* Answers --check-args, --help or --version; returns true if one was given
    (the process then exits 0 without serving). */
 static bool
@@ -188,6 +200,7 @@ answer_without_serving(const struct gm_options *o)
         return true;
     if (o->help) {
         gm_options_help(stdout);
+        print_queue_types(stdout);
         return true;
     }
     if (o->version) {
@@ -332,6 +345,20 @@ start_and_serve(struct gm_options *o, struct gm_server **server)
     return gm_server_run(*server);
 }
 
+/* The backend this build lacks that -q `name` asks for, or NULL. */
+static const struct gm_queue_missing *
+missing_queue(const char *name)
+{
+    for (const struct gm_queue_missing *m = gm_missing_queues; m->name; m++) {
+        if (strcasecmp(m->name, name) == 0)
+            return m;
+        for (const char *const *a = m->aliases; a && *a; a++)
+            if (strcasecmp(*a, name) == 0)
+                return m;
+    }
+    return NULL;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -355,7 +382,12 @@ main(int argc, char **argv)
     if (strcasecmp(o.queue_type, "builtin") != 0) {
         o.server.queue = gm_queue_backend_find(gm_linked_queues, o.queue_type);
         if (!o.server.queue) {
-            fprintf(stderr, "%s: Error while initializing the queue : %s\n", prog, o.queue_type);
+            const struct gm_queue_missing *m = missing_queue(o.queue_type);
+            if (m)
+                fprintf(stderr, "%s: -q %s: this gearmand was built without the %s queue: configure did "
+                        "not find %s; install it and build again\n", prog, o.queue_type, m->name, m->library);
+            else
+                fprintf(stderr, "%s: Error while initializing the queue : %s\n", prog, o.queue_type);
             goto out;
         }
         struct gm_queue_options *q = &o.server.queue_opts;
@@ -370,6 +402,15 @@ main(int argc, char **argv)
         gm_queue_opt_set(q, "redis-port", o.redis_port);
         gm_queue_opt_set(q, "redis-password", o.redis_password);
         gm_queue_opt_set(q, "redis-prefix", o.redis_prefix);
+        static char mysql_port[12]; /* q keeps the pointer */
+        snprintf(mysql_port, sizeof mysql_port, "%u", o.mysql_port);
+        gm_queue_opt_set(q, "mysql-host", o.mysql_host);
+        gm_queue_opt_set(q, "mysql-port", mysql_port);
+        gm_queue_opt_set(q, "mysql-user", o.mysql_user);
+        gm_queue_opt_set(q, "mysql-password", o.mysql_password);
+        gm_queue_opt_set(q, "mysql-db", o.mysql_db);
+        gm_queue_opt_set(q, "mysql-table", o.mysql_table);
+        gm_queue_opt_set(q, "libdrizzle-uds", o.mysql_socket);
     }
     if (raise_fd_limit(&o) < 0)
         goto out;

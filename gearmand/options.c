@@ -102,8 +102,8 @@ static const struct opt table[] = {
      "Assign work in round-robin order per worker connection. (Always on here: a worker's "
      "functions take turns at each priority.)"},
     {"queue-type", 'q', K_STR, "General", "builtin", O(queue_type), 0, 0,
-     "Persistent queue type to use: builtin (memory only), libsqlite3, Postgres, redis or "
-     "libmemcached (the last is not durable)."},
+     "Persistent queue type to use: builtin (memory only), libsqlite3, Postgres, MySQL "
+     "(also libdrizzle), redis or libmemcached (the last is not durable)."},
     {"config-file", 0, K_STR, "General", DEFAULT_CONFIG_FILE, O(config_file), 0, 0,
      "Configuration file: the same options as the command line, one or more per line, '#' "
      "starts a comment. The command line wins."},
@@ -231,14 +231,30 @@ static const struct opt table[] = {
     {"redis-prefix", 0, K_STR, "redis", NULL, O(redis_prefix), 0, 0,
      "Prefix to use in redis keys (_gear_ if not given)"},
 
-    {"mysql-host", 0, K_STR, "MySQL", "localhost", O(mysql_host), 0, 0, "MySQL host."},
+    {"mysql-host", 0, K_STR, "MySQL", "localhost", O(mysql_host), 0, 0,
+     "MySQL host (localhost: the server's Unix socket)."},
     {"mysql-port", 0, K_UINT, "MySQL", "3306", O(mysql_port), 1, 65535,
      "Port of server. (by default 3306)"},
     {"mysql-user", 0, K_STR, "MySQL", NULL, O(mysql_user), 0, 0, "MySQL user."},
     {"mysql-password", 0, K_STR, "MySQL", NULL, O(mysql_password), 0, 0, "MySQL user password."},
-    {"mysql-db", 0, K_STR, "MySQL", NULL, O(mysql_db), 0, 0, "MySQL database."},
+    {"mysql-db", 0, K_STR, "MySQL", NULL, O(mysql_db), 0, 0, "MySQL database (required)."},
     {"mysql-table", 0, K_STR, "MySQL", "gearman_queue", O(mysql_table), 0, 0,
      "MySQL table name."},
+    /* gearmand's libdrizzle plugin spoke to MySQL too: its spellings set
+       the same settings (-q libdrizzle is -q MySQL) */
+    {"libdrizzle-host", 0, K_STR, "libdrizzle", NULL, O(mysql_host), 0, 0, "Same as --mysql-host."},
+    {"libdrizzle-port", 0, K_UINT, "libdrizzle", NULL, O(mysql_port), 1, 65535, "Same as --mysql-port."},
+    {"libdrizzle-uds", 0, K_STR, "libdrizzle", NULL, O(mysql_socket), 0, 0,
+     "Unix socket of the MySQL server (instead of --mysql-host/--mysql-port)."},
+    {"libdrizzle-user", 0, K_STR, "libdrizzle", NULL, O(mysql_user), 0, 0, "Same as --mysql-user."},
+    {"libdrizzle-password", 0, K_STR, "libdrizzle", NULL, O(mysql_password), 0, 0,
+     "Same as --mysql-password."},
+    {"libdrizzle-db", 0, K_STR, "libdrizzle", NULL, O(mysql_db), 0, 0, "Same as --mysql-db."},
+    {"libdrizzle-table", 0, K_STR, "libdrizzle", NULL, O(mysql_table), 0, 0,
+     "Same as --mysql-table (whose default, gearman_queue, applies: gearmand's libdrizzle "
+     "used `queue`)."},
+    {"libdrizzle-mysql", 0, K_FLAG, "libdrizzle", NULL, O(libdrizzle_mysql), 0, 0,
+     "Use the MySQL protocol (always so here)."},
 };
 
 #define NOPTS (sizeof table / sizeof table[0])

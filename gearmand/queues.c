@@ -21,5 +21,25 @@ const struct gm_queue_backend *const gm_linked_queues[] = {
 #ifdef HAVE_HIREDIS
     &gm_queue_redis,
 #endif
+#ifdef HAVE_LIBMARIADB
+    &gm_queue_mysql,
+#endif
     NULL,
+};
+
+#ifndef HAVE_LIBMARIADB
+static const char *const mysql_aliases[] = {"mysql", "libdrizzle", "mariadb", NULL};
+#endif
+#ifndef HAVE_HIREDIS
+static const char *const redis_aliases[] = {"libhiredis", "hiredis", NULL};
+#endif
+
+const struct gm_queue_missing gm_missing_queues[] = {
+#ifndef HAVE_LIBMARIADB
+    {"MySQL", mysql_aliases, "libmariadb (Debian: libmariadb-dev)"},
+#endif
+#ifndef HAVE_HIREDIS
+    {"redis", redis_aliases, "hiredis (Debian: libhiredis-dev)"},
+#endif
+    {NULL, NULL, NULL},
 };

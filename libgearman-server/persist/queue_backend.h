@@ -72,7 +72,7 @@ typedef void (*gm_qpolicy_cb)(void *arg, const char *function, size_t function_l
    (that row not replayed). */
 typedef int (*gm_qrow_cb)(void *arg, const struct gm_qrow *row);
 
-#define GM_QUEUE_OPTS_MAX 16
+#define GM_QUEUE_OPTS_MAX 32
 
 /* What a backend is opened with: the core's own settings, and the
    backend's options as name/value pairs named as gearmand's options are

@@ -32,6 +32,7 @@
 #include "config.h"
 
 #include "plugins/queue/backends.h"
+#include "plugins/queue/last_record.h"
 #include "plugins/queue/sql_ident.h"
 
 #include <arpa/inet.h>
@@ -117,9 +118,7 @@ struct pg {
     char *table_raw;  /* as given, for information_schema */
     char *prefix;
     struct pg_array col[NCOLS];
-    size_t *order;    /* scratch: record indices sorted by handle */
-    bool *last;       /* scratch: the record is its handle's last in the batch */
-    size_t scratch_cap;
+    struct gm_qlast last; /* which record decides each handle (last_record.h) */
 };
 
 /* Element type OIDs (pg_type.h): text, bytea, int4, int8. */
@@ -811,54 +810,6 @@ array_finish(struct pg_array *a)
     put_be32(a->buf + 12, a->n);
 }
 
-static const struct gm_qrecord *sort_recs; /* for cmp_by_handle; persistence thread only */
-
-static int
-cmp_by_handle(const void *x, const void *y)
-{
-    const struct gm_qrecord *a = &sort_recs[*(const size_t *)x], *b = &sort_recs[*(const size_t *)y];
-    uint32_t n = a->handle_len < b->handle_len ? a->handle_len : b->handle_len;
-    int d = memcmp(a->handle, b->handle, n);
-    if (d == 0)
-        d = (a->handle_len > b->handle_len) - (a->handle_len < b->handle_len);
-    if (d == 0)
-        d = (*(const size_t *)x > *(const size_t *)y) - (*(const size_t *)x < *(const size_t *)y);
-    return d;
-}
-
-/* Marks in p->last the records that decide their handle's final state:
-   the later of an ADD and a DONE of one handle is what the batch means,
-   and one statement may not touch a row twice. */
-static bool
-mark_last_per_handle(struct pg *p, const struct gm_qrecord *recs, size_t n)
-{
-    if (n > p->scratch_cap) {
-        size_t *o = realloc(p->order, n * sizeof *o);
-        if (o)
-            p->order = o;
-        bool *l = realloc(p->last, n * sizeof *l);
-        if (l)
-            p->last = l;
-        if (!o || !l)
-            return false;
-        p->scratch_cap = n;
-    }
-    size_t m = 0;
-    for (size_t i = 0; i < n; i++) {
-        p->last[i] = false;
-        if (recs[i].op != GM_QOP_COUNTER && recs[i].op != GM_QOP_POLICY)
-            p->order[m++] = i;
-    }
-    sort_recs = recs;
-    qsort(p->order, m, sizeof *p->order, cmp_by_handle);
-    for (size_t k = 0; k < m; k++) {
-        const struct gm_qrecord *a = &recs[p->order[k]], *b = k + 1 < m ? &recs[p->order[k + 1]] : NULL;
-        if (!b || a->handle_len != b->handle_len || memcmp(a->handle, b->handle, a->handle_len) != 0)
-            p->last[p->order[k]] = true;
-    }
-    return true;
-}
-
 /* Fills the column arrays from the batch; *counter gets the highest handle
    counter in it (-1: none).  Returns false if memory ran out. */
 static bool
@@ -877,7 +828,7 @@ fill_arrays(struct pg *p, const struct gm_qrecord *recs, size_t n, long long *co
                 *counter = r->when;
             continue;
         }
-        if (!p->last[i])
+        if (!p->last.last[i])
             continue;
         if (r->op == GM_QOP_DONE) {
             ok = array_put(&p->col[COL_DONE], r->handle, r->handle_len);
@@ -955,7 +906,7 @@ pg_write_batch(void *state, const struct gm_qrecord *recs, size_t n, char *err, 
     if (!p->timeouts_set && set_timeouts(p, err, errlen) < 0)
         return -1;
     long long counter;
-    if (!mark_last_per_handle(p, recs, n) || !fill_arrays(p, recs, n, &counter)) {
+    if (!gm_qlast_mark(&p->last, recs, n) || !fill_arrays(p, recs, n, &counter)) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
@@ -1038,8 +989,7 @@ pg_close(void *state)
     free(p->counter_name);
     for (int c = 0; c < NCOLS; c++)
         free(p->col[c].buf);
-    free(p->order);
-    free(p->last);
+    gm_qlast_free(&p->last);
     free(p);
 }
 

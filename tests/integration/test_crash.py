@@ -3,7 +3,7 @@
 with SIGKILL under load and restarted on the same storage, and every job is
 counted.
 
-Each backend (SQLite, PostgreSQL, Redis, memcached) gets ROUNDS rounds of
+Each backend (SQLite, PostgreSQL, MySQL/MariaDB, Redis, memcached) gets ROUNDS rounds of
 JOBS_PER_ROUND new background jobs (HIGH, NORMAL, LOW, epoch jobs a few
 seconds in the past, and a few epoch jobs a week ahead), some with a unique
 key and some without, each payload naming its job, pipelined by four client
@@ -32,9 +32,9 @@ stopped with SIGTERM and started again: nothing completed may come back.
 memcached is not durable by design: what it loses is reported, not failed;
 duplicates, corrupted jobs and never-submitted jobs fail there too.
 
-Two more restart the database under load (PostgreSQL in immediate mode,
-Redis with kill -9; down about 1 s) while clients submit and workers
-complete: submissions during the outage get
+Three more restart the database under load (PostgreSQL in immediate mode,
+MariaDB and Redis with kill -9; down about 1 s) while clients submit and
+workers complete: submissions during the outage get
 ERROR QUEUE_ERROR, foreground jobs keep working, writes resume, and every
 acknowledged job is completed or queued exactly once, before and after a
 kill -9 of the server.  The last one pins design 9's "handles are never
@@ -826,7 +826,7 @@ def crash_rounds(name, args, strict):
 
 @contextlib.contextmanager
 def service(cls):
-    """A throwaway PostgreSQL, Redis or memcached (services.py) for a with-block;
+    """A throwaway PostgreSQL, MariaDB, Redis or memcached (services.py) for a with-block;
     skips the test when the package is missing or the server cannot start."""
     try:
         svc = cls().start()
@@ -849,6 +849,12 @@ def test_sqlite_kill9_under_load_keeps_every_acknowledged_job_once_in_priority_o
 def test_postgres_kill9_under_load_keeps_every_acknowledged_job_once_in_priority_order():
     with service(services.Postgres) as pg:
         crash_rounds("postgres", ["-q", "Postgres", "--libpq-conninfo", pg.conninfo], strict=True)
+
+
+@test
+def test_mysql_kill9_under_load_keeps_every_acknowledged_job_once_in_priority_order():
+    with service(services.MariaDB) as my:
+        crash_rounds("mysql", ["-q", "MySQL"] + my.args(), strict=True)
 
 
 @test
@@ -1011,39 +1017,40 @@ def db_restart_under_load(db, args, stop, start, rng, servers, failures):
         failures.append("server exited with %s on SIGTERM" % rc)
 
 
-@test
-def test_postgres_restart_under_load_refuses_then_resumes_and_loses_or_duplicates_nothing():
-    rng = random.Random("%d-pgrestart" % SEED)
+def restart_test(cls, db, seed_tag, args, stop, start):
+    """Runs db_restart_under_load on a throwaway server of class cls;
+    args(svc), stop(svc) and start(svc) say how to use, stop and start it."""
+    rng = random.Random("%d-%s" % (SEED, seed_tag))
     note("seed %d" % SEED)
     failures = []
-    with service(services.Postgres) as pg:
-        restart_under_load("PostgreSQL", ["-q", "Postgres", "--libpq-conninfo", pg.conninfo],
-                           lambda: pg.stop("immediate"), pg.start, rng, failures)
+    with service(cls) as svc:
+        servers = []
+        try:
+            db_restart_under_load(db, args(svc), lambda: stop(svc), lambda: start(svc), rng, servers, failures)
+        finally:
+            for srv in servers:     # only after a failure: the test stops its servers itself
+                if srv.proc is not None and srv.proc.poll() is None:
+                    srv.stop()
     if failures:
         fail("%d problems:\n%s" % (len(failures), "\n".join(str(f) for f in failures[:40])))
+
+
+@test
+def test_postgres_restart_under_load_refuses_then_resumes_and_loses_or_duplicates_nothing():
+    restart_test(services.Postgres, "PostgreSQL", "pgrestart", lambda pg: ["-q", "Postgres", "--libpq-conninfo", pg.conninfo],
+                 lambda pg: pg.stop("immediate"), lambda pg: pg.start())
+
+
+@test
+def test_mysql_restart_under_load_refuses_then_resumes_and_loses_or_duplicates_nothing():
+    restart_test(services.MariaDB, "MariaDB", "myrestart", lambda my: ["-q", "MySQL"] + my.args(),
+                 lambda my: my.stop(kill=True), lambda my: my.start())
 
 
 @test
 def test_redis_restart_under_load_refuses_then_resumes_and_loses_or_duplicates_nothing():
-    rng = random.Random("%d-redisrestart" % SEED)
-    note("seed %d" % SEED)
-    failures = []
-    with service(services.Redis) as rd:
-        restart_under_load("Redis", ["-q", "redis", "--redis-port", str(rd.port)], rd.stop, rd.start, rng,
-                           failures)
-    if failures:
-        fail("%d problems:\n%s" % (len(failures), "\n".join(str(f) for f in failures[:40])))
-
-
-def restart_under_load(db, args, stop, start, rng, failures):
-    """db_restart_under_load, stopping the servers it started if it fails."""
-    servers = []
-    try:
-        db_restart_under_load(db, args, stop, start, rng, servers, failures)
-    finally:
-        for srv in servers:     # only after a failure: the test stops its servers itself
-            if srv.proc is not None and srv.proc.poll() is None:
-                srv.stop()
+    restart_test(services.Redis, "Redis", "redisrestart", lambda rd: ["-q", "redis", "--redis-port", str(rd.port)],
+                 lambda rd: rd.stop(), lambda rd: rd.start())
 
 
 @test

@@ -213,6 +213,14 @@ HELP_ENTRIES = [
     ("--mysql-password arg", ""),
     ("--mysql-db arg", ""),
     ("--mysql-table arg", "gearman_queue"),
+    ("--libdrizzle-host arg", ""),
+    ("--libdrizzle-port arg", ""),
+    ("--libdrizzle-uds arg", ""),
+    ("--libdrizzle-user arg", ""),
+    ("--libdrizzle-password arg", ""),
+    ("--libdrizzle-db arg", ""),
+    ("--libdrizzle-table arg", ""),
+    ("--libdrizzle-mysql", ""),
     # ours
     ("--max-packet-size arg", "67108864"),
 ]
@@ -245,6 +253,12 @@ def test_help_lists_every_option_with_its_default():
         for section in ("General options:", "HTTP:", "Gear:", "libsqlite3:", "Postgres:",
                         "libmemcached:"):
             assert re.search(r"(?m)^" + re.escape(section) + r"$", out), section
+        # which -q types this build has (MySQL, redis: built, or said not to be)
+        m = re.search(r"(?m)^Queue types in this build \(-q\): builtin(, .*)?\.$", out)
+        assert m, out[-500:]
+        for name, lib in (("MySQL", "libmariadb"), ("redis", "hiredis")):
+            assert re.search(r"\b%s\b" % name, m.group(0)) or \
+                re.search(r"(?m)^Not built \(configure did not find %s.*\): %s\.$" % (lib, name), out), out[-500:]
 
 
 @test
@@ -1156,6 +1170,25 @@ def test_running_out_of_descriptors_turns_new_connections_away_at_once_and_recov
         wait_until(answered, timeout=5, what="a connection after the descriptors were given back")
         counts = re.findall(r"accepting connections again; (\d+) turned away", s.log_text())
         assert counts and sum(map(int, counts)) >= turned_away, s.log_text()
+
+
+@test
+def test_mysql_queue_start_up_errors_name_the_option():
+    # -q MySQL under its libdrizzle name and spellings, with nothing
+    # listening: start-up fails naming the options to look at (or, in a
+    # build without libmariadb, saying that), never gearmand's bare
+    # "Error while initializing the queue"
+    port = gmtest.free_port()
+    rc, out, err = run("-p", str(gmtest.free_port()), "-L", "127.0.0.1", "-l", "stderr", "-q", "libdrizzle",
+                       "--libdrizzle-host", "127.0.0.1", "--libdrizzle-port", str(port),
+                       "--libdrizzle-user", "u", "--libdrizzle-db", "gearman", "--libdrizzle-mysql", timeout=30)
+    assert rc == 1, (rc, err)
+    assert ("--mysql-host/--mysql-port" in err and "127.0.0.1:%d" % port in err) or \
+        "built without the MySQL queue" in err, err
+    rc, out, err = run("-p", str(gmtest.free_port()), "-L", "127.0.0.1", "-l", "stderr", "-q", "MySQL",
+                       "--mysql-host", "127.0.0.1", "--mysql-port", str(port), timeout=30)
+    assert rc == 1, (rc, err)
+    assert "--mysql-db" in err or "built without the MySQL queue" in err, err
 
 
 if __name__ == "__main__":

@@ -1,18 +1,18 @@
 #!/usr/bin/env python3
 """Durable queues end to end (design section 5, reference section 5, design
 section 9's rows on empty unique keys, handles after a restart and backend
-errors): the real gearmand with -q libsqlite3, -q Postgres, -q redis and
--q libmemcached.
+errors): the real gearmand with -q libsqlite3, -q Postgres, -q MySQL,
+-q redis and -q libmemcached.
 
 Each behaviour runs once per backend (the test's name ends in the backend).
 What the server stored is read straight from storage: the sqlite file with
-Python's sqlite3 module, the PostgreSQL table with psql, Redis' keys with
-SCAN and HMGET (services.Redis.pipeline), memcached's keys
-with "lru_crawler metadump" (which lists keys without fetching them, so it
-does not disturb memcached's LRU; values are not read).  PostgreSQL, Redis
-and memcached are throwaway servers started by this file
-(tests/lib/services.py); each test uses its own table (or key prefix, or
-its own memcached).
+Python's sqlite3 module, the PostgreSQL table with psql, the MariaDB table
+with mariadb (services.MariaDB.sql), Redis' keys with SCAN and HMGET
+(services.Redis.pipeline), memcached's keys with "lru_crawler metadump"
+(which lists keys without fetching them, so it does not disturb memcached's
+LRU; values are not read).  PostgreSQL, MariaDB, Redis and memcached are
+throwaway servers started by this file (tests/lib/services.py); each test
+uses its own table (or key prefix, or its own memcached).
 """
 
 import atexit
@@ -86,9 +86,18 @@ def memcached():
         fail("memcached is needed (CI installs it): %s" % e)
 
 
+def mariadb():
+    if "my" not in _services:
+        try:
+            _services["my"] = services.MariaDB().start()
+        except services.Unavailable as e:
+            fail("MariaDB is needed (CI installs it): %s" % e)
+    return _services["my"]
+
+
 @atexit.register
 def _stop_services():
-    for name in ("pg", "redis"):
+    for name in ("pg", "redis", "my"):
         if name in _services:
             _services.pop(name).__exit__(None, None, None)
 
@@ -196,6 +205,7 @@ class PostgresStore:
                          self.table, handle, unique.decode(), function.decode(), priority, data.hex(), when))
 
     def down(self):
+        """The database goes away (immediate mode: like a crash)."""
         self.pg.stop("immediate")
 
     def up(self):
@@ -247,6 +257,43 @@ class RedisStore:
 
     def cleanup(self):
         pass                # the keys die with the file's Redis; each test has its own prefix
+
+
+class MysqlStore:
+    name = "mysql"
+    shows_fields = True
+
+    def __init__(self):
+        self.my = mariadb()
+        self.table = fresh_name("gmq_")
+
+    def args(self):
+        return ["-q", "MySQL"] + self.my.args() + ["--mysql-table", self.table]
+
+    def rows(self):
+        out = self.my.sql("SELECT HEX(job_handle), HEX(function_name), HEX(unique_key), priority, when_to_run, "
+                          "HEX(data) FROM `%s` ORDER BY seq" % self.table)
+        return [Row(bytes.fromhex(h).decode(), bytes.fromhex(f or ""), bytes.fromhex(u or ""),
+                    int(p) if p is not None else None, int(w) if w is not None else None, bytes.fromhex(d or ""))
+                for h, f, u, p, w, d in out]
+
+    def insert(self, handle, function, unique, priority, data, when=0):
+        self.my.sql("INSERT INTO `%s` (job_handle, unique_key, function_name, priority, data, when_to_run) "
+                    "VALUES (X'%s', X'%s', X'%s', %d, X'%s', %d)" % (
+                        self.table, handle.encode().hex(), unique.hex(), function.hex(), priority, data.hex(), when))
+
+    def down(self):
+        """The database goes away (kill -9: like a crash)."""
+        self.my.stop(kill=True)
+
+    def up(self):
+        self.my.start()
+
+    def cleanup(self):
+        try:
+            self.my.sql("DROP TABLE IF EXISTS `%s`" % self.table)
+        except RuntimeError:
+            pass
 
 
 def mc_command(servers, data, until=(b"END\r\n",)):
@@ -314,8 +361,9 @@ class MemcachedStore:
         self.mc.stop()
 
 
-STORES = {"sqlite": SqliteStore, "postgres": PostgresStore, "redis": RedisStore, "memcached": MemcachedStore}
-ALL = ("sqlite", "postgres", "redis", "memcached")
+STORES = {"sqlite": SqliteStore, "postgres": PostgresStore, "redis": RedisStore, "memcached": MemcachedStore,
+          "mysql": MysqlStore}
+ALL = ("sqlite", "postgres", "redis", "memcached", "mysql")
 
 
 def per_backend(*names):
@@ -555,7 +603,7 @@ def test_restart_in_the_middle_of_a_backoff_keeps_the_wait_and_the_attempts(stor
         s.stop()
 
 
-@per_backend("sqlite", "postgres", "redis")
+@per_backend("sqlite", "postgres", "redis", "mysql")
 def test_run_time_policies_are_stored_and_the_command_line_wins(store):
     s = srv(store).start()
     try:
@@ -963,7 +1011,7 @@ def test_handle_of_a_completed_job_is_not_reused_after_restart(store):
         stop_ok(s)
 
 
-@per_backend("postgres", "redis")
+@per_backend("postgres", "redis", "mysql")
 def test_handles_are_not_reused_when_the_database_was_down_at_the_first_submit(store):
     s = srv(store).start()
     try:
@@ -1225,7 +1273,7 @@ def test_store_queue_on_shutdown_with_thousands_of_one_record_batches_stops_and_
         stop_ok(s)
 
 
-@per_backend("postgres", "redis", "memcached")
+@per_backend("postgres", "redis", "memcached", "mysql")
 def test_store_queue_on_shutdown_is_for_sqlite_only_elsewhere_every_job_is_stored_as_it_comes(store):
     # Issue 12.5: gearmand offers --store-queue-on-shutdown with libsqlite3
     # only.  PostgreSQL and memcached took it here, wrote at the stop only,
@@ -1467,10 +1515,10 @@ def test_sigterm_or_sigint_during_a_long_replay_stops_cleanly_once_it_is_done(st
 
 
 # ----------------------------------------------------------------------
-# PostgreSQL outage; jobs a backend refuses
+# Database outage; jobs a backend refuses
 
 
-@per_backend("postgres", "redis")
+@per_backend("postgres", "redis", "mysql")
 def test_database_outage_refuses_background_jobs_and_loses_nothing(store):
     s = srv(store).start()
     try:
@@ -1723,6 +1771,14 @@ def test_unique_key_that_is_not_utf8_is_stored_or_refused_alone(store):
             assert got.get(h) == unique, "stored with unique %r, replayed as %r" % (unique, got.get(h))
 
 
+@per_backend("mysql")
+def test_job_larger_than_max_allowed_packet_fails_alone_and_nothing_else_stops(store):
+    # gearmand 1.1.20 retried such a job forever (its issue 126)
+    def too_big(c):
+        c.send_packet("SUBMIT_JOB_BG", "ok", "", b"x" * (17 << 20))
+    assert _refused_alone(store, too_big, "a 17 MiB job (max_allowed_packet is 16 MiB)") is None
+
+
 @per_backend("memcached")
 def test_job_too_big_for_memcached_fails_alone(store):
     def too_big(c):
@@ -1958,6 +2014,60 @@ def test_memcached_queue_written_by_gearmand_1_1_20_replays(store):
         assert len(keys) == 3 and all(k.startswith(PREFIX + ":") for k in keys), keys
     finally:
         stop_ok(s)
+
+
+@per_backend("mysql")
+def test_mysql_queue_written_by_gearmand_1_1_20_replays(store):
+    if not os.path.exists(DEBIAN_GEARMAND):
+        fail("%s is needed (Debian's gearman-job-server, which CI installs)" % DEBIAN_GEARMAND)
+    now = int(time.time())
+    old = Server(*store.args(), binary=DEBIAN_GEARMAND).start()
+    try:
+        c = old.conn()
+        for ptype, u, data in (("SUBMIT_JOB_LOW_BG", "u-low", b"low"), ("SUBMIT_JOB_BG", "u-normal", b"nor\0mal"),
+                               ("SUBMIT_JOB_HIGH_BG", "u-high", b"high"), ("SUBMIT_JOB_BG", "", b"empty unique")):
+            submit(c, ptype, "old-my", u, data)
+        submit(c, "SUBMIT_JOB_EPOCH", "old-my", b"u-epoch", b"later", str(now + 86400))
+    finally:
+        stop_ok(old)
+    cols = [r[0] for r in store.my.sql("SELECT column_name FROM information_schema.columns WHERE "
+                                       "table_schema = 'gearman' AND table_name = '%s'" % store.table)]
+    assert "job_handle" not in cols and "unique_key" in cols, "not gearmand 1.1.20's table: %r" % cols
+    s = srv(store).start()
+    try:
+        rows = store.rows()
+        assert [r.unique for r in rows] == [b"u-low", b"u-normal", b"u-high", b"", b"u-epoch"], rows
+        assert [r.priority for r in rows] == [2, 1, 0, 1, 1], rows
+        assert all(hnum(r.handle) for r in rows), "migrated handles are not %s:<n>: %r" % (PREFIX, rows)
+        assert rows[4].when == now + 86400, rows[4]
+        c = s.conn()
+        assert status(c, rows[4].handle) == (True, False)
+        w = worker(s, "old-my")
+        got = [(j[2], j[3]) for j in drain(w)]
+        assert got == [(b"u-high", b"high"), (b"u-normal", b"nor\0mal"), (b"", b"empty unique"), (b"u-low", b"low")], got
+        # the old (unique_key, function_name) key is gone: jobs with an empty unique key each
+        # get their own row (1.1.20 refused the second), with handles above the migrated ones
+        hs = [submit(c, "SUBMIT_JOB_BG", "old-my", b"", b"new %d" % i) for i in range(2)]
+        assert min(hnum(h) for h in hs) > max(hnum(r.handle) for r in rows), (hs, rows)
+        wait_until(lambda: handles(store.rows()) == [rows[4].handle] + hs, timeout=5,
+                   what="the epoch job and the two new ones stored (have %r)" % store.rows())
+    finally:
+        stop_ok(s)
+
+
+@per_backend("mysql")
+def test_libdrizzle_spellings_and_a_unix_socket_reach_the_mysql_queue(store):
+    # gearmand's libdrizzle plugin spoke to MySQL: -q libdrizzle with its
+    # option names (--libdrizzle-uds: the server's socket) is -q MySQL
+    my = store.my
+    args = ["-q", "libdrizzle", "--libdrizzle-uds", my.socket, "--libdrizzle-user", my.user,
+            "--libdrizzle-password", my.password, "--libdrizzle-db", my.db, "--libdrizzle-table", store.table,
+            "--libdrizzle-mysql"]
+    with Server("--job-handle-prefix", PREFIX, *args) as s:
+        c = s.conn()
+        h = submit(c, "SUBMIT_JOB_BG", "drizzle", "u", "over the socket")
+        rows = store.rows()
+        assert handles(rows) == [h] and rows[0].data == b"over the socket", rows
 
 
 if __name__ == "__main__":

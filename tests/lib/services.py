@@ -1,7 +1,7 @@
-"""services: throwaway PostgreSQL, memcached and Redis servers for tests.
+"""services: throwaway PostgreSQL, MariaDB, memcached and Redis servers for tests.
 
 Tests that need a database start their own, here, from the Debian packages
-(postgresql, memcached, redis-server) that tests/run-suite installs; nothing depends on a
+(postgresql, mariadb-server, memcached, redis-server) that tests/run-suite installs; nothing depends on a
 service started by hand.  Each server lives in a temporary directory on a
 free port and is stopped by stop() (or the with-block).
 
@@ -9,6 +9,9 @@ free port and is stopped by stop() (or the with-block).
         Server("-q", "Postgres", "--libpq-conninfo", pg.conninfo) ...
         pg.restart()          # for reconnect tests
         pg.pause() ... pg.resume()   # a server that stops answering (SIGSTOP)
+    with services.MariaDB() as my:
+        Server("-q", "MySQL", *my.args()) ...   # --mysql-host/-port/-user/-password/-db
+        my.restart(); my.pause() ... my.resume(); my.sql("SELECT ...")
     with services.Memcached() as mc:
         Server("-q", "libmemcached", "--libmemcached-servers", mc.servers) ...
     with services.Redis() as rd:
@@ -141,6 +144,135 @@ class Postgres:
     def __exit__(self, *a):
         self.resume()
         self.stop("immediate")
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class MariaDB:
+    """A private MariaDB (mariadb-install-db into a temporary directory,
+    mariadbd on 127.0.0.1:<free port> and its own socket there), with a
+    database `gearman` and a user `gearman` (password `gearman`) that may
+    do anything; root has no password on the socket."""
+
+    user = password = db = "gearman"
+
+    def __init__(self):
+        self.mariadbd = shutil.which("mariadbd") or "/usr/sbin/mariadbd"
+        install = shutil.which("mariadb-install-db")
+        if not os.path.exists(self.mariadbd) or not install:
+            raise Unavailable("MariaDB server not found (apt-get install mariadb-server)")
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="gmtest-mariadb-")
+        self.data = os.path.join(self.dir, "data")
+        self.socket = os.path.join(self.dir, "sock")
+        self.run_as = ["--user=mysql"] if os.geteuid() == 0 else []
+        if os.geteuid() == 0:
+            shutil.chown(self.dir, "mysql")
+        self.proc = None
+        self.paused = False
+        r = subprocess.run([install, "--no-defaults", "--datadir=" + self.data, "--auth-root-authentication-method=normal",
+                            "--skip-test-db"] + self.run_as, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        if r.returncode != 0:
+            raise Unavailable("mariadb-install-db failed: %s" % r.stdout.decode(errors="replace")[-500:])
+        self.created = False
+
+    def args(self):
+        """gearmand's options for this server."""
+        return ["--mysql-host", "127.0.0.1", "--mysql-port", str(self.port), "--mysql-user", self.user,
+                "--mysql-password", self.password, "--mysql-db", self.db]
+
+    def command(self):
+        """mariadbd's command line."""
+        return [self.mariadbd, "--no-defaults", "--datadir=" + self.data, "--port=%d" % self.port,
+                "--bind-address=127.0.0.1", "--socket=" + self.socket, "--pid-file=" + self.pidfile,
+                "--log-error=" + os.path.join(self.dir, "error.log"), "--skip-name-resolve",
+                "--innodb-buffer-pool-size=64M", "--innodb-log-file-size=32M", "--character-set-server=utf8mb4",
+                "--innodb-flush-log-at-trx-commit=1"] + self.run_as
+
+    @property
+    def pidfile(self):
+        return os.path.join(self.dir, "pid")
+
+    def shell(self, action):
+        """A shell command that stops (kill -9, a crash) or starts this
+        server, for programs that are not Python (the unit tests); start
+        returns once the server answers.  (Redis.shell is the same.)"""
+        stop = "kill -9 $(cat %s) 2>/dev/null; sleep 0.2" % shlex.quote(self.pidfile)
+        start = ("%s >/dev/null 2>&1 & for i in $(seq 300); do mariadb --no-defaults -S %s -uroot -e 'SELECT 1' "
+                 ">/dev/null 2>&1 && exit 0; sleep 0.1; done; exit 1"
+                 % (" ".join(shlex.quote(a) for a in self.command()), shlex.quote(self.socket)))
+        return stop if action == "stop" else start
+
+    def start(self):
+        self.proc = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 30
+        while True:
+            r = subprocess.run(["mariadb", "--no-defaults", "-S", self.socket, "-uroot", "-e", "SELECT 1"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            if r.returncode == 0:
+                break
+            if self.proc.poll() is not None or time.time() > deadline:
+                self.stop()
+                raise Unavailable("mariadbd did not start; see %s/error.log" % self.dir)
+            time.sleep(0.1)
+        if not self.created:
+            self.sql("CREATE DATABASE IF NOT EXISTS gearman; CREATE USER 'gearman'@'%' IDENTIFIED BY 'gearman'; "
+                     "GRANT ALL ON *.* TO 'gearman'@'%'", db="mysql")
+            self.created = True
+        return self
+
+    def stop(self, kill=False):
+        """Stops the server: SIGTERM and a wait (a clean shutdown), or
+        SIGKILL when kill (like a crash)."""
+        if self.proc and self.proc.poll() is None:
+            self.resume()
+            self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+        # one that shell("start") ran is no child of ours
+        try:
+            with open(self.pidfile) as f:
+                os.kill(int(f.read().split()[0]), signal.SIGKILL)
+        except (OSError, ValueError, IndexError):
+            pass
+
+    def restart(self, down_seconds=0.0):
+        """Kills the server (SIGKILL: like a crash), waits, starts it."""
+        self.stop(kill=True)
+        time.sleep(down_seconds)
+        self.start()
+
+    def pause(self):
+        """SIGSTOP: the server answers nothing; call resume() in a finally block."""
+        os.kill(self.proc.pid, signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self):
+        if self.paused and self.proc:
+            os.kill(self.proc.pid, signal.SIGCONT)
+        self.paused = False
+
+    def sql(self, sql, db=None, raw=False):
+        """Runs SQL as root over the socket; returns the rows as lists of
+        str (tab-separated output, NULL as None), or the output's bytes
+        when raw (raises on error)."""
+        r = subprocess.run(["mariadb", "--no-defaults", "-S", self.socket, "-uroot", "-B", "-N",
+                            "-D", db or self.db, "-e", sql], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        if r.returncode != 0:
+            raise RuntimeError("mariadb: %s" % r.stderr.decode(errors="replace"))
+        if raw:
+            return r.stdout
+        return [[None if f == "NULL" else f for f in line.split("\t")]
+                for line in r.stdout.decode(errors="replace").splitlines()]
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *a):
+        self.stop(kill=True)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
