@@ -355,6 +355,11 @@ main(int argc, char **argv)
     if (strcasecmp(o.queue_type, "builtin") != 0) {
         o.server.queue = gm_queue_backend_find(gm_linked_queues, o.queue_type);
         if (!o.server.queue) {
+#ifndef HAVE_TOKYOCABINET
+            if (strcasecmp(o.queue_type, "libtokyocabinet") == 0 || strcasecmp(o.queue_type, "tokyocabinet") == 0)
+                fprintf(stderr, "%s: -q %s: this gearmand was built without Tokyo Cabinet "
+                        "(configure found no libtokyocabinet-dev)\n", prog, o.queue_type);
+#endif
             fprintf(stderr, "%s: Error while initializing the queue : %s\n", prog, o.queue_type);
             goto out;
         }
@@ -366,6 +371,8 @@ main(int argc, char **argv)
         gm_queue_opt_set(q, "libpq-table", o.libpq_table);
         gm_queue_opt_set(q, "libmemcached-servers", o.libmemcached_servers);
         gm_queue_opt_set(q, "libmemcached-prefix", o.libmemcached_prefix);
+        gm_queue_opt_set(q, "libtokyocabinet-file", o.libtokyocabinet_file);
+        gm_queue_opt_set(q, "libtokyocabinet-optimize", o.libtokyocabinet_optimize);
     }
     if (raise_fd_limit(&o) < 0)
         goto out;

@@ -103,7 +103,7 @@ static const struct opt table[] = {
      "functions take turns at each priority.)"},
     {"queue-type", 'q', K_STR, "General", "builtin", O(queue_type), 0, 0,
      "Persistent queue type to use: builtin (memory only), libsqlite3, Postgres or "
-     "libmemcached (the last is not durable)."},
+     "libmemcached (the last is not durable), libtokyocabinet (when built with it)."},
     {"config-file", 0, K_STR, "General", DEFAULT_CONFIG_FILE, O(config_file), 0, 0,
      "Configuration file: the same options as the command line, one or more per line, '#' "
      "starts a comment. The command line wins."},
@@ -236,6 +236,12 @@ static const struct opt table[] = {
     {"mysql-db", 0, K_STR, "MySQL", NULL, O(mysql_db), 0, 0, "MySQL database."},
     {"mysql-table", 0, K_STR, "MySQL", "gearman_queue", O(mysql_table), 0, 0,
      "MySQL table name."},
+
+    {"libtokyocabinet-file", 0, K_STR, "libtokyocabinet", NULL, O(libtokyocabinet_file), 0, 0,
+     "File name of the database: a hash (.tch) or B+ tree (.tcb) file, tuning parameters after "
+     "'#' as tcadbopen() takes them (e.g. queue.tch#bnum=1000000#opts=l)."},
+    {"libtokyocabinet-optimize", 0, K_STR, "libtokyocabinet", "true", O(libtokyocabinet_optimize), 0, 0,
+     "Optimize database on open (true or false)."},
 };
 
 #define NOPTS (sizeof table / sizeof table[0])
@@ -260,6 +266,7 @@ gm_options_defaults(struct gm_options *o)
     o->mysql_host = "localhost";
     o->mysql_port = 3306;
     o->mysql_table = "gearman_queue";
+    o->libtokyocabinet_optimize = "true";
 }
 
 void

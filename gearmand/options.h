@@ -49,6 +49,7 @@ struct gm_options {
     const char *redis_server, *redis_port, *redis_password, *redis_prefix;
     const char *mysql_host, *mysql_user, *mysql_password, *mysql_db, *mysql_table;
     unsigned mysql_port;
+    const char *libtokyocabinet_file, *libtokyocabinet_optimize;
 
     /* bookkeeping */
     bool set[GM_OPT_SLOTS];     /* which options were given (by table index) */

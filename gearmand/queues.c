@@ -18,5 +18,8 @@ const struct gm_queue_backend *const gm_linked_queues[] = {
 #ifdef HAVE_LIBMEMCACHED
     &gm_queue_memcached,
 #endif
+#ifdef HAVE_TOKYOCABINET
+    &gm_queue_tokyocabinet,
+#endif
     NULL,
 };
