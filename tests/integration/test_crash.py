@@ -3,8 +3,9 @@
 with SIGKILL under load and restarted on the same storage, and every job is
 counted.
 
-Each backend (SQLite, PostgreSQL, memcached) gets ROUNDS rounds of
-JOBS_PER_ROUND new background jobs (HIGH, NORMAL, LOW, epoch jobs a few
+Each backend (SQLite, PostgreSQL, memcached, Tokyo Cabinet) gets ROUNDS rounds of
+JOBS_PER_ROUND new background jobs (Tokyo Cabinet: 1,000 unless
+GMTEST_CRASH_JOBS is set) (HIGH, NORMAL, LOW, epoch jobs a few
 seconds in the past, and a few epoch jobs a week ahead), some with a unique
 key and some without, each payload naming its job, pipelined by four client
 connections while two workers grab and complete jobs (and keep a few
@@ -699,13 +700,15 @@ def submit_all(s, reg, jobs, rng, timeout=60):
     return load
 
 
-def crash_rounds(name, args, strict):
+def crash_rounds(name, args, strict, per_round=None):
     """ROUNDS rounds of load + SIGKILL + restart + drain + count on one
     storage; then the jobs the kills kept from being sent are submitted,
-    and a clean stop and start must show exactly the jobs left."""
+    and a clean stop and start must show exactly the jobs left.  per_round:
+    jobs per round (JOBS_PER_ROUND when None)."""
+    per_round = per_round or JOBS_PER_ROUND
     rng = random.Random("%d-%s" % (SEED, name))
     note("seed %d (GMTEST_SEED=%d reproduces the job mix and kill points); %s: %d rounds of %d jobs"
-         % (SEED, SEED, name, ROUNDS, JOBS_PER_ROUND))
+         % (SEED, SEED, name, ROUNDS, per_round))
     reg = Registry(name)
     failures = []
     totals = collections.Counter()
@@ -714,7 +717,7 @@ def crash_rounds(name, args, strict):
     carry = []      # jobs a kill kept from being sent: they go in the next round
     try:
         for rnd in range(1, ROUNDS + 1):
-            jobs = carry + reg.make_jobs(rng, rnd, JOBS_PER_ROUND)
+            jobs = carry + reg.make_jobs(rng, rnd, per_round)
             reused0 = len(reg.reused)
             load = Load(s.port, reg, rng)
             # submitters pace themselves so that the workers complete a good
@@ -812,8 +815,8 @@ def crash_rounds(name, args, strict):
         totals.update(dict((k, v) for k, v in chk.c.items() if not k.startswith("future")
                            and k not in ("rerun_max_ms", "completions_in_window")))
         note("%s total: %s" % (name, ", ".join("%s %d" % kv for kv in sorted(totals.items()))))
-        if totals["sent"] != ROUNDS * JOBS_PER_ROUND:
-            failures.append("%d jobs submitted, not %d" % (totals["sent"], ROUNDS * JOBS_PER_ROUND))
+        if totals["sent"] != ROUNDS * per_round:
+            failures.append("%d jobs submitted, not %d" % (totals["sent"], ROUNDS * per_round))
     finally:
         rc = s.stop()
     if rc != 0:
@@ -857,6 +860,15 @@ def test_memcached_kill9_under_load_reports_losses_and_never_duplicates_or_corru
                          strict=False)
         note("memcached lost %d of %d acknowledged jobs (plus future epoch jobs, see above)"
              % (t["lost"], t["acked"]))
+
+
+@test
+def test_tokyocabinet_kill9_under_load_keeps_every_acknowledged_job_once_in_priority_order():
+    # 1,000 jobs a round unless GMTEST_CRASH_JOBS asks for the issue's 4,000
+    d = tempfile.mkdtemp(prefix="gmtest-crash-")
+    crash_rounds("tokyocabinet", ["-q", "libtokyocabinet", "--libtokyocabinet-file", os.path.join(d, "queue.tch")],
+                 strict=True, per_round=int(os.environ.get("GMTEST_CRASH_JOBS") or 1000))
+    shutil.rmtree(d, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------
