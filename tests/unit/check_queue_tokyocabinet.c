@@ -6,7 +6,9 @@
  * file, migrating records in gearmand 1.1.20's layout (reference 5.8, written
  * here with the library, since Debian's gearmand is built without Tokyo
  * Cabinet), records it cannot read, a failed batch, the options' errors,
- * files it cannot open and a file another process holds.  Needs no services.
+ * files it cannot open, a file another process holds, and a writer killed
+ * with SIGKILL between and inside batches (every acknowledged batch is
+ * there, the one in flight wholly or not at all).  Needs no services.
  */
 #include "config.h"
 
@@ -337,6 +339,106 @@ START_TEST(test_tc_records_of_other_kinds_are_no_jobs)
     gm_queue_tokyocabinet.close(st);
 }
 END_TEST
+
+/* Batch b of the kill test: ADDs "H:k:<b>:<j>" for j in 0..9, DONEs of batch
+   b-2's j in 0..4, and the counter b. */
+static void
+kill_batch(uint32_t b, char names[15][32], struct gm_qrecord *recs)
+{
+    size_t n = 0;
+    for (int j = 0; j < 10; j++) {
+        snprintf(names[n], 32, "H:k:%u:%d", b, j);
+        recs[n] = rec_add_s(names[n], "f", j % 3 ? "u" : "", names[n], j % 3);
+        n++;
+    }
+    for (int j = 0; b > 2 && j < 5; j++) {
+        snprintf(names[n], 32, "H:k:%u:%d", b - 2, j);
+        recs[n] = rec_done(names[n]);
+        n++;
+    }
+    recs[n] = rec_counter(b);
+}
+
+/* What the file holds after batches 1..c: is handle there? */
+static bool
+kill_expected(uint32_t c, const char *handle)
+{
+    unsigned b, j;
+    if (sscanf(handle, "H:k:%u:%u", &b, &j) != 2 || b < 1 || b > c)
+        return false;
+    return j >= 5 || b + 2 > c;
+}
+
+static bool
+kill_matches(const struct rows *rs, uint32_t c)
+{
+    size_t want = 0;
+    for (uint32_t b = 1; b <= c; b++)
+        want += b + 2 > c ? 10 : 5;
+    if (rs->n != want)
+        return false;
+    for (size_t i = 0; i < rs->n; i++)
+        if (!kill_expected(c, rs->r[i].handle))
+            return false;
+    return true;
+}
+
+START_TEST(test_tc_kill9_in_the_middle_of_batches_keeps_every_committed_batch_whole)
+{
+    struct gm_queue_options o;
+    tc_fresh(&o);
+    uint32_t committed = 0;
+    srand((unsigned)getpid());
+    for (int round = 0; round < 6; round++) {
+        int acks[2];
+        ck_assert_int_eq(pipe(acks), 0);
+        pid_t child = fork();
+        ck_assert_int_ge(child, 0);
+        if (child == 0) {
+            close(acks[0]);
+            char err[256];
+            void *st = gm_queue_tokyocabinet.open(&o, err, sizeof err);
+            if (!st)
+                _exit(3);
+            for (uint32_t b = committed + 1;; b++) {
+                char names[15][32];
+                struct gm_qrecord recs[16];
+                kill_batch(b, names, recs);
+                if (gm_queue_tokyocabinet.write_batch(st, recs, b > 2 ? 16 : 11, err, sizeof err) < 0)
+                    _exit(4);
+                if (write(acks[1], &b, sizeof b) != sizeof b)
+                    _exit(5);
+            }
+        }
+        close(acks[1]);
+        uint32_t target = committed + 5 + (uint32_t)(rand() % 60), got = committed, b;
+        while (got < target && read(acks[0], &b, sizeof b) == sizeof b)
+            got = b;
+        kill(child, SIGKILL);
+        int status;
+        waitpid(child, &status, 0);
+        while (read(acks[0], &b, sizeof b) == sizeof b)
+            got = b;
+        close(acks[0]);
+        ck_assert_msg(WIFSIGNALED(status), "the writer exited with %d before it was killed", WEXITSTATUS(status));
+        /* every acknowledged batch is there, the one in flight wholly or not at all */
+        void *st = bk_open(&BK_TC, &o);
+        struct rows rs = {0};
+        bk_replay(&BK_TC, st, &rs);
+        uint64_t counter = bk_counter(&BK_TC, st);
+        gm_queue_tokyocabinet.close(st);
+        if (kill_matches(&rs, got))
+            committed = got;
+        else if (kill_matches(&rs, got + 1))
+            committed = got + 1;
+        else
+            ck_abort_msg("round %d: %zu jobs stored after %u acknowledged batches: neither those nor one more",
+                         round, rs.n, got);
+        ck_assert_uint_eq(counter, committed);
+        rows_free(&rs);
+    }
+}
+END_TEST
 #endif /* HAVE_TOKYOCABINET */
 
 int
@@ -355,6 +457,7 @@ main(void)
     ADD(s, test_tc_open_of_files_it_cannot_use_names_the_option);
     ADD(s, test_tc_file_another_process_holds_is_refused_at_once);
     ADD(s, test_tc_records_of_other_kinds_are_no_jobs);
+    ADD(s, test_tc_kill9_in_the_middle_of_batches_keeps_every_committed_batch_whole);
 #else
     queue_add_missing_backend(s);
 #endif
