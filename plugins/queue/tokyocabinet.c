@@ -9,7 +9,12 @@
  * one Tokyo Cabinet transaction (its write-ahead log undoes a batch cut short
  * by a crash) followed by one sync (msync + fsync) of the database file.  The
  * file is locked without waiting: a file another process holds is a start-up
- * error, not a hang.
+ * error, not a hang.  Tokyo Cabinet writes through a memory map, where a full
+ * disk is SIGBUS rather than an error: the file's blocks are allocated when
+ * it is opened, and room past its end is reserved (fallocate) before every
+ * batch, which is refused, untouched, when there is none.  A batch that
+ * failed inside Tokyo Cabinet (commit, sync) makes alive() false, and
+ * reconnect() opens the file again (its log undoes the rest).
  *
  * Records (every key of ours starts with a NUL byte, which no gearmand key
  * does, since function names cannot hold one):
@@ -31,6 +36,8 @@
 
 #include "plugins/queue/backends.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +46,7 @@
 #include <tcbdb.h>
 #include <tchdb.h>
 #include <tcutil.h>
+#include <unistd.h>
 
 #include "libgearman-server/base/log.h"
 
@@ -46,10 +54,15 @@
 #define TC_OPTIMIZE_OPT "libtokyocabinet-optimize"
 #define TC_JOB_HEADER 34        /* version, priority, sequence, when, four lengths */
 #define TC_BAD_LOGGED_MAX 20    /* bad records logged one by one per replay; then a count */
+#define TC_RECORD_SLACK 64      /* Tokyo Cabinet's own bytes around a record, at most (padding, header) */
+#define TC_RESERVE_MIN (1u << 20) /* space reserved past the file's end before every batch, at least */
 
 struct tc {
     TCADB *adb;
+    char *name;            /* as tcadbopen takes it, with the lock mode */
     char *path;            /* the file, without tuning parameters (for messages) */
+    bool broken;           /* a commit, sync or abort failed: reopen before the next batch */
+    int fd;                /* our own descriptor of the file: space is reserved through it */
     uint64_t seq;          /* the next sequence number */
     char *buf;             /* a job's key or value being built */
     size_t cap;
@@ -261,10 +274,12 @@ commit_and_sync(struct tc *s, char *err, size_t errlen)
     if (!tcadbtrancommit(s->adb)) {
         snprintf(err, errlen, "%s: commit: %s", s->path, tc_errmsg(s));
         tcadbtranabort(s->adb);
+        s->broken = true;
         return false;
     }
     if (!tcadbsync(s->adb)) {
         snprintf(err, errlen, "%s: sync: %s", s->path, tc_errmsg(s));
+        s->broken = true;
         return false;
     }
     return true;
@@ -341,6 +356,48 @@ migrate(struct tc *s, const char *prefix, char *err, size_t errlen)
     return 0;
 }
 
+/* Opens our descriptor of the (possibly rebuilt) file and backs every byte
+   it already has with disk blocks: Tokyo Cabinet writes its bucket array
+   through a memory map, and a write to a page the disk has no room for is
+   SIGBUS, not an error.  Returns false with errno set. */
+static bool
+reserve_open(struct tc *s)
+{
+    if (s->fd >= 0)
+        close(s->fd);
+    s->fd = open(s->path, O_RDWR | O_CLOEXEC);
+    if (s->fd < 0)
+        return false;
+    off_t size = lseek(s->fd, 0, SEEK_END);
+    if (size > 0) {
+        int rc = posix_fallocate(s->fd, 0, size);
+        if (rc != 0 && rc != EOPNOTSUPP && rc != EINVAL) {
+            errno = rc;
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Reserves room past the end of the file for a batch of about bytes: the
+   records go where Tokyo Cabinet's memory map reaches, so they must never
+   meet a full disk there (SIGBUS); a batch there is no room for is refused
+   before anything is written.  Returns false with errno set. */
+static bool
+reserve(struct tc *s, uint64_t bytes)
+{
+#ifdef FALLOC_FL_KEEP_SIZE
+    uint64_t need = bytes * 2 + TC_RESERVE_MIN;
+    if (fallocate(s->fd, FALLOC_FL_KEEP_SIZE, (off_t)tcadbsize(s->adb), (off_t)need) == 0)
+        return true;
+    return errno == EOPNOTSUPP || errno == EINVAL ? true : false; /* a file system without it: no reserve */
+#else
+    (void)s;
+    (void)bytes;
+    return true;
+#endif
+}
+
 static void tc_close(void *state);
 
 /* --libtokyocabinet-optimize's value: 1, 0, or -1 if it is no boolean. */
@@ -371,6 +428,8 @@ tc_open(const struct gm_queue_options *opts, char *err, size_t errlen)
         return NULL;
     }
     struct tc *s = calloc(1, sizeof *s);
+    if (s)
+        s->fd = -1;
     if (!s || !(s->path = strdup(name)) || !(s->adb = tcadbnew())) {
         snprintf(err, errlen, "out of memory");
         goto fail;
@@ -379,10 +438,8 @@ tc_open(const struct gm_queue_options *opts, char *err, size_t errlen)
     if (hash)
         *hash = '\0';
     /* lock without waiting, unless the name says otherwise */
-    char *full = tcsprintf("%s%s", name, strstr(name, "#mode=") ? "" : "#mode=wcf");
-    bool opened = tcadbopen(s->adb, full);
-    tcfree(full);
-    if (!opened) {
+    s->name = tcsprintf("%s%s", name, strstr(name, "#mode=") ? "" : "#mode=wcf");
+    if (!tcadbopen(s->adb, s->name)) {
         snprintf(err, errlen, "--%s %s: cannot open it (a .tch or .tcb file this user may write, that no "
                  "other process holds open)", TC_FILE_OPT, name);
         goto fail;
@@ -400,6 +457,10 @@ tc_open(const struct gm_queue_options *opts, char *err, size_t errlen)
         goto fail;
     if (optimize && !tcadboptimize(s->adb, NULL)) {
         snprintf(err, errlen, "--%s %s: optimizing: %s", TC_FILE_OPT, name, tc_errmsg(s));
+        goto fail;
+    }
+    if (!reserve_open(s)) { /* after optimizing, which writes a new file */
+        snprintf(err, errlen, "--%s %s: reserving its space: %s", TC_FILE_OPT, name, strerror(errno));
         goto fail;
     }
     return s;
@@ -565,8 +626,17 @@ tc_write_batch(void *state, const struct gm_qrecord *recs, size_t n, char *err, 
 {
     struct tc *s = state;
     uint64_t seq0 = s->seq;
+    uint64_t bytes = 0;
+    for (size_t i = 0; i < n; i++)
+        bytes += TC_JOB_HEADER + TC_RECORD_SLACK + (uint64_t)recs[i].handle_len + recs[i].function_len +
+                 recs[i].unique_len + recs[i].data_len + recs[i].lifecycle_len;
+    if (!reserve(s, bytes)) {
+        snprintf(err, errlen, "%s: no room for the batch: %s", s->path, strerror(errno));
+        return -1;
+    }
     if (!tcadbtranbegin(s->adb)) {
         snprintf(err, errlen, "%s: begin: %s", s->path, tc_errmsg(s));
+        s->broken = true;
         return -1;
     }
     for (size_t i = 0; i < n; i++) {
@@ -577,14 +647,16 @@ tc_write_batch(void *state, const struct gm_qrecord *recs, size_t n, char *err, 
             else
                 snprintf(err, errlen, "%s: %s: %s", s->path, r->op == GM_QOP_DONE ? "deleting a job" : "storing",
                          tc_errmsg(s));
-            tcadbtranabort(s->adb);
+            if (!tcadbtranabort(s->adb))
+                s->broken = true;
             s->seq = seq0;
             return -1;
         }
     }
     if (s->seq != seq0 && !put_u64(s, 'S', s->seq)) {
         snprintf(err, errlen, "%s: storing the sequence: %s", s->path, tc_errmsg(s));
-        tcadbtranabort(s->adb);
+        if (!tcadbtranabort(s->adb))
+            s->broken = true;
         s->seq = seq0;
         return -1;
     }
@@ -623,20 +695,49 @@ tc_load_counter(void *state, uint64_t *next, char *err, size_t errlen)
     return 0;
 }
 
+/* After a failed batch: true if only a record was refused (the batch was
+   undone and the database takes transactions), so the batch may be retried
+   record by record; false sends the persistence thread to tc_reconnect. */
 static bool
 tc_alive(void *state)
 {
-    (void)state;
-    return true; /* a local file: a failed batch is a refused record (or a full disk) */
+    struct tc *s = state;
+    if (s->broken)
+        return false;
+    if (!tcadbtranbegin(s->adb) || !tcadbtranabort(s->adb)) {
+        s->broken = true;
+        return false;
+    }
+    return true;
 }
 
+/* Closes and opens the file again (Tokyo Cabinet's log undoes whatever a
+   failed transaction left; a database in its "fatal" state takes nothing
+   until then); returns 0 when it takes transactions again. */
 static int
 tc_reconnect(void *state, char *err, size_t errlen)
 {
-    (void)state;
-    (void)err;
-    (void)errlen;
-    return 0; /* a local file: the next batch simply tries again */
+    struct tc *s = state;
+    if (!s->broken && tcadbtranbegin(s->adb) && tcadbtranabort(s->adb))
+        return 0;
+    tcadbclose(s->adb);
+    if (!tcadbopen(s->adb, s->name)) {
+        snprintf(err, errlen, "%s: cannot open it again", s->path);
+        s->broken = true;
+        return -1;
+    }
+    if (!tcadbtranbegin(s->adb) || !tcadbtranabort(s->adb)) {
+        snprintf(err, errlen, "%s: opened again but takes no transaction: %s", s->path, tc_errmsg(s));
+        s->broken = true;
+        return -1;
+    }
+    if (!reserve_open(s)) {
+        snprintf(err, errlen, "%s: reserving its space: %s", s->path, strerror(errno));
+        s->broken = true;
+        return -1;
+    }
+    s->broken = false;
+    return 0;
 }
 
 static void
@@ -649,6 +750,9 @@ tc_close(void *state)
         tcadbclose(s->adb);
         tcadbdel(s->adb);
     }
+    if (s->fd >= 0)
+        close(s->fd);
+    tcfree(s->name);
     free(s->path);
     free(s->buf);
     free(s);

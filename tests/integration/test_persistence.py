@@ -1932,5 +1932,39 @@ def test_tokyocabinet_file_a_running_server_holds_stops_a_second_one_at_once(sto
         assert time.time() - t0 < 20
 
 
+@test
+def test_tokyocabinet_on_a_full_disk_refuses_new_jobs_lives_on_and_holds_completions_until_there_is_room():
+    # Tokyo Cabinet writes through a memory map: without the space reserved
+    # before each batch, the full disk was SIGBUS and the server died
+    disk = Tmpfs("4m")
+    store = TokyoStore()
+    store.dir, store.path = disk.dir, os.path.join(disk.dir, "queue.tch")
+    s = srv(store).start()
+    try:
+        c = s.conn()
+        made = []
+        for i in range(500):
+            c.send_packet("SUBMIT_JOB_BG", "full", "f%d" % i, b"x" * 8000)
+            p = c.recv_packet()
+            if p.name != "JOB_CREATED":
+                assert p.name == "ERROR" and p.fields(2)[0] == b"QUEUE_ERROR", p
+                break
+            made.append(p.data.decode())
+        assert made and len(made) < 500, "the disk never filled (%d jobs)" % len(made)
+        assert s.proc.poll() is None, "gearmand died on the full disk (status %s)" % s.proc.returncode
+        w = worker(s, "full")
+        done = [j[0] for j in drain(w)]
+        assert sorted(done) == sorted(made), (done, made)
+        sync(w)
+        disk.resize("16m")
+        wait_until(lambda: store.rows() == [], timeout=20, what="the held completions written")
+        s = kill9_and_restart(s, store)
+        c = s.conn()
+        back = [h for h in made if status(c, h)[0]]
+        assert not back, "completed jobs came back after the restart: %s" % back
+    finally:
+        stop_ok(s)
+        disk.close()
+
 if __name__ == "__main__":
     gmtest.main()
