@@ -188,6 +188,10 @@ answer_without_serving(const struct gm_options *o)
         return true;
     if (o->help) {
         gm_options_help(stdout);
+        printf("Queue types in this build: builtin");
+        for (size_t i = 0; gm_linked_queues[i]; i++)
+            printf(", %s", gm_linked_queues[i]->name);
+        printf("\n");
         return true;
     }
     if (o->version) {

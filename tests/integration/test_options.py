@@ -213,6 +213,8 @@ HELP_ENTRIES = [
     ("--mysql-password arg", ""),
     ("--mysql-db arg", ""),
     ("--mysql-table arg", "gearman_queue"),
+    ("--libtokyocabinet-file arg", ""),
+    ("--libtokyocabinet-optimize arg", "true"),
     # ours
     ("--max-packet-size arg", "67108864"),
 ]
@@ -245,6 +247,20 @@ def test_help_lists_every_option_with_its_default():
         for section in ("General options:", "HTTP:", "Gear:", "libsqlite3:", "Postgres:",
                         "libmemcached:"):
             assert re.search(r"(?m)^" + re.escape(section) + r"$", out), section
+
+
+@test
+def test_help_names_the_queue_types_this_build_has():
+    rc, out, err = run("--help")
+    line = [ln for ln in out.splitlines() if ln.startswith("Queue types in this build:")]
+    assert rc == 0 and len(line) == 1, out[-800:]
+    names = line[0].split(":", 1)[1].replace(",", " ").split()
+    assert "builtin" in names, line
+    config = os.path.join(os.path.dirname(os.path.dirname(BIN)), "config.h")
+    if os.path.exists(config):
+        with open(config) as f:
+            have_tc = "#define HAVE_TOKYOCABINET 1" in f.read()
+        assert ("libtokyocabinet" in names) == have_tc, (line, have_tc)
 
 
 @test
