@@ -344,6 +344,10 @@ migrate(struct tc *s, const char *prefix, char *err, size_t errlen)
         moved++;
     }
     tclistdel(old);
+    if (moved == 0) { /* only records it cannot read: nothing to write */
+        tcadbtranabort(s->adb);
+        return 0;
+    }
     if (!put_u64(s, 'S', s->seq)) {
         snprintf(err, errlen, "%s: %s", s->path, tc_errmsg(s));
         tcadbtranabort(s->adb);
