@@ -4,8 +4,7 @@ with SIGKILL under load and restarted on the same storage, and every job is
 counted.
 
 Each backend (SQLite, PostgreSQL, memcached, Tokyo Cabinet) gets ROUNDS rounds of
-JOBS_PER_ROUND new background jobs (Tokyo Cabinet: 1,000 unless
-GMTEST_CRASH_JOBS is set) (HIGH, NORMAL, LOW, epoch jobs a few
+JOBS_PER_ROUND new background jobs (HIGH, NORMAL, LOW, epoch jobs a few
 seconds in the past, and a few epoch jobs a week ahead), some with a unique
 key and some without, each payload naming its job, pipelined by four client
 connections while two workers grab and complete jobs (and keep a few
@@ -700,15 +699,13 @@ def submit_all(s, reg, jobs, rng, timeout=60):
     return load
 
 
-def crash_rounds(name, args, strict, per_round=None):
+def crash_rounds(name, args, strict):
     """ROUNDS rounds of load + SIGKILL + restart + drain + count on one
     storage; then the jobs the kills kept from being sent are submitted,
-    and a clean stop and start must show exactly the jobs left.  per_round:
-    jobs per round (JOBS_PER_ROUND when None)."""
-    per_round = per_round or JOBS_PER_ROUND
+    and a clean stop and start must show exactly the jobs left."""
     rng = random.Random("%d-%s" % (SEED, name))
     note("seed %d (GMTEST_SEED=%d reproduces the job mix and kill points); %s: %d rounds of %d jobs"
-         % (SEED, SEED, name, ROUNDS, per_round))
+         % (SEED, SEED, name, ROUNDS, JOBS_PER_ROUND))
     reg = Registry(name)
     failures = []
     totals = collections.Counter()
@@ -717,7 +714,7 @@ def crash_rounds(name, args, strict, per_round=None):
     carry = []      # jobs a kill kept from being sent: they go in the next round
     try:
         for rnd in range(1, ROUNDS + 1):
-            jobs = carry + reg.make_jobs(rng, rnd, per_round)
+            jobs = carry + reg.make_jobs(rng, rnd, JOBS_PER_ROUND)
             reused0 = len(reg.reused)
             load = Load(s.port, reg, rng)
             # submitters pace themselves so that the workers complete a good
@@ -815,8 +812,8 @@ def crash_rounds(name, args, strict, per_round=None):
         totals.update(dict((k, v) for k, v in chk.c.items() if not k.startswith("future")
                            and k not in ("rerun_max_ms", "completions_in_window")))
         note("%s total: %s" % (name, ", ".join("%s %d" % kv for kv in sorted(totals.items()))))
-        if totals["sent"] != ROUNDS * per_round:
-            failures.append("%d jobs submitted, not %d" % (totals["sent"], ROUNDS * per_round))
+        if totals["sent"] != ROUNDS * JOBS_PER_ROUND:
+            failures.append("%d jobs submitted, not %d" % (totals["sent"], ROUNDS * JOBS_PER_ROUND))
     finally:
         rc = s.stop()
     if rc != 0:
@@ -864,10 +861,9 @@ def test_memcached_kill9_under_load_reports_losses_and_never_duplicates_or_corru
 
 @test
 def test_tokyocabinet_kill9_under_load_keeps_every_acknowledged_job_once_in_priority_order():
-    # 1,000 jobs a round unless GMTEST_CRASH_JOBS asks for the issue's 4,000
     d = tempfile.mkdtemp(prefix="gmtest-crash-")
     crash_rounds("tokyocabinet", ["-q", "libtokyocabinet", "--libtokyocabinet-file", os.path.join(d, "queue.tch")],
-                 strict=True, per_round=int(os.environ.get("GMTEST_CRASH_JOBS") or 1000))
+                 strict=True)
     shutil.rmtree(d, ignore_errors=True)
 
 
