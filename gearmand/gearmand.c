@@ -411,6 +411,8 @@ main(int argc, char **argv)
         gm_queue_opt_set(q, "mysql-db", o.mysql_db);
         gm_queue_opt_set(q, "mysql-table", o.mysql_table);
         gm_queue_opt_set(q, "libdrizzle-uds", o.mysql_socket);
+        gm_queue_opt_set(q, "libtokyocabinet-file", o.libtokyocabinet_file);
+        gm_queue_opt_set(q, "libtokyocabinet-optimize", o.libtokyocabinet_optimize);
     }
     if (raise_fd_limit(&o) < 0)
         goto out;

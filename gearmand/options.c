@@ -103,7 +103,7 @@ static const struct opt table[] = {
      "functions take turns at each priority.)"},
     {"queue-type", 'q', K_STR, "General", "builtin", O(queue_type), 0, 0,
      "Persistent queue type to use: builtin (memory only), libsqlite3, Postgres, MySQL "
-     "(also libdrizzle), redis or libmemcached (the last is not durable)."},
+     "(also libdrizzle), redis, libtokyocabinet or libmemcached (the last is not durable)."},
     {"config-file", 0, K_STR, "General", DEFAULT_CONFIG_FILE, O(config_file), 0, 0,
      "Configuration file: the same options as the command line, one or more per line, '#' "
      "starts a comment. The command line wins."},
@@ -255,6 +255,12 @@ static const struct opt table[] = {
      "used `queue`)."},
     {"libdrizzle-mysql", 0, K_FLAG, "libdrizzle", NULL, O(libdrizzle_mysql), 0, 0,
      "Use the MySQL protocol (always so here)."},
+
+    {"libtokyocabinet-file", 0, K_STR, "libtokyocabinet", NULL, O(libtokyocabinet_file), 0, 0,
+     "File name of the database: a hash (.tch) or B+ tree (.tcb) file, tuning parameters after "
+     "'#' as tcadbopen() takes them (e.g. queue.tch#bnum=1000000#opts=l)."},
+    {"libtokyocabinet-optimize", 0, K_STR, "libtokyocabinet", "true", O(libtokyocabinet_optimize), 0, 0,
+     "Optimize database on open (true or false)."},
 };
 
 #define NOPTS (sizeof table / sizeof table[0])
@@ -279,6 +285,7 @@ gm_options_defaults(struct gm_options *o)
     o->mysql_host = "localhost";
     o->mysql_port = 3306;
     o->mysql_table = "gearman_queue";
+    o->libtokyocabinet_optimize = "true";
 }
 
 void

@@ -51,6 +51,7 @@ struct gm_options {
     unsigned mysql_port;
     const char *mysql_socket;   /* --libdrizzle-uds */
     bool libdrizzle_mysql;      /* --libdrizzle-mysql: accepted, always so */
+    const char *libtokyocabinet_file, *libtokyocabinet_optimize;
 
     /* bookkeeping */
     bool set[GM_OPT_SLOTS];     /* which options were given (by table index) */

@@ -1,5 +1,6 @@
 /*
- * gearmand/queues.c: the backends configure found, in one table.  Main
+ * gearmand/queues.c: the backends configure found, in one table, and those
+ * it did not (gm_missing_queues: the -q error and the end of --help).  Main
  * thread, read once at start-up.
  */
 #include "config.h"
@@ -24,6 +25,9 @@ const struct gm_queue_backend *const gm_linked_queues[] = {
 #ifdef HAVE_LIBMARIADB
     &gm_queue_mysql,
 #endif
+#ifdef HAVE_TOKYOCABINET
+    &gm_queue_tokyocabinet,
+#endif
     NULL,
 };
 
@@ -33,6 +37,9 @@ static const char *const mysql_aliases[] = {"mysql", "libdrizzle", "mariadb", NU
 #ifndef HAVE_HIREDIS
 static const char *const redis_aliases[] = {"libhiredis", "hiredis", NULL};
 #endif
+#ifndef HAVE_TOKYOCABINET
+static const char *const tokyocabinet_aliases[] = {"tokyocabinet", NULL};
+#endif
 
 const struct gm_queue_missing gm_missing_queues[] = {
 #ifndef HAVE_LIBMARIADB
@@ -40,6 +47,9 @@ const struct gm_queue_missing gm_missing_queues[] = {
 #endif
 #ifndef HAVE_HIREDIS
     {"redis", redis_aliases, "hiredis (Debian: libhiredis-dev)"},
+#endif
+#ifndef HAVE_TOKYOCABINET
+    {"libtokyocabinet", tokyocabinet_aliases, "tokyocabinet (Debian: libtokyocabinet-dev)"},
 #endif
     {NULL, NULL, NULL},
 };

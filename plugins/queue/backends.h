@@ -18,5 +18,6 @@ extern const struct gm_queue_backend gm_queue_postgres;  /* postgres.c */
 extern const struct gm_queue_backend gm_queue_memcached; /* memcached.c */
 extern const struct gm_queue_backend gm_queue_redis;     /* redis.c */
 extern const struct gm_queue_backend gm_queue_mysql;     /* mysql.c */
+extern const struct gm_queue_backend gm_queue_tokyocabinet; /* tokyocabinet.c */
 
 #endif /* GM_PLUGINS_QUEUE_BACKENDS_H */

@@ -3,9 +3,10 @@
 with SIGKILL under load and restarted on the same storage, and every job is
 counted.
 
-Each backend (SQLite, PostgreSQL, MySQL/MariaDB, Redis, memcached) gets ROUNDS rounds of
-JOBS_PER_ROUND new background jobs (HIGH, NORMAL, LOW, epoch jobs a few
-seconds in the past, and a few epoch jobs a week ahead), some with a unique
+Each backend (SQLite, PostgreSQL, MySQL/MariaDB, Redis, memcached, Tokyo
+Cabinet) gets ROUNDS rounds of JOBS_PER_ROUND new background jobs (HIGH,
+NORMAL, LOW, epoch jobs a few seconds in the past, and a few epoch jobs a
+week ahead), some with a unique
 key and some without, each payload naming its job, pipelined by four client
 connections while two workers grab and complete jobs (and keep a few
 running).  At a random moment (seeded: the seed is printed as a TAP comment
@@ -870,6 +871,14 @@ def test_memcached_kill9_under_load_reports_losses_and_never_duplicates_or_corru
                          strict=False)
         note("memcached lost %d of %d acknowledged jobs (plus future epoch jobs, see above)"
              % (t["lost"], t["acked"]))
+
+
+@test
+def test_tokyocabinet_kill9_under_load_keeps_every_acknowledged_job_once_in_priority_order():
+    d = tempfile.mkdtemp(prefix="gmtest-crash-")
+    crash_rounds("tokyocabinet", ["-q", "libtokyocabinet", "--libtokyocabinet-file", os.path.join(d, "queue.tch")],
+                 strict=True)
+    shutil.rmtree(d, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------

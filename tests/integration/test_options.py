@@ -221,6 +221,8 @@ HELP_ENTRIES = [
     ("--libdrizzle-db arg", ""),
     ("--libdrizzle-table arg", ""),
     ("--libdrizzle-mysql", ""),
+    ("--libtokyocabinet-file arg", ""),
+    ("--libtokyocabinet-optimize arg", "true"),
     # ours
     ("--max-packet-size arg", "67108864"),
 ]
@@ -259,6 +261,20 @@ def test_help_lists_every_option_with_its_default():
         for name, lib in (("MySQL", "libmariadb"), ("redis", "hiredis")):
             assert re.search(r"\b%s\b" % name, m.group(0)) or \
                 re.search(r"(?m)^Not built \(configure did not find %s.*\): %s\.$" % (lib, name), out), out[-500:]
+
+
+@test
+def test_help_names_the_queue_types_this_build_has():
+    rc, out, err = run("--help")
+    line = [ln for ln in out.splitlines() if ln.startswith("Queue types in this build:")]
+    assert rc == 0 and len(line) == 1, out[-800:]
+    names = line[0].split(":", 1)[1].replace(",", " ").split()
+    assert "builtin" in names, line
+    config = os.path.join(os.path.dirname(os.path.dirname(BIN)), "config.h")
+    if os.path.exists(config):
+        with open(config) as f:
+            have_tc = "#define HAVE_TOKYOCABINET 1" in f.read()
+        assert ("libtokyocabinet" in names) == have_tc, (line, have_tc)
 
 
 @test

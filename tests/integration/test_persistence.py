@@ -2,7 +2,7 @@
 """Durable queues end to end (design section 5, reference section 5, design
 section 9's rows on empty unique keys, handles after a restart and backend
 errors): the real gearmand with -q libsqlite3, -q Postgres, -q MySQL,
--q redis and -q libmemcached.
+-q redis, -q libmemcached and -q libtokyocabinet.
 
 Each behaviour runs once per backend (the test's name ends in the backend).
 What the server stored is read straight from storage: the sqlite file with
@@ -10,9 +10,10 @@ Python's sqlite3 module, the PostgreSQL table with psql, the MariaDB table
 with mariadb (services.MariaDB.sql), Redis' keys with SCAN and HMGET
 (services.Redis.pipeline), memcached's keys with "lru_crawler metadump"
 (which lists keys without fetching them, so it does not disturb memcached's
-LRU; values are not read).  PostgreSQL, MariaDB, Redis and memcached are
+LRU; values are not read), the Tokyo Cabinet file through libtokyocabinet
+(tests/lib/tcfile.py).  PostgreSQL, MariaDB, Redis and memcached are
 throwaway servers started by this file (tests/lib/services.py); each test
-uses its own table (or key prefix, or its own memcached).
+uses its own table (or key prefix, or its own memcached, or its own file).
 """
 
 import atexit
@@ -33,6 +34,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import gmtest  # noqa: E402
 import services  # noqa: E402
+import tcfile  # noqa: E402
 from gmtest import Server, fail, submit, test, wait_until, sync  # noqa: E402
 
 PREFIX = "H:test"
@@ -361,9 +363,32 @@ class MemcachedStore:
         self.mc.stop()
 
 
+class TokyoStore:
+    name = "tokyocabinet"
+    shows_fields = True
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="gmtest-tc-")
+        self.path = os.path.join(self.dir, "queue.tch")
+
+    def args(self):
+        return ["-q", "libtokyocabinet", "--libtokyocabinet-file", self.path]
+
+    def rows(self):
+        if not os.path.exists(self.path):
+            return []
+        return [Row(h, f, u, p, w, d) for h, p, w, f, u, d in tcfile.jobs(self.path)]
+
+    def insert(self, handle, function, unique, priority, data, when=0):
+        tcfile.put_job(self.path, handle, function, unique, priority, data, when)
+
+    def cleanup(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 STORES = {"sqlite": SqliteStore, "postgres": PostgresStore, "redis": RedisStore, "memcached": MemcachedStore,
-          "mysql": MysqlStore}
-ALL = ("sqlite", "postgres", "redis", "memcached", "mysql")
+          "mysql": MysqlStore, "tokyocabinet": TokyoStore}
+ALL = ("sqlite", "postgres", "redis", "memcached", "mysql", "tokyocabinet")
 
 
 def per_backend(*names):
@@ -2069,6 +2094,123 @@ def test_libdrizzle_spellings_and_a_unix_socket_reach_the_mysql_queue(store):
         rows = store.rows()
         assert handles(rows) == [h] and rows[0].data == b"over the socket", rows
 
+
+# ----------------------------------------------------------------------
+# Tokyo Cabinet specifics
+
+
+@per_backend("tokyocabinet")
+def test_tokyocabinet_queue_in_gearmand_1_1_20s_layout_replays(store):
+    # Debian's gearmand 1.1.20 is built without Tokyo Cabinet (its --help has
+    # no libtokyocabinet options), so the file is written here with the
+    # library, in reference 5.8's layout.
+    now = int(time.time())
+    old = [(b"old-a", b"u-low", 2, b"low", 0), (b"old-a", b"u-normal", 1, b"nor\0mal", 0),
+           (b"old-b", b"u-high", 0, b"high", 0), (b"old-b", b"", 1, b"empty unique", 0),
+           (b"old-a", b"u-epoch", 1, b"later", now + 86400)]
+    for fn, u, prio, data, when in old:
+        tcfile.put_1_1_20(store.path, fn, u, prio, data, when)
+    with tcfile.TcFile(store.path) as db:
+        db.put(b"stray", b"not a job in any layout")
+        order = [k for k in db.keys() if k != b"stray"]   # the file's order is the migration's
+    s = srv(store).start()
+    try:
+        log = s.log_text()
+        assert "stray" in log, "the unreadable record is not logged:\n%s" % log[-2000:]
+        rows = store.rows()
+        assert len(rows) == 5, rows
+        assert all(hnum(r.handle) for r in rows), "migrated handles are not %s:<n>: %r" % (PREFIX, rows)
+        assert [r.function + b"-" + r.unique for r in rows] == order, (rows, order)
+        c = s.conn()
+        epoch = [r for r in rows if r.unique == b"u-epoch"][0]
+        assert status(c, epoch.handle) == (True, False)
+        assert epoch.when == now + 86400, epoch
+        w = worker(s, "old-a", "old-b")
+        got = [(j[1], j[2], j[3]) for j in drain(w)]
+        # high, then the normal ones in the file's order, then low (the epoch job waits)
+        want = [("old-b", b"u-high", b"high")] + [
+            (f.decode(), u, d) for k in order for f, u, p, d, when in old
+            if p == 1 and when == 0 and k == f + b"-" + u] + [("old-a", b"u-low", b"low")]
+        assert got == want, (got, want, log[-2000:])
+        h_new = submit(c, "SUBMIT_JOB_BG", "old-a", "", "new")
+        assert hnum(h_new) > max(hnum(r.handle) for r in rows), (h_new, rows)
+    finally:
+        stop_ok(s)
+    with tcfile.TcFile(store.path, "r") as db:
+        assert db.get(b"stray") == b"not a job in any layout", "the unreadable record was not kept"
+
+
+def start_fails(s):
+    """Starts s, which must exit (not listen): its messages (stderr, log)."""
+    try:
+        s.start(wait=20)
+    except RuntimeError as e:
+        return str(e) + s.log_text()
+    s.stop()
+    fail("gearmand started with %r" % s.args)
+
+
+@per_backend("tokyocabinet")
+def test_tokyocabinet_start_up_errors_name_the_option(store):
+    cases = [
+        ([], "--libtokyocabinet-file"),
+        (["--libtokyocabinet-file", os.path.join(store.dir, "no-such-dir", "q.tch")], "--libtokyocabinet-file"),
+        (["--libtokyocabinet-file", os.path.join(store.dir, "q.txt")], "--libtokyocabinet-file"),
+        (["--libtokyocabinet-file", "*"], "--libtokyocabinet-file"),
+        (["--libtokyocabinet-file", store.path, "--libtokyocabinet-optimize", "maybe"],
+         "--libtokyocabinet-optimize"),
+    ]
+    for extra, named in cases:
+        out = start_fails(Server("-q", "libtokyocabinet", *extra))
+        assert named in out, "%r: the message does not name %s:\n%s" % (extra, named, out[-2000:])
+
+
+@per_backend("tokyocabinet")
+def test_tokyocabinet_file_a_running_server_holds_stops_a_second_one_at_once(store):
+    with srv(store) as s:
+        c = s.conn()
+        h = submit(c, "SUBMIT_JOB_BG", "held", "u", "d")
+        t0 = time.time()
+        out = start_fails(srv(store))
+        assert "--libtokyocabinet-file" in out, out[-2000:]
+        # the first one goes on
+        assert status(c, h) == (True, False)
+        assert time.time() - t0 < 20
+
+
+@test
+def test_tokyocabinet_on_a_full_disk_refuses_new_jobs_lives_on_and_holds_completions_until_there_is_room():
+    # Tokyo Cabinet writes through a memory map: without the space reserved
+    # before each batch, the full disk was SIGBUS and the server died
+    disk = Tmpfs("4m")
+    store = TokyoStore()
+    store.dir, store.path = disk.dir, os.path.join(disk.dir, "queue.tch")
+    s = srv(store).start()
+    try:
+        c = s.conn()
+        made = []
+        for i in range(500):
+            c.send_packet("SUBMIT_JOB_BG", "full", "f%d" % i, b"x" * 8000)
+            p = c.recv_packet()
+            if p.name != "JOB_CREATED":
+                assert p.name == "ERROR" and p.fields(2)[0] == b"QUEUE_ERROR", p
+                break
+            made.append(p.data.decode())
+        assert made and len(made) < 500, "the disk never filled (%d jobs)" % len(made)
+        assert s.proc.poll() is None, "gearmand died on the full disk (status %s)" % s.proc.returncode
+        w = worker(s, "full")
+        done = [j[0] for j in drain(w)]
+        assert sorted(done) == sorted(made), (done, made)
+        sync(w)
+        disk.resize("16m")
+        wait_until(lambda: store.rows() == [], timeout=20, what="the held completions written")
+        s = kill9_and_restart(s, store)
+        c = s.conn()
+        back = [h for h in made if status(c, h)[0]]
+        assert not back, "completed jobs came back after the restart: %s" % back
+    finally:
+        stop_ok(s)
+        disk.close()
 
 if __name__ == "__main__":
     gmtest.main()
