@@ -15,9 +15,10 @@
  * BACKEND_CASES; each is its own TCase, so that the TAP line carries its
  * name, and Check forks per case, so one crash fails one case.
  *
- * PostgreSQL, memcached and Redis come from the environment
+ * PostgreSQL, memcached, Redis and MariaDB come from the environment
  * (GM_TEST_PG_CONNINFO, GM_TEST_PG_STOP, GM_TEST_PG_START, GM_TEST_MEMCACHED,
- * GM_TEST_REDIS, GM_TEST_REDIS_STOP, GM_TEST_REDIS_START), which
+ * GM_TEST_REDIS, GM_TEST_REDIS_STOP, GM_TEST_REDIS_START, GM_TEST_MYSQL,
+ * GM_TEST_MYSQL_STOP, GM_TEST_MYSQL_START), which
  * tests/unit/run_with_services.sh sets (through tests/lib/with_services.py)
  * for the programs that need them.
  */
