@@ -5,8 +5,15 @@
  * (cc -o gmclient gmclient.c -lgearman) against Debian's libgearman, so it
  * exercises the real C library against the server under test.
  *
+ * HOST PORT names one server; a server list "h1:p1,h2:p2,..." as HOST with
+ * "-" as PORT adds them all (gearman_client_add_servers /
+ * gearman_worker_add_servers): a worker then serves every server, a client
+ * submits to the first one that answers, moving on to the next when a
+ * connection is refused, as libgearman does.
+ *
  * Worker:
  *   gmclient worker HOST PORT FUNC[,FUNC...] [-c COUNT] [-s SLEEP_MS] [-i ID] [-t TIMEOUT]
+ *                   [-T WAIT_MS]
  *     Registers every FUNC (with CAN_DO_TIMEOUT TIMEOUT when -t is given:
  *     libgearman's timeout argument) and serves jobs; exits after COUNT jobs
  *     (0 or no -c: forever).  For every job it prints
@@ -19,6 +26,11 @@
  *                    with the workload reversed.
  *     Errors from gearman_worker_work() (lost connection, server down) are
  *     printed as "WERR <rc>" and the loop goes on, so the worker reconnects.
+ *     -T sets gearman_worker_set_timeout(WAIT_MS): an idle worker's wait
+ *     for jobs then ends every WAIT_MS (GEARMAN_TIMEOUT, not printed) and
+ *     the next gearman_worker_work() connects again to a server that was
+ *     down; without it, a worker idle on its other servers never retries a
+ *     server it lost.
  *
  * Client:
  *   gmclient client HOST PORT SCENARIO ARGS... [-x] [-u UNIQUE]
@@ -48,6 +60,13 @@
  *         gearman_execute with gearman_task_attr_init_epoch(WHEN): a
  *         SUBMIT_JOB_EPOCH background job due at WHEN (seconds since the
  *         epoch); prints "HANDLE <handle>".
+ *     bgloop FUNC TAG N [PAUSE_MS]
+ *         N background jobs, workloads (and unique keys) "TAG-<i>", one
+ *         gearman_client_do_background at a time (PAUSE_MS between them);
+ *         prints "ACK TAG-<i> <handle>" for each acknowledged job, and
+ *         "NACK TAG-<i> <rc>" for a refused or lost submission, which is
+ *         then tried again (up to 600 times, 50 ms apart) before the next
+ *         job; "END <acked> <nacks>" at the end.
  *     callbacks FUNC WORKLOAD
  *         one task with created/data/status/complete/fail/exception
  *         callbacks; prints each event ("STATUS 1/2", "DATA chunk",
@@ -195,6 +214,7 @@ run_worker(const char *host, int port, char *funcs, int argc, char **argv)
 {
     long count = 0;
     long timeout = 0;
+    int wait_ms = -1;
     const char *id = NULL;
     for (int i = 0; i < argc; i++) {
         if (strcmp(argv[i], "-c") == 0 && i + 1 < argc) {
@@ -205,6 +225,8 @@ run_worker(const char *host, int port, char *funcs, int argc, char **argv)
             id = argv[++i];
         } else if (strcmp(argv[i], "-t") == 0 && i + 1 < argc) {
             timeout = atol(argv[++i]);
+        } else if (strcmp(argv[i], "-T") == 0 && i + 1 < argc) {
+            wait_ms = atoi(argv[++i]);
         } else {
             fprintf(stderr, "worker: unknown argument %s\n", argv[i]);
             return 2;
@@ -216,12 +238,17 @@ run_worker(const char *host, int port, char *funcs, int argc, char **argv)
         fprintf(stderr, "gearman_worker_create failed\n");
         return 1;
     }
-    if (gearman_worker_add_server(worker, host, (in_port_t)port) != GEARMAN_SUCCESS) {
+    gearman_return_t added = port == 0 ? gearman_worker_add_servers(worker, host)
+                                       : gearman_worker_add_server(worker, host, (in_port_t)port);
+    if (added != GEARMAN_SUCCESS) {
         fprintf(stderr, "add_server: %s\n", gearman_worker_error(worker));
         return 1;
     }
     if (id) {
         gearman_worker_set_identifier(worker, id, strlen(id));
+    }
+    if (wait_ms >= 0) {
+        gearman_worker_set_timeout(worker, wait_ms);
     }
     for (char *f = strtok(funcs, ","); f; f = strtok(NULL, ",")) {
         if (gearman_worker_add_function(worker, f, (uint32_t)timeout, work_fn, NULL) !=
@@ -235,6 +262,8 @@ run_worker(const char *host, int port, char *funcs, int argc, char **argv)
 
     while (count == 0 || jobs_done < count) {
         gearman_return_t rc = gearman_worker_work(worker);
+        if (rc == GEARMAN_TIMEOUT && wait_ms >= 0)
+            continue;
         if (rc != GEARMAN_SUCCESS) {
             printf("WERR %s\n", gearman_strerror(rc));
             fflush(stdout);
@@ -646,6 +675,52 @@ sc_epoch(gearman_client_st *c, int argc, char **argv)
 }
 
 static int
+sc_bgloop(gearman_client_st *c, int argc, char **argv)
+{
+    if (argc < 3)
+        return 2;
+    const char *func = argv[0], *tag = argv[1];
+    long n = atol(argv[2]);
+    long pause = argc > 3 ? atol(argv[3]) : 0;
+    long acked = 0, nacks = 0;
+    for (long i = 0; i < n; i++) {
+        char w[128];
+        snprintf(w, sizeof w, "%s-%ld", tag, i);
+        for (int attempt = 0;; attempt++) {
+            gearman_job_handle_t handle;
+            memset(handle, 0, sizeof handle);
+            gearman_return_t rc = gearman_client_do_background(c, func, w, w, strlen(w), handle);
+            if (rc == GEARMAN_SUCCESS && handle[0] != '\0') {
+                printf("ACK %s %s\n", w, handle);
+                acked++;
+                break;
+            }
+            printf("NACK %s %s\n", w, gearman_strerror(rc));
+            nacks++;
+            if (attempt >= 600) {
+                printf("END %ld %ld\n", acked, nacks);
+                return 1;
+            }
+            msleep(50);
+        }
+        if (pause > 0)
+            msleep(pause);
+    }
+    printf("END %ld %ld\n", acked, nacks);
+    return 0;
+}
+
+/* Adds the server (host, port), or the list host ("h1:p1,h2:p2") when port
+ * is 0; returns the libgearman result. */
+static gearman_return_t
+client_servers(gearman_client_st *c, const char *host, int port)
+{
+    if (port == 0)
+        return gearman_client_add_servers(c, host);
+    return gearman_client_add_server(c, host, (in_port_t)port);
+}
+
+static int
 run_client(const char *host, int port, int argc, char **argv)
 {
     bool exceptions = false;
@@ -667,7 +742,7 @@ run_client(const char *host, int port, int argc, char **argv)
         fprintf(stderr, "gearman_client_create failed\n");
         return 1;
     }
-    if (gearman_client_add_server(c, host, (in_port_t)port) != GEARMAN_SUCCESS) {
+    if (client_servers(c, host, port) != GEARMAN_SUCCESS) {
         fprintf(stderr, "add_server: %s\n", gearman_client_error(c));
         return 1;
     }
@@ -696,6 +771,8 @@ run_client(const char *host, int port, int argc, char **argv)
         rc = sc_big(c, argc - 1, argv + 1);
     else if (strcmp(sc, "epoch") == 0)
         rc = sc_epoch(c, argc - 1, argv + 1);
+    else if (strcmp(sc, "bgloop") == 0)
+        rc = sc_bgloop(c, argc - 1, argv + 1);
     else {
         fprintf(stderr, "unknown scenario %s\n", sc);
         rc = 2;
@@ -706,18 +783,26 @@ run_client(const char *host, int port, int argc, char **argv)
     return failures ? 1 : 0;
 }
 
+/* The port argument: a number, or "-" (0) when HOST is a server list. */
+static int
+port_arg(const char *s)
+{
+    return strcmp(s, "-") == 0 ? 0 : atoi(s);
+}
+
 int
 main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc >= 5 && strcmp(argv[1], "worker") == 0)
-        return run_worker(argv[2], atoi(argv[3]), argv[4], argc - 5, argv + 5);
+        return run_worker(argv[2], port_arg(argv[3]), argv[4], argc - 5, argv + 5);
     if (argc >= 5 && strcmp(argv[1], "client") == 0)
-        return run_client(argv[2], atoi(argv[3]), argc - 4, argv + 4);
+        return run_client(argv[2], port_arg(argv[3]), argc - 4, argv + 4);
     fprintf(
         stderr,
-        "usage: %s worker HOST PORT FUNC[,FUNC...] [-c COUNT] [-s SLEEP_MS] [-i ID] [-t TIMEOUT]\n"
-        "       %s client HOST PORT SCENARIO ARGS... [-x] [-u UNIQUE]\n",
+        "usage: %s worker HOST PORT FUNC[,FUNC...] [-c COUNT] [-s SLEEP_MS] [-i ID] [-t TIMEOUT] [-T WAIT_MS]\n"
+        "       %s client HOST PORT SCENARIO ARGS... [-x] [-u UNIQUE]\n"
+        "       (HOST PORT: one server, or a list h1:p1,h2:p2,... and -)\n",
         argv[0], argv[0]);
     return 2;
 }
