@@ -47,7 +47,6 @@ default 1.0).
 """
 
 import collections
-import contextlib
 import os
 import random
 import select
@@ -825,18 +824,8 @@ def crash_rounds(name, args, strict):
     return totals
 
 
-@contextlib.contextmanager
-def service(cls):
-    """A throwaway PostgreSQL, MariaDB, Redis or memcached (services.py) for a with-block;
-    skips the test when the package is missing or the server cannot start."""
-    try:
-        svc = cls().start()
-    except services.Unavailable as e:
-        gmtest.skip(str(e))
-    try:
-        yield svc
-    finally:
-        svc.__exit__(None, None, None)
+# a throwaway PostgreSQL, MariaDB, Redis or memcached for a with-block, or a skip
+service = services.running
 
 
 @test

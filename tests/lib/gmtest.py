@@ -377,7 +377,10 @@ class Server:
         self.env = dict(os.environ, **(env or {}))
         self.proc = None
 
-    def start(self, wait=10.0):
+    def start(self, wait=10.0, ready_port=None):
+        """Starts the server and returns once ready_port (default the Gear
+        port; a standby --ha server opens only its HTTP port) accepts
+        connections; raises RuntimeError, with its output, if it exits."""
         # an empty config file, so /etc/gearmand.conf never leaks in
         open(os.path.join(self.dir, "none.conf"), "w").close()
         self.proc = subprocess.Popen(self.args, env=self.env, stdout=subprocess.PIPE,
@@ -389,11 +392,11 @@ class Server:
                 raise RuntimeError("gearmand exited with %s: %s %s" % (
                     self.proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")))
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                socket.create_connection(("127.0.0.1", ready_port or self.port), timeout=0.5).close()
                 return self
             except OSError:
                 time.sleep(0.05)
-        raise RuntimeError("gearmand did not start listening on %d" % self.port)
+        raise RuntimeError("gearmand did not start listening on %d" % (ready_port or self.port))
 
     def __enter__(self):
         return self.start()

@@ -19,9 +19,12 @@ free port and is stopped by stop() (or the with-block).
         rd.restart()          # kill -9 and start again on the same data
         rd.command("HGETALL", key)
 
-When the package is missing, the constructor raises services.Unavailable.
+When the package is missing, the constructor raises services.Unavailable;
+`with services.running(services.Postgres) as pg:` starts one and skips the
+test instead.
 """
 
+import contextlib
 import glob
 import os
 import shlex
@@ -33,11 +36,26 @@ import sys
 import tempfile
 import time
 
-from gmtest import free_port
+from gmtest import free_port, skip
 
 
 class Unavailable(Exception):
     pass
+
+
+@contextlib.contextmanager
+def running(cls):
+    """A started throwaway server of class cls (Postgres, MariaDB, Redis,
+    Memcached) for a with-block, stopped at its end; skips the test
+    (gmtest.skip) when the package is missing or the server cannot start."""
+    try:
+        svc = cls().start()
+    except Unavailable as e:
+        skip(str(e))
+    try:
+        yield svc
+    finally:
+        svc.__exit__(None, None, None)
 
 
 def _pg_bindir():
