@@ -342,7 +342,11 @@ start_and_serve(struct gm_options *o, struct gm_server **server)
         return 1;
     if (ready_fd >= 0)
         tell_parent_ready(ready_fd);
-    return gm_server_run(*server);
+    int status = gm_server_run(*server);
+    /* --ha: a change of role builds the server again around its queue */
+    while (status == GM_SERVER_REBUILD)
+        status = (*server = gm_server_rebuild(*server)) ? gm_server_run(*server) : 1;
+    return status;
 }
 
 /* The backend this build lacks that -q `name` asks for, or NULL. */
@@ -413,6 +417,16 @@ main(int argc, char **argv)
         gm_queue_opt_set(q, "libdrizzle-uds", o.mysql_socket);
         gm_queue_opt_set(q, "libtokyocabinet-file", o.libtokyocabinet_file);
         gm_queue_opt_set(q, "libtokyocabinet-optimize", o.libtokyocabinet_optimize);
+    }
+    if (o.server.ha) {
+        if (!o.server.queue || !o.server.queue->lead) {
+            fprintf(stderr, "%s: --ha needs -q Postgres: the servers of a pair share its table and "
+                    "its lock (-q %s cannot be shared)\n", prog, o.queue_type);
+            goto out;
+        }
+        static char ha_timeout[12]; /* the queue options keep the pointer */
+        snprintf(ha_timeout, sizeof ha_timeout, "%u", o.server.ha_timeout_s);
+        gm_queue_opt_set(&o.server.queue_opts, "ha-timeout", ha_timeout);
     }
     if (raise_fd_limit(&o) < 0)
         goto out;

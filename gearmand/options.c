@@ -220,6 +220,14 @@ static const struct opt table[] = {
     {"libpq-conninfo", 0, K_STR, "Postgres", NULL, O(libpq_conninfo), 0, 0,
      "PostgreSQL connection information string."},
     {"libpq-table", 0, K_STR, "Postgres", "queue", O(libpq_table), 0, 0, "Table to use."},
+    {"ha", 0, K_FLAG, "Postgres", NULL, O(server.ha), 0, 0,
+     "Active/standby (docs/ha.md): every server with this conninfo and table takes part; the "
+     "one holding the table's PostgreSQL advisory lock is active (replays the queue, opens the "
+     "Gear port), the others wait with the Gear port closed and take over when it is free."},
+    {"ha-timeout", 0, K_UINT, "Postgres", "5", O(server.ha_timeout_s), 1, 3600,
+     "With --ha: seconds after which an active server that cannot reach PostgreSQL stops "
+     "serving (closes the Gear port and its connections); also its connection's keepalive and "
+     "tcp_user_timeout bound."},
 
     /* no defaults shown, as in gearmand 1.1.20; plugins/queue/redis.c has them */
     {"redis-server", 0, K_STR, "redis", NULL, O(redis_server), 0, 0,

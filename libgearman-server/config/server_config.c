@@ -31,6 +31,7 @@ gm_server_config_defaults(struct gm_server_config *c)
     c->dead_letter_max = GM_DEFAULT_DEAD_LETTER_MAX;
     c->keep_results_s = 300;
     c->keep_results_bytes = 4096;
+    c->ha_timeout_s = 5;
     c->keepalive_idle = c->keepalive_interval = c->keepalive_count = -1;
     struct utsname u;
     const char *node = uname(&u) == 0 ? u.nodename : "localhost";

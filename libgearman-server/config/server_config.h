@@ -74,6 +74,8 @@ struct gm_server_config {
     struct gm_queue_options queue_opts;
     uint32_t queue_batch_max;     /* --queue-batch-size: records per transaction */
     uint32_t queue_batch_delay_ms;/* --queue-batch-delay: wait for more before committing */
+    bool ha;                      /* --ha: active/standby on a shared queue (queue->lead) */
+    unsigned ha_timeout_s;        /* --ha-timeout: the fencing bound */
 
     /* a second protocol on its own port (-r http); NULL = none */
     const struct gm_frontend *frontend;

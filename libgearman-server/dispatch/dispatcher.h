@@ -75,6 +75,11 @@ struct gm_qrow;
 void gm_disp_attach_persist(struct gm_dispatcher *d, struct gm_persist_channel *ch,
                             void (*wake)(void *arg), void *arg, bool stores_epoch, bool on_shutdown);
 
+/* Main thread, before the dispatcher runs: this server is a --ha standby
+   (docs/ha.md); it refuses every submit, from any port, with ERROR
+   QUEUE_ERROR, for as long as it runs. */
+void gm_disp_set_standby(struct gm_dispatcher *d);
+
 /* Main thread, before the dispatcher runs: recreates one stored job (it
    keeps its handle; new handles continue above the highest replayed one).
    Returns 0, 1 if the job is already here (replay is idempotent), or -1

@@ -47,6 +47,8 @@ struct gm_disp_persist {
     bool active;                 /* background jobs are written as they come and go */
     bool on_shutdown;            /* --store-queue-on-shutdown: written only at a clean stop */
     bool stores_epoch;           /* the backend keeps run times */
+    bool standby;                /* --ha standby: another server is active; every submit is
+                                    refused (QUEUE_ERROR) */
     struct gm_persist_channel *ch;
     void (*wake)(void *arg);
     void *arg;

@@ -69,6 +69,10 @@ join_unstored(struct gm_dispatcher *d, struct gm_peer *p, struct gm_job *job)
 static void
 submit_job(struct gm_dispatcher *d, struct gm_peer *p, struct gm_in *m, const struct submit *s)
 {
+    if (d->persist.standby) {
+        send_error(d, p->id, "QUEUE_ERROR", "standby: another server is active (--ha)");
+        return;
+    }
     if (s->unique_len > GM_UNIQUE_MAX) {
         send_error(d, p->id, "ARGUMENT_TOO_LARGE", "Unique value too large");
         return;

@@ -279,3 +279,9 @@ gm_disp_attach_persist(struct gm_dispatcher *d, struct gm_persist_channel *ch,
     d->persist.on_shutdown = on_shutdown;
     d->persist.active = !on_shutdown;
 }
+
+void
+gm_disp_set_standby(struct gm_dispatcher *d)
+{
+    d->persist.standby = true;
+}

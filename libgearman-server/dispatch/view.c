@@ -67,6 +67,8 @@ view_server(void *arg, struct gm_view_server *out)
     out->queue_backend = "builtin";
     out->queue_healthy = true;
     out->queue_pending = d->persist.pend_len;
+    out->ha_role = "standalone";
+    out->ha_active = !d->persist.standby;
     if (d->hooks.fill_server_view)
         d->hooks.fill_server_view(d->hooks.arg, out);
 }

@@ -20,6 +20,17 @@
  * not returned for stall_ms makes the queue unhealthy (gm_persist_healthy)
  * until it does.
  *
+ * With --ha the thread also holds the server's role (docs/ha.md), since
+ * leadership is a lock on the backend's session, which it owns.  A
+ * standby tries the lock every GM_HA_TRY_MS (reconnecting first when the
+ * session is gone) and refuses every record; an active server checks its
+ * session as often when no batch has just done so.  Either change (the
+ * lock taken; the session, and so the lock, lost) is reported once to the
+ * main thread, which rebuilds the server around the backend
+ * (gm_persist_detach): it never changes role in place.  An active server
+ * that loses the lock refuses every ADD from that moment and does not
+ * reconnect.
+ *
  * Threads: gm_persist_new/free by the main thread; gm_persist_thread_main
  * on the persistence thread; wake/stop from any thread.  The rings are the
  * only shared state.
@@ -141,6 +152,24 @@ void gm_persist_watch(struct gm_persist *p);
 
 /* Any thread: counters (approximate). */
 void gm_persist_stats(const struct gm_persist *p, struct gm_queue_stats *out);
+
+#define GM_HA_TRY_MS 500
+
+enum gm_ha_role { GM_HA_NONE, GM_HA_ACTIVE, GM_HA_STANDBY };
+enum gm_ha_event { GM_HA_QUIET, GM_HA_TOOK_LOCK, GM_HA_LOST_LOCK };
+
+/* Main thread, before the thread starts: this server's --ha role, and the
+   hook (any thread may run it: the persistence thread does) that tells the
+   main thread of an event. */
+void gm_persist_set_ha(struct gm_persist *p, enum gm_ha_role role, void (*changed)(void *arg), void *arg);
+
+/* Any thread: the event reported (GM_HA_QUIET before one); for LOST, why
+   in reason (copied, NUL-terminated). */
+enum gm_ha_event gm_persist_ha_event(const struct gm_persist *p, char *reason, size_t len);
+
+/* Main thread, after the thread stopped: takes the backend's state out of
+   p (gm_persist_free no longer closes it), for the next server to use. */
+void *gm_persist_detach(struct gm_persist *p);
 
 /* Sets up / tears down the rings (releasing references still in them). */
 int gm_persist_channel_init(struct gm_persist_channel *ch, size_t slots);

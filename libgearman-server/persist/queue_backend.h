@@ -77,7 +77,8 @@ typedef int (*gm_qrow_cb)(void *arg, const struct gm_qrow *row);
 /* What a backend is opened with: the core's own settings, and the
    backend's options as name/value pairs named as gearmand's options are
    without their dashes ("libsqlite3-db"), so the core names no backend:
-   gearmand/ fills them, each backend reads its own (gm_queue_opt). */
+   gearmand/ fills them, each backend reads its own (gm_queue_opt).  With
+   --ha, "ha-timeout" (seconds) is given too: the most any call may wait. */
 struct gm_queue_options {
     bool store_on_shutdown;         /* --store-queue-on-shutdown */
     const char *handle_prefix;      /* for handles given to migrated rows */
@@ -142,6 +143,15 @@ struct gm_queue_backend {
 
     /* Tries to restore a lost connection; returns 0 when usable again. */
     int (*reconnect)(void *state, char *err, size_t errlen);
+
+    /* --ha (servers sharing one queue, one of them active at a time): takes
+       the lock that makes this server the active one, on the backend's own
+       session, if it is free; once held, checks that the session, and so
+       the lock, is still there.  Returns 1 (held), 0 (another server holds
+       it), -1 (the session is lost, and the lock with it; reason in err).
+       Bounded by the "ha-timeout" option.  NULL: the queue cannot be
+       shared (--ha is refused). */
+    int (*lead)(void *state, char *err, size_t errlen);
 
     /* Closes and frees the state. */
     void (*close)(void *state);

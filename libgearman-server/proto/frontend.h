@@ -89,6 +89,7 @@ struct gm_fe_output {
     X(U64, queue_records, "server.queue.records", GM_METRIC(7, "gearman_queue_records_total", "Job records (adds and removals) written to the durable queue.")) \
     X(U64, queue_failures, "server.queue.failures", GM_METRIC(8, "gearman_queue_failures_total", "Batches the durable queue refused.")) \
     X(U64, queue_pending, "server.queue.pending", GM_METRIC(9, "gearman_queue_pending_jobs", "Background jobs waiting for their durable write (the lag).")) \
+    X(STR, ha_role, "server.ha.role", GM_NO_METRIC) /* "standalone", or with --ha "active" or "standby" */ \
     X(U64, denied_submit, "server.denied.submit", GM_METRIC_LABEL(14, "gearman_denied_total", GM_LABEL("permission", "submit"), "Requests denied (docs/security.md), by the permission they lacked.")) \
     X(U64, denied_work, "server.denied.work", GM_METRIC_LABEL(15, "gearman_denied_total", GM_LABEL("permission", "work"), NULL)) \
     X(U64, denied_admin_read, "server.denied.admin-read", GM_METRIC_LABEL(16, "gearman_denied_total", GM_LABEL("permission", "admin-read"), NULL)) \
@@ -104,7 +105,8 @@ struct gm_fe_output {
     X(U64, in_ring_pending, NULL, GM_METRIC_LABEL(10, "gearman_ring_messages", GM_LABEL("direction", "in"), "Messages waiting in the thread rings.")) \
     X(U64, out_ring_pending, NULL, GM_METRIC_LABEL(11, "gearman_ring_messages", GM_LABEL("direction", "out"), NULL)) \
     X(U64, ring_capacity, NULL, GM_METRIC(12, "gearman_ring_capacity", "Slots in all thread rings.")) \
-    X(U64, dead_dropped, NULL, GM_METRIC(13, "gearman_dead_jobs_dropped_total", "Dead letters dropped, the oldest first, past --dead-letter-max."))
+    X(U64, dead_dropped, NULL, GM_METRIC(13, "gearman_dead_jobs_dropped_total", "Dead letters dropped, the oldest first, past --dead-letter-max.")) \
+    X(BOOL, ha_active, NULL, GM_METRIC(18, "gearman_ha_active", "Whether this server serves: 0 for a --ha standby (docs/ha.md)."))
 
 /*
  * GM_VIEW_POLICY_STATS(X, arg) calls X(arg, field, metric, help) for each

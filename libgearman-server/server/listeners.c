@@ -4,6 +4,8 @@
  * accepting, naming the peer, and handing each socket to the I/O threads
  * in turn over their socket rings.
  *
+ * A --ha standby (server.c) listens on the front-end's port only.
+ *
  * Running out of descriptors does not clog the listen queue: a spare
  * descriptor, held for the purpose, is given up for a moment to accept each
  * waiting connection and close it at once (counted, logged once per
@@ -270,7 +272,9 @@ int
 gm_server_listen(struct gm_server *s)
 {
     const char *port = s->cfg->port && *s->cfg->port ? s->cfg->port : GM_DEFAULT_PORT;
-    if (listen_port(s, port, 0) < 0)
+    /* a --ha standby keeps the Gear port closed: clients with a server
+       list go to the active one */
+    if (s->role != GM_HA_STANDBY && listen_port(s, port, 0) < 0)
         return -1;
     if (s->cfg->frontend) {
         const char *fport = s->cfg->frontend_port ? s->cfg->frontend_port : "8080";

@@ -2,8 +2,13 @@
  * server.c: threads and the main loop (see server.h): the server built
  * (channels, dispatcher, I/O threads, queue opened and replayed), the
  * threads started and stopped in order, signals (SIGHUP: the log
- * reopened, the TLS files and the access table read again), and the watch
- * on the queue backend.  Listening and accepting are listeners.c; the state both
+ * reopened, the TLS files and the access table read again), the watch
+ * on the queue backend, and with --ha the server's role: a server is
+ * active or standby for its whole life, and a change of role (the lock
+ * taken or lost, as the persistence thread reports) stops it and builds
+ * the next one around the same queue connection (gm_server_rebuild), so a
+ * server that takes over replays exactly as one starting, and one that
+ * loses the lock keeps nothing: no job, no connection, no Gear port.  Listening and accepting are listeners.c; the state both
  * share is server_int.h.
  *
  * Runs on the main thread.
@@ -77,6 +82,17 @@ fill_server_view(void *arg, struct gm_view_server *out)
         out->queue_records = st.records;
         out->queue_failures = st.failures;
     }
+    if (s->role != GM_HA_NONE)
+        out->ha_role = s->role == GM_HA_ACTIVE ? "active" : "standby";
+}
+
+/* Persistence thread (through its --ha hook): the lock was taken or lost;
+   on_control reads which. */
+static void
+ha_changed(void *arg)
+{
+    struct gm_server *s = arg;
+    ev_async_send(s->loop, &s->control);
 }
 
 static void
@@ -109,10 +125,36 @@ replay_row(void *arg, const struct gm_qrow *row)
     return 0;
 }
 
-/* Opens the durable queue, replays it into the dispatcher (before anything
-   listens) and prepares the persistence thread.  Returns 0 or -1 (logged). */
+/* With --ha: takes this server's role from the queue's lock (held: active,
+   else standby) and tells the persistence thread and, for a standby, the
+   dispatcher. */
+static void
+take_role(struct gm_server *s, void *state)
+{
+    const struct gm_server_config *cfg = s->cfg;
+    char err[256] = "";
+    int held = cfg->queue->lead(state, err, sizeof err);
+    s->role = held == 1 ? GM_HA_ACTIVE : GM_HA_STANDBY;
+    gm_persist_set_ha(s->persist, s->role, ha_changed, s);
+    if (held == 1) {
+        gm_log(GM_LOG_NOTICE, "ha: active: this server holds the %s queue's lock; replaying it", cfg->queue->name);
+        return;
+    }
+    gm_disp_set_standby(s->disp);
+    if (held == 0)
+        gm_log(GM_LOG_NOTICE, "ha: standby: another server holds the queue lock; the Gear port opens when "
+               "this server takes it (tried every %d ms)", GM_HA_TRY_MS);
+    else
+        gm_log(GM_LOG_WARNING, "ha: standby: the %s queue cannot be reached (%s); trying every %d ms",
+               cfg->queue->name, err, GM_HA_TRY_MS);
+}
+
+/* Opens the durable queue (or takes the one `kept` from the server before,
+   with --ha), replays it into the dispatcher (before anything listens)
+   unless this server is a standby, and prepares the persistence thread.
+   Returns 0 or -1 (logged). */
 static int
-open_queue(struct gm_server *s)
+open_queue(struct gm_server *s, void *kept)
 {
     const struct gm_server_config *cfg = s->cfg;
     struct gm_queue_options opts = cfg->queue_opts;
@@ -127,7 +169,7 @@ open_queue(struct gm_server *s)
         opts.store_on_shutdown = false;
     }
     char err[256] = "";
-    void *state = cfg->queue->open(&opts, err, sizeof err);
+    void *state = kept ? kept : cfg->queue->open(&opts, err, sizeof err);
     if (!state) {
         gm_log(GM_LOG_FATAL, "queue %s: %s", cfg->queue->name, err);
         return -1;
@@ -145,6 +187,11 @@ open_queue(struct gm_server *s)
     }
     gm_disp_attach_persist(s->disp, &s->pch, wake_persist, s->persist, cfg->queue->stores_epoch,
                            opts.store_on_shutdown);
+    if (cfg->ha) {
+        take_role(s, state);
+        if (s->role == GM_HA_STANDBY)
+            return 0; /* the active server has the queue: nothing to replay */
+    }
     /* Replay before anything listens; the persistence thread is not
        running yet, so the backend is ours to use from here. */
     uint64_t next = 0;
@@ -216,8 +263,10 @@ load_tls(struct gm_server *s, bool reload)
     return 0;
 }
 
-struct gm_server *
-gm_server_new(const struct gm_server_config *cfg)
+/* Builds a server; kept: the queue's state from the server before (--ha),
+   or NULL to open it. */
+static struct gm_server *
+server_build(const struct gm_server_config *cfg, void *kept)
 {
     struct gm_server *s = calloc(1, sizeof *s);
     if (!s)
@@ -266,19 +315,40 @@ gm_server_new(const struct gm_server_config *cfg)
         goto oom;
     if (s->hosted)
         gm_io_host_dispatcher(s->io[0], s->disp);
-    if (cfg->ssl && load_tls(s, false) < 0) {
-        gm_server_free(s);
-        return NULL;
-    }
-    if (load_access(s, true) < 0 || (cfg->queue && open_queue(s) < 0)) {
-        gm_server_free(s);
-        return NULL;
+    if ((cfg->ssl && load_tls(s, false) < 0) || load_access(s, true) < 0)
+        goto fail;
+    if (cfg->queue && open_queue(s, kept) < 0) {
+        kept = NULL; /* open_queue's, closed or the persistence state's */
+        goto fail;
     }
     return s;
 oom:
     gm_log(GM_LOG_FATAL, "out of memory creating the server");
+fail:
+    if (kept)
+        cfg->queue->close(kept);
     gm_server_free(s);
     return NULL;
+}
+
+struct gm_server *
+gm_server_new(const struct gm_server_config *cfg)
+{
+    return server_build(cfg, NULL);
+}
+
+struct gm_server *
+gm_server_rebuild(struct gm_server *s)
+{
+    const struct gm_server_config *cfg = s->cfg;
+    void *kept = s->persist ? gm_persist_detach(s->persist) : NULL;
+    gm_server_free(s);
+    struct gm_server *n = server_build(cfg, kept);
+    if (n && gm_server_listen(n) < 0) {
+        gm_server_free(n);
+        n = NULL;
+    }
+    return n;
 }
 
 void
@@ -365,6 +435,22 @@ on_control(struct ev_loop *loop, ev_async *w, int revents)
     }
     if (atomic_load(&s->stop_requested))
         ev_break(loop, EVBREAK_ALL);
+    char why[160];
+    enum gm_ha_event e = s->persist && !s->rebuild ? gm_persist_ha_event(s->persist, why, sizeof why) : GM_HA_QUIET;
+    if (e == GM_HA_TOOK_LOCK) {
+        gm_log(GM_LOG_NOTICE, "ha: took the queue lock: this server becomes the active one");
+    } else if (e == GM_HA_LOST_LOCK) {
+        /* Nothing more is acknowledged from here (the persistence thread
+           refuses every ADD); the Gear port closes now, the connections
+           as the threads stop. */
+        gm_log(GM_LOG_ERROR, "ha: lost the queue lock (%s): not serving; closing the Gear port and every "
+               "connection, then standby", why);
+        stop_listening(s);
+    }
+    if (e != GM_HA_QUIET) {
+        s->rebuild = true;
+        ev_break(loop, EVBREAK_ALL);
+    }
 }
 
 /* Stops the dispatcher first (it publishes its last replies), then the I/O
@@ -402,6 +488,10 @@ gm_server_run(struct gm_server *s)
     sigaddset(&block, SIGHUP);
     sigaddset(&block, SIGPIPE);
     pthread_sigmask(SIG_BLOCK, &block, &old);
+    /* before any thread can ask for something through it */
+    ev_async_init(&s->control, on_control);
+    s->control.data = s;
+    ev_async_start(s->loop, &s->control);
     int status = 0;
     if (s->persist) {
         if (pthread_create(&s->persist_tid, NULL, gm_persist_thread_main, s->persist) != 0) {
@@ -431,6 +521,7 @@ gm_server_run(struct gm_server *s)
     (void)old;
     if (status) {
         stop_threads(s);
+        ev_async_stop(s->loop, &s->control);
         return status;
     }
 
@@ -444,16 +535,14 @@ gm_server_run(struct gm_server *s)
     ev_signal_start(s->loop, &s->sig_int);
     ev_signal_start(s->loop, &s->sig_usr1);
     ev_signal_start(s->loop, &s->sig_hup);
-    ev_async_init(&s->control, on_control);
-    s->control.data = s;
-    ev_async_start(s->loop, &s->control);
     if (s->persist) {
         ev_timer_init(&s->persist_watch, on_persist_watch, 1., 1.);
         s->persist_watch.data = s->persist;
         ev_timer_start(s->loop, &s->persist_watch);
     }
     listeners_start(s);
-    gm_log(GM_LOG_NOTICE, "gearmand %s ready: %u I/O threads", s->cfg->version ? s->cfg->version : "",
+    gm_log(GM_LOG_NOTICE, "gearmand %s ready%s: %u I/O threads", s->cfg->version ? s->cfg->version : "",
+           s->role == GM_HA_STANDBY ? " as a standby (no Gear port)" : s->role == GM_HA_ACTIVE ? " as the active server" : "",
            s->nthreads);
 
     ev_run(s->loop, 0);
@@ -467,6 +556,8 @@ gm_server_run(struct gm_server *s)
     if (s->persist)
         ev_timer_stop(s->loop, &s->persist_watch);
     stop_threads(s);
+    if (s->rebuild)
+        return GM_SERVER_REBUILD;
     gm_log(GM_LOG_NOTICE, "Shutdown complete");
     return 0;
 }

@@ -28,8 +28,8 @@ struct listener {
 /* Owner: the main thread (the accept loop) writes and reads every field,
    except stop_requested and stop_accepting_requested, atomics the
    dispatcher sets through its request_shutdown hook (then wakes `control`),
-   and cfg and persist, set before the threads start and only read after:
-   the dispatcher's view hook (fill_server_view) reads them.  The other
+   and cfg, persist and role, set before the threads start and only read
+   after: the dispatcher's view hook (fill_server_view) reads them.  The other
    threads get their own pieces (channels, config) before they start. */
 struct gm_server {
     const struct gm_server_config *cfg;
@@ -65,6 +65,8 @@ struct gm_server {
     unsigned long turned_away;  /* connections closed at once in this episode */
     bool graceful;
     unsigned next_io;
+    enum gm_ha_role role;       /* --ha: fixed for this server's life (server.c) */
+    bool rebuild;               /* --ha: the role must change; gm_server_run says so */
 };
 
 /* listeners.c */

@@ -74,19 +74,28 @@
  *   tcp_user_timeout 15 s (sent data unacknowledged that long closes the
  *   connection: a partition during a send).  Values given in
  *   --libpq-conninfo win (and PGCONNECT_TIMEOUT over our connect_timeout).
+ *
+ * With --ha (option "ha-timeout", T seconds) an active server must see a
+ * lost PostgreSQL within T, and PostgreSQL must see a lost server soon, so
+ * that its session, and the lock with it, ends (docs/ha.md): the answer
+ * deadline is T, statement_timeout 3/4 of it, connect_timeout T,
+ * keepalives after 1 s idle, every 1 s, T lost, tcp_user_timeout T; and the
+ * session asks the server for the same keepalives and tcp_user_timeout on
+ * its side (tcp_keepalives_*, per session).
  */
 #define PG_ANSWER_MS 15000
-#define PG_STATEMENT_TIMEOUT "10s"
+#define PG_STATEMENT_TIMEOUT_MS 10000
 
 static const struct {
     const char *key, *value, *env;
+    char ha; /* its value with --ha: 's' T (seconds), 'm' T in ms, '1' one, 0 the same */
 } pg_conn_defaults[] = {
-    {"connect_timeout", "5", "PGCONNECT_TIMEOUT"},
-    {"keepalives", "1", NULL},
-    {"keepalives_idle", "10", NULL},
-    {"keepalives_interval", "5", NULL},
-    {"keepalives_count", "3", NULL},
-    {"tcp_user_timeout", "15000", NULL},
+    {"connect_timeout", "5", "PGCONNECT_TIMEOUT", 's'},
+    {"keepalives", "1", NULL, 0},
+    {"keepalives_idle", "10", NULL, '1'},
+    {"keepalives_interval", "5", NULL, '1'},
+    {"keepalives_count", "3", NULL, 's'},
+    {"tcp_user_timeout", "15000", NULL, 'm'},
 };
 #define PG_NDEFAULTS (sizeof pg_conn_defaults / sizeof pg_conn_defaults[0])
 
@@ -104,7 +113,11 @@ enum { COL_HANDLE, COL_UNIQUE, COL_FUNCTION, COL_PRIORITY, COL_DATA, COL_WHEN, C
 #define NADD COL_DONE /* the INSERT's columns */
 
 struct pg {
-    PGconn *conn;         /* non-blocking; NULL once given up, until reconnect() */
+    PGconn *conn;
+    unsigned ha_s;        /* --ha-timeout, 0 without --ha */
+    unsigned answer_ms;   /* PG_ANSWER_MS, or ha_s seconds */
+    bool leader;          /* this session holds the --ha lock */
+    char lock_key[24];    /* the lock: a bigint from the table's name */         /* non-blocking; NULL once given up, until reconnect() */
     bool bounded;         /* calls have deadlines: the persistence thread uses it */
     bool timeouts_set;    /* this session's statement_timeout is settled */
     bool down;            /* the server cancelled a statement for a timeout, or the
@@ -142,20 +155,25 @@ log_notice(void *arg, const char *message)
     gm_log(GM_LOG_WARNING, "Postgres: %.*s", (int)strcspn(message, "\n"), message);
 }
 
-/* Connects with our defaults first and the user's conninfo last, expanded
-   as a connection string (libpq keeps the last value of a keyword, so the
-   user's win), and makes the connection non-blocking.  Returns NULL only
-   when memory is short; check PQstatus. */
+/* Connects with our defaults first (with --ha, its bounds: see the top)
+   and the user's conninfo last, expanded as a connection string (libpq
+   keeps the last value of a keyword, so the user's win), and makes the
+   connection non-blocking.  Returns NULL only when memory is short; check
+   PQstatus. */
 static PGconn *
-pg_connect(const char *conninfo)
+pg_connect(const char *conninfo, unsigned ha_s)
 {
     const char *keys[PG_NDEFAULTS + 2], *values[PG_NDEFAULTS + 2];
+    char t_s[12], t_ms[16];
+    snprintf(t_s, sizeof t_s, "%u", ha_s);
+    snprintf(t_ms, sizeof t_ms, "%u", ha_s * 1000);
     size_t n = 0;
     for (size_t i = 0; i < PG_NDEFAULTS; i++) {
         if (pg_conn_defaults[i].env && getenv(pg_conn_defaults[i].env))
             continue;
+        char ha = ha_s ? pg_conn_defaults[i].ha : 0;
         keys[n] = pg_conn_defaults[i].key;
-        values[n++] = pg_conn_defaults[i].value;
+        values[n++] = ha == 's' ? t_s : ha == 'm' ? t_ms : ha == '1' ? "1" : pg_conn_defaults[i].value;
     }
     if (*conninfo) {
         keys[n] = "dbname";
@@ -179,6 +197,7 @@ drop_conn(struct pg *p)
         PQfinish(p->conn);
     p->conn = NULL;
     p->timeouts_set = false;
+    p->leader = false;
 }
 
 enum pg_wait { PG_READY, PG_LATE, PG_BROKEN };
@@ -257,7 +276,7 @@ static int
 lost(struct pg *p, enum pg_wait w, const char *what, char *err, size_t errlen)
 {
     if (w == PG_LATE)
-        snprintf(err, errlen, "%s: no answer from PostgreSQL within %d s", what, PG_ANSWER_MS / 1000);
+        snprintf(err, errlen, "%s: no answer from PostgreSQL within %u s", what, p->answer_ms / 1000);
     else
         set_err(err, errlen, what, p->conn);
     if (p->timeouts_set && !p->orphan_pid) {
@@ -315,7 +334,7 @@ finish(struct pg *p, int sent, bool pipeline, PGresult **rows, const char *what,
         set_err(err, errlen, what, p->conn);
         return -1;
     }
-    uint64_t deadline = p->bounded ? gm_mono_ms() + PG_ANSWER_MS : 0;
+    uint64_t deadline = p->bounded ? gm_mono_ms() + p->answer_ms : 0;
     enum pg_wait w = flush_request(p->conn, deadline);
     int rc = 0;
     bool gap = false; /* a NULL just ended one statement of the pipeline */
@@ -552,18 +571,29 @@ out:
     return rc;
 }
 
-/* Gives the session its server-side deadline (see PG_STATEMENT_TIMEOUT),
-   unless this connection, its role or its database chose one, and notes
-   which server it is on.  Returns 0, or -1 with err. */
+/* Gives the session its server-side deadline (see PG_STATEMENT_TIMEOUT_MS;
+   with --ha 3/4 of its timeout), unless this connection, its role or its
+   database chose one, and with --ha the server's side of the keepalives
+   (those the server has: tcp_user_timeout is 12 and later); notes which
+   server it is on.  Returns 0, or -1 with err. */
 static int
 set_timeouts(struct pg *p, char *err, size_t errlen)
 {
     static const char sql[] =
-        "SELECT pg_postmaster_start_time()::text, (SELECT set_config('statement_timeout', '"
-        PG_STATEMENT_TIMEOUT "', false) FROM pg_settings WHERE name = 'statement_timeout' "
-        "AND source NOT IN ('client', 'user', 'database', 'database user'))";
+        "SELECT pg_postmaster_start_time()::text, (SELECT set_config('statement_timeout', $1, false) "
+        "FROM pg_settings WHERE name = 'statement_timeout' "
+        "AND source NOT IN ('client', 'user', 'database', 'database user')), "
+        "(SELECT count(set_config(s.name, w.v, false)) FROM (VALUES ('tcp_keepalives_idle', '1'), "
+        "('tcp_keepalives_interval', '1'), ('tcp_keepalives_count', $2), ('tcp_user_timeout', $3)) "
+        "AS w(name, v) JOIN pg_settings s ON s.name = w.name WHERE $2 <> '0')";
+    char st[16], t_s[12], t_ms[16];
+    snprintf(st, sizeof st, "%ums", p->ha_s ? p->ha_s * 750 : PG_STATEMENT_TIMEOUT_MS);
+    snprintf(t_s, sizeof t_s, "%u", p->ha_s);
+    snprintf(t_ms, sizeof t_ms, "%u", p->ha_s * 1000);
+    const char *v[3] = {st, t_s, t_ms};
     PGresult *r;
-    if (finish(p, PQsendQuery(p->conn, sql), false, &r, "setting statement_timeout", err, errlen) < 0)
+    if (finish(p, PQsendQueryParams(p->conn, sql, 3, NULL, v, NULL, NULL, 0), false, &r,
+               "setting statement_timeout", err, errlen) < 0)
         return -1;
     snprintf(p->server_start, sizeof p->server_start, "%s", PQntuples(r) == 1 ? PQgetvalue(r, 0, 0) : "");
     PQclear(r);
@@ -620,7 +650,7 @@ start_session(struct pg *p, const char *what, char *err, size_t errlen)
 {
     drop_conn(p);
     p->down = false;
-    p->conn = pg_connect(p->conninfo);
+    p->conn = pg_connect(p->conninfo, p->ha_s);
     if (!p->conn) {
         snprintf(err, errlen, "%s: out of memory", what);
         return -1;
@@ -652,6 +682,17 @@ pg_open(const struct gm_queue_options *opts, char *err, size_t errlen)
     p->table_raw = strdup(t);
     p->prefix = strdup(opts->handle_prefix ? opts->handle_prefix : "H:migrated");
     p->counter_name = fmt("next_handle:%s", t);
+    const char *ha = gm_queue_opt(opts, "ha-timeout");
+    p->ha_s = ha ? (unsigned)strtoul(ha, NULL, 10) : 0;
+    p->answer_ms = p->ha_s ? p->ha_s * 1000 : PG_ANSWER_MS;
+    /* the --ha lock: FNV-1a of the table's name, so every server on this
+       table (in this database) contends for the same one */
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (const char *c = "gearmand-ha:"; *c; c++)
+        h = (h ^ (uint8_t)*c) * 0x100000001b3ULL;
+    for (const char *c = t; *c; c++)
+        h = (h ^ (uint8_t)*c) * 0x100000001b3ULL;
+    snprintf(p->lock_key, sizeof p->lock_key, "%lld", (long long)h);
     if (!p->conninfo || !p->table || !p->table_raw || !p->prefix || !p->counter_name) {
         snprintf(err, errlen, "out of memory");
         goto fail;
@@ -715,6 +756,12 @@ static int
 pg_replay(void *state, gm_qrow_cb cb, void *arg, char *err, size_t errlen)
 {
     struct pg *p = state;
+    /* A session with our statement_timeout (--ha: a server taking over
+       replays on the session that holds the lock) lifts it for the replay,
+       which takes what a big table takes. */
+    bool lifted = p->timeouts_set;
+    if (lifted && (run(p, "BEGIN", err, errlen) < 0 || run(p, "SET LOCAL statement_timeout = 0", err, errlen) < 0))
+        return -1;
     char *sql = fmt("SELECT job_handle, unique_key, function_name, priority, data, when_to_run, seq, "
                     "lifecycle FROM %s ORDER BY seq",
                     p->table);
@@ -747,6 +794,8 @@ pg_replay(void *state, gm_qrow_cb cb, void *arg, char *err, size_t errlen)
     }
     if (w != PG_READY)
         rc = lost(p, w, "replay", err, errlen);
+    else if (lifted && run(p, "COMMIT", err, errlen) < 0)
+        rc = -1;
     return rc < 0 ? -1 : 0;
 }
 
@@ -975,6 +1024,33 @@ pg_reconnect(void *state, char *err, size_t errlen)
     return start_session(p, "reconnect", err, errlen);
 }
 
+static int
+pg_lead(void *state, char *err, size_t errlen)
+{
+    struct pg *p = state;
+    p->bounded = true;
+    if (!pg_alive(p)) {
+        snprintf(err, errlen, "not connected");
+        return -1;
+    }
+    if (!p->timeouts_set && set_timeouts(p, err, errlen) < 0)
+        return -1;
+    if (p->leader) {
+        /* held for as long as the session lives */
+        if (run(p, "SELECT 1", err, errlen) == 0)
+            return 1;
+        p->leader = false;
+        return -1;
+    }
+    PGresult *r = query1(p, "SELECT pg_try_advisory_lock($1::bigint)", p->lock_key, "taking the queue lock", err,
+                         errlen);
+    if (!r)
+        return -1;
+    p->leader = PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+    PQclear(r);
+    return p->leader ? 1 : 0;
+}
+
 static void
 pg_close(void *state)
 {
@@ -1006,5 +1082,6 @@ const struct gm_queue_backend gm_queue_postgres = {
     .load_policies = pg_load_policies,
     .alive = pg_alive,
     .reconnect = pg_reconnect,
+    .lead = pg_lead,
     .close = pg_close,
 };

@@ -43,6 +43,8 @@ static struct {
     int refuse_multi;    /* a batch of more than one record is refused (the backend is up) */
     int stall;           /* write_batch waits while set */
     int reconnect_ok;    /* reconnect succeeds while set */
+    int lock_other;      /* another server holds the --ha lock while set */
+    unsigned leads;      /* lead calls */
     unsigned attempts;   /* write_batch calls */
     unsigned batches;    /* successful write_batch calls */
     unsigned reconnects; /* reconnect calls */
@@ -116,6 +118,21 @@ fake_alive(void *state)
     return up;
 }
 
+/* --ha: the lock is ours unless another server holds it; the session is
+   lost while the backend is down. */
+static int
+fake_lead(void *state, char *err, size_t errlen)
+{
+    (void)state;
+    pthread_mutex_lock(&F.mu);
+    F.leads++;
+    int rc = F.fail ? -1 : F.lock_other ? 0 : 1;
+    pthread_mutex_unlock(&F.mu);
+    if (rc < 0)
+        snprintf(err, errlen, "fake session lost");
+    return rc;
+}
+
 static void
 fake_close(void *state)
 {
@@ -132,6 +149,7 @@ static const struct gm_queue_backend FAKE = {
     .write_batch = fake_write,
     .alive = fake_alive,
     .reconnect = fake_reconnect,
+    .lead = fake_lead,
     .close = fake_close,
 };
 
@@ -143,7 +161,15 @@ static struct {
     bool running;
     uint64_t seq;
     _Atomic unsigned wakes;
+    _Atomic unsigned ha_reports; /* the --ha hook's calls */
 } P;
+
+static void
+p_ha_changed(void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&P.ha_reports, 1);
+}
 
 static void
 p_wake_disp(void *arg)
@@ -154,8 +180,9 @@ p_wake_disp(void *arg)
 
 static uint32_t p_stall_ms; /* the next p_start's stall_ms (0: the default) */
 
+/* Starts a persistence thread over the fake backend, with a --ha role. */
 static void
-p_start(uint32_t batch_max, uint32_t delay_ms)
+p_start_role(uint32_t batch_max, uint32_t delay_ms, enum gm_ha_role role)
 {
     quiet_logs();
     memset(&F, 0, sizeof F);
@@ -166,8 +193,27 @@ p_start(uint32_t batch_max, uint32_t delay_ms)
     struct gm_persist_config cfg = {batch_max, delay_ms, p_stall_ms};
     P.p = gm_persist_new(&FAKE, (void *)&F, &cfg, &P.ch, p_wake_disp, NULL);
     ck_assert_ptr_nonnull(P.p);
+    if (role != GM_HA_NONE)
+        gm_persist_set_ha(P.p, role, p_ha_changed, NULL);
     ck_assert_int_eq(pthread_create(&P.tid, NULL, gm_persist_thread_main, P.p), 0);
     P.running = true;
+}
+
+static void
+p_start(uint32_t batch_max, uint32_t delay_ms)
+{
+    p_start_role(batch_max, delay_ms, GM_HA_NONE);
+}
+
+/* Waits up to `timeout` s for the --ha event; returns it. */
+static enum gm_ha_event
+p_ha_wait(double timeout, char *why, size_t len)
+{
+    double end = now_s() + timeout;
+    enum gm_ha_event e;
+    while ((e = gm_persist_ha_event(P.p, why, len)) == GM_HA_QUIET && now_s() < end)
+        sleep_ms(5);
+    return e;
 }
 
 /* Stops the thread (final flush), frees everything. */
@@ -696,6 +742,97 @@ START_TEST(test_persist_backend_call_that_does_not_return_makes_the_queue_unheal
 }
 END_TEST
 
+/* --ha standby: it stores nothing (every record refused, the backend not
+   even tried) and tries the lock every GM_HA_TRY_MS; once it is free, the
+   take-over is reported once, and the tries stop. */
+START_TEST(test_persist_ha_standby_refuses_records_and_reports_the_lock_once_taken)
+{
+    p_start_role(4096, 0, GM_HA_STANDBY);
+    f_set(&F.lock_other, 1);
+    ck_assert(!gm_persist_healthy(P.p));
+    uint64_t s = p_push(GM_QOP_ADD, "H:s:1");
+    p_publish();
+    struct gm_pack a = p_ack(5);
+    ck_assert_msg(!a.ok && a.upto == s, "a standby acknowledged a job");
+    ck_assert_uint_eq(f_get(&F.attempts), 0);
+    double end = now_s() + 5;
+    while (f_get(&F.leads) < 2 && now_s() < end)
+        sleep_ms(5);
+    ck_assert_msg(f_get(&F.leads) >= 2, "the lock was tried %u times", f_get(&F.leads));
+    ck_assert_int_eq(gm_persist_ha_event(P.p, NULL, 0), GM_HA_QUIET);
+    ck_assert_uint_eq(atomic_load(&P.ha_reports), 0);
+
+    f_set(&F.lock_other, 0);
+    ck_assert_int_eq(p_ha_wait(5, NULL, 0), GM_HA_TOOK_LOCK);
+    ck_assert_uint_eq(atomic_load(&P.ha_reports), 1);
+    unsigned leads = f_get(&F.leads);
+    sleep_ms(2 * GM_HA_TRY_MS);
+    ck_assert_uint_eq(f_get(&F.leads), leads);
+    ck_assert_uint_eq(atomic_load(&P.ha_reports), 1);
+    p_stop();
+}
+END_TEST
+
+/* --ha active: a batch that fails with the session lost is refused, the
+   loss reported (with why), and from then on every ADD is refused: no
+   reconnect here, even once the backend is back (the next server does it,
+   standby first). */
+START_TEST(test_persist_ha_active_that_loses_its_session_refuses_everything_after)
+{
+    p_start_role(4096, 0, GM_HA_ACTIVE);
+    ck_assert(gm_persist_healthy(P.p));
+    uint64_t s = p_push(GM_QOP_ADD, "H:a:1");
+    p_publish();
+    struct gm_pack a = p_ack(5);
+    ck_assert(a.ok && a.upto == s);
+
+    f_down(1);
+    s = p_push(GM_QOP_ADD, "H:a:2");
+    p_publish();
+    a = p_ack(5);
+    ck_assert_msg(!a.ok && a.upto == s, "acknowledged after the session was lost");
+    char why[160];
+    ck_assert_int_eq(p_ha_wait(5, why, sizeof why), GM_HA_LOST_LOCK);
+    ck_assert_msg(why[0] != '\0', "the loss must say why");
+    ck_assert(!gm_persist_healthy(P.p));
+    ck_assert_uint_eq(atomic_load(&P.ha_reports), 1);
+
+    f_down(0);
+    sleep_ms(2 * GM_HA_TRY_MS);
+    ck_assert_uint_eq(f_get(&F.reconnects), 0);
+    unsigned batches = f_get(&F.batches);
+    s = p_push(GM_QOP_ADD, "H:a:3");
+    p_publish();
+    a = p_ack(5);
+    ck_assert_msg(!a.ok && a.upto == s, "a fenced server acknowledged a job");
+    ck_assert_uint_eq(f_get(&F.batches), batches);
+    p_stop();
+}
+END_TEST
+
+/* --ha active and idle: its session is checked every GM_HA_TRY_MS, so a
+   loss is seen without any batch; the state can be taken out for the next
+   server (free does not close it then). */
+START_TEST(test_persist_ha_active_checks_its_idle_session_and_hands_the_backend_on)
+{
+    p_start_role(4096, 0, GM_HA_ACTIVE);
+    double end = now_s() + 5;
+    while (f_get(&F.leads) < 2 && now_s() < end)
+        sleep_ms(5);
+    ck_assert_msg(f_get(&F.leads) >= 2, "an idle session checked %u times", f_get(&F.leads));
+    ck_assert_int_eq(gm_persist_ha_event(P.p, NULL, 0), GM_HA_QUIET);
+    f_set(&F.fail, 1);
+    ck_assert_int_eq(p_ha_wait(5, NULL, 0), GM_HA_LOST_LOCK);
+    ck_assert_uint_eq(f_get(&F.attempts), 0);
+    gm_persist_stop(P.p);
+    pthread_join(P.tid, NULL);
+    P.running = false;
+    ck_assert_ptr_eq(gm_persist_detach(P.p), (void *)&F);
+    p_stop();
+    ck_assert_uint_eq(F.closed, 0);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -712,5 +849,8 @@ main(void)
     ADD(s, test_persist_done_refused_by_a_live_backend_is_held_and_written_later);
     ADD(s, test_persist_never_waits_for_room_in_the_ack_ring);
     ADD(s, test_persist_backend_call_that_does_not_return_makes_the_queue_unhealthy);
+    ADD(s, test_persist_ha_standby_refuses_records_and_reports_the_lock_once_taken);
+    ADD(s, test_persist_ha_active_that_loses_its_session_refuses_everything_after);
+    ADD(s, test_persist_ha_active_checks_its_idle_session_and_hands_the_backend_on);
     return gm_check_run_tap(s);
 }

@@ -108,16 +108,25 @@ refusal(const char *request, const struct gm_fe_req *r)
 }
 
 /* /health: 200 when the server can take jobs (its queue backend is
-   usable), else 503. */
+   usable, and with --ha it is the active server), else 503; with --ha its
+   role too. */
 static struct gm_fe_output
 serve_health(const struct gm_fe_req *r, const struct gm_state_view *v)
 {
     struct gm_bytes w = {0};
     struct gm_view_server s;
     v->server(v->d, &s);
-    bool ready = s.queue_healthy;
-    http_fmt(&w, "{\"live\":true,\"ready\":%s,\"status\":\"%s\",\"queue\":{\"backend\":", ready ? "true" : "false",
-             ready ? "ok" : s.queue_stalled ? "queue backend not answering" : "queue backend unavailable");
+    bool ready = s.queue_healthy && s.ha_active;
+    http_fmt(&w, "{\"live\":true,\"ready\":%s,\"status\":\"%s\"", ready ? "true" : "false",
+             ready              ? "ok"
+             : !s.ha_active     ? "standby: another server is active"
+             : s.queue_stalled  ? "queue backend not answering"
+                                : "queue backend unavailable");
+    if (strcmp(s.ha_role, "standalone") != 0) {
+        http_fmt(&w, ",\"role\":");
+        http_json_cstr(&w, s.ha_role);
+    }
+    http_fmt(&w, ",\"queue\":{\"backend\":");
     http_json_cstr(&w, s.queue_backend);
     http_fmt(&w, ",\"healthy\":%s}}\n", s.queue_healthy ? "true" : "false");
     return http_serve_bytes(ready ? 200 : 503, r, "application/json", NULL, &w);
