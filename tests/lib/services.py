@@ -21,9 +21,11 @@ free port and is stopped by stop() (or the with-block).
 
 When the package is missing, the constructor raises services.Unavailable;
 `with services.running(services.Postgres) as pg:` starts one and skips the
-test instead.
+test instead; services.shared(services.Postgres) is one for every test of
+the process.
 """
 
+import atexit
 import contextlib
 import glob
 import os
@@ -41,6 +43,28 @@ from gmtest import free_port, skip
 
 class Unavailable(Exception):
     pass
+
+
+_shared = {}
+
+
+def shared(cls):
+    """One started server of class cls for the whole test process (the
+    first call starts it; it is stopped at exit), so the tests of one file
+    save a start each; they keep apart by names of their own (tables,
+    prefixes).  Skips the test (gmtest.skip) when it cannot start."""
+    if cls not in _shared:
+        try:
+            svc = cls().start()
+        except Unavailable as e:
+            _shared[cls] = e
+        else:
+            _shared[cls] = svc
+            atexit.register(svc.__exit__, None, None, None)
+    svc = _shared[cls]
+    if isinstance(svc, Unavailable):
+        skip(str(svc))
+    return svc
 
 
 @contextlib.contextmanager
