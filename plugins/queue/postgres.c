@@ -643,6 +643,43 @@ end_orphan(struct pg *p, char *err, size_t errlen)
     return 0;
 }
 
+/* An advisory lock's key, as text: a bigint made (FNV-1a) of what and
+   name. */
+static void
+lock_key(const char *what, const char *name, char out[24])
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (const char *c = what; *c; c++)
+        h = (h ^ (uint8_t)*c) * 0x100000001b3ULL;
+    for (const char *c = name; *c; c++)
+        h = (h ^ (uint8_t)*c) * 0x100000001b3ULL;
+    snprintf(out, 24, "%lld", (long long)h);
+}
+
+/* Makes the tables ready one server at a time: servers starting together
+   (a --ha pair) would otherwise race in CREATE TABLE IF NOT EXISTS, which
+   PostgreSQL does not make safe.  The lock is the session's until
+   released, or until the session ends. */
+static int
+setup_tables_alone(struct pg *p, char *err, size_t errlen)
+{
+    char key[24];
+    lock_key("gearmand-setup", "", key);
+    PGresult *r = query1(p, "SELECT pg_advisory_lock($1::bigint)", key, "waiting for the table set-up lock", err,
+                         errlen);
+    if (!r)
+        return -1;
+    PQclear(r);
+    int rc = setup_table(p, err, errlen);
+    char ignored[64];
+    r = query1(p, "SELECT pg_advisory_unlock($1::bigint)", key, "releasing the table set-up lock",
+               rc < 0 ? ignored : err, rc < 0 ? sizeof ignored : errlen);
+    if (!r)
+        return -1;
+    PQclear(r);
+    return rc;
+}
+
 /* Connects and makes the table and statements ready; returns 0, or -1
    with err (the connection, if any, stays for pg_close or reconnect). */
 static int
@@ -662,7 +699,7 @@ start_session(struct pg *p, const char *what, char *err, size_t errlen)
     if (p->bounded && (set_timeouts(p, err, errlen) < 0 || end_orphan(p, err, errlen) < 0))
         return -1;
     return run(p, "SET client_min_messages = warning", err, errlen) < 0 ||
-                   setup_table(p, err, errlen) < 0 || prepare(p, err, errlen) < 0
+                   setup_tables_alone(p, err, errlen) < 0 || prepare(p, err, errlen) < 0
                ? -1
                : 0;
 }
@@ -685,14 +722,8 @@ pg_open(const struct gm_queue_options *opts, char *err, size_t errlen)
     const char *ha = gm_queue_opt(opts, "ha-timeout");
     p->ha_s = ha ? (unsigned)strtoul(ha, NULL, 10) : 0;
     p->answer_ms = p->ha_s ? p->ha_s * 1000 : PG_ANSWER_MS;
-    /* the --ha lock: FNV-1a of the table's name, so every server on this
-       table (in this database) contends for the same one */
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (const char *c = "gearmand-ha:"; *c; c++)
-        h = (h ^ (uint8_t)*c) * 0x100000001b3ULL;
-    for (const char *c = t; *c; c++)
-        h = (h ^ (uint8_t)*c) * 0x100000001b3ULL;
-    snprintf(p->lock_key, sizeof p->lock_key, "%lld", (long long)h);
+    /* every server on this table (in this database) contends for one lock */
+    lock_key("gearmand-ha:", t, p->lock_key);
     if (!p->conninfo || !p->table || !p->table_raw || !p->prefix || !p->counter_name) {
         snprintf(err, errlen, "out of memory");
         goto fail;
