@@ -81,7 +81,10 @@
  * deadline is T, statement_timeout 3/4 of it, connect_timeout T,
  * keepalives after 1 s idle, every 1 s, T lost, tcp_user_timeout T; and the
  * session asks the server for the same keepalives and tcp_user_timeout on
- * its side (tcp_keepalives_*, per session).
+ * its side (tcp_keepalives_*, per session), and for a check every second
+ * that we are still there while a statement runs
+ * (client_connection_check_interval): a session whose server is gone must
+ * not keep the lock.
  */
 #define PG_ANSWER_MS 15000
 #define PG_STATEMENT_TIMEOUT_MS 10000
@@ -573,9 +576,10 @@ out:
 
 /* Gives the session its server-side deadline (see PG_STATEMENT_TIMEOUT_MS;
    with --ha 3/4 of its timeout), unless this connection, its role or its
-   database chose one, and with --ha the server's side of the keepalives
-   (those the server has: tcp_user_timeout is 12 and later); notes which
-   server it is on.  Returns 0, or -1 with err. */
+   database chose one, and with --ha the server's side of the keepalives,
+   and a check every second that the client is still there while a
+   statement runs (those the server has: tcp_user_timeout is 12 and later,
+   client_connection_check_interval 14); notes which server it is on.  Returns 0, or -1 with err. */
 static int
 set_timeouts(struct pg *p, char *err, size_t errlen)
 {
@@ -584,7 +588,8 @@ set_timeouts(struct pg *p, char *err, size_t errlen)
         "FROM pg_settings WHERE name = 'statement_timeout' "
         "AND source NOT IN ('client', 'user', 'database', 'database user')), "
         "(SELECT count(set_config(s.name, w.v, false)) FROM (VALUES ('tcp_keepalives_idle', '1'), "
-        "('tcp_keepalives_interval', '1'), ('tcp_keepalives_count', $2), ('tcp_user_timeout', $3)) "
+        "('tcp_keepalives_interval', '1'), ('tcp_keepalives_count', $2), ('tcp_user_timeout', $3), "
+        "('client_connection_check_interval', '1000')) "
         "AS w(name, v) JOIN pg_settings s ON s.name = w.name WHERE $2 <> '0')";
     char st[16], t_s[12], t_ms[16];
     snprintf(st, sizeof st, "%ums", p->ha_s ? p->ha_s * 750 : PG_STATEMENT_TIMEOUT_MS);
