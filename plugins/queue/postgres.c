@@ -428,7 +428,8 @@ query1(struct pg *p, const char *sql, const char *param, const char *what, char 
     return r;
 }
 
-/* Which columns the table has: 0 no table, 1 ours, 2 gearmand 1.1's, -1 other. */
+/* Which columns the table has: 0 no table, 1 ours, 3 ours without the
+   lifecycle column (made before it), 2 gearmand 1.1's, -1 other. */
 static int
 table_layout(struct pg *p, char *err, size_t errlen)
 {
@@ -439,7 +440,7 @@ table_layout(struct pg *p, char *err, size_t errlen)
     if (!r)
         return -1;
     int n = PQntuples(r);
-    bool handle = false, seq = false, unique = false, fn = false, prio = false, data = false;
+    bool handle = false, seq = false, unique = false, fn = false, prio = false, data = false, life = false;
     for (int i = 0; i < n; i++) {
         const char *c = PQgetvalue(r, i, 0);
         handle |= strcmp(c, "job_handle") == 0;
@@ -448,6 +449,7 @@ table_layout(struct pg *p, char *err, size_t errlen)
         fn |= strcmp(c, "function_name") == 0;
         prio |= strcmp(c, "priority") == 0;
         data |= strcmp(c, "data") == 0;
+        life |= strcmp(c, "lifecycle") == 0;
     }
     PQclear(r);
     if (n == 0)
@@ -456,7 +458,7 @@ table_layout(struct pg *p, char *err, size_t errlen)
         snprintf(err, errlen, "table %s exists with columns this server does not know", p->table);
         return -1;
     }
-    return handle && seq ? 1 : 2;
+    return handle && seq ? (life ? 1 : 3) : 2;
 }
 
 /* Prepares one named statement; returns 0 if it succeeded. */
@@ -544,6 +546,8 @@ setup_table(struct pg *p, char *err, size_t errlen)
                        "job_handle TEXT PRIMARY KEY, seq BIGSERIAL, lifecycle BYTEA)",
                        p->table);
     if (layout == 1)
+        return 0; /* no ALTER: its exclusive lock would stop the writes of a --ha pair's active server */
+    if (layout == 3)
         return run_fmt(p, err, errlen, "ALTER TABLE %s ADD COLUMN IF NOT EXISTS lifecycle BYTEA", p->table);
     /* gearmand 1.1: give every row a handle and an order, drop the
        (unique_key, function_name) constraint, in one transaction. */
