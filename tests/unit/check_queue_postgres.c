@@ -133,6 +133,48 @@ START_TEST(test_postgres_open_creates_the_table)
 }
 END_TEST
 
+/* A table of ours made before the lifecycle column existed gets it when
+   opened, and keeps its rows; one that has it is not altered (an ALTER's
+   exclusive lock would stop the writes of a --ha pair's active server). */
+START_TEST(test_postgres_table_without_the_lifecycle_column_gets_it_and_keeps_its_rows)
+{
+    struct gm_queue_options o;
+    pg_fresh(&o);
+    PGconn *c = pg_admin();
+    char sql[400];
+    snprintf(sql, sizeof sql,
+             "CREATE TABLE \"%s\" (unique_key TEXT, function_name TEXT, priority INTEGER, data BYTEA, "
+             "when_to_run BIGINT, job_handle TEXT PRIMARY KEY, seq BIGSERIAL)", t_table);
+    pg_exec(c, sql);
+    snprintf(sql, sizeof sql,
+             "INSERT INTO \"%s\" (unique_key, function_name, priority, data, when_to_run, job_handle) "
+             "VALUES ('u', 'f', 1, 'old', 0, 'H:old:1')", t_table);
+    pg_exec(c, sql);
+    void *st = bk_open(&BK_PG, &o);
+    ck_assert(pg_has_column(c, t_table, "lifecycle"));
+    struct rows rs = {0};
+    bk_replay(&BK_PG, st, &rs);
+    static const char *const want[] = {"H:old:1"};
+    expect_handles(&rs, want, 1);
+    rows_free(&rs);
+    gm_queue_postgres.close(st);
+    /* opened again: no ALTER (a table lock held elsewhere would make one wait) */
+    PGconn *holder = pg_admin();
+    pg_exec(holder, "BEGIN");
+    snprintf(sql, sizeof sql, "LOCK TABLE \"%s\" IN ACCESS SHARE MODE", t_table);
+    pg_exec(holder, sql);
+    char ci[512];
+    snprintf(ci, sizeof ci, "%s options='-c lock_timeout=1s'", pg_conninfo());
+    struct gm_queue_options o2 = o;
+    gm_queue_opt_set(&o2, "libpq-conninfo", ci);
+    st = bk_open(&BK_PG, &o2);
+    pg_exec(holder, "ROLLBACK");
+    PQfinish(holder);
+    PQfinish(c);
+    bk_finish(&BK_PG, st, &o);
+}
+END_TEST
+
 /* Inserts a row the way gearmand 1.1.20's add does (data as binary BYTEA). */
 static void
 pg_insert_1_1_20(PGconn *c, const char *table, const struct gm_qrecord *r)
@@ -600,6 +642,7 @@ main(void)
     ADD(s, test_postgres_open_creates_the_table);
     ADD_BACKEND_CASES(s, postgres);
     ADD(s, test_postgres_gearmand_1_1_20_table_is_migrated_by_open);
+    ADD(s, test_postgres_table_without_the_lifecycle_column_gets_it_and_keeps_its_rows);
     ADD(s, test_postgres_failed_batch_writes_nothing_and_the_next_one_works);
     ADD_RESTORING(s, test_postgres_write_fails_while_the_server_is_down_and_reconnect_restores_it,
                   pg_ensure_started);
