@@ -552,6 +552,10 @@ gm_server_run(struct gm_server *s)
     ev_signal_stop(s->loop, &s->sig_int);
     ev_signal_stop(s->loop, &s->sig_usr1);
     ev_signal_stop(s->loop, &s->sig_hup);
+    /* libev unblocks a signal whose watcher stops: for the next server
+       (--ha), hold them back again until its loop takes them over */
+    if (s->rebuild)
+        pthread_sigmask(SIG_BLOCK, &block, NULL);
     ev_async_stop(s->loop, &s->control);
     if (s->persist)
         ev_timer_stop(s->loop, &s->persist_watch);

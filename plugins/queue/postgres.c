@@ -81,7 +81,10 @@
  * deadline is T, statement_timeout 3/4 of it, connect_timeout T,
  * keepalives after 1 s idle, every 1 s, T lost, tcp_user_timeout T; and the
  * session asks the server for the same keepalives and tcp_user_timeout on
- * its side (tcp_keepalives_*, per session).
+ * its side (tcp_keepalives_*, per session), and for a check every second
+ * that we are still there while a statement runs
+ * (client_connection_check_interval): a session whose server is gone must
+ * not keep the lock.
  */
 #define PG_ANSWER_MS 15000
 #define PG_STATEMENT_TIMEOUT_MS 10000
@@ -425,7 +428,8 @@ query1(struct pg *p, const char *sql, const char *param, const char *what, char 
     return r;
 }
 
-/* Which columns the table has: 0 no table, 1 ours, 2 gearmand 1.1's, -1 other. */
+/* Which columns the table has: 0 no table, 1 ours, 3 ours without the
+   lifecycle column (made before it), 2 gearmand 1.1's, -1 other. */
 static int
 table_layout(struct pg *p, char *err, size_t errlen)
 {
@@ -436,7 +440,7 @@ table_layout(struct pg *p, char *err, size_t errlen)
     if (!r)
         return -1;
     int n = PQntuples(r);
-    bool handle = false, seq = false, unique = false, fn = false, prio = false, data = false;
+    bool handle = false, seq = false, unique = false, fn = false, prio = false, data = false, life = false;
     for (int i = 0; i < n; i++) {
         const char *c = PQgetvalue(r, i, 0);
         handle |= strcmp(c, "job_handle") == 0;
@@ -445,6 +449,7 @@ table_layout(struct pg *p, char *err, size_t errlen)
         fn |= strcmp(c, "function_name") == 0;
         prio |= strcmp(c, "priority") == 0;
         data |= strcmp(c, "data") == 0;
+        life |= strcmp(c, "lifecycle") == 0;
     }
     PQclear(r);
     if (n == 0)
@@ -453,7 +458,7 @@ table_layout(struct pg *p, char *err, size_t errlen)
         snprintf(err, errlen, "table %s exists with columns this server does not know", p->table);
         return -1;
     }
-    return handle && seq ? 1 : 2;
+    return handle && seq ? (life ? 1 : 3) : 2;
 }
 
 /* Prepares one named statement; returns 0 if it succeeded. */
@@ -541,6 +546,8 @@ setup_table(struct pg *p, char *err, size_t errlen)
                        "job_handle TEXT PRIMARY KEY, seq BIGSERIAL, lifecycle BYTEA)",
                        p->table);
     if (layout == 1)
+        return 0; /* no ALTER: its exclusive lock would stop the writes of a --ha pair's active server */
+    if (layout == 3)
         return run_fmt(p, err, errlen, "ALTER TABLE %s ADD COLUMN IF NOT EXISTS lifecycle BYTEA", p->table);
     /* gearmand 1.1: give every row a handle and an order, drop the
        (unique_key, function_name) constraint, in one transaction. */
@@ -573,9 +580,10 @@ out:
 
 /* Gives the session its server-side deadline (see PG_STATEMENT_TIMEOUT_MS;
    with --ha 3/4 of its timeout), unless this connection, its role or its
-   database chose one, and with --ha the server's side of the keepalives
-   (those the server has: tcp_user_timeout is 12 and later); notes which
-   server it is on.  Returns 0, or -1 with err. */
+   database chose one, and with --ha the server's side of the keepalives,
+   and a check every second that the client is still there while a
+   statement runs (those the server has: tcp_user_timeout is 12 and later,
+   client_connection_check_interval 14); notes which server it is on.  Returns 0, or -1 with err. */
 static int
 set_timeouts(struct pg *p, char *err, size_t errlen)
 {
@@ -584,7 +592,8 @@ set_timeouts(struct pg *p, char *err, size_t errlen)
         "FROM pg_settings WHERE name = 'statement_timeout' "
         "AND source NOT IN ('client', 'user', 'database', 'database user')), "
         "(SELECT count(set_config(s.name, w.v, false)) FROM (VALUES ('tcp_keepalives_idle', '1'), "
-        "('tcp_keepalives_interval', '1'), ('tcp_keepalives_count', $2), ('tcp_user_timeout', $3)) "
+        "('tcp_keepalives_interval', '1'), ('tcp_keepalives_count', $2), ('tcp_user_timeout', $3), "
+        "('client_connection_check_interval', '1000')) "
         "AS w(name, v) JOIN pg_settings s ON s.name = w.name WHERE $2 <> '0')";
     char st[16], t_s[12], t_ms[16];
     snprintf(st, sizeof st, "%ums", p->ha_s ? p->ha_s * 750 : PG_STATEMENT_TIMEOUT_MS);
@@ -643,6 +652,43 @@ end_orphan(struct pg *p, char *err, size_t errlen)
     return 0;
 }
 
+/* An advisory lock's key, as text: a bigint made (FNV-1a) of what and
+   name. */
+static void
+lock_key(const char *what, const char *name, char out[24])
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (const char *c = what; *c; c++)
+        h = (h ^ (uint8_t)*c) * 0x100000001b3ULL;
+    for (const char *c = name; *c; c++)
+        h = (h ^ (uint8_t)*c) * 0x100000001b3ULL;
+    snprintf(out, 24, "%lld", (long long)h);
+}
+
+/* Makes the tables ready one server at a time: servers starting together
+   (a --ha pair) would otherwise race in CREATE TABLE IF NOT EXISTS, which
+   PostgreSQL does not make safe.  The lock is the session's until
+   released, or until the session ends. */
+static int
+setup_tables_alone(struct pg *p, char *err, size_t errlen)
+{
+    char key[24];
+    lock_key("gearmand-setup", "", key);
+    PGresult *r = query1(p, "SELECT pg_advisory_lock($1::bigint)", key, "waiting for the table set-up lock", err,
+                         errlen);
+    if (!r)
+        return -1;
+    PQclear(r);
+    int rc = setup_table(p, err, errlen);
+    char ignored[64];
+    r = query1(p, "SELECT pg_advisory_unlock($1::bigint)", key, "releasing the table set-up lock",
+               rc < 0 ? ignored : err, rc < 0 ? sizeof ignored : errlen);
+    if (!r)
+        return -1;
+    PQclear(r);
+    return rc;
+}
+
 /* Connects and makes the table and statements ready; returns 0, or -1
    with err (the connection, if any, stays for pg_close or reconnect). */
 static int
@@ -662,7 +708,7 @@ start_session(struct pg *p, const char *what, char *err, size_t errlen)
     if (p->bounded && (set_timeouts(p, err, errlen) < 0 || end_orphan(p, err, errlen) < 0))
         return -1;
     return run(p, "SET client_min_messages = warning", err, errlen) < 0 ||
-                   setup_table(p, err, errlen) < 0 || prepare(p, err, errlen) < 0
+                   setup_tables_alone(p, err, errlen) < 0 || prepare(p, err, errlen) < 0
                ? -1
                : 0;
 }
@@ -685,14 +731,8 @@ pg_open(const struct gm_queue_options *opts, char *err, size_t errlen)
     const char *ha = gm_queue_opt(opts, "ha-timeout");
     p->ha_s = ha ? (unsigned)strtoul(ha, NULL, 10) : 0;
     p->answer_ms = p->ha_s ? p->ha_s * 1000 : PG_ANSWER_MS;
-    /* the --ha lock: FNV-1a of the table's name, so every server on this
-       table (in this database) contends for the same one */
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (const char *c = "gearmand-ha:"; *c; c++)
-        h = (h ^ (uint8_t)*c) * 0x100000001b3ULL;
-    for (const char *c = t; *c; c++)
-        h = (h ^ (uint8_t)*c) * 0x100000001b3ULL;
-    snprintf(p->lock_key, sizeof p->lock_key, "%lld", (long long)h);
+    /* every server on this table (in this database) contends for one lock */
+    lock_key("gearmand-ha:", t, p->lock_key);
     if (!p->conninfo || !p->table || !p->table_raw || !p->prefix || !p->counter_name) {
         snprintf(err, errlen, "out of memory");
         goto fail;

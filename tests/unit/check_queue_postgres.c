@@ -133,6 +133,48 @@ START_TEST(test_postgres_open_creates_the_table)
 }
 END_TEST
 
+/* A table of ours made before the lifecycle column existed gets it when
+   opened, and keeps its rows; one that has it is not altered (an ALTER's
+   exclusive lock would stop the writes of a --ha pair's active server). */
+START_TEST(test_postgres_table_without_the_lifecycle_column_gets_it_and_keeps_its_rows)
+{
+    struct gm_queue_options o;
+    pg_fresh(&o);
+    PGconn *c = pg_admin();
+    char sql[400];
+    snprintf(sql, sizeof sql,
+             "CREATE TABLE \"%s\" (unique_key TEXT, function_name TEXT, priority INTEGER, data BYTEA, "
+             "when_to_run BIGINT, job_handle TEXT PRIMARY KEY, seq BIGSERIAL)", t_table);
+    pg_exec(c, sql);
+    snprintf(sql, sizeof sql,
+             "INSERT INTO \"%s\" (unique_key, function_name, priority, data, when_to_run, job_handle) "
+             "VALUES ('u', 'f', 1, 'old', 0, 'H:old:1')", t_table);
+    pg_exec(c, sql);
+    void *st = bk_open(&BK_PG, &o);
+    ck_assert(pg_has_column(c, t_table, "lifecycle"));
+    struct rows rs = {0};
+    bk_replay(&BK_PG, st, &rs);
+    static const char *const want[] = {"H:old:1"};
+    expect_handles(&rs, want, 1);
+    rows_free(&rs);
+    gm_queue_postgres.close(st);
+    /* opened again: no ALTER (a table lock held elsewhere would make one wait) */
+    PGconn *holder = pg_admin();
+    pg_exec(holder, "BEGIN");
+    snprintf(sql, sizeof sql, "LOCK TABLE \"%s\" IN ACCESS SHARE MODE", t_table);
+    pg_exec(holder, sql);
+    char ci[512];
+    snprintf(ci, sizeof ci, "%s options='-c lock_timeout=1s'", pg_conninfo());
+    struct gm_queue_options o2 = o;
+    gm_queue_opt_set(&o2, "libpq-conninfo", ci);
+    st = bk_open(&BK_PG, &o2);
+    pg_exec(holder, "ROLLBACK");
+    PQfinish(holder);
+    PQfinish(c);
+    bk_finish(&BK_PG, st, &o);
+}
+END_TEST
+
 /* Inserts a row the way gearmand 1.1.20's add does (data as binary BYTEA). */
 static void
 pg_insert_1_1_20(PGconn *c, const char *table, const struct gm_qrecord *r)
@@ -472,6 +514,111 @@ START_TEST(test_postgres_statement_timeout_given_in_the_conninfo_wins)
 }
 END_TEST
 
+/* --ha: lead() until it answers want, for up to `seconds` (a session that
+   ends frees its lock as its backend exits, a moment later). */
+static int
+pg_lead_until(void *st, int want, double seconds, char *err, size_t len)
+{
+    double end = now_s() + seconds;
+    int rc;
+    while ((rc = gm_queue_postgres.lead(st, err, len)) != want && now_s() < end)
+        sleep_ms(50);
+    return rc;
+}
+
+/* --ha: of the servers on one table, one session holds the lock; it
+   stays held while that session lives (lead() checks it), and passes to
+   another once the session ends.  Another table has a lock of its own. */
+START_TEST(test_postgres_ha_lock_is_held_by_one_session_and_passes_on_when_it_ends)
+{
+    struct gm_queue_options o;
+    pg_fresh(&o);
+    gm_queue_opt_set(&o, "ha-timeout", "2");
+    void *a = bk_open(&BK_PG, &o), *b = bk_open(&BK_PG, &o);
+    char err[256] = "";
+    ck_assert_int_eq(gm_queue_postgres.lead(a, err, sizeof err), 1);
+    ck_assert_int_eq(gm_queue_postgres.lead(b, err, sizeof err), 0);
+    ck_assert_int_eq(gm_queue_postgres.lead(a, err, sizeof err), 1);
+    ck_assert_int_eq(gm_queue_postgres.lead(b, err, sizeof err), 0);
+
+    struct gm_queue_options o2;
+    pg_fresh(&o2);
+    gm_queue_opt_set(&o2, "ha-timeout", "2");
+    void *c = bk_open(&BK_PG, &o2);
+    ck_assert_int_eq(gm_queue_postgres.lead(c, err, sizeof err), 1);
+    bk_finish(&BK_PG, c, &o2);
+
+    gm_queue_postgres.close(a);
+    ck_assert_int_eq(pg_lead_until(b, 1, 5, err, sizeof err), 1);
+    bk_finish(&BK_PG, b, &o);
+}
+END_TEST
+
+/* --ha: the holder's session ended by the database (pg_terminate_backend)
+   is seen as lost at the next check, and the lock is the other's; the
+   holder, reconnected, no longer has it. */
+START_TEST(test_postgres_ha_terminated_session_loses_the_lock_to_the_other)
+{
+    struct gm_queue_options o;
+    char conninfo[512], app[64], extra[96];
+    snprintf(app, sizeof app, "gm_ha_%d", (int)getpid());
+    snprintf(extra, sizeof extra, "application_name=%s", app);
+    void *a = pg_open_with(&o, conninfo, sizeof conninfo, extra);
+    gm_queue_opt_set(&o, "ha-timeout", "2");
+    gm_queue_postgres.close(a);
+    a = bk_open(&BK_PG, &o);
+    struct gm_queue_options ob = o; /* b: the same table, another application_name */
+    gm_queue_opt_set(&ob, "libpq-conninfo", pg_conninfo());
+    void *b = bk_open(&BK_PG, &ob);
+    char err[256] = "";
+    ck_assert_int_eq(gm_queue_postgres.lead(a, err, sizeof err), 1);
+    ck_assert_int_eq(gm_queue_postgres.lead(b, err, sizeof err), 0);
+
+    PGconn *c = pg_admin();
+    char sql[160];
+    snprintf(sql, sizeof sql, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '%s'",
+             app);
+    pg_exec(c, sql);
+    PQfinish(c);
+    ck_assert_int_eq(pg_lead_until(a, -1, 5, err, sizeof err), -1);
+    ck_assert_msg(err[0] != '\0', "a lost lock must say why");
+    ck_assert(!gm_queue_postgres.alive(a));
+    ck_assert_int_eq(pg_lead_until(b, 1, 5, err, sizeof err), 1);
+    ck_assert_int_eq(gm_queue_postgres.reconnect(a, err, sizeof err), 0);
+    ck_assert_int_eq(gm_queue_postgres.lead(a, err, sizeof err), 0);
+    gm_queue_postgres.close(a);
+    bk_finish(&BK_PG, b, &o);
+}
+END_TEST
+
+/* --ha: a holder whose database stops answering (SIGSTOP: the kernel
+   still acknowledges the bytes, as across a partition) gives the session
+   up within --ha-timeout instead of the usual 15 s. */
+START_TEST(test_postgres_ha_check_with_no_answer_fails_within_the_ha_timeout)
+{
+    struct gm_queue_options o;
+    char conninfo[512], app[64], extra[96];
+    snprintf(app, sizeof app, "gm_hastop_%d", (int)getpid());
+    snprintf(extra, sizeof extra, "application_name=%s", app);
+    void *st = pg_open_with(&o, conninfo, sizeof conninfo, extra);
+    gm_queue_opt_set(&o, "ha-timeout", "2");
+    gm_queue_postgres.close(st);
+    st = bk_open(&BK_PG, &o);
+    char err[256] = "";
+    ck_assert_int_eq(gm_queue_postgres.lead(st, err, sizeof err), 1);
+    int pid = pg_backend_pid_of(app);
+    ck_assert_int_eq(kill(pid, SIGSTOP), 0);
+    double t0 = now_s();
+    int rc = gm_queue_postgres.lead(st, err, sizeof err);
+    double took = now_s() - t0;
+    kill(pid, SIGCONT);
+    ck_assert_int_eq(rc, -1);
+    ck_assert_msg(took < 5.0, "the check failed after %.1f s (--ha-timeout 2)", took);
+    ck_assert_msg(strstr(err, "within 2 s") != NULL, "reason: %s", err);
+    bk_finish(&BK_PG, st, &o);
+}
+END_TEST
+
 /* Adds test t with restore, which runs in this process after the case
    (an unchecked fixture) whatever happened in the case's own process. */
 #define ADD_RESTORING(s, t, restore) add_restoring((s), #t, t, (restore))
@@ -495,6 +642,7 @@ main(void)
     ADD(s, test_postgres_open_creates_the_table);
     ADD_BACKEND_CASES(s, postgres);
     ADD(s, test_postgres_gearmand_1_1_20_table_is_migrated_by_open);
+    ADD(s, test_postgres_table_without_the_lifecycle_column_gets_it_and_keeps_its_rows);
     ADD(s, test_postgres_failed_batch_writes_nothing_and_the_next_one_works);
     ADD_RESTORING(s, test_postgres_write_fails_while_the_server_is_down_and_reconnect_restores_it,
                   pg_ensure_started);
@@ -504,6 +652,9 @@ main(void)
                   pg_resume_backends);
     ADD(s, test_postgres_write_waiting_on_a_table_lock_fails_at_statement_timeout_and_reconnect_restores_it);
     ADD(s, test_postgres_statement_timeout_given_in_the_conninfo_wins);
+    ADD(s, test_postgres_ha_lock_is_held_by_one_session_and_passes_on_when_it_ends);
+    ADD(s, test_postgres_ha_terminated_session_loses_the_lock_to_the_other);
+    ADD_RESTORING(s, test_postgres_ha_check_with_no_answer_fails_within_the_ha_timeout, pg_resume_backends);
 #else
     queue_add_missing_backend(s);
 #endif
