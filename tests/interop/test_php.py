@@ -6,7 +6,9 @@ The PHP scripts are written to a temp dir and run with `php`.  The worker
 (GearmanWorker::addFunction) reverses the workload and sends a status 1/2 and
 data "chunk" before returning; it answers "fail" with GearmanJob::sendFail and
 "exception" with GearmanJob::sendException("boom").  The client script runs
-one scenario per call and prints lines that are checked here.
+one scenario per call and prints lines that are checked here.  list.php holds
+docs/ha.md's settings for a server list in which a server refuses
+connections (a --ha standby), and the last test checks that they work.
 """
 
 import os
@@ -207,6 +209,47 @@ default:
 """
 
 
+# docs/ha.md's PHP settings, for a server list where one server refuses
+# connections (a --ha standby, a server that is down)
+LIST_PHP = r"""<?php
+// php list.php client|client-default|worker SERVERS [COUNT]
+$servers = $argv[2];
+if ($argv[1] === "client" || $argv[1] === "client-default") {
+    $c = new GearmanClient();
+    try {
+        if ($argv[1] === "client")
+            $c->addServers($servers, false);
+        else
+            $c->addServers($servers);
+    } catch (GearmanException $e) {
+        echo "THROWN ", $e->getMessage(), "\n";
+        exit(0);
+    }
+    for ($i = 0; $i < 3; $i++)
+        echo "HANDLE ", $c->doBackground("listed", "job-$i"), " ", $c->returnCode(), "\n";
+    exit(0);
+}
+$w = new GearmanWorker();
+try {
+    $w->addServers($servers);
+} catch (GearmanException $e) {
+    echo "THROWN ", $e->getMessage(), "\n";
+}
+$w->setTimeout(200);
+$count = (int)$argv[3];
+$done = 0;
+$w->addFunction("listed", function (GearmanJob $job) use (&$done) {
+    echo "JOB ", $job->handle(), " ", $job->workload(), "\n";
+    $done++;
+    return "ok";
+});
+echo "WORKER STARTED\n";
+while ($done < $count && ($w->work() || $w->returnCode() == GEARMAN_TIMEOUT)) {
+}
+echo "WORKER EXIT $done ", $w->returnCode(), "\n";
+"""
+
+
 def need_php():
     if not shutil.which("php"):
         fail("php not found in PATH (install php-cli and php-gearman)")
@@ -215,7 +258,7 @@ def need_php():
     if r.stdout.strip() != "yes":
         fail("PHP gearman extension not loaded (install php-gearman): %s %s"
              % (r.stdout, r.stderr))
-    for name, text in (("worker.php", WORKER_PHP), ("client.php", CLIENT_PHP)):
+    for name, text in (("worker.php", WORKER_PHP), ("client.php", CLIENT_PHP), ("list.php", LIST_PHP)):
         path = os.path.join(TMP, name)
         if not os.path.exists(path):
             with open(path, "w") as f:
@@ -435,6 +478,44 @@ def test_php_worker_with_two_functions_serves_both():
             assert funcs == ["one", "two"], w.output()
         finally:
             w.kill()
+
+
+@test
+def test_php_server_list_with_a_server_refusing_connections_works_as_docs_ha_md_says():
+    # docs/ha.md: php-gearman's addServers throws "Failed to set exception
+    # option" when a listed server refuses connections, as a --ha standby
+    # always does; GearmanClient::addServers($list, false) avoids it, and a
+    # GearmanWorker whose addServers threw still serves every server, and
+    # with setTimeout connects to a server that starts later.
+    need_php()
+    script = os.path.join(TMP, "list.php")
+    later = gmtest.free_port()
+    w = None
+    with Server("--job-handle-prefix", "H:live") as s:
+        servers = "127.0.0.1:%d,127.0.0.1:%d" % (later, s.port)
+        r = subprocess.run(["php", script, "client-default", servers], capture_output=True, text=True,
+                           timeout=30, env=ENV)
+        assert "THROWN Failed to set exception option" in r.stdout, \
+            "addServers with a refusing server no longer throws: update docs/ha.md's PHP section: %r %r" \
+            % (r.stdout, r.stderr)
+        r = subprocess.run(["php", script, "client", servers], capture_output=True, text=True, timeout=30,
+                           env=ENV)
+        handles = [line.split(" ")[1] for line in r.stdout.splitlines() if line.startswith("HANDLE ")]
+        assert len(handles) == 3 and all(h.startswith("H:live:") for h in handles), (r.stdout, r.stderr)
+        try:
+            w = Proc(["php", script, "worker", servers, "4"], name="php list worker")
+            w.wait_line(lambda l: l == "WORKER STARTED")
+            assert any(l.startswith("THROWN Failed to set exception option") for l in w.lines), w.output()
+            got = {l.split(" ")[2] for l in w.lines_matching(lambda l: l.startswith("JOB H:live:"), 3)}
+            assert got == {"job-0", "job-1", "job-2"}, w.output()
+            with Server("--job-handle-prefix", "H:later", port=later) as s2:
+                with s2.conn() as c:
+                    gmtest.submit(c, "SUBMIT_JOB_BG", "listed", "", "job-later")
+                w.wait_line(lambda l: l.startswith("JOB H:later:") and l.endswith(" job-later"), timeout=15)
+                assert w.wait(15) == 0, w.output()
+        finally:
+            if w:
+                w.kill()
 
 
 if __name__ == "__main__":
