@@ -25,6 +25,11 @@ the other standby (Gear port closed, /health 503 "role":"standby").
     port and connections close within --ha-timeout (2 s here) + 3 s, the
     standby takes over, and no job is acknowledged by both.  After the
     proxy thaws, the fenced server stays standby.
+  - PostgreSQL failed over: the pair's conninfo lists a primary and its
+    synchronous streaming replica with target_session_attrs=read-write; the
+    primary is stopped (immediate mode) under load and the replica promoted:
+    the pair settles with exactly one active on it and nothing acknowledged
+    is lost.
   - PostgreSQL restarted (immediate mode) under load: nothing acknowledged
     is lost and the pair settles with exactly one active.
 
@@ -782,6 +787,60 @@ def test_active_cut_off_from_postgres_stops_acknowledging_closes_within_the_boun
             proxy.thaw()
             rcs = stop_all(servers)
         assert rcs == [0, 0], "exit statuses on SIGTERM: %r" % rcs
+
+
+# ----------------------------------------------------------------------
+# PostgreSQL failed over to a replica
+
+
+@test
+def test_postgres_failover_to_a_synchronous_replica_keeps_every_acknowledged_job_and_one_active():
+    # docs/ha.md: a conninfo listing both hosts with target_session_attrs=read-write;
+    # the primary is killed (immediate stop) under load, the replica promoted
+    need_ha()
+    rng = random.Random("%d-hareplica" % SEED)
+    note("seed %d" % SEED)
+    with services.running(services.Postgres) as primary:
+        try:
+            rep = services.PostgresReplica(primary).start()
+        except services.Unavailable as e:
+            gmtest.skip(str(e))
+        try:
+            primary.synchronous()
+            both = ("host=127.0.0.1,127.0.0.1 port=%d,%d user=postgres dbname=postgres "
+                    "target_session_attrs=read-write" % (primary.port, rep.port))
+            a, b = start_pair(both, table="ha_failover")
+            servers = [a, b]
+            book = Book("rep")
+            load = Load(book, servers)
+            try:
+                time.sleep(rng.uniform(0.5, 1.5))   # a random point of the load
+                acked_before = len(book.acked_keys())
+                t0 = time.time()
+                primary.stop("immediate")
+                rep.promote()
+                t_promoted = time.time()
+                active = wait_until(lambda: settled(servers), 30,
+                                    what="exactly one active server on the promoted replica")
+                t_settled = time.time()
+                n_up = len(book.acked_keys())
+                wait_until(lambda: len(book.acked_keys()) > n_up + 50, 15,
+                           what="acknowledgements on the promoted replica")
+                note("primary stopped, replica promoted %.0f ms later; %d acknowledged before; one active (%s) "
+                     "%.0f ms after the promotion"
+                     % ((t_promoted - t0) * 1000, acked_before, "the first" if active is a else "the second",
+                        (t_settled - t_promoted) * 1000))
+                summary = finish(book, load, servers, "fail-over to the replica")
+                note(summary)
+                rows = int(rep.psql("SELECT count(*) FROM ha_failover").strip())
+                if rows:
+                    fail("%d rows left in the promoted replica's table after every job ran" % rows)
+            finally:
+                load.stop()
+                rcs = stop_all(servers)
+            assert rcs == [0, 0], "exit statuses on SIGTERM: %r" % rcs
+        finally:
+            rep.__exit__(None, None, None)
 
 
 # ----------------------------------------------------------------------

@@ -9,6 +9,8 @@ free port and is stopped by stop() (or the with-block).
         Server("-q", "Postgres", "--libpq-conninfo", pg.conninfo) ...
         pg.restart()          # for reconnect tests
         pg.pause() ... pg.resume()   # a server that stops answering (SIGSTOP)
+    with services.PostgresReplica(pg) as rep:   # a streaming replica (pg_basebackup)
+        pg.synchronous(); ... rep.promote()
     with services.MariaDB() as my:
         Server("-q", "MySQL", *my.args()) ...   # --mysql-host/-port/-user/-password/-db
         my.restart(); my.pause() ... my.resume(); my.sql("SELECT ...")
@@ -171,6 +173,17 @@ class Postgres:
                 pass
         self.paused = []
 
+    def synchronous(self, timeout=30):
+        """Waits until a replica streams from this server, then makes every
+        commit wait for it (synchronous_standby_names '*')."""
+        deadline = time.time() + timeout
+        while self.psql("SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'").strip() in ("", "0"):
+            if time.time() > deadline:
+                raise RuntimeError("no replica streams from the server on port %d" % self.port)
+            time.sleep(0.05)
+        self.psql("ALTER SYSTEM SET synchronous_standby_names = '*'")
+        self.psql("SELECT pg_reload_conf()")
+
     def psql(self, sql):
         """Runs SQL with psql; returns stdout as text (raises on error)."""
         r = subprocess.run(["psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1",
@@ -187,6 +200,33 @@ class Postgres:
         self.resume()
         self.stop("immediate")
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class PostgresReplica(Postgres):
+    """A streaming replica of the running Postgres `primary`
+    (pg_basebackup -R) on its own free port; promote() makes it a primary.
+    primary.synchronous() makes the primary's commits wait for it."""
+
+    def __init__(self, primary):
+        self.bindir = primary.bindir
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="gmtest-pgrep-")
+        os.chmod(self.dir, 0o777)
+        if os.geteuid() == 0:
+            shutil.chown(self.dir, "postgres")
+        self.data = os.path.join(self.dir, "data")
+        self.conninfo = "host=127.0.0.1 port=%d user=postgres dbname=postgres" % self.port
+        self.paused = []
+        r = _as_postgres([os.path.join(self.bindir, "pg_basebackup"), "-h", "127.0.0.1", "-p", str(primary.port),
+                          "-U", "postgres", "-D", self.data, "-R", "-X", "stream", "--no-sync"])
+        if r.returncode != 0:
+            raise Unavailable("pg_basebackup failed: %s" % r.stdout.decode(errors="replace")[-500:])
+
+    def promote(self):
+        """Ends recovery: the replica accepts writes from then on."""
+        r = _as_postgres([os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-w", "-t", "30", "promote"])
+        if r.returncode != 0:
+            raise RuntimeError("pg_ctl promote: %s" % r.stdout.decode(errors="replace")[-500:])
 
 
 class MariaDB:
