@@ -162,11 +162,21 @@ class HaServer(Server):
 
 
 def start_pair(conninfo_a, conninfo_b=None, **kw):
-    """Starts a, waits until it is active, then b as its standby."""
-    a = HaServer(conninfo_a, **kw).start()
-    wait_until(lambda: a.role() == "active" and a.answers(), 30, what="the first server to be active")
-    b = HaServer(conninfo_b or conninfo_a, **kw).start()
-    wait_until(lambda: b.role() == "standby", 10, what="the second server to be standby")
+    """Starts a, waits until it is active, then b as its standby (on a
+    failure, stops what it started)."""
+    started = []
+    try:
+        a = HaServer(conninfo_a, **kw)
+        started.append(a)
+        a.start()
+        wait_until(lambda: a.role() == "active" and a.answers(), 30, what="the first server to be active")
+        b = HaServer(conninfo_b or conninfo_a, **kw)
+        started.append(b)
+        b.start()
+        wait_until(lambda: b.role() == "standby", 10, what="the second server to be standby")
+    except BaseException:
+        stop_all(started)
+        raise
     return a, b
 
 
@@ -292,7 +302,6 @@ class FailoverClient(threading.Thread):
         self.stopping = threading.Event()
         self.retry = collections.deque()
         self.sent = 0
-        self.ended = False
 
     def next_job(self):
         if self.retry:
@@ -350,7 +359,6 @@ class FailoverClient(threading.Thread):
                 self.retry.extend(out)
             finally:
                 sock.close()
-        self.ended = True
 
     def stop(self):
         self.stopping.set()
