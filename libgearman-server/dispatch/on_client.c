@@ -70,7 +70,7 @@ static void
 submit_job(struct gm_dispatcher *d, struct gm_peer *p, struct gm_in *m, const struct submit *s)
 {
     if (d->persist.standby) {
-        send_error(d, p->id, "QUEUE_ERROR", "standby: another server is active (--ha)");
+        send_error(d, p->id, "QUEUE_ERROR", "standby: this server does not hold the queue lock (--ha)");
         return;
     }
     if (s->unique_len > GM_UNIQUE_MAX) {

@@ -119,7 +119,7 @@ serve_health(const struct gm_fe_req *r, const struct gm_state_view *v)
     bool ready = s.queue_healthy && s.ha_active;
     http_fmt(&w, "{\"live\":true,\"ready\":%s,\"status\":\"%s\"", ready ? "true" : "false",
              ready              ? "ok"
-             : !s.ha_active     ? "standby: another server is active"
+             : !s.ha_active     ? "standby: not holding the queue lock"
              : s.queue_stalled  ? "queue backend not answering"
                                 : "queue backend unavailable");
     if (strcmp(s.ha_role, "standalone") != 0) {
