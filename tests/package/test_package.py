@@ -374,6 +374,9 @@ def test_installs_in_place_of_gearman_job_server_and_gearman_tools():
         assert not installed(p), "%s is still installed: %s" % (p, status_of(p))
     v = sh("/usr/sbin/gearmand", "--config-file", "/dev/null", "--version")
     assert re.match(r"^\ngearmand 0\.", v), v
+    # built with every library of Build-Depends: every queue, systemd's readiness
+    helped = sh("/usr/sbin/gearmand", "--config-file", "/dev/null", "--help")
+    assert "Not built" not in helped and "built in (libsystemd)" in helped, helped[-600:]
     assert "gearadmin" in sh("/usr/bin/gearadmin", "--help")
     pw = pwd.getpwnam("gearman")
     for d in ("/var/lib/gearman", "/var/log/gearman-job-server"):
