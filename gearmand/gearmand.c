@@ -7,7 +7,8 @@
  * the command line and the config file, answer --check-args / --help /
  * --version, raise the descriptor limit, daemonize (the parent waits until
  * the child listens), open the log, write the pid file, build the server,
- * bind, switch user, tell the parent, serve.  SIGTERM, SIGINT, SIGUSR1 and
+ * bind, switch user, tell the parent, serve (and a service manager, through
+ * server/notify.h; under one, -d is ignored).  SIGTERM, SIGINT, SIGUSR1 and
  * SIGHUP are held back from the start and acted on once the main loop runs.
  */
 #include "config.h"
@@ -32,6 +33,7 @@
 #include "plugins/protocol/http/http.h"
 #include "libgearman-server/base/log.h"
 #include "libgearman-server/config/tls_ctx.h"
+#include "libgearman-server/server/notify.h"
 #include "libgearman-server/server/server.h"
 
 static const char *prog = "gearmand";
@@ -179,9 +181,10 @@ load_options(struct gm_options *o, int argc, char **argv)
     return 0;
 }
 
-/* The end of --help: the -q types this build has, and those it lacks. */
+/* The end of --help: the -q types this build has, and those it lacks;
+   then whether it can tell systemd it is ready. */
 static void
-print_queue_types(FILE *out)
+print_build_features(FILE *out)
 {
     fprintf(out, "Queue types in this build (-q): builtin");
     for (size_t i = 0; gm_linked_queues[i]; i++)
@@ -189,6 +192,11 @@ print_queue_types(FILE *out)
     fprintf(out, ".\n");
     for (const struct gm_queue_missing *m = gm_missing_queues; m->name; m++)
         fprintf(out, "Not built (configure did not find %s): %s.\n", m->library, m->name);
+    if (gm_notify_supported())
+        fprintf(out, "Readiness notification to systemd (Type=notify): built in (libsystemd).\n");
+    else
+        fprintf(out, "Not built (configure did not find libsystemd): readiness notification to systemd "
+                "(Type=notify).\n");
 }
 
 /* Answers --check-args, --help or --version; returns true if one was given
@@ -200,7 +208,7 @@ answer_without_serving(const struct gm_options *o)
         return true;
     if (o->help) {
         gm_options_help(stdout);
-        print_queue_types(stdout);
+        print_build_features(stdout);
         return true;
     }
     if (o->version) {
@@ -320,11 +328,17 @@ static int
 start_and_serve(struct gm_options *o, struct gm_server **server)
 {
     int ready_fd = -1;
-    if (o->daemon && (ready_fd = daemonize()) < 0) {
+    /* Under a Type=notify service (Debian's PARAMS carry --daemon) the
+       process systemd started must be the server: -d would make it exit. */
+    bool daemon_ignored = o->daemon && gm_notify_expected();
+    if (o->daemon && !daemon_ignored && (ready_fd = daemonize()) < 0) {
         fprintf(stderr, "%s: Could not daemonize: %s\n", prog, strerror(errno));
         return 1;
     }
     open_log(o);
+    if (daemon_ignored)
+        gm_log(GM_LOG_NOTICE, "--daemon ignored: a service manager waits for readiness (NOTIFY_SOCKET is "
+               "set), so gearmand stays in the foreground");
     /* A pid file the user named must be written; the default one may fail
        quietly (an unprivileged user running a quick test). */
     if (write_pid_file(o->pid_file, gm_options_given(o, "pid-file")) < 0)

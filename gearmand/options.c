@@ -150,6 +150,17 @@ static const struct opt table[] = {
     {"check-args", 0, K_FLAG, NULL, NULL, O(check_args), 0, 0, NULL},
 
     {"http-port", 0, K_UINT, "HTTP", "8080", O(http_port), 0, 65535, "Port to listen on."},
+    {"http-timeout", 0, K_UINT, "HTTP", "30", O(server.http_timeout_s), 0, 86400,
+     "Seconds an HTTP connection may take to send a complete request, counted from its "
+     "accept or its previous response (0: no limit); past it the connection is closed."},
+    {"http-allow-remote-actions", 0, K_FLAG, "HTTP", NULL, O(http_remote_actions), 0, 0,
+     "Accept state-changing requests (cancelling a job) from other hosts too; by default only "
+     "from this host."},
+    {"http-host", 0, K_STR, "HTTP", NULL, O(http_hosts), 0, 0,
+     "Other names of this server, comma-separated, that a request's Host header may give "
+     "besides localhost, the host name, the --listen address and any IP address ('*': any "
+     "name). A request for another name gets 403 (a defence against DNS rebinding)."},
+
     {"policy", 0, K_POLICY, "Job lifecycle", NULL, 0, 0, 0,
      "FUNCTION:key=value[,key=value...]: the function's lifecycle policy, repeatable (one per "
      "function; also `policy` on the admin port). Keys: retries (a failed background job is "
@@ -166,16 +177,6 @@ static const struct opt table[] = {
      "64 MiB of outcomes at most: past it the oldest go first."},
     {"keep-results-bytes", 0, K_U32, "Job lifecycle", "4096", O(server.keep_results_bytes), 0, 1048576,
      "Most bytes of a finished job's result kept with its outcome."},
-    {"http-timeout", 0, K_UINT, "HTTP", "30", O(server.http_timeout_s), 0, 86400,
-     "Seconds an HTTP connection may take to send a complete request, counted from its "
-     "accept or its previous response (0: no limit); past it the connection is closed."},
-    {"http-allow-remote-actions", 0, K_FLAG, "HTTP", NULL, O(http_remote_actions), 0, 0,
-     "Accept state-changing requests (cancelling a job) from other hosts too; by default only "
-     "from this host."},
-    {"http-host", 0, K_STR, "HTTP", NULL, O(http_hosts), 0, 0,
-     "Other names of this server, comma-separated, that a request's Host header may give "
-     "besides localhost, the host name, the --listen address and any IP address ('*': any "
-     "name). A request for another name gets 403 (a defence against DNS rebinding)."},
 
     {"port", 'p', K_STR, "Gear", "4730", O(server.port), 0, 0,
      "Port the server should listen on."},

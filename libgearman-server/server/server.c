@@ -32,6 +32,7 @@
 #include "libgearman-server/io/io_thread.h"
 #include "libgearman-server/base/log.h"
 #include "libgearman-server/persist/persist.h"
+#include "libgearman-server/server/notify.h"
 
 #define PERSIST_RING_SLOTS 65536
 #define IN_RING_SLOTS 16384
@@ -544,6 +545,7 @@ gm_server_run(struct gm_server *s)
     gm_log(GM_LOG_NOTICE, "gearmand %s ready%s: %u I/O threads", s->cfg->version ? s->cfg->version : "",
            s->role == GM_HA_STANDBY ? " as a standby (no Gear port)" : s->role == GM_HA_ACTIVE ? " as the active server" : "",
            s->nthreads);
+    gm_notify_ready("serving on port %s with %u I/O threads", s->cfg->port, s->nthreads);
 
     ev_run(s->loop, 0);
 

@@ -255,6 +255,9 @@ def test_help_lists_every_option_with_its_default():
         for section in ("General options:", "HTTP:", "Gear:", "libsqlite3:", "Postgres:",
                         "libmemcached:"):
             assert re.search(r"(?m)^" + re.escape(section) + r"$", out), section
+        # each group once, its options together (gearmand(8) follows these groups)
+        headings = re.findall(r"(?m)^(\S.*):$", out)
+        assert len(headings) == len(set(headings)), "a group is split in --help: %r" % headings
 
 
 @test
@@ -277,6 +280,13 @@ def test_help_names_the_queue_types_this_build_has():
         assert (name in names) != bool(missing), (name, line, out[-500:])
         if defines:
             assert (name in names) == ("#define %s 1" % define in defines), (name, line)
+    # then whether it can tell systemd it is ready (the unit's Type=notify)
+    built = "Readiness notification to systemd (Type=notify): built in (libsystemd)."
+    missing = "Not built (configure did not find libsystemd): readiness notification to systemd (Type=notify)."
+    lines = out.splitlines()
+    assert (built in lines) != (missing in lines), out[-500:]
+    if defines:
+        assert (built in lines) == ("#define HAVE_LIBSYSTEMD 1" in defines), out[-500:]
 
 
 @test
@@ -1007,6 +1017,65 @@ def test_daemon_parent_reports_a_failed_start():
         assert rc != 0, "daemon parent exited 0 though the port was taken"
     finally:
         blocker.close()
+
+
+# ----------------------------------------------------------------------
+# under a service manager (systemd's Type=notify: $NOTIFY_SOCKET)
+
+def built_with_systemd():
+    """Whether configure found libsystemd (config.h beside the build's gearmand/)."""
+    config = os.path.join(os.path.dirname(os.path.dirname(BIN)), "config.h")
+    with open(config) as f:
+        return "#define HAVE_LIBSYSTEMD 1" in f.read()
+
+
+@test
+def test_service_manager_hears_ready_from_the_server_itself_and_daemon_is_ignored():
+    # Debian's PARAMS carry --daemon; under Type=notify the process systemd
+    # started must be the server and say READY=1 once its port accepts.
+    path = tmpfile("notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    port = gmtest.free_port()
+    log, pidf = tmpfile("n.log"), tmpfile("n.pid")
+    proc = subprocess.Popen([BIN, "--config-file", EMPTY_CONF, "-d", "-p", str(port), "-L", "127.0.0.1",
+                             "-l", log, "-P", pidf, "--verbose", "NOTICE"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+                            env=dict(os.environ, NOTIFY_SOCKET=path))
+    child = None
+    try:
+        if built_with_systemd():
+            sock.settimeout(20)
+            fields = sock.recv(4096).split(b"\n")
+            assert b"READY=1" in fields, fields
+            status = [f for f in fields if f.startswith(b"STATUS=")]
+            assert status and (b"port %d" % port) in status[0], fields
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()  # no retry: it accepts now
+            assert proc.poll() is None, "the started process exited (-d forked?)"
+            assert admin(port, "getpid") == b"OK %d\n" % proc.pid
+            with open(log) as f:
+                assert "--daemon ignored" in f.read()
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=10) == 0
+        else:
+            # without libsystemd nothing is sent and -d forks as always
+            assert proc.wait(timeout=15) == 0
+            with open(pidf) as f:
+                child = int(f.read())
+            assert child != proc.pid and alive(child)
+            sock.settimeout(0.3)
+            try:
+                fail("a build without libsystemd sent %r" % sock.recv(4096))
+            except socket.timeout:
+                pass
+    finally:
+        sock.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if child and alive(child):
+            os.kill(child, signal.SIGTERM)
+            wait_until(lambda: not alive(child), timeout=10, what="the daemon to exit")
 
 
 # ----------------------------------------------------------------------

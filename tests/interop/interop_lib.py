@@ -5,7 +5,8 @@
     timeout and always kill the process in a finally block.
   - admin_status / wait_workers: read the admin `status` table of a server
     and wait until workers have registered (instead of sleeping).
-  - need_program: fails a test clearly when a client tool is missing.
+  - need_program: fails a test clearly when a client tool is missing;
+    debian_tool: Debian's gearman and gearadmin, from /usr/bin only.
   - GMCLIENT / need_gmclient: gmclient.c (a libgearman client and worker)
     compiled once per test process into a scratch folder.
   - Stunnel: stunnel4 in client mode in front of a gearmand --ssl, so
@@ -201,6 +202,16 @@ def need_program(name, hint):
     path = shutil.which(name)
     if not path:
         fail("%s not found in PATH (%s)" % (name, hint))
+    return path
+
+
+def debian_tool(name, hint):
+    """Debian's gearman-tools program `name` (gearman, gearadmin): always
+    /usr/bin/NAME, never taken from PATH, where a `make install` of ours
+    (/usr/local/bin) would come first."""
+    path = os.path.join("/usr/bin", name)
+    if not os.access(path, os.X_OK):
+        fail("%s not found (%s)" % (path, hint))
     return path
 
 

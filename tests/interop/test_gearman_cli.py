@@ -24,14 +24,14 @@ sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 sys.path.insert(0, HERE)
 import gmtest  # noqa: E402
 from gmtest import Server, fail  # noqa: E402
-from interop_lib import (ENV, Proc, admin_status, kill_all, need_program, test,  # noqa: E402
+from interop_lib import (ENV, Proc, admin_status, kill_all, debian_tool, test,  # noqa: E402
                          wait_status, wait_workers)
 
 HINT = "install gearman-tools"
 
 
 def gearman_args(server, *args):
-    return [need_program("gearman", HINT), "-h", "127.0.0.1", "-p", str(server.port)] + list(args)
+    return [debian_tool("gearman", HINT), "-h", "127.0.0.1", "-p", str(server.port)] + list(args)
 
 
 def gearman(server, *args, input=None, timeout=10.0):
@@ -57,7 +57,7 @@ def gearman_client(server, *args):
 
 def gearadmin(server, *args, timeout=10.0):
     """Runs gearadmin; returns (exit status, stdout text, stderr text)."""
-    cmd = [need_program("gearadmin", HINT), "-h", "127.0.0.1", "-p", str(server.port)] + list(args)
+    cmd = [debian_tool("gearadmin", HINT), "-h", "127.0.0.1", "-p", str(server.port)] + list(args)
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=ENV)
     except subprocess.TimeoutExpired:

@@ -21,7 +21,7 @@ sys.path.insert(0, HERE)
 import gmtest  # noqa: E402
 import tlsfix  # noqa: E402
 from gmtest import Server, fail, wait_until  # noqa: E402
-from interop_lib import (ENV, Proc, need_gmclient, need_program, test,  # noqa: E402
+from interop_lib import (ENV, Proc, need_gmclient, debian_tool, test,  # noqa: E402
                          wait_status, wait_workers, Stunnel)
 
 HINT = "install gearman-tools"
@@ -50,7 +50,7 @@ def front():
 
 
 def gearman(t, *args, input=b"", timeout=15.0):
-    cmd = [need_program("gearman", HINT), "-h", "127.0.0.1", "-p", str(t.port)] + list(args)
+    cmd = [debian_tool("gearman", HINT), "-h", "127.0.0.1", "-p", str(t.port)] + list(args)
     try:
         return subprocess.run(cmd, input=input, capture_output=True, timeout=timeout, env=ENV)
     except subprocess.TimeoutExpired as e:
@@ -59,7 +59,7 @@ def gearman(t, *args, input=b"", timeout=15.0):
 
 
 def gearadmin(t, *args, timeout=15.0):
-    cmd = [need_program("gearadmin", HINT), "-h", "127.0.0.1", "-p", str(t.port)] + list(args)
+    cmd = [debian_tool("gearadmin", HINT), "-h", "127.0.0.1", "-p", str(t.port)] + list(args)
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=ENV)
     except subprocess.TimeoutExpired:
@@ -68,7 +68,7 @@ def gearadmin(t, *args, timeout=15.0):
 
 
 def gearman_worker(t, *args):
-    return Proc([need_program("gearman", HINT), "-h", "127.0.0.1", "-p", str(t.port), "-w"] + list(args),
+    return Proc([debian_tool("gearman", HINT), "-h", "127.0.0.1", "-p", str(t.port), "-w"] + list(args),
                 name="gearman -w " + " ".join(args))
 
 
