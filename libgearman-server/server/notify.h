@@ -22,7 +22,8 @@ bool gm_notify_expected(void);
 
 /* Sends READY=1 and STATUS=<the formatted text> to the service manager,
    if one expects it; call it once the server serves (queue replayed,
-   listeners open).  Never fails the caller: a send that fails is logged
+   listeners open), or with --ha once a standby is up, and again at each
+   change of role (READY=1 again is harmless; STATUS changes).  Never fails the caller: a send that fails is logged
    at WARNING. */
 void gm_notify_ready(const char *status_fmt, ...) __attribute__((format(printf, 1, 2)));
 

@@ -545,7 +545,14 @@ gm_server_run(struct gm_server *s)
     gm_log(GM_LOG_NOTICE, "gearmand %s ready%s: %u I/O threads", s->cfg->version ? s->cfg->version : "",
            s->role == GM_HA_STANDBY ? " as a standby (no Gear port)" : s->role == GM_HA_ACTIVE ? " as the active server" : "",
            s->nthreads);
-    gm_notify_ready("serving on port %s with %u I/O threads", s->cfg->port, s->nthreads);
+    /* A --ha standby is up (its HTTP port answers), not serving: systemd
+       sees it started, and its status says which it is; each change of
+       role says so again. */
+    if (s->role == GM_HA_STANDBY)
+        gm_notify_ready("standby (--ha): not holding the queue lock; Gear port %s closed", s->cfg->port);
+    else
+        gm_notify_ready("%sserving on port %s with %u I/O threads", s->role == GM_HA_ACTIVE ? "active (--ha): " : "",
+                        s->cfg->port, s->nthreads);
 
     ev_run(s->loop, 0);
 
