@@ -633,10 +633,11 @@ def test_unit_starts_and_reloads_under_systemd_with_its_sandbox():
     sd = NamespacedSystemd(port)
     try:
         def active():
-            v = sd.show("ActiveState", "Result")
-            if v["ActiveState"] == "failed":
-                fail("gearmand.service failed: %s\n%s" % (v, sd.run("systemctl", "status", "--no-pager", "-l",
-                                                                     "gearmand.service", check=False)))
+            v = sd.show("ActiveState", "SubState", "Result")
+            # failed, or waiting to be started again after a failure (Restart=on-failure)
+            if v["ActiveState"] == "failed" or v["SubState"] == "auto-restart":
+                fail("gearmand.service did not start: %s\n%s" % (v, sd.run(
+                    "systemctl", "status", "--no-pager", "-l", "gearmand.service", check=False)))
             return v["ActiveState"] == "active"
         wait_until(active, timeout=60, what="gearmand.service to be active")
         v = sd.show("MainPID", "StatusText", "Type")
