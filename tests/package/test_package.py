@@ -17,6 +17,10 @@ tests compare against) and our tools in /usr/bin in place of gearman-tools.
      survives a restart of that command and a reinstall (an upgrade's
      path), logrotate rotates the log and the server reopens it; Debian's
      stock PARAMS (with --daemon) work too;
+     and the unit under a real systemd, PID 1 of namespaces of its own
+     (skipped where they cannot be made): it starts with its whole sandbox,
+     as gearman, Type=notify; restart keeps a stored job; reload reopens the
+     log; stop ends it cleanly;
   4. dpkg -r removes the binaries and keeps the queue; dpkg --purge removes
      the queue;
   5. the machine is left as it was: Debian's packages reinstalled from
@@ -101,10 +105,13 @@ def snapshot():
                     "/etc/gearmand*", "/etc/rc?.d/*gearman*", "/etc/systemd/system/*gearman*",
                     "/etc/systemd/system/*/*gearman*", "/var/lib/systemd/deb-systemd-helper-enabled/*gearman*",
                     "/var/lib/systemd/deb-systemd-helper-enabled/*/*gearman*", "/usr/sbin/gearmand",
-                    "/usr/bin/gearman", "/usr/bin/gearadmin", "/lib/systemd/system/gearman*"):
+                    "/usr/bin/gearman", "/usr/bin/gearadmin", "/lib/systemd/system/gearman*",
+                    "/run/gmtest-notify-*", "/sys/fs/cgroup/*/gmtest-systemd-*", "/sys/fs/cgroup/gmtest-systemd-*"):
         for path in sorted(glob.glob(pattern)):
             st = os.lstat(path)
-            if stat.S_ISLNK(st.st_mode):
+            if stat.S_ISDIR(st.st_mode):
+                snap[path] = "dir"
+            elif stat.S_ISLNK(st.st_mode):
                 snap[path] = "-> " + os.readlink(path)
             else:
                 with open(path, "rb") as f:
@@ -167,7 +174,9 @@ class Service:
         self.port = gmtest.free_port()
         self.argv, self.settings = service_argv()
         # where the gearman user can reach it (WORK may be under /root)
-        sockdir = state.setdefault("sockdir", tempfile.mkdtemp(prefix="gmtest-notify-", dir="/run"))
+        if "sockdir" not in state:
+            state["sockdir"] = tempfile.mkdtemp(prefix="gmtest-notify-", dir="/run")
+        sockdir = state["sockdir"]
         os.chmod(sockdir, 0o755)
         self.sockpath = os.path.join(sockdir, "notify-%d.sock" % self.port)
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -201,10 +210,13 @@ class Service:
             self.proc.kill()
             self.proc.wait()
 
-    def tool(self, *args, timeout=30, data=None):
-        r = subprocess.run(list(args[:1]) + ["-h", "127.0.0.1", "-p", str(self.port)] + list(args[1:]),
-                           input=data, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)
-        return r.returncode, r.stdout.decode(errors="replace")
+
+
+def tool(port, program, *args, timeout=30):
+    """Runs an installed tool (/usr/bin/gearman, ...) against the server on port; returns (status, output)."""
+    r = subprocess.run([program, "-h", "127.0.0.1", "-p", str(port)] + list(args), stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, timeout=timeout)
+    return r.returncode, r.stdout.decode(errors="replace")
 
 
 def admin(port, line):
@@ -227,14 +239,14 @@ def status_row(port, function):
     return None
 
 
-def round_trip(svc):
+def round_trip(port):
     """A worker (the installed /usr/bin/gearman running rev) and a client: the job comes back reversed."""
-    worker = subprocess.Popen(["/usr/bin/gearman", "-h", "127.0.0.1", "-p", str(svc.port), "-w", "-f", "rev",
+    worker = subprocess.Popen(["/usr/bin/gearman", "-h", "127.0.0.1", "-p", str(port), "-w", "-f", "rev",
                                "--", "rev"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_until(lambda: (status_row(svc.port, "rev") or (0, 0, 0))[2] == 1, timeout=20,
+        wait_until(lambda: (status_row(port, "rev") or (0, 0, 0))[2] == 1, timeout=20,
                    what="the worker to register")
-        rc, out = svc.tool("/usr/bin/gearman", "-f", "rev", "hello")
+        rc, out = tool(port, "/usr/bin/gearman", "-f", "rev", "hello")
         assert rc == 0 and out.strip() == "olleh", (rc, out)
     finally:
         worker.kill()
@@ -411,9 +423,9 @@ def test_service_command_runs_as_gearman_with_its_queue_in_var_lib_gearman_and_a
         assert admin(svc.port, "getpid") == "OK %d\n" % svc.proc.pid
         st = os.stat(QUEUE)
         assert st.st_uid == pwd.getpwnam("gearman").pw_uid, st
-        round_trip(svc)
+        round_trip(svc.port)
         # a background job with no worker: stored before it is acknowledged
-        rc, out = svc.tool("/usr/bin/gearman", "-b", "-f", "kept", "across restarts")
+        rc, out = tool(svc.port, "/usr/bin/gearman", "-b", "-f", "kept", "across restarts")
         assert rc == 0, out
         assert status_row(svc.port, "kept") == (1, 0, 0), admin(svc.port, "status")
     finally:
@@ -432,7 +444,7 @@ def test_stored_job_survives_a_restart_of_the_service_command_and_a_reinstall():
     svc = Service()
     try:
         assert status_row(svc.port, "kept") == (1, 0, 0), admin(svc.port, "status")
-        rc, out = svc.tool("/usr/bin/gearman", "-w", "-c", "1", "-f", "kept", timeout=30)
+        rc, out = tool(svc.port, "/usr/bin/gearman", "-w", "-c", "1", "-f", "kept", timeout=30)
         assert rc == 0 and out == "across restarts", (rc, out)
         wait_until(lambda: status_row(svc.port, "kept") in (None, (0, 0, 0)), timeout=10, what="the job to end")
     finally:
@@ -475,13 +487,181 @@ def test_debians_stock_params_line_is_honoured_and_its_daemon_ignored():
             assert "--daemon" in svc.argv and "--queue-type=libsqlite3" not in svc.argv, svc.argv
             # in the foreground all the same, on localhost, and with the memory queue it asked for
             assert admin(svc.port, "getpid") == "OK %d\n" % svc.proc.pid
-            rc, out = svc.tool("/usr/bin/gearman", "-b", "-f", "in-memory", "x")
+            rc, out = tool(svc.port, "/usr/bin/gearman", "-b", "-f", "in-memory", "x")
             assert rc == 0, out
         finally:
             svc.stop()
     finally:
         with open(DEFAULT_FILE, "w") as f:
             f.write(ours)
+
+
+# ----------------------------------------------------------------------
+# the unit under a real systemd: PID 1 of a PID namespace of its own
+
+INNER = r"""#!/bin/sh
+# In new PID, mount, UTS, IPC and cgroup namespaces: what a container
+# manager gives systemd (a /run, /dev, cgroup mounts and journal of its
+# own; the machine's files otherwise), then systemd as PID 1 with a target
+# that wants gearmand.service only (no sysinit.target: nothing else starts).
+set -e
+port=$1 cgroup_kind=$2
+mount --make-rprivate /
+mount -t tmpfs -o mode=755 tmpfs /run
+mkdir -p /run/systemd/system/gearmand.service.d /run/lock
+printf '[Unit]\nDefaultDependencies=no\n[Service]\nEnvironment=GEARMAND_PORT=%s\n' "$port" \
+    >/run/systemd/system/gearmand.service.d/gmtest.conf
+printf '[Unit]\nDescription=gearmand only\nDefaultDependencies=no\nWants=gearmand.service\n' \
+    >/run/systemd/system/gmtest.target
+mount -t tmpfs -o mode=755 tmpfs /dev
+mknod -m 666 /dev/null c 1 3; mknod -m 666 /dev/zero c 1 5; mknod -m 666 /dev/full c 1 7
+mknod -m 666 /dev/random c 1 8; mknod -m 666 /dev/urandom c 1 9; mknod -m 666 /dev/tty c 5 0
+mkdir /dev/pts /dev/shm; mount -t devpts -o newinstance,ptmxmode=666 devpts /dev/pts
+ln -s pts/ptmx /dev/ptmx; mount -t tmpfs tmpfs /dev/shm
+if [ "$cgroup_kind" = unified ]; then
+    mount -t cgroup2 cgroup2 /sys/fs/cgroup
+else
+    mount -t tmpfs -o mode=755 tmpfs /sys/fs/cgroup
+    mkdir /sys/fs/cgroup/systemd; mount -t cgroup -o none,name=systemd cgroup /sys/fs/cgroup/systemd
+    if [ "$cgroup_kind" = hybrid ]; then
+        mkdir /sys/fs/cgroup/unified; mount -t cgroup2 cgroup2 /sys/fs/cgroup/unified
+    fi
+fi
+for d in /var/log/journal /var/lib/systemd; do [ ! -d $d ] || mount -t tmpfs tmpfs $d; done
+exec env -i container=gmtest PATH=/usr/sbin:/usr/bin:/sbin:/bin /lib/systemd/systemd --system \
+    --unit=gmtest.target --log-target=console --show-status=no
+"""
+
+
+class NamespacedSystemd:
+    """systemd as PID 1 of new namespaces, in a cgroup of its own under the
+    machine's (removed afterwards); skip() where that cannot be made."""
+
+    def __init__(self, port):
+        self.cgroups = []
+        fstype = sh("stat", "-fc", "%T", "/sys/fs/cgroup").strip()
+        if fstype == "cgroup2fs":
+            kind, roots = "unified", ["/sys/fs/cgroup"]
+        elif os.path.isdir("/sys/fs/cgroup/systemd"):
+            kind = "hybrid" if os.path.isdir("/sys/fs/cgroup/unified") else "legacy"
+            roots = ["/sys/fs/cgroup/systemd"] + (["/sys/fs/cgroup/unified"] if kind == "hybrid" else [])
+        else:
+            gmtest.skip("no cgroup hierarchy for systemd here (%s)" % fstype)
+        name = "gmtest-systemd-%d" % os.getpid()
+        for root in roots:
+            try:
+                os.mkdir(os.path.join(root, name))
+            except OSError as e:
+                self.close()
+                gmtest.skip("cannot make a cgroup under %s: %s" % (root, e))
+            self.cgroups.append(os.path.join(root, name))
+        inner = os.path.join(WORK, "systemd-inner.sh")
+        with open(inner, "w") as f:
+            f.write(INNER)
+        os.chmod(inner, 0o755)
+        self.log = os.path.join(WORK, "systemd.log")
+        moves = "; ".join('echo $$ > "%s/cgroup.procs"' % c for c in self.cgroups)
+        self.proc = subprocess.Popen(
+            ["setsid", "sh", "-c", moves + "; exec unshare --pid --fork --kill-child --mount --uts --ipc --cgroup --mount-proc "
+             + "%s %d %s" % (inner, port, kind)], stdin=subprocess.DEVNULL,
+            stdout=open(self.log, "wb"), stderr=subprocess.STDOUT)
+        state["procs"].append(self.proc)
+        self.pid1 = None
+        deadline = time.time() + 30
+        while time.time() < deadline and self.proc.poll() is None:
+            children = open("/proc/%d/task/%d/children" % (self.proc.pid, self.proc.pid)).read().split()
+            if children and self.systemctl_ok(int(children[0])):
+                self.pid1 = int(children[0])
+                break
+            time.sleep(0.2)
+        if not self.pid1:
+            with open(self.log, errors="replace") as f:
+                tail = f.read()[-1500:]
+            self.close()
+            gmtest.skip("systemd does not come up in a namespace here: %r" % tail)
+
+    def systemctl_ok(self, pid):
+        r = subprocess.run(["nsenter", "-t", str(pid), "-m", "-p", "systemctl", "is-system-running"],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=10)
+        return r.stdout.strip() not in (b"", b"offline")
+
+    def run(self, *argv, check=True):
+        return sh("nsenter", "-t", str(self.pid1), "-m", "-p", *argv, check=check)
+
+    def show(self, *props):
+        out = self.run("systemctl", "show", "gearmand.service", *["-p" + p for p in props])
+        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+    def close(self):
+        if getattr(self, "proc", None) is not None:
+            if self.pid1:
+                os.kill(self.pid1, signal.SIGKILL)  # every process of its namespace dies with it
+            if self.proc.poll() is None:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            state["procs"].remove(self.proc)
+            self.proc = None
+        # the cgroups empty as the namespace's processes finish dying
+        for c in reversed(self.cgroups):
+            wait_until(lambda: _rmtree_cgroup(c), timeout=20, what="cgroup %s to be removed" % c)
+        self.cgroups = []
+
+
+def _rmtree_cgroup(top):
+    """Removes the cgroup top and those under it, deepest first; False while one is still busy."""
+    for root, dirs, _files in os.walk(top, topdown=False):
+        for d in dirs:
+            try:
+                os.rmdir(os.path.join(root, d))
+            except OSError:
+                return False
+    try:
+        os.rmdir(top)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return False
+    return True
+
+
+@test
+def test_unit_starts_and_reloads_under_systemd_with_its_sandbox():
+    for prog in ("unshare", "nsenter", "setsid"):
+        if not shutil.which(prog):
+            gmtest.skip("%s not found" % prog)
+    port = gmtest.free_port()
+    sd = NamespacedSystemd(port)
+    try:
+        def active():
+            v = sd.show("ActiveState", "SubState", "Result")
+            # failed, or waiting to be started again after a failure (Restart=on-failure)
+            if v["ActiveState"] == "failed" or v["SubState"] == "auto-restart":
+                fail("gearmand.service did not start: %s\n%s" % (v, sd.run(
+                    "systemctl", "status", "--no-pager", "-l", "gearmand.service", check=False)))
+            return v["ActiveState"] == "active"
+        wait_until(active, timeout=60, what="gearmand.service to be active")
+        v = sd.show("MainPID", "StatusText", "Type")
+        assert v["Type"] == "notify" and v["StatusText"].startswith("serving on port %d" % port), v
+        user = sd.run("ps", "-o", "user=", "-p", v["MainPID"]).strip()
+        assert user == "gearman", user
+        assert admin(port, "getpid") == "OK %s\n" % v["MainPID"]
+        round_trip(port)
+        rc, out = tool(port, "/usr/bin/gearman", "-b", "-f", "kept-by-systemd", "through a restart")
+        assert rc == 0, out
+        sd.run("systemctl", "restart", "gearmand.service")
+        assert status_row(port, "kept-by-systemd") == (1, 0, 0), admin(port, "status")
+        rc, out = tool(port, "/usr/bin/gearman", "-w", "-c", "1", "-f", "kept-by-systemd")
+        assert rc == 0 and out == "through a restart", (rc, out)
+        # reload: SIGHUP, the log reopened by its name
+        os.rename(LOG, LOG + ".old")
+        sd.run("systemctl", "reload", "gearmand.service")
+        wait_until(lambda: os.path.exists(LOG), timeout=10, what="the log to be reopened")
+        os.unlink(LOG + ".old")
+        sd.run("systemctl", "stop", "gearmand.service")
+        v = sd.show("ActiveState", "Result", "ExecMainStatus")
+        assert v == {"ActiveState": "inactive", "Result": "success", "ExecMainStatus": "0"}, v
+    finally:
+        sd.close()
 
 
 @test
