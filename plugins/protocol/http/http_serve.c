@@ -116,13 +116,15 @@ serve_health(const struct gm_fe_req *r, const struct gm_state_view *v)
     struct gm_bytes w = {0};
     struct gm_view_server s;
     v->server(v->d, &s);
-    bool ready = s.queue_healthy && s.ha_active;
+    /* a view without a role (NULL) is a server without --ha */
+    bool standby = s.ha_role && strcmp(s.ha_role, "standby") == 0;
+    bool ready = s.queue_healthy && !standby;
     http_fmt(&w, "{\"live\":true,\"ready\":%s,\"status\":\"%s\"", ready ? "true" : "false",
              ready              ? "ok"
-             : !s.ha_active     ? "standby: not holding the queue lock"
+             : standby          ? "standby: not holding the queue lock"
              : s.queue_stalled  ? "queue backend not answering"
                                 : "queue backend unavailable");
-    if (strcmp(s.ha_role, "standalone") != 0) {
+    if (s.ha_role && strcmp(s.ha_role, "standalone") != 0) {
         http_fmt(&w, ",\"role\":");
         http_json_cstr(&w, s.ha_role);
     }
