@@ -10,11 +10,12 @@
  * Nothing here waits for the dispatcher: acks that find the ring full wait
  * in p->spill, and the dispatcher wakes the thread once it has drained the
  * ring (persist_wants_space).  The main thread reads busy_since to report a
- * backend call that does not return (gm_persist_watch, /health).
+ * backend call that does not return (gm_persist_watch, /health).  The
+ * --ha role is persist_ha.c's; the state both share is persist_int.h.
  */
 #include "config.h"
 
-#include "libgearman-server/persist/persist.h"
+#include "libgearman-server/persist/persist_int.h"
 #include "libgearman-server/base/clock.h"
 
 #include <ev.h>
@@ -31,52 +32,6 @@
 #define BACKOFF_FIRST 0.1
 #define BACKOFF_MAX 5.0
 
-/* Owner: the persistence thread writes and reads every field, except: stop
-   (set by any thread through gm_persist_stop); healthy, batches, records,
-   failures and busy_since (atomics it writes and others read: the
-   dispatcher's view through gm_persist_healthy, gm_persist_stats and
-   gm_persist_waiting_ms; the main thread through gm_persist_watch);
-   stall_logged (the main thread's own); and what gm_persist_new sets
-   before the thread starts. */
-struct gm_persist {
-    const struct gm_queue_backend *be;
-    void *state;
-    struct gm_persist_config cfg;
-    struct gm_persist_channel *ch;
-    void (*wake_disp)(void *arg);
-    void *wake_arg;
-
-    struct ev_loop *loop;
-    ev_async wake;
-    ev_timer retry;
-    ev_timer delay;
-    ev_timer held_retry;         /* DONEs refused while the backend is up (a full disk) */
-    _Atomic int stop;
-    _Atomic int healthy;
-    double backoff, held_backoff;
-
-    struct gm_prec *batch;       /* records taken from the ring for this batch */
-    size_t batch_cap;
-    struct gm_qrecord *recs;     /* what goes to the backend */
-    size_t recs_cap;
-    bool *dropped;               /* batch[i] cancelled by a later DONE */
-    struct gm_prec *held;        /* DONEs waiting for the backend to come back */
-    size_t nheld, held_cap;
-    struct gm_pack_spill spill;  /* acks waiting for room in the ring, in order */
-
-    _Atomic uint64_t batches, records, failures;
-    _Atomic uint64_t busy_since; /* monotonic ms a backend call began; 0 = none under way */
-
-    enum gm_ha_role ha_role;     /* --ha; GM_HA_NONE without */
-    ev_timer ha_timer;           /* every GM_HA_TRY_MS: the lock tried, or the session checked */
-    uint64_t last_answer_ms;     /* when the backend last completed a call (monotonic) */
-    bool ha_down_logged;         /* a standby's failed attempt was logged (once an episode) */
-    void (*ha_changed)(void *arg);
-    void *ha_arg;
-    _Atomic int ha_event;        /* enum gm_ha_event; the reason is written before it */
-    char ha_reason[160];
-    bool stall_logged;           /* main thread (gm_persist_watch) */
-};
 
 int
 gm_persist_channel_init(struct gm_persist_channel *ch, size_t slots)
@@ -215,27 +170,6 @@ ack(struct gm_persist *p, uint64_t upto, bool ok, const char *reason)
         usleep(1000);
     }
     acks_flush(p);
-}
-
-/* The backend calls, timed for the stall watch. */
-static int
-be_write(struct gm_persist *p, const struct gm_qrecord *q, size_t n, char *err, size_t errlen)
-{
-    atomic_store(&p->busy_since, gm_mono_ms());
-    int rc = p->be->write_batch(p->state, q, n, err, errlen);
-    atomic_store(&p->busy_since, 0);
-    if (rc == 0)
-        p->last_answer_ms = gm_mono_ms();
-    return rc;
-}
-
-static int
-be_reconnect(struct gm_persist *p, char *err, size_t errlen)
-{
-    atomic_store(&p->busy_since, gm_mono_ms());
-    int rc = p->be->reconnect(p->state, err, errlen);
-    atomic_store(&p->busy_since, 0);
-    return rc;
 }
 
 static void
@@ -547,16 +481,6 @@ schedule(struct gm_persist *p, ev_timer *t, double after)
     ev_timer_start(p->loop, t);
 }
 
-/* --ha: reports an event to the main thread, once. */
-static void
-ha_report(struct gm_persist *p, enum gm_ha_event e, const char *reason)
-{
-    ev_timer_stop(p->loop, &p->ha_timer);
-    snprintf(p->ha_reason, sizeof p->ha_reason, "%s", reason ? reason : "");
-    atomic_store(&p->ha_event, (int)e);
-    p->ha_changed(p->ha_arg);
-}
-
 /* The backend is down: reconnect with backoff, or with --ha, when active,
    the lock is gone with the session: nothing more is written here. */
 static void
@@ -564,7 +488,7 @@ schedule_retry(struct gm_persist *p)
 {
     if (p->ha_role == GM_HA_ACTIVE) {
         if (atomic_load(&p->ha_event) == GM_HA_QUIET)
-            ha_report(p, GM_HA_LOST_LOCK, "the connection to the queue was lost");
+            persist_ha_report(p, GM_HA_LOST_LOCK, "the connection to the queue was lost");
         return;
     }
     if (p->ha_role == GM_HA_STANDBY)
@@ -616,86 +540,6 @@ on_retry(struct ev_loop *loop, ev_timer *w, int revents)
     schedule_retry(p);
 }
 
-static int
-be_lead(struct gm_persist *p, char *err, size_t errlen)
-{
-    atomic_store(&p->busy_since, gm_mono_ms());
-    int rc = p->be->lead(p->state, err, errlen);
-    atomic_store(&p->busy_since, 0);
-    if (rc >= 0)
-        p->last_answer_ms = gm_mono_ms();
-    return rc;
-}
-
-/* --ha, every GM_HA_TRY_MS.  Active: checks the session unless a batch
-   just did.  Standby: reconnects if need be, then tries the lock. */
-static void
-on_ha_timer(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    struct gm_persist *p = w->data;
-    (void)loop;
-    (void)revents;
-    char err[160] = "";
-    if (atomic_load(&p->stop) || atomic_load(&p->ha_event) != GM_HA_QUIET)
-        return;
-    if (p->ha_role == GM_HA_ACTIVE) {
-        if (gm_mono_ms() - p->last_answer_ms < GM_HA_TRY_MS)
-            return;
-        if (be_lead(p, err, sizeof err) != 1) {
-            atomic_store(&p->healthy, 0);
-            ha_report(p, GM_HA_LOST_LOCK, err[0] ? err : "another server holds the lock");
-        }
-        return;
-    }
-    int rc = -1;
-    if (!p->be->alive(p->state) && (!p->be->reconnect || be_reconnect(p, err, sizeof err) < 0))
-        rc = -1;
-    else
-        rc = be_lead(p, err, sizeof err);
-    if (rc < 0 && !p->ha_down_logged) {
-        gm_log(GM_LOG_WARNING, "ha: standby cannot reach the %s queue: %s (trying every %d ms)", p->be->name, err,
-               GM_HA_TRY_MS);
-        p->ha_down_logged = true;
-    } else if (rc >= 0 && p->ha_down_logged) {
-        gm_log(GM_LOG_NOTICE, "ha: standby reaches the %s queue again", p->be->name);
-        p->ha_down_logged = false;
-    }
-    if (rc == 1)
-        ha_report(p, GM_HA_TOOK_LOCK, NULL);
-}
-
-void
-gm_persist_set_ha(struct gm_persist *p, enum gm_ha_role role, void (*changed)(void *arg), void *arg)
-{
-    p->ha_role = role;
-    p->ha_changed = changed;
-    p->ha_arg = arg;
-    p->last_answer_ms = gm_mono_ms();
-    /* a standby stores nothing: whatever reaches it is refused */
-    atomic_store(&p->healthy, role != GM_HA_STANDBY);
-    if (role != GM_HA_NONE) {
-        ev_timer_set(&p->ha_timer, GM_HA_TRY_MS / 1000.0, GM_HA_TRY_MS / 1000.0);
-        ev_timer_start(p->loop, &p->ha_timer);
-    }
-}
-
-enum gm_ha_event
-gm_persist_ha_event(const struct gm_persist *p, char *reason, size_t len)
-{
-    int e = atomic_load(&((struct gm_persist *)p)->ha_event);
-    if (reason && len)
-        snprintf(reason, len, "%s", e == GM_HA_QUIET ? "" : p->ha_reason);
-    return (enum gm_ha_event)e;
-}
-
-void *
-gm_persist_detach(struct gm_persist *p)
-{
-    void *state = p->state;
-    p->state = NULL;
-    return state;
-}
-
 struct gm_persist *
 gm_persist_new(const struct gm_queue_backend *be, void *state, const struct gm_persist_config *cfg,
                struct gm_persist_channel *ch, void (*wake_disp)(void *arg), void *arg)
@@ -734,9 +578,7 @@ gm_persist_new(const struct gm_queue_backend *be, void *state, const struct gm_p
     p->delay.data = p;
     ev_timer_init(&p->held_retry, on_held_retry, 0., 0.);
     p->held_retry.data = p;
-    ev_timer_init(&p->ha_timer, on_ha_timer, 0., 0.);
-    p->ha_timer.data = p;
-    atomic_init(&p->ha_event, GM_HA_QUIET);
+    persist_ha_init(p);
     return p;
 }
 
