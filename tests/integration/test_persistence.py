@@ -1351,6 +1351,22 @@ class Tmpfs:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def fill_the_disk(c):
+    """Submits background jobs of 8000 bytes of function "full" on c until
+    the queue refuses one with QUEUE_ERROR (its disk is full); returns the
+    handles of those it acknowledged (some, and fewer than 500)."""
+    made = []
+    for i in range(500):
+        c.send_packet("SUBMIT_JOB_BG", "full", "f%d" % i, b"x" * 8000)
+        p = c.recv_packet()
+        if p.name != "JOB_CREATED":
+            assert p.name == "ERROR" and p.fields(2)[0] == b"QUEUE_ERROR", p
+            break
+        made.append(p.data.decode())
+    assert made and len(made) < 500, "the disk never filled (%d jobs)" % len(made)
+    return made
+
+
 @test
 def test_sqlite_on_a_full_disk_refuses_new_jobs_and_holds_completions_until_there_is_room():
     # Issue 12.5: with SQLite on a full disk the completions (DONE records)
@@ -1362,15 +1378,7 @@ def test_sqlite_on_a_full_disk_refuses_new_jobs_and_holds_completions_until_ther
     s = srv(store).start()
     try:
         c = s.conn()
-        made = []
-        for i in range(500):
-            c.send_packet("SUBMIT_JOB_BG", "full", "f%d" % i, b"x" * 8000)
-            p = c.recv_packet()
-            if p.name != "JOB_CREATED":
-                assert p.name == "ERROR" and p.fields(2)[0] == b"QUEUE_ERROR", p
-                break
-            made.append(p.data.decode())
-        assert made and len(made) < 500, "the disk never filled (%d jobs)" % len(made)
+        made = fill_the_disk(c)
         w = worker(s, "full")
         done = [j[0] for j in drain(w)]
         assert sorted(done) == sorted(made), (done, made)
@@ -2188,15 +2196,7 @@ def test_tokyocabinet_on_a_full_disk_refuses_new_jobs_lives_on_and_holds_complet
     s = srv(store).start()
     try:
         c = s.conn()
-        made = []
-        for i in range(500):
-            c.send_packet("SUBMIT_JOB_BG", "full", "f%d" % i, b"x" * 8000)
-            p = c.recv_packet()
-            if p.name != "JOB_CREATED":
-                assert p.name == "ERROR" and p.fields(2)[0] == b"QUEUE_ERROR", p
-                break
-            made.append(p.data.decode())
-        assert made and len(made) < 500, "the disk never filled (%d jobs)" % len(made)
+        made = fill_the_disk(c)
         assert s.proc.poll() is None, "gearmand died on the full disk (status %s)" % s.proc.returncode
         w = worker(s, "full")
         done = [j[0] for j in drain(w)]
