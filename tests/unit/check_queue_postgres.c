@@ -554,19 +554,29 @@ START_TEST(test_postgres_ha_lock_is_held_by_one_session_and_passes_on_when_it_en
 }
 END_TEST
 
+/* --ha: opens the backend on a fresh table with --ha-timeout 2, its
+   session named app_prefix_<pid> (written to app) for pg_stat_activity. */
+static void *
+pg_open_ha_named(struct gm_queue_options *o, char *conninfo, size_t len, const char *app_prefix, char app[64])
+{
+    char extra[96];
+    snprintf(app, 64, "%s_%d", app_prefix, (int)getpid());
+    snprintf(extra, sizeof extra, "application_name=%s", app);
+    pg_fresh(o);
+    gm_queue_opt_set(o, "ha-timeout", "2");
+    snprintf(conninfo, len, "%s %s", pg_conninfo(), extra);
+    gm_queue_opt_set(o, "libpq-conninfo", conninfo);
+    return bk_open(&BK_PG, o);
+}
+
 /* --ha: the holder's session ended by the database (pg_terminate_backend)
    is seen as lost at the next check, and the lock is the other's; the
    holder, reconnected, no longer has it. */
 START_TEST(test_postgres_ha_terminated_session_loses_the_lock_to_the_other)
 {
     struct gm_queue_options o;
-    char conninfo[512], app[64], extra[96];
-    snprintf(app, sizeof app, "gm_ha_%d", (int)getpid());
-    snprintf(extra, sizeof extra, "application_name=%s", app);
-    void *a = pg_open_with(&o, conninfo, sizeof conninfo, extra);
-    gm_queue_opt_set(&o, "ha-timeout", "2");
-    gm_queue_postgres.close(a);
-    a = bk_open(&BK_PG, &o);
+    char conninfo[512], app[64];
+    void *a = pg_open_ha_named(&o, conninfo, sizeof conninfo, "gm_ha", app);
     struct gm_queue_options ob = o; /* b: the same table, another application_name */
     gm_queue_opt_set(&ob, "libpq-conninfo", pg_conninfo());
     void *b = bk_open(&BK_PG, &ob);
@@ -597,13 +607,8 @@ END_TEST
 START_TEST(test_postgres_ha_check_with_no_answer_fails_within_the_ha_timeout)
 {
     struct gm_queue_options o;
-    char conninfo[512], app[64], extra[96];
-    snprintf(app, sizeof app, "gm_hastop_%d", (int)getpid());
-    snprintf(extra, sizeof extra, "application_name=%s", app);
-    void *st = pg_open_with(&o, conninfo, sizeof conninfo, extra);
-    gm_queue_opt_set(&o, "ha-timeout", "2");
-    gm_queue_postgres.close(st);
-    st = bk_open(&BK_PG, &o);
+    char conninfo[512], app[64];
+    void *st = pg_open_ha_named(&o, conninfo, sizeof conninfo, "gm_hastop", app);
     char err[256] = "";
     ck_assert_int_eq(gm_queue_postgres.lead(st, err, sizeof err), 1);
     int pid = pg_backend_pid_of(app);
